@@ -1,0 +1,64 @@
+//! Allow and block lists: exact addresses (hash maps) and CIDRs (LPM tries),
+//! one map per family. A block entry carries an optional expiry.
+
+/// Exact-address block entries, per family.
+pub const BLOCK_EXACT_MAX: u32 = 1 << 20;
+/// CIDR block entries, per family.
+pub const BLOCK_CIDR_MAX: u32 = 1 << 16;
+/// Allowlist CIDR entries, per family.
+pub const ALLOW_MAX: u32 = 1 << 14;
+
+/// Length of the free-text reason stored with a block.
+pub const REASON_LEN: usize = 48;
+
+/// Why an address is blocked. Stored as `u32` in [`BlockEntry::source`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockSource {
+    /// An operator (`gateway block add`).
+    Operator = 0,
+    /// The static `block` list of the config file.
+    Config = 1,
+    /// Escalated from L7 offences.
+    Escalation = 2,
+}
+
+impl BlockSource {
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            1 => Self::Config,
+            2 => Self::Escalation,
+            _ => Self::Operator,
+        }
+    }
+}
+
+/// The value of every blocklist map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC` (= `bpf_ktime_get_ns`) time after which the entry no
+    /// longer drops; 0 means never.
+    pub expires_ns: u64,
+    /// Wall-clock creation time, seconds since the Unix epoch (for display).
+    pub created_unix: u64,
+    /// A [`BlockSource`] as `u32`.
+    pub source: u32,
+    /// How many times this source has been blocked (escalation grows the TTL).
+    pub offences: u32,
+    /// UTF-8 reason, NUL-padded.
+    pub reason: [u8; REASON_LEN],
+}
+
+impl BlockEntry {
+    /// Whether the entry still drops at monotonic time `now_ns`.
+    #[inline(always)]
+    pub fn is_active(&self, now_ns: u64) -> bool {
+        self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+}
+
+/// The value of the allowlist tries: a `u32` marker (1), present = allowed.
+pub type AllowValue = u32;
+
+crate::pod!(BlockEntry);

@@ -1,0 +1,52 @@
+//! What the XDP program and userspace must agree on: map names and sizes, and
+//! the `#[repr(C)]` keys and values stored in them. Every type here is `Copy`,
+//! has no implicit padding (flags are `u32`, never `bool`), and implements
+//! `aya::Pod` behind the `user` feature.
+//!
+//! Addresses are stored in network byte order. IPv4 addresses in the shared
+//! rate-limit and drop-counter maps are IPv4-mapped IPv6 (`::ffff:a.b.c.d`),
+//! so one map serves both families.
+#![no_std]
+
+pub mod acl;
+pub mod config;
+pub mod ratelimit;
+pub mod stats;
+
+/// Bumped whenever a map's key, value or size changes. Userspace pins maps
+/// under `<pin_dir>/v<LAYOUT_VERSION>`, so a new layout never reuses (and
+/// misreads) maps pinned by an older gateway.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Names of the maps, as pinned under the pin directory.
+pub mod maps {
+    pub const CONFIG: &str = "GW_CONFIG";
+    pub const PROTECTED_PORTS: &str = "GW_PORTS";
+    pub const ALLOW_V4: &str = "GW_ALLOW_V4";
+    pub const ALLOW_V6: &str = "GW_ALLOW_V6";
+    pub const BLOCK_V4: &str = "GW_BLOCK_V4";
+    pub const BLOCK_V6: &str = "GW_BLOCK_V6";
+    pub const BLOCK_CIDR_V4: &str = "GW_BLOCK_CIDR_V4";
+    pub const BLOCK_CIDR_V6: &str = "GW_BLOCK_CIDR_V6";
+    pub const LIMIT_V4: &str = "GW_LIMIT_V4";
+    pub const LIMIT_V6: &str = "GW_LIMIT_V6";
+    pub const BUCKETS: &str = "GW_BUCKETS";
+    pub const COUNTERS: &str = "GW_COUNTERS";
+    pub const DROPS_BY_SOURCE: &str = "GW_DROP_SRC";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "gateway_xdp";
+
+/// Implements `aya::Pod` for plain-old-data map types.
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            // SAFETY: the type is `#[repr(C)]`, `Copy`, has no padding and
+            // every bit pattern is a valid value.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+pub(crate) use pod;

@@ -1,0 +1,50 @@
+//! Allowlist and blocklist lookups. The allowlist is CIDR-only (an exact
+//! address is a /32 or /128); the blocklist has an exact hash map (cheap for
+//! millions of single addresses) and an LPM trie for ranges.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use gateway_common::acl::BlockEntry;
+
+use crate::{maps::*, parse::Packet};
+
+#[inline(always)]
+fn v4(src: &[u8; 16]) -> [u8; 4] {
+    [src[12], src[13], src[14], src[15]]
+}
+
+#[inline(always)]
+pub fn allowlisted(pkt: &Packet) -> bool {
+    if pkt.is_v4 {
+        ALLOW_V4.get(Key::new(32, v4(&pkt.src))).is_some()
+    } else {
+        ALLOW_V6.get(Key::new(128, pkt.src)).is_some()
+    }
+}
+
+#[inline(always)]
+fn active(entry: Option<*const BlockEntry>, now: u64) -> bool {
+    // SAFETY: a pointer from a successful map lookup; the entry is read whole
+    // and only its expiry is used, so a concurrent update cannot mislead us
+    // beyond that one packet.
+    entry.is_some_and(|e| unsafe { (*e).is_active(now) })
+}
+
+#[inline(always)]
+pub fn blocked(pkt: &Packet, now: u64) -> bool {
+    if pkt.is_v4 {
+        let a = v4(&pkt.src);
+        active(BLOCK_V4.get_ptr(a), now)
+            || active(
+                BLOCK_CIDR_V4.get(Key::new(32, a)).map(|e| e as *const _),
+                now,
+            )
+    } else {
+        active(BLOCK_V6.get_ptr(pkt.src), now)
+            || active(
+                BLOCK_CIDR_V6
+                    .get(Key::new(128, pkt.src))
+                    .map(|e| e as *const _),
+                now,
+            )
+    }
+}

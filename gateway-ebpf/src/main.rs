@@ -1,0 +1,63 @@
+//! The gateway's XDP program: per source address, pass allowlisted sources,
+//! drop blocklisted ones, and drop sources over their packet or new-connection
+//! budget on the protected ports. Every decision reads maps that userspace
+//! owns; the program writes only its counters and token buckets.
+#![no_std]
+#![no_main]
+
+mod acl;
+mod maps;
+mod parse;
+mod ratelimit;
+mod stats;
+
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
+};
+use gateway_common::stats::Reason;
+
+#[xdp]
+pub fn gateway_xdp(ctx: XdpContext) -> u32 {
+    let (action, reason, source) = decide(&ctx);
+    stats::count(&ctx, reason);
+    if reason.is_drop()
+        && let Some(source) = source
+    {
+        stats::count_source_drop(&source, reason);
+    }
+    action
+}
+
+/// The decision order: parse, allowlist, blocklist, rate limits.
+#[inline(always)]
+fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
+    let Some(pkt) = parse::parse(ctx) else {
+        return (xdp_action::XDP_PASS, Reason::ParsePass, None);
+    };
+    if acl::allowlisted(&pkt) {
+        return (xdp_action::XDP_PASS, Reason::Allowlisted, None);
+    }
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if acl::blocked(&pkt, now) {
+        return (
+            xdp_action::XDP_DROP,
+            Reason::DroppedBlocklist,
+            Some(pkt.src),
+        );
+    }
+    if let Some(reason) = ratelimit::over_limit(&pkt, now) {
+        return (xdp_action::XDP_DROP, reason, Some(pkt.src));
+    }
+    (xdp_action::XDP_PASS, Reason::Passed, None)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,52 @@
+//! Every map of the program, pinned by name so the gateway can reuse them
+//! across restarts. Names, sizes, keys and values come from gateway-common.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use gateway_common::{
+    acl::{ALLOW_MAX, AllowValue, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
+    config::XdpConfig,
+    ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
+    stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
+};
+
+/// Upper bound of protected ports.
+const PORTS_MAX: u32 = 1024;
+
+#[map(name = "GW_CONFIG")]
+pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);
+
+/// Protected destination ports (host byte order) → 1.
+#[map(name = "GW_PORTS")]
+pub static PORTS: HashMap<u16, u32> = HashMap::pinned(PORTS_MAX, 0);
+
+#[map(name = "GW_ALLOW_V4")]
+pub static ALLOW_V4: LpmTrie<[u8; 4], AllowValue> = LpmTrie::pinned(ALLOW_MAX, 0);
+#[map(name = "GW_ALLOW_V6")]
+pub static ALLOW_V6: LpmTrie<[u8; 16], AllowValue> = LpmTrie::pinned(ALLOW_MAX, 0);
+
+#[map(name = "GW_BLOCK_V4")]
+pub static BLOCK_V4: HashMap<[u8; 4], BlockEntry> = HashMap::pinned(BLOCK_EXACT_MAX, 0);
+#[map(name = "GW_BLOCK_V6")]
+pub static BLOCK_V6: HashMap<[u8; 16], BlockEntry> = HashMap::pinned(BLOCK_EXACT_MAX, 0);
+#[map(name = "GW_BLOCK_CIDR_V4")]
+pub static BLOCK_CIDR_V4: LpmTrie<[u8; 4], BlockEntry> = LpmTrie::pinned(BLOCK_CIDR_MAX, 0);
+#[map(name = "GW_BLOCK_CIDR_V6")]
+pub static BLOCK_CIDR_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::pinned(BLOCK_CIDR_MAX, 0);
+
+#[map(name = "GW_LIMIT_V4")]
+pub static LIMIT_V4: LpmTrie<[u8; 4], LimitOverride> = LpmTrie::pinned(LIMIT_MAX, 0);
+#[map(name = "GW_LIMIT_V6")]
+pub static LIMIT_V6: LpmTrie<[u8; 16], LimitOverride> = LpmTrie::pinned(LIMIT_MAX, 0);
+
+#[map(name = "GW_BUCKETS")]
+pub static BUCKETS: LruHashMap<SourceKey, Buckets> = LruHashMap::pinned(BUCKETS_MAX, 0);
+
+#[map(name = "GW_COUNTERS")]
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(REASONS, 0);
+
+#[map(name = "GW_DROP_SRC")]
+pub static DROP_SRC: LruPerCpuHashMap<SourceKey, SourceDrops> =
+    LruPerCpuHashMap::pinned(DROP_SOURCES_MAX, 0);

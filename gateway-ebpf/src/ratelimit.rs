@@ -1,0 +1,110 @@
+//! Per-source token buckets for packets and new TCP connections, applied only
+//! to packets bound for a protected port. IPv6 sources share a bucket per
+//! configured prefix (default /64). A per-source override (LPM) replaces the
+//! default limits; a rate of 0 there means unlimited.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use gateway_common::{
+    config::{FLAG_RATE_LIMIT, XdpConfig},
+    ratelimit::{Buckets, LimitOverride, SourceKey, gcra},
+    stats::Reason,
+};
+
+use crate::{maps::*, parse::Packet};
+
+const BPF_NOEXIST: u64 = 1;
+
+/// Returns the drop reason if the packet is over its source's budget.
+#[inline(always)]
+pub fn over_limit(pkt: &Packet, now: u64) -> Option<Reason> {
+    let l4 = pkt.l4.as_ref()?;
+    PORTS.get_ptr(l4.dst_port)?;
+    let cfg: &XdpConfig = CONFIG.get(0)?;
+    if cfg.flags & FLAG_RATE_LIMIT == 0 {
+        return None;
+    }
+    let limits = overrides(pkt).unwrap_or(LimitOverride {
+        pps: cfg.pps,
+        syn: cfg.syn,
+    });
+    if limits.pps.rate == 0 && (limits.syn.rate == 0 || !l4.syn) {
+        return None;
+    }
+    let key = SourceKey {
+        addr: group(pkt, cfg.v6_prefix_len),
+    };
+    let bucket = match BUCKETS.get_ptr_mut(key) {
+        Some(b) => b,
+        None => {
+            BUCKETS.insert(key, Buckets::default(), BPF_NOEXIST).ok();
+            BUCKETS.get_ptr_mut(key)?
+        }
+    };
+    // SAFETY: a pointer from a successful lookup in an LRU hash. Concurrent
+    // updates from another CPU can lose one update; the bucket stays valid.
+    let b = unsafe { &mut *bucket };
+    match gcra(b.pps_tat, now, limits.pps) {
+        Some(tat) => b.pps_tat = tat,
+        None => return Some(Reason::DroppedPps),
+    }
+    if l4.syn {
+        match gcra(b.syn_tat, now, limits.syn) {
+            Some(tat) => b.syn_tat = tat,
+            None => return Some(Reason::DroppedSyn),
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn overrides(pkt: &Packet) -> Option<LimitOverride> {
+    if pkt.is_v4 {
+        let a = [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]];
+        LIMIT_V4.get(Key::new(32, a)).copied()
+    } else {
+        LIMIT_V6.get(Key::new(128, pkt.src)).copied()
+    }
+}
+
+/// The bucket key: the address itself for IPv4, the configured prefix of it
+/// for IPv6.
+#[inline(always)]
+fn group(pkt: &Packet, v6_prefix_len: u32) -> [u8; 16] {
+    if pkt.is_v4 {
+        return pkt.src;
+    }
+    let mut hi = u64::from_be_bytes([
+        pkt.src[0], pkt.src[1], pkt.src[2], pkt.src[3], pkt.src[4], pkt.src[5], pkt.src[6],
+        pkt.src[7],
+    ]);
+    let mut lo = u64::from_be_bytes([
+        pkt.src[8],
+        pkt.src[9],
+        pkt.src[10],
+        pkt.src[11],
+        pkt.src[12],
+        pkt.src[13],
+        pkt.src[14],
+        pkt.src[15],
+    ]);
+    hi &= mask64(v6_prefix_len);
+    lo &= mask64(v6_prefix_len.saturating_sub(64));
+    let h = hi.to_be_bytes();
+    let l = lo.to_be_bytes();
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
+}
+
+/// A mask of the top `bits` bits of a u64 (`bits` >= 64 gives all ones).
+#[inline(always)]
+fn mask64(bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else if bits >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - bits)
+    }
+}

@@ -1,0 +1,49 @@
+//! The CLI side of the admin socket.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::protocol::{Request, Response};
+
+/// Sends one request to the running gateway and returns its data, or the
+/// gateway's error as an error.
+pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "no gateway is running (nothing listens on {}); start one with `gateway run`",
+            socket.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "permission denied on {}: the admin socket is root-only, run with sudo",
+            socket.display()
+        ),
+        _ => anyhow::anyhow!("cannot reach the gateway at {}: {e}", socket.display()),
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .context("sending the request")?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .context("reading the gateway's answer")?;
+    let response: Response = serde_json::from_str(&reply)
+        .context("the gateway sent an answer this CLI does not understand")?;
+    if !response.ok {
+        bail!(
+            "{}",
+            response
+                .error
+                .unwrap_or_else(|| "the gateway refused the request".into())
+        );
+    }
+    Ok(response.data)
+}

@@ -1,0 +1,356 @@
+//! The gateway side of the admin socket: validates each request and applies
+//! it to the XDP maps. A change takes effect on the next packet, because the
+//! XDP program reads the maps on every packet.
+
+use std::{
+    net::IpAddr,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use gateway_common::{
+    acl::{BlockEntry, BlockSource},
+    config::Limit,
+    ratelimit::LimitOverride,
+    stats::Reason,
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use super::{
+    protocol::{LimitArg, Request, Response},
+    reason_bytes, reason_text,
+};
+use crate::{
+    config::LimitSpec,
+    net::Net,
+    xdp::{XdpMaps, clock, maps::ALLOW_FROM_OPERATOR},
+};
+
+/// What the admin server can reach.
+pub struct AdminState {
+    /// `None` when the config turned the XDP fast path off.
+    pub maps: Option<Arc<Mutex<XdpMaps>>>,
+    /// Shown by `status`.
+    pub interface: String,
+    pub mode: String,
+}
+
+/// A bound admin socket; removes its file on drop.
+pub struct AdminSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl AdminSocket {
+    /// Binds `path` with mode 0600, refusing if another gateway answers there.
+    pub fn bind(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another gateway is already running with admin socket {}; stop it or set [admin] socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding admin socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Serves requests until the task is dropped.
+    pub async fn serve(self, state: Arc<AdminState>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_one(stream, &state).await {
+                            tracing::debug!(error = %e, "admin connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        std::fs::remove_file(&self.path).ok();
+    }
+}
+
+/// Largest request accepted, in bytes.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+async fn serve_one(stream: UnixStream, state: &AdminState) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line),
+    )
+    .await;
+    let response = match read {
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                tracing::info!(request = %line.trim(), "admin request");
+                handle(state, req)
+            }
+            Err(e) => Response::err(format!("invalid request: {e}")),
+        },
+        Ok(Err(e)) => Response::err(format!("reading request: {e}")),
+        Err(_) => Response::err("timed out reading the request"),
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Applies one request. Every input is validated before anything changes.
+pub fn handle(state: &AdminState, req: Request) -> Response {
+    if let Request::Status = req {
+        return Response::ok(json!({
+            "xdp": state.maps.is_some(),
+            "interface": state.interface,
+            "mode": state.mode,
+            "version": env!("CARGO_PKG_VERSION"),
+        }));
+    }
+    let Some(maps) = &state.maps else {
+        return Response::err(
+            "the XDP fast path is disabled in this gateway's config ([xdp] enabled = false)",
+        );
+    };
+    let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
+    match apply(&mut maps, req) {
+        Ok(data) => Response::ok(data),
+        Err(e) => Response::err(format!("{e:#}")),
+    }
+}
+
+fn parse_net(s: &str) -> Result<Net> {
+    s.parse::<Net>().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn limit(arg: LimitArg) -> Result<Limit> {
+    let spec =
+        LimitSpec::new(arg.rate, arg.burst.unwrap_or(arg.rate)).map_err(anyhow::Error::msg)?;
+    Ok(Limit {
+        rate: spec.rate,
+        burst: spec.burst,
+    })
+}
+
+fn limit_json(l: Limit) -> Value {
+    json!({ "rate": l.rate, "burst": l.burst, "unlimited": l.rate == 0 })
+}
+
+fn override_json(o: &LimitOverride) -> Value {
+    json!({ "pps": limit_json(o.pps), "syn": limit_json(o.syn) })
+}
+
+/// Block entry as shown to operators.
+pub fn block_json(net: &Net, e: &BlockEntry, now_ns: u64) -> Value {
+    let ttl_left = (e.expires_ns != 0).then(|| e.expires_ns.saturating_sub(now_ns) / 1_000_000_000);
+    json!({
+        "net": net.to_string(),
+        "source": match BlockSource::from_u32(e.source) {
+            BlockSource::Operator => "operator",
+            BlockSource::Config => "config",
+            BlockSource::Escalation => "escalation",
+        },
+        "reason": reason_text(e),
+        "offences": e.offences,
+        "created_unix": e.created_unix,
+        "ttl_secs_left": ttl_left,
+        "expired": !e.is_active(now_ns),
+    })
+}
+
+fn apply(maps: &mut XdpMaps, req: Request) -> Result<Value> {
+    let now = clock::monotonic_ns();
+    match req {
+        Request::BlockAdd { net, ttl_secs, reason } => {
+            let net = parse_net(&net)?;
+            if ttl_secs == Some(0) {
+                bail!("a TTL of 0 would expire at once; omit --ttl for a permanent block");
+            }
+            let previous = maps.block_get(&net)?;
+            let entry = BlockEntry {
+                expires_ns: ttl_secs.map(|s| clock::deadline_ns(Duration::from_secs(s))).unwrap_or(0),
+                created_unix: clock::unix_now(),
+                source: BlockSource::Operator as u32,
+                offences: previous.map(|p| p.offences).unwrap_or(0) + 1,
+                reason: reason_bytes(reason.as_deref().unwrap_or("operator")),
+            };
+            maps.block_add(&net, entry)?;
+            Ok(block_json(&net, &entry, now))
+        }
+        Request::BlockDel { net } => {
+            let net = parse_net(&net)?;
+            if !maps.block_del(&net)? {
+                bail!("{net} is not blocked");
+            }
+            Ok(json!({ "net": net.to_string(), "removed": true }))
+        }
+        Request::BlockList => Ok(Value::Array(
+            maps.block_list()?.iter().map(|(n, e)| block_json(n, e, now)).collect(),
+        )),
+        Request::AllowAdd { net } => {
+            let net = parse_net(&net)?;
+            maps.allow_add(&net, ALLOW_FROM_OPERATOR)?;
+            Ok(json!({ "net": net.to_string() }))
+        }
+        Request::AllowDel { net } => {
+            let net = parse_net(&net)?;
+            if !maps.allow_del(&net)? {
+                bail!("{net} is not on the allowlist");
+            }
+            Ok(json!({ "net": net.to_string(), "removed": true }))
+        }
+        Request::AllowList => Ok(Value::Array(
+            maps.allow_list()?
+                .iter()
+                .map(|(n, origin)| {
+                    json!({
+                        "net": n.to_string(),
+                        "source": if *origin == ALLOW_FROM_OPERATOR { "operator" } else { "config" },
+                    })
+                })
+                .collect(),
+        )),
+        Request::LimitSet { target, pps, syn } => {
+            if pps.is_none() && syn.is_none() {
+                bail!("give --pps and/or --syn-rate");
+            }
+            let pps = pps.map(limit).transpose()?;
+            let syn = syn.map(limit).transpose()?;
+            if target == "default" {
+                let mut cfg = maps.config()?;
+                cfg.pps = pps.unwrap_or(cfg.pps);
+                cfg.syn = syn.unwrap_or(cfg.syn);
+                maps.set_config(cfg)?;
+                return Ok(json!({ "target": "default", "pps": limit_json(cfg.pps), "syn": limit_json(cfg.syn) }));
+            }
+            let net = parse_net(&target)?;
+            let base = match maps.limit_list()?.into_iter().find(|(n, _)| *n == net) {
+                Some((_, o)) => o,
+                None => {
+                    let cfg = maps.config()?;
+                    LimitOverride { pps: cfg.pps, syn: cfg.syn }
+                }
+            };
+            let o = LimitOverride { pps: pps.unwrap_or(base.pps), syn: syn.unwrap_or(base.syn) };
+            maps.limit_set(&net, o)?;
+            let mut v = override_json(&o);
+            v["target"] = json!(net.to_string());
+            Ok(v)
+        }
+        Request::LimitGet { target } => {
+            let cfg = maps.config()?;
+            let default = json!({ "target": "default", "pps": limit_json(cfg.pps), "syn": limit_json(cfg.syn) });
+            if target == "default" {
+                return Ok(default);
+            }
+            let net = parse_net(&target)?;
+            let addr: IpAddr = net.addr();
+            // The most specific override covering the target, as the kernel's
+            // longest-prefix match would pick it.
+            let best = maps
+                .limit_list()?
+                .into_iter()
+                .filter(|(n, _)| n.contains(&addr) && n.prefix_len() <= net.prefix_len())
+                .max_by_key(|(n, _)| n.prefix_len());
+            Ok(match best {
+                Some((n, o)) => {
+                    let mut v = override_json(&o);
+                    v["target"] = json!(target);
+                    v["matched"] = json!(n.to_string());
+                    v
+                }
+                None => {
+                    let mut v = default;
+                    v["target"] = json!(target);
+                    v["matched"] = json!("default");
+                    v
+                }
+            })
+        }
+        Request::LimitList => {
+            let cfg = maps.config()?;
+            let overrides: Vec<Value> = maps
+                .limit_list()?
+                .iter()
+                .map(|(n, o)| {
+                    let mut v = override_json(o);
+                    v["target"] = json!(n.to_string());
+                    v
+                })
+                .collect();
+            Ok(json!({
+                "default": { "pps": limit_json(cfg.pps), "syn": limit_json(cfg.syn) },
+                "overrides": overrides,
+            }))
+        }
+        Request::LimitClear { target } => match target {
+            None => Ok(json!({ "removed": maps.limit_clear()? })),
+            Some(t) => {
+                let net = parse_net(&t)?;
+                if !maps.limit_del(&net)? {
+                    bail!("{net} has no limit override");
+                }
+                Ok(json!({ "removed": 1 }))
+            }
+        },
+        Request::Stats { top } => {
+            let counters: Vec<Value> = maps
+                .counters()?
+                .iter()
+                .map(|(r, c)| json!({ "reason": r.name(), "packets": c.packets, "bytes": c.bytes }))
+                .collect();
+            let top: Vec<Value> = maps
+                .top_dropped(top.min(1000))?
+                .iter()
+                .map(|(addr, d)| {
+                    let reason = Reason::ALL
+                        .iter()
+                        .find(|r| **r as u32 == d.last_reason)
+                        .map(|r| r.name())
+                        .unwrap_or("unknown");
+                    json!({
+                        "source": addr.to_string(),
+                        "packets": d.packets,
+                        "last_reason": reason,
+                        "last_drop_secs_ago": now.saturating_sub(d.last_ns) / 1_000_000_000,
+                    })
+                })
+                .collect();
+            Ok(json!({ "counters": counters, "top_dropped": top }))
+        }
+        Request::Status => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,402 @@
+//! The `gateway` command line: `run` starts the gateway; every other command
+//! talks to a running gateway over the admin socket and prints a table (or
+//! JSON with `--json`). Bad input is rejected here with a one-line error
+//! before anything is sent.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::{
+    admin::{
+        client,
+        protocol::{LimitArg, Request},
+    },
+    config::DEFAULT_ADMIN_SOCKET,
+    net::Net,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "API gateway with an XDP fast path: blocks and rate limits in the kernel, control from userspace"
+)]
+pub struct Cli {
+    /// Admin socket of the running gateway.
+    #[arg(long, global = true, env = "GATEWAY_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start the gateway (XDP fast path and admin socket) in the foreground.
+    Run(RunArgs),
+    /// Check a config file and exit: 0 if valid, 64 with file:line:column if not.
+    CheckConfig {
+        /// The TOML file to check.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the embedded default configuration, with every setting.
+    PrintDefaultConfig,
+    /// Block sources in the kernel: every packet from them is dropped.
+    #[command(subcommand)]
+    Block(BlockCmd),
+    /// Allowlist sources: never dropped by blocks or rate limits.
+    #[command(subcommand)]
+    Allow(AllowCmd),
+    /// Per-source packet and new-connection rate limits on protected ports.
+    #[command(subcommand)]
+    Limit(LimitCmd),
+    /// XDP counters per verdict and the top dropped sources.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many top dropped sources to show.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Version of the gateway and of its eBPF program.
+    Version,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Config file (TOML). Without it the embedded default is used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` for people, `json` for log shippers.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn net_arg(s: &str) -> Result<Net, String> {
+    s.parse()
+}
+
+fn ttl_arg(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::duration::parse(s)?;
+    if d.as_secs() == 0 {
+        return Err("a TTL must be at least 1s; omit --ttl for a permanent block".into());
+    }
+    Ok(d)
+}
+
+/// `default` or an IP/CIDR.
+fn target_arg(s: &str) -> Result<String, String> {
+    if s == "default" {
+        return Ok(s.to_owned());
+    }
+    s.parse::<Net>().map(|n| n.to_string())
+}
+
+#[derive(Subcommand)]
+pub enum BlockCmd {
+    /// Block an address or CIDR (e.g. 203.0.113.7, 198.51.100.0/24, 2001:db8::/48).
+    Add {
+        #[arg(value_parser = net_arg)]
+        net: Net,
+        /// Remove the block by itself after this long (30s, 10m, 1h, 7d).
+        #[arg(long, value_parser = ttl_arg)]
+        ttl: Option<std::time::Duration>,
+        /// Free text shown by `block list` (48 bytes kept).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove a block.
+    Del {
+        #[arg(value_parser = net_arg)]
+        net: Net,
+    },
+    /// List blocks with source, reason and TTL left.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AllowCmd {
+    /// Allowlist an address or CIDR.
+    Add {
+        #[arg(value_parser = net_arg)]
+        net: Net,
+    },
+    /// Remove an allowlist entry.
+    Del {
+        #[arg(value_parser = net_arg)]
+        net: Net,
+    },
+    /// List allowlist entries.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LimitCmd {
+    /// Set the default limits or a per-source override. A rate of 0 means
+    /// unlimited. Omitted values keep their current setting.
+    Set {
+        /// `default`, or an IP/CIDR for an override.
+        #[arg(value_parser = target_arg)]
+        target: String,
+        /// Packets per second.
+        #[arg(long)]
+        pps: Option<u32>,
+        /// Packet burst (defaults to --pps).
+        #[arg(long, requires = "pps")]
+        burst: Option<u32>,
+        /// New TCP connections (SYN) per second.
+        #[arg(long)]
+        syn_rate: Option<u32>,
+        /// SYN burst (defaults to --syn-rate).
+        #[arg(long, requires = "syn_rate")]
+        syn_burst: Option<u32>,
+    },
+    /// Show the limits that apply to a source (or `default`).
+    Get {
+        #[arg(value_parser = target_arg)]
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the default limits and every override.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one override, or all of them.
+    Clear {
+        #[arg(value_parser = net_arg)]
+        net: Option<Net>,
+    },
+}
+
+/// Runs a client command against the admin socket and prints its result.
+pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
+    let (request, json, render): (Request, bool, fn(&Value) -> String) = match command {
+        Command::Block(BlockCmd::Add { net, ttl, reason }) => (
+            Request::BlockAdd {
+                net: net.to_string(),
+                ttl_secs: ttl.map(|d| d.as_secs()),
+                reason,
+            },
+            false,
+            |v| {
+                format!(
+                    "blocked {} ({})",
+                    v["net"].as_str().unwrap_or("?"),
+                    ttl_text(&v["ttl_secs_left"])
+                )
+            },
+        ),
+        Command::Block(BlockCmd::Del { net }) => (
+            Request::BlockDel {
+                net: net.to_string(),
+            },
+            false,
+            |v| format!("unblocked {}", s(&v["net"])),
+        ),
+        Command::Block(BlockCmd::List { json }) => (Request::BlockList, json, render_blocks),
+        Command::Allow(AllowCmd::Add { net }) => (
+            Request::AllowAdd {
+                net: net.to_string(),
+            },
+            false,
+            |v| format!("allowlisted {}", s(&v["net"])),
+        ),
+        Command::Allow(AllowCmd::Del { net }) => (
+            Request::AllowDel {
+                net: net.to_string(),
+            },
+            false,
+            |v| format!("removed {} from the allowlist", s(&v["net"])),
+        ),
+        Command::Allow(AllowCmd::List { json }) => (Request::AllowList, json, render_allow),
+        Command::Limit(LimitCmd::Set {
+            target,
+            pps,
+            burst,
+            syn_rate,
+            syn_burst,
+        }) => (
+            Request::LimitSet {
+                target,
+                pps: pps.map(|rate| LimitArg { rate, burst }),
+                syn: syn_rate.map(|rate| LimitArg {
+                    rate,
+                    burst: syn_burst,
+                }),
+            },
+            false,
+            |v| {
+                format!(
+                    "{}: pps {}, syn {}",
+                    s(&v["target"]),
+                    limit_text(&v["pps"]),
+                    limit_text(&v["syn"])
+                )
+            },
+        ),
+        Command::Limit(LimitCmd::Get { target, json }) => {
+            (Request::LimitGet { target }, json, |v| {
+                format!(
+                    "{} (from {}): pps {}, syn {}",
+                    s(&v["target"]),
+                    v["matched"].as_str().unwrap_or("default"),
+                    limit_text(&v["pps"]),
+                    limit_text(&v["syn"])
+                )
+            })
+        }
+        Command::Limit(LimitCmd::List { json }) => (Request::LimitList, json, render_limits),
+        Command::Limit(LimitCmd::Clear { net }) => (
+            Request::LimitClear {
+                target: net.map(|n| n.to_string()),
+            },
+            false,
+            |v| format!("removed {} override(s)", v["removed"]),
+        ),
+        Command::Stats { json, top } => (Request::Stats { top }, json, render_stats),
+        Command::Run(_)
+        | Command::CheckConfig { .. }
+        | Command::PrintDefaultConfig
+        | Command::Version => {
+            unreachable!("not a client command")
+        }
+    };
+    let data = client::call(socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+    } else {
+        println!("{}", render(&data));
+    }
+    Ok(())
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+fn ttl_text(v: &Value) -> String {
+    match v.as_u64() {
+        Some(secs) => format!(
+            "expires in {}",
+            crate::duration::format(std::time::Duration::from_secs(secs))
+        ),
+        None => "permanent".to_owned(),
+    }
+}
+
+fn limit_text(v: &Value) -> String {
+    if v["rate"].as_u64() == Some(0) {
+        "unlimited".to_owned()
+    } else {
+        format!("{}/s burst {}", v["rate"], v["burst"])
+    }
+}
+
+fn render_blocks(v: &Value) -> String {
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no blocks".to_owned();
+    }
+    let mut out = format!(
+        "{:<40} {:<11} {:>8} {:<20} REASON",
+        "SOURCE", "ORIGIN", "OFFENCES", "TTL"
+    );
+    for r in rows {
+        let ttl = if r["expired"].as_bool() == Some(true) {
+            "expired".to_owned()
+        } else {
+            ttl_text(&r["ttl_secs_left"])
+        };
+        out.push_str(&format!(
+            "\n{:<40} {:<11} {:>8} {:<20} {}",
+            s(&r["net"]),
+            s(&r["source"]),
+            n(&r["offences"]),
+            ttl,
+            s(&r["reason"])
+        ));
+    }
+    out
+}
+
+fn render_allow(v: &Value) -> String {
+    let rows = v.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "allowlist is empty".to_owned();
+    }
+    let mut out = format!("{:<40} ORIGIN", "SOURCE");
+    for r in rows {
+        out.push_str(&format!("\n{:<40} {}", s(&r["net"]), s(&r["source"])));
+    }
+    out
+}
+
+fn render_limits(v: &Value) -> String {
+    let mut out = format!(
+        "{:<40} {:<24} SYN\n{:<40} {:<24} {}",
+        "TARGET",
+        "PPS",
+        "default",
+        limit_text(&v["default"]["pps"]),
+        limit_text(&v["default"]["syn"])
+    );
+    for r in v["overrides"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "\n{:<40} {:<24} {}",
+            s(&r["target"]),
+            limit_text(&r["pps"]),
+            limit_text(&r["syn"])
+        ));
+    }
+    out
+}
+
+fn render_stats(v: &Value) -> String {
+    let mut out = format!("{:<20} {:>16} {:>18}", "VERDICT", "PACKETS", "BYTES");
+    for c in v["counters"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "\n{:<20} {:>16} {:>18}",
+            s(&c["reason"]),
+            n(&c["packets"]),
+            n(&c["bytes"])
+        ));
+    }
+    let top = v["top_dropped"].as_array().cloned().unwrap_or_default();
+    out.push_str("\n\nTOP DROPPED SOURCES");
+    if top.is_empty() {
+        out.push_str("\n(none)");
+    } else {
+        out.push_str(&format!(
+            "\n{:<40} {:>14} {:<18} LAST DROP",
+            "SOURCE", "PACKETS", "LAST REASON"
+        ));
+        for t in top {
+            out.push_str(&format!(
+                "\n{:<40} {:>14} {:<18} {}s ago",
+                s(&t["source"]),
+                n(&t["packets"]),
+                s(&t["last_reason"]),
+                n(&t["last_drop_secs_ago"])
+            ));
+        }
+    }
+    out
+}

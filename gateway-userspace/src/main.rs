@@ -1,0 +1,88 @@
+//! The `gateway` binary: parses the command line and dispatches. Config is
+//! loaded and validated before any socket is bound or program loaded; a bad
+//! config exits with code 64 (EX_USAGE) and a `file:line:column: problem`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use gateway::{
+    cli::{Cli, Command},
+    config::Config,
+};
+
+/// EX_USAGE: the config or the command line is wrong.
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let config = match &args.config {
+                Some(path) => Config::load(path),
+                None => Ok(Config::embedded_default()),
+            };
+            let config = match config {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("gateway: config error: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            init_logging(&args.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build();
+            let result = runtime
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(gateway::run::run(args.config.clone(), config)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("gateway: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway: config error: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::PrintDefaultConfig => {
+            print!("{}", gateway::config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("gateway {}", env!("CARGO_PKG_VERSION"));
+            println!("ebpf build id {}", gateway::xdp::build_id());
+            ExitCode::SUCCESS
+        }
+        command => match gateway::cli::run_client(&cli.socket, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if format == "json" {
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .init();
+    } else {
+        fmt().with_env_filter(filter).init();
+    }
+}

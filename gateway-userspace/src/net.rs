@@ -1,0 +1,139 @@
+//! IP networks as operators write them: `10.0.0.1`, `10.0.0.0/8`,
+//! `2001:db8::/32`. A bare address is a /32 or /128. A prefix longer than the
+//! family allows, or host bits set below the prefix, is an error that says
+//! what was meant, rather than a silently different range.
+
+#![forbid(unsafe_code)]
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A validated network (address with prefix length, no host bits set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Net(IpNet);
+
+impl Net {
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, String> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max {
+            return Err(format!(
+                "prefix length /{prefix_len} is out of range for {} (0-{max})",
+                if addr.is_ipv4() { "IPv4" } else { "IPv6" }
+            ));
+        }
+        let net = IpNet::new(addr, prefix_len).map_err(|e| e.to_string())?;
+        if net.trunc() != net {
+            return Err(format!(
+                "{addr}/{prefix_len} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Self(net))
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.0.addr()
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr().is_ipv4()
+    }
+
+    /// Whether this is a single address (/32 or /128).
+    pub fn is_host(&self) -> bool {
+        self.prefix_len() == self.0.max_prefix_len()
+    }
+
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.0.contains(addr)
+    }
+
+    pub fn host(addr: IpAddr) -> Self {
+        Self(IpNet::from(addr))
+    }
+}
+
+impl FromStr for Net {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+        let prefix_len = match prefix {
+            None => {
+                if addr.is_ipv4() {
+                    32
+                } else {
+                    128
+                }
+            }
+            Some(p) => p
+                .parse::<u8>()
+                .map_err(|_| format!("'/{p}' is not a prefix length (a number 0-128)"))?,
+        };
+        Net::new(addr, prefix_len)
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_host() {
+            write!(f, "{}", self.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for Net {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Net {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hosts_and_cidrs() {
+        assert_eq!("10.0.0.1".parse::<Net>().unwrap().to_string(), "10.0.0.1");
+        assert_eq!("10.0.0.0/8".parse::<Net>().unwrap().prefix_len(), 8);
+        assert!(
+            "2001:db8::/32"
+                .parse::<Net>()
+                .unwrap()
+                .contains(&"2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        let e = "10.0.0.0/33".parse::<Net>().unwrap_err();
+        assert!(e.contains("out of range for IPv4"), "{e}");
+        let e = "10.0.0.1/8".parse::<Net>().unwrap_err();
+        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+        let e = "10.0.0.300".parse::<Net>().unwrap_err();
+        assert!(e.contains("not an IPv4 or IPv6 address"), "{e}");
+        assert!("::/129".parse::<Net>().is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! `gateway run`: load and validate the config before touching the kernel,
+//! load the XDP program (maps pinned, reused across restarts), write the
+//! config into the maps, attach, serve the admin socket, sweep expired
+//! blocks, reload on SIGHUP, and detach cleanly on SIGINT/SIGTERM.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    admin::server::{AdminSocket, AdminState},
+    config::Config,
+    xdp::{self, Loader, XdpMaps},
+};
+
+/// Starts the gateway and runs until SIGINT or SIGTERM.
+pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
+    let origin = config_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded default".into());
+    tracing::info!(config = %origin, "starting gateway {}", env!("CARGO_PKG_VERSION"));
+
+    let mut attached = None;
+    let mut maps: Option<Arc<Mutex<XdpMaps>>> = None;
+    let (mut interface, mut mode) = ("-".to_owned(), "off".to_owned());
+    if config.xdp.enabled {
+        let loader = Loader::new(&config.xdp.pin_dir);
+        let (loaded, mut m) = loader.load()?;
+        xdp::apply::apply(&mut m, &config.xdp).context("writing the config into the XDP maps")?;
+        let a = loaded.attach(&config.xdp.interface, config.xdp.mode)?;
+        tracing::info!(
+            interface = %a.interface,
+            mode = %a.mode,
+            pin_dir = %loader.pin_path().display(),
+            protected_ports = ?config.xdp.protected_ports,
+            "XDP fast path attached"
+        );
+        interface = a.interface.clone();
+        mode = a.mode.to_string();
+        attached = Some(a);
+        maps = Some(Arc::new(Mutex::new(m)));
+    } else {
+        tracing::warn!(
+            "XDP fast path disabled by config ([xdp] enabled = false): no kernel-level blocking"
+        );
+    }
+
+    let admin = AdminSocket::bind(&config.admin.socket)?;
+    tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
+    let state = Arc::new(AdminState {
+        maps: maps.clone(),
+        interface,
+        mode,
+    });
+    let admin_task = tokio::spawn(admin.serve(state));
+    let sweeper = maps
+        .clone()
+        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                current = reload(config_path.as_ref(), current, maps.as_ref());
+            }
+        }
+    }
+    tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
+    admin_task.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
+    // Let the aborted admin task drop its socket before we return.
+    let _ = admin_task.await;
+    drop(attached);
+    Ok(())
+}
+
+/// Re-reads the config file. A bad file is logged with file, line and
+/// problem, and the running config stays as it was.
+fn reload(path: Option<&PathBuf>, current: Config, maps: Option<&Arc<Mutex<XdpMaps>>>) -> Config {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: running on the embedded default config; nothing to reload");
+        return current;
+    };
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; keeping the running config");
+            return current;
+        }
+    };
+    let restart_only = [
+        (new.xdp.enabled != current.xdp.enabled, "xdp.enabled"),
+        (new.xdp.interface != current.xdp.interface, "xdp.interface"),
+        (new.xdp.mode != current.xdp.mode, "xdp.mode"),
+        (new.xdp.pin_dir != current.xdp.pin_dir, "xdp.pin_dir"),
+        (new.admin.socket != current.admin.socket, "admin.socket"),
+    ];
+    for (changed, key) in restart_only {
+        if changed {
+            tracing::warn!(
+                setting = key,
+                "changed in the config file; takes effect after a restart"
+            );
+        }
+    }
+    if let Some(maps) = maps {
+        let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = xdp::apply::apply(&mut m, &new.xdp) {
+            tracing::error!(error = %e, "applying the reloaded config to the XDP maps failed");
+            return current;
+        }
+    }
+    tracing::info!(config = %path.display(), "config reloaded");
+    new
+}

@@ -1,0 +1,59 @@
+//! Writes the `[xdp]` section of a config into the maps: settings, protected
+//! ports, and the static allow and block lists. Entries that operators or
+//! escalation added at runtime are left alone; static entries that left the
+//! config are removed. Used at start and on reload.
+
+use anyhow::Result;
+use gateway_common::{
+    acl::{BlockEntry, BlockSource},
+    config::{FLAG_RATE_LIMIT, Limit, XdpConfig},
+};
+
+use super::{XdpMaps, clock, maps::ALLOW_FROM_CONFIG};
+use crate::{admin::reason_bytes, config::XdpSection};
+
+pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<()> {
+    let rl = &section.rate_limit;
+    maps.set_config(XdpConfig {
+        pps: Limit {
+            rate: rl.pps.rate,
+            burst: rl.pps.burst,
+        },
+        syn: Limit {
+            rate: rl.syn.rate,
+            burst: rl.syn.burst,
+        },
+        v6_prefix_len: u32::from(section.ipv6_prefix_len.get()),
+        flags: if rl.enabled { FLAG_RATE_LIMIT } else { 0 },
+    })?;
+    let ports: Vec<u16> = section.protected_ports.iter().map(|p| p.get()).collect();
+    maps.set_ports(&ports)?;
+
+    for (net, origin) in maps.allow_list()? {
+        if origin == ALLOW_FROM_CONFIG && !section.allow.contains(&net) {
+            maps.allow_del(&net)?;
+        }
+    }
+    for net in &section.allow {
+        maps.allow_add(net, ALLOW_FROM_CONFIG)?;
+    }
+
+    for (net, entry) in maps.block_list()? {
+        if entry.source == BlockSource::Config as u32 && !section.block.contains(&net) {
+            maps.block_del(&net)?;
+        }
+    }
+    for net in &section.block {
+        maps.block_add(
+            net,
+            BlockEntry {
+                expires_ns: 0,
+                created_unix: clock::unix_now(),
+                source: BlockSource::Config as u32,
+                offences: 1,
+                reason: reason_bytes("config"),
+            },
+        )?;
+    }
+    Ok(())
+}

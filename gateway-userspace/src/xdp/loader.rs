@@ -1,0 +1,200 @@
+//! Loading the XDP program with its maps pinned under a bpffs directory
+//! (reusing maps pinned by an earlier run), and attaching it to an interface.
+//! The attachment is a bpf_link owned by this process: it detaches when the
+//! [`AttachedXdp`] is dropped or the process exits, while the pinned maps
+//! (blocks, limits, counters) stay for the next start.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, Xdp, xdp::XdpLinkId},
+};
+use gateway_common::{LAYOUT_VERSION, PROGRAM_NAME};
+
+use super::{PROGRAM, XdpMaps, bpffs};
+use crate::config::XdpMode;
+
+/// Loads the program into the kernel (where the verifier checks it).
+pub struct Loader {
+    /// bpffs directory; maps are pinned in `<pin_dir>/v<LAYOUT_VERSION>`.
+    pub pin_dir: PathBuf,
+}
+
+/// A loaded, verified program that is not attached anywhere yet.
+pub struct LoadedXdp {
+    ebpf: Ebpf,
+    pin_path: PathBuf,
+}
+
+/// A program attached to an interface. Dropping it detaches.
+pub struct AttachedXdp {
+    ebpf: Ebpf,
+    link: Option<XdpLinkId>,
+    pub interface: String,
+    /// The mode it actually attached in (`auto` resolved).
+    pub mode: XdpMode,
+}
+
+impl Loader {
+    pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            pin_dir: pin_dir.into(),
+        }
+    }
+
+    /// The versioned directory the maps are pinned in.
+    pub fn pin_path(&self) -> PathBuf {
+        self.pin_dir.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    pub fn load(&self) -> Result<(LoadedXdp, XdpMaps)> {
+        let pin_path = self.pin_path();
+        bpffs::ensure_dir(&pin_path)?;
+        let reused = std::fs::read_dir(&pin_path)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false);
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pin_path)
+            .load(PROGRAM)
+            .with_context(|| {
+                format!(
+                    "loading the XDP program (maps pinned in {})",
+                    pin_path.display()
+                )
+            })?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("the XDP object has no program {PROGRAM_NAME}"))?
+            .try_into()?;
+        program.load().map_err(verifier_context)?;
+        if reused {
+            tracing::info!(pin_dir = %pin_path.display(), "reusing pinned XDP maps from a previous run");
+        }
+        let maps = XdpMaps::take_from(&mut ebpf)?;
+        Ok((LoadedXdp { ebpf, pin_path }, maps))
+    }
+}
+
+/// Adds the verifier log to a load error, which is where the reason is.
+fn verifier_context(e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{verifier_log}")
+        }
+        other => anyhow!(other).context("loading the XDP program into the kernel"),
+    }
+}
+
+impl LoadedXdp {
+    fn program(&self) -> &Xdp {
+        self.ebpf
+            .program(PROGRAM_NAME)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("checked at load")
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(PROGRAM_NAME)
+            .and_then(|p| <&mut Xdp>::try_from(p).ok())
+            .expect("checked at load")
+    }
+
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    /// Runs the program on `frame` with BPF_PROG_TEST_RUN, `repeat` times;
+    /// returns the verdict and the kernel's average time per run.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let r = self.program().test_run(opts)?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// Attaches to `interface`. `auto` tries native (driver) mode and falls
+    /// back to generic (skb) mode with a warning.
+    pub fn attach(mut self, interface: &str, mode: XdpMode) -> Result<AttachedXdp> {
+        let attempt = |prog: &mut Xdp, flags| prog.attach(interface, flags);
+        let (link, used) = match mode {
+            XdpMode::Native => (
+                attempt(self.program_mut(), aya::programs::xdp::XdpMode::Driver)
+                    .map_err(|e| attach_error(e, interface, "native"))?,
+                XdpMode::Native,
+            ),
+            XdpMode::Skb => (
+                attempt(self.program_mut(), aya::programs::xdp::XdpMode::Skb)
+                    .map_err(|e| attach_error(e, interface, "skb"))?,
+                XdpMode::Skb,
+            ),
+            XdpMode::Auto => match attempt(self.program_mut(), aya::programs::xdp::XdpMode::Driver)
+            {
+                Ok(link) => (link, XdpMode::Native),
+                Err(e) => {
+                    tracing::warn!(
+                        interface,
+                        error = %e,
+                        "native XDP is not available on this interface; falling back to generic (skb) mode, which is slower"
+                    );
+                    (
+                        attempt(self.program_mut(), aya::programs::xdp::XdpMode::Skb)
+                            .map_err(|e| attach_error(e, interface, "skb"))?,
+                        XdpMode::Skb,
+                    )
+                }
+            },
+        };
+        Ok(AttachedXdp {
+            ebpf: self.ebpf,
+            link: Some(link),
+            interface: interface.to_owned(),
+            mode: used,
+        })
+    }
+}
+
+fn attach_error(e: ProgramError, interface: &str, mode: &str) -> anyhow::Error {
+    let hint = match &e {
+        ProgramError::UnknownInterface { .. } => {
+            format!("there is no interface named {interface:?}; `ip link` lists them")
+        }
+        _ => format!(
+            "attaching XDP in {mode} mode to {interface} failed (another XDP program attached? try mode = \"skb\")"
+        ),
+    };
+    anyhow!(e).context(hint)
+}
+
+impl AttachedXdp {
+    /// Detaches now (also done on drop).
+    pub fn detach(&mut self) -> Result<()> {
+        if let Some(link) = self.link.take() {
+            let prog: &mut Xdp = self
+                .ebpf
+                .program_mut(PROGRAM_NAME)
+                .ok_or_else(|| anyhow!("program vanished"))?
+                .try_into()?;
+            prog.detach(link)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AttachedXdp {
+    fn drop(&mut self) {
+        if let Err(e) = self.detach() {
+            tracing::warn!(error = %e, interface = %self.interface, "detaching XDP failed");
+        }
+    }
+}

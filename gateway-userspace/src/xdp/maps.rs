@@ -1,0 +1,348 @@
+//! Typed access to the XDP program's maps. Userspace owns every policy
+//! decision and writes it here; the program only reads these (and writes its
+//! own counters and buckets). Addresses go in as [`Net`]s and come out as
+//! [`Net`]s; the map-level byte layout stays in this file.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key};
+use gateway_common::{
+    acl::BlockEntry,
+    config::XdpConfig,
+    maps as names,
+    ratelimit::{Buckets, LimitOverride, SourceKey},
+    stats::{Counter, REASONS, Reason, SourceDrops},
+};
+
+use crate::net::Net;
+
+/// Who put an address on the allowlist (the allowlist map's value).
+pub const ALLOW_FROM_CONFIG: u32 = 1;
+pub const ALLOW_FROM_OPERATOR: u32 = 2;
+
+pub struct XdpMaps {
+    config: Array<MapData, XdpConfig>,
+    ports: HashMap<MapData, u16, u32>,
+    allow_v4: LpmTrie<MapData, [u8; 4], u32>,
+    allow_v6: LpmTrie<MapData, [u8; 16], u32>,
+    block_v4: HashMap<MapData, [u8; 4], BlockEntry>,
+    block_v6: HashMap<MapData, [u8; 16], BlockEntry>,
+    block_cidr_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
+    block_cidr_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    limit_v4: LpmTrie<MapData, [u8; 4], LimitOverride>,
+    limit_v6: LpmTrie<MapData, [u8; 16], LimitOverride>,
+    buckets: HashMap<MapData, SourceKey, Buckets>,
+    counters: PerCpuArray<MapData, Counter>,
+    drop_src: PerCpuHashMap<MapData, SourceKey, SourceDrops>,
+}
+
+/// An address as the maps key it: IPv4 octets or IPv6 octets.
+enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+fn split(net: &Net) -> (Addr, u32) {
+    let addr = match net.addr() {
+        IpAddr::V4(a) => Addr::V4(a.octets()),
+        IpAddr::V6(a) => Addr::V6(a.octets()),
+    };
+    (addr, u32::from(net.prefix_len()))
+}
+
+fn net4(data: [u8; 4], prefix_len: u32) -> Option<Net> {
+    Net::new(IpAddr::from(data), prefix_len as u8).ok()
+}
+
+fn net6(data: [u8; 16], prefix_len: u32) -> Option<Net> {
+    Net::new(IpAddr::from(data), prefix_len as u8).ok()
+}
+
+/// The source-key form of an address (IPv4-mapped for v4).
+pub fn source_key(addr: IpAddr) -> SourceKey {
+    let addr = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    SourceKey { addr }
+}
+
+fn source_addr(key: &SourceKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn take<T>(ebpf: &mut aya::Ebpf, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
+}
+
+/// Whether a map operation failed because the key was absent.
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    matches!(e, aya::maps::MapError::KeyNotFound)
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl XdpMaps {
+    /// Takes the maps out of a loaded object.
+    pub fn take_from(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        Ok(Self {
+            config: take(ebpf, names::CONFIG)?,
+            ports: take(ebpf, names::PROTECTED_PORTS)?,
+            allow_v4: take(ebpf, names::ALLOW_V4)?,
+            allow_v6: take(ebpf, names::ALLOW_V6)?,
+            block_v4: take(ebpf, names::BLOCK_V4)?,
+            block_v6: take(ebpf, names::BLOCK_V6)?,
+            block_cidr_v4: take(ebpf, names::BLOCK_CIDR_V4)?,
+            block_cidr_v6: take(ebpf, names::BLOCK_CIDR_V6)?,
+            limit_v4: take(ebpf, names::LIMIT_V4)?,
+            limit_v6: take(ebpf, names::LIMIT_V6)?,
+            buckets: take(ebpf, names::BUCKETS)?,
+            counters: take(ebpf, names::COUNTERS)?,
+            drop_src: take(ebpf, names::DROPS_BY_SOURCE)?,
+        })
+    }
+
+    // ---- config and ports ----
+
+    pub fn config(&self) -> Result<XdpConfig> {
+        Ok(self.config.get(&0, 0)?)
+    }
+
+    pub fn set_config(&mut self, cfg: XdpConfig) -> Result<()> {
+        Ok(self.config.set(0, cfg, 0)?)
+    }
+
+    /// Makes `ports` exactly the protected set.
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let current: Vec<u16> = self.ports.keys().collect::<Result<_, _>>()?;
+        for p in current.iter().filter(|p| !ports.contains(p)) {
+            ignore_missing(self.ports.remove(p))?;
+        }
+        for p in ports {
+            self.ports.insert(p, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        let mut v: Vec<u16> = self.ports.keys().collect::<Result<_, _>>()?;
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    // ---- allowlist ----
+
+    pub fn allow_add(&mut self, net: &Net, origin: u32) -> Result<()> {
+        match split(net) {
+            (Addr::V4(a), p) => self.allow_v4.insert(&Key::new(p, a), origin, 0)?,
+            (Addr::V6(a), p) => self.allow_v6.insert(&Key::new(p, a), origin, 0)?,
+        }
+        Ok(())
+    }
+
+    pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
+        match split(net) {
+            (Addr::V4(a), p) => ignore_missing(self.allow_v4.remove(&Key::new(p, a))),
+            (Addr::V6(a), p) => ignore_missing(self.allow_v6.remove(&Key::new(p, a))),
+        }
+    }
+
+    /// Every allowlist entry with who added it.
+    pub fn allow_list(&self) -> Result<Vec<(Net, u32)>> {
+        let mut out = Vec::new();
+        for item in self.allow_v4.iter() {
+            let (k, v) = item?;
+            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        for item in self.allow_v6.iter() {
+            let (k, v) = item?;
+            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    // ---- blocklist ----
+
+    /// Adds or replaces a block. Host addresses go to the exact map, ranges
+    /// to the LPM trie.
+    pub fn block_add(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
+        let host = net.is_host();
+        match split(net) {
+            (Addr::V4(a), _) if host => self.block_v4.insert(a, entry, 0)?,
+            (Addr::V6(a), _) if host => self.block_v6.insert(a, entry, 0)?,
+            (Addr::V4(a), p) => self.block_cidr_v4.insert(&Key::new(p, a), entry, 0)?,
+            (Addr::V6(a), p) => self.block_cidr_v6.insert(&Key::new(p, a), entry, 0)?,
+        }
+        Ok(())
+    }
+
+    pub fn block_get(&self, net: &Net) -> Result<Option<BlockEntry>> {
+        let host = net.is_host();
+        let r = match split(net) {
+            (Addr::V4(a), _) if host => self.block_v4.get(&a, 0),
+            (Addr::V6(a), _) if host => self.block_v6.get(&a, 0),
+            (Addr::V4(a), p) => self.block_cidr_v4.get(&Key::new(p, a), 0),
+            (Addr::V6(a), p) => self.block_cidr_v6.get(&Key::new(p, a), 0),
+        };
+        match r {
+            Ok(e) => Ok(Some(e)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn block_del(&mut self, net: &Net) -> Result<bool> {
+        let host = net.is_host();
+        match split(net) {
+            (Addr::V4(a), _) if host => ignore_missing(self.block_v4.remove(&a)),
+            (Addr::V6(a), _) if host => ignore_missing(self.block_v6.remove(&a)),
+            (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a))),
+            (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a))),
+        }
+    }
+
+    /// Every block entry, expired ones included (the sweeper removes those).
+    pub fn block_list(&self) -> Result<Vec<(Net, BlockEntry)>> {
+        let mut out = Vec::new();
+        for item in self.block_v4.iter() {
+            let (k, v) = item?;
+            out.extend(net4(k, 32).map(|n| (n, v)));
+        }
+        for item in self.block_v6.iter() {
+            let (k, v) = item?;
+            out.extend(net6(k, 128).map(|n| (n, v)));
+        }
+        for item in self.block_cidr_v4.iter() {
+            let (k, v) = item?;
+            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        for item in self.block_cidr_v6.iter() {
+            let (k, v) = item?;
+            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// Removes blocks whose expiry has passed at monotonic `now_ns`; returns
+    /// what was removed.
+    pub fn sweep_expired(&mut self, now_ns: u64) -> Result<Vec<(Net, BlockEntry)>> {
+        let expired: Vec<(Net, BlockEntry)> = self
+            .block_list()?
+            .into_iter()
+            .filter(|(_, e)| !e.is_active(now_ns))
+            .collect();
+        for (net, _) in &expired {
+            self.block_del(net)?;
+        }
+        Ok(expired)
+    }
+
+    // ---- per-source limit overrides ----
+
+    pub fn limit_set(&mut self, net: &Net, limits: LimitOverride) -> Result<()> {
+        match split(net) {
+            (Addr::V4(a), p) => self.limit_v4.insert(&Key::new(p, a), limits, 0)?,
+            (Addr::V6(a), p) => self.limit_v6.insert(&Key::new(p, a), limits, 0)?,
+        }
+        Ok(())
+    }
+
+    pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
+        match split(net) {
+            (Addr::V4(a), p) => ignore_missing(self.limit_v4.remove(&Key::new(p, a))),
+            (Addr::V6(a), p) => ignore_missing(self.limit_v6.remove(&Key::new(p, a))),
+        }
+    }
+
+    pub fn limit_list(&self) -> Result<Vec<(Net, LimitOverride)>> {
+        let mut out = Vec::new();
+        for item in self.limit_v4.iter() {
+            let (k, v) = item?;
+            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        for item in self.limit_v6.iter() {
+            let (k, v) = item?;
+            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        out.sort_by_key(|(n, _)| *n);
+        Ok(out)
+    }
+
+    /// Removes every per-source override; returns how many there were.
+    pub fn limit_clear(&mut self) -> Result<usize> {
+        let all = self.limit_list()?;
+        for (net, _) in &all {
+            self.limit_del(net)?;
+        }
+        Ok(all.len())
+    }
+
+    // ---- buckets (tests and diagnostics) ----
+
+    pub fn bucket(&self, key: &SourceKey) -> Result<Option<Buckets>> {
+        match self.buckets.get(key, 0) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn set_bucket(&mut self, key: &SourceKey, b: Buckets) -> Result<()> {
+        Ok(self.buckets.insert(key, b, 0)?)
+    }
+
+    // ---- statistics ----
+
+    /// Packets and bytes per reason, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Reason, Counter)>> {
+        let mut out = Vec::with_capacity(REASONS as usize);
+        for reason in Reason::ALL {
+            let per_cpu = self.counters.get(&(reason as u32), 0)?;
+            let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            });
+            out.push((reason, sum));
+        }
+        Ok(out)
+    }
+
+    /// The `n` sources with the most dropped packets, summed over CPUs.
+    pub fn top_dropped(&self, n: usize) -> Result<Vec<(IpAddr, SourceDrops)>> {
+        let mut all = Vec::new();
+        for item in self.drop_src.iter() {
+            let (k, per_cpu) = item?;
+            let mut sum = SourceDrops::default();
+            for d in per_cpu.iter() {
+                sum.packets += d.packets;
+                if d.last_ns >= sum.last_ns {
+                    sum.last_ns = d.last_ns;
+                    sum.last_reason = d.last_reason;
+                }
+            }
+            all.push((source_addr(&k), sum));
+        }
+        all.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+        all.truncate(n);
+        Ok(all)
+    }
+}

@@ -1,0 +1,230 @@
+//! `cargo xtask`: what cargo alone cannot do for this workspace — install the
+//! eBPF toolchain prerequisites, build the kernel object with the userspace
+//! binary, run the gateway, run the privileged test suite, lint in the split
+//! aya-template way, and benchmark.
+
+mod prereqs;
+mod util;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    prereqs::Need,
+    util::{cargo, run, step},
+};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark the gateway", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing prerequisites (LLVM 22, nightly rust-src, bpf-linker).
+    Prereqs,
+    /// Build the eBPF program and the `gateway` binary.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then start the gateway on its embedded default configuration.
+    Run {
+        /// Build with the dev profile instead of release (faster to compile).
+        #[arg(long)]
+        debug: bool,
+        /// Extra arguments for `gateway run` (for example `--config FILE`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite: lints, unit tests and the privileged tests.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run tests whose name contains this filter.
+        filter: Option<String>,
+    },
+    /// `cargo fmt --check` and clippy -D warnings, split as aya-template does.
+    Lint,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Prereqs => prereqs::ensure(Need::Test),
+        Cmd::Build { release } => {
+            prereqs::ensure(Need::Build)?;
+            build_gateway(release).map(|_| ())
+        }
+        Cmd::Run { debug, args } => {
+            prereqs::ensure(Need::Build)?;
+            let bin = build_gateway(!debug)?;
+            run_gateway(&bin, &args)
+        }
+        Cmd::Test { no_lint, filter } => {
+            prereqs::ensure(Need::Test)?;
+            if !no_lint {
+                lint()?;
+            }
+            test(filter.as_deref())
+        }
+        Cmd::Lint => {
+            prereqs::ensure(Need::Build)?;
+            lint()
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the gateway (whose build script builds the eBPF object) and returns
+/// the binary's path.
+fn build_gateway(release: bool) -> Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    step(&format!("building gateway-ebpf and gateway ({profile})"));
+    let mut cmd = cargo();
+    cmd.current_dir(workspace_root()).args([
+        "build",
+        "--package",
+        "gateway-userspace",
+        "--bin",
+        "gateway",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    let bin = target_dir().join(profile).join("gateway");
+    if !bin.exists() {
+        bail!("build succeeded but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+fn run_gateway(bin: &Path, args: &[String]) -> Result<()> {
+    if !prereqs::is_root() {
+        bail!("the gateway loads an XDP program and needs root: run `sudo -E cargo xtask run`");
+    }
+    step(&format!(
+        "starting {} run {}",
+        bin.display(),
+        args.join(" ")
+    ));
+    let status = Command::new(bin)
+        .arg("run")
+        .args(args)
+        .status()
+        .with_context(|| format!("could not start {}", bin.display()))?;
+    if !status.success() {
+        bail!("gateway exited with {status}");
+    }
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    let root = workspace_root();
+    step("cargo fmt --check");
+    run(cargo()
+        .current_dir(&root)
+        .args(["fmt", "--all", "--", "--check"]))
+    .context("formatting differs: run `cargo fmt --all`")?;
+    step("clippy: workspace without gateway-ebpf");
+    run(cargo().current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "gateway-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("clippy: gateway-ebpf alone (nightly, bpfel-unknown-none)");
+    run(Command::new("rustup")
+        .current_dir(root.join("gateway-ebpf"))
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--package",
+            "gateway-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+            "-C",
+            "panic=abort",
+        ])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("RUSTC"))?;
+    Ok(())
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    let root = workspace_root();
+    let bin = build_gateway(false)?;
+    step("unit tests (workspace)");
+    let mut cmd = cargo();
+    cmd.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "gateway-ebpf",
+        "--exclude",
+        "tests",
+    ]);
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    run(&mut cmd)?;
+    step("privileged tests (tests crate: BPF_PROG_TEST_RUN, network namespaces)");
+    if !prereqs::is_root() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            bail!("CI=true but not running as root: the privileged tests cannot run");
+        }
+        bail!("the privileged tests need root: run `sudo -E cargo xtask test`");
+    }
+    let mut cmd = cargo();
+    cmd.current_dir(&root)
+        .args(["test", "--package", "tests"])
+        .env("GATEWAY_BIN", &bin);
+    cmd.arg("--");
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    run(&mut cmd)?;
+    step("all tests passed");
+    Ok(())
+}
