@@ -82,6 +82,17 @@ fn net_arg(s: &str) -> Result<Net, String> {
     s.parse()
 }
 
+/// A rate or burst: a whole number >= 0 (negative numbers are accepted by
+/// the parser only to be rejected with this message).
+fn count_arg(s: &str) -> Result<u32, String> {
+    s.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "'{s}' must be a whole number from 0 to {} (0 = unlimited)",
+            u32::MAX
+        )
+    })
+}
+
 fn ttl_arg(s: &str) -> Result<std::time::Duration, String> {
     let d = crate::duration::parse(s)?;
     if d.as_secs() == 0 {
@@ -151,16 +162,16 @@ pub enum LimitCmd {
         #[arg(value_parser = target_arg)]
         target: String,
         /// Packets per second.
-        #[arg(long)]
+        #[arg(long, value_parser = count_arg, allow_negative_numbers = true)]
         pps: Option<u32>,
         /// Packet burst (defaults to --pps).
-        #[arg(long, requires = "pps")]
+        #[arg(long, requires = "pps", value_parser = count_arg, allow_negative_numbers = true)]
         burst: Option<u32>,
         /// New TCP connections (SYN) per second.
-        #[arg(long)]
+        #[arg(long, value_parser = count_arg, allow_negative_numbers = true)]
         syn_rate: Option<u32>,
         /// SYN burst (defaults to --syn-rate).
-        #[arg(long, requires = "syn_rate")]
+        #[arg(long, requires = "syn_rate", value_parser = count_arg, allow_negative_numbers = true)]
         syn_burst: Option<u32>,
     },
     /// Show the limits that apply to a source (or `default`).

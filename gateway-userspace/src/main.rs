@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+
 use gateway::{
     cli::{Cli, Command},
     config::Config,
@@ -14,7 +15,10 @@ use gateway::{
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
         Command::Run(args) => {
             let config = match &args.config {
@@ -70,6 +74,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Help and version go out as clap renders them; a usage error is one line
+/// naming the problem, exit code 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid command line");
+            eprintln!("gateway: {first} (see --help)");
+            ExitCode::from(2)
+        }
     }
 }
 

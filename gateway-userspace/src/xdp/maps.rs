@@ -88,7 +88,11 @@ where
 
 /// Whether a map operation failed because the key was absent.
 fn is_not_found(e: &aya::maps::MapError) -> bool {
-    matches!(e, aya::maps::MapError::KeyNotFound)
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<bool> {

@@ -1,0 +1,170 @@
+//! RAII guards: whatever a test creates is removed in `Drop`, so a failing
+//! (panicking) test cleans up too.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+/// Runs a command and panics with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bpffs directory for pinned maps, removed with everything in it.
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    /// A fresh directory under /sys/fs/bpf (mounted if needed by the loader).
+    pub fn new() -> Self {
+        let path = PathBuf::from("/sys/fs/bpf").join(crate::unique_name("gwtest-"));
+        Self { path }
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_tree(&self.path);
+    }
+}
+
+fn remove_tree(path: &Path) {
+    // bpffs supports unlink and rmdir but not always remove_dir_all's
+    // openat tricks; walk it by hand.
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                remove_tree(&p);
+            } else {
+                std::fs::remove_file(&p).ok();
+            }
+        }
+    }
+    std::fs::remove_dir(path).ok();
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = crate::unique_name("gwns");
+        sh(&["ip", "netns", "add", &name]);
+        Self { name }
+    }
+
+    /// A command run inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command inside the namespace and panics if it fails.
+    pub fn sh(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status()
+            .ok();
+    }
+}
+
+/// A veth pair; deleting one end deletes both.
+pub struct Veth {
+    pub host: String,
+    pub peer: String,
+}
+
+impl Veth {
+    /// Creates `host` in the current namespace and `peer` inside `ns`.
+    pub fn new(ns: &Netns) -> Self {
+        let host = crate::unique_name("gwh");
+        let peer = crate::unique_name("gwp");
+        sh(&[
+            "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+        ]);
+        let v = Self { host, peer };
+        sh(&["ip", "link", "set", &v.peer, "netns", &ns.name]);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        Command::new("ip")
+            .args(["link", "del", &self.host])
+            .stderr(Stdio::null())
+            .status()
+            .ok();
+    }
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) and reaped on drop.
+pub struct ChildGuard {
+    pub child: Option<Child>,
+}
+
+impl ChildGuard {
+    pub fn new(child: Child) -> Self {
+        Self { child: Some(child) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits up to 5 s; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        sh(&["kill", "-TERM", &child.id().to_string()]);
+        for _ in 0..50 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.kill().ok();
+        child.wait().ok()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,499 @@
+//! End to end in network namespaces: a client namespace connected by a veth
+//! pair to the host side, where the real `gateway` binary attaches XDP to the
+//! host end. Checks what a user observes: connections succeed or time out,
+//! counters move, blocks expire by themselves and survive a restart, a flood
+//! is dropped while a well-behaved client keeps working, and the CLI rejects
+//! bad input without changing anything.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    gateway::{Gateway, cli},
+    guard::{Netns, PinDir, Veth, sh},
+    netns::in_netns,
+    require_root,
+};
+
+const PORT: u16 = 18080;
+
+/// Host side of the veth, the client namespace and addresses in 198.18.0.0/15
+/// (the benchmarking range, never a real network).
+struct Topology {
+    ns: Netns,
+    veth: Veth,
+    host_ip: String,
+    client_a: String,
+    client_b: String,
+}
+
+impl Topology {
+    fn new(subnet: u8) -> Self {
+        let ns = Netns::new();
+        let veth = Veth::new(&ns);
+        let net = format!("198.18.{subnet}");
+        let (host_ip, client_a, client_b) =
+            (format!("{net}.1"), format!("{net}.2"), format!("{net}.3"));
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &veth.host,
+        ]);
+        sh(&["ip", "link", "set", &veth.host, "up"]);
+        ns.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{client_a}/24"),
+            "dev",
+            &veth.peer,
+        ]);
+        ns.sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{client_b}/24"),
+            "dev",
+            &veth.peer,
+        ]);
+        ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
+        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        Self {
+            ns,
+            veth,
+            host_ip,
+            client_a,
+            client_b,
+        }
+    }
+
+    /// Connects from `src` in the client namespace; `Ok(greeting)` or the error.
+    fn connect(&self, src: &str) -> Result<String, String> {
+        let src: SocketAddr = format!("{src}:0").parse().unwrap();
+        let dst: SocketAddr = format!("{}:{PORT}", self.host_ip).parse().unwrap();
+        in_netns(&self.ns.name, move || {
+            let sock = socket2_bind(src)?;
+            let mut stream = sock;
+            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            connect_from(&mut stream, dst)
+        })
+    }
+}
+
+/// A TCP socket bound to `src` (so the client picks its address).
+fn socket2_bind(src: SocketAddr) -> Result<std::net::TcpStream, String> {
+    // std cannot bind before connect; use the raw socket API via libc.
+    use std::os::fd::FromRawFd as _;
+    // SAFETY: plain socket(2) call; the fd is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fd is a fresh, owned socket.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let SocketAddr::V4(v4) = src else {
+        return Err("IPv4 only".into());
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: addr is a valid sockaddr_in for this AF_INET socket.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("bind {src}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(stream)
+}
+
+/// Connects a bound socket with a 1.5 s timeout and reads the greeting.
+fn connect_from(stream: &mut TcpStream, dst: SocketAddr) -> Result<String, String> {
+    use std::os::fd::AsRawFd as _;
+    let fd = stream.as_raw_fd();
+    let SocketAddr::V4(v4) = dst else {
+        return Err("IPv4 only".into());
+    };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // A send timeout bounds connect(2) on a blocking socket.
+    stream
+        .set_write_timeout(Some(Duration::from_millis(1500)))
+        .ok();
+    // SAFETY: addr is a valid sockaddr_in for this socket.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("connect: {}", std::io::Error::last_os_error()));
+    }
+    let mut buf = String::new();
+    stream
+        .read_to_string(&mut buf)
+        .map_err(|e| format!("read: {e}"))?;
+    Ok(buf)
+}
+
+/// A TCP greeter and a UDP counter on the host side, stopped on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    udp_received: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(ip: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let udp_received = Arc::new(AtomicU64::new(0));
+        let tcp = TcpListener::bind((ip, PORT)).expect("bind TCP");
+        tcp.set_nonblocking(true).unwrap();
+        let udp = UdpSocket::bind((ip, PORT)).expect("bind UDP");
+        udp.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let s1 = stop.clone();
+        let t1 = std::thread::spawn(move || {
+            while !s1.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut c, _)) => {
+                        c.write_all(b"hello\n").ok();
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        let (s2, count) = (stop.clone(), udp_received.clone());
+        let t2 = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s2.load(Ordering::Relaxed) {
+                if udp.recv(&mut buf).is_ok() {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Self {
+            stop,
+            udp_received,
+            threads: vec![t1, t2],
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().ok();
+        }
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    iface: &str,
+    pin: &Path,
+    socket: &Path,
+    extra: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[xdp]
+interface = "{iface}"
+mode = "native"
+pin_dir = "{pin}"
+protected_ports = [{PORT}]
+sweep_interval = "200ms"
+{extra}
+
+[admin]
+socket = "{socket}"
+"#,
+            pin = pin.display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let p = std::env::temp_dir().join(tests::unique_name("gw-e2e-"));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn subnet(offset: u8) -> u8 {
+    (std::process::id() % 80) as u8 * 3 + offset
+}
+
+#[test]
+fn block_unblock_ttl_and_restart() {
+    if !require_root("block_unblock_ttl_and_restart") {
+        return;
+    }
+    let topo = Topology::new(subnet(0));
+    let _server = Server::start(&topo.host_ip);
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+    let mut gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+
+    assert_eq!(
+        topo.connect(&topo.client_a).as_deref(),
+        Ok("hello\n"),
+        "reachable before any block"
+    );
+
+    // Block: the next connection attempt times out and the counter rises.
+    let before = gw.counter("dropped_blocklist");
+    gw.ok(&["block", "add", &topo.client_a, "--reason", "e2e"]);
+    let r = topo.connect(&topo.client_a);
+    assert!(r.is_err(), "blocked source still connected: {r:?}");
+    assert!(
+        gw.counter("dropped_blocklist") > before,
+        "drop counter did not move"
+    );
+    assert_eq!(
+        topo.connect(&topo.client_b).as_deref(),
+        Ok("hello\n"),
+        "other source unaffected"
+    );
+    let top: serde_json::Value = serde_json::from_str(&gw.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(top["top_dropped"][0]["source"], topo.client_a.as_str());
+
+    // Unblock: reachable again.
+    gw.ok(&["block", "del", &topo.client_a]);
+    assert_eq!(
+        topo.connect(&topo.client_a).as_deref(),
+        Ok("hello\n"),
+        "reachable after block del"
+    );
+
+    // A TTL block drops, then expires by itself and the sweeper removes it.
+    gw.ok(&["block", "add", &topo.client_a, "--ttl", "2s"]);
+    assert!(
+        topo.connect(&topo.client_a).is_err(),
+        "TTL block did not drop"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        topo.connect(&topo.client_a).as_deref(),
+        Ok("hello\n"),
+        "TTL block did not expire"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&gw.ok(&["block", "list", "--json"])).unwrap();
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(0),
+        "sweeper left {list}"
+    );
+
+    // Blocks survive a restart through the pinned maps.
+    gw.ok(&["block", "add", "198.18.0.0/15", "--reason", "whole range"]);
+    assert!(topo.connect(&topo.client_b).is_err());
+    let status = gw.process.terminate().expect("gateway was running");
+    assert!(
+        status.success(),
+        "gateway exit: {status}\n{}",
+        gw.log_text()
+    );
+    // With the gateway stopped, XDP is detached: traffic flows.
+    assert_eq!(
+        topo.connect(&topo.client_b).as_deref(),
+        Ok("hello\n"),
+        "XDP still attached after exit"
+    );
+    let gw = Gateway::start(&config, &socket, &tmp.0.join("gw2.log"));
+    assert!(
+        topo.connect(&topo.client_b).is_err(),
+        "block lost across restart"
+    );
+    assert!(gw.ok(&["block", "list"]).contains("whole range"));
+    gw.ok(&["block", "del", "198.18.0.0/15"]);
+    assert_eq!(topo.connect(&topo.client_b).as_deref(), Ok("hello\n"));
+}
+
+#[test]
+fn flood_over_pps_is_dropped_while_a_polite_client_works() {
+    if !require_root("flood_over_pps_is_dropped_while_a_polite_client_works") {
+        return;
+    }
+    let topo = Topology::new(subnet(1));
+    let server = Server::start(&topo.host_ip);
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+    let gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+    gw.ok(&["limit", "set", "default", "--pps", "200", "--burst", "200"]);
+
+    // Client A floods the protected port: a fixed count of datagrams as fast
+    // as it can (bounded: 20,000 packets or 10 s, whichever comes first).
+    const FLOOD: u64 = 20_000;
+    let (host, a) = (topo.host_ip.clone(), topo.client_a.clone());
+    let flood = std::thread::spawn({
+        let ns = topo.ns.name.clone();
+        move || {
+            in_netns(&ns, move || {
+                let sock = UdpSocket::bind((a.as_str(), 0)).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let mut sent = 0u64;
+                while sent < FLOOD && Instant::now() < deadline {
+                    if sock.send_to(&[0u8; 64], (host.as_str(), PORT)).is_ok() {
+                        sent += 1;
+                    }
+                }
+                sent
+            })
+        }
+    });
+    // Meanwhile client B, far under its limit, connects a few times.
+    let mut polite_ok = 0;
+    for _ in 0..5 {
+        if topo.connect(&topo.client_b).as_deref() == Ok("hello\n") {
+            polite_ok += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = flood.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let received = server.udp_received.load(Ordering::Relaxed);
+    let dropped = gw.counter("dropped_pps");
+    eprintln!(
+        "flood: sent {sent}, received {received}, dropped_pps {dropped}, polite ok {polite_ok}/5"
+    );
+    assert_eq!(polite_ok, 5, "the polite client was hurt by the flood");
+    assert!(dropped > 0, "nothing dropped by the pps limit");
+    assert!(received < sent, "every flood packet reached the socket");
+    assert!(
+        received + dropped >= sent / 2,
+        "packets unaccounted for: sent {sent}, received {received}, dropped {dropped}"
+    );
+    let top: serde_json::Value = serde_json::from_str(&gw.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(top["top_dropped"][0]["source"], topo.client_a.as_str());
+    assert_eq!(top["top_dropped"][0]["last_reason"], "dropped_pps");
+
+    // An unlimited override lets the same client through again.
+    gw.ok(&["limit", "set", &topo.client_a, "--pps", "0"]);
+    let got: serde_json::Value =
+        serde_json::from_str(&gw.ok(&["limit", "get", &topo.client_a, "--json"])).unwrap();
+    assert_eq!(got["pps"]["unlimited"], true);
+    let before = gw.counter("dropped_pps");
+    assert_eq!(topo.connect(&topo.client_a).as_deref(), Ok("hello\n"));
+    assert_eq!(gw.counter("dropped_pps"), before);
+}
+
+#[test]
+fn cli_rejects_bad_input_and_changes_nothing() {
+    if !require_root("cli_rejects_bad_input_and_changes_nothing") {
+        return;
+    }
+    let topo = Topology::new(subnet(2));
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+
+    // No gateway running yet.
+    let out = cli(&socket, &["block", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no gateway is running"));
+
+    let gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+    let before = gw.ok(&["block", "list", "--json"]);
+    let limits_before = gw.ok(&["limit", "list", "--json"]);
+    for (args, needle) in [
+        (
+            vec!["block", "add", "10.0.0.300"],
+            "not an IPv4 or IPv6 address",
+        ),
+        (vec!["block", "add", "10.0.0.0/33"], "out of range for IPv4"),
+        (
+            vec!["block", "add", "10.1.2.3/8"],
+            "did you mean 10.0.0.0/8",
+        ),
+        (
+            vec!["block", "add", "10.0.0.1", "--ttl", "soon"],
+            "not a duration",
+        ),
+        (vec!["limit", "set", "default", "--pps", "-5"], "--pps"),
+        (
+            vec!["limit", "set", "10.0.0.0/8", "--pps", "10", "--burst", "0"],
+            "burst must be at least 1",
+        ),
+        (vec!["block", "del", "192.0.2.1"], "is not blocked"),
+    ] {
+        let out = gw.cli(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.lines().next().is_some_and(|l| l.contains("error")),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(gw.ok(&["block", "list", "--json"]), before);
+    assert_eq!(gw.ok(&["limit", "list", "--json"]), limits_before);
+}
+
+#[test]
+fn bad_config_reports_file_line_and_problem() {
+    // Needs no privileges: the config is checked before anything else.
+    let tmp = TempDir::new();
+    let path = tmp.0.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[xdp]\ninterface = \"lo\"\nblock = [\"10.0.0.0/33\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(tests::gateway::bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+    assert!(err.contains("out of range for IPv4"), "{err}");
+}
