@@ -68,7 +68,7 @@ impl Frame {
     }
 
     pub fn options(mut self, bytes: usize) -> Self {
-        assert!(bytes % 4 == 0 && bytes <= 40);
+        assert!(bytes.is_multiple_of(4) && bytes <= 40);
         self.ipv4_options = bytes;
         self
     }
