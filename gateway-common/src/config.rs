@@ -23,9 +23,25 @@ pub struct XdpConfig {
     pub v6_prefix_len: u32,
     /// Bit flags, see the `FLAG_*` constants.
     pub flags: u32,
+    /// Which lookup maps hold entries (`PRESENT_*` bits), maintained by
+    /// userspace so the program skips lookups in empty maps: an LPM trie
+    /// lookup costs tens of nanoseconds even when the trie is empty.
+    pub present: u32,
 }
+
+/// Upper bound of protected ports (entries of `GW_PORTS`).
+pub const PORTS_MAX: u32 = 1024;
 
 /// Rate limiting on protected ports is on. Off: only the ACLs apply.
 pub const FLAG_RATE_LIMIT: u32 = 1;
+
+pub const PRESENT_ALLOW_V4: u32 = 1 << 0;
+pub const PRESENT_ALLOW_V6: u32 = 1 << 1;
+pub const PRESENT_BLOCK_V4: u32 = 1 << 2;
+pub const PRESENT_BLOCK_V6: u32 = 1 << 3;
+pub const PRESENT_BLOCK_CIDR_V4: u32 = 1 << 4;
+pub const PRESENT_BLOCK_CIDR_V6: u32 = 1 << 5;
+pub const PRESENT_LIMIT_V4: u32 = 1 << 6;
+pub const PRESENT_LIMIT_V6: u32 = 1 << 7;
 
 crate::pod!(XdpConfig, Limit);

@@ -16,7 +16,7 @@ pub mod stats;
 /// Bumped whenever a map's key, value or size changes. Userspace pins maps
 /// under `<pin_dir>/v<LAYOUT_VERSION>`, so a new layout never reuses (and
 /// misreads) maps pinned by an older gateway.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Names of the maps, as pinned under the pin directory.
 pub mod maps {
@@ -37,6 +37,9 @@ pub mod maps {
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "gateway_xdp";
+
+/// Name of the empty baseline program (benchmarks only, never attached).
+pub const BASELINE_PROGRAM_NAME: &str = "gateway_xdp_baseline";
 
 /// Implements `aya::Pod` for plain-old-data map types.
 macro_rules! pod {

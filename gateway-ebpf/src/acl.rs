@@ -3,7 +3,7 @@
 //! millions of single addresses) and an LPM trie for ranges.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use gateway_common::acl::BlockEntry;
+use gateway_common::{acl::BlockEntry, config::*};
 
 use crate::{maps::*, parse::Packet};
 
@@ -13,11 +13,11 @@ fn v4(src: &[u8; 16]) -> [u8; 4] {
 }
 
 #[inline(always)]
-pub fn allowlisted(pkt: &Packet) -> bool {
+pub fn allowlisted(pkt: &Packet, present: u32) -> bool {
     if pkt.is_v4 {
-        ALLOW_V4.get(Key::new(32, v4(&pkt.src))).is_some()
+        present & PRESENT_ALLOW_V4 != 0 && ALLOW_V4.get(Key::new(32, v4(&pkt.src))).is_some()
     } else {
-        ALLOW_V6.get(Key::new(128, pkt.src)).is_some()
+        present & PRESENT_ALLOW_V6 != 0 && ALLOW_V6.get(Key::new(128, pkt.src)).is_some()
     }
 }
 
@@ -30,17 +30,23 @@ fn active(entry: Option<*const BlockEntry>, now: u64) -> bool {
 }
 
 #[inline(always)]
-pub fn blocked(pkt: &Packet, now: u64) -> bool {
+pub fn blocked(pkt: &Packet, present: u32, now: u64) -> bool {
     if pkt.is_v4 {
         let a = v4(&pkt.src);
-        active(BLOCK_V4.get_ptr(a), now)
-            || active(
+        if present & PRESENT_BLOCK_V4 != 0 && active(BLOCK_V4.get_ptr(a), now) {
+            return true;
+        }
+        present & PRESENT_BLOCK_CIDR_V4 != 0
+            && active(
                 BLOCK_CIDR_V4.get(Key::new(32, a)).map(|e| e as *const _),
                 now,
             )
     } else {
-        active(BLOCK_V6.get_ptr(pkt.src), now)
-            || active(
+        if present & PRESENT_BLOCK_V6 != 0 && active(BLOCK_V6.get_ptr(pkt.src), now) {
+            return true;
+        }
+        present & PRESENT_BLOCK_CIDR_V6 != 0
+            && active(
                 BLOCK_CIDR_V6
                     .get(Key::new(128, pkt.src))
                     .map(|e| e as *const _),

@@ -28,25 +28,36 @@ pub fn gateway_xdp(ctx: XdpContext) -> u32 {
     action
 }
 
+/// An empty program (never attached): BPF_PROG_TEST_RUN measures it beside
+/// `gateway_xdp` so benchmarks can subtract the test harness's own cost.
+#[xdp]
+pub fn gateway_xdp_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// The decision order: parse, allowlist, blocklist, rate limits.
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
     let Some(pkt) = parse::parse(ctx) else {
         return (xdp_action::XDP_PASS, Reason::ParsePass, None);
     };
-    if acl::allowlisted(&pkt) {
+    // Userspace writes the config before attaching; without it, do nothing.
+    let Some(cfg) = maps::CONFIG.get(0) else {
+        return (xdp_action::XDP_PASS, Reason::Passed, None);
+    };
+    if acl::allowlisted(&pkt, cfg.present) {
         return (xdp_action::XDP_PASS, Reason::Allowlisted, None);
     }
     // SAFETY: a helper without arguments or side effects.
     let now = unsafe { bpf_ktime_get_ns() };
-    if acl::blocked(&pkt, now) {
+    if acl::blocked(&pkt, cfg.present, now) {
         return (
             xdp_action::XDP_DROP,
             Reason::DroppedBlocklist,
             Some(pkt.src),
         );
     }
-    if let Some(reason) = ratelimit::over_limit(&pkt, now) {
+    if let Some(reason) = ratelimit::over_limit(&pkt, cfg, now) {
         return (xdp_action::XDP_DROP, reason, Some(pkt.src));
     }
     (xdp_action::XDP_PASS, Reason::Passed, None)

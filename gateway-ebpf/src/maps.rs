@@ -7,13 +7,10 @@ use aya_ebpf::{
 };
 use gateway_common::{
     acl::{ALLOW_MAX, AllowValue, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
-    config::XdpConfig,
+    config::{PORTS_MAX, XdpConfig},
     ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
     stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
 };
-
-/// Upper bound of protected ports.
-const PORTS_MAX: u32 = 1024;
 
 #[map(name = "GW_CONFIG")]
 pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);

@@ -5,7 +5,7 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_common::{
-    config::{FLAG_RATE_LIMIT, XdpConfig},
+    config::{FLAG_RATE_LIMIT, PRESENT_LIMIT_V4, PRESENT_LIMIT_V6, XdpConfig},
     ratelimit::{Buckets, LimitOverride, SourceKey, gcra},
     stats::Reason,
 };
@@ -16,14 +16,13 @@ const BPF_NOEXIST: u64 = 1;
 
 /// Returns the drop reason if the packet is over its source's budget.
 #[inline(always)]
-pub fn over_limit(pkt: &Packet, now: u64) -> Option<Reason> {
-    let l4 = pkt.l4.as_ref()?;
-    PORTS.get_ptr(l4.dst_port)?;
-    let cfg: &XdpConfig = CONFIG.get(0)?;
+pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
     if cfg.flags & FLAG_RATE_LIMIT == 0 {
         return None;
     }
-    let limits = overrides(pkt).unwrap_or(LimitOverride {
+    let l4 = pkt.l4.as_ref()?;
+    PORTS.get_ptr(l4.dst_port)?;
+    let limits = overrides(pkt, cfg.present).unwrap_or(LimitOverride {
         pps: cfg.pps,
         syn: cfg.syn,
     });
@@ -57,7 +56,15 @@ pub fn over_limit(pkt: &Packet, now: u64) -> Option<Reason> {
 }
 
 #[inline(always)]
-fn overrides(pkt: &Packet) -> Option<LimitOverride> {
+fn overrides(pkt: &Packet, present: u32) -> Option<LimitOverride> {
+    let bit = if pkt.is_v4 {
+        PRESENT_LIMIT_V4
+    } else {
+        PRESENT_LIMIT_V6
+    };
+    if present & bit == 0 {
+        return None;
+    }
     if pkt.is_v4 {
         let a = [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]];
         LIMIT_V4.get(Key::new(32, a)).copied()

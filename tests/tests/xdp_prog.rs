@@ -472,6 +472,15 @@ fn prints_ns_per_packet() {
         ("drop blocklist cidr", tcp("198.51.100.1"), XDP_DROP),
         ("drop pps limit", tcp("192.0.2.102"), XDP_DROP),
     ];
+    let (v, d) = h
+        .prog
+        .test_run_baseline(&tcp("192.0.2.101"), 200_000)
+        .unwrap();
+    assert_eq!(v, XDP_PASS);
+    eprintln!(
+        "empty program (harness baseline): {} ns/packet",
+        d.as_nanos()
+    );
     for (name, frame, verdict) in cases {
         let (v, d) = h.prog.test_run(&frame, 200_000).unwrap();
         assert_eq!(v, verdict, "{name}");

@@ -14,7 +14,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, Xdp, xdp::XdpLinkId},
 };
-use gateway_common::{LAYOUT_VERSION, PROGRAM_NAME};
+use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
 use super::{PROGRAM, XdpMaps, bpffs};
 use crate::config::XdpMode;
@@ -58,6 +58,7 @@ impl Loader {
         let reused = std::fs::read_dir(&pin_path)
             .map(|d| d.count() > 0)
             .unwrap_or(false);
+        super::layout::check_pins(&pin_path)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_path)
             .load(PROGRAM)
@@ -120,6 +121,25 @@ impl LoadedXdp {
         opts.data_in = Some(frame);
         opts.repeat = repeat.max(1);
         let r = self.program().test_run(opts)?;
+        Ok((r.return_value, r.duration))
+    }
+
+    /// Runs the empty baseline program the same way, loading it on first use:
+    /// the harness cost to subtract from [`Self::test_run`] figures.
+    pub fn test_run_baseline(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(BASELINE_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("the XDP object has no program {BASELINE_PROGRAM_NAME}"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load().map_err(verifier_context)?;
+        }
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat.max(1);
+        let r = prog.test_run(opts)?;
         Ok((r.return_value, r.duration))
     }
 

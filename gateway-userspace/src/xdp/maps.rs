@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key};
 use gateway_common::{
     acl::BlockEntry,
-    config::XdpConfig,
+    config::*,
     maps as names,
     ratelimit::{Buckets, LimitOverride, SourceKey},
     stats::{Counter, REASONS, Reason, SourceDrops},
@@ -129,8 +129,48 @@ impl XdpMaps {
         Ok(self.config.get(&0, 0)?)
     }
 
-    pub fn set_config(&mut self, cfg: XdpConfig) -> Result<()> {
+    /// Writes the settings; the presence bits are computed here, not taken
+    /// from `cfg`.
+    pub fn set_config(&mut self, mut cfg: XdpConfig) -> Result<()> {
+        cfg.present = self.presence();
         Ok(self.config.set(0, cfg, 0)?)
+    }
+
+    /// Which lookup maps hold at least one entry. A map that cannot be read
+    /// counts as present, so the program never skips a real entry.
+    fn presence(&self) -> u32 {
+        fn has<I: Iterator<Item = Result<T, E>>, T, E>(mut keys: I) -> bool {
+            keys.next().is_some()
+        }
+        let mut p = 0;
+        for (present, bit) in [
+            (has(self.allow_v4.keys()), PRESENT_ALLOW_V4),
+            (has(self.allow_v6.keys()), PRESENT_ALLOW_V6),
+            (has(self.block_v4.keys()), PRESENT_BLOCK_V4),
+            (has(self.block_v6.keys()), PRESENT_BLOCK_V6),
+            (has(self.block_cidr_v4.keys()), PRESENT_BLOCK_CIDR_V4),
+            (has(self.block_cidr_v6.keys()), PRESENT_BLOCK_CIDR_V6),
+            (has(self.limit_v4.keys()), PRESENT_LIMIT_V4),
+            (has(self.limit_v6.keys()), PRESENT_LIMIT_V6),
+        ] {
+            if present {
+                p |= bit;
+            }
+        }
+        p
+    }
+
+    /// Recomputes the presence bits after entries were added or removed.
+    /// An entry is written before its bit is set, and its bit cleared only
+    /// after the map is empty, so no packet misses a live entry.
+    fn refresh_presence(&mut self) -> Result<()> {
+        let mut cfg = self.config()?;
+        let present = self.presence();
+        if cfg.present != present {
+            cfg.present = present;
+            self.config.set(0, cfg, 0)?;
+        }
+        Ok(())
     }
 
     /// Makes `ports` exactly the protected set.
@@ -158,14 +198,16 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.allow_v4.insert(&Key::new(p, a), origin, 0)?,
             (Addr::V6(a), p) => self.allow_v6.insert(&Key::new(p, a), origin, 0)?,
         }
-        Ok(())
+        self.refresh_presence()
     }
 
     pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
-        match split(net) {
-            (Addr::V4(a), p) => ignore_missing(self.allow_v4.remove(&Key::new(p, a))),
-            (Addr::V6(a), p) => ignore_missing(self.allow_v6.remove(&Key::new(p, a))),
-        }
+        let removed = match split(net) {
+            (Addr::V4(a), p) => ignore_missing(self.allow_v4.remove(&Key::new(p, a)))?,
+            (Addr::V6(a), p) => ignore_missing(self.allow_v6.remove(&Key::new(p, a)))?,
+        };
+        self.refresh_presence()?;
+        Ok(removed)
     }
 
     /// Every allowlist entry with who added it.
@@ -195,7 +237,7 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.block_cidr_v4.insert(&Key::new(p, a), entry, 0)?,
             (Addr::V6(a), p) => self.block_cidr_v6.insert(&Key::new(p, a), entry, 0)?,
         }
-        Ok(())
+        self.refresh_presence()
     }
 
     pub fn block_get(&self, net: &Net) -> Result<Option<BlockEntry>> {
@@ -215,12 +257,14 @@ impl XdpMaps {
 
     pub fn block_del(&mut self, net: &Net) -> Result<bool> {
         let host = net.is_host();
-        match split(net) {
-            (Addr::V4(a), _) if host => ignore_missing(self.block_v4.remove(&a)),
-            (Addr::V6(a), _) if host => ignore_missing(self.block_v6.remove(&a)),
-            (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a))),
-            (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a))),
-        }
+        let removed = match split(net) {
+            (Addr::V4(a), _) if host => ignore_missing(self.block_v4.remove(&a))?,
+            (Addr::V6(a), _) if host => ignore_missing(self.block_v6.remove(&a))?,
+            (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a)))?,
+            (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a)))?,
+        };
+        self.refresh_presence()?;
+        Ok(removed)
     }
 
     /// Every block entry, expired ones included (the sweeper removes those).
@@ -267,14 +311,16 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.limit_v4.insert(&Key::new(p, a), limits, 0)?,
             (Addr::V6(a), p) => self.limit_v6.insert(&Key::new(p, a), limits, 0)?,
         }
-        Ok(())
+        self.refresh_presence()
     }
 
     pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
-        match split(net) {
-            (Addr::V4(a), p) => ignore_missing(self.limit_v4.remove(&Key::new(p, a))),
-            (Addr::V6(a), p) => ignore_missing(self.limit_v6.remove(&Key::new(p, a))),
-        }
+        let removed = match split(net) {
+            (Addr::V4(a), p) => ignore_missing(self.limit_v4.remove(&Key::new(p, a)))?,
+            (Addr::V6(a), p) => ignore_missing(self.limit_v6.remove(&Key::new(p, a)))?,
+        };
+        self.refresh_presence()?;
+        Ok(removed)
     }
 
     pub fn limit_list(&self) -> Result<Vec<(Net, LimitOverride)>> {

@@ -1,0 +1,96 @@
+//! What every pinned map must look like. Maps pinned by an earlier run are
+//! reused by name; before that, each pin is checked against this table so a
+//! map with another layout (a different gateway build) is reported instead
+//! of being silently misread.
+
+use std::{mem::size_of, path::Path};
+
+use anyhow::{Result, bail};
+use aya::maps::MapInfo;
+use gateway_common::{
+    acl::{ALLOW_MAX, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
+    config::{PORTS_MAX, XdpConfig},
+    maps as names,
+    ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
+    stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
+};
+
+/// (name, key size, value size, max entries)
+type Spec = (&'static str, usize, usize, u32);
+
+/// LPM trie keys are a u32 prefix length followed by the address.
+const LPM4: usize = 4 + 4;
+const LPM6: usize = 4 + 16;
+
+pub const MAPS: [Spec; 13] = [
+    (names::CONFIG, 4, size_of::<XdpConfig>(), 1),
+    (names::PROTECTED_PORTS, 2, 4, PORTS_MAX),
+    (names::ALLOW_V4, LPM4, 4, ALLOW_MAX),
+    (names::ALLOW_V6, LPM6, 4, ALLOW_MAX),
+    (names::BLOCK_V4, 4, size_of::<BlockEntry>(), BLOCK_EXACT_MAX),
+    (
+        names::BLOCK_V6,
+        16,
+        size_of::<BlockEntry>(),
+        BLOCK_EXACT_MAX,
+    ),
+    (
+        names::BLOCK_CIDR_V4,
+        LPM4,
+        size_of::<BlockEntry>(),
+        BLOCK_CIDR_MAX,
+    ),
+    (
+        names::BLOCK_CIDR_V6,
+        LPM6,
+        size_of::<BlockEntry>(),
+        BLOCK_CIDR_MAX,
+    ),
+    (names::LIMIT_V4, LPM4, size_of::<LimitOverride>(), LIMIT_MAX),
+    (names::LIMIT_V6, LPM6, size_of::<LimitOverride>(), LIMIT_MAX),
+    (
+        names::BUCKETS,
+        size_of::<SourceKey>(),
+        size_of::<Buckets>(),
+        BUCKETS_MAX,
+    ),
+    (names::COUNTERS, 4, size_of::<Counter>(), REASONS),
+    (
+        names::DROPS_BY_SOURCE,
+        size_of::<SourceKey>(),
+        size_of::<SourceDrops>(),
+        DROP_SOURCES_MAX,
+    ),
+];
+
+/// Fails if a map pinned in `dir` does not match the layout of this build.
+pub fn check_pins(dir: &Path) -> Result<()> {
+    for (name, key, value, max) in MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path)?;
+        let found = (
+            info.key_size() as usize,
+            info.value_size() as usize,
+            info.max_entries(),
+        );
+        if found != (key, value, max) {
+            bail!(
+                "pinned map {} has key/value size {}/{} and {} entries, but this gateway expects {}/{} and {}; \
+                 it was created by a different build. Move {} away to start with empty maps (its blocks are lost), \
+                 or set another [xdp] pin_dir",
+                path.display(),
+                found.0,
+                found.1,
+                found.2,
+                key,
+                value,
+                max,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
