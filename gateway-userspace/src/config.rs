@@ -48,6 +48,10 @@ pub enum ConfigError {
 pub struct Config {
     pub xdp: XdpSection,
     pub admin: AdminSection,
+    /// L7 rate limits (`[[rate_limit.limits]]`), see `ratelimit`.
+    pub rate_limit: crate::ratelimit::RateLimitSection,
+    /// How L7 offences escalate into XDP blocks, see `escalate`.
+    pub escalation: crate::escalate::EscalationSection,
 }
 
 /// The kernel fast path.
@@ -274,6 +278,8 @@ impl Config {
                     .into(),
             ));
         }
+        self.rate_limit.validate().map_err(bad)?;
+        self.escalation.validate().map_err(bad)?;
         if let Some(both) = self.xdp.allow.iter().find(|n| self.xdp.block.contains(n)) {
             return Err(bad(format!(
                 "[xdp] {both} is in both allow and block; the allowlist would win, remove one"

@@ -7,6 +7,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod escalate;
 pub mod net;
+pub mod ratelimit;
 pub mod run;
 pub mod xdp;

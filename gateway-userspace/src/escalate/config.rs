@@ -1,0 +1,154 @@
+//! `[escalation]`: how L7 offences turn into kernel blocks.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::LimitSpec;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscalationSection {
+    pub enabled: bool,
+    /// Points are summed per source over this window, then start again.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub window: Duration,
+    /// Points within one window that escalate a source.
+    pub threshold: u32,
+    pub weights: Weights,
+    /// Block TTL for the 1st, 2nd, ... escalation of a source; the last one
+    /// repeats.
+    #[serde(deserialize_with = "durations")]
+    pub ttl_ladder: Vec<Duration>,
+    /// After this long without escalation a source's offence count resets.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub forget_after: Duration,
+    /// `block` (drop every packet) or `throttle` (tighten the source's XDP
+    /// packet-rate override to `throttle` for the TTL).
+    pub action: Action,
+    pub throttle: ThrottleSpec,
+    /// IPv6 offenders are escalated as the prefix of this length (a client
+    /// owns a whole /64 and can rotate addresses inside it).
+    pub ipv6_prefix_len: u8,
+    /// Sources tracked at most (memory bound); idle ones are evicted first.
+    pub max_sources: usize,
+}
+
+/// Points per offence.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Weights {
+    pub rate_limited: u32,
+    pub auth_failure: u32,
+    pub validation_failure: u32,
+    pub malformed_http: u32,
+    pub limit_violation: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Block,
+    Throttle,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleSpec {
+    pub pps: LimitSpec,
+    pub syn: LimitSpec,
+}
+
+impl Default for EscalationSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            // One minute of memory per source.
+            window: Duration::from_secs(60),
+            // 100 points/minute: 100 rate-limit rejections, or 10 failed
+            // logins, or 5 malformed requests.
+            threshold: 100,
+            weights: Weights::default(),
+            // 1 minute, then 10 minutes, then 1 hour for each repeat.
+            ttl_ladder: vec![
+                Duration::from_secs(60),
+                Duration::from_secs(600),
+                Duration::from_secs(3600),
+            ],
+            // A day of good behaviour resets the ladder.
+            forget_after: Duration::from_secs(86_400),
+            action: Action::Block,
+            throttle: ThrottleSpec::default(),
+            ipv6_prefix_len: 64,
+            // 100,000 sources of ~64 bytes: a few MiB.
+            max_sources: 100_000,
+        }
+    }
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self {
+            // A 429: cheap for us, but a signal.
+            rate_limited: 1,
+            // A failed login: brute force looks like this.
+            auth_failure: 10,
+            // A request that fails input validation.
+            validation_failure: 5,
+            // Garbage HTTP, request smuggling attempts.
+            malformed_http: 20,
+            // Slowloris, oversize headers or bodies.
+            limit_violation: 20,
+        }
+    }
+}
+
+impl Default for ThrottleSpec {
+    fn default() -> Self {
+        Self {
+            // 20 packets/s, burst 40: enough to read an error page.
+            pps: LimitSpec {
+                rate: 20,
+                burst: 40,
+            },
+            // 2 new connections/s, burst 4.
+            syn: LimitSpec { rate: 2, burst: 4 },
+        }
+    }
+}
+
+fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    if raw.is_empty() {
+        return Err(serde::de::Error::custom(
+            "ttl_ladder needs at least one duration",
+        ));
+    }
+    raw.iter()
+        .map(|s| {
+            let d = crate::duration::parse(s)?;
+            if d.as_secs() == 0 {
+                return Err(format!("ttl_ladder entry '{s}' must be at least 1s"));
+            }
+            Ok(d)
+        })
+        .collect::<Result<_, String>>()
+        .map_err(serde::de::Error::custom)
+}
+
+impl EscalationSection {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threshold == 0 {
+            return Err("[escalation] threshold must be at least 1".into());
+        }
+        if !(1..=128).contains(&self.ipv6_prefix_len) {
+            return Err("[escalation] ipv6_prefix_len must be 1-128".into());
+        }
+        if self.window.is_zero() {
+            return Err("[escalation] window must be at least 1s".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! Escalation from L7 into the kernel: every source earns penalty points
+//! for what the proxy sees (rate-limit rejections, auth failures,
+//! validation failures, malformed HTTP, limit violations). Over the
+//! threshold within the window, the source goes into the XDP blocklist with
+//! a TTL that grows with repeat offences, so its next packet is dropped in
+//! the kernel; or, with `action = "throttle"`, its XDP packet-rate override
+//! is tightened for the TTL. Allowlisted and trusted-proxy addresses are
+//! never escalated. A client seen through a trusted proxy cannot be dropped
+//! by packet source, so it is blocked at L7 instead ([`Escalator::l7_blocked`]).
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod sink;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use config::{Action, EscalationSection};
+pub use sink::{BlockSink, XdpSink};
+
+use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+
+/// An L7 signal that earns penalty points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offence {
+    RateLimited,
+    AuthFailure,
+    ValidationFailure,
+    MalformedHttp,
+    LimitViolation,
+}
+
+impl Offence {
+    pub const ALL: [Offence; 5] = [
+        Offence::RateLimited,
+        Offence::AuthFailure,
+        Offence::ValidationFailure,
+        Offence::MalformedHttp,
+        Offence::LimitViolation,
+    ];
+
+    /// Stable snake_case name (logs, metrics, block reasons).
+    pub fn name(self) -> &'static str {
+        match self {
+            Offence::RateLimited => "rate_limited",
+            Offence::AuthFailure => "auth_failure",
+            Offence::ValidationFailure => "validation_failure",
+            Offence::MalformedHttp => "malformed_http",
+            Offence::LimitViolation => "limit_violation",
+        }
+    }
+}
+
+/// Where the proxy got the client address from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The TCP peer: the kernel can drop its packets.
+    Socket,
+    /// A forwarded header or PROXY protocol from a trusted proxy: packets
+    /// come from the proxy, so only an L7 block works.
+    Forwarded,
+}
+
+/// What an escalation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Escalation {
+    pub source: Net,
+    pub ttl: Duration,
+    /// How many times this source has been escalated (within `forget_after`).
+    pub offences: u32,
+    /// Written into the kernel (false: L7 block only).
+    pub in_kernel: bool,
+    pub action: Action,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct SourceState {
+    points: u32,
+    window_start: u64,
+    offences: u32,
+    last_escalation: u64,
+    blocked_until: u64,
+    /// Points per offence in the current window, for the reason text.
+    by_offence: [u32; 5],
+}
+
+const SHARDS: usize = 32;
+
+pub struct Escalator {
+    cfg: EscalationSection,
+    never: Vec<Net>,
+    /// `None` when the XDP fast path is off: escalations block at L7 only.
+    sink: Option<Box<dyn BlockSink>>,
+    shards: Box<[Mutex<HashMap<IpAddr, SourceState>>]>,
+    /// Offences recorded, by [`Offence`] index.
+    pub offences_total: [AtomicU64; 5],
+    pub escalations_total: AtomicU64,
+    pub escalation_errors_total: AtomicU64,
+}
+
+impl Escalator {
+    /// `never`: allowlisted networks and trusted proxies.
+    pub fn new(cfg: EscalationSection, never: Vec<Net>, sink: Option<Box<dyn BlockSink>>) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        Self {
+            cfg,
+            never,
+            sink,
+            shards,
+            offences_total: Default::default(),
+            escalations_total: AtomicU64::new(0),
+            escalation_errors_total: AtomicU64::new(0),
+        }
+    }
+
+    fn weight(&self, o: Offence) -> u32 {
+        let w = &self.cfg.weights;
+        match o {
+            Offence::RateLimited => w.rate_limited,
+            Offence::AuthFailure => w.auth_failure,
+            Offence::ValidationFailure => w.validation_failure,
+            Offence::MalformedHttp => w.malformed_http,
+            Offence::LimitViolation => w.limit_violation,
+        }
+    }
+
+    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, SourceState>> {
+        let h = match ip {
+            IpAddr::V4(a) => u32::from(*a) as usize,
+            IpAddr::V6(a) => (u128::from(*a) >> 64) as usize ^ (u128::from(*a) as usize),
+        };
+        &self.shards[h % SHARDS]
+    }
+
+    /// Records one offence by `ip`; escalates it when it crosses the threshold.
+    pub fn record(&self, ip: IpAddr, offence: Offence, seen: Seen) -> Option<Escalation> {
+        self.offences_total[offence as usize].fetch_add(1, Ordering::Relaxed);
+        if !self.cfg.enabled || self.never.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        let key = group_ip(ip, self.cfg.ipv6_prefix_len);
+        let now = clock::monotonic_ns();
+        let window = self.cfg.window.as_nanos() as u64;
+        let forget = self.cfg.forget_after.as_nanos() as u64;
+        let (offences, by_offence) = {
+            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            if !shard.contains_key(&key) && shard.len() >= (self.cfg.max_sources / SHARDS).max(1) {
+                evict(&mut shard, now, window);
+            }
+            let st = shard.entry(key).or_default();
+            if now.saturating_sub(st.window_start) > window {
+                st.points = 0;
+                st.by_offence = [0; 5];
+                st.window_start = now;
+            }
+            if st.blocked_until > now {
+                // Already escalated: its packets are being dropped; anything
+                // still arriving (in flight, or via a proxy) adds nothing.
+                return None;
+            }
+            let w = self.weight(offence);
+            st.points = st.points.saturating_add(w);
+            st.by_offence[offence as usize] = st.by_offence[offence as usize].saturating_add(w);
+            if st.points < self.cfg.threshold {
+                return None;
+            }
+            if st.last_escalation != 0 && now.saturating_sub(st.last_escalation) > forget {
+                st.offences = 0;
+            }
+            st.offences += 1;
+            st.last_escalation = now;
+            st.points = 0;
+            let ttl = self.ttl_for(st.offences);
+            st.blocked_until = now + ttl.as_nanos() as u64;
+            (st.offences, std::mem::take(&mut st.by_offence))
+        };
+        let ttl = self.ttl_for(offences);
+        let source = source_net(key, self.cfg.ipv6_prefix_len);
+        let reason = reason_text(&by_offence);
+        if self.sink.as_ref().is_some_and(|s| s.allowlisted(&ip)) {
+            // On the runtime allowlist: never escalated.
+            self.forgive(key);
+            return None;
+        }
+        let in_kernel = let_kernel(seen, self.sink.as_deref()).is_some_and(|sink| {
+            let r = match self.cfg.action {
+                Action::Block => sink.block(&source, ttl, &reason, offences),
+                Action::Throttle => sink.throttle(&source, ttl, &self.cfg.throttle, &reason, offences),
+            };
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    self.escalation_errors_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(source = %source, error = %e, "escalation could not be written into the XDP maps; blocking at L7 only");
+                    false
+                }
+            }
+        });
+        self.escalations_total.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            source = %source,
+            reason = %reason,
+            offences,
+            ttl = %crate::duration::format(ttl),
+            action = ?self.cfg.action,
+            in_kernel,
+            "source escalated"
+        );
+        Some(Escalation {
+            source,
+            ttl,
+            offences,
+            in_kernel,
+            action: self.cfg.action,
+            reason,
+        })
+    }
+
+    fn ttl_for(&self, offences: u32) -> Duration {
+        let i = (offences.max(1) as usize - 1).min(self.cfg.ttl_ladder.len() - 1);
+        self.cfg.ttl_ladder[i]
+    }
+
+    fn forgive(&self, key: IpAddr) {
+        self.shard(&key)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    /// Time left of an escalation of `ip`, for sources the kernel cannot
+    /// drop (seen through a trusted proxy, or XDP off): the proxy answers
+    /// them 429 (or closes) without further work.
+    pub fn l7_blocked(&self, ip: IpAddr) -> Option<Duration> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let key = group_ip(ip, self.cfg.ipv6_prefix_len);
+        let now = clock::monotonic_ns();
+        let shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+        shard
+            .get(&key)
+            .filter(|s| s.blocked_until > now)
+            .map(|s| Duration::from_nanos(s.blocked_until - now))
+    }
+
+    /// Sources currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Ends throttles whose TTL passed (blocks expire in the kernel).
+    pub fn expire(&self) {
+        if let Some(sink) = &self.sink {
+            sink.expire_throttles(clock::monotonic_ns());
+        }
+    }
+}
+
+/// The kernel sink, when the source's packets can be dropped by address.
+fn let_kernel(seen: Seen, sink: Option<&dyn BlockSink>) -> Option<&dyn BlockSink> {
+    sink.filter(|_| seen == Seen::Socket)
+}
+
+fn evict(shard: &mut HashMap<IpAddr, SourceState>, now: u64, window: u64) {
+    // Sources with no live points and no active block carry nothing but the
+    // offence count; drop those first, then the least recently active.
+    shard.retain(|_, s| s.blocked_until > now || now.saturating_sub(s.window_start) <= window);
+    if shard.len() > 1
+        && let Some(k) = shard
+            .iter()
+            .min_by_key(|(_, s)| s.window_start)
+            .map(|(k, _)| *k)
+    {
+        shard.remove(&k);
+    }
+}
+
+fn source_net(ip: IpAddr, v6_prefix: u8) -> Net {
+    match ip {
+        IpAddr::V4(_) => Net::host(ip),
+        IpAddr::V6(_) => Net::new(ip, v6_prefix).unwrap_or(Net::host(ip)),
+    }
+}
+
+/// "auth_failure 60, rate_limited 40": what earned the points.
+fn reason_text(by: &[u32; 5]) -> String {
+    let mut parts: Vec<(u32, &str)> = Offence::ALL
+        .iter()
+        .map(|o| (by[*o as usize], o.name()))
+        .filter(|(p, _)| *p > 0)
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+    parts
+        .iter()
+        .map(|(p, n)| format!("{n} {p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,145 @@
+//! Where escalations go: the XDP maps (blocklist, or a per-source rate
+//! override for throttling), behind a trait so the escalation logic is
+//! testable without the kernel.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use gateway_common::{
+    acl::{BlockEntry, BlockSource},
+    config::Limit,
+    ratelimit::LimitOverride,
+};
+
+use super::config::ThrottleSpec;
+use crate::{
+    admin::reason_bytes,
+    net::Net,
+    xdp::{XdpMaps, clock},
+};
+
+pub trait BlockSink: Send + Sync {
+    /// Blocks `net` for `ttl`.
+    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()>;
+    /// Tightens the packet-rate override of `net` for `ttl`.
+    fn throttle(
+        &self,
+        net: &Net,
+        ttl: Duration,
+        spec: &ThrottleSpec,
+        reason: &str,
+        offences: u32,
+    ) -> Result<()>;
+    /// Whether `ip` is on the runtime allowlist (never escalated).
+    fn allowlisted(&self, ip: &std::net::IpAddr) -> bool;
+    /// Removes throttles whose TTL passed.
+    fn expire_throttles(&self, now_ns: u64);
+}
+
+/// The XDP maps as an escalation target.
+pub struct XdpSink {
+    maps: Arc<Mutex<XdpMaps>>,
+    /// Throttle overrides we set, with their monotonic expiry, so they can
+    /// be removed (the override map has no expiry of its own).
+    throttles: Mutex<HashMap<Net, u64>>,
+}
+
+impl XdpSink {
+    pub fn new(maps: Arc<Mutex<XdpMaps>>) -> Self {
+        Self {
+            maps,
+            throttles: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl BlockSink for XdpSink {
+    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()> {
+        let entry = BlockEntry {
+            expires_ns: clock::deadline_ns(ttl),
+            created_unix: clock::unix_now(),
+            source: BlockSource::Escalation as u32,
+            offences,
+            reason: reason_bytes(reason),
+        };
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        // An operator's permanent block is stronger than any TTL: keep it.
+        if let Some(existing) = maps.block_get(net)?
+            && existing.source != BlockSource::Escalation as u32
+            && existing.expires_ns == 0
+        {
+            return Ok(());
+        }
+        maps.block_add(net, entry)
+    }
+
+    fn throttle(
+        &self,
+        net: &Net,
+        ttl: Duration,
+        spec: &ThrottleSpec,
+        _reason: &str,
+        _offences: u32,
+    ) -> Result<()> {
+        let o = LimitOverride {
+            pps: Limit {
+                rate: spec.pps.rate,
+                burst: spec.pps.burst,
+            },
+            syn: Limit {
+                rate: spec.syn.rate,
+                burst: spec.syn.burst,
+            },
+        };
+        self.maps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .limit_set(net, o)?;
+        self.throttles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*net, clock::deadline_ns(ttl));
+        Ok(())
+    }
+
+    fn allowlisted(&self, ip: &std::net::IpAddr) -> bool {
+        let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        maps.allow_list()
+            .map(|l| l.iter().any(|(n, _)| n.contains(ip)))
+            .unwrap_or(true)
+    }
+
+    fn expire_throttles(&self, now_ns: u64) {
+        let due: Vec<Net> = {
+            let mut t = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+            let due: Vec<Net> = t
+                .iter()
+                .filter(|(_, exp)| **exp <= now_ns)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in &due {
+                t.remove(n);
+            }
+            due
+        };
+        for net in due {
+            let removed = self
+                .maps
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .limit_del(&net);
+            match removed {
+                Ok(_) => {
+                    tracing::info!(source = %net, "escalation throttle expired; default limits apply again")
+                }
+                Err(e) => {
+                    tracing::warn!(source = %net, error = %e, "removing an expired throttle failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Configuration of the L7 limits: `[[rate_limit.limits]]` entries with a
+//! name, a rate, a burst, a mode and a key. Routes refer to limits by name;
+//! `global` lists limits applied to every request.
+
+#![forbid(unsafe_code)]
+
+use std::{fmt, str::FromStr};
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Named limits.
+    pub limits: Vec<LimitConfig>,
+    /// Names of limits applied to every request, before route limits.
+    pub global: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Name used by routes, metrics and the `RateLimit-Policy` header.
+    pub name: String,
+    /// `10r/s` or `600r/m`, as in NGINX `limit_req_zone`.
+    pub rate: Rate,
+    /// Requests above the rate accepted back to back (NGINX `burst`).
+    #[serde(default)]
+    pub burst: u32,
+    /// `"nodelay"` (default): the burst is served at once. `"delay"`: requests
+    /// over the rate wait until the rate allows them (throttling);
+    /// `"delay=N"`: the first N excess requests go at once, as NGINX
+    /// `limit_req ... delay=N`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// What identifies a client for this limit.
+    #[serde(default)]
+    pub key: KeySpec,
+    /// IPv6 clients share a bucket per prefix of this length (1-128).
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix_len: u8,
+    /// Keys tracked at most; idle keys are evicted first.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_v6_prefix() -> u8 {
+    64
+}
+
+fn default_max_keys() -> usize {
+    // 100,000 keys of ~40 bytes each: a few MiB per limit.
+    100_000
+}
+
+/// A request rate: `count` requests per `window_secs` (1 or 60), exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    count: u64,
+    window_secs: u64,
+}
+
+impl Rate {
+    pub fn per_second(count: u64) -> Self {
+        Self {
+            count,
+            window_secs: 1,
+        }
+    }
+
+    /// Nanoseconds between requests at this rate.
+    pub fn interval_ns(self) -> u64 {
+        (self.window_secs * 1_000_000_000 / self.count).max(1)
+    }
+
+    /// (requests, window in seconds), as configured.
+    pub fn per_window(self) -> (u64, u64) {
+        (self.count, self.window_secs)
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("rate '{s}' must look like 10r/s or 600r/m");
+        let (n, unit) = s.trim().split_once("r/").ok_or_else(bad)?;
+        let count: u64 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || count > 1_000_000_000 {
+            return Err(format!("rate '{s}' must be from 1 to 1000000000 requests"));
+        }
+        let window_secs = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            _ => return Err(bad()),
+        };
+        Ok(Self { count, window_secs })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, w) = self.per_window();
+        write!(f, "{n}r/{}", if w == 1 { "s" } else { "m" })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve the burst at once, reject beyond it.
+    #[default]
+    NoDelay,
+    /// Throttle: after `after` excess requests, delay the rest of the burst.
+    Delay { after: u32 },
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "nodelay" => Ok(Self::NoDelay),
+            "delay" => Ok(Self::Delay { after: 0 }),
+            other => other
+                .strip_prefix("delay=")
+                .and_then(|n| n.parse().ok())
+                .map(|after| Self::Delay { after })
+                .ok_or_else(|| format!("mode '{s}' must be nodelay, delay or delay=N")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a limit is keyed by: `ip`, `identity`, `claim:NAME`, `header:NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum KeySpec {
+    #[default]
+    ClientIp,
+    Identity,
+    Claim(String),
+    Header(String),
+}
+
+impl FromStr for KeySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "ip" => Ok(Self::ClientIp),
+            None if s == "identity" => Ok(Self::Identity),
+            Some(("claim", c)) if !c.is_empty() => Ok(Self::Claim(c.to_owned())),
+            Some(("header", h)) if !h.is_empty() => Ok(Self::Header(h.to_ascii_lowercase())),
+            _ => Err(format!(
+                "key '{s}' must be ip, identity, claim:NAME or header:NAME"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KeySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl RateLimitSection {
+    /// Cross-checks: unique names, known global names, sane values.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.limits {
+            if !seen.insert(l.name.as_str()) {
+                return Err(format!(
+                    "[[rate_limit.limits]] name '{}' is used twice",
+                    l.name
+                ));
+            }
+            if !(1..=128).contains(&l.ipv6_prefix_len) {
+                return Err(format!(
+                    "rate limit '{}': ipv6_prefix_len must be 1-128",
+                    l.name
+                ));
+            }
+            if l.max_keys == 0 {
+                return Err(format!(
+                    "rate limit '{}': max_keys must be at least 1",
+                    l.name
+                ));
+            }
+            if let Mode::Delay { after } = l.mode
+                && after > l.burst
+            {
+                return Err(format!(
+                    "rate limit '{}': delay after {after} exceeds burst {}",
+                    l.name, l.burst
+                ));
+            }
+        }
+        if let Some(g) = self.global.iter().find(|g| !seen.contains(g.as_str())) {
+            return Err(format!("[rate_limit] global names unknown limit '{g}'"));
+        }
+        Ok(())
+    }
+}

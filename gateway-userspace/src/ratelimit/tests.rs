@@ -1,0 +1,163 @@
+use super::*;
+
+fn limiter(rate: &str, burst: u32, mode: Mode) -> Limiter {
+    Limiter::new(LimitConfig {
+        name: "t".into(),
+        rate: rate.parse().unwrap(),
+        burst,
+        mode,
+        key: KeySpec::ClientIp,
+        ipv6_prefix_len: 64,
+        max_keys: 1000,
+    })
+}
+
+const S: u64 = 1_000_000_000;
+
+#[test]
+fn nodelay_serves_rate_plus_burst_then_rejects_like_nginx() {
+    let l = limiter("10r/s", 5, Mode::NoDelay);
+    let now = 100 * S;
+    // NGINX: burst=5 nodelay serves 1 + 5 at once.
+    for i in 0..6 {
+        assert!(
+            matches!(l.check_key("a", now), Decision::Allow { .. }),
+            "request {i}"
+        );
+    }
+    match l.check_key("a", now) {
+        Decision::Reject { retry_after, .. } => assert_eq!(retry_after, Duration::from_millis(100)),
+        d => panic!("expected reject, got {d:?}"),
+    }
+    // A rejected request does not consume budget: 100 ms later one passes.
+    assert!(matches!(
+        l.check_key("a", now + S / 10),
+        Decision::Allow { remaining: 0, .. }
+    ));
+    assert!(
+        matches!(l.check_key("b", now), Decision::Allow { remaining: 5, .. }),
+        "other key untouched"
+    );
+}
+
+#[test]
+fn delay_mode_throttles_within_burst() {
+    let l = limiter("10r/s", 4, Mode::Delay { after: 1 });
+    let now = 100 * S;
+    assert!(matches!(l.check_key("a", now), Decision::Allow { .. }));
+    assert!(
+        matches!(l.check_key("a", now), Decision::Allow { .. }),
+        "first excess is free (after = 1)"
+    );
+    match l.check_key("a", now) {
+        Decision::Delay { wait, .. } => assert_eq!(wait, Duration::from_millis(100)),
+        d => panic!("expected delay, got {d:?}"),
+    }
+    match l.check_key("a", now) {
+        Decision::Delay { wait, .. } => assert_eq!(wait, Duration::from_millis(200)),
+        d => panic!("expected delay, got {d:?}"),
+    }
+    assert!(matches!(l.check_key("a", now), Decision::Delay { .. }));
+    assert!(
+        matches!(l.check_key("a", now), Decision::Reject { .. }),
+        "beyond the burst"
+    );
+}
+
+#[test]
+fn per_minute_rates_are_exact() {
+    let l = limiter("6r/m", 0, Mode::NoDelay);
+    let now = 100 * S;
+    assert!(matches!(l.check_key("a", now), Decision::Allow { .. }));
+    assert!(matches!(
+        l.check_key("a", now + 9 * S),
+        Decision::Reject { .. }
+    ));
+    assert!(matches!(
+        l.check_key("a", now + 10 * S),
+        Decision::Allow { .. }
+    ));
+}
+
+#[test]
+fn memory_is_bounded_under_a_flood_of_distinct_keys() {
+    let l = Limiter::new(LimitConfig {
+        max_keys: 640,
+        ..limiter("1r/s", 0, Mode::NoDelay).config
+    });
+    for i in 0..100_000u32 {
+        l.check_key(&format!("k{i}"), 100 * S);
+    }
+    assert!(l.tracked_keys() <= 640, "tracked {}", l.tracked_keys());
+}
+
+#[test]
+fn ipv6_clients_are_grouped_by_prefix() {
+    let l = limiter("1r/s", 0, Mode::NoDelay);
+    let ctx = |ip: &str| KeyContext {
+        client_ip: Some(ip.parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        l.check(&ctx("2001:db8::1"), 100 * S),
+        Decision::Allow { .. }
+    ));
+    assert!(
+        matches!(
+            l.check(&ctx("2001:db8::ffff"), 100 * S),
+            Decision::Reject { .. }
+        ),
+        "same /64"
+    );
+    assert!(matches!(
+        l.check(&ctx("2001:db8:0:1::1"), 100 * S),
+        Decision::Allow { .. }
+    ));
+    assert!(matches!(
+        l.check(&KeyContext::default(), 100 * S),
+        Decision::NotApplicable
+    ));
+}
+
+#[test]
+fn headers_follow_the_ietf_draft() {
+    let l = limiter("10r/s", 5, Mode::NoDelay);
+    assert_eq!(headers::policy_item(&l), "\"t\";q=15;w=1");
+    let d = l.check_key("a", 100 * S);
+    assert_eq!(headers::state_item(&l, &d).unwrap(), "\"t\";r=5;t=1");
+    assert_eq!(headers::retry_after(Duration::from_millis(100)), "1");
+}
+
+#[test]
+fn parses_from_toml() {
+    let s: RateLimitSection = toml::from_str(
+        "global = [\"ip\"]\n[[limits]]\nname = \"ip\"\nrate = \"600r/m\"\nburst = 20\nmode = \"delay=5\"\nkey = \"claim:sub\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.limits[0].mode, Mode::Delay { after: 5 });
+    assert_eq!(s.limits[0].key, KeySpec::Claim("sub".into()));
+    assert_eq!(s.limits[0].rate.interval_ns(), 100_000_000);
+    assert_eq!("7r/m".parse::<Rate>().unwrap().to_string(), "7r/m");
+    s.validate().unwrap();
+}
+
+#[test]
+fn config_errors_are_clear() {
+    assert!(
+        "10r/h"
+            .parse::<Rate>()
+            .unwrap_err()
+            .contains("10r/s or 600r/m")
+    );
+    assert!("0r/s".parse::<Rate>().is_err());
+    assert!("cookie:x".parse::<KeySpec>().is_err());
+    assert_eq!(
+        "header:X-Api-Tenant".parse::<KeySpec>().unwrap(),
+        KeySpec::Header("x-api-tenant".into())
+    );
+    let s = RateLimitSection {
+        limits: vec![],
+        global: vec!["nope".into()],
+    };
+    assert!(s.validate().unwrap_err().contains("unknown limit 'nope'"));
+}
