@@ -35,6 +35,9 @@ pub struct XdpMaps {
     buckets: HashMap<MapData, SourceKey, Buckets>,
     counters: PerCpuArray<MapData, Counter>,
     drop_src: PerCpuHashMap<MapData, SourceKey, SourceDrops>,
+    /// The presence bits last written to the config map (we are its only
+    /// writer), so adding entries costs no extra syscall.
+    present: u32,
 }
 
 /// An address as the maps key it: IPv4 octets or IPv6 octets.
@@ -120,7 +123,14 @@ impl XdpMaps {
             buckets: take(ebpf, names::BUCKETS)?,
             counters: take(ebpf, names::COUNTERS)?,
             drop_src: take(ebpf, names::DROPS_BY_SOURCE)?,
-        })
+            present: 0,
+        }
+        .with_presence())
+    }
+
+    fn with_presence(mut self) -> Self {
+        self.present = self.presence();
+        self
     }
 
     // ---- config and ports ----
@@ -132,7 +142,7 @@ impl XdpMaps {
     /// Writes the settings; the presence bits are computed here, not taken
     /// from `cfg`.
     pub fn set_config(&mut self, mut cfg: XdpConfig) -> Result<()> {
-        cfg.present = self.presence();
+        cfg.present = self.present;
         Ok(self.config.set(0, cfg, 0)?)
     }
 
@@ -164,11 +174,21 @@ impl XdpMaps {
     /// An entry is written before its bit is set, and its bit cleared only
     /// after the map is empty, so no packet misses a live entry.
     fn refresh_presence(&mut self) -> Result<()> {
-        let mut cfg = self.config()?;
         let present = self.presence();
-        if cfg.present != present {
+        self.write_presence(present)
+    }
+
+    /// Sets one presence bit after an insert into its map.
+    fn mark_present(&mut self, bit: u32) -> Result<()> {
+        self.write_presence(self.present | bit)
+    }
+
+    fn write_presence(&mut self, present: u32) -> Result<()> {
+        if present != self.present {
+            let mut cfg = self.config()?;
             cfg.present = present;
             self.config.set(0, cfg, 0)?;
+            self.present = present;
         }
         Ok(())
     }
@@ -198,7 +218,11 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.allow_v4.insert(&Key::new(p, a), origin, 0)?,
             (Addr::V6(a), p) => self.allow_v6.insert(&Key::new(p, a), origin, 0)?,
         }
-        self.refresh_presence()
+        self.mark_present(if net.is_ipv4() {
+            PRESENT_ALLOW_V4
+        } else {
+            PRESENT_ALLOW_V6
+        })
     }
 
     pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
@@ -237,7 +261,12 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.block_cidr_v4.insert(&Key::new(p, a), entry, 0)?,
             (Addr::V6(a), p) => self.block_cidr_v6.insert(&Key::new(p, a), entry, 0)?,
         }
-        self.refresh_presence()
+        self.mark_present(match (net.is_ipv4(), host) {
+            (true, true) => PRESENT_BLOCK_V4,
+            (false, true) => PRESENT_BLOCK_V6,
+            (true, false) => PRESENT_BLOCK_CIDR_V4,
+            (false, false) => PRESENT_BLOCK_CIDR_V6,
+        })
     }
 
     pub fn block_get(&self, net: &Net) -> Result<Option<BlockEntry>> {
@@ -256,6 +285,13 @@ impl XdpMaps {
     }
 
     pub fn block_del(&mut self, net: &Net) -> Result<bool> {
+        let removed = self.block_remove(net)?;
+        self.refresh_presence()?;
+        Ok(removed)
+    }
+
+    /// Removes a block without updating the presence bits.
+    fn block_remove(&mut self, net: &Net) -> Result<bool> {
         let host = net.is_host();
         let removed = match split(net) {
             (Addr::V4(a), _) if host => ignore_missing(self.block_v4.remove(&a))?,
@@ -263,7 +299,6 @@ impl XdpMaps {
             (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a)))?,
             (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a)))?,
         };
-        self.refresh_presence()?;
         Ok(removed)
     }
 
@@ -299,7 +334,10 @@ impl XdpMaps {
             .filter(|(_, e)| !e.is_active(now_ns))
             .collect();
         for (net, _) in &expired {
-            self.block_del(net)?;
+            self.block_remove(net)?;
+        }
+        if !expired.is_empty() {
+            self.refresh_presence()?;
         }
         Ok(expired)
     }
@@ -311,7 +349,11 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.limit_v4.insert(&Key::new(p, a), limits, 0)?,
             (Addr::V6(a), p) => self.limit_v6.insert(&Key::new(p, a), limits, 0)?,
         }
-        self.refresh_presence()
+        self.mark_present(if net.is_ipv4() {
+            PRESENT_LIMIT_V4
+        } else {
+            PRESENT_LIMIT_V6
+        })
     }
 
     pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
