@@ -3,6 +3,7 @@
 //! the kernel (bpffs pin directories, network namespaces, veth pairs,
 //! processes), and builders for synthetic frames.
 
+pub mod bench;
 pub mod frames;
 pub mod gateway;
 pub mod guard;

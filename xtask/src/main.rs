@@ -55,6 +55,12 @@ enum Cmd {
     },
     /// `cargo fmt --check` and clippy -D warnings, split as aya-template does.
     Lint,
+    /// Benchmarks beside the peers (nftables, iptables), written to bench/.
+    Bench {
+        /// Short runs for a CI smoke test (under 3 minutes).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() {
@@ -87,6 +93,11 @@ fn real_main() -> Result<()> {
         Cmd::Lint => {
             prereqs::ensure(Need::Build)?;
             lint()
+        }
+        Cmd::Bench { quick } => {
+            prereqs::ensure(Need::Test)?;
+            prereqs::ensure_packages(BENCH_PACKAGES)?;
+            bench(quick)
         }
     }
 }
@@ -190,6 +201,37 @@ fn lint() -> Result<()> {
         .env_remove("CARGO")
         .env_remove("RUSTC"))?;
     Ok(())
+}
+
+/// Peers and tools the benchmarks drive.
+const BENCH_PACKAGES: &[&str] = &["nftables", "iptables", "iputils-ping"];
+
+fn bench(quick: bool) -> Result<()> {
+    let root = workspace_root();
+    if !prereqs::is_root() {
+        bail!(
+            "the benchmarks attach XDP and create network namespaces: run `sudo -E cargo xtask bench`"
+        );
+    }
+    step("building the benchmark runner (release)");
+    run(cargo().current_dir(&root).args([
+        "build",
+        "--release",
+        "--package",
+        "tests",
+        "--bin",
+        "gw-bench",
+    ]))?;
+    step(&format!(
+        "running benchmarks{}",
+        if quick { " (--quick)" } else { "" }
+    ));
+    let mut cmd = Command::new(target_dir().join("release").join("gw-bench"));
+    cmd.current_dir(&root).arg("--out").arg(root.join("bench"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)
 }
 
 fn test(filter: Option<&str>) -> Result<()> {

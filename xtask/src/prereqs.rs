@@ -24,7 +24,7 @@ const LLVM_PACKAGES: &[&str] = &[
 
 /// Debian packages the privileged tests use: `ip` (netns, veth), `nsenter`,
 /// `mount` (bpffs).
-const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "mount"];
+const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "mount", "iputils-ping"];
 
 /// Which set of prerequisites a command needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,6 @@ pub fn ensure(need: Need) -> Result<()> {
 }
 
 /// Installs extra Debian packages (for benchmarks) if they are missing.
-#[allow(dead_code, reason = "used by `cargo xtask bench`")]
 pub fn ensure_packages(wanted: &[&str]) -> Result<()> {
     let missing: Vec<&str> = wanted
         .iter()

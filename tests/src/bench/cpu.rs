@@ -1,0 +1,59 @@
+//! CPU time per core from /proc/stat, and pinning threads to a core.
+
+/// Kernel nanoseconds of `cpu` since boot: system, irq and softirq time,
+/// where packet receive work is accounted. User time is left out, so other
+/// programs' userspace work on the machine does not pollute the figure.
+pub fn busy_ns(cpu: usize) -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let name = format!("cpu{cpu} ");
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .expect("cpu line");
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Fields: user nice system idle iowait irq softirq steal ...
+    let kernel = f[2] + f[5] + f[6];
+    // USER_HZ is 100 on Linux: one tick is 10 ms.
+    kernel * 10_000_000
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_current_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Pins an existing thread (by tid) to `cpu`.
+pub fn pin_tid(tid: i32, cpu: usize) -> bool {
+    // SAFETY: as above, for another thread id.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// Thread ids whose name starts with `prefix` (kernel threads included).
+pub fn threads_named(prefix: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim().starts_with(prefix) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

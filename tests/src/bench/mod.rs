@@ -1,0 +1,64 @@
+//! `cargo xtask bench`: measurements of our gateway beside the tools a user
+//! would pick instead, in one run on one machine, reported as ratios. Each
+//! scenario is bounded in time and count. Results go to
+//! `bench/results.json` and `bench/results.md`.
+
+pub mod cpu;
+pub mod flood;
+pub mod xdp_cost;
+
+use std::time::Instant;
+
+/// Options shared by the scenarios.
+#[derive(Clone, Copy)]
+pub struct Opts {
+    /// CI smoke mode: short runs, fewer repeats, smaller maps.
+    pub quick: bool,
+}
+
+/// Prints a progress line: `[step/total] what (elapsed)`.
+pub struct Progress {
+    total: usize,
+    step: usize,
+    start: Instant,
+}
+
+impl Progress {
+    pub fn new(total: usize) -> Self {
+        Self {
+            total,
+            step: 0,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn step(&mut self, what: &str) {
+        self.step += 1;
+        let done = self.step * 30 / self.total.max(1);
+        eprintln!(
+            "[{}{}] {:>2}/{} {:>5.1}s  {what}",
+            "#".repeat(done),
+            ".".repeat(30 - done.min(30)),
+            self.step,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// What machine the numbers come from.
+pub fn machine() -> serde_json::Value {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let model = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    serde_json::json!({ "cpu": model, "cpus": cpus, "kernel": kernel })
+}
