@@ -48,6 +48,8 @@ pub enum ConfigError {
 pub struct Config {
     pub xdp: XdpSection,
     pub admin: AdminSection,
+    /// Authentication providers and policies (`docs/auth.md`).
+    pub auth: crate::auth::AuthSection,
 }
 
 /// The kernel fast path.
@@ -190,6 +192,7 @@ impl Default for Config {
         Self {
             xdp: XdpSection::default(),
             admin: AdminSection::default(),
+            auth: crate::auth::AuthSection::default(),
         }
     }
 }
