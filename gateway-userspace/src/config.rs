@@ -43,7 +43,7 @@ pub enum ConfigError {
     Inconsistent { path: String, message: String },
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub xdp: XdpSection,
@@ -185,16 +185,6 @@ impl fmt::Display for LimitSpec {
 pub struct AdminSection {
     /// Socket path; created with mode 0600 (root only).
     pub socket: PathBuf,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            xdp: XdpSection::default(),
-            admin: AdminSection::default(),
-            auth: crate::auth::AuthSection::default(),
-        }
-    }
 }
 
 impl Default for XdpSection {

@@ -108,12 +108,15 @@ pub const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
 /// What the mock answers: status and body, given the request body.
 pub type Handler = Arc<dyn Fn(&[u8]) -> (u16, String) + Send + Sync>;
 
+/// Requests the mock received: headers and body.
+pub type Recorded = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
+
 /// An HTTPS server on 127.0.0.1 with its own CA.
 pub struct MockServer {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     pub handler: Arc<Mutex<Handler>>,
-    pub requests: Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>,
+    pub requests: Recorded,
     pub ca_file: PathBuf,
     _dir: TempDir,
 }
@@ -148,7 +151,7 @@ impl MockServer {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let handler = Arc::new(Mutex::new(handler));
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests: Recorded = Arc::new(Mutex::new(Vec::new()));
         let (h, hd, rq) = (hits.clone(), handler.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
