@@ -598,3 +598,115 @@ fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), String>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "gw.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_point_at_file_line_and_column() {
+        let cases = [
+            // (toml, expected prefix, expected text)
+            (
+                "[auth.policies.p]\ntype = \"jwt\"\nproviders = [\"nope\"]\n",
+                "gw.toml:",
+                "provider 'nope' is not defined in [auth.jwt]",
+            ),
+            (
+                "[auth.policies.p]\ntype = \"magic\"\n",
+                "gw.toml:2:",
+                "unknown variant `magic`",
+            ),
+            (
+                "[auth.jwt.i]\nissuer = \"x\"\naudiences = [\"a\"]\nalgorithms = [\"none\"]\npublic_key_files = [{ path = \"k\" }]\n",
+                "gw.toml:4:",
+                "unknown variant `none`",
+            ),
+            (
+                "[auth.jwt.i]\nissuer = \"x\"\naudiences = []\nalgorithms = [\"RS256\"]\npublic_key_files = [{ path = \"k\" }]\n",
+                "gw.toml:",
+                "audiences must list",
+            ),
+            (
+                "[auth.jwt.i]\nissuer = \"x\"\naudiences = [\"a\"]\nalgorithms = [\"RS256\"]\nhmac_secret_files = [{ path = \"k\" }]\n",
+                "gw.toml:",
+                "never accept a shared secret",
+            ),
+            (
+                "[auth.policies.a]\ntype = \"any\"\nof = [\"a\"]\n",
+                "gw.toml:",
+                "of type any or none",
+            ),
+            (
+                "[auth.policies.p]\ntype = \"none\"\nheaders = { \"host\" = \"sub\" }\n",
+                "gw.toml:",
+                "'host' cannot be set",
+            ),
+            (
+                "[auth.policies.p]\ntype = \"none\"\nscopes = [\"a\\\"b\"]\n",
+                "gw.toml:",
+                "type = \"none\" takes no",
+            ),
+            (
+                "[auth]\nrealm = \"a\\\"b\"\n",
+                "gw.toml:",
+                "realm must be printable ASCII",
+            ),
+            (
+                "[auth.brute_force]\nwindow = \"soon\"\n",
+                "gw.toml:2:",
+                "is not a duration",
+            ),
+            (
+                "[auth.api_keys.k]\nheader = \"bad header\"\nkeys = []\n",
+                "gw.toml:2:",
+                "not a valid header name",
+            ),
+            (
+                "[auth.introspection.i]\nendpoint = \"https://i.test/\"\nclient_id = \"g\"\n",
+                "gw.toml:",
+                "exactly one of client_secret",
+            ),
+        ];
+        for (toml, prefix, text) in cases {
+            let e = err(toml);
+            assert!(e.starts_with(prefix) && e.contains(text), "{toml}\n=> {e}");
+            let loc = e.strip_prefix("gw.toml:").unwrap();
+            assert!(
+                loc.split(':').take(2).all(|n| n.parse::<usize>().is_ok()),
+                "no line:col in {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+[auth]
+realm = "api"
+[auth.jwt.corp]
+issuer = "https://id.example.com/"
+audiences = ["api"]
+algorithms = ["RS256", "ES256"]
+jwks_url = "https://id.example.com/.well-known/jwks.json"
+[auth.policies.users]
+type = "jwt"
+providers = ["corp"]
+scopes = ["read"]
+headers = { "x-user-id" = "sub" }
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.auth.realm, "api");
+        assert_eq!(
+            c.auth.jwt["corp"].leeway,
+            std::time::Duration::from_secs(30)
+        );
+    }
+}
