@@ -167,3 +167,31 @@ async fn plain_http_jwks_url_is_a_config_error() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn stale_set_is_refreshed_in_the_background() {
+    let server = MockServer::start(fixed(200, jwks(&[("k1", &rsa_key())]))).await;
+    let toml = config(&server, "1s").replace(
+        "fetch_timeout = \"2s\"",
+        "fetch_timeout = \"2s\"\nrefresh_interval = \"1s\"",
+    );
+    let a = authenticator(&toml);
+    assert!(a.refresh_keys().await);
+    server.set(fixed(200, jwks(&[("k2", &rsa2_key())])));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The stale set still answers this request and triggers a refresh.
+    let t1 = sign(rs256(Some("k1")), &claims(), &rsa_key());
+    assert!(ok(&a, &t1).await);
+    let t2 = sign(rs256(Some("k2")), &claims(), &rsa2_key());
+    let mut rotated = false;
+    for _ in 0..60 {
+        if ok(&a, &t2).await {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rotated, "the rotated key is in use");
+    assert_eq!(server.hits(), 2, "one background fetch");
+    assert!(!ok(&a, &t1).await, "the retired key is gone");
+}

@@ -61,6 +61,7 @@ impl KeyStore {
     pub async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerifyKey>, Lookup> {
         if let Some(remote) = &self.remote
             && remote.is_stale()
+            && remote.fetch_due()
         {
             let remote = remote.clone();
             tokio::spawn(async move { remote.refetch().await });
@@ -166,6 +167,14 @@ impl RemoteJwks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| t.elapsed() >= self.refresh_interval)
+    }
+
+    /// Whether a fetch would run now (none running, none too recent), so a
+    /// stale set whose fetches keep failing does not spawn a task per request.
+    fn fetch_due(&self) -> bool {
+        self.last_attempt
+            .try_lock()
+            .is_ok_and(|last| last.is_none_or(|t| t.elapsed() >= self.min_refetch_interval))
     }
 
     /// Fetches the set unless rate-limited; true if a fetch succeeded.
