@@ -23,6 +23,7 @@ mod introspection;
 mod jwks;
 mod jwt;
 mod policy;
+mod validate;
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Instant};
 
