@@ -378,3 +378,46 @@ async fn repeated_bad_tokens_trip_the_brute_force_limit() {
     let other = "198.51.100.1".parse().unwrap();
     assert!(a.authenticate("users", &bearer(&good), other).await.is_ok());
 }
+
+#[tokio::test]
+async fn keys_are_typed_by_family_within_one_issuer() {
+    let toml = format!(
+        r#"
+[auth.jwt.corp]
+issuer = "https://issuer.test"
+audiences = ["api"]
+algorithms = ["RS256", "ES256"]
+public_key_files = [{{ path = "{rsa}", kid = "r" }}, {{ path = "{ec}", kid = "e" }}]
+[auth.policies.users]
+type = "jwt"
+providers = ["corp"]
+"#,
+        rsa = data("rsa_public.pem").display(),
+        ec = data("ec_public.pem").display(),
+    );
+    let a = authenticator(&toml);
+    let ec_key = EncodingKey::from_ec_pem(&std::fs::read(data("ec_private.pem")).unwrap()).unwrap();
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("e".into());
+    let r = a
+        .authenticate("users", &bearer(&sign(h, &claims(), &ec_key)), CLIENT)
+        .await;
+    assert!(r.is_ok(), "{r:?}");
+    // An ES256 token naming the RSA key's kid finds no EC key under it.
+    let mut h = Header::new(Algorithm::ES256);
+    h.kid = Some("r".into());
+    assert_eq!(
+        cause(&a, &sign(h, &claims(), &ec_key)).await,
+        TokenError::UnknownKey
+    );
+    // Without kid the issuer has one key per family, so the family decides.
+    assert!(
+        a.authenticate(
+            "users",
+            &bearer(&sign(rs256(None), &claims(), &rsa_key())),
+            CLIENT
+        )
+        .await
+        .is_ok()
+    );
+}

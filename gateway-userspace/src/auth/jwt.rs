@@ -222,7 +222,11 @@ impl JwtVerifier {
                 Lookup::NotFound => Invalid(TokenError::UnknownKey),
                 Lookup::Unavailable => JwtError::Unavailable,
             })?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &issuer.validation)
+        // jsonwebtoken wants every listed algorithm in the key's family, so
+        // validate with exactly the (already allowed) algorithm of the token.
+        let mut validation = issuer.validation.clone();
+        validation.algorithms = vec![alg];
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| Invalid(map_error(e.kind())))?;
         let claims = data.claims;
         if let Some(iat) = claims.get("iat") {
