@@ -195,3 +195,37 @@ async fn stale_set_is_refreshed_in_the_background() {
     assert_eq!(server.hits(), 2, "one background fetch");
     assert!(!ok(&a, &t1).await, "the retired key is gone");
 }
+
+#[tokio::test]
+async fn jwks_file_keys_and_no_symmetric_keys_from_a_set() {
+    let dir = TempDir::new();
+    let set = dir.write("jwks.json", jwks(&[("k1", &rsa_key())]).as_bytes());
+    let toml = format!(
+        r#"
+[auth.jwt.idp]
+issuer = "https://issuer.test"
+audiences = ["api"]
+algorithms = ["RS256"]
+jwks_file = "{}"
+[auth.policies.users]
+type = "jwt"
+providers = ["idp"]
+"#,
+        set.display()
+    );
+    let a = authenticator(&toml);
+    assert!(ok(&a, &sign(rs256(Some("k1")), &claims(), &rsa_key())).await);
+
+    // A set holding only an HMAC (oct) key gives an RS256 issuer nothing.
+    let oct = r#"{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#;
+    std::fs::write(&set, oct).unwrap();
+    let e = Authenticator::from_config(&parse_auth(&toml))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no signature key usable"), "{e}");
+    // Even listing HS256 as allowed does not let a JWK Set supply a secret.
+    let e = gateway::config::Config::parse(&toml.replace(r#"["RS256"]"#, r#"["HS256"]"#), "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("hmac_secret_files only"), "{e}");
+}
