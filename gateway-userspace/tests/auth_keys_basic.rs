@@ -302,3 +302,44 @@ fn bad_hashes_and_keys_are_config_errors() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn over_the_failure_limit_no_hash_is_computed() {
+    let dir = TempDir::new();
+    let toml = config(&dir) + "\n[auth.brute_force]\nmax_failures = 2\nwindow = \"1m\"\n";
+    let a = authenticator(&toml);
+    for _ in 0..2 {
+        let f = a
+            .authenticate("staff", &basic("alice", "guess"), CLIENT)
+            .await
+            .unwrap_err();
+        assert_eq!(f.status(), 401);
+    }
+    let before = a.basic_verifications("staff");
+    let f = a
+        .authenticate("staff", &basic("alice", "bcrypt-pw"), CLIENT)
+        .await
+        .unwrap_err();
+    assert_eq!(f.status(), 429);
+    assert!(f.retry_after().is_some());
+    assert_problem_without(&f, "bcrypt-pw");
+    assert_eq!(
+        a.basic_verifications("staff"),
+        before,
+        "no bcrypt work for a blocked source"
+    );
+    // Wrong API keys count too, from their own source.
+    let src = "203.0.113.5".parse().unwrap();
+    for _ in 0..2 {
+        let r = request("/", &[("x-api-key", "wrong")]);
+        assert_eq!(
+            a.authenticate("keys", &r, src).await.unwrap_err().status(),
+            401
+        );
+    }
+    let r = request("/", &[("x-api-key", KEY)]);
+    assert_eq!(
+        a.authenticate("keys", &r, src).await.unwrap_err().status(),
+        429
+    );
+}

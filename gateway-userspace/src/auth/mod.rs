@@ -312,5 +312,5 @@ impl Authenticator {
     }
 }
 
-/// Wraps an identity for sharing.
+/// The authenticator as shared between connections and reloads.
 pub type SharedAuthenticator = Arc<Authenticator>;
