@@ -66,6 +66,9 @@ pub enum Command {
     },
     /// Version of the gateway and of its eBPF program.
     Version,
+    /// Print the SHA-256 hash of an API key read from stdin, for
+    /// `[auth.api_keys.NAME]` (one trailing newline is ignored).
+    HashKey,
 }
 
 #[derive(Args)]
@@ -193,6 +196,22 @@ pub enum LimitCmd {
     },
 }
 
+/// The SHA-256 hex of a key read from `input` (one trailing `\n` or `\r\n`
+/// removed). The key never appears in argv, so it stays out of `ps` and
+/// shell history.
+pub fn hash_key_from(mut input: impl std::io::Read) -> Result<String> {
+    let mut key = Vec::new();
+    input.read_to_end(&mut key)?;
+    if key.last() == Some(&b'\n') {
+        key.pop();
+        if key.last() == Some(&b'\r') {
+            key.pop();
+        }
+    }
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    Ok(crate::auth::hash_key(&key))
+}
+
 /// Runs a client command against the admin socket and prints its result.
 pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
     let (request, json, render): (Request, bool, fn(&Value) -> String) = match command {
@@ -282,7 +301,8 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig
-        | Command::Version => {
+        | Command::Version
+        | Command::HashKey => {
             unreachable!("not a client command")
         }
     };
@@ -410,4 +430,16 @@ fn render_stats(v: &Value) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hash_key_reads_stdin_and_ignores_one_newline() {
+        let want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(super::hash_key_from(&b"abc\n"[..]).unwrap(), want);
+        assert_eq!(super::hash_key_from(&b"abc\r\n"[..]).unwrap(), want);
+        assert_eq!(super::hash_key_from(&b"abc"[..]).unwrap(), want);
+        assert!(super::hash_key_from(&b"\n"[..]).is_err());
+    }
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub rate_limit: crate::ratelimit::RateLimitSection,
     /// How L7 offences escalate into XDP blocks, see `escalate`.
     pub escalation: crate::escalate::EscalationSection,
+    /// Authentication providers and policies (`docs/auth.md`).
+    pub auth: crate::auth::AuthSection,
 }
 
 /// The kernel fast path.

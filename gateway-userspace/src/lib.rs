@@ -1,9 +1,12 @@
 //! The gateway: an XDP fast path in the kernel and its userspace control
 //! plane. `xdp` loads the program and owns its maps; `admin` is the Unix
 //! socket the CLI talks to; `config` parses the TOML file; `run` ties them
-//! together in the `gateway run` process; `cli` is the command line.
+//! together in the `gateway run` process; `cli` is the command line; `auth`
+//! is the authenticate phase of the proxy (policies, JWT, introspection, API
+//! keys, Basic).
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -62,6 +62,16 @@ fn main() -> ExitCode {
             print!("{}", gateway::config::DEFAULT_TOML);
             ExitCode::SUCCESS
         }
+        Command::HashKey => match gateway::cli::hash_key_from(std::io::stdin().lock()) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gateway: error: {e:#}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
         Command::Version => {
             println!("gateway {}", env!("CARGO_PKG_VERSION"));
             println!("ebpf build id {}", gateway::xdp::build_id());

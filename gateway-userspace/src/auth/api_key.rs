@@ -1,0 +1,168 @@
+//! API keys, presented in a header or (if enabled) a query parameter. Only
+//! the SHA-256 of each key is stored; a presented key is hashed and compared
+//! with every stored hash in constant time (`subtle`), with no early exit,
+//! so timing tells nothing about which stored hash came close.
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use http::HeaderName;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
+
+use super::{
+    AuthConfigError,
+    config::{ApiKeyEntry, ApiKeysConfig},
+};
+
+/// The identity a key maps to.
+#[derive(Clone, Debug)]
+pub struct KeyIdentity {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub rate_limit: Option<u32>,
+}
+
+pub struct ApiKeys {
+    pub header: HeaderName,
+    pub query: Option<String>,
+    hashes: Vec<[u8; 32]>,
+    identities: Vec<KeyIdentity>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    keys: Vec<ApiKeyEntry>,
+}
+
+impl ApiKeys {
+    pub fn from_config(name: &str, c: &ApiKeysConfig) -> Result<Self, AuthConfigError> {
+        let mut entries = c.keys.clone();
+        if let Some(path) = &c.keys_file {
+            entries.extend(
+                load_keys_file(path).map_err(|message| AuthConfigError::Provider {
+                    provider: format!("api_keys.{name}"),
+                    message,
+                })?,
+            );
+        }
+        Ok(Self {
+            header: c.header.0.clone(),
+            query: c.query.clone(),
+            hashes: entries.iter().map(|e| e.sha256.0).collect(),
+            identities: entries
+                .into_iter()
+                .map(|e| KeyIdentity {
+                    name: e.name,
+                    scopes: e.scopes,
+                    rate_limit: e.rate_limit,
+                })
+                .collect(),
+        })
+    }
+
+    /// The identity of `key`, if it is one of ours.
+    pub fn lookup(&self, key: &[u8]) -> Option<&KeyIdentity> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let mut found = subtle::Choice::from(0);
+        let mut index = 0u64;
+        for (i, h) in self.hashes.iter().enumerate() {
+            let eq = h.ct_eq(&digest);
+            index.conditional_assign(&(i as u64), eq);
+            found |= eq;
+        }
+        bool::from(found).then(|| &self.identities[index as usize])
+    }
+}
+
+fn load_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: KeysFile = toml::from_str(&text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(offset + 1, |i| offset - i);
+        format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
+    })?;
+    Ok(file.keys)
+}
+
+/// Lowercase hex SHA-256 of a key, as stored in the config.
+pub fn hash_key(key: &[u8]) -> String {
+    Sha256::digest(key)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The value of query parameter `name`, percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// `query` without parameter `name` (None if nothing is left).
+pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_helpers() {
+        assert_eq!(
+            query_param("a=1&api_key=k%2By&b", "api_key").unwrap(),
+            b"k+y"
+        );
+        assert_eq!(query_param("a=1", "api_key"), None);
+        assert_eq!(
+            strip_query_param("a=1&api_key=x&b=2", "api_key").unwrap(),
+            "a=1&b=2"
+        );
+        assert_eq!(strip_query_param("api_key=x", "api_key"), None);
+        assert_eq!(percent_decode("%4"), b"%4");
+        assert_eq!(percent_decode("%41%"), b"A%");
+    }
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_key(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

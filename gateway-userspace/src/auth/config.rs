@@ -1,0 +1,419 @@
+//! The `[auth]` section of the config: named providers (`[auth.jwt.NAME]`,
+//! `[auth.introspection.NAME]`, `[auth.api_keys.NAME]`, `[auth.basic.NAME]`)
+//! and named policies (`[auth.policies.NAME]`) that routes refer to. Every
+//! value, and every reference between policies and providers, is checked
+//! while parsing, so a mistake is reported at its file:line:column. Files the
+//! section points to (keys, htpasswd) are read later, by
+//! `Authenticator::from_config`. See `docs/auth.md`.
+
+#![forbid(unsafe_code)]
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use jsonwebtoken::Algorithm;
+
+use super::AuthMethodKind;
+
+/// Authentication providers and policies. Empty by default: no policy exists
+/// until one is configured.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(try_from = "RawAuthSection")]
+pub struct AuthSection {
+    /// `realm` in `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// Longest accepted bearer token, API key or Basic credential, in bytes.
+    pub max_credential_bytes: usize,
+    pub brute_force: BruteForceSection,
+    pub jwt: BTreeMap<String, JwtIssuerConfig>,
+    pub introspection: BTreeMap<String, IntrospectionConfig>,
+    pub api_keys: BTreeMap<String, ApiKeysConfig>,
+    pub basic: BTreeMap<String, BasicConfig>,
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+/// The section as written, before the checks in `validate.rs`.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuthSection {
+    pub realm: String,
+    pub max_credential_bytes: usize,
+    pub brute_force: BruteForceSection,
+    pub jwt: BTreeMap<String, JwtIssuerConfig>,
+    pub introspection: BTreeMap<String, IntrospectionConfig>,
+    pub api_keys: BTreeMap<String, ApiKeysConfig>,
+    pub basic: BTreeMap<String, BasicConfig>,
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+impl Default for RawAuthSection {
+    fn default() -> Self {
+        let d = AuthSection::defaults();
+        Self {
+            realm: d.realm,
+            max_credential_bytes: d.max_credential_bytes,
+            brute_force: d.brute_force,
+            jwt: d.jwt,
+            introspection: d.introspection,
+            api_keys: d.api_keys,
+            basic: d.basic,
+            policies: d.policies,
+        }
+    }
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self::defaults()
+    }
+}
+
+impl AuthSection {
+    fn defaults() -> Self {
+        Self {
+            // Shown to clients in WWW-Authenticate.
+            realm: "gateway".to_owned(),
+            // 8 KiB: far above real tokens (1-2 KiB), small enough to parse cheaply.
+            max_credential_bytes: 8192,
+            brute_force: BruteForceSection::default(),
+            jwt: BTreeMap::new(),
+            introspection: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
+            basic: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+}
+
+/// Failed authentications per client address before it gets 429.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BruteForceSection {
+    pub enabled: bool,
+    /// Failures (bad token, key or password) allowed per source per window.
+    pub max_failures: u32,
+    /// Length of the fixed counting window; also the longest Retry-After.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub window: Duration,
+    /// Sources tracked at once (memory bound); IPv6 is counted per /64.
+    pub max_sources: usize,
+}
+
+impl Default for BruteForceSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            // 20 failures per minute per source.
+            max_failures: 20,
+            window: Duration::from_secs(60),
+            // 100k sources, ~50 bytes each.
+            max_sources: 100_000,
+        }
+    }
+}
+
+/// A secret written inline in the config. Its Debug output is redacted.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One JWT issuer: its `iss`, audiences, pinned algorithms and keys.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// Exact `iss` value; always required in tokens.
+    pub issuer: String,
+    /// Accepted `aud` values (one must match); `aud` is always required.
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer. HMAC (HS*) and public-key
+    /// algorithms cannot be mixed in one issuer.
+    pub algorithms: Vec<Algorithm>,
+    /// Public keys as PEM files (SPKI `PUBLIC KEY`, or `RSA PUBLIC KEY`).
+    #[serde(default)]
+    pub public_key_files: Vec<PemKeyFile>,
+    /// A JWK Set file.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWK Set fetched over HTTPS.
+    #[serde(default)]
+    pub jwks_url: Option<HttpsUrl>,
+    /// HMAC secrets (raw bytes of the file, trailing newline removed), HS* only.
+    #[serde(default)]
+    pub hmac_secret_files: Vec<PemKeyFile>,
+    /// PEM CA bundle trusted for `jwks_url` instead of the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often `jwks_url` is fetched again.
+    #[serde(
+        default = "d_refresh",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub refresh_interval: Duration,
+    /// Minimum time between two fetches of `jwks_url` (unknown `kid`s, failures).
+    #[serde(
+        default = "d_refetch",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub min_refetch_interval: Duration,
+    /// Timeout for one fetch of `jwks_url`.
+    #[serde(
+        default = "d_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub fetch_timeout: Duration,
+    /// Clock skew allowed for `exp`, `nbf` and `iat`.
+    #[serde(
+        default = "d_leeway",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub leeway: Duration,
+    /// Claims that must be present besides `exp`, `iss`, `aud` and `sub`.
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+}
+
+fn d_refresh() -> Duration {
+    Duration::from_secs(600) // 10 minutes
+}
+fn d_refetch() -> Duration {
+    Duration::from_secs(30) // at most one fetch per 30 s per issuer
+}
+fn d_timeout() -> Duration {
+    Duration::from_secs(5) // one HTTPS fetch
+}
+fn d_leeway() -> Duration {
+    Duration::from_secs(30) // clock skew
+}
+
+/// A key file, optionally with the `kid` tokens name it by.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PemKeyFile {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub kid: Option<String>,
+}
+
+/// An `https://` URL (plain HTTP is refused: keys and token verdicts must
+/// not be open to tampering).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(try_from = "String")]
+pub struct HttpsUrl(pub http::Uri);
+
+impl TryFrom<String> for HttpsUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("'{s}' is not a URL ({e})"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!("'{s}' must be an https:// URL"));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("'{s}' has no host"));
+        }
+        Ok(Self(uri))
+    }
+}
+
+/// An OAuth2 token introspection endpoint (RFC 7662).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub endpoint: HttpsUrl,
+    /// Client credentials sent with HTTP Basic.
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(
+        default = "d_timeout",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// Longest an active answer is cached (never past the token's `exp`).
+    #[serde(
+        default = "d_pos_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub cache_ttl: Duration,
+    /// How long an inactive answer is cached.
+    #[serde(
+        default = "d_neg_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub negative_cache_ttl: Duration,
+    /// Cached answers at most (keyed by SHA-256 of the token).
+    #[serde(default = "d_cache_size")]
+    pub cache_size: usize,
+}
+
+fn d_pos_ttl() -> Duration {
+    Duration::from_secs(300) // 5 minutes
+}
+fn d_neg_ttl() -> Duration {
+    Duration::from_secs(10) // 10 seconds
+}
+fn d_cache_size() -> usize {
+    10_000
+}
+
+/// API keys, presented in a header or a query parameter.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Header carrying the key (default `x-api-key`).
+    #[serde(default = "d_key_header")]
+    pub header: HeaderNameConf,
+    /// Query parameter carrying the key (off unless set: URLs end up in logs).
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    /// A TOML file with more `[[keys]]` entries of the same shape.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+}
+
+fn d_key_header() -> HeaderNameConf {
+    HeaderNameConf(HeaderName::from_static("x-api-key"))
+}
+
+/// One API key: only the SHA-256 of the key is stored.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The identity requests with this key get (`sub`).
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key (`gateway hash-key`).
+    pub sha256: Sha256Hex,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Requests per second for this key (applied by the rate limiter).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+}
+
+/// 32 bytes written as 64 hex digits.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(try_from = "String")]
+pub struct Sha256Hex(pub [u8; 32]);
+
+impl fmt::Debug for Sha256Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sha256Hex(<redacted>)")
+    }
+}
+
+impl TryFrom<String> for Sha256Hex {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || "sha256 must be 64 hex digits (run `gateway hash-key`)".to_owned();
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
+            out[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// Users checked with HTTP Basic.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicConfig {
+    #[serde(default)]
+    pub users: Vec<BasicUser>,
+    /// An htpasswd file (`user:hash` lines, bcrypt or argon2 hashes only).
+    #[serde(default)]
+    pub htpasswd_file: Option<PathBuf>,
+    /// How long a successful check is remembered (0 disables the cache).
+    #[serde(
+        default = "d_basic_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub cache_ttl: Duration,
+    /// Remembered successful checks at most.
+    #[serde(default = "d_cache_size")]
+    pub cache_size: usize,
+}
+
+fn d_basic_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One Basic user: a bcrypt (`$2y$`, `$2b$`, `$2a$`) or argon2 PHC hash.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUser {
+    pub name: String,
+    pub hash: Secret,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// A header name, validated while parsing.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct HeaderNameConf(pub HeaderName);
+
+impl TryFrom<String> for HeaderNameConf {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        HeaderName::from_bytes(s.as_bytes())
+            .map(Self)
+            .map_err(|_| format!("'{s}' is not a valid header name"))
+    }
+}
+
+/// How required scopes combine.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeMatch {
+    /// Every listed scope is required.
+    #[default]
+    All,
+    /// One of the listed scopes is enough.
+    Any,
+}
+
+/// A named policy that routes refer to.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `none`, `jwt`, `introspection`, `api_key`, `basic` or `any`.
+    #[serde(rename = "type")]
+    pub kind: AuthMethodKind,
+    /// Provider names in the table of this type (`[auth.jwt.NAME]`...).
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// For `any`: the policies tried in order (none of them `any`).
+    #[serde(default)]
+    pub of: Vec<String>,
+    /// Scopes (or roles, with `scope_claim`) the identity must hold.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub scope_match: ScopeMatch,
+    /// Claim holding scopes: default `scope` (space-separated), then `scp`.
+    #[serde(default)]
+    pub scope_claim: Option<String>,
+    /// Upstream request headers set from claims: `{ "x-user-id" = "sub" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Remove the credential (Authorization, key header or query) upstream.
+    #[serde(default)]
+    pub strip_credential: bool,
+}

@@ -1,0 +1,284 @@
+//! JWT bearer tokens (RFC 7519) with jsonwebtoken. The issuer is chosen by
+//! the token's `iss` among the policy's configured issuers; the algorithm
+//! must be one pinned for that issuer (the header's `alg` only selects among
+//! them, `none` never parses); the key is chosen by (issuer, `kid`) and
+//! typed by family. `jku`, `x5u`, `jwk` and `x5c` are never used and any
+//! `crit` is rejected. `exp`, `iss`, `aud` and `sub` are always required
+//! (jsonwebtoken would accept a token without `iss`/`aud` otherwise), `nbf`
+//! and `iat` are checked when present, all with the issuer's leeway.
+
+#![forbid(unsafe_code)]
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
+
+use super::{
+    AuthConfigError,
+    config::JwtIssuerConfig,
+    failure::TokenError,
+    https::HttpsClient,
+    jwks::{self, KeyStore, Lookup, RemoteJwks},
+};
+
+/// Checks an issuer's settings while the config is parsed.
+pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), String> {
+    let at = |m: &str| format!("[auth.jwt.{name}] {m}");
+    if c.issuer.is_empty() {
+        return Err(at("issuer must not be empty"));
+    }
+    if c.audiences.is_empty() || c.audiences.iter().any(String::is_empty) {
+        return Err(at(
+            "audiences must list at least one non-empty audience (aud is always checked)",
+        ));
+    }
+    if c.algorithms.is_empty() {
+        return Err(at("algorithms must list the accepted algorithms"));
+    }
+    let hmac = c
+        .algorithms
+        .iter()
+        .filter(|a| a.family() == AlgorithmFamily::Hmac)
+        .count();
+    let has_public =
+        !c.public_key_files.is_empty() || c.jwks_file.is_some() || c.jwks_url.is_some();
+    if hmac > 0 && hmac < c.algorithms.len() {
+        return Err(at(
+            "HMAC (HS*) and public-key algorithms cannot be mixed in one issuer; define two issuers",
+        ));
+    }
+    if hmac > 0 {
+        if c.hmac_secret_files.is_empty() || has_public {
+            return Err(at(
+                "HS* algorithms take hmac_secret_files only (no public keys or JWK Sets)",
+            ));
+        }
+    } else if !c.hmac_secret_files.is_empty() {
+        return Err(at(
+            "hmac_secret_files need HS* algorithms; public-key algorithms never accept a shared secret",
+        ));
+    } else if !has_public {
+        return Err(at("needs public_key_files, jwks_file or jwks_url"));
+    }
+    if c.min_refetch_interval < std::time::Duration::from_secs(1) {
+        return Err(at("min_refetch_interval must be at least 1s"));
+    }
+    if c.refresh_interval < c.min_refetch_interval {
+        return Err(at(
+            "refresh_interval must not be shorter than min_refetch_interval",
+        ));
+    }
+    if c.leeway > std::time::Duration::from_secs(300) {
+        return Err(at("leeway above 5m is not accepted"));
+    }
+    if c.ca_file.is_some() && c.jwks_url.is_none() {
+        return Err(at("ca_file is only used with jwks_url"));
+    }
+    Ok(())
+}
+
+/// One configured issuer, ready to verify tokens.
+pub struct Issuer {
+    pub name: String,
+    issuer: String,
+    validation: Validation,
+    required: Vec<String>,
+    leeway: u64,
+    keys: KeyStore,
+}
+
+impl Issuer {
+    pub fn from_config(name: &str, c: &JwtIssuerConfig) -> Result<Self, AuthConfigError> {
+        let err = |message: String| AuthConfigError::Provider {
+            provider: format!("jwt.{name}"),
+            message,
+        };
+        let mut static_keys = Vec::new();
+        for f in &c.public_key_files {
+            static_keys.push(
+                jwks::public_key_from_pem(&f.path, f.kid.clone(), &c.algorithms).map_err(err)?,
+            );
+        }
+        for f in &c.hmac_secret_files {
+            static_keys.push(
+                jwks::hmac_key_from_file(&f.path, f.kid.clone(), &c.algorithms).map_err(err)?,
+            );
+        }
+        if let Some(path) = &c.jwks_file {
+            let body = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+            let keys = jwks::parse_jwks(&body, &c.algorithms)
+                .map_err(|e| err(format!("{}: {e}", path.display())))?;
+            static_keys.extend(keys);
+        }
+        let remote = match &c.jwks_url {
+            Some(url) => {
+                let client =
+                    HttpsClient::new(c.ca_file.as_deref(), c.fetch_timeout).map_err(err)?;
+                Some(RemoteJwks::new(
+                    url.0.clone(),
+                    client,
+                    c.algorithms.clone(),
+                    c.refresh_interval,
+                    c.min_refetch_interval,
+                ))
+            }
+            None => None,
+        };
+        let mut validation = Validation::new(c.algorithms[0]);
+        validation.algorithms = c.algorithms.clone();
+        validation.leeway = c.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_issuer(&[&c.issuer]);
+        validation.set_audience(&c.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(Self {
+            name: name.to_owned(),
+            issuer: c.issuer.clone(),
+            validation,
+            required: c.required_claims.clone(),
+            leeway: c.leeway.as_secs(),
+            keys: KeyStore::new(static_keys, remote),
+        })
+    }
+
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+}
+
+/// What a token verification ends in, besides success.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JwtError {
+    /// The token is not acceptable.
+    Invalid(TokenError),
+    /// The key set could not be loaded.
+    Unavailable,
+}
+
+/// All configured issuers by name.
+#[derive(Default)]
+pub struct JwtVerifier {
+    issuers: BTreeMap<String, Arc<Issuer>>,
+}
+
+impl JwtVerifier {
+    pub fn from_config(cfg: &BTreeMap<String, JwtIssuerConfig>) -> Result<Self, AuthConfigError> {
+        let mut issuers = BTreeMap::new();
+        for (name, c) in cfg {
+            issuers.insert(name.clone(), Arc::new(Issuer::from_config(name, c)?));
+        }
+        Ok(Self { issuers })
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.get(name)
+    }
+
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.values()
+    }
+
+    /// Verifies `token` against the named issuers; returns (issuer name, claims).
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: &[String],
+    ) -> Result<(String, Map<String, Value>), JwtError> {
+        use JwtError::Invalid;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // Unknown algorithm names (including "none") fail header parsing.
+            ErrorKind::Json(_) if token_alg_is_unknown(token) => {
+                Invalid(TokenError::AlgorithmNotAllowed)
+            }
+            _ => Invalid(TokenError::Malformed),
+        })?;
+        if header.crit.is_some() {
+            return Err(Invalid(TokenError::UnsupportedCrit));
+        }
+        #[derive(serde::Deserialize)]
+        struct IssOnly {
+            iss: Option<Value>,
+        }
+        let peek: IssOnly = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| Invalid(TokenError::Malformed))?;
+        let iss = peek.iss.as_ref().and_then(Value::as_str);
+        let issuer = allowed
+            .iter()
+            .filter_map(|n| self.issuers.get(n))
+            .find(|i| Some(i.issuer.as_str()) == iss)
+            .ok_or(Invalid(TokenError::UnknownIssuer))?;
+        let alg = header.alg;
+        if !issuer.validation.algorithms.contains(&alg) {
+            return Err(Invalid(TokenError::AlgorithmNotAllowed));
+        }
+        let key = issuer
+            .keys
+            .find(header.kid.as_deref(), alg)
+            .await
+            .map_err(|l| match l {
+                Lookup::NotFound => Invalid(TokenError::UnknownKey),
+                Lookup::Unavailable => JwtError::Unavailable,
+            })?;
+        // jsonwebtoken wants every listed algorithm in the key's family, so
+        // validate with exactly the (already allowed) algorithm of the token.
+        let mut validation = issuer.validation.clone();
+        validation.algorithms = vec![alg];
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| Invalid(map_error(e.kind())))?;
+        let claims = data.claims;
+        if let Some(iat) = claims.get("iat") {
+            let iat = iat.as_f64().ok_or(Invalid(TokenError::MissingClaim))?;
+            let now = jsonwebtoken::get_current_timestamp() as f64;
+            if iat > now + issuer.leeway as f64 {
+                return Err(Invalid(TokenError::IssuedInFuture));
+            }
+        }
+        if !claims.get("sub").is_some_and(Value::is_string)
+            || issuer.required.iter().any(|c| !claims.contains_key(c))
+        {
+            return Err(Invalid(TokenError::MissingClaim));
+        }
+        Ok((issuer.name.clone(), claims))
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+            TokenError::MissingClaim
+        }
+        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+        // Key/algorithm family mismatch: the key cannot verify this token.
+        ErrorKind::InvalidKeyFormat
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey => TokenError::BadSignature,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Whether the header parses as JSON but names an algorithm we do not know
+/// (such as `none`).
+fn token_alg_is_unknown(token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        return false;
+    };
+    v.get("alg")
+        .and_then(Value::as_str)
+        .is_some_and(|a| a.parse::<Algorithm>().is_err())
+}

@@ -1,0 +1,316 @@
+//! The authenticate phase: turns a request into an [`Identity`] under a
+//! named policy, or into an [`AuthFailure`] that says how to answer. Built
+//! once per config load ([`Authenticator::from_config`]) and shared.
+//!
+//! Order for one request: unknown policy → 500; `none` → anonymous; source
+//! over the brute-force limit → 429 (credentials not even checked); the
+//! policy's method(s) → identity or failure; required scopes → 403. Wrong
+//! credentials count towards the brute-force limit, missing ones do not.
+//! [`Authenticator::apply_identity`] then prepares the upstream request.
+//! See `docs/auth.md` for the config and the choices made.
+
+#![forbid(unsafe_code)]
+
+mod api_key;
+mod basic;
+mod bruteforce;
+mod cache;
+pub mod config;
+mod extract;
+mod failure;
+mod https;
+mod introspection;
+mod jwks;
+mod jwt;
+mod policy;
+mod validate;
+
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Instant};
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use self::{
+    api_key::ApiKeys, basic::BasicUsers, bruteforce::BruteForce, introspection::Introspector,
+    jwt::JwtVerifier, policy::Policy,
+};
+pub use self::{
+    api_key::hash_key,
+    bruteforce::{AbuseHook, AbuseReport},
+    config::AuthSection,
+    failure::{AuthFailure, Scheme, TokenError},
+};
+
+/// The kind of a policy, as written in `type = "..."`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethodKind {
+    None,
+    Jwt,
+    Introspection,
+    ApiKey,
+    Basic,
+    Any,
+}
+
+/// How an identity was established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Policy `none`: nobody in particular.
+    Anonymous,
+    /// A JWT from the named issuer (`[auth.jwt.NAME]`).
+    Jwt { issuer: String },
+    /// A token the named introspection endpoint called active.
+    Introspection { provider: String },
+    /// An API key from the named key set.
+    ApiKey { provider: String },
+    /// A Basic user from the named user set.
+    Basic { provider: String },
+}
+
+/// Where the credential was, so it can be stripped before forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Credential {
+    Authorization,
+    Header(HeaderName),
+    Query(String),
+}
+
+/// A successfully authenticated caller. Holds no secret.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// `sub` (JWT, introspection; `username` or `client_id` as fallbacks
+    /// for introspection), the key's name, or the Basic user name.
+    pub subject: String,
+    pub method: AuthMethod,
+    pub scopes: Vec<String>,
+    /// Headers to send upstream, from the policy's `headers` mapping.
+    pub claims_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The API key's own rate limit (requests/s), if it has one.
+    pub rate_limit: Option<u32>,
+    /// The concrete policy that matched (for `any`, the listed one).
+    pub policy: String,
+    strip: Option<Credential>,
+}
+
+/// A provider named in the config could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A key, secret, user or key file is unreadable or invalid, or a TLS
+    /// client could not be built.
+    #[error("[auth.{provider}] {message}")]
+    Provider { provider: String, message: String },
+}
+
+/// Built once per config load; cheap to share behind an `Arc`.
+pub struct Authenticator {
+    realm: String,
+    max_credential_bytes: usize,
+    policies: BTreeMap<String, Policy>,
+    jwt: JwtVerifier,
+    introspection: BTreeMap<String, Introspector>,
+    api_keys: BTreeMap<String, ApiKeys>,
+    basic: BTreeMap<String, BasicUsers>,
+    brute_force: BruteForce,
+    abuse_hook: Option<AbuseHook>,
+    /// Every header any policy sets: removed from every forwarded request.
+    identity_headers: Vec<HeaderName>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Reads every key, secret and user file and builds the providers. Call
+    /// it before swapping in a new config: an error leaves the old one.
+    pub fn from_config(section: &AuthSection) -> Result<Self, AuthConfigError> {
+        let mut introspection = BTreeMap::new();
+        for (name, c) in &section.introspection {
+            introspection.insert(name.clone(), Introspector::from_config(name, c)?);
+        }
+        let mut api_keys = BTreeMap::new();
+        for (name, c) in &section.api_keys {
+            api_keys.insert(name.clone(), ApiKeys::from_config(name, c)?);
+        }
+        let mut basic = BTreeMap::new();
+        for (name, c) in &section.basic {
+            basic.insert(name.clone(), BasicUsers::from_config(name, c)?);
+        }
+        let policies: BTreeMap<String, Policy> = section
+            .policies
+            .iter()
+            .map(|(name, c)| (name.clone(), Policy::from_config(name, c)))
+            .collect();
+        let mut identity_headers: Vec<HeaderName> = Vec::new();
+        for (h, _) in policies.values().flat_map(|p| p.headers.iter()) {
+            if !identity_headers.contains(h) {
+                identity_headers.push(h.clone());
+            }
+        }
+        Ok(Self {
+            realm: section.realm.clone(),
+            max_credential_bytes: section.max_credential_bytes,
+            policies,
+            jwt: JwtVerifier::from_config(&section.jwt)?,
+            introspection,
+            api_keys,
+            basic,
+            brute_force: BruteForce::new(&section.brute_force),
+            abuse_hook: None,
+            identity_headers,
+        })
+    }
+
+    /// Sets the callback told when a source exceeds the auth failure
+    /// threshold (once per source and window). It must not block.
+    pub fn with_abuse_hook(mut self, hook: AbuseHook) -> Self {
+        self.abuse_hook = Some(hook);
+        self
+    }
+
+    /// Whether a policy of this name exists (for validating routes).
+    pub fn has_policy(&self, name: &str) -> bool {
+        self.policies.contains_key(name)
+    }
+
+    /// Fetches every remote JWK Set now (rate limits still apply). Call it
+    /// at start-up so the first requests do not wait; returns false if any
+    /// fetch failed (requests then retry, rate-limited).
+    pub async fn refresh_keys(&self) -> bool {
+        let mut ok = true;
+        for issuer in self.jwt.issuers() {
+            ok &= issuer.keys().refresh().await;
+        }
+        ok
+    }
+
+    /// JWK Set fetch attempts for an issuer (for metrics and tests).
+    pub fn jwks_fetches(&self, issuer: &str) -> u64 {
+        self.jwt.issuer(issuer).map_or(0, |i| i.keys().fetches())
+    }
+
+    /// Password hash verifications for a Basic user set (cache hits excluded).
+    pub fn basic_verifications(&self, provider: &str) -> u64 {
+        self.basic.get(provider).map_or(0, |b| b.verifications())
+    }
+
+    /// Authenticates a request under the route's policy.
+    pub async fn authenticate(
+        &self,
+        policy: &str,
+        req: &http::request::Parts,
+        client_ip: IpAddr,
+    ) -> Result<Identity, AuthFailure> {
+        let policy = self
+            .policies
+            .get(policy)
+            .ok_or(AuthFailure::UnknownPolicy)?;
+        if policy.kind == AuthMethodKind::None {
+            return Ok(Identity {
+                subject: String::new(),
+                method: AuthMethod::Anonymous,
+                scopes: Vec::new(),
+                claims_headers: Vec::new(),
+                rate_limit: None,
+                policy: policy.name.clone(),
+                strip: None,
+            });
+        }
+        let now = Instant::now();
+        if let Some(retry_after) = self.brute_force.check(client_ip, now) {
+            return Err(AuthFailure::TooManyFailures { retry_after });
+        }
+        let result = if policy.kind == AuthMethodKind::Any {
+            self.any_of(policy, req).await
+        } else {
+            self.run_policy(policy, req).await
+        };
+        if let Err(failure) = &result {
+            tracing::debug!(policy = %policy.name, %client_ip, reason = failure.reason(), cause = %failure, "authentication failed");
+            if failure.is_bad_credential() {
+                self.brute_force
+                    .record_failure(client_ip, now, self.abuse_hook.as_ref());
+            }
+        }
+        result
+    }
+
+    async fn any_of(
+        &self,
+        policy: &Policy,
+        req: &http::request::Parts,
+    ) -> Result<Identity, AuthFailure> {
+        let mut first_failure = None;
+        let mut schemes = Vec::new();
+        for name in &policy.of {
+            let Some(sub) = self.policies.get(name) else {
+                continue; // validated at parse time
+            };
+            match self.run_policy(sub, req).await {
+                Ok(identity) => return Ok(identity),
+                Err(AuthFailure::Missing { schemes: s, .. }) => {
+                    for scheme in s {
+                        if !schemes.contains(&scheme) {
+                            schemes.push(scheme);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_failure.unwrap_or(AuthFailure::Missing {
+            realm: self.realm.clone(),
+            schemes,
+        }))
+    }
+
+    /// Removes every client-sent copy of any configured identity header,
+    /// adds this identity's headers and, if the policy says so, strips the
+    /// credential (Authorization, the key header, or the key's query
+    /// parameter). Call it for every forwarded request, `none` policies
+    /// included, so a client can never forge an identity header.
+    pub fn apply_identity(&self, identity: &Identity, req: &mut http::request::Parts) {
+        for name in &self.identity_headers {
+            req.headers.remove(name);
+        }
+        for (name, value) in &identity.claims_headers {
+            req.headers.append(name.clone(), value.clone());
+        }
+        match &identity.strip {
+            None => {}
+            Some(Credential::Authorization) => {
+                req.headers.remove(http::header::AUTHORIZATION);
+            }
+            Some(Credential::Header(name)) => {
+                req.headers.remove(name);
+            }
+            Some(Credential::Query(param)) => {
+                let mut parts = req.uri.clone().into_parts();
+                if let Some(pq) = &parts.path_and_query
+                    && let Some(query) = pq.query()
+                {
+                    let rebuilt = match api_key::strip_query_param(query, param) {
+                        Some(q) => format!("{}?{q}", pq.path()),
+                        None => pq.path().to_owned(),
+                    };
+                    if let Ok(pq) = rebuilt.parse() {
+                        parts.path_and_query = Some(pq);
+                        if let Ok(uri) = http::Uri::from_parts(parts) {
+                            req.uri = uri;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The authenticator as shared between connections and reloads.
+pub type SharedAuthenticator = Arc<Authenticator>;
