@@ -16,7 +16,10 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::net::Net;
+use crate::{
+    net::Net,
+    proxy::config::{Demo, Limits, Listener, Route, SecurityHeaders, TlsSection, Upstream},
+};
 
 /// The embedded default configuration (`cargo xtask run` uses it).
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -48,6 +51,19 @@ pub enum ConfigError {
 pub struct Config {
     pub xdp: XdpSection,
     pub admin: AdminSection,
+    /// Sockets the proxy accepts client connections on.
+    pub listeners: Vec<Listener>,
+    /// Where requests go; the most specific match wins.
+    pub routes: Vec<Route>,
+    /// Named pools of upstream targets.
+    pub upstreams: Vec<Upstream>,
+    pub limits: Limits,
+    pub tls: TlsSection,
+    /// Peers whose X-Forwarded-For, X-Request-Id and PROXY protocol header
+    /// are believed. Everyone else is the client.
+    pub trusted_proxies: Vec<Net>,
+    pub security_headers: SecurityHeaders,
+    pub demo: Demo,
 }
 
 /// The kernel fast path.
@@ -190,6 +206,18 @@ impl Default for Config {
         Self {
             xdp: XdpSection::default(),
             admin: AdminSection::default(),
+            // No listeners: the proxy is off unless the file declares some.
+            listeners: Vec::new(),
+            // No routes: every request gets 404.
+            routes: Vec::new(),
+            // No pools.
+            upstreams: Vec::new(),
+            limits: Limits::default(),
+            tls: TlsSection::default(),
+            // No trusted proxies: the socket peer is always the client.
+            trusted_proxies: Vec::new(),
+            security_headers: SecurityHeaders::default(),
+            demo: Demo::default(),
         }
     }
 }
@@ -259,7 +287,7 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -269,6 +297,7 @@ impl Config {
             }
         })?;
         config.validate(origin)?;
+        crate::proxy::config::validate_and_resolve(&mut config, text, origin)?;
         Ok(config)
     }
 
@@ -293,7 +322,7 @@ impl Config {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);

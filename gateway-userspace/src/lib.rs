@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod net;
+pub mod proxy;
 pub mod run;
 pub mod xdp;
