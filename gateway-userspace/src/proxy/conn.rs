@@ -1,7 +1,9 @@
 //! Per-connection state: who the peer is, whether it is TLS, when it last
 //! sent or received anything and how many requests are in flight (for the
-//! idle timeout), plus the IO wrapper that feeds the HTTP/1 framing scanner
-//! and records activity.
+//! idle timeout), plus the IO wrapper that feeds the HTTP/1 framing scanner,
+//! records activity, and answers 408 when a request head takes longer than
+//! `header_read_timeout` from its first byte (hyper's own timeout closes the
+//! connection without a response, and also runs while the connection idles).
 
 #![forbid(unsafe_code)]
 
@@ -17,9 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
-use super::h1_scan::Scanner;
+use super::{
+    h1_scan::Scanner,
+    reject::{Reason, Rejection},
+};
 
 /// What the request phases know about the connection a request came on.
 #[derive(Debug)]
@@ -97,26 +105,75 @@ pub struct ConnIo<S> {
     inner: S,
     info: Arc<ConnInfo>,
     scanner: Option<Scanner>,
+    header_timeout: Duration,
+    head_deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes of the 408 answer already written, once the head timed out.
+    timing_out: Option<(Vec<u8>, usize)>,
 }
 
 impl<S> ConnIo<S> {
     /// `scan_h1`: false for connections that negotiated h2 by ALPN.
-    pub fn new(inner: S, info: Arc<ConnInfo>, scan_h1: bool) -> Self {
+    pub fn new(inner: S, info: Arc<ConnInfo>, scan_h1: bool, header_timeout: Duration) -> Self {
         info.touch();
         Self {
             inner,
             info,
             scanner: scan_h1.then(Scanner::default),
+            header_timeout,
+            head_deadline: None,
+            timing_out: None,
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
+/// The raw HTTP/1.1 408 answer for a request head that took too long.
+fn request_timeout_response() -> Vec<u8> {
+    let body = Rejection::new(
+        Reason::HeaderTimeout,
+        "the request headers were not received in time",
+    )
+    .problem_json("-");
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl<S: AsyncWrite + Unpin> ConnIo<S> {
+    /// Writes the 408 answer; `Ready` once it is out (or cannot be).
+    fn poll_write_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some((bytes, written)) = &mut self.timing_out else {
+            return Poll::Ready(());
+        };
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(()),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.timing_out.is_some() {
+            std::task::ready!(self.poll_write_timeout(cx));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received in time",
+            )));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
@@ -134,6 +191,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
                     });
                 }
             }
+        }
+        let this = &mut *self;
+        match &this.scanner {
+            Some(s) if s.mid_head() => {
+                if this.head_deadline.is_none() {
+                    this.head_deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+                }
+            }
+            _ => this.head_deadline = None,
+        }
+        if r.is_pending()
+            && let Some(deadline) = &mut this.head_deadline
+            && deadline.as_mut().poll(cx).is_ready()
+            && this.info.in_flight.load(Ordering::Relaxed) == 0
+        {
+            this.head_deadline = None;
+            this.timing_out = Some((request_timeout_response(), 0));
+            tracing::info!(peer = %this.info.peer, reason = Reason::HeaderTimeout.code(), "request head timed out (408)");
+            return Pin::new(this).poll_read(cx, buf);
         }
         r
     }

@@ -87,6 +87,11 @@ impl Scanner {
         }
     }
 
+    /// Whether part of a request head has arrived but not all of it.
+    pub fn mid_head(&self) -> bool {
+        matches!(self.state, State::Head) && !self.line.is_empty()
+    }
+
     /// Called when `self.line` ends with `\n` (heads accumulate all lines).
     fn on_line(&mut self, flag: &mut impl FnMut(u64)) {
         match self.state {

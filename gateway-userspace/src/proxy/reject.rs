@@ -48,6 +48,9 @@ pub enum Reason {
     HeadersTooLarge,
     /// The body is larger than `max_body_bytes` (declared or streamed).
     BodyTooLarge,
+    /// The request head was not complete within `header_read_timeout`
+    /// (slowloris); answered on the raw connection, which is then closed.
+    HeaderTimeout,
     /// The client stopped sending its body for longer than `body_read_timeout`.
     BodyTimeout,
     /// The authentication hook refused the request (401).
@@ -78,7 +81,7 @@ impl Reason {
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            BodyTimeout | HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthenticated => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -110,6 +113,7 @@ impl Reason {
             HeadersTooLarge => "headers_too_large",
             BodyTooLarge => "body_too_large",
             BodyTimeout => "body_timeout",
+            HeaderTimeout => "header_timeout",
             Unauthenticated => "unauthenticated",
             Forbidden => "forbidden",
             Invalid => "invalid",

@@ -217,12 +217,12 @@ async fn accept_conn(
     if let Some(port) = cfg.redirect_https_port {
         let info = Arc::new(ConnInfo::new(peer, false, name));
         let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true));
+        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
         let info = Arc::new(ConnInfo::new(peer, false, name));
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true));
+        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         let svc = proxy_service(shared, info.clone());
         return serve(io, info, &state, svc, shutdown).await;
     }
@@ -236,7 +236,7 @@ async fn accept_conn(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let info = Arc::new(ConnInfo::new(peer, true, name));
-    let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2));
+    let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
     let svc = proxy_service(shared, info.clone());
     serve(io, info, &state, svc, shutdown).await
 }

@@ -64,7 +64,11 @@ fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
     let head = (l.max_request_line + l.max_header_bytes + 4096).max(8192);
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(l.header_read_timeout)
+        // hyper's timer runs from the moment it waits for a head, idle time
+        // included, and closes without answering: it is only the backstop.
+        // `conn::ConnIo` answers 408 `header_read_timeout` after a head's
+        // first byte.
+        .header_read_timeout(l.idle_timeout + l.header_read_timeout)
         .keep_alive(true)
         .max_buf_size(head)
         .max_headers(l.max_headers);
