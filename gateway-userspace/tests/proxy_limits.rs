@@ -59,7 +59,11 @@ async fn content_length_with_transfer_encoding_is_400_and_closed() {
         let r = raw(addr, req.as_bytes()).await;
         assert_eq!(r.status, 400, "{r:?}");
         assert_eq!(r.header("connection").as_deref(), Some("close"));
-        assert!(!r.body.contains("HTTP/1.1"), "a second response was sent: {}", r.body);
+        assert!(
+            !r.body.contains("HTTP/1.1"),
+            "a second response was sent: {}",
+            r.body
+        );
     }
     // A smuggling attempt after a normal keep-alive request on one connection.
     let req = "GET /first HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -68,7 +72,11 @@ async fn content_length_with_transfer_encoding_is_400_and_closed() {
     assert_eq!(r.status, 200);
     assert!(r.body.contains(" 400 Bad Request"), "{}", r.body);
     let uris: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
-    assert_eq!(uris, ["/first"], "only the clean request reached the origin");
+    assert_eq!(
+        uris,
+        ["/first"],
+        "only the clean request reached the origin"
+    );
 }
 
 #[tokio::test]
@@ -101,7 +109,10 @@ async fn slow_headers_get_408() {
     // Slowloris: a header line now and then, never the end of the head.
     for i in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        if s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await.is_err() {
+        if s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
     }

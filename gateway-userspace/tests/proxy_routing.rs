@@ -85,12 +85,18 @@ async fn no_route_is_a_problem_json_404_never_forwarded() {
     let (_p, addr) = proxy(&toml).await;
     let r = get(addr, "/api/x", "").await; // Host: test.local
     assert_eq!(r.status, 404);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/problem+json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
     let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(doc["status"], 404);
     assert_eq!(doc["type"], "urn:gateway:problem:no_route");
     assert!(r.header("content-security-policy").is_some());
-    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
     assert!(origin.seen().is_empty());
     // The same path with the right host is forwarded.
     let req = "GET /api/x HTTP/1.1\r\nHost: API.example.com:8080\r\nConnection: close\r\n\r\n";
@@ -119,7 +125,10 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     assert_eq!(seen["host"], "test.local");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "test.local");
-    assert_eq!(seen["forwarded"], "for=127.0.0.1;proto=http;host=\"test.local\"");
+    assert_eq!(
+        seen["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"test.local\""
+    );
     // Response side: identifying and hop-by-hop headers removed.
     for h in ["server", "x-powered-by", "x-origin-hop", "keep-alive"] {
         assert!(r.header(h).is_none(), "{h} reached the client: {}", r.head);
@@ -127,7 +136,10 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     assert_eq!(r.header("x-origin").as_deref(), Some("o"));
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
-    assert!(r.header("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    assert!(
+        r.header("strict-transport-security").is_none(),
+        "no HSTS over plain HTTP"
+    );
     let id = r.header("x-request-id").unwrap();
     assert_eq!(seen["x-request-id"], id.as_str());
 }
@@ -160,7 +172,9 @@ fn config_errors_name_file_line_and_route() {
     let err = |t: &str| Config::parse(t, "gw.toml").unwrap_err().to_string();
     let up = "[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n";
 
-    let e = err(&format!("{up}[[routes]]\nid = \"r1\"\npath_prefix = \"/\"\nupstream = \"nope\"\n"));
+    let e = err(&format!(
+        "{up}[[routes]]\nid = \"r1\"\npath_prefix = \"/\"\nupstream = \"nope\"\n"
+    ));
     assert!(e.starts_with("gw.toml:7:"), "{e}");
     assert!(e.contains("route 'r1' uses upstream 'nope'"), "{e}");
 
@@ -178,12 +192,22 @@ fn config_errors_name_file_line_and_route() {
     );
     Config::parse(&ok, "gw.toml").unwrap();
 
-    let e = err(&format!("{up}[[routes]]\nid = \"r\"\npath_prefix = \"/a/../b/\"\nupstream = \"u\"\n"));
-    assert!(e.starts_with("gw.toml:6:") && e.contains("not normalized"), "{e}");
+    let e = err(&format!(
+        "{up}[[routes]]\nid = \"r\"\npath_prefix = \"/a/../b/\"\nupstream = \"u\"\n"
+    ));
+    assert!(
+        e.starts_with("gw.toml:6:") && e.contains("not normalized"),
+        "{e}"
+    );
     let e = err("[[listeners]]\naddress = \"127.0.0.1:99999\"\n");
     assert!(e.starts_with("gw.toml:2:"), "{e}");
-    let e = err(&format!("{up}[upstreams.health_check]\ninterval = \"soon\"\n"));
-    assert!(e.starts_with("gw.toml:5:") && e.contains("not a duration"), "{e}");
+    let e = err(&format!(
+        "{up}[upstreams.health_check]\ninterval = \"soon\"\n"
+    ));
+    assert!(
+        e.starts_with("gw.toml:5:") && e.contains("not a duration"),
+        "{e}"
+    );
     let e = err("[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n");
     assert!(e.contains("TLS listener needs"), "{e}");
 }
@@ -202,4 +226,27 @@ fn protected_ports_default_to_the_listener_ports() {
     let ports: Vec<u16> = c.xdp.protected_ports.iter().map(|p| p.get()).collect();
     assert_eq!(ports, [8080, 8081, 8443]);
     assert!(c.demo.enabled);
+}
+
+#[tokio::test]
+async fn proxy_protocol_source_is_the_client_from_a_trusted_peer() {
+    let origin = Origin::start("o").await;
+    let routes = format!(
+        "{}[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"o\"\n",
+        upstream("o", &[origin.addr], "")
+    );
+    let listener =
+        "[[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n";
+    let (_p, addr) = proxy(&format!(
+        "trusted_proxies = [\"127.0.0.1\"]\n{listener}{routes}"
+    ))
+    .await;
+    let req = "PROXY TCP4 192.0.2.7 10.0.0.1 5555 80\r\nGET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(addr, req.as_bytes()).await.status, 200);
+    assert_eq!(origin.requests()[0].headers["x-forwarded-for"], "192.0.2.7");
+
+    // From an untrusted peer the connection is refused outright.
+    let (_p2, addr2) = proxy(&format!("{listener}{routes}")).await;
+    assert_eq!(raw(addr2, req.as_bytes()).await.status, 0);
+    assert_eq!(origin.requests().len(), 1);
 }

@@ -20,7 +20,11 @@ fn route_all(up: &str) -> String {
 #[tokio::test]
 async fn round_robin_spreads_requests_over_targets() {
     let (a, b) = (Origin::start("a").await, Origin::start("b").await);
-    let toml = format!("{PLAIN}{}{}", upstream("u", &[a.addr, b.addr], ""), route_all("u"));
+    let toml = format!(
+        "{PLAIN}{}{}",
+        upstream("u", &[a.addr, b.addr], ""),
+        route_all("u")
+    );
     let (_p, addr) = proxy(&toml).await;
     for _ in 0..6 {
         assert_eq!(get(addr, "/", "").await.status, 200);
@@ -42,7 +46,11 @@ async fn least_connections_avoids_the_busy_target() {
     let fast = Origin::start("fast").await;
     let toml = format!(
         "{PLAIN}{}{}",
-        upstream("u", &[slow.addr, fast.addr], "balance = \"least_connections\""),
+        upstream(
+            "u",
+            &[slow.addr, fast.addr],
+            "balance = \"least_connections\""
+        ),
         route_all("u")
     );
     let (_p, addr) = proxy(&toml).await;
@@ -56,18 +64,29 @@ async fn least_connections_avoids_the_busy_target() {
         assert_eq!(get(addr, "/short", "").await.status, 200);
     }
     assert_eq!(first.await.unwrap().status, 200);
-    assert_eq!(slow.requests().len(), 1, "short requests avoided the busy target");
+    assert_eq!(
+        slow.requests().len(),
+        1,
+        "short requests avoided the busy target"
+    );
     assert_eq!(fast.requests().len(), 3);
 }
 
 #[tokio::test]
 async fn target_down_is_a_502_problem() {
     let dead = dead_addr().await;
-    let toml = format!("{PLAIN}{}{}", upstream("u", &[dead], "retries = 0"), route_all("u"));
+    let toml = format!(
+        "{PLAIN}{}{}",
+        upstream("u", &[dead], "retries = 0"),
+        route_all("u")
+    );
     let (_p, addr) = proxy(&toml).await;
     let r = get(addr, "/", "").await;
     assert_eq!(r.status, 502);
-    assert_eq!(r.header("content-type").as_deref(), Some("application/problem+json"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/problem+json")
+    );
     assert!(r.body.contains("upstream_failed"), "{}", r.body);
 }
 
@@ -115,12 +134,17 @@ async fn connect_failures_are_retried_for_get_but_not_post() {
     // POSTs are never retried: the one sent to the dead target fails.
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let req = "POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody";
+        let req =
+            "POST /post HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody";
         statuses.push(raw(addr, req.as_bytes()).await.status);
     }
     statuses.sort();
     assert_eq!(statuses, [200, 502]);
-    let posts: Vec<_> = live.requests().into_iter().filter(|s| s.method == "POST").collect();
+    let posts: Vec<_> = live
+        .requests()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].body, b"body");
 }
@@ -153,7 +177,10 @@ async fn failing_health_checks_eject_a_target() {
     for _ in 0..4 {
         assert_eq!(get(addr, "/", "").await.status, 200);
     }
-    assert!(sick.requests().is_empty(), "an unhealthy target got traffic");
+    assert!(
+        sick.requests().is_empty(),
+        "an unhealthy target got traffic"
+    );
     assert_eq!(good.requests().len(), 4);
 }
 

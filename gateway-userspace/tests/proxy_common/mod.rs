@@ -65,9 +65,8 @@ impl Origin {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let (seen, name, b) = (seen2.clone(), name2.clone(), behaviour.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        handle(req, seen.clone(), name.clone(), b.clone())
-                    });
+                    let svc =
+                        service_fn(move |req| handle(req, seen.clone(), name.clone(), b.clone()));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
                         .with_upgrades()
@@ -228,6 +227,7 @@ pub fn parse(buf: &[u8]) -> RawResponse {
 
 /// A GET with `Connection: close` and extra header lines.
 pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> RawResponse {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n{extra}Connection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n{extra}Connection: close\r\n\r\n");
     raw(addr, req.as_bytes()).await
 }
