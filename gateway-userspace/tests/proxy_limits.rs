@@ -150,3 +150,44 @@ async fn malformed_paths_are_400() {
     assert_eq!(get(addr, "/a%zz", "").await.status, 400);
     assert!(origin.seen().is_empty());
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let (_p, addr, _origin) = setup("idle_timeout = \"200ms\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // The server closes the idle connection after the response: read_to_end ends.
+    let r = read_all(&mut s).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with("hello from o"), "{r:?}");
+}
+
+#[tokio::test]
+async fn connections_per_ip_are_limited() {
+    let (_p, addr, origin) = setup("max_connections_per_ip = 1").await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    while origin.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The second connection from the same IP is closed without an answer.
+    let r = get(addr, "/two", "").await;
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(origin.seen().len(), 1);
+    drop(first);
+    // Once the first is gone, a new one is accepted.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(addr, "/three", "").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+}

@@ -207,3 +207,29 @@ async fn passive_ejection_after_consecutive_failures() {
     // At most the first request reaches the dead target; then it is ejected.
     assert!(ok >= 5, "{ok} of 6 succeeded");
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let slow = Origin::with(
+        "slow",
+        Behaviour {
+            delay: Some(Duration::from_millis(300)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let toml = format!(
+        "{PLAIN}{}{}",
+        upstream("u", &[slow.addr], ""),
+        route_all("u")
+    );
+    let (proxy, addr) = proxy(&toml).await;
+    let in_flight = tokio::spawn(async move { get(addr, "/slow", "").await });
+    while slow.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(in_flight.await.unwrap().status, 200);
+    // Nothing is accepted any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
