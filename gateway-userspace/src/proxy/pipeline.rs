@@ -185,6 +185,7 @@ async fn phases(
         )
     })?;
     let (mut parts, body) = req.into_parts();
+    let may_retry = upstream::retryable(&parts);
     let host_header = parts.headers.get(header::HOST).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarding(
@@ -221,7 +222,7 @@ async fn phases(
         target.push_str(q);
     }
     let (mut resp, addr, in_flight) =
-        upstream::forward(pool, parts, &target, body, &tripped).await?;
+        upstream::forward(pool, parts, &target, body, may_retry, &tripped).await?;
     outcome.target = Some(addr);
 
     // 8. respond

@@ -71,16 +71,18 @@ pub fn retryable(parts: &Parts) -> bool {
 }
 
 /// Sends the request to a target of `pool`. `path_and_query` is the
-/// normalized, rewritten target; `tripped` says whether the client body hit
-/// a limit. The returned target is the one that answered.
+/// normalized, rewritten target; `may_retry` comes from [`retryable`] on the
+/// request as the client sent it (before hop-by-hop headers such as
+/// `Transfer-Encoding` were removed); `tripped` says whether the client body
+/// hit a limit. The returned target is the one that answered.
 pub async fn forward(
     pool: &Pool,
     parts: Parts,
     path_and_query: &str,
     body: ProxyBody,
+    may_retry: bool,
     tripped: &Tripped,
 ) -> Result<(Response<Incoming>, SocketAddr, impl Send + Sync + 'static), Rejection> {
-    let may_retry = retryable(&parts);
     let max_attempts = if may_retry {
         1 + pool.config.retries
     } else {
