@@ -106,7 +106,11 @@ where
                 this.deadline.as_mut().reset(next);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                // The client broke off its body: its fault, not the upstream's.
+                this.tripped.set(Reason::BodyIncomplete);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if this.deadline.poll(cx).is_ready() {

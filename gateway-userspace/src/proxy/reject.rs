@@ -48,6 +48,8 @@ pub enum Reason {
     HeadersTooLarge,
     /// The body is larger than `max_body_bytes` (declared or streamed).
     BodyTooLarge,
+    /// The client's body broke off (connection closed or malformed chunks).
+    BodyIncomplete,
     /// The request head was not complete within `header_read_timeout`
     /// (slowloris); answered on the raw connection, which is then closed.
     HeaderTimeout,
@@ -77,7 +79,9 @@ impl Reason {
         use Reason::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
-            BadPath | BadRequest | UnderscoreHeader | Invalid => StatusCode::BAD_REQUEST,
+            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete => {
+                StatusCode::BAD_REQUEST
+            }
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -113,6 +117,7 @@ impl Reason {
             HeadersTooLarge => "headers_too_large",
             BodyTooLarge => "body_too_large",
             BodyTimeout => "body_timeout",
+            BodyIncomplete => "body_incomplete",
             HeaderTimeout => "header_timeout",
             Unauthenticated => "unauthenticated",
             Forbidden => "forbidden",

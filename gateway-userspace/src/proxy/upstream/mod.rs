@@ -157,6 +157,7 @@ fn limit_detail(reason: Reason) -> &'static str {
     match reason {
         Reason::BodyTooLarge => "the request body is larger than allowed",
         Reason::BodyTimeout => "the request body was not received in time",
+        Reason::BodyIncomplete => "the request body ended before it was complete",
         _ => "the request body was cut off",
     }
 }
