@@ -1,7 +1,10 @@
 //! `gateway run`: load and validate the config before touching the kernel,
 //! load the XDP program (maps pinned, reused across restarts), write the
 //! config into the maps, attach, serve the admin socket, sweep expired
-//! blocks, reload on SIGHUP, and detach cleanly on SIGINT/SIGTERM.
+//! blocks, start the proxy listeners, reload on SIGHUP (the proxy state is
+//! swapped atomically; a bad config keeps the old one), and on SIGINT/SIGTERM
+//! stop accepting, let in-flight requests finish (up to
+//! `[limits] shutdown_grace`) and detach cleanly.
 
 use std::{
     path::PathBuf,
@@ -14,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     admin::server::{AdminSocket, AdminState},
     config::Config,
+    proxy::{Hooks, Proxy},
     xdp::{self, Loader, XdpMaps},
 };
 
@@ -62,6 +66,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .clone()
         .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
 
+    let proxy = Proxy::start(&config, Hooks::default())
+        .await
+        .context("starting the proxy listeners")?;
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -71,10 +79,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                current = reload(config_path.as_ref(), current, maps.as_ref());
+                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy);
             }
         }
     }
+    tracing::info!(
+        grace_secs = current.limits.shutdown_grace.as_secs(),
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    proxy.shutdown(current.limits.shutdown_grace).await;
     tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
     admin_task.abort();
     if let Some(s) = sweeper {
@@ -88,7 +101,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
 
 /// Re-reads the config file. A bad file is logged with file, line and
 /// problem, and the running config stays as it was.
-fn reload(path: Option<&PathBuf>, current: Config, maps: Option<&Arc<Mutex<XdpMaps>>>) -> Config {
+fn reload(
+    path: Option<&PathBuf>,
+    current: Config,
+    maps: Option<&Arc<Mutex<XdpMaps>>>,
+    proxy: &Proxy,
+) -> Config {
     let Some(path) = path else {
         tracing::info!("SIGHUP: running on the embedded default config; nothing to reload");
         return current;
@@ -106,6 +124,8 @@ fn reload(path: Option<&PathBuf>, current: Config, maps: Option<&Arc<Mutex<XdpMa
         (new.xdp.mode != current.xdp.mode, "xdp.mode"),
         (new.xdp.pin_dir != current.xdp.pin_dir, "xdp.pin_dir"),
         (new.admin.socket != current.admin.socket, "admin.socket"),
+        (new.listeners != current.listeners, "listeners"),
+        (new.demo != current.demo, "demo"),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -114,6 +134,12 @@ fn reload(path: Option<&PathBuf>, current: Config, maps: Option<&Arc<Mutex<XdpMa
                 "changed in the config file; takes effect after a restart"
             );
         }
+    }
+    // Build the new proxy generation first: if certificates fail to load,
+    // nothing (XDP maps included) changes.
+    if let Err(e) = proxy.reload(&new) {
+        tracing::error!(error = %e, "config reload rejected; keeping the running config");
+        return current;
     }
     if let Some(maps) = maps {
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());

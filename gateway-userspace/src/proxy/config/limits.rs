@@ -1,0 +1,133 @@
+//! L7 protection limits and security response headers. Defaults are taken
+//! from NGINX, Envoy's edge guidance and HAProxy (shared/pitfalls.md);
+//! docs/proxy.md lists each with its origin.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::upstream::dur;
+
+/// Request size, time and concurrency limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest request target (path + query) in bytes; 414 beyond.
+    pub max_request_line: usize,
+    /// Total bytes of request header names and values; 431 beyond.
+    pub max_header_bytes: usize,
+    /// Number of request header fields; 431 beyond.
+    pub max_headers: usize,
+    /// Request body bytes, declared or streamed; 413 beyond.
+    pub max_body_bytes: u64,
+    /// Time to receive a request's complete headers; 408 after it.
+    #[serde(with = "dur")]
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next piece of a request body; 408 after it.
+    #[serde(with = "dur")]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight and no traffic is closed after this.
+    #[serde(with = "dur")]
+    pub idle_timeout: Duration,
+    /// Open client connections across all listeners; more are closed at accept.
+    pub max_connections: usize,
+    /// Open client connections from one client IP; more are closed at accept.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams reset by the client before we accept them (rapid reset).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams we reset because of client errors before closing.
+    pub h2_max_local_error_reset_streams: usize,
+    /// What to do with request header names containing `_`.
+    pub underscore_headers: UnderscoreHeaders,
+    /// On shutdown, how long in-flight requests may take to finish.
+    #[serde(with = "dur")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // 8 KiB (NGINX large_client_header_buffers).
+            max_request_line: 8 * 1024,
+            // 60 KiB (Envoy max_request_headers_kb).
+            max_header_bytes: 60 * 1024,
+            // 100 fields (Envoy, hyper).
+            max_headers: 100,
+            // 1 MiB (NGINX client_max_body_size).
+            max_body_bytes: 1024 * 1024,
+            // 10 seconds (HAProxy uses 5 s, NGINX 60 s).
+            header_read_timeout: Duration::from_secs(10),
+            // 60 seconds between body reads (NGINX client_body_timeout).
+            body_read_timeout: Duration::from_secs(60),
+            // 75 seconds (NGINX keepalive_timeout).
+            idle_timeout: Duration::from_secs(75),
+            // 10,000 connections in total.
+            max_connections: 10_000,
+            // 256 connections per client IP.
+            max_connections_per_ip: 256,
+            // 100 streams (Envoy edge guidance).
+            h2_max_concurrent_streams: 100,
+            // 20 pending-accept resets (hyper's default, rapid reset guard).
+            h2_max_pending_accept_reset_streams: 20,
+            // 1,024 locally reset streams (hyper's default).
+            h2_max_local_error_reset_streams: 1024,
+            // Dropped silently (NGINX underscores_in_headers off).
+            underscore_headers: UnderscoreHeaders::Drop,
+            // 30 seconds for in-flight requests at shutdown.
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Handling of header names with underscores (they can alias `-` names in
+/// CGI-style backends).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Forward them.
+    Allow,
+    /// Remove them before forwarding.
+    Drop,
+    /// Answer 400.
+    Reject,
+}
+
+/// Headers added to responses. An empty string turns one off.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityHeaders {
+    pub enabled: bool,
+    /// `X-Content-Type-Options`.
+    pub content_type_options: String,
+    /// `X-Frame-Options`.
+    pub frame_options: String,
+    /// `Referrer-Policy`.
+    pub referrer_policy: String,
+    /// `Content-Security-Policy` on the gateway's own problem responses.
+    pub problem_csp: String,
+    /// `Strict-Transport-Security` on responses over TLS.
+    pub hsts: String,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            // On: added when the upstream did not set the header itself.
+            enabled: true,
+            // Browsers must not guess content types.
+            content_type_options: "nosniff".into(),
+            // No framing.
+            frame_options: "DENY".into(),
+            // No referrer leaks.
+            referrer_policy: "no-referrer".into(),
+            // Problem bodies are data, never active content.
+            problem_csp: "default-src 'none'; frame-ancestors 'none'".into(),
+            // One year (31,536,000 s), this host only.
+            hsts: "max-age=31536000".into(),
+        }
+    }
+}

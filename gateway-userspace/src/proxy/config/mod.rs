@@ -1,0 +1,173 @@
+//! The proxy's part of the config file (`[[listeners]]`, `[[routes]]`,
+//! `[[upstreams]]`, `[limits]`, `[tls]`, `trusted_proxies`,
+//! `[security_headers]`, `[demo]`) and the checks that need the whole file:
+//! cross-references and ambiguous routes, reported with the line and column
+//! of the route or pool they concern.
+
+#![forbid(unsafe_code)]
+
+pub mod limits;
+pub mod listener;
+pub mod route;
+pub mod upstream;
+
+use std::collections::HashSet;
+
+pub use limits::{Limits, SecurityHeaders, UnderscoreHeaders};
+pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
+pub use route::{HostPattern, PathPattern, Route};
+pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
+
+use crate::config::{Config, ConfigError};
+
+/// Checks the proxy sections of a parsed config against each other and
+/// fills in derived values (`[xdp] protected_ports` from the listeners).
+pub fn validate_and_resolve(
+    config: &mut Config,
+    text: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = crate::config::line_col(text, span.start);
+        ConfigError::Invalid {
+            path: origin.to_owned(),
+            line,
+            column,
+            message,
+        }
+    };
+    let bad = |message: String| ConfigError::Inconsistent {
+        path: origin.to_owned(),
+        message,
+    };
+
+    let mut names = HashSet::new();
+    for u in &config.upstreams {
+        if !names.insert(u.name.get_ref().clone()) {
+            return Err(at(
+                u.name.span(),
+                format!("upstream '{}' is defined twice", u.name.get_ref()),
+            ));
+        }
+        if u.targets.is_empty() {
+            return Err(at(
+                u.name.span(),
+                format!("upstream '{}' has no targets", u.name.get_ref()),
+            ));
+        }
+        if u.health_check.enabled && !u.health_check.path.starts_with('/') {
+            return Err(at(
+                u.name.span(),
+                format!(
+                    "upstream '{}': health_check.path must start with '/'",
+                    u.name.get_ref()
+                ),
+            ));
+        }
+    }
+
+    let mut ids = HashSet::new();
+    for r in &config.routes {
+        let id = r.id.get_ref();
+        if !ids.insert(id.clone()) {
+            return Err(at(r.id.span(), format!("route '{id}' is defined twice")));
+        }
+        if !names.contains(r.upstream.get_ref()) {
+            return Err(at(
+                r.upstream.span(),
+                format!(
+                    "route '{id}' uses upstream '{}', which is not defined in [[upstreams]]",
+                    r.upstream.get_ref()
+                ),
+            ));
+        }
+        match (&r.path, &r.path_prefix) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(at(
+                    r.id.span(),
+                    format!("route '{id}' needs exactly one of `path` and `path_prefix`"),
+                ));
+            }
+            (Some(_), None) if r.rewrite_prefix.is_some() => {
+                return Err(at(
+                    r.id.span(),
+                    format!("route '{id}': rewrite_prefix needs `path_prefix`, not `path`"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    for (i, a) in config.routes.iter().enumerate() {
+        for b in &config.routes[i + 1..] {
+            if ambiguous(a, b) {
+                return Err(at(
+                    b.id.span(),
+                    format!(
+                        "routes '{}' and '{}' match the same requests with the same specificity; \
+                         make one more specific (host, path, methods or headers)",
+                        a.id.get_ref(),
+                        b.id.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+
+    let mut listener_names = HashSet::new();
+    for l in &config.listeners {
+        if !listener_names.insert(l.display_name()) {
+            return Err(bad(format!(
+                "listener '{}' is defined twice",
+                l.display_name()
+            )));
+        }
+        if l.tls && l.redirect_https_port.is_some() {
+            return Err(bad(format!(
+                "listener '{}': a redirect listener cannot also be TLS",
+                l.display_name()
+            )));
+        }
+    }
+    let any_tls = config.listeners.iter().any(|l| l.tls);
+    if any_tls && config.tls.certificates.is_empty() && !config.tls.self_signed {
+        return Err(bad(
+            "a TLS listener needs [[tls.certificates]] (or [tls] self_signed = true for a demo)"
+                .into(),
+        ));
+    }
+    if config.limits.max_headers == 0 || config.limits.max_header_bytes < 1024 {
+        return Err(bad(
+            "[limits] max_headers must be at least 1 and max_header_bytes at least 1024".into(),
+        ));
+    }
+    if config.demo.enabled && !config.demo.address.ip().is_loopback() {
+        return Err(bad("[demo] address must be a loopback address".into()));
+    }
+
+    if config.xdp.protected_ports.is_empty() {
+        let mut ports: Vec<_> = config
+            .listeners
+            .iter()
+            .filter_map(|l| std::num::NonZeroU16::new(l.address.port()))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        config.xdp.protected_ports = ports;
+    }
+    Ok(())
+}
+
+/// Whether two routes could match one request with equal specificity.
+fn ambiguous(a: &Route, b: &Route) -> bool {
+    let same_shape = a.host == b.host
+        && a.path == b.path
+        && a.path_prefix == b.path_prefix
+        && a.headers.len() == b.headers.len()
+        && a.methods.is_empty() == b.methods.is_empty();
+    let methods_overlap = a.methods.is_empty() || a.methods.iter().any(|m| b.methods.contains(m));
+    let headers_compatible = a
+        .headers
+        .iter()
+        .all(|(k, v)| b.headers.get(k).is_none_or(|w| w == v));
+    same_shape && methods_overlap && headers_compatible
+}

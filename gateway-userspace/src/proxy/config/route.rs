@@ -1,0 +1,145 @@
+//! Route entries of the proxy config: what a request must look like (host,
+//! normalized path, method, headers) to go to which upstream pool, and how
+//! its path is rewritten on the way. Each value is checked while parsing.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One route. Exactly one of `path` (exact) and `path_prefix` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique id, used in logs, errors and the request context.
+    pub id: Spanned<String>,
+    /// Host to match: exact (`api.example.com`) or wildcard
+    /// (`*.example.com`, any depth of subdomain). Absent: any host.
+    #[serde(default)]
+    pub host: Option<HostPattern>,
+    /// Exact normalized path.
+    #[serde(default)]
+    pub path: Option<PathPattern>,
+    /// Normalized path prefix, matched on whole bytes (`/api/` does not
+    /// match `/apix`, but `/api` matches `/apix`: end it with `/`).
+    #[serde(default)]
+    pub path_prefix: Option<PathPattern>,
+    /// Methods to match (uppercase). Empty: any method.
+    #[serde(default)]
+    pub methods: Vec<Method>,
+    /// Headers that must be present with exactly this value, e.g.
+    /// `{ "accept-version" = "2" }` to select an API version.
+    #[serde(default)]
+    pub headers: BTreeMap<HeaderName, String>,
+    /// Name of the upstream pool.
+    pub upstream: Spanned<String>,
+    /// Replace the matched `path_prefix` with this before forwarding
+    /// (`"/"` strips it). Only with `path_prefix`.
+    #[serde(default)]
+    pub rewrite_prefix: Option<PathPattern>,
+}
+
+/// A host pattern, lowercased: `example.com` or `*.example.com`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(try_from = "String")]
+pub enum HostPattern {
+    Exact(String),
+    /// The suffix including its leading dot: `.example.com`.
+    Wildcard(String),
+}
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let ok = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !ok {
+            return Err(format!(
+                "'{s}' is not a host like api.example.com or *.example.com (no port)"
+            ));
+        }
+        Ok(if wild {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_owned())
+        })
+    }
+}
+
+impl HostPattern {
+    /// Whether a lowercase host (no port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}
+
+/// A path as routes write it: starts with `/`, already in normalized form.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(try_from = "String")]
+pub struct PathPattern(pub String);
+
+impl TryFrom<String> for PathPattern {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!("path '{s}' must start with '/'"));
+        }
+        match crate::proxy::path::normalize(&s) {
+            Ok(n) if n == s => Ok(Self(s)),
+            Ok(n) => Err(format!(
+                "path '{s}' is not normalized; requests are matched on '{n}', write that"
+            )),
+            Err(e) => Err(format!("path '{s}': {e}")),
+        }
+    }
+}
+
+/// An HTTP method token, uppercase.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(try_from = "String")]
+pub struct Method(pub String);
+
+impl TryFrom<String> for Method {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.bytes().any(|b| !b.is_ascii_uppercase()) {
+            return Err(format!("'{s}' is not an uppercase HTTP method like GET"));
+        }
+        http::Method::from_bytes(s.as_bytes())
+            .map(|_| Method(s.clone()))
+            .map_err(|_| format!("'{s}' is not an HTTP method"))
+    }
+}
+
+/// A header name, lowercased.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(try_from = "String")]
+pub struct HeaderName(pub String);
+
+impl TryFrom<String> for HeaderName {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        http::HeaderName::from_bytes(lower.as_bytes())
+            .map(|_| HeaderName(lower.clone()))
+            .map_err(|_| format!("'{s}' is not a valid header name"))
+    }
+}

@@ -1,0 +1,162 @@
+//! Upstream pools in the proxy config: named groups of targets with their
+//! balancing, timeouts, retries and health checking. Defaults follow what
+//! NGINX and Envoy do (see docs/proxy.md); each value is checked while
+//! parsing so errors point at the file, line and column.
+
+#![forbid(unsafe_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A named pool of targets.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Name routes refer to.
+    pub name: Spanned<String>,
+    /// `ip:port` of each target (no DNS names yet).
+    pub targets: Vec<SocketAddr>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// Time allowed to establish a TCP connection to a target.
+    #[serde(default = "d::connect_timeout", with = "dur")]
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to receiving response headers
+    /// (504 after it).
+    #[serde(default = "d::request_timeout", with = "dur")]
+    pub request_timeout: Duration,
+    /// How long an unused pooled connection to a target is kept.
+    #[serde(default = "d::idle_timeout", with = "dur")]
+    pub idle_timeout: Duration,
+    /// Extra attempts on another target when connecting fails, for
+    /// idempotent requests without a body only.
+    #[serde(default = "d::retries")]
+    pub retries: u32,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    #[serde(default)]
+    pub passive: PassiveHealth,
+}
+
+/// How a target is chosen among the healthy ones.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+}
+
+/// Active health checks: an HTTP GET to each target.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    /// Path requested; a 2xx answer is healthy.
+    pub path: String,
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring an unhealthy target back.
+    pub healthy_threshold: NonZero,
+    /// Consecutive failures that take a target out.
+    pub unhealthy_threshold: NonZero,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            // Off: targets are assumed healthy (passive ejection still applies).
+            enabled: false,
+            // Requested with GET; any 2xx is healthy.
+            path: "/healthz".into(),
+            // 5 seconds between checks of one target.
+            interval: Duration::from_secs(5),
+            // 2 seconds for a check to answer.
+            timeout: Duration::from_secs(2),
+            // 2 consecutive successes to come back.
+            healthy_threshold: NonZero(2),
+            // 3 consecutive failures to be taken out.
+            unhealthy_threshold: NonZero(3),
+        }
+    }
+}
+
+/// Passive ejection: targets that fail real requests are taken out for a while.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Consecutive connect failures or timeouts before ejection; 0 disables.
+    pub consecutive_failures: u32,
+    /// How long an ejected target is skipped.
+    #[serde(with = "dur")]
+    pub ejection_time: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            // 5 consecutive failures (Envoy's outlier detection default).
+            consecutive_failures: 5,
+            // 30 seconds out (Envoy's base ejection time).
+            ejection_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A count that must be at least 1.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "u32")]
+pub struct NonZero(pub u32);
+
+impl TryFrom<u32> for NonZero {
+    type Error = String;
+
+    fn try_from(v: u32) -> Result<Self, String> {
+        if v == 0 {
+            Err("must be at least 1".into())
+        } else {
+            Ok(Self(v))
+        }
+    }
+}
+
+/// Defaults of the optional upstream fields.
+mod d {
+    use std::time::Duration;
+
+    /// 5 seconds to connect (NGINX proxy_connect_timeout is 60 s; Envoy 5 s).
+    pub fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    /// 60 seconds until response headers (NGINX proxy_read_timeout).
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// 60 seconds an idle pooled connection is kept.
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// 2 extra attempts on connect failure (Envoy's default is 1, NGINX tries each target).
+    pub fn retries() -> u32 {
+        2
+    }
+}
+
+/// Serde helper for duration fields that also have a default.
+pub(crate) mod dur {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = crate::duration::deserialize(d)?;
+        if v.is_zero() {
+            return Err(serde::de::Error::custom("duration must be greater than 0"));
+        }
+        Ok(v)
+    }
+}

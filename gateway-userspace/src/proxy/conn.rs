@@ -1,0 +1,248 @@
+//! Per-connection state: who the peer is, whether it is TLS, when it last
+//! sent or received anything and how many requests are in flight (for the
+//! idle timeout), plus the IO wrapper that feeds the HTTP/1 framing scanner,
+//! records activity, and answers 408 when a request head takes longer than
+//! `header_read_timeout` from its first byte (hyper's own timeout closes the
+//! connection without a response, and also runs while the connection idles).
+
+#![forbid(unsafe_code)]
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
+
+use super::{
+    h1_scan::Scanner,
+    reject::{Reason, Rejection},
+};
+
+/// What the request phases know about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The peer: the TCP peer, or the PROXY protocol source from a trusted proxy.
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub listener: Arc<str>,
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    smuggling: Mutex<Vec<u64>>,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, listener: Arc<str>) -> Self {
+        Self {
+            peer,
+            tls,
+            listener,
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            smuggling: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Idle: no request in flight and no bytes for `timeout`.
+    pub fn idle_for(&self, timeout: Duration) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_activity_ms.load(Ordering::Relaxed);
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && now.saturating_sub(last) >= timeout.as_millis() as u64
+    }
+
+    /// Index of the next request on this connection (HTTP/1 order).
+    pub fn next_request_index(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether HTTP/1 request `index` carried Content-Length and Transfer-Encoding.
+    pub fn smuggling_suspected(&self, index: u64) -> bool {
+        self.smuggling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&index)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+pub struct Busy(Arc<ConnInfo>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// Client IO that records activity and scans HTTP/1 framing.
+pub struct ConnIo<S> {
+    inner: S,
+    info: Arc<ConnInfo>,
+    scanner: Option<Scanner>,
+    header_timeout: Duration,
+    head_deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes of the 408 answer already written, once the head timed out.
+    timing_out: Option<(Vec<u8>, usize)>,
+}
+
+impl<S> ConnIo<S> {
+    /// `scan_h1`: false for connections that negotiated h2 by ALPN.
+    pub fn new(inner: S, info: Arc<ConnInfo>, scan_h1: bool, header_timeout: Duration) -> Self {
+        info.touch();
+        Self {
+            inner,
+            info,
+            scanner: scan_h1.then(Scanner::default),
+            header_timeout,
+            head_deadline: None,
+            timing_out: None,
+        }
+    }
+}
+
+/// The raw HTTP/1.1 408 answer for a request head that took too long.
+fn request_timeout_response() -> Vec<u8> {
+    let body = Rejection::new(
+        Reason::HeaderTimeout,
+        "the request headers were not received in time",
+    )
+    .problem_json("-");
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl<S: AsyncWrite + Unpin> ConnIo<S> {
+    /// Writes the 408 answer; `Ready` once it is out (or cannot be).
+    fn poll_write_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some((bytes, written)) = &mut self.timing_out else {
+            return Poll::Ready(());
+        };
+        while *written < bytes.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(()),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.timing_out.is_some() {
+            std::task::ready!(self.poll_write_timeout(cx));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request head not received in time",
+            )));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            let this = &mut *self;
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                this.info.touch();
+                if let Some(scanner) = &mut this.scanner {
+                    let info = &this.info;
+                    scanner.feed(new, &mut |i| {
+                        info.smuggling
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(i)
+                    });
+                }
+            }
+        }
+        let this = &mut *self;
+        match &this.scanner {
+            Some(s) if s.mid_head() => {
+                if this.head_deadline.is_none() {
+                    this.head_deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+                }
+            }
+            _ => this.head_deadline = None,
+        }
+        if r.is_pending()
+            && let Some(deadline) = &mut this.head_deadline
+            && deadline.as_mut().poll(cx).is_ready()
+            && this.info.in_flight.load(Ordering::Relaxed) == 0
+        {
+            this.head_deadline = None;
+            this.timing_out = Some((request_timeout_response(), 0));
+            tracing::info!(peer = %this.info.peer, reason = Reason::HeaderTimeout.code(), "request head timed out (408)");
+            return Pin::new(this).poll_read(cx, buf);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.info.touch();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.info.touch();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

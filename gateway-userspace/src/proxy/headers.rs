@@ -1,0 +1,270 @@
+//! Header rewriting at the proxy boundary: hop-by-hop headers removed both
+//! ways (including those named in `Connection`), `X-Forwarded-*`,
+//! `Forwarded` and `X-Request-Id` set on the way in, and `Server`,
+//! `X-Powered-By` removed and security headers added on the way out.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::config::{SecurityHeaders, UnderscoreHeaders};
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
+/// plus the non-standard ones proxies traditionally strip).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Whether a request asks for a WebSocket upgrade (HTTP/1.1 only).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Applies `underscore_headers`: returns the first offending name when the
+/// policy is `Reject`, removes them for `Drop`.
+pub fn underscores(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Option<String> {
+    if policy == UnderscoreHeaders::Allow {
+        return None;
+    }
+    let bad: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    match (policy, bad.first()) {
+        (UnderscoreHeaders::Reject, Some(first)) => Some(first.to_string()),
+        _ => {
+            for n in bad {
+                headers.remove(n);
+            }
+            None
+        }
+    }
+}
+
+/// What the gateway knows about the client, for the forwarding headers.
+pub struct Forwarding<'a> {
+    /// The socket peer (or the PROXY protocol source).
+    pub peer: IpAddr,
+    /// Whether `peer` is a trusted proxy whose forwarding headers we extend.
+    pub peer_trusted: bool,
+    /// `http` or `https`, as the client reached us.
+    pub proto: &'static str,
+    /// The Host the client asked for.
+    pub host: Option<&'a str>,
+}
+
+/// Sets `X-Forwarded-For`/`-Proto`/`-Host` and `Forwarded`. From a trusted
+/// proxy the existing chain is extended; from anyone else it is replaced.
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let peer = f.peer.to_string();
+    let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let vals: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!vals.is_empty()).then(|| vals.join(", "))
+    };
+    let (xff_value, fwd_prev) = if f.peer_trusted {
+        (
+            joined(headers, &xff).map_or(peer.clone(), |p| format!("{p}, {peer}")),
+            joined(headers, &header::FORWARDED),
+        )
+    } else {
+        (peer.clone(), None)
+    };
+    let keep_proto = f.peer_trusted && headers.contains_key(&xfp);
+    let keep_host = f.peer_trusted && headers.contains_key(&xfh);
+    insert(headers, xff, &xff_value);
+    if !keep_proto {
+        insert(headers, xfp, f.proto);
+    }
+    if !keep_host {
+        match f.host {
+            Some(h) => insert(headers, xfh, h),
+            None => {
+                headers.remove(xfh);
+            }
+        }
+    }
+    let node = match f.peer {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("\"[{a}]\""),
+    };
+    let mut elem = format!("for={node};proto={}", f.proto);
+    if let Some(h) = f
+        .host
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        elem.push_str(&format!(";host=\"{h}\""));
+    }
+    let forwarded = fwd_prev.map_or(elem.clone(), |p| format!("{p}, {elem}"));
+    insert(headers, header::FORWARDED, &forwarded);
+}
+
+fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Keeps an incoming `X-Request-Id` from a trusted peer when it is short
+/// and printable; otherwise generates one. Returns the id in use.
+pub fn request_id(headers: &mut HeaderMap, peer_trusted: bool) -> String {
+    let name = HeaderName::from_static("x-request-id");
+    if peer_trusted
+        && let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return v.to_owned();
+    }
+    let id = generate_id();
+    insert(headers, name, &id);
+    id
+}
+
+/// 128 random-looking bits as 32 hex digits (not a secret; unique enough
+/// to correlate logs).
+fn generate_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut a = seed.build_hasher();
+    a.write_u64(n);
+    let mut b = seed.build_hasher();
+    b.write_u64(n ^ 0x9e37_79b9_7f4a_7c15);
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
+/// Response headers from an upstream: hop-by-hop and identifying headers removed.
+pub fn clean_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::SERVER);
+    headers.remove("x-powered-by");
+}
+
+/// Adds the configured security headers where the response has none, and
+/// HSTS on TLS. `problem` marks the gateway's own problem+json answers.
+pub fn add_security(headers: &mut HeaderMap, cfg: &SecurityHeaders, tls: bool, problem: bool) {
+    if !cfg.enabled {
+        return;
+    }
+    let mut set = |name: HeaderName, value: &str, overwrite: bool| {
+        if value.is_empty() || (!overwrite && headers.contains_key(&name)) {
+            return;
+        }
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(
+        header::X_CONTENT_TYPE_OPTIONS,
+        &cfg.content_type_options,
+        false,
+    );
+    set(header::X_FRAME_OPTIONS, &cfg.frame_options, false);
+    set(header::REFERRER_POLICY, &cfg.referrer_policy, false);
+    if problem {
+        set(header::CONTENT_SECURITY_POLICY, &cfg.problem_csp, true);
+    }
+    if tls {
+        set(header::STRICT_TRANSPORT_SECURITY, &cfg.hsts, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarding_replaced_for_untrusted_and_extended_for_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        let f = Forwarding {
+            peer: "10.0.0.1".parse().unwrap(),
+            peer_trusted: false,
+            proto: "http",
+            host: Some("a.example"),
+        };
+        set_forwarding(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http;host=\"a.example\"");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        set_forwarding(
+            &mut h,
+            &Forwarding {
+                peer_trusted: true,
+                ..f
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        assert_ne!(generate_id(), generate_id());
+        assert_eq!(generate_id().len(), 32);
+    }
+}

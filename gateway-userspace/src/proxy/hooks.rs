@@ -1,0 +1,81 @@
+//! Extension points for the phases other modules own: authenticate,
+//! validate and rate limit. Each is a [`Phase`] that sees the request
+//! context (client IP, route id, request id) and the request, and either
+//! lets it continue or ends it with a [`Rejection`]. The defaults let every
+//! request through.
+
+#![forbid(unsafe_code)]
+
+use std::{future::Future, net::IpAddr, net::SocketAddr, pin::Pin, sync::Arc};
+
+use http::Request;
+
+use super::{body::ProxyBody, reject::Rejection};
+
+/// What the gateway knows about a request when the hooks run.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `X-Request-Id` as forwarded (generated unless a trusted proxy sent one).
+    pub request_id: String,
+    /// The client: the socket peer, or what a trusted proxy said it was.
+    pub client_ip: IpAddr,
+    /// The TCP peer (after PROXY protocol from a trusted proxy).
+    pub peer: SocketAddr,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The id of the matched route.
+    pub route_id: Arc<str>,
+    /// The upstream pool the route sends to.
+    pub upstream: Arc<str>,
+}
+
+/// The future a phase returns.
+pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send + 'a>>;
+
+/// One request phase. It may read and change the request (headers, or the
+/// body, e.g. replace it with a validated copy); returning `Err` ends the
+/// request with the rejection's status and a problem+json body.
+pub trait Phase: Send + Sync + 'static {
+    /// Name for logs.
+    fn name(&self) -> &'static str;
+    /// Runs the phase for one request.
+    fn run<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        req: &'a mut Request<ProxyBody>,
+    ) -> PhaseFuture<'a>;
+}
+
+/// A phase that lets every request through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Allow;
+
+impl Phase for Allow {
+    fn name(&self) -> &'static str {
+        "allow"
+    }
+
+    fn run<'a>(&'a self, _: &'a RequestContext, _: &'a mut Request<ProxyBody>) -> PhaseFuture<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The hook phases, in the order the pipeline runs them.
+#[derive(Clone)]
+pub struct Hooks {
+    pub authenticate: Arc<dyn Phase>,
+    pub validate: Arc<dyn Phase>,
+    pub rate_limit: Arc<dyn Phase>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            authenticate: Arc::new(Allow),
+            validate: Arc::new(Allow),
+            rate_limit: Arc::new(Allow),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The reverse proxy: listeners (plain, TLS, HTTPS redirect), the request
+//! phases (`pipeline` shows their order), routing on normalized paths,
+//! upstream pools with health checks, L7 limits and the security headers.
+//! `Proxy::start` runs it; `Proxy::reload` swaps in a new config.
+
+pub mod body;
+pub mod check;
+pub mod client_ip;
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod h1_scan;
+pub mod headers;
+pub mod hooks;
+pub mod path;
+pub mod pipeline;
+pub mod proxy_protocol;
+pub mod reject;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod upstream;
+
+pub use hooks::{Hooks, Phase, PhaseFuture, RequestContext};
+pub use reject::{Fault, Reason, Rejection};
+pub use server::{Proxy, ProxyError};

@@ -1,0 +1,270 @@
+//! The request phases, in order. This file is the one place that says what
+//! happens to a request:
+//!
+//! 1. accept: client IP, connection limits, TLS, PROXY protocol (`server`,
+//!    per connection, before any request);
+//! 2. check: request-line, header and declared body limits, smuggling
+//!    (Content-Length with Transfer-Encoding), underscores, path
+//!    normalization (`check`);
+//! 3. route: most specific route on the normalized path (`router`);
+//! 4. authenticate, 5. validate, 6. rate limit: hooks owned by other
+//!    modules (`hooks`), no-ops by default;
+//! 7. forward: headers rewritten, body streamed with its limits, a target
+//!    picked, retries, WebSocket tunnel after 101 (`upstream`);
+//! 8. respond: upstream headers cleaned, security headers, request id;
+//! 9. access log.
+//!
+//! A phase either continues or ends the request with a [`Rejection`], whose
+//! [`Reason`](super::reject::Reason) becomes the status, the problem+json
+//! body and the log fields.
+
+#![forbid(unsafe_code)]
+
+use std::{net::IpAddr, sync::Arc, time::Instant};
+
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::{
+    body::{self, Limited, ProxyBody, Tripped},
+    check,
+    conn::ConnInfo,
+    headers::{self, Forwarding},
+    hooks::RequestContext,
+    reject::{Reason, Rejection},
+    state::ProxyState,
+    upstream,
+};
+
+/// What the access log records about one request.
+#[derive(Default)]
+struct Outcome {
+    route: Option<Arc<str>>,
+    target: Option<std::net::SocketAddr>,
+    reason: Option<Reason>,
+}
+
+/// Runs all phases for one request; never fails (errors become responses).
+pub async fn handle(
+    state: Arc<ProxyState>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let index = conn.next_request_index();
+    let _busy = conn.busy();
+    let peer_trusted = state.trusted.contains(conn.peer.ip());
+    let request_id = headers::request_id(req.headers_mut(), peer_trusted);
+    let client_ip = state.trusted.client_ip(conn.peer.ip(), req.headers());
+    let (method, version) = (req.method().clone(), req.version());
+    let path = req.uri().path().to_owned();
+    let may_have_body = check::may_have_body(req.headers());
+    let mut outcome = Outcome::default();
+
+    let result = phases(
+        &state,
+        &conn,
+        index,
+        req,
+        &request_id,
+        client_ip,
+        &mut outcome,
+    )
+    .await;
+    let (mut resp, problem) = match result {
+        Ok(resp) => (resp, false),
+        Err(rejection) => {
+            outcome.reason = Some(rejection.reason);
+            let mut resp = problem_response(&rejection, &request_id);
+            if version <= Version::HTTP_11
+                && (may_have_body || rejection.reason == Reason::BadRequest)
+            {
+                // The unread body must never be parsed as a next request.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (resp, true)
+        }
+    };
+
+    // Respond: security headers and the request id on every answer.
+    headers::add_security(resp.headers_mut(), &state.security, conn.tls, problem);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+
+    // Access log.
+    let reason = outcome.reason;
+    tracing::info!(
+        target: "gateway::access",
+        request_id = %request_id,
+        client_ip = %client_ip,
+        listener = %conn.listener,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        route = outcome.route.as_deref().unwrap_or("-"),
+        upstream_target = %outcome.target.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        reason = reason.map(|r| r.code()).unwrap_or("-"),
+        fault = %reason.map(|r| r.fault().to_string()).unwrap_or_else(|| "-".into()),
+        duration_ms = started.elapsed().as_millis() as u64,
+    );
+    resp
+}
+
+async fn phases(
+    state: &ProxyState,
+    conn: &ConnInfo,
+    index: u64,
+    mut req: Request<Incoming>,
+    request_id: &str,
+    client_ip: IpAddr,
+    outcome: &mut Outcome,
+) -> Result<Response<ProxyBody>, Rejection> {
+    // 2. check
+    if conn.smuggling_suspected(index) {
+        return Err(Rejection::new(
+            Reason::BadRequest,
+            "Content-Length and Transfer-Encoding must not be sent together",
+        ));
+    }
+    let checked = check::check(&mut req, &state.limits)?;
+
+    // 3. route
+    let route = state
+        .router
+        .find(
+            checked.host.as_deref(),
+            &checked.path,
+            req.method(),
+            req.headers(),
+        )
+        .ok_or_else(|| Rejection::new(Reason::NoRoute, "no route matches this request"))?;
+    outcome.route = Some(route.id.clone());
+    let ctx = RequestContext {
+        request_id: request_id.to_owned(),
+        client_ip,
+        peer: conn.peer,
+        tls: conn.tls,
+        listener: conn.listener.clone(),
+        route_id: route.id.clone(),
+        upstream: route.upstream.clone(),
+    };
+
+    let websocket =
+        req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let tripped = Tripped::default();
+    let limits = &state.limits;
+    let mut req = req.map(|b| {
+        Limited::new(
+            b,
+            limits.max_body_bytes,
+            limits.body_read_timeout,
+            tripped.clone(),
+        )
+        .boxed()
+    });
+
+    // 4-6. hooks
+    for phase in [
+        &state.hooks.authenticate,
+        &state.hooks.validate,
+        &state.hooks.rate_limit,
+    ] {
+        phase.run(&ctx, &mut req).await?;
+    }
+
+    // 7. forward
+    let pool = state.pools.get(&route.upstream).ok_or_else(|| {
+        Rejection::new(
+            Reason::Internal,
+            format!("upstream '{}' is missing", route.upstream),
+        )
+    })?;
+    let (mut parts, body) = req.into_parts();
+    let may_retry = upstream::retryable(&parts);
+    let host_header = parts.headers.get(header::HOST).cloned();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarding(
+        &mut parts.headers,
+        &Forwarding {
+            peer: conn.peer.ip(),
+            peer_trusted: state.trusted.contains(conn.peer.ip()),
+            proto: if conn.tls { "https" } else { "http" },
+            host: checked.authority.as_deref(),
+        },
+    );
+    match (host_header, &checked.authority) {
+        (Some(h), _) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        (None, Some(a)) => {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        (None, None) => {}
+    }
+    if websocket {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    let mut target = route.rewrite(&checked.path);
+    if let Some(q) = checked.query.as_deref() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let (mut resp, addr, in_flight) =
+        upstream::forward(pool, parts, &target, body, may_retry, &tripped).await?;
+    outcome.target = Some(addr);
+
+    // 8. respond
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(Rejection::new(
+                Reason::UpstreamFailed,
+                "the upstream switched protocols without being asked",
+            ));
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((c, u)) => {
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            }
+        });
+        let (mut head, _) = resp.into_parts();
+        headers::clean_response(&mut head.headers);
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        head.headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Ok(Response::from_parts(head, body::empty()));
+    }
+    headers::clean_response(resp.headers_mut());
+    Ok(upstream::guarded_body(resp, in_flight))
+}
+
+/// An RFC 9457 problem response for a rejection.
+pub fn problem_response(rejection: &Rejection, request_id: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::full(rejection.problem_json(request_id)));
+    *resp.status_mut() = rejection.reason.status();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

@@ -1,0 +1,174 @@
+//! Why a request ended before (or instead of) a normal upstream response,
+//! who caused it, and the RFC 9457 `application/problem+json` answer. The
+//! status code, the log field and (later) the penalty score follow from the
+//! [`Reason`] and its [`Fault`], never from string matching.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Who caused a request to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something wrong or too much (4xx; counts as an offence).
+    Client,
+    /// The upstream failed, was unreachable or too slow (502/503/504).
+    Upstream,
+    /// The gateway itself failed (500).
+    Internal,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Internal => "internal",
+        })
+    }
+}
+
+/// Why a request was ended by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No route matches the host, path, method and headers.
+    NoRoute,
+    /// The path is malformed (bad percent-encoding, control characters).
+    BadPath,
+    /// A request that is not valid HTTP for a proxy (e.g. both
+    /// Content-Length and Transfer-Encoding, a bad Content-Length).
+    BadRequest,
+    /// A header name contains `_` and `underscore_headers = "reject"`.
+    UnderscoreHeader,
+    /// The request target is longer than `max_request_line`.
+    UriTooLong,
+    /// Too many header fields or bytes.
+    HeadersTooLarge,
+    /// The body is larger than `max_body_bytes` (declared or streamed).
+    BodyTooLarge,
+    /// The client's body broke off (connection closed or malformed chunks).
+    BodyIncomplete,
+    /// The request head was not complete within `header_read_timeout`
+    /// (slowloris); answered on the raw connection, which is then closed.
+    HeaderTimeout,
+    /// The client stopped sending its body for longer than `body_read_timeout`.
+    BodyTimeout,
+    /// The authentication hook refused the request (401).
+    Unauthenticated,
+    /// The authentication hook refused the identity (403).
+    Forbidden,
+    /// The validation hook refused the request (400).
+    Invalid,
+    /// The rate-limit hook refused the request (429).
+    RateLimited,
+    /// The pool has no healthy target (502).
+    NoHealthyUpstream,
+    /// Connecting to the upstream failed, or it broke the response (502).
+    UpstreamFailed,
+    /// The upstream did not answer within `request_timeout` (504).
+    UpstreamTimeout,
+    /// A bug or resource failure in the gateway (500).
+    Internal,
+}
+
+impl Reason {
+    /// The HTTP status this reason is answered with.
+    pub fn status(self) -> StatusCode {
+        use Reason::*;
+        match self {
+            NoRoute => StatusCode::NOT_FOUND,
+            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete => {
+                StatusCode::BAD_REQUEST
+            }
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout | HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
+            Unauthenticated => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            NoHealthyUpstream | UpstreamFailed => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Who caused it.
+    pub fn fault(self) -> Fault {
+        use Reason::*;
+        match self {
+            NoHealthyUpstream | UpstreamFailed | UpstreamTimeout => Fault::Upstream,
+            Internal => Fault::Internal,
+            _ => Fault::Client,
+        }
+    }
+
+    /// A stable snake_case code for logs, metrics and the problem `type`.
+    pub fn code(self) -> &'static str {
+        use Reason::*;
+        match self {
+            NoRoute => "no_route",
+            BadPath => "bad_path",
+            BadRequest => "bad_request",
+            UnderscoreHeader => "underscore_header",
+            UriTooLong => "uri_too_long",
+            HeadersTooLarge => "headers_too_large",
+            BodyTooLarge => "body_too_large",
+            BodyTimeout => "body_timeout",
+            BodyIncomplete => "body_incomplete",
+            HeaderTimeout => "header_timeout",
+            Unauthenticated => "unauthenticated",
+            Forbidden => "forbidden",
+            Invalid => "invalid",
+            RateLimited => "rate_limited",
+            NoHealthyUpstream => "no_healthy_upstream",
+            UpstreamFailed => "upstream_failed",
+            UpstreamTimeout => "upstream_timeout",
+            Internal => "internal",
+        }
+    }
+}
+
+/// A request ended by a phase: the reason and a detail for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    /// Shown to the client in the problem `detail`; never include secrets.
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The RFC 9457 problem document.
+    pub fn problem_json(&self, request_id: &str) -> String {
+        let status = self.reason.status();
+        serde_json::json!({
+            "type": format!("urn:gateway:problem:{}", self.reason.code()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "request_id": request_id,
+        })
+        .to_string()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.reason.code(),
+            self.reason.fault(),
+            self.detail
+        )
+    }
+}

@@ -1,0 +1,200 @@
+//! The route table: picks the most specific route for a request's host,
+//! normalized path, method and headers. Specificity, most important first:
+//! exact host, then wildcard host (longer suffix first), then any host;
+//! exact path over prefix, longer prefix first; more header conditions;
+//! a method list over none. Config validation guarantees no two routes tie.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use super::config::{HostPattern, Route as RouteConfig};
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub id: Arc<str>,
+    pub upstream: Arc<str>,
+    host: Option<HostPattern>,
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<(http::HeaderName, String)>,
+    rewrite_prefix: Option<String>,
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Route {
+    fn from_config(c: &RouteConfig) -> Self {
+        let path = match (&c.path, &c.path_prefix) {
+            (Some(p), _) => PathMatch::Exact(p.0.clone()),
+            (None, Some(p)) => PathMatch::Prefix(p.0.clone()),
+            (None, None) => unreachable!("validated: one of path and path_prefix"),
+        };
+        Self {
+            id: c.id.get_ref().as_str().into(),
+            upstream: c.upstream.get_ref().as_str().into(),
+            host: c.host.clone(),
+            path,
+            methods: c
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.0.as_bytes()).ok())
+                .collect(),
+            headers: c
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.0.as_bytes()).ok()?,
+                        v.clone(),
+                    ))
+                })
+                .collect(),
+            rewrite_prefix: c.rewrite_prefix.as_ref().map(|p| p.0.clone()),
+        }
+    }
+
+    fn matches(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> bool {
+        if let Some(pattern) = &self.host {
+            match host {
+                Some(h) if pattern.matches(h) => {}
+                _ => return false,
+            }
+        }
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self.headers.iter().all(|(k, v)| {
+                headers
+                    .get_all(k)
+                    .iter()
+                    .any(|h| h.as_bytes() == v.as_bytes())
+            })
+    }
+
+    /// The path to forward: the prefix replaced when `rewrite_prefix` is set.
+    pub fn rewrite(&self, path: &str) -> String {
+        match (&self.path, &self.rewrite_prefix) {
+            (PathMatch::Prefix(p), Some(to)) => {
+                let rest = &path[p.len()..];
+                match (to.ends_with('/'), rest.starts_with('/')) {
+                    (true, true) => format!("{to}{}", &rest[1..]),
+                    (false, false) if !rest.is_empty() => format!("{to}/{rest}"),
+                    _ => format!("{to}{rest}"),
+                }
+            }
+            _ => path.to_owned(),
+        }
+    }
+}
+
+/// All routes, most specific first.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub fn new(configs: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = configs.iter().map(Route::from_config).collect();
+        routes.sort_by_cached_key(Route::rank);
+        Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The most specific matching route. `host` is lowercase without port.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(host, path, method, headers))
+            .cloned()
+    }
+}
+
+impl Route {
+    /// Sort key: smaller is more specific.
+    fn rank(&self) -> ((u8, usize), (u8, usize), usize, bool) {
+        let host = match &self.host {
+            Some(HostPattern::Exact(_)) => (0, 0),
+            Some(HostPattern::Wildcard(s)) => (1, usize::MAX - s.len()),
+            None => (2, 0),
+        };
+        let path = match &self.path {
+            PathMatch::Exact(_) => (0, 0),
+            PathMatch::Prefix(p) => (1, usize::MAX - p.len()),
+        };
+        (
+            host,
+            path,
+            usize::MAX - self.headers.len(),
+            self.methods.is_empty(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(toml: &str) -> Router {
+        let c = crate::config::Config::parse(toml, "t").unwrap();
+        Router::new(&c.routes)
+    }
+
+    const UP: &str = "[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n";
+
+    #[test]
+    fn most_specific_wins() {
+        let r = router(&format!(
+            "{UP}[[routes]]\nid = \"all\"\npath_prefix = \"/\"\nupstream = \"u\"\n\
+             [[routes]]\nid = \"api\"\npath_prefix = \"/api/\"\nupstream = \"u\"\n\
+             [[routes]]\nid = \"api2\"\npath_prefix = \"/api/\"\nheaders = {{ accept-version = \"2\" }}\nupstream = \"u\"\n\
+             [[routes]]\nid = \"host\"\nhost = \"*.example.com\"\npath_prefix = \"/\"\nupstream = \"u\"\n"
+        ));
+        let h = HeaderMap::new();
+        let find =
+            |host, path, h: &HeaderMap| r.find(host, path, &Method::GET, h).unwrap().id.to_string();
+        assert_eq!(find(None, "/x", &h), "all");
+        assert_eq!(find(None, "/api/x", &h), "api");
+        let mut v2 = HeaderMap::new();
+        v2.insert("accept-version", "2".parse().unwrap());
+        assert_eq!(find(None, "/api/x", &v2), "api2");
+        assert_eq!(find(Some("a.example.com"), "/api/x", &h), "host");
+        assert_eq!(find(Some("example.com"), "/api/x", &h), "api");
+    }
+
+    #[test]
+    fn rewrite_prefix() {
+        let r = router(&format!(
+            "{UP}[[routes]]\nid = \"v1\"\npath_prefix = \"/api/v1/\"\nrewrite_prefix = \"/\"\nupstream = \"u\"\n"
+        ));
+        let route = r
+            .find(None, "/api/v1/users", &Method::GET, &HeaderMap::new())
+            .unwrap();
+        assert_eq!(route.rewrite("/api/v1/users"), "/users");
+        assert_eq!(route.rewrite("/api/v1/"), "/");
+    }
+}

@@ -1,0 +1,389 @@
+//! The proxy process side: binds the listeners, accepts connections
+//! (connection limits, PROXY protocol, TLS handshake), serves HTTP/1.1 and
+//! HTTP/2 with hyper, closes idle connections, swaps the state on reload
+//! and shuts down gracefully. The request phases live in `pipeline`.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    task::JoinHandle,
+};
+
+use super::{
+    body::{self, ProxyBody},
+    config::{Limits, Listener},
+    conn::{ConnInfo, ConnIo},
+    demo,
+    hooks::Hooks,
+    pipeline, proxy_protocol,
+    reject::{Reason, Rejection},
+    state::ProxyState,
+    tls::TlsError,
+};
+use crate::config::Config;
+
+/// Why the proxy could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener (or the demo upstream) could not bind its address.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    addrs: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: ArcSwap<ProxyState>,
+    hooks: Hooks,
+    conns: Arc<ConnCounts>,
+}
+
+impl Proxy {
+    /// Binds every listener (and the demo upstream) and starts serving.
+    pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
+        let state = ProxyState::build(config, hooks.clone())?;
+        let mut tasks = Vec::new();
+        if config.demo.enabled {
+            let (_, task) =
+                demo::start(config.demo.address)
+                    .await
+                    .map_err(|source| ProxyError::Bind {
+                        addr: config.demo.address,
+                        source,
+                    })?;
+            tasks.push(task);
+        }
+        let shared = Arc::new(Shared {
+            state: ArcSwap::from_pointee(state),
+            hooks,
+            conns: Arc::default(),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let mut addrs = Vec::new();
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.address)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    addr: l.address,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| ProxyError::Bind {
+                addr: l.address,
+                source,
+            })?;
+            tracing::info!(
+                listener = %l.display_name(),
+                address = %local,
+                tls = l.tls,
+                redirect_https_port = ?l.redirect_https_port,
+                "proxy listening"
+            );
+            addrs.push((l.display_name(), local));
+            tasks.push(tokio::spawn(accept_loop(
+                socket,
+                l.clone(),
+                shared.clone(),
+                rx.clone(),
+            )));
+        }
+        Ok(Proxy {
+            shared,
+            addrs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The bound address of a listener, by name (or configured address).
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Swaps in routes, pools, limits and certificates from a new config.
+    /// On error nothing changes. Listener addresses need a restart.
+    pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
+        let state = ProxyState::build(config, self.shared.hooks.clone())?;
+        self.shared.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// Stops accepting, asks connections to finish their requests, and
+    /// waits up to `grace` for them.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let wait = async {
+            while self.shared.conns.total.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(grace, wait).await.is_err() {
+            tracing::warn!(
+                open = self.shared.conns.total.load(Ordering::Relaxed),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    cfg: Listener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name: Arc<str> = cfg.display_name().into();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = socket.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let limits = shared.state.load().limits.clone();
+        let Some(permit) = shared.conns.acquire(peer.ip(), &limits) else {
+            tracing::warn!(listener = %name, peer = %peer, "connection limit reached; closing");
+            continue;
+        };
+        let (cfg, shared, name, rx) = (cfg.clone(), shared.clone(), name.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            accept_conn(tcp, peer, &cfg, shared, name, rx).await;
+        });
+    }
+}
+
+async fn accept_conn(
+    mut tcp: TcpStream,
+    mut peer: SocketAddr,
+    cfg: &Listener,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let state = shared.state.load_full();
+    let handshake_timeout = state.limits.header_read_timeout;
+    if cfg.proxy_protocol {
+        if !state.trusted.contains(peer.ip()) {
+            tracing::warn!(listener = %name, peer = %peer, "PROXY protocol from an untrusted peer; closing");
+            return;
+        }
+        match tokio::time::timeout(handshake_timeout, proxy_protocol::read_header(&mut tcp)).await {
+            Ok(Ok(Some(source))) => peer = source,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "bad PROXY header"),
+            Err(_) => return,
+        }
+    }
+    if let Some(port) = cfg.redirect_https_port {
+        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
+        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        return serve(io, info, &state, svc, shutdown).await;
+    }
+    if !cfg.tls {
+        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        let svc = proxy_service(shared, info.clone());
+        return serve(io, info, &state, svc, shutdown).await;
+    }
+    let Some(acceptor) = state.tls.clone() else {
+        return;
+    };
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let info = Arc::new(ConnInfo::new(peer, true, name));
+    let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
+    let svc = proxy_service(shared, info.clone());
+    serve(io, info, &state, svc, shutdown).await
+}
+
+fn proxy_service(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |req| {
+        // Each request uses the newest generation (reloads apply at once).
+        let state = shared.state.load_full();
+        let info = info.clone();
+        async move { Ok(pipeline::handle(state, info, req).await) }
+    })
+}
+
+async fn serve<I, S>(
+    io: TokioIo<I>,
+    info: Arc<ConnInfo>,
+    state: &ProxyState,
+    svc: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let idle = state.limits.idle_timeout;
+    let conn = state.http.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tick.tick(), if !closing => {
+                if info.idle_for(idle) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// The redirect listener's answer: 308 to the same host and path over HTTPS.
+fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = req
+        .uri()
+        .host()
+        .map(str::to_owned)
+        .or_else(|| {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            Some(match h.strip_prefix('[') {
+                Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
+                None => h.split(':').next().unwrap_or(h).to_owned(),
+            })
+        })
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
+        });
+    let Some(host) = host else {
+        let r = Rejection::new(Reason::BadRequest, "a Host header is required");
+        return pipeline::problem_response(&r, "-");
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Open connections, in total and per client IP.
+#[derive(Default)]
+struct ConnCounts {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ConnCounts {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limits: &Limits) -> Option<ConnPermit> {
+        let ip = super::client_ip::canonical(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *mine >= limits.max_connections_per_ip
+            || self.total.load(Ordering::Relaxed) >= limits.max_connections
+        {
+            if *mine == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(ConnPermit {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One counted connection; released on drop.
+struct ConnPermit {
+    counts: Arc<ConnCounts>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}

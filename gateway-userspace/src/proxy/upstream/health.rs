@@ -1,0 +1,75 @@
+//! Active health checks: one task per target sends `GET <path>` every
+//! `interval`; `unhealthy_threshold` consecutive failures (no answer within
+//! `timeout`, or a non-2xx status) take it out of rotation and
+//! `healthy_threshold` consecutive successes bring it back. The tasks stop
+//! when the pool set they belong to is replaced (reload) or dropped.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use http::{Request, Uri};
+use tokio::task::JoinHandle;
+
+use super::pool::{Pool, Target};
+use crate::proxy::body;
+
+/// Starts the checks of one pool (nothing when they are disabled).
+pub fn spawn(pool: &Pool) -> Vec<JoinHandle<()>> {
+    if !pool.config.health_check.enabled {
+        return Vec::new();
+    }
+    pool.targets
+        .iter()
+        .map(|t| {
+            let target = t.clone();
+            let client = pool.client.clone();
+            let cfg = pool.config.health_check.clone();
+            let name = pool.name.clone();
+            tokio::spawn(async move {
+                let (mut ok_run, mut fail_run) = (0u32, 0u32);
+                let mut tick = tokio::time::interval(cfg.interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let ok = check(&client, &target, &cfg.path, cfg.timeout).await;
+                    if ok {
+                        ok_run += 1;
+                        fail_run = 0;
+                        if ok_run >= cfg.healthy_threshold.0 {
+                            target.set_healthy(true);
+                        }
+                    } else {
+                        fail_run += 1;
+                        ok_run = 0;
+                        tracing::debug!(upstream = %name, target = %target.addr, "health check failed");
+                        if fail_run >= cfg.unhealthy_threshold.0 {
+                            target.set_healthy(false);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+async fn check(
+    client: &super::pool::HttpClient,
+    target: &Arc<Target>,
+    path: &str,
+    timeout: std::time::Duration,
+) -> bool {
+    let Ok(uri) = format!("http://{}{}", target.addr, path).parse::<Uri>() else {
+        return false;
+    };
+    let Ok(req) = Request::get(uri)
+        .header(http::header::USER_AGENT, "gateway-health-check")
+        .body(body::empty())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) => resp.status().is_success(),
+        _ => false,
+    }
+}
