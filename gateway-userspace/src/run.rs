@@ -17,7 +17,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     admin::server::{AdminSocket, AdminState},
     config::Config,
-    proxy::{Hooks, Proxy},
+    escalate::{Escalator, XdpSink},
+    phases,
+    proxy::Proxy,
     xdp::{self, Loader, XdpMaps},
 };
 
@@ -66,7 +68,31 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .clone()
         .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
 
-    let proxy = Proxy::start(&config, Hooks::default())
+    let never: Vec<crate::net::Net> = config
+        .xdp
+        .allow
+        .iter()
+        .chain(config.trusted_proxies.iter())
+        .copied()
+        .collect();
+    let sink = maps
+        .clone()
+        .map(|m| Box::new(XdpSink::new(m)) as Box<dyn crate::escalate::BlockSink>);
+    let escalator = Arc::new(Escalator::new(config.escalation.clone(), never, sink));
+    let expire = tokio::spawn({
+        let e = escalator.clone();
+        async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                e.expire();
+            }
+        }
+    });
+    let hooks = phases::build_hooks(&config, Some(escalator.clone()))
+        .map_err(anyhow::Error::msg)
+        .context("building the request phases")?;
+    let proxy = Proxy::start(&config, hooks)
         .await
         .context("starting the proxy listeners")?;
 
@@ -79,7 +105,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy);
+                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy, &escalator);
             }
         }
     }
@@ -90,6 +116,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     proxy.shutdown(current.limits.shutdown_grace).await;
     tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
     admin_task.abort();
+    expire.abort();
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -106,6 +133,7 @@ fn reload(
     current: Config,
     maps: Option<&Arc<Mutex<XdpMaps>>>,
     proxy: &Proxy,
+    escalator: &Arc<Escalator>,
 ) -> Config {
     let Some(path) = path else {
         tracing::info!("SIGHUP: running on the embedded default config; nothing to reload");
@@ -126,6 +154,7 @@ fn reload(
         (new.admin.socket != current.admin.socket, "admin.socket"),
         (new.listeners != current.listeners, "listeners"),
         (new.demo != current.demo, "demo"),
+        (new.escalation != current.escalation, "escalation"),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -137,7 +166,14 @@ fn reload(
     }
     // Build the new proxy generation first: if certificates fail to load,
     // nothing (XDP maps included) changes.
-    if let Err(e) = proxy.reload(&new) {
+    let hooks = match phases::build_hooks(&new, Some(escalator.clone())) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; keeping the running config");
+            return current;
+        }
+    };
+    if let Err(e) = proxy.reload(&new, hooks) {
         tracing::error!(error = %e, "config reload rejected; keeping the running config");
         return current;
     }

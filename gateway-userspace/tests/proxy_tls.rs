@@ -256,12 +256,15 @@ async fn reload_swaps_routes_and_keeps_state_on_error() {
          [[tls.certificates]]\nchain = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\nserver_names = [\"x\"]\n",
     );
     let broken = Config::parse(&broken, "t").unwrap();
-    assert!(proxy.reload(&broken).is_err());
+    assert!(proxy.reload(&broken, Hooks::default()).is_err());
     get(addr, "/", "").await;
     assert_eq!(old.requests().len(), 2);
 
     proxy
-        .reload(&Config::parse(&make(new.addr, ""), "t").unwrap())
+        .reload(
+            &Config::parse(&make(new.addr, ""), "t").unwrap(),
+            Hooks::default(),
+        )
         .unwrap();
     get(addr, "/", "").await;
     assert_eq!(new.requests().len(), 1);

@@ -276,6 +276,14 @@ impl Authenticator {
     /// credential (Authorization, the key header, or the key's query
     /// parameter). Call it for every forwarded request, `none` policies
     /// included, so a client can never forge an identity header.
+    /// Removes client-sent copies of every identity header, for requests
+    /// on routes without an auth policy.
+    pub fn strip_identity_headers(&self, req: &mut http::request::Parts) {
+        for name in &self.identity_headers {
+            req.headers.remove(name);
+        }
+    }
+
     pub fn apply_identity(&self, identity: &Identity, req: &mut http::request::Parts) {
         for name in &self.identity_headers {
             req.headers.remove(name);

@@ -6,9 +6,15 @@
 
 #![forbid(unsafe_code)]
 
-use std::{future::Future, net::IpAddr, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{
+    future::Future,
+    net::IpAddr,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
 
-use http::Request;
+use http::{HeaderName, HeaderValue, Request};
 
 use super::{body::ProxyBody, reject::Rejection};
 
@@ -29,6 +35,24 @@ pub struct RequestContext {
     pub route_id: Arc<str>,
     /// The upstream pool the route sends to.
     pub upstream: Arc<str>,
+    /// What phases learn and leave for later phases and the response.
+    pub extras: Arc<Mutex<Extras>>,
+}
+
+/// Per-request state shared between phases.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The authenticated identity, set by the authenticate phase.
+    pub identity: Option<crate::auth::Identity>,
+    /// Headers added to the response, whatever it is (e.g. `RateLimit`).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RequestContext {
+    /// Locks the per-request extras.
+    pub fn extras(&self) -> std::sync::MutexGuard<'_, Extras> {
+        self.extras.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The future a phase returns.
@@ -62,12 +86,15 @@ impl Phase for Allow {
     }
 }
 
-/// The hook phases, in the order the pipeline runs them.
+/// The hook phases, in the order the pipeline runs them, and the
+/// escalation engine that every client-caused rejection is reported to.
 #[derive(Clone)]
 pub struct Hooks {
     pub authenticate: Arc<dyn Phase>,
     pub validate: Arc<dyn Phase>,
     pub rate_limit: Arc<dyn Phase>,
+    /// `None`: offences are not scored.
+    pub escalation: Option<Arc<crate::escalate::Escalator>>,
 }
 
 impl Default for Hooks {
@@ -76,6 +103,7 @@ impl Default for Hooks {
             authenticate: Arc::new(Allow),
             validate: Arc::new(Allow),
             rate_limit: Arc::new(Allow),
+            escalation: None,
         }
     }
 }

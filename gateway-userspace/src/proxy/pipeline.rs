@@ -23,6 +23,8 @@
 use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+
+use crate::escalate::{Offence, Seen};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -32,7 +34,7 @@ use super::{
     check,
     conn::ConnInfo,
     headers::{self, Forwarding},
-    hooks::RequestContext,
+    hooks::{Extras, RequestContext},
     reject::{Reason, Rejection},
     state::ProxyState,
     upstream,
@@ -44,6 +46,8 @@ struct Outcome {
     route: Option<Arc<str>>,
     target: Option<std::net::SocketAddr>,
     reason: Option<Reason>,
+    /// Shared with the phases through the request context.
+    extras: Arc<std::sync::Mutex<Extras>>,
 }
 
 /// Runs all phases for one request; never fails (errors become responses).
@@ -89,6 +93,26 @@ pub async fn handle(
         }
     };
 
+    // Escalation: a client-caused rejection earns its source penalty points.
+    if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
+        && let Some(offence) = offence_of(reason)
+    {
+        let seen = if client_ip == conn.peer.ip() {
+            Seen::Socket
+        } else {
+            Seen::Forwarded
+        };
+        esc.record(client_ip, offence, seen);
+    }
+
+    // Headers the phases left for the response (e.g. RateLimit).
+    {
+        let mut extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, value) in extras.response_headers.drain(..) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+
     // Respond: security headers and the request id on every answer.
     headers::add_security(resp.headers_mut(), &state.security, conn.tls, problem);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -123,6 +147,24 @@ async fn phases(
     client_ip: IpAddr,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Rejection> {
+    // 1b. a source escalated at L7 (seen through a trusted proxy, or with
+    // XDP off) is turned away before any work.
+    if let Some(left) = state
+        .hooks
+        .escalation
+        .as_ref()
+        .and_then(|e| e.l7_blocked(client_ip))
+    {
+        return Err(Rejection::new(
+            Reason::Escalated,
+            "too many bad requests from this address; try again later",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from(left.as_secs().max(1)),
+        ));
+    }
+
     // 2. check
     if conn.smuggling_suspected(index) {
         return Err(Rejection::new(
@@ -151,6 +193,7 @@ async fn phases(
         listener: conn.listener.clone(),
         route_id: route.id.clone(),
         upstream: route.upstream.clone(),
+        extras: outcome.extras.clone(),
     };
 
     let websocket =
@@ -257,10 +300,35 @@ async fn phases(
 }
 
 /// An RFC 9457 problem response for a rejection.
+/// The offence a client-caused rejection counts as, if any. A 404 (no
+/// route) is not one: scanners hit it, but so do broken links. A 403
+/// (valid identity, missing scope) is not one either.
+fn offence_of(reason: Reason) -> Option<Offence> {
+    use Reason::*;
+    match reason {
+        RateLimited => Some(Offence::RateLimited),
+        Unauthenticated | AuthInvalidRequest | TooManyAuthFailures => Some(Offence::AuthFailure),
+        Invalid | UnsupportedMediaType => Some(Offence::ValidationFailure),
+        BadPath | BadRequest | UnderscoreHeader | BodyIncomplete => Some(Offence::MalformedHttp),
+        UriTooLong | HeadersTooLarge | BodyTooLarge | HeaderTimeout | BodyTimeout => {
+            Some(Offence::LimitViolation)
+        }
+        NoRoute | AuthMissing | Forbidden | Escalated | AuthUnavailable | NoHealthyUpstream
+        | UpstreamFailed | UpstreamTimeout | Internal => None,
+    }
+}
+
 pub fn problem_response(rejection: &Rejection, request_id: &str) -> Response<ProxyBody> {
-    let mut resp = Response::new(body::full(rejection.problem_json(request_id)));
+    let body = match &rejection.problem {
+        Some(b) => body::full(b.clone()),
+        None => body::full(rejection.problem_json(request_id)),
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = rejection.reason.status();
     let h = resp.headers_mut();
+    for (name, value) in &rejection.headers {
+        h.append(name.clone(), value.clone());
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),

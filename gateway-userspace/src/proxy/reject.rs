@@ -55,14 +55,28 @@ pub enum Reason {
     HeaderTimeout,
     /// The client stopped sending its body for longer than `body_read_timeout`.
     BodyTimeout,
-    /// The authentication hook refused the request (401).
+    /// The authentication hook refused the request (401): wrong credentials.
     Unauthenticated,
+    /// No credentials were sent to a protected route (401); not an offence.
+    AuthMissing,
     /// The authentication hook refused the identity (403).
     Forbidden,
     /// The validation hook refused the request (400).
     Invalid,
     /// The rate-limit hook refused the request (429).
     RateLimited,
+    /// The request body has a media type the route does not accept (415).
+    UnsupportedMediaType,
+    /// Malformed credentials (e.g. a broken Authorization header) (400).
+    AuthInvalidRequest,
+    /// Too many failed authentications from this source (429).
+    TooManyAuthFailures,
+    /// The identity provider (JWKS, introspection) is unreachable (503).
+    AuthUnavailable,
+    /// The source was escalated for L7 offences and is blocked for a while
+    /// (429); its packets are dropped by XDP unless it came through a
+    /// trusted proxy.
+    Escalated,
     /// The pool has no healthy target (502).
     NoHealthyUpstream,
     /// Connecting to the upstream failed, or it broke the response (502).
@@ -79,14 +93,16 @@ impl Reason {
         use Reason::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
-            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete => {
-                StatusCode::BAD_REQUEST
-            }
+            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete
+            | AuthInvalidRequest => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            TooManyAuthFailures | Escalated => StatusCode::TOO_MANY_REQUESTS,
+            AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout | HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
-            Unauthenticated => StatusCode::UNAUTHORIZED,
+            Unauthenticated | AuthMissing => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             NoHealthyUpstream | UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -99,7 +115,9 @@ impl Reason {
     pub fn fault(self) -> Fault {
         use Reason::*;
         match self {
-            NoHealthyUpstream | UpstreamFailed | UpstreamTimeout => Fault::Upstream,
+            NoHealthyUpstream | UpstreamFailed | UpstreamTimeout | AuthUnavailable => {
+                Fault::Upstream
+            }
             Internal => Fault::Internal,
             _ => Fault::Client,
         }
@@ -120,9 +138,15 @@ impl Reason {
             BodyIncomplete => "body_incomplete",
             HeaderTimeout => "header_timeout",
             Unauthenticated => "unauthenticated",
+            AuthMissing => "auth_missing",
             Forbidden => "forbidden",
             Invalid => "invalid",
             RateLimited => "rate_limited",
+            UnsupportedMediaType => "unsupported_media_type",
+            AuthInvalidRequest => "auth_invalid_request",
+            TooManyAuthFailures => "too_many_auth_failures",
+            AuthUnavailable => "auth_unavailable",
+            Escalated => "escalated",
             NoHealthyUpstream => "no_healthy_upstream",
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
@@ -137,6 +161,11 @@ pub struct Rejection {
     pub reason: Reason,
     /// Shown to the client in the problem `detail`; never include secrets.
     pub detail: String,
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After`, ...).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// A complete problem+json body written by the phase (auth and
+    /// validation render their own, with their extension members).
+    pub problem: Option<Vec<u8>>,
 }
 
 impl Rejection {
@@ -144,7 +173,21 @@ impl Rejection {
         Self {
             reason,
             detail: detail.into(),
+            headers: Vec::new(),
+            problem: None,
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Uses a problem+json body rendered by the phase.
+    pub fn with_problem(mut self, body: Vec<u8>) -> Self {
+        self.problem = Some(body);
+        self
     }
 
     /// The RFC 9457 problem document.

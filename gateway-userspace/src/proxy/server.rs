@@ -64,14 +64,13 @@ pub struct Proxy {
 
 struct Shared {
     state: ArcSwap<ProxyState>,
-    hooks: Hooks,
     conns: Arc<ConnCounts>,
 }
 
 impl Proxy {
     /// Binds every listener (and the demo upstream) and starts serving.
     pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
-        let state = ProxyState::build(config, hooks.clone())?;
+        let state = ProxyState::build(config, hooks)?;
         let mut tasks = Vec::new();
         if config.demo.enabled {
             let (_, task) =
@@ -85,7 +84,6 @@ impl Proxy {
         }
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
-            hooks,
             conns: Arc::default(),
         });
         let (shutdown, rx) = watch::channel(false);
@@ -131,8 +129,10 @@ impl Proxy {
 
     /// Swaps in routes, pools, limits and certificates from a new config.
     /// On error nothing changes. Listener addresses need a restart.
-    pub fn reload(&self, config: &Config) -> Result<(), ProxyError> {
-        let state = ProxyState::build(config, self.shared.hooks.clone())?;
+    /// Swaps in a new generation built from `config` with `hooks` (built
+    /// from the same config by the caller).
+    pub fn reload(&self, config: &Config, hooks: Hooks) -> Result<(), ProxyError> {
+        let state = ProxyState::build(config, hooks)?;
         self.shared.state.store(Arc::new(state));
         Ok(())
     }

@@ -81,6 +81,29 @@ pub fn validate_and_resolve(
                 ),
             ));
         }
+        if let Some(policy) = &r.auth
+            && !config.auth.policies.contains_key(policy.get_ref())
+        {
+            return Err(at(
+                policy.span(),
+                format!(
+                    "route '{id}' uses auth policy '{}', which is not defined in [auth.policies]",
+                    policy.get_ref()
+                ),
+            ));
+        }
+        if let Some(unknown) = r
+            .rate_limits
+            .iter()
+            .find(|n| !config.rate_limit.limits.iter().any(|l| &l.name == *n))
+        {
+            return Err(at(
+                r.id.span(),
+                format!(
+                    "route '{id}' uses rate limit '{unknown}', which is not defined in [[rate_limit.limits]]"
+                ),
+            ));
+        }
         match (&r.path, &r.path_prefix) {
             (Some(_), Some(_)) | (None, None) => {
                 return Err(at(

@@ -39,6 +39,14 @@ pub struct Route {
     /// (`"/"` strips it). Only with `path_prefix`.
     #[serde(default)]
     pub rewrite_prefix: Option<PathPattern>,
+    /// Name of the auth policy (`[auth.policies.NAME]`). Absent: public,
+    /// but client-sent identity headers are still removed.
+    #[serde(default)]
+    pub auth: Option<Spanned<String>>,
+    /// Names of `[[rate_limit.limits]]` applied to this route, after the
+    /// global ones.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
 }
 
 /// A host pattern, lowercased: `example.com` or `*.example.com`.
