@@ -19,7 +19,7 @@ use std::{
 
 use tests::{
     gateway::{Gateway, cli},
-    guard::{Netns, PinDir, Veth, sh},
+    guard::{Netns, PinDir, TempDir, Veth, sh},
     netns::in_netns,
     require_root,
 };
@@ -246,22 +246,6 @@ socket = "{socket}"
     )
     .unwrap();
     path
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let p = std::env::temp_dir().join(tests::unique_name("gw-e2e-"));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
 }
 
 fn subnet(offset: u8) -> u8 {
