@@ -64,6 +64,9 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// Re-read the config file of the running gateway (as SIGHUP does); a
+    /// bad file is reported with file:line and the running config is kept.
+    Reload,
     /// Version of the gateway and of its eBPF program.
     Version,
     /// Print the SHA-256 hash of an API key read from stdin, for
@@ -298,6 +301,7 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
             |v| format!("removed {} override(s)", v["removed"]),
         ),
         Command::Stats { json, top } => (Request::Stats { top }, json, render_stats),
+        Command::Reload => (Request::Reload, false, |_| "reloaded".to_owned()),
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig

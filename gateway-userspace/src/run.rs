@@ -58,7 +58,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
 
     let admin = AdminSocket::bind(&config.admin.socket)?;
     tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
     let state = Arc::new(AdminState {
+        reload: reload_tx,
         maps: maps.clone(),
         interface,
         mode,
@@ -95,6 +97,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let proxy = Proxy::start(&config, hooks)
         .await
         .context("starting the proxy listeners")?;
+    if config_path.is_none() {
+        print_try_it();
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -105,7 +110,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy, &escalator);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator);
+                current = reloaded(current, r).0;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator);
+                let (c, outcome) = reloaded(current, r);
+                current = c;
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -126,26 +138,35 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Re-reads the config file. A bad file is logged with file, line and
-/// problem, and the running config stays as it was.
-fn reload(
+/// What to try against the embedded default config, printed at start.
+fn print_try_it() {
+    eprintln!(
+        "\n  gateway is running on its embedded default config. Try:\n\
+         \n    curl -i http://127.0.0.1:8080/api/v1/hello                        # 401: the API needs a key\
+         \n    curl -H 'X-Api-Key: demo-key' http://127.0.0.1:8080/api/v1/hello  # 200 from the demo upstream\
+         \n    curl -k -H 'X-Api-Key: demo-key' https://127.0.0.1:8443/api/v2/hello\
+         \n    curl http://127.0.0.1:8080/public/hello                           # no key needed\
+         \n    gateway block add 127.0.0.2 --ttl 1m && curl --interface 127.0.0.2 --max-time 2 http://127.0.0.1:8080/public/x\
+         \n    gateway stats\n"
+    );
+}
+
+/// Re-reads the config file and swaps it in. A bad file (or certificate,
+/// or key file) is an error naming file, line and problem, and nothing
+/// changes: the running config stays.
+fn try_reload(
     path: Option<&PathBuf>,
-    current: Config,
+    current: &Config,
     maps: Option<&Arc<Mutex<XdpMaps>>>,
     proxy: &Proxy,
     escalator: &Arc<Escalator>,
-) -> Config {
+) -> Result<Config, String> {
     let Some(path) = path else {
-        tracing::info!("SIGHUP: running on the embedded default config; nothing to reload");
-        return current;
+        return Err(
+            "running on the embedded default config; start with --config FILE to reload".into(),
+        );
     };
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload rejected; keeping the running config");
-            return current;
-        }
-    };
+    let new = Config::load(path).map_err(|e| e.to_string())?;
     let restart_only = [
         (new.xdp.enabled != current.xdp.enabled, "xdp.enabled"),
         (new.xdp.interface != current.xdp.interface, "xdp.interface"),
@@ -164,26 +185,26 @@ fn reload(
             );
         }
     }
-    // Build the new proxy generation first: if certificates fail to load,
-    // nothing (XDP maps included) changes.
-    let hooks = match phases::build_hooks(&new, Some(escalator.clone())) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload rejected; keeping the running config");
-            return current;
-        }
-    };
-    if let Err(e) = proxy.reload(&new, hooks) {
-        tracing::error!(error = %e, "config reload rejected; keeping the running config");
-        return current;
-    }
+    // Build the new proxy generation first: if certificates or key files
+    // fail to load, nothing (XDP maps included) changes.
+    let hooks = phases::build_hooks(&new, Some(escalator.clone()))?;
+    proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = xdp::apply::apply(&mut m, &new.xdp) {
-            tracing::error!(error = %e, "applying the reloaded config to the XDP maps failed");
-            return current;
-        }
+        xdp::apply::apply(&mut m, &new.xdp)
+            .map_err(|e| format!("applying the reloaded config to the XDP maps failed: {e:#}"))?;
     }
     tracing::info!(config = %path.display(), "config reloaded");
-    new
+    Ok(new)
+}
+
+/// Logs the outcome of a reload and keeps whichever config is now running.
+fn reloaded(current: Config, result: Result<Config, String>) -> (Config, Result<(), String>) {
+    match result {
+        Ok(new) => (new, Ok(())),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload rejected; keeping the running config");
+            (current, Err(e))
+        }
+    }
 }

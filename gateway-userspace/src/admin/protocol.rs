@@ -48,6 +48,8 @@ pub enum Request {
         top: usize,
     },
     Status,
+    /// Re-read the config file, as SIGHUP does.
+    Reload,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

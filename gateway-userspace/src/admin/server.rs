@@ -40,6 +40,8 @@ pub struct AdminState {
     /// Shown by `status`.
     pub interface: String,
     pub mode: String,
+    /// Asks the run loop to reload the config file; answers with the outcome.
+    pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
 
 /// A bound admin socket; removes its file on drop.
@@ -113,6 +115,10 @@ async fn serve_one(stream: UnixStream, state: &AdminState) -> Result<()> {
     .await;
     let response = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Reload) => {
+                tracing::info!("admin request: reload");
+                reload(state).await
+            }
             Ok(req) => {
                 tracing::info!(request = %line.trim(), "admin request");
                 handle(state, req)
@@ -129,6 +135,21 @@ async fn serve_one(stream: UnixStream, state: &AdminState) -> Result<()> {
 }
 
 use tokio::io::AsyncReadExt as _;
+
+/// Asks the run loop to reload and waits for the outcome.
+async fn reload(state: &AdminState) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return Response::err("the gateway is shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(30), rx).await {
+        Ok(Ok(Ok(()))) => Response::ok(json!({ "reloaded": true })),
+        Ok(Ok(Err(e))) => Response::err(format!(
+            "reload rejected, the running config is unchanged: {e}"
+        )),
+        _ => Response::err("the reload did not finish within 30 s"),
+    }
+}
 
 /// Applies one request. Every input is validated before anything changes.
 pub fn handle(state: &AdminState, req: Request) -> Response {
@@ -351,6 +372,6 @@ fn apply(maps: &mut XdpMaps, req: Request) -> Result<Value> {
                 .collect();
             Ok(json!({ "counters": counters, "top_dropped": top }))
         }
-        Request::Status => unreachable!("handled above"),
+        Request::Status | Request::Reload => unreachable!("handled above"),
     }
 }

@@ -215,6 +215,12 @@ pub fn add_security(headers: &mut HeaderMap, cfg: &SecurityHeaders, tls: bool, p
     set(header::REFERRER_POLICY, &cfg.referrer_policy, false);
     if problem {
         set(header::CONTENT_SECURITY_POLICY, &cfg.problem_csp, true);
+    } else {
+        set(
+            header::CONTENT_SECURITY_POLICY,
+            &cfg.content_security_policy,
+            false,
+        );
     }
     if tls {
         set(header::STRICT_TRANSPORT_SECURITY, &cfg.hsts, true);

@@ -8,6 +8,7 @@ pub mod check;
 pub mod client_ip;
 pub mod config;
 pub mod conn;
+pub mod cors;
 pub mod demo;
 pub mod h1_scan;
 pub mod headers;

@@ -33,6 +33,7 @@ use super::{
     body::{self, Limited, ProxyBody, Tripped},
     check,
     conn::ConnInfo,
+    cors,
     headers::{self, Forwarding},
     hooks::{Extras, RequestContext},
     reject::{Reason, Rejection},
@@ -48,6 +49,10 @@ struct Outcome {
     reason: Option<Reason>,
     /// Shared with the phases through the request context.
     extras: Arc<std::sync::Mutex<Extras>>,
+    /// The matched route's security headers (global ones if no route).
+    security: Option<Arc<super::config::SecurityHeaders>>,
+    /// The matched route's CORS and the request's Origin.
+    cors: Option<(Arc<cors::Cors>, Option<HeaderValue>)>,
 }
 
 /// Runs all phases for one request; never fails (errors become responses).
@@ -114,7 +119,11 @@ pub async fn handle(
     }
 
     // Respond: security headers and the request id on every answer.
-    headers::add_security(resp.headers_mut(), &state.security, conn.tls, problem);
+    let security = outcome.security.as_deref().unwrap_or(&state.security);
+    headers::add_security(resp.headers_mut(), security, conn.tls, problem);
+    if let Some((c, origin)) = &outcome.cors {
+        cors::apply(c, origin.as_ref(), resp.headers_mut());
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -175,16 +184,30 @@ async fn phases(
     let checked = check::check(&mut req, &state.limits)?;
 
     // 3. route
+    let preflight = cors::is_preflight(req.method(), req.headers());
+    let match_method = if preflight {
+        cors::requested_method(req.headers()).unwrap_or_else(|| req.method().clone())
+    } else {
+        req.method().clone()
+    };
     let route = state
         .router
         .find(
             checked.host.as_deref(),
             &checked.path,
-            req.method(),
+            &match_method,
             req.headers(),
         )
         .ok_or_else(|| Rejection::new(Reason::NoRoute, "no route matches this request"))?;
     outcome.route = Some(route.id.clone());
+    outcome.security = Some(route.security.clone());
+    if let Some(c) = &route.cors {
+        // The gateway answers preflights itself, before authentication.
+        if preflight {
+            return Ok(cors::preflight(c, req.headers()));
+        }
+        outcome.cors = Some((c.clone(), req.headers().get(header::ORIGIN).cloned()));
+    }
     let ctx = RequestContext {
         request_id: request_id.to_owned(),
         client_ip,

@@ -17,6 +17,10 @@ use super::config::{HostPattern, Route as RouteConfig};
 pub struct Route {
     pub id: Arc<str>,
     pub upstream: Arc<str>,
+    /// CORS, when the route allows cross-origin browser requests.
+    pub cors: Option<Arc<super::cors::Cors>>,
+    /// `[security_headers]` with this route's overrides applied.
+    pub security: Arc<super::config::SecurityHeaders>,
     host: Option<HostPattern>,
     path: PathMatch,
     methods: Vec<Method>,
@@ -31,7 +35,7 @@ enum PathMatch {
 }
 
 impl Route {
-    fn from_config(c: &RouteConfig) -> Self {
+    fn from_config(c: &RouteConfig, security: &super::config::SecurityHeaders) -> Self {
         let path = match (&c.path, &c.path_prefix) {
             (Some(p), _) => PathMatch::Exact(p.0.clone()),
             (None, Some(p)) => PathMatch::Prefix(p.0.clone()),
@@ -40,6 +44,8 @@ impl Route {
         Self {
             id: c.id.get_ref().as_str().into(),
             upstream: c.upstream.get_ref().as_str().into(),
+            cors: c.cors.clone().map(Arc::new),
+            security: Arc::new(security.merged(&c.security_headers)),
             host: c.host.clone(),
             path,
             methods: c
@@ -111,8 +117,11 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(configs: &[RouteConfig]) -> Self {
-        let mut routes: Vec<Route> = configs.iter().map(Route::from_config).collect();
+    pub fn new(configs: &[RouteConfig], security: &super::config::SecurityHeaders) -> Self {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .map(|c| Route::from_config(c, security))
+            .collect();
         routes.sort_by_cached_key(Route::rank);
         Self {
             routes: routes.into_iter().map(Arc::new).collect(),
@@ -161,7 +170,7 @@ mod tests {
 
     fn router(toml: &str) -> Router {
         let c = crate::config::Config::parse(toml, "t").unwrap();
-        Router::new(&c.routes)
+        Router::new(&c.routes, &c.security_headers)
     }
 
     const UP: &str = "[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n";

@@ -44,7 +44,7 @@ impl ProxyState {
             None
         };
         Ok(Self {
-            router: Router::new(&config.routes),
+            router: Router::new(&config.routes, &config.security_headers),
             pools: Pools::new(&config.upstreams),
             limits: config.limits.clone(),
             security: config.security_headers.clone(),

@@ -107,6 +107,9 @@ pub struct SecurityHeaders {
     pub frame_options: String,
     /// `Referrer-Policy`.
     pub referrer_policy: String,
+    /// `Content-Security-Policy` on every response that has none (the
+    /// default suits JSON APIs: nothing may load or frame them).
+    pub content_security_policy: String,
     /// `Content-Security-Policy` on the gateway's own problem responses.
     pub problem_csp: String,
     /// `Strict-Transport-Security` on responses over TLS.
@@ -124,10 +127,44 @@ impl Default for SecurityHeaders {
             frame_options: "DENY".into(),
             // No referrer leaks.
             referrer_policy: "no-referrer".into(),
+            // APIs serve data, never active content (OWASP REST guidance).
+            content_security_policy: "default-src 'none'; frame-ancestors 'none'".into(),
             // Problem bodies are data, never active content.
             problem_csp: "default-src 'none'; frame-ancestors 'none'".into(),
             // One year (31,536,000 s), this host only.
             hsts: "max-age=31536000".into(),
+        }
+    }
+}
+
+/// Per-route changes to `[security_headers]`: each key set here replaces
+/// the global value for that route (an empty string removes the header).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityHeadersOverride {
+    pub enabled: Option<bool>,
+    pub content_type_options: Option<String>,
+    pub frame_options: Option<String>,
+    pub referrer_policy: Option<String>,
+    pub content_security_policy: Option<String>,
+    pub hsts: Option<String>,
+}
+
+impl SecurityHeaders {
+    /// The global headers with a route's overrides applied.
+    pub fn merged(&self, o: &SecurityHeadersOverride) -> SecurityHeaders {
+        let pick = |v: &Option<String>, base: &String| v.clone().unwrap_or_else(|| base.clone());
+        SecurityHeaders {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            content_type_options: pick(&o.content_type_options, &self.content_type_options),
+            frame_options: pick(&o.frame_options, &self.frame_options),
+            referrer_policy: pick(&o.referrer_policy, &self.referrer_policy),
+            content_security_policy: pick(
+                &o.content_security_policy,
+                &self.content_security_policy,
+            ),
+            problem_csp: self.problem_csp.clone(),
+            hsts: pick(&o.hsts, &self.hsts),
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod upstream;
 
 use std::collections::HashSet;
 
-pub use limits::{Limits, SecurityHeaders, UnderscoreHeaders};
+pub use limits::{Limits, SecurityHeaders, SecurityHeadersOverride, UnderscoreHeaders};
 pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
 pub use route::{HostPattern, PathPattern, Route};
 pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
@@ -80,6 +80,10 @@ pub fn validate_and_resolve(
                     r.upstream.get_ref()
                 ),
             ));
+        }
+        if let Some(cors) = &r.cors {
+            cors.validate()
+                .map_err(|m| at(r.id.span(), format!("route '{id}': {m}")))?;
         }
         if let Some(policy) = &r.auth
             && !config.auth.policies.contains_key(policy.get_ref())

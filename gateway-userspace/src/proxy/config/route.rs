@@ -47,6 +47,13 @@ pub struct Route {
     /// global ones.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// CORS for browser clients; absent: no CORS headers, preflights are
+    /// forwarded like any request.
+    #[serde(default)]
+    pub cors: Option<crate::proxy::cors::Cors>,
+    /// Changes to `[security_headers]` for this route.
+    #[serde(default)]
+    pub security_headers: super::limits::SecurityHeadersOverride,
 }
 
 /// A host pattern, lowercased: `example.com` or `*.example.com`.
