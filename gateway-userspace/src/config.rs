@@ -48,6 +48,7 @@ pub enum ConfigError {
 pub struct Config {
     pub xdp: XdpSection,
     pub admin: AdminSection,
+    pub validation: crate::validate::ValidationSection,
 }
 
 /// The kernel fast path.
@@ -250,7 +251,7 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Invalid {
                 path: origin.to_owned(),
@@ -259,6 +260,7 @@ impl Config {
                 message: e.message().trim().to_owned(),
             }
         })?;
+        config.validation.set_source(origin, text);
         config.validate(origin)?;
         Ok(config)
     }
