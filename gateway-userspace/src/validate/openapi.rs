@@ -196,7 +196,7 @@ impl Doc<'_> {
             .compile(schema)
             .map_err(|e| format!("parameter {name}: {e}"))?;
         let required = location == "path" || p["required"].as_bool().unwrap_or(false);
-        let rule = ParamRule::from_schema(name, kind, required, check);
+        let mut rule = ParamRule::from_schema(name, kind, required, check);
         match location {
             "path" => v.path.push(rule),
             "query" => v.query.push(rule),
@@ -205,6 +205,7 @@ impl Doc<'_> {
                     .map_err(|_| format!("parameter {name}: not a valid header name"))?;
                 // OpenAPI: these are described elsewhere and ignored as parameters.
                 if !matches!(header.as_str(), "accept" | "content-type" | "authorization") {
+                    rule.name = header.as_str().to_owned();
                     v.headers.push((header, rule));
                 }
             }

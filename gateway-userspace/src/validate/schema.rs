@@ -37,7 +37,7 @@ pub(crate) fn is_uuid(s: &str) -> bool {
 /// OpenAPI's `byte`: padded standard base64.
 fn is_base64(s: &str) -> bool {
     let body = s.trim_end_matches('=');
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.len() - body.len() <= 2
         && body
             .bytes()
