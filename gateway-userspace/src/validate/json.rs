@@ -231,6 +231,13 @@ mod tests {
         assert!(parse_strict(ok.as_bytes(), 32).is_ok());
         let over = "[".repeat(33) + &"]".repeat(33);
         assert_eq!(reason(over.as_bytes()), "too_deep");
+        // At the largest setting our check still comes before serde_json's own.
+        let limit = super::super::MAX_DEPTH_LIMIT;
+        let ok = "[".repeat(limit) + &"]".repeat(limit);
+        assert!(parse_strict(ok.as_bytes(), limit).is_ok());
+        let over = "{\"a\":".repeat(limit + 1) + "1" + &"}".repeat(limit + 1);
+        let r = parse_strict(over.as_bytes(), limit).unwrap_err();
+        assert_eq!(r.reason(), "too_deep");
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub use error::ValidationConfigError;
 pub use rejection::{Part, Reason, Rejection, Violation};
 pub use route::RouteValidator;
 
+/// The largest `max_depth`: serde_json refuses deeper input on its own
+/// (as malformed), so a larger setting would not mean what it says.
+pub const MAX_DEPTH_LIMIT: usize = 126;
+
 /// Every route's compiled rules. Built once per config load; shared
 /// read-only by all requests.
 pub struct Validators {
@@ -47,6 +51,12 @@ impl Validators {
         section: &ValidationSection,
         base_dir: &Path,
     ) -> Result<Self, ValidationConfigError> {
+        if !(1..=MAX_DEPTH_LIMIT).contains(&section.max_depth) || section.max_errors == 0 {
+            return Err(ValidationConfigError::Document {
+                at: "[validation]".to_owned(),
+                message: format!("max_depth must be 1-{MAX_DEPTH_LIMIT} and max_errors at least 1"),
+            });
+        }
         let mut validators = Validators {
             routes: HashMap::new(),
         };

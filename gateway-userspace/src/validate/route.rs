@@ -157,19 +157,7 @@ impl RouteValidator {
                 Ok(())
             };
         }
-        let is_json = content_type
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(json::is_json_media_type);
-        if !is_json {
-            return Err(Rejection::one(
-                Reason::UnsupportedMediaType,
-                Violation::new(
-                    Part::Header,
-                    "/content-type",
-                    "must be application/json or application/*+json",
-                ),
-            ));
-        }
+        self.check_content_type(content_type)?;
         let value = json::parse_strict(body, rule.max_depth)?;
         let violations = schema::violations(&rule.schema, &value, Part::Body);
         if violations.is_empty() {
@@ -181,6 +169,33 @@ impl RouteValidator {
                 self.max_errors,
             ))
         }
+    }
+}
+
+impl RouteValidator {
+    /// The media-type part of [`RouteValidator::check_body`], for a proxy
+    /// that wants to answer 415 before reading a non-empty body: `Ok` when
+    /// the route has no body schema, or when `content_type` is
+    /// `application/json` or `application/*+json` (optionally with
+    /// `charset=utf-8`).
+    pub fn check_content_type(&self, content_type: Option<&HeaderValue>) -> Result<(), Rejection> {
+        if self.body.is_none() {
+            return Ok(());
+        }
+        let is_json = content_type
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(json::is_json_media_type);
+        if is_json {
+            return Ok(());
+        }
+        Err(Rejection::one(
+            Reason::UnsupportedMediaType,
+            Violation::new(
+                Part::Header,
+                "/content-type",
+                "must be application/json or application/*+json",
+            ),
+        ))
     }
 }
 
