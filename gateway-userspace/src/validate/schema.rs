@@ -203,6 +203,11 @@ mod tests {
         assert!(compile(&json!({"format": "emial"}), None).is_err());
         assert!(compile(&json!({"$ref": "https://example.invalid/s.json"}), None).is_err());
         assert!(compile(&json!({"type": 12}), None).is_err());
+        // Linear-time engine: no look-around, refused at load.
+        assert!(compile(&json!({"pattern": "(?=a)b"}), None).is_err());
+        // ECMA \d is ASCII.
+        let v = compile(&json!({"pattern": "^\\d+$"}), None).unwrap();
+        assert!(v.is_valid(&json!("123")) && !v.is_valid(&json!("١٢٣")));
     }
 
     #[test]
