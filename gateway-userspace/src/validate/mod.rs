@@ -123,3 +123,13 @@ impl Validators {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn validators_can_be_shared_across_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<super::Validators>();
+        shared::<super::Rejection>();
+    }
+}

@@ -145,7 +145,7 @@ impl ParamRule {
             fail(&format!("must be a valid {name}"));
         }
         if let Some(check) = &self.schema {
-            for v in schema::violations(check, &value, part) {
+            for v in schema::violations(check, &value, part, usize::MAX).0 {
                 // The schema sees a bare value: its pointer is "", the parameter's is /name.
                 out.push(Violation::param(part, &self.name, v.message()));
             }

@@ -157,6 +157,12 @@ impl Rejection {
         }
     }
 
+    /// Counts `more` violations found but not described.
+    pub(crate) fn and_more(mut self, more: usize) -> Self {
+        self.omitted += more;
+        self
+    }
+
     /// A rejection with one violation.
     pub(crate) fn one(reason: Reason, violation: Violation) -> Self {
         Self::new(reason, vec![violation], 1)

@@ -159,15 +159,12 @@ impl RouteValidator {
         }
         self.check_content_type(content_type)?;
         let value = json::parse_strict(body, rule.max_depth)?;
-        let violations = schema::violations(&rule.schema, &value, Part::Body);
+        let (violations, more) =
+            schema::violations(&rule.schema, &value, Part::Body, self.max_errors);
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(Rejection::new(
-                Reason::InvalidBody,
-                violations,
-                self.max_errors,
-            ))
+            Err(Rejection::new(Reason::InvalidBody, violations, self.max_errors).and_more(more))
         }
     }
 }

@@ -82,13 +82,24 @@ pub(crate) fn format_check(format: &str) -> Result<Validator, String> {
     )
 }
 
-/// The violations of `instance` against `validator`, in `part`.
-pub(crate) fn violations(validator: &Validator, instance: &Value, part: Part) -> Vec<Violation> {
+/// The violations of `instance` against `validator`, in `part`: at most
+/// about `cap` described, and how many more errors were only counted.
+pub(crate) fn violations(
+    validator: &Validator,
+    instance: &Value,
+    part: Part,
+    cap: usize,
+) -> (Vec<Violation>, usize) {
     let mut out = Vec::new();
+    let mut more = 0;
     for error in validator.iter_errors(instance) {
-        describe(&error, part, &mut out);
+        if out.len() < cap {
+            describe(&error, part, &mut out);
+        } else {
+            more += 1;
+        }
     }
-    out
+    (out, more)
 }
 
 /// Turns one error into violations, with messages built from the schema's
@@ -214,7 +225,7 @@ mod tests {
     fn messages_do_not_echo_the_value() {
         let v = compile(&json!({"properties": {"e": {"format": "email"}}}), None).unwrap();
         let secret = "x".repeat(50) + "-secret";
-        let vs = violations(&v, &json!({ "e": secret }), Part::Body);
+        let (vs, _) = violations(&v, &json!({ "e": secret }), Part::Body, 20);
         assert_eq!(vs.len(), 1);
         assert_eq!(vs[0].pointer(), "/e");
         assert!(!vs[0].message().contains("secret"), "{:?}", vs[0]);
