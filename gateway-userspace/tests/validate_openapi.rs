@@ -252,3 +252,25 @@ fn openapi_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn unsupported_parameter_is_an_error_naming_the_operation() {
+    let dir = std::env::temp_dir().join(format!("gw-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {
+        "/search": {"get": {"operationId": "search", "parameters": [
+            {"name": "tags", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}
+        ], "responses": {}}}}});
+    std::fs::write(dir.join("api.json"), doc.to_string()).unwrap();
+    let config = Config::parse("[[validation.openapi]]\nfile = \"api.json\"\n", "gw.toml").unwrap();
+    let e = Validators::from_config(&config.validation, &dir)
+        .err()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(e.route(), Some("search"));
+    let e = e.to_string();
+    assert!(
+        e.contains("GET /search") && e.contains("tags") && e.contains("not supported"),
+        "{e}"
+    );
+}
