@@ -70,6 +70,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Net>,
     pub security_headers: SecurityHeaders,
     pub demo: Demo,
+    /// Per-route request validation (`docs/validation.md`).
+    pub validation: crate::validate::ValidationSection,
 }
 
 /// The kernel fast path.
@@ -233,6 +235,8 @@ impl Default for Config {
             escalation: crate::escalate::EscalationSection::default(),
             // No auth providers or policies unless the file declares some.
             auth: crate::auth::AuthSection::default(),
+            // No validation rules unless the file declares some.
+            validation: crate::validate::ValidationSection::default(),
         }
     }
 }
@@ -311,6 +315,7 @@ impl Config {
                 message: e.message().trim().to_owned(),
             }
         })?;
+        config.validation.set_source(origin, text);
         config.validate(origin)?;
         crate::proxy::config::validate_and_resolve(&mut config, text, origin)?;
         Ok(config)

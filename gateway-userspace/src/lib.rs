@@ -3,7 +3,8 @@
 //! socket the CLI talks to; `config` parses the TOML file; `run` ties them
 //! together in the `gateway run` process; `cli` is the command line; `auth`
 //! is the authenticate phase of the proxy (policies, JWT, introspection, API
-//! keys, Basic).
+//! keys, Basic);
+//! `validate` checks requests against per-route rules (JSON Schema, OpenAPI).
 
 pub mod admin;
 pub mod auth;
@@ -16,4 +17,5 @@ pub mod phases;
 pub mod proxy;
 pub mod ratelimit;
 pub mod run;
+pub mod validate;
 pub mod xdp;

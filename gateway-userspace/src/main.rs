@@ -48,7 +48,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                // Config::load checks the shape of [validation]; compiling its
+                // schemas, regexes and OpenAPI documents finds the rest.
+                let base_dir = config.parent().unwrap_or(std::path::Path::new("."));
+                gateway::validate::Validators::from_config(&c.validation, base_dir)
+                    .map_err(|e| e.to_string())
+            }) {
             Ok(_) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS

@@ -1,0 +1,302 @@
+//! Path parameters, query parameters and headers: their text converted to
+//! the declared type (integer, number, boolean or string), then checked
+//! against the rule (pattern, enum, bounds, lengths, format). Everything a
+//! rule needs (regexes, format checks) is compiled at config load.
+
+#![forbid(unsafe_code)]
+
+use jsonschema::Validator;
+use regex::Regex;
+use serde_json::Value;
+
+use super::{
+    config::{ParamConfig, ParamType},
+    rejection::{Part, Violation},
+    schema,
+};
+
+/// A compiled rule for one parameter.
+pub(crate) struct ParamRule {
+    pub(crate) name: String,
+    pub(crate) required: bool,
+    kind: ParamType,
+    pattern: Option<Regex>,
+    allowed: Option<Vec<Value>>,
+    minimum: Option<f64>,
+    maximum: Option<f64>,
+    min_length: Option<usize>,
+    max_length: Option<usize>,
+    format: Option<(String, Validator)>,
+    /// An OpenAPI parameter's own schema, checked on the converted value.
+    schema: Option<Validator>,
+}
+
+impl ParamRule {
+    /// Compiles a hand-written rule; the error says what is wrong with it.
+    pub(crate) fn from_config(name: &str, c: &ParamConfig) -> Result<Self, String> {
+        let numeric = matches!(c.kind, ParamType::Integer | ParamType::Number);
+        if !numeric && (c.minimum.is_some() || c.maximum.is_some()) {
+            return Err("minimum/maximum need type integer or number".into());
+        }
+        if c.kind != ParamType::String
+            && (c.min_length.is_some() || c.max_length.is_some() || c.format.is_some())
+        {
+            return Err("min_length/max_length/format need type string".into());
+        }
+        if let (Some(lo), Some(hi)) = (c.minimum, c.maximum)
+            && lo > hi
+        {
+            return Err(format!("minimum {lo} is above maximum {hi}"));
+        }
+        if let (Some(lo), Some(hi)) = (c.min_length, c.max_length)
+            && lo > hi
+        {
+            return Err(format!("min_length {lo} is above max_length {hi}"));
+        }
+        let pattern = c.pattern.as_deref().map(anchored_regex).transpose()?;
+        if let Some(values) = &c.allowed
+            && let Some(bad) = values.iter().find(|v| !is_of_kind(v, c.kind))
+        {
+            return Err(format!("enum value {bad} is not of type {}", c.kind.name()));
+        }
+        let format = match &c.format {
+            Some(f) => Some((f.clone(), schema::format_check(f)?)),
+            None => None,
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            required: c.required,
+            kind: c.kind,
+            pattern,
+            allowed: c.allowed.clone(),
+            minimum: c.minimum,
+            maximum: c.maximum,
+            min_length: c.min_length,
+            max_length: c.max_length,
+            format,
+            schema: None,
+        })
+    }
+
+    /// A rule whose checks are a JSON Schema (an OpenAPI parameter).
+    pub(crate) fn from_schema(
+        name: &str,
+        kind: ParamType,
+        required: bool,
+        schema: Validator,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            required,
+            kind,
+            pattern: None,
+            allowed: None,
+            minimum: None,
+            maximum: None,
+            min_length: None,
+            max_length: None,
+            format: None,
+            schema: Some(schema),
+        }
+    }
+
+    /// Checks one value; violations are about `/name` in `part`.
+    pub(crate) fn check(&self, raw: &str, part: Part, out: &mut Vec<Violation>) {
+        let mut fail = |message: &str| out.push(Violation::param(part, &self.name, message));
+        let Some(value) = convert(raw, self.kind) else {
+            return fail(&format!("must be {}", article(self.kind)));
+        };
+        if let Some(re) = &self.pattern
+            && !re.is_match(raw)
+        {
+            fail(&format!("must match {}", re.as_str()));
+        }
+        if let Some(allowed) = &self.allowed
+            && !allowed.iter().any(|a| same(a, &value))
+        {
+            fail("must be one of the allowed values");
+        }
+        if let Some(n) = value.as_f64() {
+            if let Some(lo) = self.minimum
+                && n < lo
+            {
+                fail(&format!("must be >= {lo}"));
+            }
+            if let Some(hi) = self.maximum
+                && n > hi
+            {
+                fail(&format!("must be <= {hi}"));
+            }
+        }
+        let chars = raw.chars().count();
+        if let Some(lo) = self.min_length
+            && chars < lo
+        {
+            fail(&format!("must be at least {lo} characters long"));
+        }
+        if let Some(hi) = self.max_length
+            && chars > hi
+        {
+            fail(&format!("must be at most {hi} characters long"));
+        }
+        if let Some((name, check)) = &self.format
+            && !check.is_valid(&value)
+        {
+            fail(&format!("must be a valid {name}"));
+        }
+        if let Some(check) = &self.schema {
+            for v in schema::violations(check, &value, part, usize::MAX).0 {
+                // The schema sees a bare value: its pointer is "", the parameter's is /name.
+                out.push(Violation::param(part, &self.name, v.message()));
+            }
+        }
+    }
+}
+
+/// `pattern` compiled to match the whole value. `\d` is refused: in Rust
+/// regex it matches every Unicode digit (Arabic-Indic, fullwidth...).
+fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.next(), Some('d' | 'D')) {
+            return Err(format!(
+                "pattern {pattern:?}: write [0-9] instead of \\d, which also matches non-ASCII digits"
+            ));
+        }
+    }
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("pattern {pattern:?}: {e}"))
+}
+
+/// The text converted to `kind`, or `None` if it is not one.
+pub(crate) fn convert(raw: &str, kind: ParamType) -> Option<Value> {
+    match kind {
+        ParamType::String => Some(Value::String(raw.to_owned())),
+        ParamType::Boolean => match raw {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        ParamType::Integer => {
+            let digits = raw.strip_prefix('-').unwrap_or(raw);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            raw.parse::<i64>().ok().map(Value::from)
+        }
+        ParamType::Number => {
+            // Only JSON-like numbers: no "inf", "NaN", hex or leading '+'.
+            let ok = !raw.is_empty()
+                && raw
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b == b'-' || b.is_ascii_digit())
+                && raw
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+            let n = raw.parse::<f64>().ok().filter(|n| ok && n.is_finite())?;
+            serde_json::Number::from_f64(n).map(Value::Number)
+        }
+    }
+}
+
+fn is_of_kind(v: &Value, kind: ParamType) -> bool {
+    match kind {
+        ParamType::String => v.is_string(),
+        ParamType::Integer => v.is_i64() || v.is_u64(),
+        ParamType::Number => v.is_number(),
+        ParamType::Boolean => v.is_boolean(),
+    }
+}
+
+/// Equality, with numbers compared by value (1 == 1.0).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn article(kind: ParamType) -> &'static str {
+    match kind {
+        ParamType::String => "a string",
+        ParamType::Integer => "an integer",
+        ParamType::Number => "a number",
+        ParamType::Boolean => "true or false",
+    }
+}
+
+/// Splits a query string into decoded `(name, value)` pairs
+/// (`application/x-www-form-urlencoded`: `+` is a space). `None` if an
+/// escape is malformed or a decoded part is not UTF-8.
+pub(crate) fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        assert_eq!(convert("42", ParamType::Integer), Some(Value::from(42)));
+        assert_eq!(convert("-7", ParamType::Integer), Some(Value::from(-7)));
+        for bad in ["", "+1", "1.0", "٣", "99999999999999999999", " 1", "-"] {
+            assert_eq!(convert(bad, ParamType::Integer), None, "{bad}");
+        }
+        assert!(convert("1.5e3", ParamType::Number).is_some());
+        for bad in ["inf", "NaN", "0x10", "", "+1", "1e999"] {
+            assert_eq!(convert(bad, ParamType::Number), None, "{bad}");
+        }
+        assert_eq!(convert("true", ParamType::Boolean), Some(Value::Bool(true)));
+        assert_eq!(convert("True", ParamType::Boolean), None);
+    }
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query("a=1&b=x+y%2Fz&&c&d=%C3%A9").unwrap();
+        let expect = [("a", "1"), ("b", "x y/z"), ("c", ""), ("d", "é")];
+        let expect: Vec<(String, String)> = expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(q, expect);
+        assert!(parse_query("a=%zz").is_none());
+        assert!(parse_query("a=%ff").is_none());
+        assert!(parse_query("a=%4").is_none());
+    }
+
+    #[test]
+    fn backslash_d_is_refused_and_patterns_are_anchored() {
+        assert!(anchored_regex(r"^\d+$").unwrap_err().contains("[0-9]"));
+        let re = anchored_regex("[a-z]+").unwrap();
+        assert!(re.is_match("abc") && !re.is_match("abc1"));
+        assert!(anchored_regex(r"a\\d").is_ok());
+    }
+}
