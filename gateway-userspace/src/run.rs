@@ -91,9 +91,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             }
         }
     });
-    let hooks = phases::build_hooks(&config, Some(escalator.clone()))
-        .map_err(anyhow::Error::msg)
-        .context("building the request phases")?;
+    let hooks = phases::build_hooks(
+        &config,
+        &base_dir(config_path.as_ref()),
+        Some(escalator.clone()),
+    )
+    .map_err(anyhow::Error::msg)
+    .context("building the request phases")?;
     let proxy = Proxy::start(&config, hooks)
         .await
         .context("starting the proxy listeners")?;
@@ -136,6 +140,16 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let _ = admin_task.await;
     drop(attached);
     Ok(())
+}
+
+/// Where relative paths in the config file are resolved: its directory
+/// (the working directory for the embedded default).
+fn base_dir(config_path: Option<&PathBuf>) -> PathBuf {
+    config_path
+        .and_then(|p| p.parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// What to try against the embedded default config, printed at start.
@@ -187,7 +201,7 @@ fn try_reload(
     }
     // Build the new proxy generation first: if certificates or key files
     // fail to load, nothing (XDP maps included) changes.
-    let hooks = phases::build_hooks(&new, Some(escalator.clone()))?;
+    let hooks = phases::build_hooks(&new, &base_dir(Some(path)), Some(escalator.clone()))?;
     proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());

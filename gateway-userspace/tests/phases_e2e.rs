@@ -59,7 +59,7 @@ enabled = false
 
 async fn start(config: &Config) -> (Proxy, std::net::SocketAddr, Arc<Escalator>) {
     let esc = Arc::new(Escalator::new(config.escalation.clone(), vec![], None));
-    let hooks = build_hooks(config, Some(esc.clone())).expect("hooks");
+    let hooks = build_hooks(config, std::path::Path::new("."), Some(esc.clone())).expect("hooks");
     let proxy = Proxy::start(config, hooks).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     (proxy, addr, esc)
@@ -203,4 +203,183 @@ fn unknown_policy_or_limit_on_a_route_is_a_config_error() {
     let toml = toml.replace("auth = \"nope\"", "rate_limits = [\"nope\"]");
     let e = Config::parse(&toml, "t.toml").unwrap_err().to_string();
     assert!(e.contains("rate limit 'nope'"), "{e}");
+}
+
+fn validated(origin: &Origin, threshold: u32) -> Config {
+    let toml = format!(
+        r#"{PLAIN}
+{upstream}
+[[routes]]
+id = "users"
+path_prefix = "/users/"
+upstream = "o"
+
+[[routes]]
+id = "web"
+path_prefix = "/web/"
+upstream = "o"
+cors = {{ allowed_origins = ["https://app.example.com"], allowed_methods = ["GET", "PUT"], allowed_headers = ["content-type", "x-token"] }}
+security_headers = {{ frame_options = "SAMEORIGIN" }}
+
+[[validation.rules]]
+route = "users"
+method = "POST"
+path_template = "/users/{{id}}"
+body_schema = {{ type = "object", required = ["name", "email"], properties = {{ name = {{ type = "string", minLength = 1 }}, email = {{ type = "string", format = "email" }}, phone = {{ type = "string", format = "phone" }} }} }}
+[validation.rules.path.id]
+type = "integer"
+minimum = 1
+
+[escalation]
+threshold = {threshold}
+
+[xdp]
+enabled = false
+"#,
+        upstream = upstream("o", &[origin.addr], ""),
+    );
+    Config::parse(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"))
+}
+
+async fn post(addr: std::net::SocketAddr, path: &str, ct: &str, body: &str) -> RawResponse {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    raw(addr, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn validation_rejects_bad_input_before_the_upstream() {
+    let origin = Origin::start("o").await;
+    let (_proxy, addr, _) = start(&validated(&origin, 1000)).await;
+    let json = "application/json";
+    let cases = [
+        ("/users/1", json, r#"{"name":"a"}"#, 400, "/email"),
+        (
+            "/users/1",
+            json,
+            r#"{"name":"a","email":"not-an-email"}"#,
+            400,
+            "/email",
+        ),
+        (
+            "/users/1",
+            json,
+            r#"{"name":"a","email":"a@example.com","phone":"+١٢٣٤٥٦٧"}"#,
+            400,
+            "/phone",
+        ),
+        (
+            "/users/1",
+            json,
+            r#"{"name":"a","name":"b","email":"a@example.com"}"#,
+            400,
+            "repeated key",
+        ),
+        ("/users/1", json, r#"{"name":"a","#, 400, ""),
+        (
+            "/users/1",
+            "text/plain",
+            r#"{"name":"a","email":"a@example.com"}"#,
+            415,
+            "",
+        ),
+        (
+            "/users/0",
+            json,
+            r#"{"name":"a","email":"a@example.com"}"#,
+            400,
+            "id",
+        ),
+        (
+            "/users/abc",
+            json,
+            r#"{"name":"a","email":"a@example.com"}"#,
+            400,
+            "id",
+        ),
+    ];
+    for (path, ct, body, status, needle) in cases {
+        let r = post(addr, path, ct, body).await;
+        assert_eq!(r.status, status, "{path} {ct} {body}: {}", r.body);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        assert!(r.body.contains(needle), "{body}: {}", r.body);
+    }
+    assert!(
+        origin.seen().is_empty(),
+        "a rejected request reached the origin"
+    );
+
+    let good = r#"{"name":"Ada","email":"ada@example.com","phone":"+4915112345678"}"#;
+    let r = post(addr, "/users/7", json, good).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        origin.seen()[0].body,
+        good.as_bytes(),
+        "the validated bytes are forwarded as sent"
+    );
+}
+
+#[tokio::test]
+async fn validation_failures_escalate() {
+    let origin = Origin::start("o").await;
+    let (_proxy, addr, esc) = start(&validated(&origin, 15)).await;
+    // 5 points each, threshold 15.
+    for _ in 0..3 {
+        assert_eq!(
+            post(addr, "/users/1", "application/json", "{}")
+                .await
+                .status,
+            400
+        );
+    }
+    assert!(esc.l7_blocked("127.0.0.1".parse().unwrap()).is_some());
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_by_the_gateway_and_headers_are_per_route() {
+    let origin = Origin::start("o").await;
+    let (_proxy, addr, _) = start(&validated(&origin, 1000)).await;
+    let pre = "OPTIONS /web/x HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example.com\r\nAccess-Control-Request-Method: PUT\r\nAccess-Control-Request-Headers: X-Token\r\nConnection: close\r\n\r\n";
+    let r = raw(addr, pre.as_bytes()).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert!(
+        r.header("access-control-allow-methods")
+            .is_some_and(|m| m.contains("PUT"))
+    );
+    assert_eq!(r.header("access-control-max-age").as_deref(), Some("600"));
+    // A preflight from another origin gets no CORS headers.
+    let evil = pre.replace("https://app.example.com", "https://evil.example");
+    let r = raw(addr, evil.as_bytes()).await;
+    assert_eq!(r.status, 204);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert!(origin.seen().is_empty(), "preflights are never forwarded");
+
+    let r = get(addr, "/web/x", "Origin: https://app.example.com\r\n").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        r.header("x-frame-options").as_deref(),
+        Some("SAMEORIGIN"),
+        "route override"
+    );
+    assert!(r.header("content-security-policy").is_some());
+    let r = get(addr, "/users/x", "").await;
+    assert_eq!(
+        r.header("x-frame-options").as_deref(),
+        Some("DENY"),
+        "global default elsewhere"
+    );
+    assert!(r.header("access-control-allow-origin").is_none());
 }

@@ -1,31 +1,45 @@
 //! The request phases other modules own, adapted to the proxy's [`Phase`]
-//! hook: authenticate (`auth`), rate limit (`ratelimit`). [`build_hooks`]
-//! makes them from a config, at start and on every reload; the escalation
-//! engine is made once and survives reloads (its memory of offenders is
-//! state, not config).
+//! hook: authenticate (`auth`), validate (`validate`), rate limit
+//! (`ratelimit`). [`build_hooks`] makes them from a config, at start and on
+//! every reload; the escalation engine is made once and survives reloads
+//! (its memory of offenders is state, not config).
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod ratelimit;
+pub mod validate;
 
-use std::sync::Arc;
+use std::{path::Path, sync::Arc};
 
 use crate::{
     auth::Authenticator,
     config::Config,
     escalate::Escalator,
     proxy::{Hooks, hooks::Allow},
+    validate::Validators,
 };
 
-/// Builds the hooks for `config`. Fails with a message naming what is wrong
-/// (an unreadable key file, say); the caller keeps its running hooks.
-pub fn build_hooks(config: &Config, escalation: Option<Arc<Escalator>>) -> Result<Hooks, String> {
+/// Builds the hooks for `config`; `base_dir` is where relative files
+/// (schemas, OpenAPI documents) are looked up: the config file's directory.
+/// Fails with a message naming what is wrong (an unreadable key file, an
+/// invalid schema and its route); the caller keeps its running hooks.
+pub fn build_hooks(
+    config: &Config,
+    base_dir: &Path,
+    escalation: Option<Arc<Escalator>>,
+) -> Result<Hooks, String> {
     let authenticator =
         Arc::new(Authenticator::from_config(&config.auth).map_err(|e| e.to_string())?);
+    let validators =
+        Validators::from_config(&config.validation, base_dir).map_err(|e| e.to_string())?;
     Ok(Hooks {
         authenticate: Arc::new(auth::AuthPhase::new(authenticator, config)),
-        validate: Arc::new(Allow),
+        validate: if validators.is_empty() {
+            Arc::new(Allow)
+        } else {
+            Arc::new(validate::ValidatePhase::new(validators))
+        },
         rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config)),
         escalation,
     })

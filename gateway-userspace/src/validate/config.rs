@@ -78,7 +78,11 @@ pub struct RuleConfig {
     /// Headers by name (case-insensitive).
     #[serde(default)]
     pub headers: BTreeMap<String, ParamConfig>,
-    /// Path parameters by name, as the router extracts them. Always required.
+    /// Where path parameters sit: `"/users/{id}"`, matched against the last
+    /// segments of the request path.
+    #[serde(default)]
+    pub path_template: Option<String>,
+    /// Path parameters by name, taken with `path_template`. Always required.
     #[serde(default)]
     pub path: BTreeMap<String, ParamConfig>,
 }

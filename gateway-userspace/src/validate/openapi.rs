@@ -99,7 +99,8 @@ pub(crate) fn compile(
                 route: route.clone(),
                 message,
             };
-            let validator = doc_ctx.operation(item, op, cfg, section).map_err(bad)?;
+            let mut validator = doc_ctx.operation(item, op, cfg, section).map_err(bad)?;
+            validator.path_template = Some(template.clone());
             let method = Method::from_bytes(upper.as_bytes()).expect("a standard method");
             out.push((route, method, validator, op_at));
         }
@@ -143,6 +144,7 @@ impl Doc<'_> {
         section: &ValidationSection,
     ) -> Result<RouteValidator, String> {
         let mut validator = RouteValidator {
+            path_template: None,
             path: Vec::new(),
             query: Vec::new(),
             headers: Vec::new(),

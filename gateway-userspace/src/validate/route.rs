@@ -20,6 +20,9 @@ use super::{
 
 /// What a request to one route (and method) must look like.
 pub struct RouteValidator {
+    /// `/users/{id}`: where the path parameters sit, matched against the
+    /// last segments of the request path (the part below the API's base).
+    pub(crate) path_template: Option<String>,
     pub(crate) path: Vec<ParamRule>,
     pub(crate) query: Vec<ParamRule>,
     pub(crate) headers: Vec<(HeaderName, ParamRule)>,
@@ -38,6 +41,29 @@ pub(crate) struct BodyRule {
 }
 
 impl RouteValidator {
+    /// The path parameters of `path` (the normalized request path) by the
+    /// rule's template; empty without a template or when it does not fit.
+    pub fn path_params(&self, path: &str) -> Vec<(String, String)> {
+        let Some(t) = &self.path_template else {
+            return Vec::new();
+        };
+        let tpl: Vec<&str> = t.trim_matches('/').split('/').collect();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if segs.len() < tpl.len() {
+            return Vec::new();
+        }
+        let tail = &segs[segs.len() - tpl.len()..];
+        let mut out = Vec::new();
+        for (t, s) in tpl.iter().zip(tail) {
+            match t.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+                Some(name) => out.push((name.to_owned(), (*s).to_owned())),
+                None if t == s => {}
+                None => return Vec::new(),
+            }
+        }
+        out
+    }
+
     /// Checks path params (already extracted by the router as name->value),
     /// query string and headers. No body; but a `Content-Length` over
     /// [`RouteValidator::body_limit`] is refused here with 413, before the
@@ -308,6 +334,7 @@ pub(crate) fn compile_rule(
     Ok((
         method,
         RouteValidator {
+            path_template: rule.path_template.clone(),
             path,
             query,
             headers,
