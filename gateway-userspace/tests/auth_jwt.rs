@@ -421,3 +421,128 @@ providers = ["corp"]
         .is_ok()
     );
 }
+
+/// Every family accepted with a good token and refused with a bad
+/// signature: PS256 (RSA-PSS) and EdDSA beside the RS256/ES256 above.
+#[tokio::test]
+async fn pss_and_eddsa_families_verify_and_reject_bad_signatures() {
+    let dir = TempDir::new();
+    let ed = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_pub = dir.write("ed_public.pem", ed.public_key_pem().as_bytes());
+    let toml = format!(
+        r#"
+[auth.jwt.pss]
+issuer = "https://issuer.test"
+audiences = ["api"]
+algorithms = ["PS256"]
+public_key_files = [{{ path = "{rsa}", kid = "p" }}]
+[auth.jwt.ed]
+issuer = "https://issuer.test"
+audiences = ["api"]
+algorithms = ["EdDSA"]
+public_key_files = [{{ path = "{ed}", kid = "d" }}]
+[auth.policies.pss]
+type = "jwt"
+providers = ["pss"]
+[auth.policies.ed]
+type = "jwt"
+providers = ["ed"]
+"#,
+        rsa = data("rsa_public.pem").display(),
+        ed = ed_pub.display(),
+    );
+    let a = authenticator(&toml);
+    let mut h = Header::new(Algorithm::PS256);
+    h.kid = Some("p".into());
+    let good = sign(h.clone(), &claims(), &rsa_key());
+    assert!(a.authenticate("pss", &bearer(&good), CLIENT).await.is_ok());
+    let forged = sign(h, &claims(), &rsa2_key());
+    assert!(
+        a.authenticate("pss", &bearer(&forged), CLIENT)
+            .await
+            .is_err()
+    );
+
+    let ed_key = EncodingKey::from_ed_pem(ed.serialize_pem().as_bytes()).unwrap();
+    let mut h = Header::new(Algorithm::EdDSA);
+    h.kid = Some("d".into());
+    let good = sign(h.clone(), &claims(), &ed_key);
+    assert!(a.authenticate("ed", &bearer(&good), CLIENT).await.is_ok());
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let forged = sign(
+        h,
+        &claims(),
+        &EncodingKey::from_ed_pem(other.serialize_pem().as_bytes()).unwrap(),
+    );
+    assert!(
+        a.authenticate("ed", &bearer(&forged), CLIENT)
+            .await
+            .is_err()
+    );
+}
+
+/// The rest of the classic list: `none` in any spelling, a stripped
+/// signature, trailing garbage, hostile `kid` values, and an ECDSA
+/// signature of r = s = 0 (CVE-2022-21449 in Java).
+#[tokio::test]
+async fn token_tampering_is_rejected() {
+    let a = auth();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let t = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": alg, "typ": "JWT"})),
+            b64(&claims())
+        );
+        assert!(
+            a.authenticate("users", &bearer(&t), CLIENT).await.is_err(),
+            "alg {alg}"
+        );
+    }
+    let good = sign(rs256(Some("k1")), &claims(), &rsa_key());
+    assert!(
+        a.authenticate("users", &bearer(&good), CLIENT)
+            .await
+            .is_ok()
+    );
+    let stripped = format!("{}.", good.rsplit_once('.').unwrap().0);
+    assert!(
+        a.authenticate("users", &bearer(&stripped), CLIENT)
+            .await
+            .is_err(),
+        "signature stripped"
+    );
+    // (Trailing whitespace is not part of an HTTP field value, RFC 9110 §5.5.)
+    for tail in ["x", ".x", "=="] {
+        let t = format!("{good}{tail}");
+        assert!(
+            a.authenticate("users", &bearer(&t), CLIENT).await.is_err(),
+            "trailing {tail:?}"
+        );
+    }
+    for kid in [
+        "../../../../dev/null",
+        "k1' OR '1'='1",
+        "k1\u{0}",
+        "/etc/passwd",
+    ] {
+        let t = sign(rs256(Some(kid)), &claims(), &rsa_key());
+        assert!(
+            a.authenticate("users", &bearer(&t), CLIENT).await.is_err(),
+            "kid {kid:?}"
+        );
+    }
+
+    let toml = format!(
+        "[auth.jwt.ec]\nissuer = \"https://issuer.test\"\naudiences = [\"api\"]\nalgorithms = [\"ES256\"]\n\
+         public_key_files = [{{ path = \"{}\", kid = \"e\" }}]\n[auth.policies.ec]\ntype = \"jwt\"\nproviders = [\"ec\"]\n",
+        data("ec_public.pem").display()
+    );
+    let ec = authenticator(&toml);
+    let header = b64(&serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "e"}));
+    let zero_sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 64]);
+    let t = format!("{header}.{}.{zero_sig}", b64(&claims()));
+    assert!(
+        ec.authenticate("ec", &bearer(&t), CLIENT).await.is_err(),
+        "r = s = 0"
+    );
+}
