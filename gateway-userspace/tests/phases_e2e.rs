@@ -12,6 +12,8 @@ use proxy_common::*;
 
 /// SHA-256 of `demo-key`.
 const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c";
+/// SHA-256 of `other-key`.
+const OTHER_HASH: &str = "580843d03d2216ff1a275d0991bad66e4d1af871171d929e9de604b7959f9bca";
 
 fn config(origin: &Origin, extra: &str) -> Config {
     let toml = format!(
@@ -30,7 +32,7 @@ path_prefix = "/pub/"
 upstream = "o"
 
 [auth.api_keys.k]
-keys = [{{ name = "client-1", sha256 = "{KEY_HASH}" }}]
+keys = [{{ name = "client-1", sha256 = "{KEY_HASH}" }}, {{ name = "client-2", sha256 = "{OTHER_HASH}" }}]
 
 [auth.policies.key]
 type = "api_key"
@@ -152,6 +154,36 @@ async fn rate_limit_answers_429_with_headers_and_never_forwards() {
         3,
         "the rejected request reached the origin"
     );
+}
+
+#[tokio::test]
+async fn identities_from_one_address_are_limited_separately() {
+    let origin = Origin::start("o").await;
+    let (_proxy, addr, _) = start(&config(&origin, "")).await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(addr, "/api/a", "X-Api-Key: demo-key\r\n").await.status,
+            200
+        );
+    }
+    assert_eq!(
+        get(addr, "/api/a", "X-Api-Key: demo-key\r\n").await.status,
+        429,
+        "client-1 is out of budget"
+    );
+    // Same IP, another identity: its own bucket.
+    for _ in 0..3 {
+        assert_eq!(
+            get(addr, "/api/a", "X-Api-Key: other-key\r\n").await.status,
+            200
+        );
+    }
+    let ids: Vec<String> = origin
+        .seen()
+        .iter()
+        .map(|s| s.headers["x-user-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.iter().filter(|i| *i == "client-2").count(), 3);
 }
 
 #[tokio::test]

@@ -1,0 +1,187 @@
+//! The `gateway` binary's lifecycle, unprivileged (XDP off): `gateway
+//! reload` under continuous load loses no request, a broken file is refused
+//! with file:line and the old config keeps serving, and SIGTERM lets an
+//! in-flight request finish before the process exits 0.
+
+mod proxy_common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use proxy_common::*;
+
+struct Gw {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(path: &Path, port: u16, socket: &Path, origin: std::net::SocketAddr, prefix: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[xdp]\nenabled = false\n[admin]\nsocket = \"{}\"\n[demo]\nenabled = false\n\
+             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n\
+             {}\n[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"o\"\nrewrite_prefix = \"{prefix}\"\n",
+            socket.display(),
+            upstream("o", &[origin], "")
+        ),
+    )
+    .unwrap();
+}
+
+fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    write_config(&config, port, &socket, origin, "/first/");
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw = Gw { child, socket, dir };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (gw, port, config)
+}
+
+fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_loses_nothing_and_a_broken_file_is_refused() {
+    let origin = Origin::start("o").await;
+    let (gw, port, config) = start(origin.addr);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // Continuous load: at most 3,000 requests or 30 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = tokio::spawn({
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            for _ in 0..3000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                if get(addr, "/x", "").await.status == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    write_config(&config, port, &gw.socket, origin.addr, "/second/");
+    let out = cli(&gw.socket, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    std::fs::write(&config, "[[routes]]\nid = 5\n").unwrap();
+    let out = cli(&gw.socket, &["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("{}:2:", config.display())), "{err}");
+    assert!(err.contains("running config is unchanged"), "{err}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 10);
+    let paths: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
+    assert!(
+        paths.iter().any(|p| p.starts_with("/first/")),
+        "before the reload"
+    );
+    assert_eq!(
+        paths.last().map(|p| p.starts_with("/second/")),
+        Some(true),
+        "after it, and after the refused one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let origin = Origin::with(
+        "slow",
+        Behaviour {
+            delay: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (mut gw, port, _) = start(origin.addr);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let in_flight = tokio::spawn(async move { get(addr, "/slow", "").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request was cut: {}", r.head);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
+}
