@@ -7,7 +7,7 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, UdpSocket},
     path::Path,
     sync::{
         Arc,
@@ -20,7 +20,7 @@ use std::{
 use tests::{
     gateway::{Gateway, cli},
     guard::{Netns, PinDir, TempDir, Veth, sh},
-    netns::in_netns,
+    netns::{connect_from, in_netns},
     require_root,
 };
 
@@ -81,88 +81,18 @@ impl Topology {
 
     /// Connects from `src` in the client namespace; `Ok(greeting)` or the error.
     fn connect(&self, src: &str) -> Result<String, String> {
-        let src: SocketAddr = format!("{src}:0").parse().unwrap();
-        let dst: SocketAddr = format!("{}:{PORT}", self.host_ip).parse().unwrap();
+        let src: std::net::Ipv4Addr = src.parse().unwrap();
+        let dst: std::net::SocketAddrV4 = format!("{}:{PORT}", self.host_ip).parse().unwrap();
         in_netns(&self.ns.name, move || {
-            let sock = socket2_bind(src)?;
-            let mut stream = sock;
-            stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
-            connect_from(&mut stream, dst)
+            let mut s = connect_from(src, dst, Duration::from_millis(1500))
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)
+                .map_err(|e| format!("read: {e}"))?;
+            Ok(buf)
         })
     }
-}
-
-/// A TCP socket bound to `src` (so the client picks its address).
-fn socket2_bind(src: SocketAddr) -> Result<std::net::TcpStream, String> {
-    // std cannot bind before connect; use the raw socket API via libc.
-    use std::os::fd::FromRawFd as _;
-    // SAFETY: plain socket(2) call; the fd is owned by the TcpStream below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: fd is a fresh, owned socket.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let SocketAddr::V4(v4) = src else {
-        return Err("IPv4 only".into());
-    };
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: addr is a valid sockaddr_in for this AF_INET socket.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!("bind {src}: {}", std::io::Error::last_os_error()));
-    }
-    Ok(stream)
-}
-
-/// Connects a bound socket with a 1.5 s timeout and reads the greeting.
-fn connect_from(stream: &mut TcpStream, dst: SocketAddr) -> Result<String, String> {
-    use std::os::fd::AsRawFd as _;
-    let fd = stream.as_raw_fd();
-    let SocketAddr::V4(v4) = dst else {
-        return Err("IPv4 only".into());
-    };
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // A send timeout bounds connect(2) on a blocking socket.
-    stream
-        .set_write_timeout(Some(Duration::from_millis(1500)))
-        .ok();
-    // SAFETY: addr is a valid sockaddr_in for this socket.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!("connect: {}", std::io::Error::last_os_error()));
-    }
-    let mut buf = String::new();
-    stream
-        .read_to_string(&mut buf)
-        .map_err(|e| format!("read: {e}"))?;
-    Ok(buf)
 }
 
 /// A TCP greeter and a UDP counter on the host side, stopped on drop.
