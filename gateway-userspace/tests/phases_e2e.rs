@@ -415,3 +415,24 @@ async fn cors_preflight_is_answered_by_the_gateway_and_headers_are_per_route() {
     );
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn slowloris_is_an_offence() {
+    use tokio::io::AsyncWriteExt as _;
+    let origin = Origin::start("o").await;
+    let mut config = config(&origin, "");
+    config.limits.header_read_timeout = std::time::Duration::from_millis(500);
+    config.escalation.threshold = 20;
+    let (_proxy, addr, esc) = start(&config).await;
+    // Half a request head, then nothing: 408 on the raw connection.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /pub/x HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let r = read_all(&mut s).await;
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(
+        esc.l7_blocked("127.0.0.1".parse().unwrap()).is_some(),
+        "slowloris not scored"
+    );
+}

@@ -97,6 +97,16 @@ struct SourceState {
 
 const SHARDS: usize = 32;
 
+impl std::fmt::Debug for Escalator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Escalator")
+            .field("enabled", &self.cfg.enabled)
+            .field("threshold", &self.cfg.threshold)
+            .field("kernel", &self.sink.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct Escalator {
     cfg: EscalationSection,
     never: Vec<Net>,

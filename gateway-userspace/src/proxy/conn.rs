@@ -41,6 +41,8 @@ pub struct ConnInfo {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     smuggling: Mutex<Vec<u64>>,
+    /// Where a slowloris (408 on the raw connection) is reported.
+    escalation: Option<(Arc<crate::escalate::Escalator>, crate::escalate::Seen)>,
 }
 
 impl ConnInfo {
@@ -54,7 +56,18 @@ impl ConnInfo {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             smuggling: Mutex::new(Vec::new()),
+            escalation: None,
         }
+    }
+
+    /// Reports header timeouts on this connection to the escalation engine.
+    pub fn with_escalation(
+        mut self,
+        escalator: Option<Arc<crate::escalate::Escalator>>,
+        seen: crate::escalate::Seen,
+    ) -> Self {
+        self.escalation = escalator.map(|e| (e, seen));
+        self
     }
 
     fn touch(&self) {
@@ -209,6 +222,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
             this.head_deadline = None;
             this.timing_out = Some((request_timeout_response(), 0));
             tracing::info!(peer = %this.info.peer, reason = Reason::HeaderTimeout.code(), "request head timed out (408)");
+            if let Some((e, seen)) = &this.info.escalation {
+                e.record(
+                    this.info.peer.ip(),
+                    crate::escalate::Offence::LimitViolation,
+                    *seen,
+                );
+            }
             return Pin::new(this).poll_read(cx, buf);
         }
         r

@@ -202,7 +202,9 @@ async fn accept_conn(
     let _ = tcp.set_nodelay(true);
     let state = shared.state.load_full();
     let handshake_timeout = state.limits.header_read_timeout;
+    let mut seen = crate::escalate::Seen::Socket;
     if cfg.proxy_protocol {
+        seen = crate::escalate::Seen::Forwarded;
         if !state.trusted.contains(peer.ip()) {
             tracing::warn!(listener = %name, peer = %peer, "PROXY protocol from an untrusted peer; closing");
             return;
@@ -221,7 +223,9 @@ async fn accept_conn(
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
-        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let info = Arc::new(
+            ConnInfo::new(peer, false, name).with_escalation(state.hooks.escalation.clone(), seen),
+        );
         let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         let svc = proxy_service(shared, info.clone());
         return serve(io, info, &state, svc, shutdown).await;
@@ -235,7 +239,9 @@ async fn accept_conn(
         Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let info = Arc::new(ConnInfo::new(peer, true, name));
+    let info = Arc::new(
+        ConnInfo::new(peer, true, name).with_escalation(state.hooks.escalation.clone(), seen),
+    );
     let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
     let svc = proxy_service(shared, info.clone());
     serve(io, info, &state, svc, shutdown).await
