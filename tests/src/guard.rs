@@ -191,3 +191,46 @@ impl Drop for TempDir {
         std::fs::remove_dir_all(&self.0).ok();
     }
 }
+
+/// A client namespace wired to the host by a veth pair, with addresses in
+/// one /24: `host_ip` on the host end, `client_ips` on the namespace end.
+/// Dropping it deletes the namespace and the pair.
+pub struct Link {
+    pub ns: Netns,
+    pub veth: Veth,
+    pub host_ip: String,
+    pub client_ips: Vec<String>,
+}
+
+impl Link {
+    /// `prefix` is the /24 without its last octet (`198.18.7`); the host
+    /// gets `.1`, the clients `.2`, `.3`, ...
+    pub fn new(prefix: &str, clients: usize) -> Self {
+        let ns = Netns::new();
+        let veth = Veth::new(&ns);
+        let host_ip = format!("{prefix}.1");
+        let client_ips: Vec<String> = (0..clients)
+            .map(|i| format!("{prefix}.{}", i + 2))
+            .collect();
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &veth.host,
+        ]);
+        sh(&["ip", "link", "set", &veth.host, "up"]);
+        for ip in &client_ips {
+            ns.sh(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &veth.peer]);
+        }
+        ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
+        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        Self {
+            ns,
+            veth,
+            host_ip,
+            client_ips,
+        }
+    }
+}

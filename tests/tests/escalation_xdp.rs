@@ -13,7 +13,7 @@ use std::{
 
 use tests::{
     gateway::Gateway,
-    guard::{Netns, PinDir, TempDir, Veth, sh},
+    guard::{Link, PinDir, TempDir},
     netns::{connect_from, in_netns},
     require_root,
 };
@@ -50,40 +50,14 @@ fn l7_offences_escalate_into_an_xdp_block_that_expires() {
     if !require_root("l7_offences_escalate_into_an_xdp_block_that_expires") {
         return;
     }
-    let ns = Netns::new();
-    let veth = Veth::new(&ns);
     let sub = (std::process::id() % 80) as u8 * 3 + 2;
+    let link = Link::new(&format!("198.18.{sub}"), 2);
+    let (ns, veth) = (&link.ns, &link.veth);
     let (host_ip, client_ip, other_ip) = (
-        format!("198.18.{sub}.1"),
-        format!("198.18.{sub}.2"),
-        format!("198.18.{sub}.3"),
+        link.host_ip.clone(),
+        link.client_ips[0].clone(),
+        link.client_ips[1].clone(),
     );
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &veth.host,
-    ]);
-    sh(&["ip", "link", "set", &veth.host, "up"]);
-    ns.sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{client_ip}/24"),
-        "dev",
-        &veth.peer,
-    ]);
-    ns.sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{other_ip}/24"),
-        "dev",
-        &veth.peer,
-    ]);
-    ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
 
     let pin = PinDir::new();
     let tmp_dir = TempDir::new();

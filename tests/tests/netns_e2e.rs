@@ -19,7 +19,7 @@ use std::{
 
 use tests::{
     gateway::{Gateway, cli},
-    guard::{Netns, PinDir, TempDir, Veth, sh},
+    guard::{Link, PinDir, TempDir},
     netns::{connect_from, in_netns},
     require_root,
 };
@@ -29,8 +29,7 @@ const PORT: u16 = 18080;
 /// Host side of the veth, the client namespace and addresses in 198.18.0.0/15
 /// (the benchmarking range, never a real network).
 struct Topology {
-    ns: Netns,
-    veth: Veth,
+    link: Link,
     host_ip: String,
     client_a: String,
     client_b: String,
@@ -38,41 +37,14 @@ struct Topology {
 
 impl Topology {
     fn new(subnet: u8) -> Self {
-        let ns = Netns::new();
-        let veth = Veth::new(&ns);
-        let net = format!("198.18.{subnet}");
-        let (host_ip, client_a, client_b) =
-            (format!("{net}.1"), format!("{net}.2"), format!("{net}.3"));
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            &veth.host,
-        ]);
-        sh(&["ip", "link", "set", &veth.host, "up"]);
-        ns.sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{client_a}/24"),
-            "dev",
-            &veth.peer,
-        ]);
-        ns.sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{client_b}/24"),
-            "dev",
-            &veth.peer,
-        ]);
-        ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
-        ns.sh(&["ip", "link", "set", "lo", "up"]);
+        let link = Link::new(&format!("198.18.{subnet}"), 2);
+        let (host_ip, client_a, client_b) = (
+            link.host_ip.clone(),
+            link.client_ips[0].clone(),
+            link.client_ips[1].clone(),
+        );
         Self {
-            ns,
-            veth,
+            link,
             host_ip,
             client_a,
             client_b,
@@ -83,7 +55,7 @@ impl Topology {
     fn connect(&self, src: &str) -> Result<String, String> {
         let src: std::net::Ipv4Addr = src.parse().unwrap();
         let dst: std::net::SocketAddrV4 = format!("{}:{PORT}", self.host_ip).parse().unwrap();
-        in_netns(&self.ns.name, move || {
+        in_netns(&self.link.ns.name, move || {
             let mut s = connect_from(src, dst, Duration::from_millis(1500))
                 .map_err(|e| format!("connect: {e}"))?;
             s.set_read_timeout(Some(Duration::from_secs(2))).ok();
@@ -191,7 +163,7 @@ fn block_unblock_ttl_and_restart() {
     let _server = Server::start(&topo.host_ip);
     let (tmp, pin) = (TempDir::new(), PinDir::new());
     let socket = tmp.0.join("admin.sock");
-    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, "");
     let mut gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
 
     assert_eq!(
@@ -279,7 +251,7 @@ fn flood_over_pps_is_dropped_while_a_polite_client_works() {
     let server = Server::start(&topo.host_ip);
     let (tmp, pin) = (TempDir::new(), PinDir::new());
     let socket = tmp.0.join("admin.sock");
-    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, "");
     let gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
     gw.ok(&["limit", "set", "default", "--pps", "200", "--burst", "200"]);
 
@@ -288,7 +260,7 @@ fn flood_over_pps_is_dropped_while_a_polite_client_works() {
     const FLOOD: u64 = 20_000;
     let (host, a) = (topo.host_ip.clone(), topo.client_a.clone());
     let flood = std::thread::spawn({
-        let ns = topo.ns.name.clone();
+        let ns = topo.link.ns.name.clone();
         move || {
             in_netns(&ns, move || {
                 let sock = UdpSocket::bind((a.as_str(), 0)).unwrap();
@@ -347,7 +319,7 @@ fn cli_rejects_bad_input_and_changes_nothing() {
     let topo = Topology::new(subnet(2));
     let (tmp, pin) = (TempDir::new(), PinDir::new());
     let socket = tmp.0.join("admin.sock");
-    let config = write_config(&tmp.0, &topo.veth.host, &pin.path, &socket, "");
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, "");
 
     // No gateway running yet.
     let out = cli(&socket, &["block", "list"]);
