@@ -70,6 +70,10 @@ pub struct Config {
     pub trusted_proxies: Vec<Net>,
     pub security_headers: SecurityHeaders,
     pub demo: Demo,
+    /// The access log (`docs/operations.md`).
+    pub log: crate::observe::LogSection,
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+    pub observability: crate::observe::ObservabilitySection,
 }
 
 /// The kernel fast path.
@@ -233,6 +237,10 @@ impl Default for Config {
             escalation: crate::escalate::EscalationSection::default(),
             // No auth providers or policies unless the file declares some.
             auth: crate::auth::AuthSection::default(),
+            // Access log as JSON lines on stdout.
+            log: crate::observe::LogSection::default(),
+            // No admin HTTP listener unless the file turns it on.
+            observability: crate::observe::ObservabilitySection::default(),
         }
     }
 }

@@ -18,6 +18,11 @@ use crate::{
     admin::server::{AdminSocket, AdminState},
     config::Config,
     escalate::{Escalator, XdpSink},
+    observe::{
+        self, AccessLog, Metrics, Observe,
+        collect::{EscalationCollector, ProxyCollector, XdpCollector},
+        http::Readiness,
+    },
     phases,
     proxy::Proxy,
     xdp::{self, Loader, XdpMaps},
@@ -89,24 +94,73 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             }
         }
     });
-    let hooks = phases::build_hooks(&config, Some(escalator.clone()))
+    let observe = Observe {
+        metrics: Arc::new(Metrics::new()),
+        access_log: Arc::new(
+            AccessLog::open(&config.log, &credential_params(&config))
+                .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
+        ),
+    };
+    let mut hooks = phases::build_hooks(&config, Some(escalator.clone()))
         .map_err(anyhow::Error::msg)
         .context("building the request phases")?;
+    hooks.observe = observe.clone();
     let proxy = Proxy::start(&config, hooks)
         .await
         .context("starting the proxy listeners")?;
 
+    let metrics = &observe.metrics;
+    metrics.register_collector(Box::new(ProxyCollector {
+        state: proxy.watch(),
+    }));
+    metrics.register_collector(Box::new(EscalationCollector {
+        escalator: escalator.clone(),
+    }));
+    if let Some(m) = &maps {
+        metrics.register_collector(Box::new(XdpCollector { maps: m.clone() }));
+    }
+    let observability = if config.observability.enabled {
+        let listener = observe::http::bind(config.observability.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the [observability] listener {}",
+                    config.observability.listen
+                )
+            })?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            "admin HTTP listening (/metrics, /healthz, /readyz)"
+        );
+        let readiness = Arc::new(Readiness {
+            xdp: if attached.is_some() {
+                "attached"
+            } else {
+                "off"
+            },
+            state: proxy.watch(),
+        });
+        Some(observe::http::serve(listener, metrics.clone(), readiness))
+    } else {
+        None
+    };
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut current = config;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy, &escalator);
+                current = reload(config_path.as_ref(), current, maps.as_ref(), &proxy, &escalator, &observe);
             }
+            _ = sigusr1.recv() => match observe.access_log.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(e) => tracing::error!(error = %e, "SIGUSR1: reopening the access log failed; still writing to the old file"),
+            },
         }
     }
     tracing::info!(
@@ -117,6 +171,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
     admin_task.abort();
     expire.abort();
+    if let Some(t) = observability {
+        t.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -134,6 +191,7 @@ fn reload(
     maps: Option<&Arc<Mutex<XdpMaps>>>,
     proxy: &Proxy,
     escalator: &Arc<Escalator>,
+    observe: &Observe,
 ) -> Config {
     let Some(path) = path else {
         tracing::info!("SIGHUP: running on the embedded default config; nothing to reload");
@@ -155,6 +213,8 @@ fn reload(
         (new.listeners != current.listeners, "listeners"),
         (new.demo != current.demo, "demo"),
         (new.escalation != current.escalation, "escalation"),
+        (new.log != current.log, "log"),
+        (new.observability != current.observability, "observability"),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -167,7 +227,10 @@ fn reload(
     // Build the new proxy generation first: if certificates fail to load,
     // nothing (XDP maps included) changes.
     let hooks = match phases::build_hooks(&new, Some(escalator.clone())) {
-        Ok(h) => h,
+        Ok(mut h) => {
+            h.observe = observe.clone();
+            h
+        }
         Err(e) => {
             tracing::error!(error = %e, "config reload rejected; keeping the running config");
             return current;
@@ -186,4 +249,14 @@ fn reload(
     }
     tracing::info!(config = %path.display(), "config reloaded");
     new
+}
+
+/// Query parameters that carry API keys in this config: never logged.
+fn credential_params(config: &Config) -> Vec<String> {
+    config
+        .auth
+        .api_keys
+        .values()
+        .filter_map(|k| k.query.clone())
+        .collect()
 }

@@ -24,9 +24,11 @@ pub fn build_hooks(config: &Config, escalation: Option<Arc<Escalator>>) -> Resul
     let authenticator =
         Arc::new(Authenticator::from_config(&config.auth).map_err(|e| e.to_string())?);
     Ok(Hooks {
-        authenticate: Arc::new(auth::AuthPhase::new(authenticator, config)),
+        authenticate: Arc::new(auth::AuthPhase::new(authenticator.clone(), config)),
         validate: Arc::new(Allow),
         rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config)),
         escalation,
+        observe: crate::observe::Observe::default(),
+        authenticator: Some(authenticator),
     })
 }

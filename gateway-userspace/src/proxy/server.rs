@@ -122,6 +122,11 @@ impl Proxy {
         })
     }
 
+    /// A handle on the current config generation (metrics, readiness).
+    pub fn watch(&self) -> StateWatch {
+        StateWatch(self.shared.clone())
+    }
+
     /// The bound address of a listener, by name (or configured address).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
@@ -155,6 +160,17 @@ impl Proxy {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Reads the proxy's current config generation.
+#[derive(Clone)]
+pub struct StateWatch(Arc<Shared>);
+
+impl StateWatch {
+    /// The generation new requests use.
+    pub fn load(&self) -> Arc<ProxyState> {
+        self.0.state.load_full()
     }
 }
 
@@ -229,10 +245,20 @@ async fn accept_conn(
     let Some(acceptor) = state.tls.clone() else {
         return;
     };
+    let metrics = &state.hooks.observe.metrics;
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
+        Ok(Ok(s)) => {
+            metrics.tls_handshake("ok");
+            s
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake("error");
+            return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics.tls_handshake("timeout");
+            return tracing::debug!(peer = %peer, "TLS handshake timed out");
+        }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let info = Arc::new(ConnInfo::new(peer, true, name));
