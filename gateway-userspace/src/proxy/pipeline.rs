@@ -52,8 +52,9 @@ use super::{
 };
 
 /// What the access log records about one request.
-#[derive(Default)]
 struct Outcome {
+    /// The W3C trace context (continued or new), sent upstream.
+    trace: TraceContext,
     route: Option<Arc<str>>,
     target: Option<std::net::SocketAddr>,
     reason: Option<Reason>,
@@ -81,9 +82,14 @@ pub async fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let trace = TraceContext::from_headers(req.headers());
     let may_have_body = check::may_have_body(req.headers());
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        trace: TraceContext::from_headers(req.headers()),
+        route: None,
+        target: None,
+        reason: None,
+        extras: Arc::default(),
+    };
 
     let result = phases(
         &state,
@@ -92,7 +98,6 @@ pub async fn handle(
         req,
         &request_id,
         client_ip,
-        &trace,
         &mut outcome,
     )
     .await;
@@ -189,7 +194,7 @@ pub async fn handle(
         duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
         user_agent: user_agent.as_deref(),
         request_id: &request_id,
-        trace_id: &trace.trace_id,
+        trace_id: &outcome.trace.trace_id,
         route: outcome.route.as_deref(),
         upstream_target: outcome.target,
         reason: reason.map(|r| r.code()),
@@ -209,7 +214,6 @@ async fn phases(
     mut req: Request<Incoming>,
     request_id: &str,
     client_ip: IpAddr,
-    trace: &TraceContext,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Rejection> {
     // 1b. a source escalated at L7 (seen through a trusted proxy, or with
@@ -305,7 +309,7 @@ async fn phases(
             host: checked.authority.as_deref(),
         },
     );
-    trace.apply(&mut parts.headers);
+    outcome.trace.apply(&mut parts.headers);
     match (host_header, &checked.authority) {
         (Some(h), _) => {
             parts.headers.insert(header::HOST, h);

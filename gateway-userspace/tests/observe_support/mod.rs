@@ -262,9 +262,12 @@ pub fn route_to(origin: &Origin, extra_route: &str) -> String {
     )
 }
 
+/// One sample: metric name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
 /// Prometheus text format, parsed into (name, labels, value) samples.
 /// Panics on a line that is not valid exposition format.
-pub fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if line.is_empty() {
@@ -345,11 +348,7 @@ fn split_labels(s: &str) -> Vec<String> {
 }
 
 /// The value of a sample with all of `labels` (summed if several match).
-pub fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|(n, l, _)| {
