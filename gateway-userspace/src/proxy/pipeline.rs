@@ -121,7 +121,9 @@ pub async fn handle(
     if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
         && let Some(offence) = offence_of(reason)
     {
-        let seen = if client_ip == conn.peer.ip() {
+        // Through PROXY protocol the packets come from the load balancer:
+        // the kernel cannot drop the client by its address.
+        let seen = if client_ip == conn.peer.ip() && conn.proxied_by.is_none() {
             Seen::Socket
         } else {
             Seen::Forwarded
@@ -184,7 +186,7 @@ pub async fn handle(
     observe.access_log.write(&Record {
         timestamp: SystemTime::now() - elapsed,
         client_ip,
-        peer: conn.peer,
+        peer: conn.proxied_by.unwrap_or(conn.peer),
         listener: &conn.listener,
         method: method.as_str(),
         path: &path,

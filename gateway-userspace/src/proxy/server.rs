@@ -218,26 +218,30 @@ async fn accept_conn(
     let _ = tcp.set_nodelay(true);
     let state = shared.state.load_full();
     let handshake_timeout = state.limits.header_read_timeout;
+    let mut proxied_by = None;
     if cfg.proxy_protocol {
         if !state.trusted.contains(peer.ip()) {
             tracing::warn!(listener = %name, peer = %peer, "PROXY protocol from an untrusted peer; closing");
             return;
         }
         match tokio::time::timeout(handshake_timeout, proxy_protocol::read_header(&mut tcp)).await {
-            Ok(Ok(Some(source))) => peer = source,
+            Ok(Ok(Some(source))) => {
+                proxied_by = Some(peer);
+                peer = source;
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "bad PROXY header"),
             Err(_) => return,
         }
     }
     if let Some(port) = cfg.redirect_https_port {
-        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
         let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
         let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
-        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
         let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         let svc = proxy_service(shared, info.clone());
         return serve(io, info, &state, svc, shutdown).await;
@@ -261,7 +265,7 @@ async fn accept_conn(
         }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let info = Arc::new(ConnInfo::new(peer, true, name));
+    let info = Arc::new(ConnInfo::new(peer, true, name).proxied_by(proxied_by));
     let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
     let svc = proxy_service(shared, info.clone());
     serve(io, info, &state, svc, shutdown).await
