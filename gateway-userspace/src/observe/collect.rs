@@ -42,6 +42,21 @@ fn gauge<L: EncodeLabelSet>(
     Ok(())
 }
 
+/// One unlabelled sample (no `{}` in the output).
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => ConstCounter::new(v).encode(m),
+        _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m),
+    }
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 /// The XDP program's counters, read from its maps at every scrape.
@@ -89,11 +104,12 @@ impl Collector for XdpCollector {
             &bytes,
         )?;
         if let Ok(n) = sources {
-            gauge::<[(&str, &str); 0]>(
+            single(
                 &mut enc,
                 "xdp_dropped_sources",
                 "Source addresses in the (bounded) per-source drop table",
-                &[([], n as i64)],
+                MetricType::Gauge,
+                n as u64,
             )?;
         }
         Ok(())
@@ -131,23 +147,26 @@ impl Collector for EscalationCollector {
             "L7 offences scored towards escalation, by kind",
             &offences,
         )?;
-        counter::<[(&str, &str); 0]>(
+        single(
             &mut enc,
             "escalations",
             "Sources escalated into a block or throttle",
-            &[([], e.escalations_total.load(Relaxed))],
+            MetricType::Counter,
+            e.escalations_total.load(Relaxed),
         )?;
-        counter::<[(&str, &str); 0]>(
+        single(
             &mut enc,
             "escalation_errors",
             "Escalations that could not be written into the XDP maps",
-            &[([], e.escalation_errors_total.load(Relaxed))],
+            MetricType::Counter,
+            e.escalation_errors_total.load(Relaxed),
         )?;
-        gauge::<[(&str, &str); 0]>(
+        single(
             &mut enc,
             "escalation_active_blocks",
             "Sources currently blocked or throttled by escalation",
-            &[([], e.active_blocks() as i64)],
+            MetricType::Gauge,
+            e.active_blocks() as u64,
         )
     }
 }
