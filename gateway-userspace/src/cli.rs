@@ -36,7 +36,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Start the gateway (XDP fast path and admin socket) in the foreground.
+    /// Start the gateway (XDP fast path, proxy, admin socket) in the foreground.
+    ///
+    /// Signals: SIGHUP reloads the config, SIGUSR1 reopens the access log
+    /// file, SIGTERM/SIGINT drain in-flight requests and detach XDP. The
+    /// application log goes to stderr; the access log where `[log]
+    /// access_log` says (stdout by default). `[observability]` serves
+    /// /metrics, /healthz and /readyz over HTTP. See docs/operations.md.
     Run(RunArgs),
     /// Check a config file and exit: 0 if valid, 64 with file:line:column if not.
     CheckConfig {
@@ -79,7 +85,8 @@ pub struct RunArgs {
     /// Config file (TOML). Without it the embedded default is used.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Log format: `text` for people, `json` for log shippers.
+    /// Application log format on stderr: `text` for people, `json` (ECS
+    /// field names) for log shippers. The access log is always JSON.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }

@@ -72,6 +72,10 @@ pub struct Config {
     pub demo: Demo,
     /// Per-route request validation (`docs/validation.md`).
     pub validation: crate::validate::ValidationSection,
+    /// The access log (`docs/operations.md`).
+    pub log: crate::observe::LogSection,
+    /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+    pub observability: crate::observe::ObservabilitySection,
 }
 
 /// The kernel fast path.
@@ -237,6 +241,10 @@ impl Default for Config {
             auth: crate::auth::AuthSection::default(),
             // No validation rules unless the file declares some.
             validation: crate::validate::ValidationSection::default(),
+            // Access log as JSON lines on stdout.
+            log: crate::observe::LogSection::default(),
+            // No admin HTTP listener unless the file turns it on.
+            observability: crate::observe::ObservabilitySection::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod escalate;
 pub mod net;
+pub mod observe;
 pub mod phases;
 pub mod proxy;
 pub mod ratelimit;

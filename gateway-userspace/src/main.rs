@@ -115,13 +115,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn init_logging(format: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // stderr: stdout carries the access log when `[log] access_log = "stdout"`.
     if format == "json" {
         fmt()
-            .json()
+            .event_format(gateway::observe::app_log::EcsJson)
             .with_env_filter(filter)
-            .with_current_span(false)
+            .with_writer(std::io::stderr)
             .init();
     } else {
-        fmt().with_env_filter(filter).init();
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
 }

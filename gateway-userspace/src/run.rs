@@ -18,6 +18,11 @@ use crate::{
     admin::server::{AdminSocket, AdminState},
     config::Config,
     escalate::{Escalator, XdpSink},
+    observe::{
+        self, AccessLog, Metrics, Observe,
+        collect::{EscalationCollector, ProxyCollector, XdpCollector},
+        http::Readiness,
+    },
     phases,
     proxy::Proxy,
     xdp::{self, Loader, XdpMaps},
@@ -91,13 +96,21 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             }
         }
     });
-    let hooks = phases::build_hooks(
+    let observe = Observe {
+        metrics: Arc::new(Metrics::new()),
+        access_log: Arc::new(
+            AccessLog::open(&config.log, &credential_params(&config))
+                .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
+        ),
+    };
+    let mut hooks = phases::build_hooks(
         &config,
         &base_dir(config_path.as_ref()),
         Some(escalator.clone()),
     )
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
+    hooks.observe = observe.clone();
     let proxy = Proxy::start(&config, hooks)
         .await
         .context("starting the proxy listeners")?;
@@ -105,24 +118,65 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         print_try_it();
     }
 
+    let metrics = &observe.metrics;
+    metrics.register_collector(Box::new(ProxyCollector {
+        state: proxy.watch(),
+    }));
+    metrics.register_collector(Box::new(EscalationCollector {
+        escalator: escalator.clone(),
+    }));
+    if let Some(m) = &maps {
+        metrics.register_collector(Box::new(XdpCollector { maps: m.clone() }));
+    }
+    let observability = if config.observability.enabled {
+        let listener = observe::http::bind(config.observability.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the [observability] listener {}",
+                    config.observability.listen
+                )
+            })?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            "admin HTTP listening (/metrics, /healthz, /readyz)"
+        );
+        let readiness = Arc::new(Readiness {
+            xdp: if attached.is_some() {
+                "attached"
+            } else {
+                "off"
+            },
+            state: proxy.watch(),
+        });
+        Some(observe::http::serve(listener, metrics.clone(), readiness))
+    } else {
+        None
+    };
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut current = config;
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, &observe);
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, &observe);
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
             }
+            _ = sigusr1.recv() => match observe.access_log.reopen() {
+                Ok(()) => tracing::info!("SIGUSR1: access log reopened"),
+                Err(e) => tracing::error!(error = %e, "SIGUSR1: reopening the access log failed; still writing to the old file"),
+            },
         }
     }
     tracing::info!(
@@ -133,6 +187,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
     admin_task.abort();
     expire.abort();
+    if let Some(t) = observability {
+        t.abort();
+    }
     if let Some(s) = sweeper {
         s.abort();
     }
@@ -174,6 +231,7 @@ fn try_reload(
     maps: Option<&Arc<Mutex<XdpMaps>>>,
     proxy: &Proxy,
     escalator: &Arc<Escalator>,
+    observe: &Observe,
 ) -> Result<Config, String> {
     let Some(path) = path else {
         return Err(
@@ -190,6 +248,8 @@ fn try_reload(
         (new.listeners != current.listeners, "listeners"),
         (new.demo != current.demo, "demo"),
         (new.escalation != current.escalation, "escalation"),
+        (new.log != current.log, "log"),
+        (new.observability != current.observability, "observability"),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -201,7 +261,8 @@ fn try_reload(
     }
     // Build the new proxy generation first: if certificates or key files
     // fail to load, nothing (XDP maps included) changes.
-    let hooks = phases::build_hooks(&new, &base_dir(Some(path)), Some(escalator.clone()))?;
+    let mut hooks = phases::build_hooks(&new, &base_dir(Some(path)), Some(escalator.clone()))?;
+    hooks.observe = observe.clone();
     proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,4 +282,14 @@ fn reloaded(current: Config, result: Result<Config, String>) -> (Config, Result<
             (current, Err(e))
         }
     }
+}
+
+/// Query parameters that carry API keys in this config: never logged.
+fn credential_params(config: &Config) -> Vec<String> {
+    config
+        .auth
+        .api_keys
+        .values()
+        .filter_map(|k| k.query.clone())
+        .collect()
 }

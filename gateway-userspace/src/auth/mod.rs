@@ -194,6 +194,14 @@ impl Authenticator {
         self.jwt.issuer(issuer).map_or(0, |i| i.keys().fetches())
     }
 
+    /// JWK Set fetch attempts of every issuer, by issuer name.
+    pub fn jwks_fetch_counts(&self) -> Vec<(String, u64)> {
+        self.jwt
+            .issuers()
+            .map(|i| (i.name.clone(), i.keys().fetches()))
+            .collect()
+    }
+
     /// Password hash verifications for a Basic user set (cache hits excluded).
     pub fn basic_verifications(&self, provider: &str) -> u64 {
         self.basic.get(provider).map_or(0, |b| b.verifications())

@@ -265,6 +265,21 @@ impl Escalator {
             .map(|s| Duration::from_nanos(s.blocked_until - now))
     }
 
+    /// Sources whose escalation (block or throttle) has not expired.
+    pub fn active_blocks(&self) -> usize {
+        let now = clock::monotonic_ns();
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|v| v.blocked_until > now)
+                    .count()
+            })
+            .sum()
+    }
+
     /// Sources currently tracked.
     pub fn tracked(&self) -> usize {
         self.shards

@@ -84,7 +84,10 @@ impl Phase for AuthPhase {
                         ctx.extras().identity = Some(identity);
                         Ok(())
                     }
-                    Err(f) => Err(rejection(&f)),
+                    Err(f) => {
+                        ctx.extras().auth_failure = Some(f.reason());
+                        Err(rejection(&f))
+                    }
                 },
             };
             *req = Request::from_parts(parts, b);

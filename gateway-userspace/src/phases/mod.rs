@@ -34,7 +34,7 @@ pub fn build_hooks(
     let validators =
         Validators::from_config(&config.validation, base_dir).map_err(|e| e.to_string())?;
     Ok(Hooks {
-        authenticate: Arc::new(auth::AuthPhase::new(authenticator, config)),
+        authenticate: Arc::new(auth::AuthPhase::new(authenticator.clone(), config)),
         validate: if validators.is_empty() {
             Arc::new(Allow)
         } else {
@@ -42,5 +42,7 @@ pub fn build_hooks(
         },
         rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config)),
         escalation,
+        observe: crate::observe::Observe::default(),
+        authenticator: Some(authenticator),
     })
 }

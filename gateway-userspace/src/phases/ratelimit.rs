@@ -166,6 +166,13 @@ impl RateLimitPhase {
             }
             let policy_h = HeaderName::from_static("ratelimit-policy");
             let state_h = HeaderName::from_static("ratelimit");
+            ctx.extras().rate_limit = Some(if rejected.is_some() {
+                "rejected"
+            } else if !wait.is_zero() {
+                "delayed"
+            } else {
+                "allowed"
+            });
             if let Some(retry) = rejected {
                 let mut r = Rejection::new(Reason::RateLimited, "rate limit exceeded; slow down")
                     .with_header(

@@ -72,6 +72,25 @@ impl Phase for ValidatePhase {
                 return Ok(());
             };
             let (parts, b) = std::mem::replace(req, Request::new(body::empty())).into_parts();
+            let result = self.check(v, parts, b, req).await;
+            ctx.extras().validation = Some(match &result {
+                Ok(()) => "passed",
+                Err(r) => r.reason.code(),
+            });
+            result
+        })
+    }
+}
+
+impl ValidatePhase {
+    async fn check(
+        &self,
+        v: &validate::RouteValidator,
+        parts: http::request::Parts,
+        b: ProxyBody,
+        req: &mut Request<ProxyBody>,
+    ) -> Result<(), Rejection> {
+        {
             let params = v.path_params(parts.uri.path());
             let head = v.check_head(&parts, &params);
             let Some(limit) = v.body_limit() else {
@@ -88,6 +107,6 @@ impl Phase for ValidatePhase {
                 .map_err(|r| rejection(&r))?;
             *req = Request::from_parts(parts, body::full(bytes));
             Ok(())
-        })
+        }
     }
 }

@@ -34,6 +34,9 @@ use super::{
 pub struct ConnInfo {
     /// The peer: the TCP peer, or the PROXY protocol source from a trusted proxy.
     pub peer: SocketAddr,
+    /// The TCP peer (the load balancer) when `peer` came from a PROXY
+    /// protocol header. Its packets, not the client's, are what XDP sees.
+    pub proxied_by: Option<SocketAddr>,
     pub tls: bool,
     pub listener: Arc<str>,
     started: Instant,
@@ -46,9 +49,16 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// Marks the peer as learnt from a PROXY header sent by `lb`.
+    pub fn proxied_by(mut self, lb: Option<SocketAddr>) -> Self {
+        self.proxied_by = lb;
+        self
+    }
+
     pub fn new(peer: SocketAddr, tls: bool, listener: Arc<str>) -> Self {
         Self {
             peer,
+            proxied_by: None,
             tls,
             listener,
             started: Instant::now(),

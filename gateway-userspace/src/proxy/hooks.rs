@@ -46,6 +46,14 @@ pub struct Extras {
     pub identity: Option<crate::auth::Identity>,
     /// Headers added to the response, whatever it is (e.g. `RateLimit`).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Why authentication failed (`AuthFailure::reason`), for metrics.
+    pub auth_failure: Option<&'static str>,
+    /// The rate-limit outcome: `allowed`, `delayed` or `rejected` (absent
+    /// when no limit applies), for the access log and metrics.
+    pub rate_limit: Option<&'static str>,
+    /// The validation outcome (`passed`, `failed`...), set by the validate
+    /// phase when it checks the request.
+    pub validation: Option<&'static str>,
 }
 
 impl RequestContext {
@@ -95,6 +103,10 @@ pub struct Hooks {
     pub rate_limit: Arc<dyn Phase>,
     /// `None`: offences are not scored.
     pub escalation: Option<Arc<crate::escalate::Escalator>>,
+    /// Metrics and the access log (kept across reloads by the caller).
+    pub observe: crate::observe::Observe,
+    /// The authenticator behind `authenticate`, for metrics (JWKS fetches).
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Default for Hooks {
@@ -104,6 +116,8 @@ impl Default for Hooks {
             validate: Arc::new(Allow),
             rate_limit: Arc::new(Allow),
             escalation: None,
+            observe: crate::observe::Observe::default(),
+            authenticator: None,
         }
     }
 }

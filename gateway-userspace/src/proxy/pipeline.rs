@@ -20,11 +20,22 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::IpAddr, sync::Arc, time::Instant};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 
-use crate::escalate::{Offence, Seen};
+use crate::{
+    escalate::{Offence, Seen},
+    observe::{
+        access_log::Record,
+        metrics::{DecisionLabels, ReasonLabels, RouteLabels, UpstreamLabels},
+        trace::TraceContext,
+    },
+};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -42,8 +53,9 @@ use super::{
 };
 
 /// What the access log records about one request.
-#[derive(Default)]
 struct Outcome {
+    /// The W3C trace context (continued or new), sent upstream.
+    trace: TraceContext,
     route: Option<Arc<str>>,
     target: Option<std::net::SocketAddr>,
     reason: Option<Reason>,
@@ -69,8 +81,22 @@ pub async fn handle(
     let client_ip = state.trusted.client_ip(conn.peer.ip(), req.headers());
     let (method, version) = (req.method().clone(), req.version());
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let may_have_body = check::may_have_body(req.headers());
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        trace: TraceContext::from_headers(req.headers()),
+        route: None,
+        target: None,
+        reason: None,
+        extras: Arc::default(),
+        security: None,
+        cors: None,
+    };
 
     let result = phases(
         &state,
@@ -102,7 +128,9 @@ pub async fn handle(
     if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
         && let Some(offence) = offence_of(reason)
     {
-        let seen = if client_ip == conn.peer.ip() {
+        // Through PROXY protocol the packets come from the load balancer:
+        // the kernel cannot drop the client by its address.
+        let seen = if client_ip == conn.peer.ip() && conn.proxied_by.is_none() {
             Seen::Socket
         } else {
             Seen::Forwarded
@@ -128,22 +156,67 @@ pub async fn handle(
         resp.headers_mut().insert("x-request-id", v);
     }
 
-    // Access log.
+    // Metrics and access log.
+    let elapsed = started.elapsed();
     let reason = outcome.reason;
-    tracing::info!(
-        target: "gateway::access",
-        request_id = %request_id,
-        client_ip = %client_ip,
-        listener = %conn.listener,
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        route = outcome.route.as_deref().unwrap_or("-"),
-        upstream_target = %outcome.target.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
-        reason = reason.map(|r| r.code()).unwrap_or("-"),
-        fault = %reason.map(|r| r.fault().to_string()).unwrap_or_else(|| "-".into()),
-        duration_ms = started.elapsed().as_millis() as u64,
-    );
+    let status = resp.status().as_u16();
+    let route = outcome.route.as_deref().unwrap_or("-");
+    let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
+    let observe = &state.hooks.observe;
+    let m = &observe.metrics;
+    m.request(route, &method, status, elapsed.as_secs_f64());
+    if let Some(r) = reason {
+        m.rejections
+            .get_or_create(&ReasonLabels {
+                reason: r.code().to_owned(),
+            })
+            .inc();
+        if matches!(r, Reason::Invalid | Reason::UnsupportedMediaType) {
+            m.validation_failures
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .inc();
+        }
+    }
+    if let Some(a) = extras.auth_failure {
+        m.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: a.to_owned(),
+            })
+            .inc();
+    }
+    if let Some(d) = extras.rate_limit {
+        m.rate_limit_decisions
+            .get_or_create(&DecisionLabels {
+                route: route.to_owned(),
+                decision: d.to_owned(),
+            })
+            .inc();
+    }
+    observe.access_log.write(&Record {
+        timestamp: SystemTime::now() - elapsed,
+        client_ip,
+        peer: conn.proxied_by.unwrap_or(conn.peer),
+        listener: &conn.listener,
+        method: method.as_str(),
+        path: &path,
+        query: query.as_deref(),
+        status,
+        version,
+        duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        user_agent: user_agent.as_deref(),
+        request_id: &request_id,
+        trace_id: &outcome.trace.trace_id,
+        route: outcome.route.as_deref(),
+        upstream_target: outcome.target,
+        reason: reason.map(|r| r.code()),
+        fault: reason.map(|r| r.fault().to_string()),
+        user: extras.identity.as_ref().map(|i| i.subject.as_str()),
+        rate_limit: extras.rate_limit,
+        validation: extras.validation,
+    });
+    drop(extras);
     resp
 }
 
@@ -263,6 +336,7 @@ async fn phases(
             host: checked.authority.as_deref(),
         },
     );
+    outcome.trace.apply(&mut parts.headers);
     match (host_header, &checked.authority) {
         (Some(h), _) => {
             parts.headers.insert(header::HOST, h);
@@ -287,8 +361,18 @@ async fn phases(
         target.push('?');
         target.push_str(q);
     }
-    let (mut resp, addr, in_flight) =
-        upstream::forward(pool, parts, &target, body, may_retry, &tripped).await?;
+    let sent = Instant::now();
+    let forwarded = upstream::forward(pool, parts, &target, body, may_retry, &tripped).await;
+    state
+        .hooks
+        .observe
+        .metrics
+        .upstream_duration
+        .get_or_create(&UpstreamLabels {
+            upstream: pool.name.to_string(),
+        })
+        .observe(sent.elapsed().as_secs_f64());
+    let (mut resp, addr, in_flight) = forwarded?;
     outcome.target = Some(addr);
 
     // 8. respond

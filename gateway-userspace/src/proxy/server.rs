@@ -122,6 +122,11 @@ impl Proxy {
         })
     }
 
+    /// A handle on the current config generation (metrics, readiness).
+    pub fn watch(&self) -> StateWatch {
+        StateWatch(self.shared.clone())
+    }
+
     /// The bound address of a listener, by name (or configured address).
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
@@ -155,6 +160,17 @@ impl Proxy {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// Reads the proxy's current config generation.
+#[derive(Clone)]
+pub struct StateWatch(Arc<Shared>);
+
+impl StateWatch {
+    /// The generation new requests use.
+    pub fn load(&self) -> Arc<ProxyState> {
+        self.0.state.load_full()
     }
 }
 
@@ -202,29 +218,38 @@ async fn accept_conn(
     let _ = tcp.set_nodelay(true);
     let state = shared.state.load_full();
     let handshake_timeout = state.limits.header_read_timeout;
-    let mut seen = crate::escalate::Seen::Socket;
+    let mut proxied_by = None;
     if cfg.proxy_protocol {
-        seen = crate::escalate::Seen::Forwarded;
         if !state.trusted.contains(peer.ip()) {
             tracing::warn!(listener = %name, peer = %peer, "PROXY protocol from an untrusted peer; closing");
             return;
         }
         match tokio::time::timeout(handshake_timeout, proxy_protocol::read_header(&mut tcp)).await {
-            Ok(Ok(Some(source))) => peer = source,
+            Ok(Ok(Some(source))) => {
+                proxied_by = Some(peer);
+                peer = source;
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "bad PROXY header"),
             Err(_) => return,
         }
     }
     if let Some(port) = cfg.redirect_https_port {
-        let info = Arc::new(ConnInfo::new(peer, false, name));
+        let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
         let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
         let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
+        let seen = if proxied_by.is_some() {
+            crate::escalate::Seen::Forwarded
+        } else {
+            crate::escalate::Seen::Socket
+        };
         let info = Arc::new(
-            ConnInfo::new(peer, false, name).with_escalation(state.hooks.escalation.clone(), seen),
+            ConnInfo::new(peer, false, name)
+                .proxied_by(proxied_by)
+                .with_escalation(state.hooks.escalation.clone(), seen),
         );
         let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
         let svc = proxy_service(shared, info.clone());
@@ -233,14 +258,31 @@ async fn accept_conn(
     let Some(acceptor) = state.tls.clone() else {
         return;
     };
+    let metrics = &state.hooks.observe.metrics;
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(peer = %peer, "TLS handshake timed out"),
+        Ok(Ok(s)) => {
+            metrics.tls_handshake("ok");
+            s
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake("error");
+            return tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics.tls_handshake("timeout");
+            return tracing::debug!(peer = %peer, "TLS handshake timed out");
+        }
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let seen = if proxied_by.is_some() {
+        crate::escalate::Seen::Forwarded
+    } else {
+        crate::escalate::Seen::Socket
+    };
     let info = Arc::new(
-        ConnInfo::new(peer, true, name).with_escalation(state.hooks.escalation.clone(), seen),
+        ConnInfo::new(peer, true, name)
+            .proxied_by(proxied_by)
+            .with_escalation(state.hooks.escalation.clone(), seen),
     );
     let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
     let svc = proxy_service(shared, info.clone());

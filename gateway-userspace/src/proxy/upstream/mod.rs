@@ -45,6 +45,11 @@ impl Pools {
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.get(name)
     }
+
+    /// Every pool (metrics, readiness).
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.values()
+    }
 }
 
 impl Drop for Pools {

@@ -9,7 +9,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -36,6 +36,8 @@ pub struct Target {
     /// Result of active health checks (true until a check says otherwise).
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
+    /// Passive ejections so far (metrics).
+    ejections: AtomicU64,
     ejected_until: Mutex<Option<Instant>>,
 }
 
@@ -46,6 +48,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
         }
     }
@@ -71,6 +74,11 @@ impl Target {
         if was != healthy {
             tracing::warn!(target = %self.addr, healthy, "upstream target health changed (active check)");
         }
+    }
+
+    /// Passive ejections of this target so far.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -158,6 +166,7 @@ impl Pool {
         let n = t.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if limit > 0 && n >= limit {
             t.consecutive_failures.store(0, Ordering::Relaxed);
+            t.ejections.fetch_add(1, Ordering::Relaxed);
             let until = Instant::now() + self.config.passive.ejection_time;
             *t.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
             tracing::warn!(

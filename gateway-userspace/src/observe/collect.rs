@@ -1,0 +1,235 @@
+//! Collectors read at scrape time: the XDP per-CPU counters summed over
+//! CPUs (straight from the pinned maps, so they include packets dropped
+//! while no scrape was running and survive gateway restarts), the number of
+//! sources in the bounded drop map, upstream target health and ejections,
+//! escalation counters and JWKS fetches. Nothing here is cached.
+
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+};
+
+use crate::{escalate::Escalator, proxy::server::StateWatch, xdp::XdpMaps};
+
+fn counter<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(L, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(L, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One unlabelled sample (no `{}` in the output).
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => ConstCounter::new(v).encode(m),
+        _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(m),
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The XDP program's counters, read from its maps at every scrape.
+pub struct XdpCollector {
+    pub maps: Arc<Mutex<XdpMaps>>,
+}
+
+impl std::fmt::Debug for XdpCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XdpCollector")
+    }
+}
+
+impl Collector for XdpCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (counters, sources) = {
+            let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+            (m.counters(), m.top_dropped(usize::MAX).map(|v| v.len()))
+        };
+        let counters = match counters {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the XDP counters for /metrics failed");
+                return Ok(());
+            }
+        };
+        let packets: Vec<(Labels, u64)> = counters
+            .iter()
+            .map(|(r, c)| (vec![("reason", r.name().to_owned())], c.packets))
+            .collect();
+        let bytes: Vec<(Labels, u64)> = counters
+            .iter()
+            .map(|(r, c)| (vec![("reason", r.name().to_owned())], c.bytes))
+            .collect();
+        counter(
+            &mut enc,
+            "xdp_packets",
+            "Packets seen by the XDP program, by verdict reason (summed over CPUs)",
+            &packets,
+        )?;
+        counter(
+            &mut enc,
+            "xdp_bytes",
+            "Bytes seen by the XDP program, by verdict reason (summed over CPUs)",
+            &bytes,
+        )?;
+        if let Ok(n) = sources {
+            single(
+                &mut enc,
+                "xdp_dropped_sources",
+                "Source addresses in the (bounded) per-source drop table",
+                MetricType::Gauge,
+                n as u64,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Escalation counters and active blocks.
+pub struct EscalationCollector {
+    pub escalator: Arc<Escalator>,
+}
+
+impl std::fmt::Debug for EscalationCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EscalationCollector")
+    }
+}
+
+impl Collector for EscalationCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let e = &self.escalator;
+        let offences: Vec<(Labels, u64)> = crate::escalate::Offence::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                (
+                    vec![("kind", o.name().to_owned())],
+                    e.offences_total[i].load(Relaxed),
+                )
+            })
+            .collect();
+        counter(
+            &mut enc,
+            "escalation_offences",
+            "L7 offences scored towards escalation, by kind",
+            &offences,
+        )?;
+        single(
+            &mut enc,
+            "escalations",
+            "Sources escalated into a block or throttle",
+            MetricType::Counter,
+            e.escalations_total.load(Relaxed),
+        )?;
+        single(
+            &mut enc,
+            "escalation_errors",
+            "Escalations that could not be written into the XDP maps",
+            MetricType::Counter,
+            e.escalation_errors_total.load(Relaxed),
+        )?;
+        single(
+            &mut enc,
+            "escalation_active_blocks",
+            "Sources currently blocked or throttled by escalation",
+            MetricType::Gauge,
+            e.active_blocks() as u64,
+        )
+    }
+}
+
+/// Upstream health and JWKS fetches of the current config generation.
+/// Ejection and fetch counters start from zero when a reload rebuilds the
+/// pools or the authenticator (Prometheus treats that as a counter reset).
+pub struct ProxyCollector {
+    pub state: StateWatch,
+}
+
+impl std::fmt::Debug for ProxyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCollector")
+    }
+}
+
+impl Collector for ProxyCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let state = self.state.load();
+        let (mut healthy, mut ejections, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
+        for pool in state.pools.iter() {
+            for t in &pool.targets {
+                let l: Labels = vec![
+                    ("upstream", pool.name.to_string()),
+                    ("target", t.addr.to_string()),
+                ];
+                healthy.push((l.clone(), i64::from(t.available())));
+                in_flight.push((l.clone(), t.in_flight() as i64));
+                ejections.push((l, t.ejections()));
+            }
+        }
+        gauge(
+            &mut enc,
+            "upstream_target_healthy",
+            "1 if the target takes requests (active checks pass and not ejected)",
+            &healthy,
+        )?;
+        gauge(
+            &mut enc,
+            "upstream_target_in_flight",
+            "Requests in flight to the target",
+            &in_flight,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_target_ejections",
+            "Passive ejections after consecutive failures",
+            &ejections,
+        )?;
+        if let Some(auth) = &state.hooks.authenticator {
+            let rows: Vec<(Labels, u64)> = auth
+                .jwks_fetch_counts()
+                .into_iter()
+                .map(|(issuer, n)| (vec![("issuer", issuer)], n))
+                .collect();
+            counter(
+                &mut enc,
+                "jwks_fetches",
+                "JWK Set fetch attempts, by configured issuer",
+                &rows,
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! The Prometheus metrics (prometheus-client, text exposition). Event
+//! counters and histograms live here and are updated by the request path;
+//! state that already exists elsewhere (XDP per-CPU counters, upstream
+//! health, escalation counters, JWKS fetches) is read when scraped by the
+//! collectors in `collect`. Labels are bounded: route ids and upstream
+//! names come from the config, methods and status classes from fixed sets,
+//! reasons from enums; client addresses never become labels.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Mutex;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+/// `route` ("-": no route matched), `method`, `status` class ("2xx").
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub route: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+/// Latency buckets in seconds: 1 ms to 30 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The process's metrics; one per process, shared by every config generation.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub validation_failures: Family<RouteLabels, Counter>,
+    pub rate_limit_decisions: Family<DecisionLabels, Counter>,
+    pub rejections: Family<ReasonLabels, Counter>,
+    pub tls_handshakes: Family<ResultLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("gateway");
+        let m = Self {
+            registry: Mutex::new(Registry::default()),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency as fn() -> Histogram),
+            upstream_duration: Family::new_with_constructor(latency as fn() -> Histogram),
+            auth_failures: Family::default(),
+            validation_failures: Family::default(),
+            rate_limit_decisions: Family::default(),
+            rejections: Family::default(),
+            tls_handshakes: Family::default(),
+        };
+        r.register(
+            "http_requests",
+            "Requests answered, by route, method and status class",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time from request head to response head, by route",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "upstream_request_duration_seconds",
+            "Time from sending to an upstream to its response head, by upstream pool",
+            m.upstream_duration.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests that did not get an identity, by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "validation_failures",
+            "Requests rejected by request validation, by route",
+            m.validation_failures.clone(),
+        );
+        r.register(
+            "rate_limit_decisions",
+            "L7 rate-limit outcomes (allowed, delayed, rejected), by route",
+            m.rate_limit_decisions.clone(),
+        );
+        r.register(
+            "rejections",
+            "Requests the gateway answered itself, by reason code",
+            m.rejections.clone(),
+        );
+        r.register(
+            "tls_handshakes",
+            "TLS handshakes on the proxy listeners, by result (ok, error, timeout)",
+            m.tls_handshakes.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        m
+    }
+
+    /// Adds a collector read at every scrape (names get the `gateway_` prefix).
+    pub fn register_collector(&self, c: Box<dyn Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .register_collector(c);
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, route: &str, method: &http::Method, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method_label(method).to_owned(),
+                status: status_class(status).to_owned(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn tls_handshake(&self, result: &'static str) {
+        self.tls_handshakes
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The method as a label: the standard ones, everything else `OTHER`.
+pub fn method_label(m: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+pub fn status_class(s: u16) -> &'static str {
+    match s {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_prefixed_counters_with_total() {
+        let m = Metrics::new();
+        m.request(
+            "api",
+            &http::Method::from_bytes(b"BREW").unwrap(),
+            404,
+            0.01,
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"gateway_http_requests_total{route="api",method="OTHER",status="4xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "gateway_http_request_duration_seconds_bucket{le=\"0.01\",route=\"api\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

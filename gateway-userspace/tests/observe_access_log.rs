@@ -1,0 +1,110 @@
+//! The access log: one ECS JSON line per request in the configured file,
+//! the credential never in it, and SIGUSR1 reopening the file after a
+//! logrotate-style move.
+
+mod observe_support;
+
+use gateway::auth::hash_key;
+use observe_support::*;
+
+const KEY: &str = "k3y-s3cret-value-123";
+
+fn config(origin: &Origin) -> String {
+    format!(
+        "{}\n[auth.api_keys.k]\nquery = \"apikey\"\nkeys = [{{ name = \"client-1\", sha256 = \"{}\" }}]\n\
+         [auth.policies.key]\ntype = \"api_key\"\nproviders = [\"k\"]\nstrip_credential = true\n",
+        route_to(origin, "auth = \"key\""),
+        hash_key(KEY.as_bytes())
+    )
+}
+
+#[test]
+fn request_is_logged_with_ecs_fields_and_without_credentials() {
+    let origin = Origin::start();
+    let gw = Gateway::start(&config(&origin));
+    let r = get(
+        gw.proxy,
+        &format!("/orders/7?page=2&apikey={KEY}&access_token=tok"),
+        &[("user-agent", "observe-test/1.0"), ("x-api-key", KEY)],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", gw.log());
+    let bad = get(gw.proxy, "/orders/8", &[("x-api-key", "wrong")]);
+    assert_eq!(bad.status, 401);
+
+    let lines = gw.wait_access_lines(2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let text = std::fs::read_to_string(&gw.access_log).unwrap();
+    assert!(!text.contains(KEY), "credential in the access log: {text}");
+    assert!(!text.contains("tok\""), "{text}");
+
+    let ok = &lines[0];
+    for field in [
+        "@timestamp",
+        "client.ip",
+        "source.ip",
+        "http.request.method",
+        "url.path",
+        "http.response.status_code",
+        "http.version",
+        "event.duration",
+        "user_agent.original",
+        "http.request.id",
+        "trace.id",
+        "gateway.route",
+        "gateway.upstream.target",
+        "user.name",
+    ] {
+        assert!(ok.get(field).is_some(), "{field} missing in {ok}");
+    }
+    assert_eq!(ok["client.ip"], "127.0.0.1");
+    assert_eq!(ok["http.request.method"], "GET");
+    assert_eq!(ok["url.path"], "/orders/7");
+    assert_eq!(ok["url.query"], "page=2");
+    assert_eq!(ok["http.response.status_code"], 200);
+    assert_eq!(ok["http.version"], "1.1");
+    assert!(ok["event.duration"].as_u64().unwrap() > 0);
+    assert_eq!(ok["user_agent.original"], "observe-test/1.0");
+    assert_eq!(ok["gateway.route"], "api");
+    assert_eq!(ok["gateway.upstream.target"], origin.addr.to_string());
+    assert_eq!(ok["user.name"], "client-1");
+    assert_eq!(ok["trace.id"].as_str().unwrap().len(), 32);
+    assert!(
+        r.head.to_ascii_lowercase().contains(&format!(
+            "x-request-id: {}",
+            ok["http.request.id"].as_str().unwrap()
+        )),
+        "{}",
+        r.head
+    );
+    assert!(
+        humantime::parse_rfc3339(ok["@timestamp"].as_str().unwrap()).is_ok(),
+        "{ok}"
+    );
+
+    let rejected = &lines[1];
+    assert_eq!(rejected["http.response.status_code"], 401);
+    assert_eq!(rejected["gateway.reason"], "unauthenticated");
+    assert_eq!(rejected["gateway.fault"], "client");
+    assert!(rejected.get("user.name").is_none());
+    assert!(rejected.get("gateway.upstream.target").is_none());
+}
+
+#[test]
+fn sigusr1_reopens_the_file_after_rotation() {
+    let origin = Origin::start();
+    let gw = Gateway::start(&route_to(&origin, ""));
+    assert_eq!(get(gw.proxy, "/a", &[]).status, 200);
+    assert_eq!(gw.wait_access_lines(1).len(), 1);
+    let rotated = gw.dir.0.join("access.log.1");
+    std::fs::rename(&gw.access_log, &rotated).unwrap();
+    gw.signal(libc::SIGUSR1);
+    wait_until("the access log to be recreated", 5, || {
+        gw.access_log.exists()
+    });
+    assert_eq!(get(gw.proxy, "/b", &[]).status, 200);
+    let lines = gw.wait_access_lines(1);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["url.path"], "/b");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "{old}");
+}
