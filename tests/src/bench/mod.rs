@@ -4,7 +4,12 @@
 //! `bench/results.json` and `bench/results.md`.
 
 pub mod cpu;
+pub mod features;
 pub mod flood;
+pub mod gwconf;
+pub mod memory;
+pub mod proxy;
+pub mod servers;
 pub mod xdp_cost;
 
 use std::time::Instant;
