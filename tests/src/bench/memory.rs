@@ -145,11 +145,7 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
         pin.path.display()
     );
     let conf = dir.join("gateway.toml");
-    std::fs::write(
-        &conf,
-        gwconf::config_text(&dir, &ports, &stack.certs, &xdp),
-    )
-    .unwrap();
+    std::fs::write(&conf, gwconf::config_text(&dir, &ports, &stack.certs, &xdp)).unwrap();
     let log = dir.join("gateway.out");
     let gw = spawn_pinned_env(
         SUT_CPU,
@@ -207,7 +203,15 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
 }
 
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
-    let conns = if opts.quick { 1000 } else { 10_000 };
+    // The client sockets live in this process: stay under its fd limit.
+    let want: u64 = if opts.quick { 1000 } else { 10_000 };
+    let conns = want.min(opts.nofile.saturating_sub(1000)) as usize;
+    if (conns as u64) < want {
+        eprintln!(
+            "memory: open-file limit {} allows only {conns} connections",
+            opts.nofile
+        );
+    }
     progress.step(&format!(
         "memory: RSS idle and with {conns} keep-alive connections (gateway, nginx, haproxy)"
     ));
@@ -240,7 +244,7 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     }
     progress.step("memory: gateway with XDP, blocklist map empty and full");
     let bl = blocklist(opts, stack);
-    json!({ "connections": conns, "rows": rows, "blocklist": bl })
+    json!({ "connections": conns, "nofile_limit": opts.nofile, "rows": rows, "blocklist": bl })
 }
 
 pub fn markdown(v: &Value) -> String {

@@ -19,6 +19,8 @@ use std::time::Instant;
 pub struct Opts {
     /// CI smoke mode: short runs, fewer repeats, smaller maps.
     pub quick: bool,
+    /// This process's open-file limit (children inherit it).
+    pub nofile: u64,
 }
 
 /// Prints a progress line: `[step/total] what (elapsed)`.

@@ -107,24 +107,54 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
         };
         if !opts.quick {
             // Warm-up: connections, pools, caches.
-            wrk(&Load { secs: 1.0, ..l.clone_shallow() });
+            wrk(&Load {
+                secs: 1.0,
+                ..l.clone_shallow()
+            });
         }
         wrk(&l)
     };
 
     progress.step("proxy: direct to origin (load generator + origin alone)");
-    let direct_get = load(url(stack.ports.origin, false, "/public/hello"), false, vec![]);
-    let direct_post = load(url(stack.ports.origin, false, "/public/hello"), true, vec![]);
+    let direct_get = load(
+        url(stack.ports.origin, false, "/public/hello"),
+        false,
+        vec![],
+    );
+    let direct_post = load(
+        url(stack.ports.origin, false, "/public/hello"),
+        true,
+        vec![],
+    );
 
     let mut rows = vec![
-        row("GET small, HTTP/1.1 keep-alive", "direct to origin (no proxy)", &direct_get, None),
-        row("POST 1 KiB JSON, HTTP/1.1 keep-alive", "direct to origin (no proxy)", &direct_post, None),
+        row(
+            "GET small, HTTP/1.1 keep-alive",
+            "direct to origin (no proxy)",
+            &direct_get,
+            None,
+        ),
+        row(
+            "POST 1 KiB JSON, HTTP/1.1 keep-alive",
+            "direct to origin (no proxy)",
+            &direct_post,
+            None,
+        ),
     ];
     for case in &CASES {
-        progress.step(&format!("proxy: {} (gateway, nginx, haproxy; {secs}s each)", case.name));
+        progress.step(&format!(
+            "proxy: {} (gateway, nginx, haproxy; {secs}s each)",
+            case.name
+        ));
         let runs: Vec<WrkRun> = PROXIES
             .iter()
-            .map(|p| load(url(stack.port(*p, case.tls), case.tls, "/public/hello"), case.post, vec![]))
+            .map(|p| {
+                load(
+                    url(stack.port(*p, case.tls), case.tls, "/public/hello"),
+                    case.post,
+                    vec![],
+                )
+            })
             .collect();
         for (i, p) in PROXIES.iter().enumerate() {
             rows.push(row(case.name, p.name(), &runs[i], None));
@@ -140,16 +170,37 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     progress.step("proxy: authentication (gateway JWT ES256 and API key; peers API key)");
     let key_header = format!("X-Api-Key: {API_KEY}");
     let jwt_header = format!("Authorization: Bearer {}", stack.jwt_token);
-    let gw_jwt = load(url(stack.ports.gw_http, false, "/jwt/hello"), false, vec![jwt_header]);
+    let gw_jwt = load(
+        url(stack.ports.gw_http, false, "/jwt/hello"),
+        false,
+        vec![jwt_header],
+    );
     let key_runs: Vec<WrkRun> = PROXIES
         .iter()
-        .map(|p| load(url(stack.port(*p, false), false, "/key/hello"), false, vec![key_header.clone()]))
+        .map(|p| {
+            load(
+                url(stack.port(*p, false), false, "/key/hello"),
+                false,
+                vec![key_header.clone()],
+            )
+        })
         .collect();
     let auth_case = "GET small, HTTP/1.1, auth";
-    rows.push(row(&format!("{auth_case}: JWT ES256"), "gateway", &gw_jwt, Some(&key_runs[1])));
-    rows.last_mut().unwrap()["peer"] = json!("nginx API-key map (NGINX OSS has no JWT verification)");
+    rows.push(row(
+        &format!("{auth_case}: JWT ES256"),
+        "gateway",
+        &gw_jwt,
+        Some(&key_runs[1]),
+    ));
+    rows.last_mut().unwrap()["peer"] =
+        json!("nginx API-key map (NGINX OSS has no JWT verification)");
     for (i, p) in PROXIES.iter().enumerate() {
-        rows.push(row(&format!("{auth_case}: API key"), p.name(), &key_runs[i], None));
+        rows.push(row(
+            &format!("{auth_case}: API key"),
+            p.name(),
+            &key_runs[i],
+            None,
+        ));
     }
     let gw = rows.len() - 3;
     for (k, peer) in [(1, "nginx"), (2, "haproxy")] {
@@ -177,7 +228,11 @@ Ratios are ours / peer: above 1 is better for requests/s, below 1 is better for 
         super::servers::SUT_CPU,
         super::servers::LOAD_CPU,
     );
-    let f = |r: &Value, k: &str| r.get(k).map(|x| format!("{x}x")).unwrap_or_else(|| "-".into());
+    let f = |r: &Value, k: &str| {
+        r.get(k)
+            .map(|x| format!("{x}x"))
+            .unwrap_or_else(|| "-".into())
+    };
     for r in v["rows"].as_array().into_iter().flatten() {
         let (mut rn, mut rh, mut pn, mut ph) = (
             f(r, "rps_ratio_vs_nginx"),

@@ -27,21 +27,24 @@ pub fn bench_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench")
 }
 
-/// Raises the open-file limit of this process (inherited by every child) so
-/// 10,000 connections fit.
-pub fn raise_nofile(n: u64) {
+/// Raises the open-file limit of this process (inherited by every child) to
+/// `n`, or to the hard limit if that is lower (raising the hard limit needs
+/// CAP_SYS_RESOURCE, which a container may not grant). Returns the limit.
+pub fn raise_nofile(n: u64) -> u64 {
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
-        r.rlim_cur = n.max(r.rlim_cur);
-        r.rlim_max = r.rlim_max.max(r.rlim_cur);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
-            eprintln!(
-                "warning: cannot raise RLIMIT_NOFILE to {n}: {}",
-                std::io::Error::last_os_error()
-            );
+        let want = libc::rlimit {
+            rlim_cur: n.max(r.rlim_cur),
+            rlim_max: n.max(r.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        r.rlim_cur
     }
 }
 
@@ -107,8 +110,8 @@ pub fn certs(dir: &Path) -> Certs {
 /// Reads `bench/<name>` and replaces every `{{KEY}}`.
 pub fn template(name: &str, vars: &[(&str, String)]) -> String {
     let path = bench_dir().join(name);
-    let mut s = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut s =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     for (k, v) in vars {
         s = s.replace(&format!("{{{{{k}}}}}"), v);
     }
@@ -180,7 +183,11 @@ pub fn version(program: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    text.lines().next().unwrap_or("?").trim().to_owned()
+    let first = text.lines().next().unwrap_or("?");
+    // "HAProxy version 2.6.12-1 2026/10/17 - https://…", "wrk 4.1.0 [epoll] Copyright…"
+    let first = first.split(" - ").next().unwrap_or(first);
+    let first = first.split(" [").next().unwrap_or(first);
+    first.trim().to_owned()
 }
 
 /// Which proxy a row is about.

@@ -18,8 +18,8 @@ fn main() {
     if !tests::require_root("gw-bench") {
         std::process::exit(1);
     }
-    let opts = Opts { quick };
-    servers::raise_nofile(65536);
+    let nofile = servers::raise_nofile(65536);
+    let opts = Opts { quick, nofile };
     let mut progress = Progress::new(4 + 6 + 1 + proxy::STEPS + features::STEPS + memory::STEPS);
     let xdp = xdp_cost::run(opts, &mut progress);
     let fl = flood::run(opts, &mut progress);
