@@ -3,6 +3,7 @@
 //! scenario is bounded in time and count. Results go to
 //! `bench/results.json` and `bench/results.md`.
 
+pub mod attack;
 pub mod cpu;
 pub mod features;
 pub mod flood;

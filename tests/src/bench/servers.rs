@@ -63,7 +63,8 @@ pub struct Ports {
 
 impl Ports {
     pub fn new() -> Self {
-        let base = 21000 + (std::process::id() % 1500) as u16 * 10;
+        // Below the ephemeral range (32768+), where client sockets live.
+        let base = 20000 + (std::process::id() % 1000) as u16 * 10;
         Self {
             origin: base,
             gw_http: base + 1,
@@ -151,11 +152,16 @@ pub fn spawn_pinned_env(
 
 /// Waits until something accepts on 127.0.0.1:`port`.
 pub fn wait_port(port: u16, what: &str, log: &Path) {
+    wait_addr(&format!("127.0.0.1:{port}"), what, log)
+}
+
+/// Waits until something accepts on `addr` (`ip:port`).
+pub fn wait_addr(addr: &str, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(addr).is_err() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on {port} within 20 s:\n{}",
+            "{what} did not listen on {addr} within 20 s:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
