@@ -13,7 +13,8 @@ use super::servers::{API_KEY, Certs, Ports};
 pub const JWT_ISSUER: &str = "https://bench.invalid/";
 pub const JWT_AUDIENCE: &str = "bench";
 
-fn data(file: &str) -> PathBuf {
+/// A file of `gateway-userspace/tests/data/`.
+pub fn data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../gateway-userspace/tests/data")
         .join(file)

@@ -305,6 +305,12 @@ pub fn start_stack() -> Stack {
     ha_vars.push(("HTTP_PORT", ports.ha_http.to_string()));
     ha_vars.push(("HTTPS_PORT", ports.ha_https.to_string()));
     ha_vars.push(("CERT_AND_KEY", certs.both.display().to_string()));
+    ha_vars.push(("JWT_ISSUER", super::gwconf::JWT_ISSUER.to_owned()));
+    ha_vars.push(("JWT_AUDIENCE", super::gwconf::JWT_AUDIENCE.to_owned()));
+    ha_vars.push((
+        "EC_PUBLIC_KEY",
+        super::gwconf::data("ec_public.pem").display().to_string(),
+    ));
     let ha_conf = dir.0.join("haproxy.cfg");
     std::fs::write(&ha_conf, template("haproxy.cfg", &ha_vars)).unwrap();
     let ha_log = dir.0.join("haproxy.out");
