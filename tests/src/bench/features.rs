@@ -2,7 +2,7 @@
 //! (`jsonwebtoken`, the library the gateway's `auth` module uses, with the
 //! keys from `gateway-userspace/tests/data/` and a generated Ed25519 key),
 //! and TLS handshakes per second with and without session resumption
-//! (a rustls client on the load core against our listener and NGINX's,
+//! (a rustls client on the load core against our listener, NGINX and HAProxy,
 //! both on the SUT core; each handshake is followed by one small request
 //! the server answers itself, so the client reads the session tickets).
 
@@ -187,7 +187,7 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
 
     let hs_secs = if opts.quick { 1.0 } else { 3.0 };
     progress.step(&format!(
-        "features: TLS handshakes, gateway and nginx, with and without resumption ({hs_secs}s each)"
+        "features: TLS handshakes, gateway, nginx and haproxy, with and without resumption ({hs_secs}s each)"
     ));
     let cert = stack.certs.cert_der.clone();
     let targets: Vec<(Proxy, u16)> = [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy]
