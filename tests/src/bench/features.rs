@@ -3,7 +3,7 @@
 //! keys from `gateway-userspace/tests/data/` and a generated Ed25519 key),
 //! and TLS handshakes per second with and without session resumption
 //! (a rustls client on the load core against our listener, NGINX and HAProxy,
-//! both on the SUT core; each handshake is followed by one small request
+//! all on the SUT core; each handshake is followed by one small request
 //! the server answers itself, so the client reads the session tickets).
 
 use std::{
