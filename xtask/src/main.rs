@@ -204,7 +204,17 @@ fn lint() -> Result<()> {
 }
 
 /// Peers and tools the benchmarks drive.
-const BENCH_PACKAGES: &[&str] = &["nftables", "iptables", "iputils-ping"];
+const BENCH_PACKAGES: &[&str] = &[
+    "nftables",
+    "iptables",
+    "iputils-ping",
+    // Scenario 4: the peer proxies (also the shared origin) and the load generator.
+    "nginx",
+    "haproxy",
+    "wrk",
+    // taskset, to pin servers and the load generator to separate cores.
+    "util-linux",
+];
 
 fn bench(quick: bool) -> Result<()> {
     let root = workspace_root();
@@ -213,6 +223,7 @@ fn bench(quick: bool) -> Result<()> {
             "the benchmarks attach XDP and create network namespaces: run `sudo -E cargo xtask bench`"
         );
     }
+    let gateway = build_gateway(true)?;
     step("building the benchmark runner (release)");
     run(cargo().current_dir(&root).args([
         "build",
@@ -227,7 +238,10 @@ fn bench(quick: bool) -> Result<()> {
         if quick { " (--quick)" } else { "" }
     ));
     let mut cmd = Command::new(target_dir().join("release").join("gw-bench"));
-    cmd.current_dir(&root).arg("--out").arg(root.join("bench"));
+    cmd.current_dir(&root)
+        .arg("--out")
+        .arg(root.join("bench"))
+        .env("GATEWAY_BIN", &gateway);
     if quick {
         cmd.arg("--quick");
     }

@@ -112,7 +112,7 @@ fn topo() -> Topo {
 }
 
 /// An nftables table, deleted on drop.
-struct NftTable(String);
+pub struct NftTable(String);
 
 impl Drop for NftTable {
     fn drop(&mut self) {
@@ -135,10 +135,14 @@ impl Drop for IptRule {
 }
 
 fn nft_table(t: &Topo, rule: &str) -> NftTable {
+    nft_ingress(&t.veth.host, rule)
+}
+
+/// A netdev table with one ingress chain on `dev` holding `rule`.
+pub fn nft_ingress(dev: &str, rule: &str) -> NftTable {
     let name = crate::unique_name("gwb");
     let script = format!(
-        "table netdev {name} {{\n chain in {{\n  type filter hook ingress device \"{}\" priority -500;\n  {rule}\n }}\n}}\n",
-        t.veth.host
+        "table netdev {name} {{\n chain in {{\n  type filter hook ingress device \"{dev}\" priority -500;\n  {rule}\n }}\n}}\n"
     );
     let path = std::env::temp_dir().join(format!("{name}.nft"));
     std::fs::write(&path, script).unwrap();
@@ -158,7 +162,12 @@ fn nft_counter(table: &NftTable) -> u64 {
 }
 
 fn set_receive_cpu(t: &Topo, native_xdp: bool) {
-    let dev = &t.veth.host;
+    receive_on_cpu1(&t.veth.host, native_xdp);
+}
+
+/// Moves `dev`'s receive work to CPU 1: RPS for the skb paths, threaded
+/// NAPI pinned to CPU 1 for native XDP.
+pub fn receive_on_cpu1(dev: &str, native_xdp: bool) {
     if native_xdp {
         std::fs::write(format!("/sys/class/net/{dev}/threaded"), "1").ok();
         for tid in threads_named(&format!("napi/{dev}")) {

@@ -3,8 +3,14 @@
 //! scenario is bounded in time and count. Results go to
 //! `bench/results.json` and `bench/results.md`.
 
+pub mod attack;
 pub mod cpu;
+pub mod features;
 pub mod flood;
+pub mod gwconf;
+pub mod memory;
+pub mod proxy;
+pub mod servers;
 pub mod xdp_cost;
 
 use std::time::Instant;
@@ -14,6 +20,8 @@ use std::time::Instant;
 pub struct Opts {
     /// CI smoke mode: short runs, fewer repeats, smaller maps.
     pub quick: bool,
+    /// This process's open-file limit (children inherit it).
+    pub nofile: u64,
 }
 
 /// Prints a progress line: `[step/total] what (elapsed)`.

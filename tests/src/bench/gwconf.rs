@@ -1,0 +1,151 @@
+//! The gateway's config for the proxy scenarios, written at run time: the
+//! same job as `bench/nginx.conf` and `bench/haproxy.cfg` (one upstream,
+//! security headers on, a per-IP L7 limit too high to trigger, `/key/` with
+//! an API key, plus `/jwt/` with an ES256 JWT that the peers cannot verify).
+//! XDP is off here; the memory scenario adds it.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest as _;
+
+use super::servers::{API_KEY, Certs, Ports};
+
+pub const JWT_ISSUER: &str = "https://bench.invalid/";
+pub const JWT_AUDIENCE: &str = "bench";
+
+/// A file of `gateway-userspace/tests/data/`.
+pub fn data(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gateway-userspace/tests/data")
+        .join(file)
+}
+
+/// A valid ES256 token for the bench issuer (one hour).
+pub fn jwt_token() -> String {
+    let pem = std::fs::read(data("ec_private.pem")).expect("ec_private.pem");
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("EC key");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "bench-user",
+        "iat": now, "exp": now + 3600, "scope": "bench",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".to_owned());
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign JWT")
+}
+
+/// Extra top-level sections (e.g. `[xdp]` for the memory scenario); the
+/// default turns XDP off.
+pub fn config_text(dir: &Path, ports: &Ports, certs: &Certs, xdp: &str) -> String {
+    let key_hash = hex(&sha2::Sha256::digest(API_KEY.as_bytes()));
+    format!(
+        r#"# Written by gw-bench (tests/src/bench/gwconf.rs).
+{xdp}
+
+[admin]
+socket = "{dir}/admin.sock"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1:{http}"
+
+[[listeners]]
+name = "https"
+address = "127.0.0.1:{https}"
+tls = true
+
+[[tls.certificates]]
+chain = "{cert}"
+key = "{key}"
+server_names = ["localhost"]
+
+[[upstreams]]
+name = "origin"
+targets = ["127.0.0.1:{origin}"]
+
+[[routes]]
+id = "public"
+path_prefix = "/public/"
+upstream = "origin"
+
+[[routes]]
+id = "key"
+path_prefix = "/key/"
+upstream = "origin"
+auth = "key"
+
+[[routes]]
+id = "jwt"
+path_prefix = "/jwt/"
+upstream = "origin"
+auth = "jwt"
+
+[limits]
+max_connections = 40000
+max_connections_per_ip = 40000
+
+[security_headers]
+enabled = true
+
+[auth.api_keys.bench]
+header = "x-api-key"
+keys = [{{ name = "bench", sha256 = "{key_hash}" }}]
+
+[auth.jwt.bench]
+issuer = "{iss}"
+audiences = ["{aud}"]
+algorithms = ["ES256"]
+public_key_files = [{{ path = "{ec_pub}", kid = "k1" }}]
+
+[auth.policies.key]
+type = "api_key"
+providers = ["bench"]
+strip_credential = true
+
+[auth.policies.jwt]
+type = "jwt"
+providers = ["bench"]
+headers = {{ "x-user-id" = "sub" }}
+strip_credential = true
+
+[rate_limit]
+global = ["per-ip"]
+
+[[rate_limit.limits]]
+name = "per-ip"
+rate = "1000000r/s"
+burst = 1000000
+key = "ip"
+
+[escalation]
+enabled = false
+"#,
+        dir = dir.display(),
+        http = ports.gw_http,
+        https = ports.gw_https,
+        origin = ports.origin,
+        cert = certs.cert.display(),
+        key = certs.key.display(),
+        iss = JWT_ISSUER,
+        aud = JWT_AUDIENCE,
+        ec_pub = data("ec_public.pem").display(),
+    )
+}
+
+/// Writes the config (XDP off); returns its path and a valid JWT.
+pub fn write(dir: &Path, ports: &Ports, certs: &Certs) -> (PathBuf, String) {
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        config_text(dir, ports, certs, "[xdp]\nenabled = false"),
+    )
+    .unwrap();
+    (path, jwt_token())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
