@@ -60,6 +60,9 @@ enum Cmd {
         /// Short runs for a CI smoke test (under 3 minutes).
         #[arg(long)]
         quick: bool,
+        /// Only splice the existing bench/results.md into the README.
+        #[arg(long)]
+        embed_only: bool,
     },
 }
 
@@ -94,7 +97,10 @@ fn real_main() -> Result<()> {
             prereqs::ensure(Need::Build)?;
             lint()
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench {
+            embed_only: true, ..
+        } => embed_results(&workspace_root()),
+        Cmd::Bench { quick, .. } => {
             prereqs::ensure(Need::Test)?;
             prereqs::ensure_packages(BENCH_PACKAGES)?;
             bench(quick)
@@ -245,7 +251,34 @@ fn bench(quick: bool) -> Result<()> {
     if quick {
         cmd.arg("--quick");
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    embed_results(&root)
+}
+
+/// Splices bench/results.md into the README between the bench markers, so
+/// the README's tables are always the last run's, never typed by hand.
+fn embed_results(root: &Path) -> Result<()> {
+    const START: &str = "<!-- bench:start -->";
+    const END: &str = "<!-- bench:end -->";
+    let results = std::fs::read_to_string(root.join("bench/results.md"))
+        .context("reading bench/results.md (run `cargo xtask bench` first)")?;
+    let readme_path = root.join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).context("reading README.md")?;
+    let (Some(a), Some(b)) = (readme.find(START), readme.find(END)) else {
+        bail!("README.md has no {START} ... {END} markers for the results");
+    };
+    let results = results
+        .replacen("## Benchmark results", "### Benchmark results", 1)
+        .replace("\n### ", "\n#### ");
+    let updated = format!(
+        "{}{START}\n{}\n{}",
+        &readme[..a],
+        results.trim_end(),
+        &readme[b..]
+    );
+    std::fs::write(&readme_path, updated).context("writing README.md")?;
+    step("README.md: benchmark tables updated from bench/results.md");
+    Ok(())
 }
 
 fn test(filter: Option<&str>) -> Result<()> {

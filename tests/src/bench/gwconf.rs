@@ -83,6 +83,17 @@ path_prefix = "/jwt/"
 upstream = "origin"
 auth = "jwt"
 
+[[routes]]
+id = "validated"
+path_prefix = "/validated/"
+upstream = "origin"
+
+# The schema of the benchmark's 1 KiB JSON body (tests/src/bench/proxy.rs).
+[[validation.rules]]
+route = "validated"
+method = "POST"
+body_schema = {{ type = "object", required = ["items", "pad"], additionalProperties = false, properties = {{ items = {{ type = "array", maxItems = 100, items = {{ type = "object", required = ["id", "ok"], properties = {{ id = {{ type = "integer", minimum = 0 }}, ok = {{ type = "boolean" }} }} }} }}, pad = {{ type = "string", maxLength = 2048 }} }} }}
+
 [limits]
 max_connections = 40000
 max_connections_per_ip = 40000
