@@ -15,7 +15,7 @@ use std::{
 
 use tests::{
     gateway::Gateway,
-    guard::{Netns, PinDir, TempDir, Veth, sh},
+    guard::{Link, PinDir, TempDir},
     netns::in_netns,
     require_root,
 };
@@ -51,29 +51,12 @@ fn metrics_show_xdp_drops_of_a_blocked_netns_client() {
     if !require_root("metrics_show_xdp_drops_of_a_blocked_netns_client") {
         return;
     }
-    let ns = Netns::new();
-    let veth = Veth::new(&ns);
-    let net = format!("198.19.{}", (std::process::id() % 200) as u8 + 20);
-    let (host_ip, client_ip) = (format!("{net}.1"), format!("{net}.2"));
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &veth.host,
-    ]);
-    sh(&["ip", "link", "set", &veth.host, "up"]);
-    ns.sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{client_ip}/24"),
-        "dev",
-        &veth.peer,
-    ]);
-    ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
-    ns.sh(&["ip", "link", "set", "lo", "up"]);
+    let link = Link::new(
+        &format!("198.19.{}", (std::process::id() % 200) as u8 + 20),
+        1,
+    );
+    let (ns, veth) = (&link.ns, &link.veth);
+    let (host_ip, client_ip) = (link.host_ip.clone(), link.client_ips[0].clone());
 
     // A greeter on the host end.
     let listener = TcpListener::bind((host_ip.as_str(), PORT)).expect("bind greeter");

@@ -31,7 +31,7 @@ use super::{
     cpu::{busy_ns, pin_current_thread, pin_tid, threads_named},
 };
 use crate::{
-    guard::{Netns, PinDir, Veth, sh},
+    guard::{Link, PinDir, sh},
     netns::in_netns,
 };
 
@@ -72,40 +72,19 @@ impl Case {
 }
 
 struct Topo {
-    ns: Netns,
-    veth: Veth,
+    link: Link,
     host_ip: String,
     sender_ip: String,
 }
 
 fn topo() -> Topo {
-    let ns = Netns::new();
-    let veth = Veth::new(&ns);
     let sub = (std::process::id() % 200) as u8 + 20;
-    let (host_ip, sender_ip) = (format!("198.19.{sub}.1"), format!("198.19.{sub}.2"));
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &veth.host,
-    ]);
-    sh(&["ip", "link", "set", &veth.host, "up"]);
-    ns.sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{sender_ip}/24"),
-        "dev",
-        &veth.peer,
-    ]);
-    ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
+    let link = Link::new(&format!("198.19.{sub}"), 1);
+    let (host_ip, sender_ip) = (link.host_ip.clone(), link.client_ips[0].clone());
     // Resolve ARP before measuring.
-    ns.sh(&["ping", "-c", "1", "-W", "1", &host_ip]);
+    link.ns.sh(&["ping", "-c", "1", "-W", "1", &host_ip]);
     Topo {
-        ns,
-        veth,
+        link,
         host_ip,
         sender_ip,
     }
@@ -135,7 +114,7 @@ impl Drop for IptRule {
 }
 
 fn nft_table(t: &Topo, rule: &str) -> NftTable {
-    nft_ingress(&t.veth.host, rule)
+    nft_ingress(&t.link.veth.host, rule)
 }
 
 /// A netdev table with one ingress chain on `dev` holding `rule`.
@@ -162,7 +141,7 @@ fn nft_counter(table: &NftTable) -> u64 {
 }
 
 fn set_receive_cpu(t: &Topo, native_xdp: bool) {
-    receive_on_cpu1(&t.veth.host, native_xdp);
+    receive_on_cpu1(&t.link.veth.host, native_xdp);
 }
 
 /// Moves `dev`'s receive work to CPU 1: RPS for the skb paths, threaded
@@ -205,7 +184,11 @@ fn flood(t: &Topo, secs: f64, max: u64) -> Outcome {
             }
         })
     };
-    let (host, src, ns) = (t.host_ip.clone(), t.sender_ip.clone(), t.ns.name.clone());
+    let (host, src, ns) = (
+        t.host_ip.clone(),
+        t.sender_ip.clone(),
+        t.link.ns.name.clone(),
+    );
     let before = busy_ns(1);
     let start = Instant::now();
     let sent = in_netns(&ns, move || {
@@ -278,7 +261,7 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
                         .unwrap();
                 }
                 let attached = loaded
-                    .attach(&t.veth.host, XdpMode::Native)
+                    .attach(&t.link.veth.host, XdpMode::Native)
                     .expect("attach native XDP");
                 xdp = Some((attached, maps));
             }
@@ -301,7 +284,7 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
                 let rule: Vec<String> = [
                     "PREROUTING",
                     "-i",
-                    &t.veth.host,
+                    &t.link.veth.host,
                     "-p",
                     "udp",
                     "--dport",
