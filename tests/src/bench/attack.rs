@@ -494,9 +494,7 @@ pub fn markdown(v: &Value) -> String {
             r["p50_us"],
             r["p99_us"],
             r["p999_us"],
-            r.get("p99_vs_baseline")
-                .map(|x| format!("{x}x"))
-                .unwrap_or_else(|| "-".into()),
+            super::ratio_cell(r, "p99_vs_baseline"),
             r["flood_requests"],
             r["flood_429"],
             r["flood_connect_failures"],

@@ -249,9 +249,7 @@ pub fn markdown(v: &Value) -> String {
             r["resumed"],
             r["handshakes"],
             r["failed"],
-            r.get("gateway_ratio")
-                .map(|x| format!("{x}x"))
-                .unwrap_or_else(|| "-".into())
+            super::ratio_cell(r, "gateway_ratio")
         ));
     }
     out

@@ -372,9 +372,7 @@ pub fn markdown(v: &Value) -> String {
             r["dropped"],
             r["reached_socket"],
             r["receive_cpu_ns_per_packet"],
-            r.get("cpu_ratio_vs_peer")
-                .map(|x| format!("{x}x"))
-                .unwrap_or_else(|| "-".into())
+            super::ratio_cell(r, "cpu_ratio_vs_peer")
         ));
     }
     out

@@ -261,9 +261,7 @@ pub fn markdown(v: &Value) -> String {
             r["connections_open"],
             r["connections_failed"],
             r["bytes_per_connection"],
-            r.get("gateway_ratio")
-                .map(|x| format!("{x}x"))
-                .unwrap_or_else(|| "-".into())
+            super::ratio_cell(r, "gateway_ratio")
         ));
     }
     let b = &v["blocklist"];

@@ -54,6 +54,13 @@ impl Progress {
     }
 }
 
+/// A ratio cell of a results table: `0.46x`, or `-` when the row has none.
+pub fn ratio_cell(row: &serde_json::Value, key: &str) -> String {
+    row.get(key)
+        .map(|x| format!("{x}x"))
+        .unwrap_or_else(|| "-".into())
+}
+
 /// What machine the numbers come from.
 pub fn machine() -> serde_json::Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();

@@ -259,11 +259,7 @@ Ratios are ours / peer: above 1 is better for requests/s, below 1 is better for 
         super::servers::SUT_CPU,
         super::servers::LOAD_CPU,
     );
-    let f = |r: &Value, k: &str| {
-        r.get(k)
-            .map(|x| format!("{x}x"))
-            .unwrap_or_else(|| "-".into())
-    };
+    let f = super::ratio_cell;
     for r in v["rows"].as_array().into_iter().flatten() {
         let (mut rn, rh, mut pn, ph) = (
             f(r, "rps_ratio_vs_nginx"),
