@@ -23,9 +23,16 @@ pub enum BlockSource {
     Escalation = 2,
 }
 
+/// Set in [`BlockEntry::source`] (over the [`BlockSource`]) when the block
+/// is cluster-wide: published to, or received from, the other gateway
+/// nodes. The kernel ignores `source`; userspace uses the flag to keep the
+/// node in step with the cluster.
+pub const BLOCK_FLAG_CLUSTER: u32 = 1 << 8;
+
 impl BlockSource {
+    /// The source kind of a stored `source` field (flags ignored).
     pub fn from_u32(v: u32) -> Self {
-        match v {
+        match v & !BLOCK_FLAG_CLUSTER {
             1 => Self::Config,
             2 => Self::Escalation,
             _ => Self::Operator,
@@ -55,6 +62,12 @@ impl BlockEntry {
     #[inline(always)]
     pub fn is_active(&self, now_ns: u64) -> bool {
         self.expires_ns == 0 || now_ns < self.expires_ns
+    }
+
+    /// Whether the block is cluster-wide ([`BLOCK_FLAG_CLUSTER`]).
+    #[inline(always)]
+    pub fn is_cluster(&self) -> bool {
+        self.source & BLOCK_FLAG_CLUSTER != 0
     }
 }
 

@@ -70,6 +70,9 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
+    /// Cluster mode: the Redis link, and the cluster blocks this node holds.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Re-read the config file of the running gateway (as SIGHUP does); a
     /// bad file is reported with file:line and the running config is kept.
     Reload,
@@ -134,14 +137,29 @@ pub enum BlockCmd {
         /// Free text shown by `block list` (48 bytes kept).
         #[arg(long)]
         reason: Option<String>,
+        /// Block on every gateway node of the cluster (needs `[cluster]`).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Remove a block.
     Del {
         #[arg(value_parser = net_arg)]
         net: Net,
+        /// Remove a cluster-wide block from every node.
+        #[arg(long)]
+        cluster: bool,
     },
     /// List blocks with source, reason and TTL left.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Whether Redis is reachable, this node's id, and the last error.
+    Status {
         #[arg(long)]
         json: bool,
     },
@@ -225,28 +243,39 @@ pub fn hash_key_from(mut input: impl std::io::Read) -> Result<String> {
 /// Runs a client command against the admin socket and prints its result.
 pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
     let (request, json, render): (Request, bool, fn(&Value) -> String) = match command {
-        Command::Block(BlockCmd::Add { net, ttl, reason }) => (
+        Command::Block(BlockCmd::Add {
+            net,
+            ttl,
+            reason,
+            cluster,
+        }) => (
             Request::BlockAdd {
                 net: net.to_string(),
                 ttl_secs: ttl.map(|d| d.as_secs()),
                 reason,
+                cluster,
             },
             false,
             |v| {
                 format!(
-                    "blocked {} ({})",
+                    "blocked {} ({}){}",
                     v["net"].as_str().unwrap_or("?"),
-                    ttl_text(&v["ttl_secs_left"])
+                    ttl_text(&v["ttl_secs_left"]),
+                    cluster_note(v)
                 )
             },
         ),
-        Command::Block(BlockCmd::Del { net }) => (
+        Command::Block(BlockCmd::Del { net, cluster }) => (
             Request::BlockDel {
                 net: net.to_string(),
+                cluster,
             },
             false,
-            |v| format!("unblocked {}", s(&v["net"])),
+            |v| format!("unblocked {}{}", s(&v["net"]), cluster_note(v)),
         ),
+        Command::Cluster(ClusterCmd::Status { json }) => {
+            (Request::ClusterStatus, json, render_cluster)
+        }
         Command::Block(BlockCmd::List { json }) => (Request::BlockList, json, render_blocks),
         Command::Allow(AllowCmd::Add { net }) => (
             Request::AllowAdd {
@@ -352,6 +381,36 @@ fn limit_text(v: &Value) -> String {
     }
 }
 
+/// What a `--cluster` change did beyond this node.
+fn cluster_note(v: &Value) -> &'static str {
+    match v["published"].as_bool() {
+        Some(true) => "; published to the cluster",
+        Some(false) => "; Redis is unreachable: published when it returns",
+        None => "",
+    }
+}
+
+fn render_cluster(v: &Value) -> String {
+    if v["configured"] != true {
+        return "cluster mode is off (no [cluster] section)".to_owned();
+    }
+    format!(
+        "node {}\nredis {} ({})\ncluster blocks {}{}",
+        s(&v["node_id"]),
+        s(&v["redis"]),
+        if v["connected"] == true {
+            "connected"
+        } else {
+            "DISCONNECTED: limits are local, blocks queue"
+        },
+        n(&v["cluster_blocks"]),
+        v["error"]
+            .as_str()
+            .map(|e| format!("\nlast error: {e}"))
+            .unwrap_or_default()
+    )
+}
+
 fn render_blocks(v: &Value) -> String {
     let rows = v.as_array().cloned().unwrap_or_default();
     if rows.is_empty() {
@@ -367,10 +426,15 @@ fn render_blocks(v: &Value) -> String {
         } else {
             ttl_text(&r["ttl_secs_left"])
         };
+        let origin = match r["origin"].as_str() {
+            Some(node) => format!("{}@{node}", s(&r["source"])),
+            None if r["cluster"] == true => format!("{}@cluster", s(&r["source"])),
+            None => s(&r["source"]).to_owned(),
+        };
         out.push_str(&format!(
             "\n{:<40} {:<11} {:>8} {:<20} {}",
             s(&r["net"]),
-            s(&r["source"]),
+            origin,
             n(&r["offences"]),
             ttl,
             s(&r["reason"])

@@ -76,6 +76,9 @@ pub struct Config {
     pub log: crate::observe::LogSection,
     /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
     pub observability: crate::observe::ObservabilitySection,
+    /// Cluster mode: shared limits and blocklists through Redis
+    /// (`docs/cluster.md`). Absent: this node stands alone.
+    pub cluster: Option<crate::cluster::ClusterSection>,
 }
 
 /// The kernel fast path.
@@ -245,6 +248,8 @@ impl Default for Config {
             log: crate::observe::LogSection::default(),
             // No admin HTTP listener unless the file turns it on.
             observability: crate::observe::ObservabilitySection::default(),
+            // One node on its own.
+            cluster: None,
         }
     }
 }
@@ -342,6 +347,24 @@ impl Config {
         }
         self.rate_limit.validate().map_err(bad)?;
         self.escalation.validate().map_err(bad)?;
+        if let Some(c) = &self.cluster {
+            c.validate().map_err(bad)?;
+        }
+        for l in self.rate_limit.limits.iter().filter(|l| l.shared) {
+            if self.cluster.is_none() {
+                return Err(bad(format!(
+                    "rate limit '{}' is shared = true but there is no [cluster] section; \
+                     add [cluster] redis_url = \"redis://...\" or drop shared",
+                    l.name
+                )));
+            }
+            if l.mode != crate::ratelimit::Mode::NoDelay {
+                return Err(bad(format!(
+                    "rate limit '{}': shared limits support mode = \"nodelay\" only",
+                    l.name
+                )));
+            }
+        }
         if let Some(both) = self.xdp.allow.iter().find(|n| self.xdp.block.contains(n)) {
             return Err(bad(format!(
                 "[xdp] {both} is in both allow and block; the allowlist would win, remove one"

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod escalate;

@@ -16,11 +16,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     admin::server::{AdminSocket, AdminState},
+    cluster::{Cluster, KernelBlocks},
     config::Config,
     escalate::{Escalator, XdpSink},
     observe::{
         self, AccessLog, Metrics, Observe,
-        collect::{EscalationCollector, ProxyCollector, XdpCollector},
+        collect::{ClusterCollector, EscalationCollector, ProxyCollector, XdpCollector},
         http::Readiness,
     },
     phases,
@@ -61,6 +62,20 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         );
     }
 
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let kernel = maps.clone().map(|maps| KernelBlocks { maps });
+            let cluster = Cluster::start(c.clone(), &base_dir(config_path.as_ref()), kernel)?;
+            tracing::info!(
+                redis = %c.redacted_url(),
+                node_id = %c.node_id,
+                "cluster mode: shared limits and blocklists through Redis"
+            );
+            Some(cluster)
+        }
+        None => None,
+    };
+
     let admin = AdminSocket::bind(&config.admin.socket)?;
     tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
@@ -69,6 +84,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         maps: maps.clone(),
         interface,
         mode,
+        cluster: cluster.clone(),
     });
     let admin_task = tokio::spawn(admin.serve(state));
     let sweeper = maps
@@ -82,9 +98,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .chain(config.trusted_proxies.iter())
         .copied()
         .collect();
-    let sink = maps
-        .clone()
-        .map(|m| Box::new(XdpSink::new(m)) as Box<dyn crate::escalate::BlockSink>);
+    let sink = maps.clone().map(|m| {
+        Box::new(XdpSink::new(m).with_cluster(cluster.clone()))
+            as Box<dyn crate::escalate::BlockSink>
+    });
     let escalator = Arc::new(Escalator::new(config.escalation.clone(), never, sink));
     let expire = tokio::spawn({
         let e = escalator.clone();
@@ -107,6 +124,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         &config,
         &base_dir(config_path.as_ref()),
         Some(escalator.clone()),
+        cluster.clone(),
     )
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
@@ -128,6 +146,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if let Some(m) = &maps {
         metrics.register_collector(Box::new(XdpCollector { maps: m.clone() }));
     }
+    if let Some(c) = &cluster {
+        metrics.register_collector(Box::new(ClusterCollector { cluster: c.clone() }));
+    }
     let observability = if config.observability.enabled {
         let listener = observe::http::bind(config.observability.listen)
             .await
@@ -148,6 +169,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 "off"
             },
             state: proxy.watch(),
+            cluster: cluster.clone(),
         });
         Some(observe::http::serve(listener, metrics.clone(), readiness))
     } else {
@@ -164,11 +186,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
@@ -231,6 +253,7 @@ fn try_reload(
     maps: Option<&Arc<Mutex<XdpMaps>>>,
     proxy: &Proxy,
     escalator: &Arc<Escalator>,
+    cluster: Option<&Arc<Cluster>>,
     observe: &Observe,
 ) -> Result<Config, String> {
     let Some(path) = path else {
@@ -250,6 +273,7 @@ fn try_reload(
         (new.escalation != current.escalation, "escalation"),
         (new.log != current.log, "log"),
         (new.observability != current.observability, "observability"),
+        (new.cluster != current.cluster, "cluster"),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -261,7 +285,18 @@ fn try_reload(
     }
     // Build the new proxy generation first: if certificates or key files
     // fail to load, nothing (XDP maps included) changes.
-    let mut hooks = phases::build_hooks(&new, &base_dir(Some(path)), Some(escalator.clone()))?;
+    if cluster.is_none() && new.rate_limit.limits.iter().any(|l| l.shared) {
+        return Err(
+            "shared rate limits need the [cluster] link, which starts with the gateway; restart it"
+                .into(),
+        );
+    }
+    let mut hooks = phases::build_hooks(
+        &new,
+        &base_dir(Some(path)),
+        Some(escalator.clone()),
+        cluster.cloned(),
+    )?;
     hooks.observe = observe.clone();
     proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {

@@ -70,7 +70,8 @@ async fn proxied_clients_are_logged_apart_from_the_balancer_and_blocked_at_l7() 
         vec![],
         Some(Box::new(rec.clone())),
     ));
-    let mut hooks = build_hooks(&config, std::path::Path::new("."), Some(esc.clone())).unwrap();
+    let mut hooks =
+        build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).unwrap();
     hooks.observe = Observe {
         access_log: Arc::new(AccessLog::open(&section, &[]).unwrap()),
         ..Observe::default()

@@ -61,7 +61,8 @@ enabled = false
 
 async fn start(config: &Config) -> (Proxy, std::net::SocketAddr, Arc<Escalator>) {
     let esc = Arc::new(Escalator::new(config.escalation.clone(), vec![], None));
-    let hooks = build_hooks(config, std::path::Path::new("."), Some(esc.clone())).expect("hooks");
+    let hooks =
+        build_hooks(config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
     let proxy = Proxy::start(config, hooks).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     (proxy, addr, esc)

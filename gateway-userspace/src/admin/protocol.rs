@@ -18,9 +18,15 @@ pub enum Request {
         net: String,
         ttl_secs: Option<u64>,
         reason: Option<String>,
+        /// Also block on every node of the cluster.
+        #[serde(default)]
+        cluster: bool,
     },
     BlockDel {
         net: String,
+        /// Also unblock on every node of the cluster.
+        #[serde(default)]
+        cluster: bool,
     },
     BlockList,
     AllowAdd {
@@ -48,6 +54,8 @@ pub enum Request {
         top: usize,
     },
     Status,
+    /// The Redis link of cluster mode.
+    ClusterStatus,
     /// Re-read the config file, as SIGHUP does.
     Reload,
 }

@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use gateway_common::{
-    acl::{BlockEntry, BlockSource},
+    acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource},
     config::Limit,
     ratelimit::LimitOverride,
     stats::Reason,
@@ -28,6 +28,7 @@ use super::{
     reason_bytes, reason_text,
 };
 use crate::{
+    cluster::Cluster,
     config::LimitSpec,
     net::Net,
     xdp::{XdpMaps, clock, maps::ALLOW_FROM_OPERATOR},
@@ -40,6 +41,8 @@ pub struct AdminState {
     /// Shown by `status`.
     pub interface: String,
     pub mode: String,
+    /// The cluster link, when `[cluster]` is configured.
+    pub cluster: Option<Arc<Cluster>>,
     /// Asks the run loop to reload the config file; answers with the outcome.
     pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
@@ -161,13 +164,19 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
             "version": env!("CARGO_PKG_VERSION"),
         }));
     }
+    if let Request::ClusterStatus = req {
+        return Response::ok(match &state.cluster {
+            Some(c) => c.status_json(),
+            None => json!({ "configured": false }),
+        });
+    }
     let Some(maps) = &state.maps else {
         return Response::err(
             "the XDP fast path is disabled in this gateway's config ([xdp] enabled = false)",
         );
     };
     let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
-    match apply(&mut maps, req) {
+    match apply(&mut maps, req, state.cluster.as_deref()) {
         Ok(data) => Response::ok(data),
         Err(e) => Response::err(format!("{e:#}")),
     }
@@ -209,37 +218,87 @@ pub fn block_json(net: &Net, e: &BlockEntry, now_ns: u64) -> Value {
         "created_unix": e.created_unix,
         "ttl_secs_left": ttl_left,
         "expired": !e.is_active(now_ns),
+        "cluster": e.is_cluster(),
     })
 }
 
-fn apply(maps: &mut XdpMaps, req: Request) -> Result<Value> {
+/// The cluster link a `--cluster` request needs.
+fn need_cluster(cluster: Option<&Cluster>) -> Result<&Cluster> {
+    cluster.ok_or_else(|| {
+        anyhow::anyhow!(
+            "--cluster needs cluster mode: add a [cluster] section with redis_url to the config"
+        )
+    })
+}
+
+fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Result<Value> {
     let now = clock::monotonic_ns();
     match req {
-        Request::BlockAdd { net, ttl_secs, reason } => {
+        Request::BlockAdd { net, ttl_secs, reason, cluster } => {
             let net = parse_net(&net)?;
             if ttl_secs == Some(0) {
                 bail!("a TTL of 0 would expire at once; omit --ttl for a permanent block");
             }
+            let link = if cluster { Some(need_cluster(cluster_link)?) } else { None };
             let previous = maps.block_get(&net)?;
+            if !cluster && previous.is_some_and(|p| p.is_cluster()) {
+                bail!(
+                    "{net} is blocked cluster-wide; change it with `gateway block add --cluster {net}` \
+                     so every node agrees"
+                );
+            }
+            let reason = reason.as_deref().unwrap_or("operator");
             let entry = BlockEntry {
                 expires_ns: ttl_secs.map(|s| clock::deadline_ns(Duration::from_secs(s))).unwrap_or(0),
                 created_unix: clock::unix_now(),
-                source: BlockSource::Operator as u32,
+                source: BlockSource::Operator as u32 | if cluster { BLOCK_FLAG_CLUSTER } else { 0 },
                 offences: previous.map(|p| p.offences).unwrap_or(0) + 1,
-                reason: reason_bytes(reason.as_deref().unwrap_or("operator")),
+                reason: reason_bytes(reason),
             };
             maps.block_add(&net, entry)?;
-            Ok(block_json(&net, &entry, now))
+            let mut v = block_json(&net, &entry, now);
+            if let Some(link) = link {
+                link.publish_block(net, ttl_secs.map(Duration::from_secs), reason, entry.offences, false);
+                v["origin"] = json!(link.node_id());
+                v["published"] = json!(link.is_up());
+            }
+            Ok(v)
         }
-        Request::BlockDel { net } => {
+        Request::BlockDel { net, cluster } => {
             let net = parse_net(&net)?;
+            let existing = maps.block_get(&net)?;
+            if !cluster && existing.is_some_and(|e| e.is_cluster()) {
+                bail!(
+                    "{net} is blocked cluster-wide; remove it from every node with \
+                     `gateway block del --cluster {net}`"
+                );
+            }
+            if cluster {
+                let link = need_cluster(cluster_link)?;
+                let here = existing.is_some() && maps.block_del(&net)?;
+                // Other nodes may hold it even where this one does not.
+                link.publish_unblock(net);
+                return Ok(json!({
+                    "net": net.to_string(),
+                    "removed": true,
+                    "removed_here": here,
+                    "published": link.is_up(),
+                }));
+            }
             if !maps.block_del(&net)? {
                 bail!("{net} is not blocked");
             }
             Ok(json!({ "net": net.to_string(), "removed": true }))
         }
         Request::BlockList => Ok(Value::Array(
-            maps.block_list()?.iter().map(|(n, e)| block_json(n, e, now)).collect(),
+            maps.block_list()?
+                .iter()
+                .map(|(n, e)| {
+                    let mut v = block_json(n, e, now);
+                    v["origin"] = json!(cluster_link.and_then(|c| c.origin_of(n)));
+                    v
+                })
+                .collect(),
         )),
         Request::AllowAdd { net } => {
             let net = parse_net(&net)?;
@@ -372,6 +431,8 @@ fn apply(maps: &mut XdpMaps, req: Request) -> Result<Value> {
                 .collect();
             Ok(json!({ "counters": counters, "top_dropped": top }))
         }
-        Request::Status | Request::Reload => unreachable!("handled above"),
+        Request::Status | Request::Reload | Request::ClusterStatus => {
+            unreachable!("handled above")
+        }
     }
 }

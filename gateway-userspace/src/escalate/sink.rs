@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Result;
 use gateway_common::{
-    acl::{BlockEntry, BlockSource},
+    acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource},
     config::Limit,
     ratelimit::LimitOverride,
 };
@@ -18,6 +18,7 @@ use gateway_common::{
 use super::config::ThrottleSpec;
 use crate::{
     admin::reason_bytes,
+    cluster::Cluster,
     net::Net,
     xdp::{XdpMaps, clock},
 };
@@ -43,6 +44,8 @@ pub trait BlockSink: Send + Sync {
 /// The XDP maps as an escalation target.
 pub struct XdpSink {
     maps: Arc<Mutex<XdpMaps>>,
+    /// In cluster mode, blocks are also published to every node.
+    cluster: Option<Arc<Cluster>>,
     /// Throttle overrides we set, with their monotonic expiry, so they can
     /// be removed (the override map has no expiry of its own).
     throttles: Mutex<HashMap<Net, u64>>,
@@ -52,29 +55,48 @@ impl XdpSink {
     pub fn new(maps: Arc<Mutex<XdpMaps>>) -> Self {
         Self {
             maps,
+            cluster: None,
             throttles: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Publishes escalated blocks to the cluster too.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 }
 
 impl BlockSink for XdpSink {
     fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()> {
+        let flag = if self.cluster.is_some() {
+            BLOCK_FLAG_CLUSTER
+        } else {
+            0
+        };
         let entry = BlockEntry {
             expires_ns: clock::deadline_ns(ttl),
             created_unix: clock::unix_now(),
-            source: BlockSource::Escalation as u32,
+            source: BlockSource::Escalation as u32 | flag,
             offences,
             reason: reason_bytes(reason),
         };
-        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        // An operator's permanent block is stronger than any TTL: keep it.
-        if let Some(existing) = maps.block_get(net)?
-            && existing.source != BlockSource::Escalation as u32
-            && existing.expires_ns == 0
         {
-            return Ok(());
+            let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+            // An operator's permanent block is stronger than any TTL: keep it.
+            if let Some(existing) = maps.block_get(net)?
+                && BlockSource::from_u32(existing.source) != BlockSource::Escalation
+                && existing.expires_ns == 0
+            {
+                return Ok(());
+            }
+            maps.block_add(net, entry)?;
         }
-        maps.block_add(net, entry)
+        // In this node's kernel now; the other nodes' within milliseconds.
+        if let Some(c) = &self.cluster {
+            c.publish_block(*net, Some(ttl), reason, offences, true);
+        }
+        Ok(())
     }
 
     fn throttle(

@@ -233,3 +233,64 @@ impl Collector for ProxyCollector {
         Ok(())
     }
 }
+
+/// Cluster mode: the Redis link and what went through it.
+pub struct ClusterCollector {
+    pub cluster: Arc<crate::cluster::Cluster>,
+}
+
+impl std::fmt::Debug for ClusterCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCollector")
+    }
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.cluster;
+        let s = &c.stats;
+        single(
+            &mut enc,
+            "cluster_redis_up",
+            "1 while the cluster's Redis is reachable; 0: limits are local, blocks queue",
+            MetricType::Gauge,
+            u64::from(c.is_up()),
+        )?;
+        for (name, help, v) in [
+            (
+                "cluster_local_decisions",
+                "Shared-limit requests decided by this node alone because Redis was unavailable",
+                &s.local_decisions,
+            ),
+            (
+                "cluster_lease_requests",
+                "Token leases asked of Redis for shared limits",
+                &s.lease_requests,
+            ),
+            (
+                "cluster_blocks_published",
+                "Blocks and unblocks this node delivered to the cluster",
+                &s.published,
+            ),
+            (
+                "cluster_blocks_received",
+                "Blocks and unblocks applied from other nodes",
+                &s.received,
+            ),
+            (
+                "cluster_resyncs",
+                "Full blocklist reconciliations with Redis",
+                &s.resyncs,
+            ),
+            (
+                "cluster_redis_errors",
+                "Failed Redis connections and commands",
+                &s.errors,
+            ),
+        ] {
+            single(&mut enc, name, help, MetricType::Counter, v.load(Relaxed))?;
+        }
+        Ok(())
+    }
+}

@@ -26,6 +26,9 @@ pub struct Readiness {
     /// instead of starting with a failed attach.
     pub xdp: &'static str,
     pub state: StateWatch,
+    /// Cluster mode's Redis link. Reported, but never a reason to be
+    /// unready: without Redis the node serves with local limits.
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 impl Readiness {
@@ -55,16 +58,21 @@ impl Readiness {
             });
         }
         let ready = not_ready.is_empty();
-        (
-            ready,
-            json!({
-                "ready": ready,
-                "config": "loaded",
-                "xdp": self.xdp,
-                "upstreams": per_pool,
-                "not_ready": not_ready,
-            }),
-        )
+        let mut body = json!({
+            "ready": ready,
+            "config": "loaded",
+            "xdp": self.xdp,
+            "upstreams": per_pool,
+            "not_ready": not_ready,
+        });
+        if let Some(c) = &self.cluster {
+            body["cluster"] = json!(if c.is_up() {
+                "connected"
+            } else {
+                "disconnected"
+            });
+        }
+        (ready, body)
     }
 }
 

@@ -2,7 +2,8 @@
 //! hook: authenticate (`auth`), validate (`validate`), rate limit
 //! (`ratelimit`). [`build_hooks`] makes them from a config, at start and on
 //! every reload; the escalation engine is made once and survives reloads
-//! (its memory of offenders is state, not config).
+//! (its memory of offenders is state, not config), and so is the cluster
+//! link, which shared limits use.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub fn build_hooks(
     config: &Config,
     base_dir: &Path,
     escalation: Option<Arc<Escalator>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 ) -> Result<Hooks, String> {
     let authenticator =
         Arc::new(Authenticator::from_config(&config.auth).map_err(|e| e.to_string())?);
@@ -40,7 +42,7 @@ pub fn build_hooks(
         } else {
             Arc::new(validate::ValidatePhase::new(validators))
         },
-        rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config)),
+        rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config, cluster)),
         escalation,
         observe: crate::observe::Observe::default(),
         authenticator: Some(authenticator),

@@ -42,6 +42,10 @@ pub struct LimitConfig {
     /// Keys tracked at most; idle keys are evicted first.
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
+    /// Enforced across every node of the cluster (needs `[cluster]`, mode
+    /// `nodelay`); see `docs/cluster.md` for the overshoot bound.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 fn default_v6_prefix() -> u8 {

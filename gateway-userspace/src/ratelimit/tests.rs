@@ -9,6 +9,7 @@ fn limiter(rate: &str, burst: u32, mode: Mode) -> Limiter {
         key: KeySpec::ClientIp,
         ipv6_prefix_len: 64,
         max_keys: 1000,
+        shared: false,
     })
 }
 
@@ -83,6 +84,7 @@ fn per_minute_rates_are_exact() {
 fn memory_is_bounded_under_a_flood_of_distinct_keys() {
     let l = Limiter::new(LimitConfig {
         max_keys: 640,
+        shared: false,
         ..limiter("1r/s", 0, Mode::NoDelay).config
     });
     for i in 0..100_000u32 {

@@ -1,0 +1,352 @@
+//! Cluster mode: several gateway nodes behind one load balancer share rate
+//! limits and blocklists through Redis.
+//!
+//! - **Shared limits** (`shared = true` on a `[[rate_limit.limits]]`) are one
+//!   GCRA bucket per key in Redis, updated by a Lua script. A node leases a
+//!   few tokens at a time ([`limit`]) so a busy key costs one round trip per
+//!   lease, not per request; a key over its limit is refused locally until
+//!   Redis says it may try again.
+//! - **Cluster blocks** (escalations, and `gateway block add --cluster`) are
+//!   stored in Redis and announced on a pub/sub channel; every node writes
+//!   them into its XDP maps. A node that starts or reconnects reconciles
+//!   with Redis ([`link`]): it loads every live block and hands back the
+//!   ones Redis lost (a restarted Redis without persistence loses none).
+//! - **Redis down**: requests never wait for it: limits fall back to each
+//!   node's local bucket (fail-open, counted in
+//!   `gateway_cluster_local_decisions_total`), blocks stay in the kernel
+//!   and queue for publication, authentication does not depend on Redis at
+//!   all. `/readyz` and `gateway cluster status` show the state.
+
+#![forbid(unsafe_code)]
+
+pub mod blocks;
+pub mod config;
+mod limit;
+mod link;
+mod scripts;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use arc_swap::ArcSwapOption;
+use redis::{IntoConnectionInfo as _, aio::MultiplexedConnection};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc};
+
+pub use blocks::{BlockRecord, KernelBlocks, PERMANENT};
+pub use config::ClusterSection;
+pub use limit::SharedLimit;
+
+use crate::net::Net;
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub local_decisions: AtomicU64,
+    pub lease_requests: AtomicU64,
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A change for the link task to deliver to Redis.
+pub(crate) enum Op {
+    Add {
+        net: Net,
+        record: BlockRecord,
+        keep_longer: bool,
+    },
+    Del {
+        net: Net,
+        at_ms: u64,
+    },
+}
+
+/// Redis key names.
+pub(crate) struct Keys {
+    pub prefix: String,
+    pub blocks: String,
+    pub expiry: String,
+    pub unblocks: String,
+    pub channel: String,
+}
+
+/// This node's handle on the cluster, shared by the proxy, the escalator,
+/// the admin socket and the link task.
+pub struct Cluster {
+    cfg: ClusterSection,
+    client: redis::Client,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    up: AtomicBool,
+    /// Redis clock minus ours, in ms.
+    skew_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+    registry: Mutex<blocks::Registry>,
+    kernel: Option<KernelBlocks>,
+    ops: mpsc::UnboundedSender<Op>,
+    /// Poked by the request path when Redis fails, so the link task
+    /// checks the connection at once.
+    trouble: Notify,
+    /// The Redis password, to scrub from error texts.
+    secret: Option<String>,
+    keys: Keys,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &self.cfg.redacted_url())
+            .field("node_id", &self.cfg.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Prepares the Redis client (reading the password and TLS files
+    /// relative to `base_dir`) and starts the link task. Returns at once:
+    /// connecting happens in the background, the gateway serves meanwhile.
+    pub fn start(
+        cfg: ClusterSection,
+        base_dir: &Path,
+        kernel: Option<KernelBlocks>,
+    ) -> Result<Arc<Self>> {
+        let read = |p: &Path| {
+            let p = base_dir.join(p);
+            std::fs::read(&p).with_context(|| format!("[cluster] reading {}", p.display()))
+        };
+        let mut info = cfg.redis_url.as_str().into_connection_info().map_err(|e| {
+            anyhow::anyhow!(
+                "[cluster] redis_url {} is not usable: {e}",
+                cfg.redacted_url()
+            )
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(user) = &cfg.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(p) = &cfg.password_file {
+            let text =
+                String::from_utf8(read(p)?).context("[cluster] password_file is not UTF-8")?;
+            let pw = text.strip_suffix('\n').unwrap_or(&text);
+            let pw = pw.strip_suffix('\r').unwrap_or(pw);
+            settings = settings.set_password(pw);
+        }
+        let secret = settings
+            .password()
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        info = info.set_redis_settings(settings);
+        let client = if cfg.tls_ca_file.is_some() || cfg.tls_cert_file.is_some() {
+            let client_tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+                (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                    client_cert: read(c)?,
+                    client_key: read(k)?,
+                }),
+                _ => None,
+            };
+            let root_cert = cfg.tls_ca_file.as_deref().map(read).transpose()?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+        } else {
+            redis::Client::open(info)
+        }
+        .map_err(|e| anyhow::anyhow!("[cluster] Redis client for {}: {e}", cfg.redacted_url()))?;
+
+        let p = cfg.key_prefix.clone();
+        let keys = Keys {
+            blocks: format!("{p}:blocks"),
+            expiry: format!("{p}:block-expiry"),
+            unblocks: format!("{p}:unblocks"),
+            channel: format!("{p}:events"),
+            prefix: p,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Self {
+            client,
+            conn: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            skew_ms: AtomicI64::new(0),
+            last_error: Mutex::new(Some("not connected yet".into())),
+            registry: Mutex::new(blocks::Registry::default()),
+            kernel,
+            ops: tx,
+            trouble: Notify::new(),
+            secret,
+            keys,
+            stats: Stats::default(),
+            cfg,
+        });
+        cluster.adopt_kernel_blocks();
+        tokio::spawn(link::run(cluster.clone(), rx));
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    pub fn config(&self) -> &ClusterSection {
+        &self.cfg
+    }
+
+    /// Whether Redis is reachable right now.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds on the cluster clock (Redis time).
+    pub fn now_ms(&self) -> u64 {
+        let local = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (local + self.skew_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// An error text with the Redis password removed.
+    fn scrub(&self, e: impl std::fmt::Display) -> String {
+        let text = e.to_string();
+        match &self.secret {
+            Some(s) => text.replace(s.as_str(), "***"),
+            None => text,
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    /// Publishes a block made on this node (escalation or operator). It is
+    /// in this node's kernel already; other nodes get it within
+    /// milliseconds, or when Redis returns.
+    pub fn publish_block(
+        &self,
+        net: Net,
+        ttl: Option<Duration>,
+        reason: &str,
+        offences: u32,
+        escalation: bool,
+    ) {
+        let now = self.now_ms();
+        let record = BlockRecord {
+            expires_ms: ttl.map(|t| now + t.as_millis() as u64).unwrap_or(PERMANENT),
+            created_ms: now,
+            reason: reason.to_owned(),
+            kind: if escalation { "escalation" } else { "operator" }.into(),
+            offences,
+            origin: self.cfg.node_id.clone(),
+        };
+        {
+            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            reg.pending_unblocks.remove(&net);
+            reg.blocks.insert(net, record.clone());
+        }
+        let _ = self.ops.send(Op::Add {
+            net,
+            record,
+            keep_longer: escalation,
+        });
+    }
+
+    /// Removes a cluster block on every node.
+    pub fn publish_unblock(&self, net: Net) {
+        let at_ms = self.now_ms();
+        {
+            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            reg.blocks.remove(&net);
+            reg.pending_unblocks.insert(net, at_ms);
+        }
+        let _ = self.ops.send(Op::Del { net, at_ms });
+    }
+
+    /// The node a cluster block came from, if this node knows it.
+    pub fn origin_of(&self, net: &Net) -> Option<String> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocks
+            .get(net)
+            .map(|r| r.origin.clone())
+    }
+
+    /// What `gateway cluster status` shows.
+    pub fn status_json(&self) -> serde_json::Value {
+        let blocks = self
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .blocks
+            .len();
+        json!({
+            "configured": true,
+            "connected": self.is_up(),
+            "node_id": self.cfg.node_id,
+            "redis": self.cfg.redacted_url(),
+            "key_prefix": self.keys.prefix,
+            "error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "cluster_blocks": blocks,
+            "kernel_blocks": self.kernel.is_some(),
+            "clock_skew_ms": self.skew_ms.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Blocks this node holds in its kernel with the cluster flag (from
+    /// before a restart) join the registry, so the first reconciliation
+    /// either confirms them or removes them.
+    fn adopt_kernel_blocks(&self) {
+        let Some(kernel) = &self.kernel else {
+            return;
+        };
+        let entries = match kernel.cluster_entries() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: reading pinned cluster blocks failed");
+                return;
+            }
+        };
+        let (now_ms, now_ns) = (self.now_ms(), crate::xdp::clock::monotonic_ns());
+        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        for (net, e) in entries {
+            if let Some(r) = BlockRecord::from_entry(&e, now_ms, now_ns, &self.cfg.node_id) {
+                reg.blocks.insert(net, r);
+            }
+        }
+    }
+
+    /// The shared connection, when Redis is up.
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        if !self.is_up() {
+            return None;
+        }
+        self.conn.load_full().map(|c| (*c).clone())
+    }
+
+    /// Notes a failed request-path command and has the link task check
+    /// the connection at once.
+    fn request_failed(&self, e: Option<&redis::RedisError>) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        match e {
+            Some(e) => {
+                tracing::debug!(error = %self.scrub(e), "cluster: Redis command failed; deciding locally")
+            }
+            None => tracing::debug!(
+                "cluster: Redis did not answer within command_timeout; deciding locally"
+            ),
+        }
+        self.trouble.notify_one();
+    }
+}
