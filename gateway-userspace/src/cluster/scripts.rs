@@ -85,8 +85,8 @@ return existed
 
 /// Reconciles one node with the cluster: drops expired blocks and old
 /// tombstones, applies the node's pending unblocks, adds the node's blocks
-/// that Redis lacks (unless unblocked after they were made; announced like
-/// ADD), and returns every live block as `[net, record, net, record, …]`.
+/// that Redis lacks or holds with an expiry over a second earlier (unless
+/// unblocked after they were made; announced like ADD), and returns every live block as `[net, record, net, record, …]`.
 /// KEYS: blocks, block-expiry, unblocks. ARGV: now ms, channel, origin,
 /// number of unblocks N, then N × (net, unblocked ms), then blocks as
 /// (net, created ms, expiry ms, record JSON) until the end.
@@ -115,7 +115,7 @@ while i + 3 <= #ARGV do
   local tomb = redis.call('ZSCORE', KEYS[3], net)
   if expiry > now and not (tomb and tonumber(tomb) >= created) then
     local cur = redis.call('ZSCORE', KEYS[2], net)
-    if not cur or tonumber(cur) < expiry then
+    if not cur or tonumber(cur) + 1000 < expiry then
       redis.call('HSET', KEYS[1], net, record)
       redis.call('ZADD', KEYS[2], ARGV[i + 2], net)
       redis.call('PUBLISH', ARGV[2], '{"op":"add","net":"' .. net .. '","record":' .. record .. '}')
