@@ -281,6 +281,10 @@ async fn reconcile(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Resul
         }
     }
     let live_nets: HashSet<Net> = live.iter().map(|(n, _)| *n).collect();
+    let gone: Vec<&(Net, BlockRecord)> = sent
+        .iter()
+        .filter(|(n, _)| !live_nets.contains(n))
+        .collect();
     let republished = sent
         .iter()
         .filter(|(n, r)| {
@@ -297,21 +301,21 @@ async fn reconcile(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Resul
         // What we sent and the cluster no longer has was unblocked
         // elsewhere (or expired): it goes. What was added since the
         // snapshot stays; its own delivery is queued.
-        for (net, _) in &sent {
-            if !live_nets.contains(net) {
-                reg.blocks.remove(net);
-                if let Some(kernel) = &cluster.kernel
-                    && let Err(e) = kernel.remove(net)
-                {
-                    tracing::warn!(net = %net, error = %e, "cluster: removing an unblocked source failed");
-                }
-            }
+        for (net, _) in &gone {
+            reg.blocks.remove(net);
         }
         for (net, r) in &live {
             reg.blocks.insert(*net, r.clone());
         }
     }
+    // The kernel maps after the registry lock is released: the admin
+    // socket takes the maps lock first, then the registry's.
     if let Some(kernel) = &cluster.kernel {
+        for (net, _) in &gone {
+            if let Err(e) = kernel.remove(net) {
+                tracing::warn!(net = %net, error = %e, "cluster: removing an unblocked source failed");
+            }
+        }
         let now = cluster.now_ms();
         for (net, r) in &live {
             if let Err(e) = kernel.apply(net, r, now) {

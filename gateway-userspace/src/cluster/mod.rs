@@ -89,6 +89,8 @@ pub struct Cluster {
     /// Redis clock minus ours, in ms.
     skew_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    /// Lock order: the XDP maps first, then this (the admin socket holds
+    /// the maps while it publishes); never take the maps while holding it.
     registry: Mutex<blocks::Registry>,
     kernel: Option<KernelBlocks>,
     ops: mpsc::UnboundedSender<Op>,
