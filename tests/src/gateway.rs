@@ -34,7 +34,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts `gateway run --config <config>` and waits until its admin
-    /// socket answers.
+    /// socket answers (with XDP on or off).
     pub fn start(config: &Path, socket: &Path, log: &Path) -> Self {
         let mut cmd = Command::new(bin());
         cmd.args(["run", "--config"]).arg(config);
@@ -70,7 +70,7 @@ impl Gateway {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if gw.cli(&["stats", "--json"]).status.success() {
+            if gw.admin_answers() {
                 return gw;
             }
             if let Some(child) = gw.process.child.as_mut()
@@ -88,6 +88,14 @@ impl Gateway {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the admin socket answers: `stats` succeeds, or (XDP off)
+    /// the gateway itself replies that the fast path is disabled.
+    fn admin_answers(&self) -> bool {
+        let out = self.cli(&["stats", "--json"]);
+        out.status.success()
+            || String::from_utf8_lossy(&out.stderr).contains("[xdp] enabled = false")
     }
 
     pub fn log_text(&self) -> String {
