@@ -8,6 +8,7 @@ pub mod frames;
 pub mod gateway;
 pub mod guard;
 pub mod netns;
+pub mod node;
 pub mod redis;
 pub mod topology;
 
