@@ -148,10 +148,22 @@ impl ChildGuard {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
-    /// Sends SIGTERM and waits up to 5 s; returns the exit status.
+    /// Sends SIGTERM and waits up to 5 s; returns the exit status. A child
+    /// that already exited (and may have been reaped by a `try_wait`, so
+    /// its pid is gone) is not signalled: a failing `kill` here would panic
+    /// inside `Drop` during an unwind and abort the whole test binary,
+    /// skipping every other test's cleanup.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        sh(&["kill", "-TERM", &child.id().to_string()]);
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        // Our own unreaped child, by its pid: it cannot be reused yet.
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .ok();
         for _ in 0..50 {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);

@@ -1,13 +1,16 @@
 //! Shared pieces of the privileged end-to-end tests: a root check that fails
 //! under CI instead of skipping, RAII guards for everything a test creates in
 //! the kernel (bpffs pin directories, network namespaces, veth pairs,
-//! processes), and builders for synthetic frames.
+//! processes, a private Redis), and builders for synthetic frames.
 
 pub mod bench;
 pub mod frames;
 pub mod gateway;
 pub mod guard;
 pub mod netns;
+pub mod node;
+pub mod redis;
+pub mod topology;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -40,4 +43,21 @@ pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}{n}", std::process::id() % 100_000)
+}
+
+/// A loopback TCP port for a test's own servers, free when it is handed
+/// out. Each process draws from its own block of 50 ports in 20000-29999
+/// (from its pid, as the other tests do, so concurrent test binaries rarely
+/// meet), skipping ports something already listens on.
+pub fn test_port() -> u16 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 200) as u16 * 50;
+    for _ in 0..50 {
+        let n = N.fetch_add(1, Ordering::Relaxed) % 50;
+        let port = base + n as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {base}..{}", base + 50);
 }

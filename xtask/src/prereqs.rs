@@ -23,8 +23,17 @@ const LLVM_PACKAGES: &[&str] = &[
 ];
 
 /// Debian packages the privileged tests use: `ip` (netns, veth), `nsenter`,
-/// `mount` (bpffs).
-const TEST_PACKAGES: &[&str] = &["iproute2", "util-linux", "mount", "iputils-ping"];
+/// `mount` (bpffs), and for the cluster tests `redis-server` (a private
+/// Redis per test, started as a child process; apt's policy-rc.d keeps the
+/// system service from starting) with `redis-cli` from `redis-tools`.
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "util-linux",
+    "mount",
+    "iputils-ping",
+    "redis-server",
+    "redis-tools",
+];
 
 /// Which set of prerequisites a command needs.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,565 @@
+//! Cluster mode end to end: gateways that share rate limits and blocks
+//! through one Redis, each a real `gateway` process with its own admin
+//! socket (and, for the XDP tests, its own bpffs pins and veth). Redis is a
+//! private `redis-server` per test, killed and restarted to play an outage:
+//! the nodes keep serving on their local state (fail-open), say so on
+//! `/metrics`, `/readyz` and `gateway cluster status`, and catch up when
+//! Redis returns.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use tests::{
+    gateway::{metric, metric_sum, metrics, readyz},
+    guard::{Link, Netns, PinDir, TempDir},
+    netns::{connect_from, in_netns},
+    node::{Node, NodeSpec, get, wait_for},
+    redis::{RedisAddr, RedisServer},
+    require_root,
+    topology::TwoNodeLink,
+};
+
+const SHARED_LIMIT: &str = r#"[[routes]]
+id = "api"
+path_prefix = "/api/"
+upstream = "demo"
+
+[rate_limit]
+global = ["shared"]
+
+[[rate_limit.limits]]
+name = "shared"
+rate = "1r/m"
+burst = 9
+shared = true
+
+[escalation]
+enabled = false
+"#;
+
+#[test]
+fn shared_limit_spans_two_gateways() {
+    if !tests::redis::require_redis("shared_limit_spans_two_gateways") {
+        return;
+    }
+    let mut redis = RedisServer::start_tcp(tests::test_port());
+    let start = |id| {
+        Node::start(NodeSpec {
+            node_id: id,
+            xdp: "enabled = false".into(),
+            listen_ip: "127.0.0.1",
+            cluster: format!("redis_url = \"{}\"", redis.url()),
+            rest: SHARED_LIMIT,
+            netns: None,
+        })
+    };
+    let (a, b) = (start("a"), start("b"));
+    for n in [&a, &b] {
+        assert!(
+            wait_for(Duration::from_secs(10), || (n
+                .metric("gateway_cluster_redis_up")
+                == Some(1.0))
+            .then_some(()))
+            .is_some(),
+            "node not connected to Redis:\n{}",
+            n.gw.log_text()
+        );
+    }
+
+    // One bucket for both nodes: burst 9 + 1 = 10 requests, then 429s. A
+    // per-node limit would let 20 through.
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        statuses.push(get(node.http, "/api/x", "").unwrap_or_else(|e| panic!("request {i}: {e}")));
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (ok, limited),
+        (10, 20),
+        "statuses in order (A, B, A, ...): {statuses:?}"
+    );
+
+    // Redis dies: both nodes keep serving on their own local limit (a fresh
+    // local burst each), and say they are disconnected but still ready.
+    redis.kill();
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            wait_for(Duration::from_secs(5), || (get(n.http, "/api/x", "")
+                == Ok(200))
+            .then_some(()))
+            .is_some(),
+            "{name} does not fail open to its local limit:\n{}",
+            n.gw.log_text()
+        );
+    }
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            wait_for(Duration::from_secs(5), || (n
+                .metric("gateway_cluster_redis_up")
+                == Some(0.0))
+            .then_some(()))
+            .is_some(),
+            "{name}: gateway_cluster_redis_up is not 0 with Redis down"
+        );
+        let (status, body) = readyz(n.obs);
+        assert_eq!(
+            status, 200,
+            "{name}: Redis down must not make it unready: {body}"
+        );
+        assert_eq!(body["cluster"], "disconnected", "{name}: {body}");
+        let local = metric_sum(&metrics(n.obs), "gateway_cluster_local_decisions_total");
+        assert!(
+            local.is_some_and(|v| v > 0.0),
+            "{name}: no local decisions counted during the outage: {local:?}"
+        );
+    }
+
+    // Redis returns (empty): both reconnect.
+    redis.restart();
+    for (name, n) in [("A", &a), ("B", &b)] {
+        assert!(
+            wait_for(Duration::from_secs(10), || (n
+                .metric("gateway_cluster_redis_up")
+                == Some(1.0))
+            .then_some(()))
+            .is_some(),
+            "{name} did not reconnect within 10 s:\n{}",
+            n.gw.log_text()
+        );
+        let (status, body) = readyz(n.obs);
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(body["cluster"], "connected", "{name}: {body}");
+    }
+}
+
+/// The routes of the XDP tests: one API-key route on the demo upstream
+/// (`demo-key`), escalation into the blocklist at 50 points (five wrong
+/// keys), no separate brute-force lockout.
+const KEY_ROUTE: &str = r#"[[routes]]
+id = "api"
+path_prefix = "/api/"
+upstream = "demo"
+auth = "key"
+
+[auth.api_keys.k]
+keys = [{ name = "client", sha256 = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c" }]
+
+[auth.policies.key]
+type = "api_key"
+providers = ["k"]
+
+[auth.brute_force]
+enabled = false
+
+[escalation]
+threshold = 50
+ttl_ladder = ["20s"]
+"#;
+
+/// The `[xdp]` body for native XDP on `iface` with pins in `pin`.
+fn xdp_on(iface: &str, pin: &PinDir) -> String {
+    format!(
+        "interface = \"{iface}\"\nmode = \"native\"\npin_dir = \"{}\"\nsweep_interval = \"200ms\"",
+        pin.path.display()
+    )
+}
+
+/// A gateway with XDP on the host end of its own [`Link`].
+struct XdpNode {
+    // Dropped in this order: the gateway, its pins, then its link.
+    node: Node,
+    _pin: PinDir,
+    _link: Link,
+}
+
+impl XdpNode {
+    fn start(id: &str, subnet: u8, redis_url: &str) -> Self {
+        let link = Link::new(&format!("198.19.{subnet}"), 1);
+        let pin = PinDir::new();
+        let node = Node::start(NodeSpec {
+            node_id: id,
+            xdp: xdp_on(&link.veth.host, &pin),
+            listen_ip: &link.host_ip,
+            cluster: format!("redis_url = \"{redis_url}\""),
+            rest: KEY_ROUTE,
+            netns: None,
+        });
+        Self {
+            node,
+            _pin: pin,
+            _link: link,
+        }
+    }
+}
+
+/// Seconds left on a listed block.
+fn ttl(entry: &serde_json::Value) -> i64 {
+    entry["ttl_secs_left"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no ttl_secs_left: {entry}"))
+}
+
+#[test]
+fn cluster_blocks_reach_every_node_and_survive_a_redis_restart() {
+    let name = "cluster_blocks_reach_every_node_and_survive_a_redis_restart";
+    if !require_root(name) || !tests::redis::require_redis(name) {
+        return;
+    }
+    // Three /24s on host-side veths, apart from the other tests' ranges
+    // (198.18.0-239 and 198.19.20-219).
+    let subnet = |k: u8| 220 + (std::process::id() % 11) as u8 * 3 + k;
+    let mut redis = RedisServer::start_tcp(tests::test_port());
+    let url = redis.url();
+    let a = XdpNode::start("a", subnet(0), &url);
+    let b = XdpNode::start("b", subnet(1), &url);
+    let (a, b) = (&a.node, &b.node);
+    for n in [a, b] {
+        assert!(
+            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
+                == true)
+                .then_some(()))
+            .is_some(),
+            "not connected: {}\n{}",
+            n.cluster_status(),
+            n.gw.log_text()
+        );
+    }
+
+    // A cluster block on A reaches B, with its origin and the same expiry.
+    a.gw.ok(&[
+        "block",
+        "add",
+        "--cluster",
+        "198.51.100.7",
+        "--ttl",
+        "10m",
+        "--reason",
+        "test",
+    ]);
+    let (on_b, took) = wait_for(Duration::from_secs(3), || b.block("198.51.100.7"))
+        .unwrap_or_else(|| panic!("B never listed A's block: {:?}", b.blocks()));
+    eprintln!("cluster block A -> B: {} ms", took.as_millis());
+    let on_a = a.block("198.51.100.7").expect("A lists its own block");
+    for e in [&on_a, &on_b] {
+        assert_eq!(e["cluster"], true, "{e}");
+        assert_eq!(e["origin"], "a", "{e}");
+    }
+    assert!(
+        (ttl(&on_a) - ttl(&on_b)).abs() <= 2,
+        "expiries differ: A {on_a}, B {on_b}"
+    );
+
+    // Redis down: a cluster block on B still applies locally at once...
+    redis.kill();
+    b.gw.ok(&["block", "add", "--cluster", "198.51.100.8", "--ttl", "10m"]);
+    assert!(
+        b.block("198.51.100.8").is_some(),
+        "not applied locally: {:?}",
+        b.blocks()
+    );
+    // ...and is published when Redis returns (empty: nothing persisted).
+    redis.restart();
+    assert!(
+        wait_for(Duration::from_secs(10), || a.block("198.51.100.8")).is_some(),
+        "A never got B's block made during the outage: {:?}\n{}",
+        a.blocks(),
+        b.gw.log_text()
+    );
+    assert!(
+        b.block("198.51.100.7").is_some(),
+        "B lost A's block across the Redis restart: {:?}",
+        b.blocks()
+    );
+
+    // A node that starts now loads the whole cluster blocklist from Redis.
+    let c = XdpNode::start("c", subnet(2), &url);
+    let c = &c.node;
+    let (both, took) = wait_for(Duration::from_secs(5), || {
+        Some((c.block("198.51.100.7")?, c.block("198.51.100.8")?))
+    })
+    .unwrap_or_else(|| panic!("C did not load the cluster blocks: {:?}", c.blocks()));
+    eprintln!(
+        "new node loaded the cluster blocklist {} ms after start",
+        took.as_millis()
+    );
+    assert_eq!(both.0["origin"], "a", "{}", both.0);
+    assert_eq!(both.1["origin"], "b", "{}", both.1);
+    assert_eq!(both.0["cluster"], true, "{}", both.0);
+    assert_eq!(both.1["cluster"], true, "{}", both.1);
+
+    // A cluster block cannot be removed on one node only.
+    let out = a.gw.cli(&["block", "del", "198.51.100.8"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "local del of a cluster block succeeded"
+    );
+    assert!(err.contains("--cluster"), "{err}");
+    assert!(a.block("198.51.100.8").is_some(), "removed anyway");
+
+    // A cluster-wide del from B: gone everywhere.
+    b.gw.ok(&["block", "del", "--cluster", "198.51.100.7"]);
+    for (name, n) in [("A", a), ("C", c)] {
+        assert!(
+            wait_for(Duration::from_secs(3), || n
+                .block("198.51.100.7")
+                .is_none()
+                .then_some(()))
+            .is_some(),
+            "{name} still lists the deleted block: {:?}",
+            n.blocks()
+        );
+    }
+}
+
+/// One HTTP/1.1 request from nsC, from source `src`; `Ok(status)`, or the
+/// connect error when a node's XDP program drops the SYN.
+fn request_from(ns: &str, src: &str, addr: SocketAddr, key: &'static str) -> Result<u16, String> {
+    let src: Ipv4Addr = src.parse().unwrap();
+    let SocketAddr::V4(dst) = addr else {
+        panic!("IPv4 only")
+    };
+    in_netns(ns, move || {
+        let mut s =
+            connect_from(src, dst, Duration::from_millis(1500)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let req = format!(
+            "GET /api/x HTTP/1.1\r\nHost: gw\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+        buf.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad response: {buf:?}"))
+    })
+}
+
+#[test]
+fn block_escalated_on_node_a_drops_on_node_b() {
+    let name = "block_escalated_on_node_a_drops_on_node_b";
+    if !require_root(name) || !tests::redis::require_redis(name) {
+        return;
+    }
+    let topo = TwoNodeLink::new();
+    // A Unix socket: one path reaches Redis from every namespace.
+    let redis = RedisServer::start_unix();
+    let (pin_a, pin_b) = (PinDir::new(), PinDir::new());
+    let start = |id, iface: &str, pin, ip: &str, ns: &Netns| {
+        Node::start(NodeSpec {
+            node_id: id,
+            xdp: xdp_on(iface, pin),
+            listen_ip: ip,
+            cluster: format!("redis_url = \"{}\"", redis.url()),
+            rest: KEY_ROUTE,
+            netns: Some(&ns.name),
+        })
+    };
+    let a = start("a", &topo.ga, &pin_a, &topo.ga_ip, &topo.a);
+    let b = start("b", &topo.gb, &pin_b, &topo.gb_ip, &topo.b);
+    for n in [&a, &b] {
+        assert!(
+            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
+                == true)
+                .then_some(()))
+            .is_some(),
+            "not connected: {}\n{}",
+            n.cluster_status(),
+            n.gw.log_text()
+        );
+    }
+    let (ns, client, other) = (
+        topo.client.name.as_str(),
+        topo.client_ip.as_str(),
+        topo.other_ip.as_str(),
+    );
+
+    assert_eq!(
+        request_from(ns, client, b.http, "demo-key"),
+        Ok(200),
+        "B before any block:\n{}",
+        b.gw.log_text()
+    );
+    // Wrong keys weigh 10 points: the fifth crosses A's threshold of 50.
+    for i in 0..5 {
+        assert_eq!(
+            request_from(ns, client, a.http, "wrong"),
+            Ok(401),
+            "request {i} to A"
+        );
+    }
+    let crossed = Instant::now();
+    let (entry, _) = wait_for(Duration::from_secs(2), || b.block(client)).unwrap_or_else(|| {
+        panic!(
+            "A's escalation never reached B: {:?}\nA:\n{}\nB:\n{}",
+            b.blocks(),
+            a.gw.log_text(),
+            b.gw.log_text()
+        )
+    });
+    eprintln!(
+        "escalation propagation: block visible on B {} ms after A's crossing 401 was read (CLI round trips included)",
+        crossed.elapsed().as_millis()
+    );
+    assert_eq!(entry["cluster"], true, "{entry}");
+    assert_eq!(entry["origin"], "a", "{entry}");
+
+    // B's kernel drops the client now; the bystander is unaffected.
+    let before = b.gw.counter("dropped_blocklist");
+    let r = request_from(ns, client, b.http, "demo-key");
+    assert!(r.is_err(), "blocked client still reaches B: {r:?}");
+    assert!(
+        b.gw.counter("dropped_blocklist") > before,
+        "B's XDP program did not drop"
+    );
+    assert_eq!(
+        request_from(ns, other, b.http, "demo-key"),
+        Ok(200),
+        "the bystander was hurt on B"
+    );
+}
+
+/// A public route on the demo upstream, nothing else.
+const PLAIN_ROUTE: &str = r#"[[routes]]
+id = "api"
+path_prefix = "/api/"
+upstream = "demo"
+"#;
+
+#[test]
+fn redis_auth_and_bad_url_are_reported() {
+    if !tests::redis::require_redis("redis_auth_and_bad_url_are_reported") {
+        return;
+    }
+    let pid = std::process::id();
+    let (right, wrong) = (format!("right-pw-{pid}-x7"), format!("wrong-pw-{pid}-q3"));
+    let redis_port = tests::test_port();
+    let redis = RedisServer::start(RedisAddr::Tcp(redis_port), Some(&right));
+    let tmp = TempDir::new();
+    let pw_file = |name: &str, pw: &str| {
+        let p = tmp.0.join(name);
+        std::fs::write(&p, pw).unwrap();
+        p
+    };
+    let (good_pw, bad_pw) = (pw_file("good", &right), pw_file("bad", &wrong));
+    let start = |id, cluster: String| {
+        Node::start(NodeSpec {
+            node_id: id,
+            xdp: "enabled = false".into(),
+            listen_ip: "127.0.0.1",
+            cluster,
+            rest: PLAIN_ROUTE,
+            netns: None,
+        })
+    };
+    let good = start(
+        "good",
+        format!(
+            "redis_url = \"{}\"\npassword_file = \"{}\"",
+            redis.url(),
+            good_pw.display()
+        ),
+    );
+    // A wrong password, once from a file and once inside the URL (where
+    // `gateway cluster status` must redact it).
+    let bad_file = start(
+        "bad-file",
+        format!(
+            "redis_url = \"{}\"\npassword_file = \"{}\"",
+            redis.url(),
+            bad_pw.display()
+        ),
+    );
+    let bad_url = start(
+        "bad-url",
+        format!("redis_url = \"redis://:{wrong}@127.0.0.1:{redis_port}/0\""),
+    );
+
+    let (status, _) = wait_for(Duration::from_secs(10), || {
+        let s = good.cluster_status();
+        (s["connected"] == true).then_some(s)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the right password did not connect: {}\n{}",
+            good.cluster_status(),
+            good.gw.log_text()
+        )
+    });
+    assert_eq!(status["configured"], true, "{status}");
+    assert_eq!(status["node_id"], "good", "{status}");
+    assert!(status["error"].is_null(), "{status}");
+
+    for (name, n) in [("password_file", &bad_file), ("URL password", &bad_url)] {
+        // Fails open: serves while it cannot authenticate.
+        assert_eq!(get(n.http, "/api/x", ""), Ok(200), "{name}: not serving");
+        let (status, _) = wait_for(Duration::from_secs(10), || {
+            let s = n.cluster_status();
+            s["error"].is_string().then_some(s)
+        })
+        .unwrap_or_else(|| panic!("{name}: no error reported: {}", n.cluster_status()));
+        assert_eq!(status["configured"], true, "{name}: {status}");
+        assert_eq!(status["connected"], false, "{name}: {status}");
+        let text = status.to_string();
+        for pw in [&right, &wrong] {
+            assert!(
+                !text.contains(pw.as_str()),
+                "{name}: password in status: {text}"
+            );
+            let log = n.gw.log_text();
+            assert!(
+                !log.contains(pw.as_str()),
+                "{name}: password in the log:\n{log}"
+            );
+        }
+        let metrics_text = metrics(n.obs);
+        assert!(
+            !metrics_text.contains(&wrong),
+            "{name}: password in /metrics"
+        );
+        assert_eq!(
+            metric(&metrics_text, "gateway_cluster_redis_up"),
+            Some(0.0),
+            "{name}"
+        );
+    }
+    assert!(
+        bad_url.cluster_status()["redis"]
+            .as_str()
+            .is_some_and(|u| u.contains("127.0.0.1") && !u.contains(&wrong)),
+        "redis URL not shown redacted: {}",
+        bad_url.cluster_status()
+    );
+
+    // A URL that is no Redis URL, and a shared limit without [cluster], are
+    // config errors: exit 64 before anything starts.
+    for (case, text, needle) in [
+        (
+            "bad scheme",
+            "[cluster]\nredis_url = \"http://127.0.0.1:6379\"\n",
+            "redis_url",
+        ),
+        (
+            "shared without cluster",
+            "[[rate_limit.limits]]\nname = \"s\"\nrate = \"1r/s\"\nshared = true\n",
+            "shared",
+        ),
+    ] {
+        let path = tmp.0.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(tests::gateway::bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{case}: {err}");
+        assert!(err.contains(needle), "{case}: {err}");
+    }
+}
