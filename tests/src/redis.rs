@@ -43,6 +43,13 @@ pub enum RedisAddr {
     Tcp(u16),
     /// A Unix socket at this path (mode 700: root only).
     Unix(PathBuf),
+    /// TLS only on `127.0.0.1:<port>`, with this certificate and key (the
+    /// certificate doubles as the CA clients verify it with).
+    Tls {
+        port: u16,
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 /// A running `redis-server`, killed and its directory removed on drop.
@@ -77,13 +84,29 @@ impl RedisServer {
         Self::start_in(TempDir::new(), addr, password)
     }
 
+    /// As [`RedisServer::start`], with more `redis.conf` lines (ACL users...).
+    pub fn start_with(addr: RedisAddr, password: Option<&str>, extra: &str) -> Self {
+        Self::start_full(TempDir::new(), addr, password, extra)
+    }
+
     fn start_in(dir: TempDir, addr: RedisAddr, password: Option<&str>) -> Self {
+        Self::start_full(dir, addr, password, "")
+    }
+
+    fn start_full(dir: TempDir, addr: RedisAddr, password: Option<&str>, extra: &str) -> Self {
         let config = dir.0.join("redis.conf");
         let listen = match &addr {
             RedisAddr::Tcp(port) => format!("port {port}\nbind 127.0.0.1\n"),
             RedisAddr::Unix(sock) => format!(
                 "port 0\nunixsocket {}\nunixsocketperm 700\n",
                 sock.display()
+            ),
+            RedisAddr::Tls { port, cert, key } => format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\n",
+                cert.display(),
+                key.display(),
+                cert.display()
             ),
         };
         let auth = password
@@ -92,7 +115,7 @@ impl RedisServer {
         std::fs::write(
             &config,
             format!(
-                "{listen}save \"\"\nappendonly no\ndaemonize no\ndir {}\n{auth}",
+                "{listen}save \"\"\nappendonly no\ndaemonize no\ndir {}\n{auth}{extra}\n",
                 dir.0.display()
             ),
         )
@@ -151,6 +174,7 @@ impl RedisServer {
         match &self.addr {
             RedisAddr::Tcp(port) => format!("redis://127.0.0.1:{port}/0"),
             RedisAddr::Unix(sock) => format!("redis+unix://{}", sock.display()),
+            RedisAddr::Tls { port, .. } => format!("rediss://127.0.0.1:{port}/0"),
         }
     }
 
@@ -161,6 +185,16 @@ impl RedisServer {
         match &self.addr {
             RedisAddr::Tcp(port) => c.args(["-h", "127.0.0.1", "-p", &port.to_string()]),
             RedisAddr::Unix(sock) => c.arg("-s").arg(sock),
+            RedisAddr::Tls { port, cert, .. } => c
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "--tls",
+                    "--cacert",
+                ])
+                .arg(cert),
         };
         if let Some(p) = &self.password {
             c.args(["--no-auth-warning", "-a", p]);

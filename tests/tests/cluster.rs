@@ -34,6 +34,7 @@ global = ["shared"]
 name = "shared"
 rate = "1r/m"
 burst = 9
+key = "header:x-client"
 shared = true
 
 [escalation]
@@ -74,7 +75,10 @@ fn shared_limit_spans_two_gateways() {
     let mut statuses = Vec::new();
     for i in 0..30 {
         let node = if i % 2 == 0 { &a } else { &b };
-        statuses.push(get(node.http, "/api/x", "").unwrap_or_else(|e| panic!("request {i}: {e}")));
+        statuses.push(
+            get(node.http, "/api/x", "X-Client: one\r\n")
+                .unwrap_or_else(|e| panic!("request {i}: {e}")),
+        );
     }
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited = statuses.iter().filter(|s| **s == 429).count();
@@ -84,17 +88,27 @@ fn shared_limit_spans_two_gateways() {
         "statuses in order (A, B, A, ...): {statuses:?}"
     );
 
-    // Redis dies: both nodes keep serving on their own local limit (a fresh
-    // local burst each), and say they are disconnected but still ready.
+    // Redis dies: both nodes keep serving a new client on their own local
+    // limit (a fresh local burst each: fail-open), while the refusal Redis
+    // gave the first client still holds; they say they are disconnected
+    // but still ready.
     redis.kill();
     for (name, n) in [("A", &a), ("B", &b)] {
         assert!(
-            wait_for(Duration::from_secs(5), || (get(n.http, "/api/x", "")
-                == Ok(200))
+            wait_for(Duration::from_secs(5), || (get(
+                n.http,
+                "/api/x",
+                "X-Client: two\r\n"
+            ) == Ok(200))
             .then_some(()))
             .is_some(),
             "{name} does not fail open to its local limit:\n{}",
             n.gw.log_text()
+        );
+        assert_eq!(
+            get(n.http, "/api/x", "X-Client: one\r\n"),
+            Ok(429),
+            "{name}: a client the cluster refused got through during the outage"
         );
     }
     for (name, n) in [("A", &a), ("B", &b)] {
@@ -179,13 +193,22 @@ struct XdpNode {
 
 impl XdpNode {
     fn start(id: &str, subnet: u8, redis_url: &str) -> Self {
-        let link = Link::new(&format!("198.19.{subnet}"), 1);
+        Self::start_on(
+            id,
+            &format!("198.19.{subnet}"),
+            format!("redis_url = \"{redis_url}\""),
+        )
+    }
+
+    /// On the /24 `prefix`, with `cluster` as the `[cluster]` body.
+    fn start_on(id: &str, prefix: &str, cluster: String) -> Self {
+        let link = Link::new(prefix, 1);
         let pin = PinDir::new();
         let node = Node::start(NodeSpec {
             node_id: id,
             xdp: xdp_on(&link.veth.host, &pin),
             listen_ip: &link.host_ip,
-            cluster: format!("redis_url = \"{redis_url}\""),
+            cluster,
             rest: KEY_ROUTE,
             netns: None,
         });
@@ -562,4 +585,117 @@ fn redis_auth_and_bad_url_are_reported() {
         assert_eq!(out.status.code(), Some(64), "{case}: {err}");
         assert!(err.contains(needle), "{case}: {err}");
     }
+}
+
+/// The least-privilege ACL user of docs/cluster.md, read from the doc so
+/// the two cannot drift apart, with `password` in place of `CHANGE-ME`.
+fn documented_acl_user(password: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cluster.md"))
+        .expect("docs/cluster.md");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("user gateway on >CHANGE-ME "))
+        .expect("docs/cluster.md shows the gateway's ACL user");
+    line.replace("CHANGE-ME", password)
+}
+
+#[test]
+fn cluster_over_tls_as_the_documented_acl_user() {
+    let name = "cluster_over_tls_as_the_documented_acl_user";
+    if !require_root(name) || !tests::redis::require_redis(name) {
+        return;
+    }
+    // Redis speaks TLS only, with a certificate for 127.0.0.1 that the
+    // nodes trust through tls_ca_file; the gateway logs in as the ACL user
+    // with exactly the permissions the docs list.
+    let tmp = TempDir::new();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (tmp.0.join("redis.crt"), tmp.0.join("redis.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let user_pw = format!("gw-{}-acl", std::process::id());
+    let pw_file = tmp.0.join("redis.pass");
+    std::fs::write(&pw_file, format!("{user_pw}\n")).unwrap();
+    let redis = RedisServer::start_with(
+        RedisAddr::Tls {
+            port: tests::test_port(),
+            cert: cert.clone(),
+            key,
+        },
+        Some("admin-only"),
+        &documented_acl_user(&user_pw),
+    );
+    let body = |ca: bool| {
+        let mut b = format!(
+            "redis_url = \"{}\"\nusername = \"gateway\"\npassword_file = \"{}\"",
+            redis.url(),
+            pw_file.display()
+        );
+        if ca {
+            b.push_str(&format!("\ntls_ca_file = \"{}\"", cert.display()));
+        }
+        b
+    };
+    let k = (std::process::id() % 8) as u8 * 2;
+    let a = XdpNode::start_on("a", &format!("198.18.{}", 240 + k), body(true));
+    let b = XdpNode::start_on("b", &format!("198.18.{}", 241 + k), body(true));
+    let (a, b) = (&a.node, &b.node);
+    for n in [a, b] {
+        assert!(
+            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
+                == true)
+                .then_some(()))
+            .is_some(),
+            "not connected over TLS as the ACL user: {}\n{}\nredis:\n{}",
+            n.cluster_status(),
+            n.gw.log_text(),
+            redis.log_text()
+        );
+    }
+    // Every script runs under the ACL: add (HSET, ZADD, PUBLISH...), the
+    // subscription delivers it, and the removal goes the same way.
+    a.gw.ok(&["block", "add", "--cluster", "203.0.113.77", "--ttl", "5m"]);
+    wait_for(Duration::from_secs(3), || b.block("203.0.113.77")).unwrap_or_else(|| {
+        panic!(
+            "B never got the block: {:?}\n{}",
+            b.blocks(),
+            b.gw.log_text()
+        )
+    });
+    b.gw.ok(&["block", "del", "--cluster", "203.0.113.77"]);
+    wait_for(Duration::from_secs(3), || {
+        a.block("203.0.113.77").is_none().then_some(())
+    })
+    .unwrap_or_else(|| panic!("A kept the removed block: {:?}", a.blocks()));
+    for n in [a, b] {
+        let status = n.cluster_status();
+        assert_eq!(
+            status["connected"], true,
+            "a command failed under the ACL: {status}"
+        );
+        assert!(
+            status["redis"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("rediss://")),
+            "{status}"
+        );
+    }
+
+    // Without the CA the server's certificate is not trusted: the node
+    // serves (fail-open) and says why it is not connected.
+    let c = XdpNode::start_on(
+        "c",
+        &format!("198.18.{}", 240 + ((k + 4) % 16)),
+        body(false),
+    );
+    let (status, _) = wait_for(Duration::from_secs(10), || {
+        let s = c.node.cluster_status();
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate") || e.contains("UnknownIssuer"))
+            .then_some(s)
+    })
+    .unwrap_or_else(|| panic!("no certificate error: {}", c.node.cluster_status()));
+    assert_eq!(status["connected"], false, "{status}");
+    assert!(!status.to_string().contains(&user_pw), "{status}");
 }
