@@ -159,8 +159,14 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 
 /// One `GET <path>` from the host; the status code, or the error.
 pub fn get(addr: SocketAddr, path: &str, headers: &str) -> Result<u16, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
+    let s = TcpStream::connect_timeout(&addr, Duration::from_millis(1500))
         .map_err(|e| format!("connect {addr}: {e}"))?;
+    get_on(s, path, headers)
+}
+
+/// Sends `GET <path>` (with extra `headers` lines, each ending in CRLF) on
+/// a connected stream and returns the response status.
+pub fn get_on(mut s: TcpStream, path: &str, headers: &str) -> Result<u16, String> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(
         s,
@@ -173,4 +179,20 @@ pub fn get(addr: SocketAddr, path: &str, headers: &str) -> Result<u16, String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad response: {buf:?}"))
+}
+
+/// One `GET /api/x` with API key `key` from inside namespace `ns`, from
+/// source `src`: the status, or the connect error when the kernel drops
+/// the SYN.
+pub fn get_from(ns: &str, src: &str, addr: SocketAddr, key: &str) -> Result<u16, String> {
+    let src: std::net::Ipv4Addr = src.parse().expect("an IPv4 source");
+    let SocketAddr::V4(dst) = addr else {
+        panic!("IPv4 only")
+    };
+    let headers = format!("X-Api-Key: {key}\r\n");
+    in_netns(ns, move || {
+        let s = crate::netns::connect_from(src, dst, Duration::from_millis(1500))
+            .map_err(|e| e.to_string())?;
+        get_on(s, "/api/x", &headers)
+    })
 }

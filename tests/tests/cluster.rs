@@ -6,17 +6,12 @@
 //! `/metrics`, `/readyz` and `gateway cluster status`, and catch up when
 //! Redis returns.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use tests::{
     gateway::{metric, metric_sum, metrics, readyz},
     guard::{Link, Netns, PinDir, TempDir},
-    netns::{connect_from, in_netns},
-    node::{Node, NodeSpec, get, wait_for},
+    node::{Node, NodeSpec, get, get_from, wait_for},
     redis::{RedisAddr, RedisServer},
     require_root,
     topology::TwoNodeLink,
@@ -340,30 +335,6 @@ fn cluster_blocks_reach_every_node_and_survive_a_redis_restart() {
     }
 }
 
-/// One HTTP/1.1 request from nsC, from source `src`; `Ok(status)`, or the
-/// connect error when a node's XDP program drops the SYN.
-fn request_from(ns: &str, src: &str, addr: SocketAddr, key: &'static str) -> Result<u16, String> {
-    let src: Ipv4Addr = src.parse().unwrap();
-    let SocketAddr::V4(dst) = addr else {
-        panic!("IPv4 only")
-    };
-    in_netns(ns, move || {
-        let mut s =
-            connect_from(src, dst, Duration::from_millis(1500)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let req = format!(
-            "GET /api/x HTTP/1.1\r\nHost: gw\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
-        buf.split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("bad response: {buf:?}"))
-    })
-}
-
 #[test]
 fn block_escalated_on_node_a_drops_on_node_b() {
     let name = "block_escalated_on_node_a_drops_on_node_b";
@@ -404,7 +375,7 @@ fn block_escalated_on_node_a_drops_on_node_b() {
     );
 
     assert_eq!(
-        request_from(ns, client, b.http, "demo-key"),
+        get_from(ns, client, b.http, "demo-key"),
         Ok(200),
         "B before any block:\n{}",
         b.gw.log_text()
@@ -412,7 +383,7 @@ fn block_escalated_on_node_a_drops_on_node_b() {
     // Wrong keys weigh 10 points: the fifth crosses A's threshold of 50.
     for i in 0..5 {
         assert_eq!(
-            request_from(ns, client, a.http, "wrong"),
+            get_from(ns, client, a.http, "wrong"),
             Ok(401),
             "request {i} to A"
         );
@@ -435,14 +406,14 @@ fn block_escalated_on_node_a_drops_on_node_b() {
 
     // B's kernel drops the client now; the bystander is unaffected.
     let before = b.gw.counter("dropped_blocklist");
-    let r = request_from(ns, client, b.http, "demo-key");
+    let r = get_from(ns, client, b.http, "demo-key");
     assert!(r.is_err(), "blocked client still reaches B: {r:?}");
     assert!(
         b.gw.counter("dropped_blocklist") > before,
         "B's XDP program did not drop"
     );
     assert_eq!(
-        request_from(ns, other, b.http, "demo-key"),
+        get_from(ns, other, b.http, "demo-key"),
         Ok(200),
         "the bystander was hurt on B"
     );

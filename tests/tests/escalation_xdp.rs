@@ -5,45 +5,17 @@
 //! next TCP connection times out in the kernel. The block shows in
 //! `gateway block list` with its reason, and expires by itself.
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use tests::{
     gateway::Gateway,
     guard::{Link, PinDir, TempDir},
-    netns::{connect_from, in_netns},
+    node::get_from,
     require_root,
 };
 
 /// SHA-256 of `demo-key`.
 const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c";
-
-/// One HTTP/1.1 request from inside the namespace, from source `src`;
-/// `Ok(status)`, or the connect error when the kernel drops the SYN.
-fn request(ns: &str, src: &str, addr: SocketAddr, key: &'static str) -> Result<u16, String> {
-    let src: std::net::Ipv4Addr = src.parse().unwrap();
-    let SocketAddr::V4(dst) = addr else {
-        panic!("IPv4 only")
-    };
-    in_netns(ns, move || {
-        let mut s: TcpStream =
-            connect_from(src, dst, Duration::from_millis(1500)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let req = format!(
-            "GET /api/x HTTP/1.1\r\nHost: gw\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
-        buf.split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("bad response: {buf:?}"))
-    })
-}
 
 #[test]
 fn l7_offences_escalate_into_an_xdp_block_that_expires() {
@@ -122,14 +94,14 @@ ttl_ladder = ["3s"]
 
     let (a, b) = (client_ip.as_str(), other_ip.as_str());
     assert_eq!(
-        request(&ns.name, a, addr, "demo-key"),
+        get_from(&ns.name, a, addr, "demo-key"),
         Ok(200),
         "{}",
         gw.log_text()
     );
     // Wrong keys weigh 10 points: the fifth reaches the threshold of 50.
     for i in 0..5 {
-        assert_eq!(request(&ns.name, a, addr, "wrong"), Ok(401), "request {i}");
+        assert_eq!(get_from(&ns.name, a, addr, "wrong"), Ok(401), "request {i}");
     }
     // The block is in the XDP map by the time the offending response is
     // read: escalation runs before the response is sent.
@@ -146,7 +118,7 @@ ttl_ladder = ["3s"]
         "not blocked when the 401 arrived: {listed}"
     );
     let before = gw.counter("dropped_blocklist");
-    let r = request(&ns.name, a, addr, "demo-key");
+    let r = get_from(&ns.name, a, addr, "demo-key");
     assert!(
         r.is_err(),
         "escalated source still connects: {r:?}\n{}",
@@ -157,7 +129,7 @@ ttl_ladder = ["3s"]
         "the kernel did not drop"
     );
     assert_eq!(
-        request(&ns.name, b, addr, "demo-key"),
+        get_from(&ns.name, b, addr, "demo-key"),
         Ok(200),
         "another client was hurt"
     );
@@ -179,7 +151,7 @@ ttl_ladder = ["3s"]
 
     // The TTL passes: access comes back by itself, and the sweeper clears it.
     std::thread::sleep(Duration::from_millis(3500));
-    assert_eq!(request(&ns.name, a, addr, "demo-key"), Ok(200));
+    assert_eq!(get_from(&ns.name, a, addr, "demo-key"), Ok(200));
     let list: serde_json::Value =
         serde_json::from_str(&gw.ok(&["block", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
