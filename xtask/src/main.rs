@@ -220,6 +220,8 @@ const BENCH_PACKAGES: &[&str] = &[
     "wrk",
     // taskset, to pin servers and the load generator to separate cores.
     "util-linux",
+    // Scenario 4: the Redis of the cluster-mode (shared limit) row.
+    "redis-server",
 ];
 
 fn bench(quick: bool) -> Result<()> {

@@ -10,13 +10,17 @@ use serde_json::{Value, json};
 
 use super::{
     Opts, Progress,
-    servers::{API_KEY, Load, Proxy, Stack, WrkRun, wrk},
+    servers::{
+        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, Stack, WrkRun, spawn_pinned,
+        spawn_pinned_env, wait_port, which, wrk,
+    },
 };
+use crate::guard::ChildGuard;
 
 const PROXIES: [Proxy; 3] = [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy];
 
 /// Number of progress steps `run` reports.
-pub const STEPS: usize = 8;
+pub const STEPS: usize = 9;
 
 fn body_1k() -> String {
     // A JSON object of exactly 1024 bytes.
@@ -127,6 +131,7 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
         vec![],
     );
 
+    let mut get_runs: Vec<WrkRun> = Vec::new();
     let mut rows = vec![
         row(
             "GET small, HTTP/1.1 keep-alive",
@@ -165,7 +170,29 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
             rows[gw][format!("p99_ratio_vs_{peer}")] =
                 json!(ratio(runs[0].p99_us as f64, runs[k].p99_us as f64));
         }
+        if !case.tls && !case.post {
+            get_runs = runs;
+        }
     }
+
+    // Cluster mode: the GET row through a second gateway whose per-IP
+    // limit is shared through Redis. NGINX (limit_req) and HAProxy (stick
+    // table) apply the same per-IP limit, locally only: neither can enforce
+    // one limit across nodes, so they are the nearest equivalent.
+    progress.step("proxy: per-IP limit shared through Redis (gateway in cluster mode)");
+    let shared = {
+        let cluster = ClusterGateway::start(stack);
+        load(url(cluster.http, false, "/public/hello"), false, vec![])
+    };
+    let shared_case = "GET small, HTTP/1.1, per-IP limit shared through Redis";
+    let mut v = row(shared_case, "gateway (cluster mode)", &shared, None);
+    for (k, peer) in [(1, "nginx"), (2, "haproxy")] {
+        v[format!("rps_ratio_vs_{peer}")] = json!(ratio(shared.rps, get_runs[k].rps));
+        v[format!("p99_ratio_vs_{peer}")] =
+            json!(ratio(shared.p99_us as f64, get_runs[k].p99_us as f64));
+    }
+    let shared_vs_local = ratio(shared.rps, get_runs[0].rps);
+    rows.push(v);
 
     progress.step("proxy: authentication (JWT ES256: gateway, haproxy; API key: all three)");
     let key_header = format!("X-Api-Key: {API_KEY}");
@@ -244,6 +271,9 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
         "connections": conns,
         "load_generator": "wrk 4.1 (1 thread) with bench/wrk.lua",
         "json_schema_validation": "the validated row runs the schema in tests/src/bench/gwconf.rs on every body; NGINX and HAProxy have no JSON Schema validation to compare with",
+        "shared_limit": format!(
+            "the cluster-mode row is the GET row through a second gateway whose per-IP limit (1,000,000 r/s) is one bucket in Redis (redis-server on CPU {LOAD_CPU}, loopback), taken in leases of rate x 50 ms; NGINX and HAProxy apply the same limit locally (neither has a cluster-wide limit); requests/s {shared_vs_local}x of the gateway's local-limit GET row"
+        ),
         "rows": rows,
     })
 }
@@ -283,9 +313,97 @@ Ratios are ours / peer: above 1 is better for requests/s, below 1 is better for 
             r["errors"],
         ));
     }
+    if let Some(note) = v["shared_limit"].as_str() {
+        out.push_str(&format!("\nCluster mode: {note}.\n"));
+    }
     out.push_str(&format!(
         "\nJSON Schema validation: {}. NGINX OSS cannot verify JWTs; the gateway's JWT row is compared with NGINX's API-key `map` check, the nearest equivalent, and with HAProxy's `jwt_verify` (same ES256 key and claims).\n",
         v["json_schema_validation"].as_str().unwrap_or("")
     ));
     out
+}
+
+/// Redis (on the load core, as a Redis host would be off the proxy's) and
+/// a gateway in cluster mode with the benchmark config, its per-IP limit
+/// shared. Both stop on drop.
+struct ClusterGateway {
+    http: u16,
+    _redis: ChildGuard,
+    _gateway: ChildGuard,
+}
+
+impl ClusterGateway {
+    fn start(stack: &Stack) -> Self {
+        // Ports::new leaves base+7..=base+9 unused.
+        let base = stack.ports.origin;
+        let (http, https, redis_port) = (base + 7, base + 8, base + 9);
+        let dir = stack.dir.0.join("cluster");
+        std::fs::create_dir_all(&dir).unwrap();
+        let redis_log = dir.join("redis.out");
+        let redis = spawn_pinned(
+            LOAD_CPU,
+            &which("redis-server"),
+            &[
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                dir.to_str().unwrap(),
+            ],
+            &redis_log,
+        );
+        wait_port(redis_port, "redis-server", &redis_log);
+        let ports = Ports {
+            gw_http: http,
+            gw_https: https,
+            ..Ports::new()
+        };
+        let text = super::gwconf::config_text(&dir, &ports, &stack.certs, "[xdp]\nenabled = false");
+        let limit = "key = \"ip\"\n";
+        assert!(
+            text.contains(limit),
+            "the bench config's per-IP limit changed"
+        );
+        let text = format!(
+            "{}\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}/0\"\nnode_id = \"bench\"\n",
+            text.replacen(limit, "key = \"ip\"\nshared = true\n", 1)
+        );
+        let conf = dir.join("gateway.toml");
+        std::fs::write(&conf, text).unwrap();
+        let log = dir.join("gateway.out");
+        let gateway = spawn_pinned_env(
+            SUT_CPU,
+            &crate::gateway::bin(),
+            &["run", "--config", conf.to_str().unwrap()],
+            &log,
+            &[("GATEWAY_LOG", "warn")],
+        );
+        wait_port(http, "gateway (cluster mode)", &log);
+        // Measured only once the node holds its Redis link.
+        let socket = dir.join("admin.sock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = crate::gateway::cli(&socket, &["cluster", "status", "--json"]);
+            let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if status["connected"] == true {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster-mode gateway did not reach Redis: {status}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Self {
+            http,
+            _redis: redis,
+            _gateway: gateway,
+        }
+    }
 }

@@ -168,7 +168,7 @@ pub fn wait_addr(addr: &str, what: &str, log: &Path) {
     }
 }
 
-fn which(program: &str) -> PathBuf {
+pub(crate) fn which(program: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
         let p = Path::new(dir).join(program);
         if p.exists() {
