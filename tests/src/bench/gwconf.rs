@@ -133,6 +133,10 @@ key = "ip"
 
 [escalation]
 enabled = false
+
+# As the peers' configs: NGINX has `access_log off`, HAProxy logs nothing.
+[log]
+access_log = "off"
 "#,
         dir = dir.display(),
         http = ports.gw_http,
