@@ -103,6 +103,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             as Box<dyn crate::escalate::BlockSink>
     });
     let escalator = Arc::new(Escalator::new(config.escalation.clone(), never, sink));
+    if let Some(c) = &cluster {
+        // Offences count across the nodes too (docs/cluster.md).
+        escalator.attach_cluster(c.clone());
+    }
     let expire = tokio::spawn({
         let e = escalator.clone();
         async move {

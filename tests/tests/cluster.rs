@@ -335,6 +335,53 @@ fn cluster_blocks_reach_every_node_and_survive_a_redis_restart() {
     }
 }
 
+/// Gateways `a` and `b` in the namespaces of a [`TwoNodeLink`], XDP on
+/// their veth ends, sharing one Redis on a Unix socket (one path reaches it
+/// from every namespace); connected when this returns.
+struct NetnsNodes {
+    // Dropped in this order: the gateways, their pins, then Redis.
+    a: Node,
+    b: Node,
+    _pins: (PinDir, PinDir),
+    _redis: RedisServer,
+}
+
+impl NetnsNodes {
+    fn start(topo: &TwoNodeLink) -> Self {
+        let redis = RedisServer::start_unix();
+        let (pin_a, pin_b) = (PinDir::new(), PinDir::new());
+        let start = |id, iface: &str, pin, ip: &str, ns: &Netns| {
+            Node::start(NodeSpec {
+                node_id: id,
+                xdp: xdp_on(iface, pin),
+                listen_ip: ip,
+                cluster: format!("redis_url = \"{}\"", redis.url()),
+                rest: KEY_ROUTE,
+                netns: Some(&ns.name),
+            })
+        };
+        let a = start("a", &topo.ga, &pin_a, &topo.ga_ip, &topo.a);
+        let b = start("b", &topo.gb, &pin_b, &topo.gb_ip, &topo.b);
+        for n in [&a, &b] {
+            assert!(
+                wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
+                    == true)
+                    .then_some(()))
+                .is_some(),
+                "not connected: {}\n{}",
+                n.cluster_status(),
+                n.gw.log_text()
+            );
+        }
+        Self {
+            a,
+            b,
+            _pins: (pin_a, pin_b),
+            _redis: redis,
+        }
+    }
+}
+
 #[test]
 fn block_escalated_on_node_a_drops_on_node_b() {
     let name = "block_escalated_on_node_a_drops_on_node_b";
@@ -342,32 +389,8 @@ fn block_escalated_on_node_a_drops_on_node_b() {
         return;
     }
     let topo = TwoNodeLink::new();
-    // A Unix socket: one path reaches Redis from every namespace.
-    let redis = RedisServer::start_unix();
-    let (pin_a, pin_b) = (PinDir::new(), PinDir::new());
-    let start = |id, iface: &str, pin, ip: &str, ns: &Netns| {
-        Node::start(NodeSpec {
-            node_id: id,
-            xdp: xdp_on(iface, pin),
-            listen_ip: ip,
-            cluster: format!("redis_url = \"{}\"", redis.url()),
-            rest: KEY_ROUTE,
-            netns: Some(&ns.name),
-        })
-    };
-    let a = start("a", &topo.ga, &pin_a, &topo.ga_ip, &topo.a);
-    let b = start("b", &topo.gb, &pin_b, &topo.gb_ip, &topo.b);
-    for n in [&a, &b] {
-        assert!(
-            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
-                == true)
-                .then_some(()))
-            .is_some(),
-            "not connected: {}\n{}",
-            n.cluster_status(),
-            n.gw.log_text()
-        );
-    }
+    let nodes = NetnsNodes::start(&topo);
+    let (a, b) = (&nodes.a, &nodes.b);
     let (ns, client, other) = (
         topo.client.name.as_str(),
         topo.client_ip.as_str(),
@@ -416,6 +439,73 @@ fn block_escalated_on_node_a_drops_on_node_b() {
         get_from(ns, other, b.http, "demo-key"),
         Ok(200),
         "the bystander was hurt on B"
+    );
+}
+
+#[test]
+fn offences_spread_over_two_nodes_add_up() {
+    let name = "offences_spread_over_two_nodes_add_up";
+    if !require_root(name) || !tests::redis::require_redis(name) {
+        return;
+    }
+    let topo = TwoNodeLink::new();
+    let nodes = NetnsNodes::start(&topo);
+    let (a, b) = (&nodes.a, &nodes.b);
+    let (ns, client, other) = (
+        topo.client.name.as_str(),
+        topo.client_ip.as_str(),
+        topo.other_ip.as_str(),
+    );
+    // Wrong keys weigh 10 points and the threshold is 50. Four, two on
+    // each node, leave both nodes (20 points each) and the cluster (40)
+    // below it: nobody is blocked.
+    for (i, n) in [a, b, a, b].into_iter().enumerate() {
+        assert_eq!(
+            get_from(ns, client, n.http, "wrong"),
+            Ok(401),
+            "offence {i}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        a.blocks().is_empty() && b.blocks().is_empty(),
+        "blocked below the threshold: A {:?} B {:?}",
+        a.blocks(),
+        b.blocks()
+    );
+    // The fifth, on B, takes the cluster-wide score to 50 while B alone has
+    // 30: B escalates, and the block reaches A's kernel too.
+    assert_eq!(get_from(ns, client, b.http, "wrong"), Ok(401));
+    for (name, n) in [("A", a), ("B", b)] {
+        let (entry, _) = wait_for(Duration::from_secs(3), || n.block(client)).unwrap_or_else(|| {
+            panic!(
+                "{name}: offences spread over the nodes were not added up: {:?}\nA:\n{}\nB:\n{}",
+                n.blocks(),
+                a.gw.log_text(),
+                b.gw.log_text()
+            )
+        });
+        assert_eq!(entry["origin"], "b", "{name}: {entry}");
+        assert!(
+            entry["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("cluster-wide auth_failure")),
+            "{name}: {entry}"
+        );
+    }
+    let before = a.gw.counter("dropped_blocklist");
+    assert!(
+        get_from(ns, client, a.http, "demo-key").is_err(),
+        "A still serves the client"
+    );
+    assert!(
+        a.gw.counter("dropped_blocklist") > before,
+        "A's kernel did not drop"
+    );
+    assert_eq!(
+        get_from(ns, other, a.http, "demo-key"),
+        Ok(200),
+        "bystander hurt on A"
     );
 }
 
@@ -623,6 +713,24 @@ fn cluster_over_tls_as_the_documented_acl_user() {
             redis.log_text()
         );
     }
+    // Offence scores (INCRBY, PEXPIRE) run under the ACL: four wrong keys
+    // from A's link address leave 40 points in the cluster-wide score.
+    let source = a.http.ip().to_string();
+    for _ in 0..4 {
+        assert_eq!(get(a.http, "/api/x", "X-Api-Key: wrong\r\n"), Ok(401));
+    }
+    let score_key = format!("gateway:esc:{source}");
+    wait_for(Duration::from_secs(3), || {
+        let out = redis.cli(&["GET", &score_key]);
+        (String::from_utf8_lossy(&out.stdout).trim() == "40").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no cluster-wide score under the ACL: {:?}\n{}",
+            redis.cli(&["GET", &score_key]),
+            a.gw.log_text()
+        )
+    });
     // Every script runs under the ACL: add (HSET, ZADD, PUBLISH...), the
     // subscription delivers it, and the removal goes the same way.
     a.gw.ok(&["block", "add", "--cluster", "203.0.113.77", "--ttl", "5m"]);

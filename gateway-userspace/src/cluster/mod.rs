@@ -275,6 +275,39 @@ impl Cluster {
         let _ = self.ops.send(Op::Del { net, at_ms });
     }
 
+    /// Adds `points` to `source`'s cluster-wide escalation score, in the
+    /// background; calls `on_cross` if this addition took the total over
+    /// `threshold` (exactly one node sees that). Without Redis nothing is
+    /// scored here: each node's own score still escalates.
+    pub fn score(
+        &self,
+        source: std::net::IpAddr,
+        points: u32,
+        threshold: u32,
+        window: Duration,
+        on_cross: impl FnOnce() + Send + 'static,
+    ) {
+        let Some(mut conn) = self.connection() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let key = format!("{}:esc:{source}", self.keys.prefix);
+        let budget = self.cfg.command_timeout;
+        let window_ms = window.as_millis().max(1) as u64;
+        runtime.spawn(async move {
+            let mut call = scripts::SCORE.key(key);
+            call.arg(points).arg(window_ms).arg(threshold);
+            match tokio::time::timeout(budget, call.invoke_async::<i64>(&mut conn)).await {
+                Ok(Ok(total)) if total > 0 => on_cross(),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "cluster: scoring an offence failed"),
+                Err(_) => tracing::debug!("cluster: scoring an offence timed out"),
+            }
+        });
+    }
+
     /// The node a cluster block came from, if this node knows it.
     pub fn origin_of(&self, net: &Net) -> Option<String> {
         self.registry

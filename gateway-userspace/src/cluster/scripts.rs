@@ -127,3 +127,21 @@ return redis.call('HGETALL', KEYS[1])
 "#,
     )
 });
+
+/// Adds `ARGV[1]` penalty points to a source's cluster-wide score, which
+/// lives `ARGV[2]` ms from its first point (the escalation window). When
+/// the total reaches `ARGV[3]` the score is cleared and the total returned
+/// (once: the caller that crossed escalates); otherwise 0.
+pub static SCORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if v == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if v >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  return v
+end
+return 0
+"#,
+    )
+});

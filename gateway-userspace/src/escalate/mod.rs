@@ -19,7 +19,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{
-        Mutex,
+        Arc, Mutex, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -117,6 +117,9 @@ pub struct Escalator {
     pub offences_total: [AtomicU64; 5],
     pub escalations_total: AtomicU64,
     pub escalation_errors_total: AtomicU64,
+    /// Cluster mode: the Redis link for cluster-wide scores, and a handle
+    /// on this escalator for the callback when one crosses.
+    cluster: OnceLock<(Arc<crate::cluster::Cluster>, Weak<Escalator>)>,
 }
 
 impl Escalator {
@@ -131,6 +134,7 @@ impl Escalator {
             offences_total: Default::default(),
             escalations_total: AtomicU64::new(0),
             escalation_errors_total: AtomicU64::new(0),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -162,7 +166,7 @@ impl Escalator {
         let key = group_ip(ip, self.cfg.ipv6_prefix_len);
         let now = clock::monotonic_ns();
         let window = self.cfg.window.as_nanos() as u64;
-        let forget = self.cfg.forget_after.as_nanos() as u64;
+        let w = self.weight(offence);
         let (offences, by_offence) = {
             let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
             if !shard.contains_key(&key) && shard.len() >= (self.cfg.max_sources / SHARDS).max(1) {
@@ -179,25 +183,93 @@ impl Escalator {
                 // still arriving (in flight, or via a proxy) adds nothing.
                 return None;
             }
-            let w = self.weight(offence);
             st.points = st.points.saturating_add(w);
             st.by_offence[offence as usize] = st.by_offence[offence as usize].saturating_add(w);
             if st.points < self.cfg.threshold {
+                drop(shard);
+                self.score_in_cluster(key, ip, offence, w, seen);
                 return None;
             }
-            if st.last_escalation != 0 && now.saturating_sub(st.last_escalation) > forget {
-                st.offences = 0;
-            }
-            st.offences += 1;
-            st.last_escalation = now;
-            st.points = 0;
-            let ttl = self.ttl_for(st.offences);
-            st.blocked_until = now + ttl.as_nanos() as u64;
-            (st.offences, std::mem::take(&mut st.by_offence))
+            let offences = self.mark_escalated(st, now);
+            (offences, std::mem::take(&mut st.by_offence))
         };
+        self.escalate(key, ip, seen, offences, reason_text(&by_offence))
+    }
+
+    /// Lets offences count across the cluster: a source whose points cross
+    /// the threshold summed over every node is escalated by the node that
+    /// saw the crossing offence, even if no node alone saw enough.
+    pub fn attach_cluster(self: &Arc<Self>, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set((cluster, Arc::downgrade(self)));
+    }
+
+    /// Adds the points to the source's cluster-wide score (in the
+    /// background; nothing waits for Redis, and without it only the local
+    /// score counts). Only sources the kernel can drop are scored.
+    fn score_in_cluster(&self, key: IpAddr, ip: IpAddr, offence: Offence, points: u32, seen: Seen) {
+        let Some((cluster, me)) = self.cluster.get() else {
+            return;
+        };
+        if seen != Seen::Socket {
+            return;
+        }
+        let me = me.clone();
+        cluster.score(
+            key,
+            points,
+            self.cfg.threshold,
+            self.cfg.window,
+            move || {
+                if let Some(e) = me.upgrade() {
+                    e.escalate_from_cluster(key, ip, offence);
+                }
+            },
+        );
+    }
+
+    /// The cluster-wide score of `key` crossed the threshold with an
+    /// offence seen here.
+    fn escalate_from_cluster(&self, key: IpAddr, ip: IpAddr, offence: Offence) {
+        let now = clock::monotonic_ns();
+        let offences = {
+            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let st = shard.entry(key).or_default();
+            if st.blocked_until > now {
+                return;
+            }
+            st.by_offence = [0; 5];
+            self.mark_escalated(st, now)
+        };
+        let reason = format!("cluster-wide {}", offence.name());
+        self.escalate(key, ip, Seen::Socket, offences, reason);
+    }
+
+    /// Counts an escalation of `st` at `now` (the TTL ladder's step) and
+    /// marks it blocked; returns its offence count.
+    fn mark_escalated(&self, st: &mut SourceState, now: u64) -> u32 {
+        let forget = self.cfg.forget_after.as_nanos() as u64;
+        if st.last_escalation != 0 && now.saturating_sub(st.last_escalation) > forget {
+            st.offences = 0;
+        }
+        st.offences += 1;
+        st.last_escalation = now;
+        st.points = 0;
+        st.blocked_until = now + self.ttl_for(st.offences).as_nanos() as u64;
+        st.offences
+    }
+
+    /// Writes an escalation into the kernel (or keeps it at L7), logs it
+    /// and counts it.
+    fn escalate(
+        &self,
+        key: IpAddr,
+        ip: IpAddr,
+        seen: Seen,
+        offences: u32,
+        reason: String,
+    ) -> Option<Escalation> {
         let ttl = self.ttl_for(offences);
         let source = source_net(key, self.cfg.ipv6_prefix_len);
-        let reason = reason_text(&by_offence);
         if self.sink.as_ref().is_some_and(|s| s.allowlisted(&ip)) {
             // On the runtime allowlist: never escalated.
             self.forgive(key);
