@@ -15,6 +15,7 @@ use gateway_common::{
     stats::{Counter, REASONS, Reason, SourceDrops},
 };
 
+use super::expiry::ExpiryIndex;
 use crate::net::Net;
 
 /// Who put an address on the allowlist (the allowlist map's value).
@@ -38,6 +39,8 @@ pub struct XdpMaps {
     /// The presence bits last written to the config map (we are its only
     /// writer), so adding entries costs no extra syscall.
     present: u32,
+    /// When each block with a TTL expires, for the sweeper.
+    expiry: ExpiryIndex,
 }
 
 /// An address as the maps key it: IPv4 octets or IPv6 octets.
@@ -109,7 +112,7 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<bool> {
 impl XdpMaps {
     /// Takes the maps out of a loaded object.
     pub fn take_from(ebpf: &mut aya::Ebpf) -> Result<Self> {
-        Ok(Self {
+        Self {
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::PROTECTED_PORTS)?,
             allow_v4: take(ebpf, names::ALLOW_V4)?,
@@ -124,8 +127,18 @@ impl XdpMaps {
             counters: take(ebpf, names::COUNTERS)?,
             drop_src: take(ebpf, names::DROPS_BY_SOURCE)?,
             present: 0,
+            expiry: ExpiryIndex::default(),
         }
-        .with_presence())
+        .with_presence()
+        .with_expiry_index()
+    }
+
+    /// Indexes the blocks already in the (pinned) maps, once.
+    fn with_expiry_index(mut self) -> Result<Self> {
+        for (net, e) in self.block_list()? {
+            self.expiry.set(net, e.expires_ns);
+        }
+        Ok(self)
     }
 
     fn with_presence(mut self) -> Self {
@@ -261,6 +274,7 @@ impl XdpMaps {
             (Addr::V4(a), p) => self.block_cidr_v4.insert(&Key::new(p, a), entry, 0)?,
             (Addr::V6(a), p) => self.block_cidr_v6.insert(&Key::new(p, a), entry, 0)?,
         }
+        self.expiry.set(*net, entry.expires_ns);
         self.mark_present(match (net.is_ipv4(), host) {
             (true, true) => PRESENT_BLOCK_V4,
             (false, true) => PRESENT_BLOCK_V6,
@@ -299,6 +313,7 @@ impl XdpMaps {
             (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a)))?,
             (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a)))?,
         };
+        self.expiry.remove(net);
         Ok(removed)
     }
 
@@ -326,20 +341,33 @@ impl XdpMaps {
     }
 
     /// Removes blocks whose expiry has passed at monotonic `now_ns`; returns
-    /// what was removed.
+    /// what was removed. Only the due entries of the expiry index are
+    /// looked at, not the whole blocklist. (An entry another process wrote
+    /// into the pinned maps is indexed at the next start; the XDP program
+    /// ignores it once expired either way.)
     pub fn sweep_expired(&mut self, now_ns: u64) -> Result<Vec<(Net, BlockEntry)>> {
-        let expired: Vec<(Net, BlockEntry)> = self
-            .block_list()?
-            .into_iter()
-            .filter(|(_, e)| !e.is_active(now_ns))
-            .collect();
-        for (net, _) in &expired {
-            self.block_remove(net)?;
+        let mut expired = Vec::new();
+        for net in self.expiry.take_due(now_ns) {
+            match self.block_get(&net)? {
+                Some(e) if !e.is_active(now_ns) => {
+                    self.block_remove(&net)?;
+                    expired.push((net, e));
+                }
+                // Renewed behind our back: index its real expiry.
+                Some(e) => self.expiry.set(net, e.expires_ns),
+                None => {}
+            }
         }
         if !expired.is_empty() {
+            expired.sort_by_key(|(n, _)| *n);
             self.refresh_presence()?;
         }
         Ok(expired)
+    }
+
+    /// Blocks with a TTL this process knows of (for tests and metrics).
+    pub fn expiring_blocks(&self) -> usize {
+        self.expiry.len()
     }
 
     // ---- per-source limit overrides ----

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod bpffs;
 pub mod clock;
+mod expiry;
 pub mod layout;
 pub mod loader;
 pub mod maps;
