@@ -90,12 +90,11 @@ impl Gateway {
         }
     }
 
-    /// Whether the admin socket answers: `stats` succeeds, or (XDP off)
-    /// the gateway itself replies that the fast path is disabled.
+    /// Whether the admin socket answers. `cluster status` is answered by
+    /// every gateway, with XDP and cluster mode on or off (unlike `stats`,
+    /// which needs the XDP maps).
     fn admin_answers(&self) -> bool {
-        let out = self.cli(&["stats", "--json"]);
-        out.status.success()
-            || String::from_utf8_lossy(&out.stderr).contains("[xdp] enabled = false")
+        self.cli(&["cluster", "status", "--json"]).status.success()
     }
 
     pub fn log_text(&self) -> String {

@@ -139,6 +139,22 @@ node_id = "{id}"
         serde_json::from_str(&self.gw.ok(&["cluster", "status", "--json"]))
             .expect("cluster status JSON")
     }
+
+    /// Waits up to 10 s until the node reports its Redis link connected;
+    /// panics with its status, its log and `context` otherwise.
+    pub fn wait_connected(&self, context: &str) {
+        if wait_for(Duration::from_secs(10), || {
+            (self.cluster_status()["connected"] == true).then_some(())
+        })
+        .is_none()
+        {
+            panic!(
+                "node not connected to Redis: {}\n{}\n{context}",
+                self.cluster_status(),
+                self.gw.log_text()
+            );
+        }
+    }
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `limit`;

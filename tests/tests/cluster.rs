@@ -237,15 +237,7 @@ fn cluster_blocks_reach_every_node_and_survive_a_redis_restart() {
     let b = XdpNode::start("b", subnet(1), &url);
     let (a, b) = (&a.node, &b.node);
     for n in [a, b] {
-        assert!(
-            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
-                == true)
-                .then_some(()))
-            .is_some(),
-            "not connected: {}\n{}",
-            n.cluster_status(),
-            n.gw.log_text()
-        );
+        n.wait_connected("");
     }
 
     // A cluster block on A reaches B, with its origin and the same expiry.
@@ -363,15 +355,7 @@ impl NetnsNodes {
         let a = start("a", &topo.ga, &pin_a, &topo.ga_ip, &topo.a);
         let b = start("b", &topo.gb, &pin_b, &topo.gb_ip, &topo.b);
         for n in [&a, &b] {
-            assert!(
-                wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
-                    == true)
-                    .then_some(()))
-                .is_some(),
-                "not connected: {}\n{}",
-                n.cluster_status(),
-                n.gw.log_text()
-            );
+            n.wait_connected("");
         }
         Self {
             a,
@@ -702,16 +686,10 @@ fn cluster_over_tls_as_the_documented_acl_user() {
     let b = XdpNode::start_on("b", &format!("198.18.{}", 241 + k), body(true));
     let (a, b) = (&a.node, &b.node);
     for n in [a, b] {
-        assert!(
-            wait_for(Duration::from_secs(10), || (n.cluster_status()["connected"]
-                == true)
-                .then_some(()))
-            .is_some(),
-            "not connected over TLS as the ACL user: {}\n{}\nredis:\n{}",
-            n.cluster_status(),
-            n.gw.log_text(),
+        n.wait_connected(&format!(
+            "(TLS, as the ACL user) redis:\n{}",
             redis.log_text()
-        );
+        ));
     }
     // Offence scores (INCRBY, PEXPIRE) run under the ACL: four wrong keys
     // from A's link address leave 40 points in the cluster-wide score.

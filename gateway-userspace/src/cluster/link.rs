@@ -221,7 +221,7 @@ async fn deliver(cluster: &Cluster, conn: &mut MultiplexedConnection, op: Op) ->
                 .arg(&k.channel)
                 .arg(&cluster.cfg.node_id);
             let _: i64 = timeout(call.invoke_async(conn)).await?;
-            let mut reg = cluster.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reg = cluster.registry();
             if reg.pending_unblocks.get(&net) == Some(&at_ms) {
                 reg.pending_unblocks.remove(&net);
             }
@@ -243,7 +243,7 @@ async fn timeout<T>(f: impl Future<Output = redis::RedisResult<T>>) -> Result<T>
 async fn reconcile(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Result<(usize, usize)> {
     let now = cluster.now_ms();
     let (sent, unblocks) = {
-        let reg = cluster.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let reg = cluster.registry();
         let sent: Vec<(Net, BlockRecord)> =
             reg.blocks.iter().map(|(n, r)| (*n, r.clone())).collect();
         let unblocks: Vec<(Net, u64)> =
@@ -292,7 +292,7 @@ async fn reconcile(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Resul
         })
         .count();
     {
-        let mut reg = cluster.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reg = cluster.registry();
         for (net, at) in &unblocks {
             if reg.pending_unblocks.get(net) == Some(at) {
                 reg.pending_unblocks.remove(net);
@@ -345,12 +345,7 @@ fn on_event(cluster: &Cluster, text: &str) {
                 return;
             };
             cluster.stats.received.fetch_add(1, Ordering::Relaxed);
-            cluster
-                .registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .blocks
-                .insert(net, record.clone());
+            cluster.registry().blocks.insert(net, record.clone());
             if let Some(kernel) = &cluster.kernel {
                 match kernel.apply(&net, &record, cluster.now_ms()) {
                     Ok(true) => tracing::info!(
@@ -374,12 +369,7 @@ fn on_event(cluster: &Cluster, text: &str) {
                 return;
             };
             cluster.stats.received.fetch_add(1, Ordering::Relaxed);
-            cluster
-                .registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .blocks
-                .remove(&net);
+            cluster.registry().blocks.remove(&net);
             if let Some(kernel) = &cluster.kernel
                 && let Ok(true) = kernel.remove(&net)
             {

@@ -228,6 +228,10 @@ impl Cluster {
         }
     }
 
+    fn registry(&self) -> std::sync::MutexGuard<'_, blocks::Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn set_error(&self, e: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
     }
@@ -253,7 +257,7 @@ impl Cluster {
             origin: self.cfg.node_id.clone(),
         };
         {
-            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reg = self.registry();
             reg.pending_unblocks.remove(&net);
             reg.blocks.insert(net, record.clone());
         }
@@ -268,7 +272,7 @@ impl Cluster {
     pub fn publish_unblock(&self, net: Net) {
         let at_ms = self.now_ms();
         {
-            let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            let mut reg = self.registry();
             reg.blocks.remove(&net);
             reg.pending_unblocks.insert(net, at_ms);
         }
@@ -310,22 +314,12 @@ impl Cluster {
 
     /// The node a cluster block came from, if this node knows it.
     pub fn origin_of(&self, net: &Net) -> Option<String> {
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .blocks
-            .get(net)
-            .map(|r| r.origin.clone())
+        self.registry().blocks.get(net).map(|r| r.origin.clone())
     }
 
     /// What `gateway cluster status` shows.
     pub fn status_json(&self) -> serde_json::Value {
-        let blocks = self
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .blocks
-            .len();
+        let blocks = self.registry().blocks.len();
         json!({
             "configured": true,
             "connected": self.is_up(),
@@ -354,7 +348,7 @@ impl Cluster {
             }
         };
         let (now_ms, now_ns) = (self.now_ms(), crate::xdp::clock::monotonic_ns());
-        let mut reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reg = self.registry();
         for (net, e) in entries {
             if let Some(r) = BlockRecord::from_entry(&e, now_ms, now_ns, &self.cfg.node_id) {
                 reg.blocks.insert(net, r);
