@@ -79,6 +79,8 @@ pub struct Config {
     /// Cluster mode: shared limits and blocklists through Redis
     /// (`docs/cluster.md`). Absent: this node stands alone.
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// Worker threads (`docs/operations.md`); read at start only.
+    pub runtime: crate::runtime::RuntimeSection,
 }
 
 /// The kernel fast path.
@@ -250,6 +252,8 @@ impl Default for Config {
             observability: crate::observe::ObservabilitySection::default(),
             // One node on its own.
             cluster: None,
+            // One worker thread per available CPU.
+            runtime: crate::runtime::RuntimeSection::default(),
         }
     }
 }

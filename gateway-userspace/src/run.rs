@@ -278,6 +278,7 @@ fn try_reload(
         (new.log != current.log, "log"),
         (new.observability != current.observability, "observability"),
         (new.cluster != current.cluster, "cluster"),
+        (new.runtime != current.runtime, "runtime"),
     ];
     for (changed, key) in restart_only {
         if changed {

@@ -207,7 +207,7 @@ pub async fn handle(
         duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
         user_agent: user_agent.as_deref(),
         request_id: &request_id,
-        trace_id: &outcome.trace.trace_id,
+        trace_id: outcome.trace.trace_id_hex().as_str(),
         route: outcome.route.as_deref(),
         upstream_target: outcome.target,
         reason: reason.map(|r| r.code()),

@@ -89,12 +89,10 @@ impl Proxy {
         let (shutdown, rx) = watch::channel(false);
         let mut addrs = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.address)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    addr: l.address,
-                    source,
-                })?;
+            let socket = l.bind().map_err(|source| ProxyError::Bind {
+                addr: l.address,
+                source,
+            })?;
             let local = socket.local_addr().map_err(|source| ProxyError::Bind {
                 addr: l.address,
                 source,
@@ -103,6 +101,7 @@ impl Proxy {
                 listener = %l.display_name(),
                 address = %local,
                 tls = l.tls,
+                backlog = l.backlog,
                 redirect_https_port = ?l.redirect_https_port,
                 "proxy listening"
             );
