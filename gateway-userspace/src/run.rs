@@ -222,6 +222,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // Let the aborted admin task drop its socket before we return.
     let _ = admin_task.await;
     drop(attached);
+    observe.access_log.close();
     Ok(())
 }
 

@@ -9,23 +9,32 @@
 //! parameter (see [`Redactor`]); `user.name` is the identity's subject, not
 //! the key or token. A query that is not `name=value&...` is dropped whole.
 //!
-//! The file target is opened in append mode and reopened on SIGUSR1, so
-//! logrotate can move it away and signal us in `postrotate`.
+//! Lines are written by a dedicated thread through a buffer
+//! ([`log_writer`](super::log_writer)): `[log] buffer_bytes` and
+//! `flush_interval`, NGINX's `buffer=` and `flush=`. The file target is
+//! opened in append mode and reopened on SIGUSR1, so logrotate can move it
+//! away and signal us in `postrotate`.
 
 #![forbid(unsafe_code)]
 
 use std::{
     fs::{File, OpenOptions},
-    io::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::Mutex,
     time::SystemTime,
 };
 
 use serde_json::{Map, Value, json};
 
-use super::config::{AccessLogTarget, LogSection};
+use super::{
+    config::{AccessLogTarget, LogSection},
+    log_writer::{Buffering, LineWriter, Output},
+};
+
+/// Lines wait in memory up to this many bytes (or four buffers, if more)
+/// while the target is slower than the request rate; beyond, they are
+/// dropped and counted on the application log.
+const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where lines go.
 pub struct AccessLog {
@@ -35,8 +44,8 @@ pub struct AccessLog {
 
 enum Sink {
     Off,
-    Stdout,
-    File { path: PathBuf, file: Mutex<File> },
+    Stdout(LineWriter),
+    File { path: PathBuf, writer: LineWriter },
 }
 
 /// Everything one access log line says.
@@ -69,12 +78,17 @@ impl AccessLog {
     /// `extra_secrets`: query parameter names that carry credentials in this
     /// config (API key `query` settings).
     pub fn open(cfg: &LogSection, extra_secrets: &[String]) -> std::io::Result<Self> {
+        let buffering = Buffering {
+            buffer_bytes: cfg.buffer_bytes.max(1),
+            flush_interval: cfg.flush_interval,
+            max_pending_bytes: cfg.buffer_bytes.saturating_mul(4).max(MAX_PENDING_BYTES),
+        };
         let sink = match &cfg.access_log {
             AccessLogTarget::Off => Sink::Off,
-            AccessLogTarget::Stdout => Sink::Stdout,
+            AccessLogTarget::Stdout => Sink::Stdout(LineWriter::start(Output::Stdout, buffering)?),
             AccessLogTarget::File(p) => Sink::File {
                 path: p.clone(),
-                file: Mutex::new(open_append(p)?),
+                writer: LineWriter::start(Output::File(open_append(p)?), buffering)?,
             },
         };
         let mut names = cfg.redact_query_params.clone();
@@ -99,31 +113,32 @@ impl AccessLog {
 
     /// Reopens the file (after logrotate moved it). Stdout and off: nothing.
     pub fn reopen(&self) -> std::io::Result<()> {
-        if let Sink::File { path, file } = &self.sink {
-            let new = open_append(path)?;
-            *file.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        if let Sink::File { path, writer } = &self.sink {
+            writer.reopen(open_append(path)?);
         }
         Ok(())
     }
 
-    /// Writes one line. A failed write is reported on the application log,
-    /// never to the client.
+    /// Writes every pending line and stops the writer thread (at shutdown;
+    /// dropping the log does the same).
+    pub fn close(&self) {
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => w.close(),
+        }
+    }
+
+    /// Queues one line for the writer thread (never blocks on IO). A failed
+    /// write is reported on the application log, never to the client.
     pub fn write(&self, r: &Record<'_>) {
         if !self.enabled() {
             return;
         }
         let mut line = self.line(r).to_string();
         line.push('\n');
-        let result = match &self.sink {
-            Sink::Off => Ok(()),
-            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Sink::File { file, .. } => file
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write_all(line.as_bytes()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "writing the access log failed");
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => w.push(line.as_bytes()),
         }
     }
 
