@@ -201,7 +201,11 @@ async fn malformed_hosts_are_400_and_never_routed() {
 async fn host_is_normalized_once_for_routing_and_forwarding() {
     let gw = start("").await;
     // Case and a trailing dot do not escape the admin route.
-    for host in ["ADMIN.Example.COM", "admin.example.com.", "admin.example.com:8080"] {
+    for host in [
+        "ADMIN.Example.COM",
+        "admin.example.com.",
+        "admin.example.com:8080",
+    ] {
         let head = format!("GET /x HTTP/1.1\r\nHost: {host}\r\n");
         assert_refused(&send(gw.addr, &head).await, 401, &gw.origin, host);
     }
@@ -338,9 +342,10 @@ async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<By
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     send
 }
@@ -396,9 +401,17 @@ async fn h2_host_that_differs_from_authority_is_400() {
 async fn long_methods_are_501_and_never_forwarded() {
     let gw = start("").await;
     let long = "A".repeat(10_000);
-    let r = send(gw.addr, &format!("{long} /public/x HTTP/1.1\r\nHost: t\r\n")).await;
+    let r = send(
+        gw.addr,
+        &format!("{long} /public/x HTTP/1.1\r\nHost: t\r\n"),
+    )
+    .await;
     assert_refused(&r, 501, &gw.origin, "10,000-byte method");
-    let r = send(gw.addr, &format!("{} /public/x HTTP/1.1\r\nHost: t\r\n", "B".repeat(33))).await;
+    let r = send(
+        gw.addr,
+        &format!("{} /public/x HTTP/1.1\r\nHost: t\r\n", "B".repeat(33)),
+    )
+    .await;
     assert_refused(&r, 501, &gw.origin, "33-byte method");
     // A custom method within the limit is a token like any other.
     let m = "C".repeat(32);
@@ -422,7 +435,9 @@ async fn method_limit_is_configurable() {
     let r = send(gw.addr, "PROPPATCH /public/x HTTP/1.1\r\nHost: t\r\n").await;
     assert_refused(&r, 501, &gw.origin, "9-byte method, limit 8");
     assert_eq!(
-        send(gw.addr, "OPTIONS /public/x HTTP/1.1\r\nHost: t\r\n").await.status,
+        send(gw.addr, "OPTIONS /public/x HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .status,
         200
     );
 }
@@ -431,7 +446,9 @@ async fn method_limit_is_configurable() {
 async fn case_variants_of_known_methods_are_400() {
     let gw = start("").await;
     // Standard methods, and PURGE, which a route lists.
-    for m in ["post", "get", "Get", "gEt", "delete", "Options", "patch", "purge", "Purge"] {
+    for m in [
+        "post", "get", "Get", "gEt", "delete", "Options", "patch", "purge", "Purge",
+    ] {
         let r = send(gw.addr, &format!("{m} /purge/x HTTP/1.1\r\nHost: t\r\n")).await;
         assert_refused(&r, 400, &gw.origin, m);
     }
@@ -494,7 +511,12 @@ async fn escaped_slashes_decode_routes_what_the_backend_sees() {
 #[tokio::test]
 async fn fragment_in_the_target_is_400() {
     let gw = start("").await;
-    for target in ["/api/x#y", "/public/x#", "/public/x?a=1#frag", "/public/#/../api/x"] {
+    for target in [
+        "/api/x#y",
+        "/public/x#",
+        "/public/x?a=1#frag",
+        "/public/#/../api/x",
+    ] {
         let r = send(gw.addr, &format!("GET {target} HTTP/1.1\r\nHost: t\r\n")).await;
         assert_refused(&r, 400, &gw.origin, target);
     }
@@ -516,7 +538,11 @@ async fn fragment_in_the_target_is_400() {
 async fn encoded_control_characters_are_400() {
     let gw = start("").await;
     for path in [
-        "/public/a%00b", "/public/a%0a", "/public/a%0D%0Ab", "/public/a%1f", "/public/a%7F",
+        "/public/a%00b",
+        "/public/a%0a",
+        "/public/a%0D%0Ab",
+        "/public/a%1f",
+        "/public/a%7F",
         "/public/a%09",
     ] {
         let r = send(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n")).await;
@@ -594,7 +620,11 @@ async fn method_override_cannot_turn_a_get_into_a_post() {
     assert_eq!(r.status, 200, "{r:?}");
     let seen = gw.origin.requests();
     assert_eq!(seen[0].method, "GET");
-    for h in ["x-http-method-override", "x-method-override", "x-http-method"] {
+    for h in [
+        "x-http-method-override",
+        "x-method-override",
+        "x-http-method",
+    ] {
         assert!(seen[0].headers.get(h).is_none(), "{h} forwarded");
     }
 }
@@ -602,7 +632,12 @@ async fn method_override_cannot_turn_a_get_into_a_post() {
 #[tokio::test]
 async fn trusted_proxies_keep_the_forwarded_family_but_never_overrides() {
     let origin = Origin::start("o").await;
-    let config = config(&origin, "trusted_proxies = [\"127.0.0.1/32\"]", 1_000_000, "");
+    let config = config(
+        &origin,
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+        1_000_000,
+        "",
+    );
     let proxy = Proxy::start(&config, gateway::proxy::Hooks::default())
         .await
         .unwrap();
@@ -628,7 +663,10 @@ async fn trusted_proxies_keep_the_forwarded_family_but_never_overrides() {
         "x-original-uri",
         "x-rewrite-url",
     ] {
-        assert!(h.get(name).is_none(), "{name} forwarded from a trusted peer");
+        assert!(
+            h.get(name).is_none(),
+            "{name} forwarded from a trusted peer"
+        );
     }
 }
 

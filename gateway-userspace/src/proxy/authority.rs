@@ -162,7 +162,9 @@ mod tests {
     use super::{AuthorityError as E, parse};
 
     fn ok(raw: &str) -> String {
-        parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}")).to_string()
+        parse(raw)
+            .unwrap_or_else(|e| panic!("{raw}: {e}"))
+            .to_string()
     }
 
     #[test]

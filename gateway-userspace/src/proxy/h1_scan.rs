@@ -215,7 +215,11 @@ mod tests {
             POST /d?q=1#top HTTP/1.1\r\nContent-Length: 3\r\n\r\n#\n\n\
             GET /e HTTP/1.1\r\n\r\n";
         for step in [1, 5, input.len()] {
-            assert_eq!(found(input, step, Finding::Fragment), vec![0, 2], "step {step}");
+            assert_eq!(
+                found(input, step, Finding::Fragment),
+                vec![0, 2],
+                "step {step}"
+            );
         }
     }
 

@@ -234,7 +234,10 @@ mod tests {
         ] {
             assert_eq!(with(p, Reject), Err(PathError::EscapedSlash), "{p}");
         }
-        assert_eq!(with("/public/..%2Fapi/echo", Keep).unwrap(), "/public/..%2Fapi/echo");
+        assert_eq!(
+            with("/public/..%2Fapi/echo", Keep).unwrap(),
+            "/public/..%2Fapi/echo"
+        );
         assert_eq!(with("/a\\b", Keep).unwrap(), "/a%5Cb");
         assert_eq!(with("/public/..%2Fapi/echo", Decode).unwrap(), "/api/echo");
         assert_eq!(with("/public/..%5capi/echo", Decode).unwrap(), "/api/echo");

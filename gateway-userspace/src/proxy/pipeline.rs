@@ -298,12 +298,7 @@ async fn phases(
     };
     let route = state
         .router
-        .find(
-            checked.host(),
-            &checked.path,
-            &match_method,
-            req.headers(),
-        )
+        .find(checked.host(), &checked.path, &match_method, req.headers())
         .ok_or_else(|| Rejection::new(Reason::NoRoute, "no route matches this request"))?;
     outcome.route = Some(route.id.clone());
     outcome.security = Some(route.security.clone());
