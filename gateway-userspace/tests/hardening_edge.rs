@@ -785,3 +785,46 @@ async fn options_asterisk_is_answered_by_the_gateway_and_never_an_offence() {
     assert!(gw.esc.l7_blocked(client).is_some());
     assert!(gw.origin.requests().is_empty());
 }
+
+#[tokio::test]
+async fn h2_requests_follow_the_same_rules() {
+    let gw = start("").await;
+    let mut c = h2(gw.tls).await;
+    let req = |method: &str, uri: &str| {
+        http::Request::builder()
+            .method(http::Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(uri)
+    };
+    for (r, want) in [
+        (req("TRACE", "https://localhost/public/x"), 405),
+        (req("CONNECT", "https://localhost/public/x"), 405),
+        (req(&"A".repeat(100), "https://localhost/public/x"), 501),
+        (req("Get", "https://localhost/public/x"), 400),
+        (req("GET", "https://localhost/public/..%2Fapi/echo"), 400),
+        (req("GET", "https://localhost/public/a%00"), 400),
+        (req("GET", "https://user@localhost/public/x"), 400),
+        (req("GET", "https://localhost:0/public/x"), 400),
+    ] {
+        let r = r.body(Full::default()).unwrap();
+        let what = format!("{} {}", r.method(), r.uri());
+        let (status, body) = h2_send(&mut c, r).await;
+        assert_eq!(status, want, "{what}: {body}");
+    }
+    assert!(
+        gw.origin.requests().is_empty(),
+        "{:?}",
+        gw.origin.requests()
+    );
+    // Client claims are removed over HTTP/2 too.
+    let r = req("GET", "https://localhost/public/x")
+        .header("x-http-method-override", "DELETE")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-prefix", "/admin")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(h2_send(&mut c, r).await.0, 200);
+    let h = &gw.origin.requests()[0].headers;
+    assert!(h.get("x-http-method-override").is_none());
+    assert!(h.get("x-forwarded-prefix").is_none());
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+}
