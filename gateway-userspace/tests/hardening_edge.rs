@@ -804,6 +804,7 @@ async fn h2_requests_follow_the_same_rules() {
         (req("GET", "https://localhost/public/a%00"), 400),
         (req("GET", "https://user@localhost/public/x"), 400),
         (req("GET", "https://localhost:0/public/x"), 400),
+        (req("GET", "ftp://localhost/public/x"), 400),
     ] {
         let r = r.body(Full::default()).unwrap();
         let what = format!("{} {}", r.method(), r.uri());

@@ -108,8 +108,8 @@ pub fn check_method(method: &Method, limits: &Limits, router: &Router) -> Result
 /// - more than one `Host` field: 400;
 /// - HTTP/1.1 without `Host`: 400 (HTTP/1.0 may omit it: `Ok(None)`);
 /// - absolute-form (`GET http://a/ HTTP/1.1`): the target's authority
-///   replaces `Host` (which must still be present and well-formed); only
-///   `http` and `https`;
+///   replaces `Host` (which must still be present and well-formed);
+/// - a scheme (absolute-form, `:scheme`) other than `http` or `https`: 400;
 /// - HTTP/2: `:authority`, or `host` when there is none; both present and
 ///   different (after normalization) is malformed: 400;
 /// - any value that [`authority::parse`] refuses: 400.
@@ -132,10 +132,9 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Rejec
     let uri = req.uri();
     let target = match uri.authority() {
         Some(a) => {
-            if req.version() < Version::HTTP_2
-                && !matches!(uri.scheme_str(), Some("http" | "https"))
-            {
-                return Err(bad("absolute-form targets must be http or https".into()));
+            // The gateway proxies http and https only (also for `:scheme`).
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                return Err(bad("the target scheme must be http or https".into()));
             }
             Some(parse(a.as_str(), "request-target authority")?)
         }
