@@ -25,7 +25,7 @@ use tokio::{
 };
 
 use super::{
-    h1_scan::Scanner,
+    h1_scan::{Finding, Scanner},
     reject::{Reason, Rejection},
 };
 
@@ -43,7 +43,8 @@ pub struct ConnInfo {
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
     requests: AtomicU64,
-    smuggling: Mutex<Vec<u64>>,
+    /// What the HTTP/1 scanner found, by request index.
+    findings: Mutex<Vec<(u64, Finding)>>,
     /// Where a slowloris (408 on the raw connection) is reported.
     escalation: Option<(Arc<crate::escalate::Escalator>, crate::escalate::Seen)>,
 }
@@ -65,7 +66,7 @@ impl ConnInfo {
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            smuggling: Mutex::new(Vec::new()),
+            findings: Mutex::new(Vec::new()),
             escalation: None,
         }
     }
@@ -100,10 +101,19 @@ impl ConnInfo {
 
     /// Whether HTTP/1 request `index` carried Content-Length and Transfer-Encoding.
     pub fn smuggling_suspected(&self, index: u64) -> bool {
-        self.smuggling
+        self.found(index, Finding::ContentLengthWithTransferEncoding)
+    }
+
+    /// Whether HTTP/1 request `index` had a `#fragment` in its target.
+    pub fn fragment_in_target(&self, index: u64) -> bool {
+        self.found(index, Finding::Fragment)
+    }
+
+    fn found(&self, index: u64, what: Finding) -> bool {
+        self.findings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&index)
+            .contains(&(index, what))
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -206,11 +216,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
                 this.info.touch();
                 if let Some(scanner) = &mut this.scanner {
                     let info = &this.info;
-                    scanner.feed(new, &mut |i| {
-                        info.smuggling
+                    scanner.feed(new, &mut |i, f| {
+                        info.findings
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(i)
+                            .push((i, f))
                     });
                 }
             }

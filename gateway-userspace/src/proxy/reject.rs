@@ -85,6 +85,12 @@ pub enum Reason {
     UpstreamTimeout,
     /// A bug or resource failure in the gateway (500).
     Internal,
+    /// A missing, repeated or malformed Host / `:authority` (400).
+    BadHost,
+    /// A method the gateway refuses to forward, e.g. `TRACE` (405).
+    MethodNotAllowed,
+    /// A method longer than `max_method_length` (501).
+    MethodNotImplemented,
 }
 
 impl Reason {
@@ -94,7 +100,9 @@ impl Reason {
         match self {
             NoRoute => StatusCode::NOT_FOUND,
             BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete
-            | AuthInvalidRequest => StatusCode::BAD_REQUEST,
+            | AuthInvalidRequest | BadHost => StatusCode::BAD_REQUEST,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TooManyAuthFailures | Escalated => StatusCode::TOO_MANY_REQUESTS,
             AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -151,6 +159,9 @@ impl Reason {
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
             Internal => "internal",
+            BadHost => "bad_host",
+            MethodNotAllowed => "method_not_allowed",
+            MethodNotImplemented => "method_not_implemented",
         }
     }
 }

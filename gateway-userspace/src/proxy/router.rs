@@ -128,6 +128,13 @@ impl Router {
         }
     }
 
+    /// Whether some route lists `method` (uppercase) in its `methods`.
+    pub fn lists_method(&self, method: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.methods.iter().any(|m| m.as_str() == method))
+    }
+
     /// The most specific matching route. `host` is lowercase without port.
     pub fn find(
         &self,

@@ -353,25 +353,14 @@ async fn serve<I, S>(
 
 /// The redirect listener's answer: 308 to the same host and path over HTTPS.
 fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .uri()
-        .host()
-        .map(str::to_owned)
-        .or_else(|| {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            Some(match h.strip_prefix('[') {
-                Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
-                None => h.split(':').next().unwrap_or(h).to_owned(),
-            })
-        })
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
-        });
-    let Some(host) = host else {
-        let r = Rejection::new(Reason::BadRequest, "a Host header is required");
-        return pipeline::problem_response(&r, "-");
+    // The same Host rules as the proxy listeners: one well-formed authority.
+    let host = match super::check::request_authority(req) {
+        Ok(Some(a)) => a.host().to_owned(),
+        Ok(None) => {
+            let r = Rejection::new(Reason::BadHost, "a Host header is required");
+            return pipeline::problem_response(&r, "-");
+        }
+        Err(r) => return pipeline::problem_response(&r, "-"),
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {

@@ -46,6 +46,14 @@ pub struct Limits {
     /// On shutdown, how long in-flight requests may take to finish.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
+    /// Longest request method in bytes; 501 beyond.
+    pub max_method_length: usize,
+    /// `%2F`, `%5C` and a raw `\` in the path: `reject` (400), `keep` or `decode`.
+    pub escaped_slashes: crate::proxy::path::EscapedSlashes,
+    /// `%00`–`%1F` and `%7F` in the path: `reject` (400) or `keep`.
+    pub escaped_controls: crate::proxy::path::EscapedControls,
+    /// Forward `TRACE`; otherwise it is answered 405.
+    pub allow_trace: bool,
 }
 
 impl Default for Limits {
@@ -79,6 +87,14 @@ impl Default for Limits {
             underscore_headers: UnderscoreHeaders::Drop,
             // 30 seconds for in-flight requests at shutdown.
             shutdown_grace: Duration::from_secs(30),
+            // 32 bytes (the longest registered method, UPDATEREDIRECTREF, has 17).
+            max_method_length: 32,
+            // Refused with 400 (Envoy edge guidance: REJECT_REQUEST).
+            escaped_slashes: crate::proxy::path::EscapedSlashes::Reject,
+            // Refused with 400.
+            escaped_controls: crate::proxy::path::EscapedControls::Reject,
+            // Off: 405 (NGINX refuses TRACE with 405 always).
+            allow_trace: false,
         }
     }
 }
