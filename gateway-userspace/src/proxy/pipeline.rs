@@ -42,7 +42,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     body::{self, Limited, ProxyBody, Tripped},
-    check,
+    check, client_ip,
     conn::ConnInfo,
     cors,
     headers::{self, Forwarding},
@@ -78,7 +78,12 @@ pub async fn handle(
     let _busy = conn.busy();
     let peer_trusted = state.trusted.contains(conn.peer.ip());
     let request_id = headers::request_id(req.headers_mut(), peer_trusted);
-    let client_ip = state.trusted.client_ip(conn.peer.ip(), req.headers());
+    // A trusted proxy's chain that does not name the client is a 400; the
+    // log then shows the proxy, which is never escalated for it.
+    let (client_ip, bad_client_ip) = match state.trusted.client_ip(conn.peer.ip(), req.headers()) {
+        Ok(ip) => (ip, None),
+        Err(e) => (client_ip::canonical(conn.peer.ip()), Some(e)),
+    };
     let (method, version) = (req.method().clone(), req.version());
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -98,16 +103,21 @@ pub async fn handle(
         cors: None,
     };
 
-    let result = phases(
-        &state,
-        &conn,
-        index,
-        req,
-        &request_id,
-        client_ip,
-        &mut outcome,
-    )
-    .await;
+    let result = match bad_client_ip {
+        Some(e) => Err(Rejection::new(Reason::BadClientIp, e.to_string())),
+        None => {
+            phases(
+                &state,
+                &conn,
+                index,
+                req,
+                &request_id,
+                client_ip,
+                &mut outcome,
+            )
+            .await
+        }
+    };
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, false),
         Err(rejection) => {
@@ -130,7 +140,8 @@ pub async fn handle(
     {
         // Through PROXY protocol the packets come from the load balancer:
         // the kernel cannot drop the client by its address.
-        let seen = if client_ip == conn.peer.ip() && conn.proxied_by.is_none() {
+        let seen = if client_ip == client_ip::canonical(conn.peer.ip()) && conn.proxied_by.is_none()
+        {
             Seen::Socket
         } else {
             Seen::Forwarded
@@ -357,7 +368,8 @@ async fn phases(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     let mut target = route.rewrite(&checked.path);
-    if let Some(q) = checked.query.as_deref() {
+    // The query as the phases left it (authentication strips credentials).
+    if let Some(q) = parts.uri.query() {
         target.push('?');
         target.push_str(q);
     }
@@ -420,6 +432,9 @@ fn offence_of(reason: Reason) -> Option<Offence> {
         UriTooLong | HeadersTooLarge | BodyTooLarge | HeaderTimeout | BodyTimeout => {
             Some(Offence::LimitViolation)
         }
+        // The client behind the trusted proxy is unknown, and the proxy
+        // must not pay for its clients' headers.
+        BadClientIp => None,
         NoRoute | AuthMissing | Forbidden | Escalated | AuthUnavailable | NoHealthyUpstream
         | UpstreamFailed | UpstreamTimeout | Internal => None,
     }
