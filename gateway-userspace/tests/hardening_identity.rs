@@ -651,7 +651,8 @@ async fn on_cors_routes_the_gateway_owns_every_access_control_field() {
     let lower = resp.head.to_ascii_lowercase();
     assert!(!lower.contains("access-control-"), "{}", resp.head);
     assert!(!lower.contains("evil.example"), "{}", resp.head);
-    assert_eq!(r.seen.lock().unwrap()[0].headers["origin"], "https://evil.example");
+    let first = r.seen.lock().unwrap().iter().find(|s| s.uri == "/cors/x").cloned();
+    assert_eq!(first.unwrap().headers["origin"], "https://evil.example");
     assert_eq!(gw.last()["http.response.status_code"], 200);
     assert_eq!(gw.last()["gateway.route"], "cors");
     // No Origin at all: the same.
@@ -679,11 +680,14 @@ async fn on_cors_routes_the_gateway_owns_every_access_control_field() {
         assert!(resp.header(gone).is_none(), "{gone}: {}", resp.head);
     }
     assert_eq!(
-        resp.head.matches("ccess-Control-Allow-Origin").count()
-            + resp.head.matches("ccess-control-allow-origin").count(),
+        resp.head
+            .to_ascii_lowercase()
+            .matches("access-control-allow-origin")
+            .count(),
         1,
         "{}",
         resp.head
     );
-    assert_eq!(r.seen.lock().unwrap().len(), 3);
+    let seen = r.seen.lock().unwrap();
+    assert_eq!(seen.iter().filter(|s| s.uri == "/cors/x").count(), 3);
 }

@@ -242,7 +242,7 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
         loop {
             while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
             let mut name = String::new();
-            while let Some(c) = chars.next_if(|c| !matches!(c, '=' | ';' | ',')) {
+            while let Some(c) = chars.next_if(|c| !matches!(*c, '=' | ';' | ',')) {
                 name.push(c);
             }
             let name = name.trim_end_matches([' ', '\t']);
@@ -276,7 +276,7 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
                 v
             } else {
                 let mut v = String::new();
-                while let Some(c) = chars.next_if(|c| !matches!(c, ';' | ',' | ' ' | '\t')) {
+                while let Some(c) = chars.next_if(|c| !matches!(*c, ';' | ',' | ' ' | '\t')) {
                     v.push(c);
                 }
                 v
