@@ -75,7 +75,7 @@ pub enum ClientIpError {
     },
     /// The entry where the walk stopped is `unknown` or an obfuscated
     /// identifier (RFC 7239 §6): the client cannot be identified.
-    #[error("the {header} entry {position} from the right does not name the client (unknown or obfuscated)")]
+    #[error("the {header} entry {position} from the right withholds the client address (obfuscated or not known to the proxy)")]
     Hidden {
         header: &'static str,
         /// 1 is the rightmost entry.
