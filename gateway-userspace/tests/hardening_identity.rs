@@ -196,8 +196,8 @@ enabled = false
         Vec::new()
     };
     let esc = Arc::new(Escalator::new(config.escalation.clone(), never, None));
-    let mut hooks = build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None)
-        .expect("hooks");
+    let mut hooks =
+        build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
     hooks.observe = Observe {
         metrics: Arc::new(Metrics::new()),
         access_log: Arc::new(AccessLog::open(&config.log, &["api_key".to_owned()]).unwrap()),
@@ -378,7 +378,11 @@ async fn an_unparseable_stopping_point_is_400_and_nobody_is_blamed() {
             Some("application/problem+json")
         );
         assert!(r.body.contains("bad_client_ip"), "{xff}: {}", r.body);
-        assert!(!r.body.contains(xff), "the header is not echoed: {}", r.body);
+        assert!(
+            !r.body.contains(xff),
+            "the header is not echoed: {}",
+            r.body
+        );
         let line = gw.last();
         assert_eq!(line["gateway.reason"], "bad_client_ip", "{xff}");
         assert_eq!(line["client.ip"], "127.0.0.1", "{xff}");
@@ -442,15 +446,17 @@ async fn forwarded_header_follows_the_same_rules_when_configured() {
 async fn brute_force_and_escalation_hit_the_client_behind_the_proxy() {
     // 25 failures x 10 points = the threshold: the attacker is escalated on
     // its 25th bad key (20 x 401, then 5 x 429 from the brute-force limit).
-    let (gw, origin, _r) = setup(
-        "",
-        "[escalation]\nthreshold = 250\nttl_ladder = [\"1h\"]\n",
-    )
-    .await;
+    let (gw, origin, _r) =
+        setup("", "[escalation]\nthreshold = 250\nttl_ladder = [\"1h\"]\n").await;
     let attacker = "X-Forwarded-For: x, 198.51.100.9\r\n";
     let mut statuses = Vec::new();
     for i in 0..25 {
-        let r = get(gw.addr, "/raw/a", &format!("{attacker}X-Api-Key: wrong-{i}\r\n")).await;
+        let r = get(
+            gw.addr,
+            "/raw/a",
+            &format!("{attacker}X-Api-Key: wrong-{i}\r\n"),
+        )
+        .await;
         statuses.push(r.status);
         assert_eq!(gw.last()["client.ip"], "198.51.100.9");
     }
@@ -463,7 +469,12 @@ async fn brute_force_and_escalation_hit_the_client_behind_the_proxy() {
     assert!(gw.esc.l7_blocked(ip("127.0.0.1")).is_none());
     assert!(origin.requests().is_empty());
     // The attacker is now turned away even with a valid key...
-    let r = get(gw.addr, "/raw/a", &format!("{attacker}X-Api-Key: demo-key\r\n")).await;
+    let r = get(
+        gw.addr,
+        "/raw/a",
+        &format!("{attacker}X-Api-Key: demo-key\r\n"),
+    )
+    .await;
     assert_eq!(r.status, 429);
     assert_eq!(gw.last()["gateway.reason"], "escalated");
     // ...while another client behind the same proxy, and the proxy itself,
@@ -512,7 +523,12 @@ async fn the_query_credential_is_stripped_from_the_upstream_target() {
         assert!(!gw.raw_log().contains("demo-key"), "{uri}: key in the log");
     }
     // The same key in the header and the query agrees: both are stripped.
-    let r = get(gw.addr, "/raw/y?api_key=demo-key&q=1", "X-Api-Key: demo-key\r\n").await;
+    let r = get(
+        gw.addr,
+        "/raw/y?api_key=demo-key&q=1",
+        "X-Api-Key: demo-key\r\n",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let seen = origin.requests().pop().unwrap();
     assert_eq!(seen.uri, "/raw/y?q=1");
@@ -543,10 +559,41 @@ async fn disagreeing_or_repeated_credentials_are_400_and_never_forwarded() {
         assert!(!r.body.contains("demo-key") && !r.body.contains("other"));
         let line = gw.last();
         assert_eq!(line["gateway.reason"], "auth_invalid_request", "{uri}");
-        assert!(line.get("url.query").is_none() || !line["url.query"].as_str().unwrap().contains("api"));
+        assert!(
+            line.get("url.query").is_none() || !line["url.query"].as_str().unwrap().contains("api")
+        );
     }
     assert!(origin.requests().is_empty(), "nothing was forwarded");
     assert!(!gw.raw_log().contains("demo-key"));
+}
+
+#[tokio::test]
+async fn an_underscore_spelling_of_the_key_header_is_the_same_carrier() {
+    // Only reachable with underscore_headers = "allow" (the default drops
+    // such names): CGI-style upstreams read x_api_key as X-Api-Key.
+    let (gw, origin, _r) = setup("", "[limits]\nunderscore_headers = \"allow\"\n").await;
+    for headers in [
+        "X-Api-Key: demo-key\r\nX_Api_Key: other\r\n",
+        "X-Api-Key: demo-key\r\nx_api-key: demo-key\r\n",
+    ] {
+        let r = get(gw.addr, "/raw/u", headers).await;
+        assert_eq!(r.status, 400, "{headers}: {}", r.body);
+        assert_eq!(gw.last()["gateway.reason"], "auth_invalid_request");
+    }
+    assert!(origin.requests().is_empty());
+    let r = get(
+        gw.addr,
+        "/raw/u",
+        "X-Api-Key: demo-key\r\nX_Other: kept\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = origin.requests().pop().unwrap();
+    assert!(seen.headers.get("x-api-key").is_none());
+    assert_eq!(
+        seen.headers["x_other"], "kept",
+        "underscores are allowed here"
+    );
 }
 
 #[tokio::test]
@@ -566,7 +613,12 @@ async fn an_any_policy_takes_one_credential_and_strips_every_carrier() {
         assert_eq!(r.status, 400, "{headers}: {}", r.body);
         assert_eq!(gw.last()["gateway.reason"], "auth_invalid_request");
     }
-    let r = get(gw.addr, "/any/x?api_key=demo-key", "X-Partner-Key: other-key\r\n").await;
+    let r = get(
+        gw.addr,
+        "/any/x?api_key=demo-key",
+        "X-Partner-Key: other-key\r\n",
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert!(origin.requests().is_empty());
 
@@ -613,11 +665,17 @@ async fn secrets_never_reach_the_access_log() {
         ("/open/a?x=1;api_key=SECRET1", Some("x=1")),
         ("/open/a?next=%2Fcb%3Fapi_key%3DSECRET2", None),
         // Variants.
-        ("/open/a?next=%252Fcb%253Fapi_key%253DSECRET3&p=2", Some("p=2")),
+        (
+            "/open/a?next=%252Fcb%253Fapi_key%253DSECRET3&p=2",
+            Some("p=2"),
+        ),
         ("/open/a?api%255Fkey=SECRET4&p=3", Some("p=3")),
         ("/open/a?p=4;access_token=SECRET5", Some("p=4")),
         ("/open/a?API.KEY=SECRET6", None),
-        ("/open/a?redirect=https%3A%2F%2Fx%2F%3Ftoken%3DSECRET7&p=5", Some("p=5")),
+        (
+            "/open/a?redirect=https%3A%2F%2Fx%2F%3Ftoken%3DSECRET7&p=5",
+            Some("p=5"),
+        ),
         ("/open/a?q=Bearer%20SECRET8", None),
         ("/open/a?page=2;sort=name", Some("page=2;sort=name")),
     ];
@@ -628,7 +686,11 @@ async fn secrets_never_reach_the_access_log() {
         assert_eq!(origin.requests()[i].uri, *uri);
         let line = gw.last();
         assert_eq!(line["url.path"], "/open/a");
-        assert_eq!(line.get("url.query").and_then(Value::as_str), *logged, "{uri}");
+        assert_eq!(
+            line.get("url.query").and_then(Value::as_str),
+            *logged,
+            "{uri}"
+        );
         assert!(!gw.raw_log().contains("SECRET"), "{uri}: {line}");
     }
     // Matrix parameters in the path (Tomcat's ;jsessionid=).
@@ -651,7 +713,13 @@ async fn on_cors_routes_the_gateway_owns_every_access_control_field() {
     let lower = resp.head.to_ascii_lowercase();
     assert!(!lower.contains("access-control-"), "{}", resp.head);
     assert!(!lower.contains("evil.example"), "{}", resp.head);
-    let first = r.seen.lock().unwrap().iter().find(|s| s.uri == "/cors/x").cloned();
+    let first = r
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.uri == "/cors/x")
+        .cloned();
     assert_eq!(first.unwrap().headers["origin"], "https://evil.example");
     assert_eq!(gw.last()["http.response.status_code"], 200);
     assert_eq!(gw.last()["gateway.route"], "cors");

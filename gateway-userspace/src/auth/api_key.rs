@@ -249,7 +249,13 @@ mod tests {
         }
         // Not the same parameter: double encoding is decoded once only,
         // as the upstream does.
-        for q in ["api%255Fkey=k", "xapi_key=k", "api_keys=k", "[]=k", "api_key%00=k"] {
+        for q in [
+            "api%255Fkey=k",
+            "xapi_key=k",
+            "api_keys=k",
+            "[]=k",
+            "api_key%00=k",
+        ] {
             assert!(query_params(q, "api_key").is_empty(), "{q}");
         }
     }
@@ -264,8 +270,14 @@ mod tests {
             strip_query_param("x=1;api_key=a&y=2;api%5Fkey=b;z", "api_key").unwrap(),
             "x=1&y=2;z"
         );
-        assert_eq!(strip_query_param("api_key=a;x=1", "api_key").unwrap(), "x=1");
-        assert_eq!(strip_query_param("a=1&&b=2", "api_key").unwrap(), "a=1&&b=2");
+        assert_eq!(
+            strip_query_param("api_key=a;x=1", "api_key").unwrap(),
+            "x=1"
+        );
+        assert_eq!(
+            strip_query_param("a=1&&b=2", "api_key").unwrap(),
+            "a=1&&b=2"
+        );
     }
 
     #[test]

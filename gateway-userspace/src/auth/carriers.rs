@@ -11,10 +11,15 @@
 //! same parameter, uses more than one method"). The one exception: the same
 //! API key in an API key header and the query parameter agrees with itself.
 //! On success with `strip_credential`, every carrier is removed upstream.
+//!
+//! A key header is also found under the spelling with `_` for `-`
+//! (`x_api_key`): CGI-style upstreams (PHP-FPM, WSGI behind some servers)
+//! map both to `HTTP_X_API_KEY`. Such names only get this far with
+//! `underscore_headers = "allow"`; the default drops them earlier.
 
 #![forbid(unsafe_code)]
 
-use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, header::AUTHORIZATION};
 use subtle::ConstantTimeEq as _;
 
 use super::{
@@ -33,10 +38,12 @@ pub(super) struct Carrier {
 /// Adds `c` unless the same carrier is already listed (the same header, or
 /// a query name that [`api_key::same_param`] calls the same).
 pub(super) fn add(list: &mut Vec<Carrier>, c: Carrier) {
-    let dup = list.iter().any(|have| match (&have.credential, &c.credential) {
-        (Credential::Query(a), Credential::Query(b)) => api_key::same_param(a, b),
-        (a, b) => a == b,
-    });
+    let dup = list
+        .iter()
+        .any(|have| match (&have.credential, &c.credential) {
+            (Credential::Query(a), Credential::Query(b)) => api_key::same_param(a, b),
+            (a, b) => a == b,
+        });
     if !dup {
         list.push(c);
     }
@@ -89,6 +96,17 @@ pub(super) fn of_kind(
     out
 }
 
+/// Every header name in `headers` that is `name` with any `-` written as
+/// `_` (and `name` itself if present).
+pub(super) fn header_spellings(headers: &HeaderMap, name: &HeaderName) -> Vec<HeaderName> {
+    let want = name.as_str().replace('_', "-");
+    headers
+        .keys()
+        .filter(|k| *k == name || k.as_str().replace('_', "-") == want)
+        .cloned()
+        .collect()
+}
+
 /// Refuses a request that presents more than one credential, or one
 /// credential more than once, on any of `carriers` (see the module docs).
 pub(super) fn single_credential(
@@ -109,10 +127,9 @@ pub(super) fn single_credential(
                 .iter()
                 .map(|v| v.as_bytes().to_vec())
                 .collect(),
-            Credential::Header(name) => req
-                .headers
-                .get_all(name)
+            Credential::Header(name) => header_spellings(&req.headers, name)
                 .iter()
+                .flat_map(|n| req.headers.get_all(n))
                 .map(|v| v.as_bytes().to_vec())
                 .collect(),
             Credential::Query(name) => req
@@ -182,7 +199,11 @@ mod tests {
     fn carriers_are_listed_once() {
         let c = carriers();
         assert_eq!(c.len(), 3, "{c:?}");
-        assert_eq!(c[2].scheme, Scheme::Bearer, "the first Authorization scheme");
+        assert_eq!(
+            c[2].scheme,
+            Scheme::Bearer,
+            "the first Authorization scheme"
+        );
     }
 
     #[test]
@@ -200,9 +221,14 @@ mod tests {
             ("/?x=1;api_key=a&API%5FKEY=b", &[]),
             ("/?api_key[]=a&api_key[]=b", &[]),
             ("/", &[("x-api-key", "k"), ("x-api-key", "k")]),
+            ("/", &[("x-api-key", "k"), ("x_api_key", "other")]),
+            ("/", &[("x-api-key", "k"), ("x_api-key", "k")]),
             ("/", &[("x-api-key", "k"), ("authorization", "Bearer t")]),
             ("/?api_key=k", &[("authorization", "Basic eDp5")]),
-            ("/", &[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+            (
+                "/",
+                &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
+            ),
         ] {
             assert_eq!(check(uri, headers), Err(400), "{uri} {headers:?}");
         }

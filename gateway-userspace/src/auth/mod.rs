@@ -173,7 +173,10 @@ impl Authenticator {
                 (name.clone(), carriers::of_kind(p.kind, sets.into_iter()))
             })
             .collect();
-        for (name, p) in policies.iter().filter(|(_, p)| p.kind == AuthMethodKind::Any) {
+        for (name, p) in policies
+            .iter()
+            .filter(|(_, p)| p.kind == AuthMethodKind::Any)
+        {
             let mut union = Vec::new();
             for sub in &p.of {
                 for c in carriers.get(sub).into_iter().flatten() {
@@ -264,7 +267,10 @@ impl Authenticator {
         if let Some(retry_after) = self.brute_force.check(client_ip, now) {
             return Err(AuthFailure::TooManyFailures { retry_after });
         }
-        let carriers = self.carriers.get(&policy.name).map_or(&[][..], Vec::as_slice);
+        let carriers = self
+            .carriers
+            .get(&policy.name)
+            .map_or(&[][..], Vec::as_slice);
         let result = match carriers::single_credential(carriers, req, &self.realm) {
             Err(ambiguous) => Err(ambiguous),
             Ok(()) if policy.kind == AuthMethodKind::Any => self.any_of(policy, req).await,
@@ -350,7 +356,9 @@ impl Authenticator {
                     req.headers.remove(http::header::AUTHORIZATION);
                 }
                 Credential::Header(name) => {
-                    req.headers.remove(name);
+                    for spelled in carriers::header_spellings(&req.headers, name) {
+                        req.headers.remove(spelled);
+                    }
                 }
                 Credential::Query(param) => strip_query(&mut req.uri, param),
             }

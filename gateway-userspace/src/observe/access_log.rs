@@ -448,7 +448,10 @@ mod tests {
             ("K=SECRET&a=b", Some("a=b")),
             ("k[]=SECRET&a=b", Some("a=b")),
             ("q=Bearer%20abc&a=b", Some("a=b")),
-            ("q=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig&a=b", Some("a=b")),
+            (
+                "q=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig&a=b",
+                Some("a=b"),
+            ),
             ("q=%22eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln%22", None),
             ("page=2;sort=name", Some("page=2;sort=name")),
             ("next=%2Fhome%3Fpage%3D2", Some("next=%2Fhome%3Fpage%3D2")),

@@ -75,7 +75,9 @@ pub enum ClientIpError {
     },
     /// The entry where the walk stopped is `unknown` or an obfuscated
     /// identifier (RFC 7239 §6): the client cannot be identified.
-    #[error("the {header} entry {position} from the right withholds the client address (obfuscated or not known to the proxy)")]
+    #[error(
+        "the {header} entry {position} from the right withholds the client address (obfuscated or not known to the proxy)"
+    )]
     Hidden {
         header: &'static str,
         /// 1 is the rightmost entry.
@@ -146,7 +148,7 @@ impl Trusted {
                     entries.extend(text.split(',').map(|e| e.trim().to_owned()));
                 }
                 ClientIpHeader::Forwarded => {
-                    entries.extend(forwarded_for(text).map_err(|()| malformed())?);
+                    entries.extend(forwarded_for(text).map_err(|_| malformed())?);
                 }
             }
         }
@@ -190,7 +192,10 @@ pub fn parse_node(entry: &str) -> Result<IpAddr, NodeError> {
         if !after.is_empty() {
             port(after.strip_prefix(':').ok_or(NodeError::NotAnAddress)?)?;
         }
-        IpAddr::V6(v6.parse::<Ipv6Addr>().map_err(|_| NodeError::NotAnAddress)?)
+        IpAddr::V6(
+            v6.parse::<Ipv6Addr>()
+                .map_err(|_| NodeError::NotAnAddress)?,
+        )
     } else if let Ok(v6) = entry.parse::<Ipv6Addr>() {
         // Bare IPv6: a trailing ":443" would already be part of the
         // address, so no port is split off.
@@ -203,7 +208,10 @@ pub fn parse_node(entry: &str) -> Result<IpAddr, NodeError> {
         if let Some(p) = p {
             port(p)?;
         }
-        IpAddr::V4(v4.parse::<Ipv4Addr>().map_err(|_| NodeError::NotAnAddress)?)
+        IpAddr::V4(
+            v4.parse::<Ipv4Addr>()
+                .map_err(|_| NodeError::NotAnAddress)?,
+        )
     };
     Ok(canonical(ip))
 }
@@ -227,12 +235,19 @@ fn port(p: &str) -> Result<(), NodeError> {
         .map_err(|_| NodeError::NotAnAddress)
 }
 
+/// A `Forwarded` header line that is not a list of `name=value` pairs: a
+/// stray character, an unterminated quoted string, an element without
+/// `for=`, or with `for=` twice (RFC 7239 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed Forwarded header")]
+pub struct MalformedForwarded;
+
 /// The `for=` value of every element of one `Forwarded` header line (RFC
-/// 7239 §4), quotes and quoted-pairs resolved, in order. An element
-/// without `for` yields an empty string only if it is empty altogether;
-/// an element with parameters but no `for`, or `for` twice, or broken
-/// quoting, is an error.
-pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
+/// 7239 §4), quotes and quoted-pairs resolved, in order. Empty elements
+/// (`, ,`) are skipped; an element with parameters but no `for`, `for`
+/// twice, or broken quoting is [`MalformedForwarded`].
+pub fn forwarded_for(line: &str) -> Result<Vec<String>, MalformedForwarded> {
+    let e = MalformedForwarded;
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -252,7 +267,7 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
                 Some(';') if name.is_empty() => continue,
                 Some(',') | None if name.is_empty() => {
                     if !empty && for_value.is_none() {
-                        return Err(());
+                        return Err(e);
                     }
                     out.extend(for_value.take());
                     if chars.peek().is_none() {
@@ -260,7 +275,7 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
                     }
                     break;
                 }
-                _ => return Err(()),
+                _ => return Err(e),
             }
             empty = false;
             let value = if chars.next_if_eq(&'"').is_some() {
@@ -268,9 +283,9 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
                 loop {
                     match chars.next() {
                         Some('"') => break,
-                        Some('\\') => v.push(chars.next().ok_or(())?),
+                        Some('\\') => v.push(chars.next().ok_or(e)?),
                         Some(c) => v.push(c),
-                        None => return Err(()),
+                        None => return Err(e),
                     }
                 }
                 v
@@ -284,21 +299,21 @@ pub fn forwarded_for(line: &str) -> Result<Vec<String>, ()> {
             while chars.next_if(|c| *c == ' ' || *c == '\t').is_some() {}
             if name.eq_ignore_ascii_case("for") {
                 if for_value.is_some() {
-                    return Err(());
+                    return Err(e);
                 }
                 for_value = Some(value);
             }
             match chars.next() {
                 Some(';') => {}
                 Some(',') => {
-                    out.push(for_value.take().ok_or(())?);
+                    out.push(for_value.take().ok_or(e)?);
                     break;
                 }
                 None => {
-                    out.push(for_value.take().ok_or(())?);
+                    out.push(for_value.take().ok_or(e)?);
                     return Ok(out);
                 }
-                Some(_) => return Err(()),
+                Some(_) => return Err(e),
             }
         }
     }
@@ -322,7 +337,10 @@ mod tests {
     fn headers(name: &str, lines: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for l in lines {
-            h.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), l.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                l.parse().unwrap(),
+            );
         }
         h
     }
@@ -332,7 +350,10 @@ mod tests {
     }
 
     fn trusted() -> Trusted {
-        Trusted::new(vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()])
+        Trusted::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ])
     }
 
     fn xff(lines: &[&str]) -> Result<IpAddr, ClientIpError> {
@@ -351,7 +372,11 @@ mod tests {
         let got = t.client_ip(ip("192.0.2.1"), &headers("x-forwarded-for", &["1.2.3.4"]));
         assert_eq!(got, Ok(ip("192.0.2.1")));
         let got = t.client_ip(ip("192.0.2.1"), &headers("x-forwarded-for", &["garbage"]));
-        assert_eq!(got, Ok(ip("192.0.2.1")), "untrusted headers are not even parsed");
+        assert_eq!(
+            got,
+            Ok(ip("192.0.2.1")),
+            "untrusted headers are not even parsed"
+        );
         let got = t.client_ip(ip("::ffff:192.0.2.1"), &HeaderMap::new());
         assert_eq!(got, Ok(ip("192.0.2.1")));
     }
@@ -367,7 +392,10 @@ mod tests {
         assert_eq!(xff(&["[::ffff:198.51.100.7]:80"]), Ok(ip("198.51.100.7")));
         assert_eq!(xff(&["2001:db8::7"]), Ok(ip("2001:db8::7")));
         // Several lines are one list; whitespace and empty elements ignored.
-        assert_eq!(xff(&["6.6.6.6", " 1.2.3.4 ,\t10.0.0.2 "]), Ok(ip("1.2.3.4")));
+        assert_eq!(
+            xff(&["6.6.6.6", " 1.2.3.4 ,\t10.0.0.2 "]),
+            Ok(ip("1.2.3.4"))
+        );
         assert_eq!(xff(&["1.2.3.4,, 10.0.0.2,"]), Ok(ip("1.2.3.4")));
         // All trusted: the leftmost; nothing at all: the peer.
         assert_eq!(xff(&["10.0.0.3, 10.0.0.2"]), Ok(ip("10.0.0.3")));
@@ -437,7 +465,10 @@ mod tests {
         );
         assert_eq!(fwd(&["for=\"198.51.100.7:_p1\""]), Ok(ip("198.51.100.7")));
         assert_eq!(fwd(&["for=\"\\[2001:db8::1\\]\""]), Ok(ip("2001:db8::1")));
-        assert_eq!(fwd(&["for=x, for=1.2.3.4", "for=10.0.0.9"]), Ok(ip("1.2.3.4")));
+        assert_eq!(
+            fwd(&["for=x, for=1.2.3.4", "for=10.0.0.9"]),
+            Ok(ip("1.2.3.4"))
+        );
         assert!(matches!(
             fwd(&["for=_hidden"]),
             Err(ClientIpError::Hidden { position: 1, .. })
@@ -468,7 +499,10 @@ mod tests {
         let h = headers("x-forwarded-for", &["1.2.3.4"]);
         assert_eq!(t.client_ip(ip("127.0.0.1"), &h), Ok(ip("127.0.0.1")));
         let h = headers("forwarded", &["for=1.2.3.4"]);
-        assert_eq!(trusted().client_ip(ip("127.0.0.1"), &h), Ok(ip("127.0.0.1")));
+        assert_eq!(
+            trusted().client_ip(ip("127.0.0.1"), &h),
+            Ok(ip("127.0.0.1"))
+        );
     }
 
     #[test]

@@ -243,16 +243,29 @@ mod tests {
             h
         };
         let mut refused = upstream();
-        apply(&cors, Some(&HeaderValue::from_static("https://evil.example")), &mut refused);
+        apply(
+            &cors,
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut refused,
+        );
         assert!(
-            refused.keys().all(|k| !k.as_str().starts_with("access-control-")),
+            refused
+                .keys()
+                .all(|k| !k.as_str().starts_with("access-control-")),
             "{refused:?}"
         );
         assert_eq!(refused.get_all(header::VARY).iter().count(), 2);
 
         let mut allowed = upstream();
-        apply(&cors, Some(&HeaderValue::from_static("https://app.example")), &mut allowed);
-        assert_eq!(allowed[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        apply(
+            &cors,
+            Some(&HeaderValue::from_static("https://app.example")),
+            &mut allowed,
+        );
+        assert_eq!(
+            allowed[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
         assert_eq!(allowed[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert!(allowed.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
         assert!(allowed.get(header::ACCESS_CONTROL_ALLOW_METHODS).is_none());
