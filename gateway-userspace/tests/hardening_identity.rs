@@ -565,6 +565,17 @@ async fn disagreeing_or_repeated_credentials_are_400_and_never_forwarded() {
     }
     assert!(origin.requests().is_empty(), "nothing was forwarded");
     assert!(!gw.raw_log().contains("demo-key"));
+    // Each counts as a bad credential: a valid key cannot carry guesses
+    // past the brute-force limit (20 per minute; 10 spent above).
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let uri = format!("/raw/x?api_key=guess-{i}");
+        statuses.push(get(gw.addr, &uri, "X-Api-Key: demo-key\r\n").await.status);
+    }
+    assert_eq!(statuses[..10], [400; 10]);
+    assert_eq!(statuses[10..], [429; 2]);
+    assert_eq!(gw.last()["gateway.reason"], "too_many_auth_failures");
+    assert!(origin.requests().is_empty());
 }
 
 #[tokio::test]
