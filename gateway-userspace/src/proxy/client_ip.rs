@@ -506,6 +506,26 @@ mod tests {
     }
 
     #[test]
+    fn the_header_knob_parses_and_a_bad_value_names_its_place() {
+        let c = crate::config::Config::parse(
+            "client_ip_header = \"forwarded\"\n[xdp]\nenabled = false\n",
+            "gw.toml",
+        )
+        .unwrap();
+        assert_eq!(c.client_ip_header, ClientIpHeader::Forwarded);
+        let d = crate::config::Config::default();
+        assert_eq!(d.client_ip_header, ClientIpHeader::XForwardedFor);
+        let e = crate::config::Config::parse("client_ip_header = \"x-real-ip\"\n", "gw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("gw.toml:1:"), "{e}");
+        assert!(
+            e.contains("x-forwarded-for") && e.contains("forwarded"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn node_parser() {
         assert_eq!(parse_node("1.2.3.4:0"), Ok(ip("1.2.3.4")));
         assert_eq!(parse_node("2001:db8::7:443"), Ok(ip("2001:db8::7:443")));
