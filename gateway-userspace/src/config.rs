@@ -68,6 +68,9 @@ pub struct Config {
     /// Peers whose X-Forwarded-For, X-Request-Id and PROXY protocol header
     /// are believed. Everyone else is the client.
     pub trusted_proxies: Vec<Net>,
+    /// The header a trusted proxy's client chain is read from:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239). Never both.
+    pub client_ip_header: crate::proxy::client_ip::ClientIpHeader,
     pub security_headers: SecurityHeaders,
     pub demo: Demo,
     /// Per-route request validation (`docs/validation.md`).
@@ -237,6 +240,8 @@ impl Default for Config {
             tls: TlsSection::default(),
             // No trusted proxies: the socket peer is always the client.
             trusted_proxies: Vec::new(),
+            // X-Forwarded-For, as NGINX's real_ip_header and Envoy default to.
+            client_ip_header: crate::proxy::client_ip::ClientIpHeader::XForwardedFor,
             security_headers: SecurityHeaders::default(),
             demo: Demo::default(),
             // No L7 limits unless the file declares some.

@@ -107,7 +107,11 @@ impl Authenticator {
             claims_headers,
             rate_limit: est.rate_limit,
             policy: policy.name.clone(),
-            strip: policy.strip_credential.then_some(est.credential),
+            strip: policy
+                .strip_credential
+                .then_some(est.credential)
+                .into_iter()
+                .collect(),
         })
     }
 

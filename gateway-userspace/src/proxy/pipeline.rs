@@ -43,7 +43,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     body::{self, Limited, ProxyBody, Tripped},
-    check,
+    check, client_ip,
     conn::ConnInfo,
     cors,
     headers::{self, Forwarding},
@@ -86,7 +86,12 @@ pub async fn handle(
     // header of its own, so `Connection` can only remove what the client sent.
     headers::strip_hop_by_hop(req.headers_mut());
     let request_id = headers::request_id(req.headers_mut(), peer_trusted);
-    let client_ip = state.trusted.client_ip(conn.peer.ip(), req.headers());
+    // A trusted proxy's chain that does not name the client is a 400; the
+    // log then shows the proxy, which is never escalated for it.
+    let (client_ip, bad_client_ip) = match state.trusted.client_ip(conn.peer.ip(), req.headers()) {
+        Ok(ip) => (ip, None),
+        Err(e) => (client_ip::canonical(conn.peer.ip()), Some(e)),
+    };
     headers::strip_client_claims(req.headers_mut(), peer_trusted, client_ip);
     let (method, version) = (req.method().clone(), req.version());
     let path = req.uri().path().to_owned();
@@ -106,20 +111,25 @@ pub async fn handle(
         cors: None,
     };
 
-    let result = phases(
-        &state,
-        &conn,
-        index,
-        req,
-        &request_id,
-        client_ip,
-        Framing {
-            may_have_body,
-            websocket,
-        },
-        &mut outcome,
-    )
-    .await;
+    let result = match bad_client_ip {
+        Some(e) => Err(Rejection::new(Reason::BadClientIp, e.to_string())),
+        None => {
+            phases(
+                &state,
+                &conn,
+                index,
+                req,
+                &request_id,
+                client_ip,
+                Framing {
+                    may_have_body,
+                    websocket,
+                },
+                &mut outcome,
+            )
+            .await
+        }
+    };
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, false),
         Err(rejection) => {
@@ -142,7 +152,8 @@ pub async fn handle(
     {
         // Through PROXY protocol the packets come from the load balancer:
         // the kernel cannot drop the client by its address.
-        let seen = if client_ip == conn.peer.ip() && conn.proxied_by.is_none() {
+        let seen = if client_ip == client_ip::canonical(conn.peer.ip()) && conn.proxied_by.is_none()
+        {
             Seen::Socket
         } else {
             Seen::Forwarded
@@ -381,7 +392,8 @@ async fn phases(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     let mut target = route.rewrite(&checked.path);
-    if let Some(q) = checked.query.as_deref() {
+    // The query as the phases left it (authentication strips credentials).
+    if let Some(q) = parts.uri.query() {
         target.push('?');
         target.push_str(q);
     }
@@ -455,6 +467,9 @@ fn offence_of(reason: Reason) -> Option<Offence> {
         }
         UriTooLong | HeadersTooLarge | BodyTooLarge | HeaderTimeout | BodyTimeout
         | MethodNotImplemented => Some(Offence::LimitViolation),
+        // The client behind the trusted proxy is unknown, and the proxy
+        // must not pay for its clients' headers.
+        BadClientIp => None,
         // A refused TRACE is a scanner's probe, like a 404.
         NoRoute | AuthMissing | Forbidden | Escalated | AuthUnavailable | NoHealthyUpstream
         | UpstreamFailed | UpstreamTimeout | Internal | MethodNotAllowed => None,

@@ -40,6 +40,10 @@ pub enum Reason {
     /// A request that is not valid HTTP for a proxy (e.g. both
     /// Content-Length and Transfer-Encoding, a bad Content-Length).
     BadRequest,
+    /// A trusted proxy's `X-Forwarded-For` / `Forwarded` chain does not
+    /// name the client where the walk stops (garbage, `unknown`, a host
+    /// name) (400). Not an offence: the client is unknown.
+    BadClientIp,
     /// A header name contains `_` and `underscore_headers = "reject"`.
     UnderscoreHeader,
     /// The request target is longer than `max_request_line`.
@@ -99,7 +103,7 @@ impl Reason {
         use Reason::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
-            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete
+            BadPath | BadRequest | BadClientIp | UnderscoreHeader | Invalid | BodyIncomplete
             | AuthInvalidRequest | BadHost => StatusCode::BAD_REQUEST,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
@@ -138,6 +142,7 @@ impl Reason {
             NoRoute => "no_route",
             BadPath => "bad_path",
             BadRequest => "bad_request",
+            BadClientIp => "bad_client_ip",
             UnderscoreHeader => "underscore_header",
             UriTooLong => "uri_too_long",
             HeadersTooLarge => "headers_too_large",
