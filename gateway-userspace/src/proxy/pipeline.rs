@@ -37,6 +37,7 @@ use crate::{
         trace::TraceContext,
     },
 };
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;

@@ -127,7 +127,7 @@ pub async fn forward(
         let connection = capture_connection(&mut req);
         match tokio::time::timeout(pool.request_timeout(), pool.client.request(req)).await {
             Ok(Ok(resp)) => {
-                if let Err(detail) = relayable(&resp) {
+                if let Err(detail) = relayable(&resp, pool.config.max_response_header_bytes) {
                     // hyper keeps both headers and decodes the body as
                     // chunked; the two ends may disagree on where this
                     // response ends, so its connection is never reused.
@@ -136,7 +136,7 @@ pub async fn forward(
                     tracing::warn!(upstream = %pool.name, target = %target.addr, detail, "upstream response refused");
                     return Err(Rejection::new(
                         Reason::UpstreamFailed,
-                        format!("upstream '{}' sent a response that cannot be relayed", pool.name),
+                        format!("upstream '{}' sent a response that cannot be relayed: {detail}", pool.name),
                     ));
                 }
                 pool.record_success(&target);
@@ -202,13 +202,30 @@ pub(crate) fn poison(connection: &CaptureConnection) {
     }
 }
 
-/// Whether a response's framing can be relayed: `Content-Length` together
-/// with `Transfer-Encoding` is a smuggling vector (RFC 9112 §6.1: a
-/// response with both must be treated as an error by a proxy).
-fn relayable(resp: &Response<Incoming>) -> Result<(), &'static str> {
+/// Whether a response can be relayed: `Content-Length` together with
+/// `Transfer-Encoding` is a smuggling vector (RFC 9112 §6.1: a response
+/// with both must be treated as an error by a proxy), and the header
+/// section must fit `max_head` bytes. hyper's `max_buf_size` (set to the
+/// same value) fails heads that arrive in pieces larger than it, but a head
+/// read in one go can pass it, so the size is also measured here: the
+/// status line plus each field as `name: value\r\n`.
+fn relayable(resp: &Response<Incoming>, max_head: usize) -> Result<(), &'static str> {
     let h = resp.headers();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err("both Content-Length and Transfer-Encoding");
+    }
+    let reason = resp
+        .extensions()
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| r.as_bytes().len())
+        .or_else(|| resp.status().canonical_reason().map(str::len))
+        .unwrap_or(0);
+    let status_line = "HTTP/1.1 200 \r\n".len() + reason;
+    let size = h.iter().fold(status_line + 2, |n, (k, v)| {
+        n + k.as_str().len() + v.len() + 4
+    });
+    if size > max_head {
+        return Err("response headers too large");
     }
     Ok(())
 }
