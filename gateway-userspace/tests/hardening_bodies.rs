@@ -94,7 +94,10 @@ async fn oversized_chunked_body_is_413_with_nothing_forwarded() {
         let r = read_all(&mut s).await;
         assert_eq!(r.status, 413, "{chunks}x{size}: {r:?}");
         assert!(r.body.contains("body_too_large"), "{r:?}");
-        assert_eq!(r.header("content-type").as_deref(), Some("application/problem+json"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
     }
     // Before buffering, the first 4 KiB reached the upstream.
     assert_untouched(&up, "chunked body over the limit");
@@ -104,9 +107,10 @@ async fn oversized_chunked_body_is_413_with_nothing_forwarded() {
 async fn oversized_h2_body_without_length_is_413_with_nothing_forwarded() {
     let (_p, addr, up) = setup_raw("max_body_bytes = 4096").await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     // Ten 1000-byte DATA frames, 50 ms apart, no content-length.
     let frames = futures_util::stream::unfold(0, |i| async move {
@@ -298,7 +302,11 @@ impl RawUpstream {
 async fn proxy_to(up: &RawUpstream, extra: &str) -> (gateway::proxy::Proxy, SocketAddr) {
     let toml = format!(
         "{PLAIN}{}[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\n",
-        upstream("u", &[up.addr], &format!("passive.consecutive_failures = 0\n{extra}"))
+        upstream(
+            "u",
+            &[up.addr],
+            &format!("passive.consecutive_failures = 0\n{extra}")
+        )
     );
     proxy(&toml).await
 }
@@ -363,7 +371,10 @@ async fn oversized_upstream_head_is_502() {
         let r = get(addr, "/", "").await;
         // Before: relayed with 200.
         assert_eq!(r.status, 502, "variant {i}: {}", r.head.len());
-        assert_eq!(r.header("content-type").as_deref(), Some("application/problem+json"));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
         assert!(r.body.contains("too large"), "{}", r.body);
     }
 
@@ -384,9 +395,15 @@ async fn oversized_upstream_head_is_502() {
 fn response_header_bound_below_hyper_minimum_is_a_config_error() {
     let toml = format!(
         "{PLAIN}{}[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"u\"\n[xdp]\nenabled = false\n",
-        upstream("u", &["127.0.0.1:1".parse().unwrap()], "max_response_header_bytes = 100")
+        upstream(
+            "u",
+            &["127.0.0.1:1".parse().unwrap()],
+            "max_response_header_bytes = 100"
+        )
     );
-    let e = gateway::config::Config::parse(&toml, "t.toml").unwrap_err().to_string();
+    let e = gateway::config::Config::parse(&toml, "t.toml")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least 8192") && e.contains("t.toml:"), "{e}");
 }
 
@@ -422,7 +439,9 @@ async fn stalled_upstream_body_aborts_the_response() {
         let up = RawUpstream::start(move |_| resp.clone().into_bytes()).await;
         let (_p, addr) = proxy_to(&up, "read_timeout = \"300ms\"").await;
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
         // Before: the client waited forever (here: 5 s without the end).
         let got = read_until_closed(&mut s)
             .await
@@ -431,11 +450,17 @@ async fn stalled_upstream_body_aborts_the_response() {
         assert_eq!(r.status, 200, "variant {i}");
         assert!(r.body.len() < 1024 * 1024, "variant {i}");
         // Aborted, not completed: no last chunk, or fewer bytes than announced.
-        assert!(!r.body.ends_with("0\r\n\r\n"), "variant {i}: completed as if whole");
+        assert!(
+            !r.body.ends_with("0\r\n\r\n"),
+            "variant {i}: completed as if whole"
+        );
         if let Some(len) = r.header("content-length") {
             assert!(r.body.len() < len.parse::<usize>().unwrap(), "variant {i}");
         }
-        assert!(wait_closed(&up).await, "variant {i}: upstream connection kept");
+        assert!(
+            wait_closed(&up).await,
+            "variant {i}: upstream connection kept"
+        );
     }
 }
 
@@ -446,9 +471,10 @@ async fn stalled_upstream_body_resets_the_h2_stream() {
     let up = RawUpstream::start(move |_| resp.clone().into_bytes()).await;
     let (_p, addr) = proxy_to(&up, "read_timeout = \"300ms\"").await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get("http://t/")
         .body(http_body_util::Empty::<Bytes>::new())

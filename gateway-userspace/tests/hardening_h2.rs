@@ -120,7 +120,11 @@ async fn setup(limits: &str) -> (gateway::proxy::Proxy, SocketAddr, Origin) {
 
 fn assert_calmed(what: &str, frames: &[Frame], closed: bool) {
     // Before: every frame was answered and the connection stayed open.
-    assert_eq!(goaway_code(frames), Some(0xb), "{what}: no GOAWAY(ENHANCE_YOUR_CALM)");
+    assert_eq!(
+        goaway_code(frames),
+        Some(0xb),
+        "{what}: no GOAWAY(ENHANCE_YOUR_CALM)"
+    );
     assert!(closed, "{what}: the connection stayed open");
 }
 
@@ -189,9 +193,10 @@ async fn flood_over_tls_alpn_h2_gets_goaway() {
 async fn ordinary_h2_traffic_is_not_a_flood() {
     let (_p, addr, origin) = setup("").await;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     let conn = tokio::spawn(conn);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -263,9 +268,10 @@ async fn alpn_http1_or_none_then_h2_preface_is_closed() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert_eq!(parse(&buf).status, 200);
     let s = tls_connect(addr, &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get("https://t/h2")
         .body(http_body_util::Empty::<Bytes>::new())
@@ -324,7 +330,10 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-async fn tls_connect(addr: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn tls_connect(
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -338,4 +347,21 @@ async fn tls_connect(addr: SocketAddr, alpn: &[&[u8]]) -> tokio_rustls::client::
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap()
+}
+
+#[test]
+fn zero_flood_budgets_are_config_errors() {
+    for (key, value) in [
+        ("h2_control_frames_burst", "0"),
+        ("h2_control_frames_per_second", "0"),
+    ] {
+        let toml = format!("[limits]\n{key} = {value}\n[xdp]\nenabled = false\n");
+        let e = gateway::config::Config::parse(&toml, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:2") && e.contains("at least 1"),
+            "{key}: {e}"
+        );
+    }
 }

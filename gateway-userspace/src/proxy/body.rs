@@ -178,7 +178,9 @@ where
                     this.tripped.set(Reason::BodyTimeout);
                     return Poll::Ready(Some(Err(LimitError(Reason::BodyTimeout).into())));
                 }
-                this.deadline.as_mut().reset((now + *this.timeout).min(total));
+                this.deadline
+                    .as_mut()
+                    .reset((now + *this.timeout).min(total));
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -333,8 +333,7 @@ async fn phases(
     // before the upstream is contacted, so a body that is too big or too
     // slow is the gateway's 413/408 and the upstream sees nothing. A body
     // the validate phase already read is in memory: no second read.
-    if route.request_buffering.unwrap_or(limits.request_buffering) && !req.body().is_end_stream()
-    {
+    if route.request_buffering.unwrap_or(limits.request_buffering) && !req.body().is_end_stream() {
         let (mut parts, b) = req.into_parts();
         let bytes = body::buffer(b, &tripped)
             .await

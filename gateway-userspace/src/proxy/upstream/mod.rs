@@ -136,7 +136,10 @@ pub async fn forward(
                     tracing::warn!(upstream = %pool.name, target = %target.addr, detail, "upstream response refused");
                     return Err(Rejection::new(
                         Reason::UpstreamFailed,
-                        format!("upstream '{}' sent a response that cannot be relayed: {detail}", pool.name),
+                        format!(
+                            "upstream '{}' sent a response that cannot be relayed: {detail}",
+                            pool.name
+                        ),
                     ));
                 }
                 pool.record_success(&target);
@@ -157,7 +160,10 @@ pub async fn forward(
                     continue;
                 }
                 let detail = if head_too_large(&e) {
-                    format!("upstream '{}' sent response headers that are too large", pool.name)
+                    format!(
+                        "upstream '{}' sent response headers that are too large",
+                        pool.name
+                    )
                 } else {
                     format!("upstream '{}' failed to answer", pool.name)
                 };

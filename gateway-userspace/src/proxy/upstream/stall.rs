@@ -95,7 +95,9 @@ where
                     *this.done = true;
                     super::poison(this.connection);
                     tracing::info!(timeout = ?this.timeout, "upstream response body stalled; aborting the response");
-                    return Poll::Ready(Some(Err(UpstreamBodyError::Stalled(*this.timeout).into())));
+                    return Poll::Ready(Some(
+                        Err(UpstreamBodyError::Stalled(*this.timeout).into()),
+                    ));
                 }
                 Poll::Pending
             }
