@@ -498,3 +498,52 @@ async fn stalled_upstream_body_resets_the_h2_stream() {
     assert!(got < 1024 * 1024);
     assert!(wait_closed(&up).await, "upstream connection kept");
 }
+
+/// A route whose JSON body the validate phase reads (and buffers) itself.
+async fn validated_proxy(origin: &Origin, limits: &str) -> (gateway::proxy::Proxy, SocketAddr) {
+    let toml = format!(
+        "{PLAIN}{}[[routes]]\nid = \"users\"\npath_prefix = \"/users\"\nupstream = \"o\"\n\
+         [[validation.rules]]\nroute = \"users\"\nmethod = \"POST\"\n\
+         body_schema = {{ type = \"object\", required = [\"name\"] }}\n\
+         [limits]\n{limits}\n[xdp]\nenabled = false\n",
+        upstream("o", &[origin.addr], "")
+    );
+    let config = gateway::config::Config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    let hooks = gateway::phases::build_hooks(&config, std::path::Path::new("."), None, None)
+        .expect("hooks");
+    let proxy = gateway::proxy::Proxy::start(&config, hooks).await.unwrap();
+    let addr = proxy.local_addr("main").unwrap();
+    (proxy, addr)
+}
+
+#[tokio::test]
+async fn validated_body_limits_are_408_and_the_body_is_read_once() {
+    let origin = Origin::start("o").await;
+    let (_p, addr) = validated_proxy(&origin, "body_read_timeout = \"300ms\"").await;
+    // A slow body while the validate phase reads it is the body deadline
+    // (408), not a broken body (400).
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"na",
+    )
+    .await
+    .unwrap();
+    let r = read_all(&mut s).await;
+    assert_eq!(r.status, 408, "{r:?}");
+    assert!(r.body.contains("body_timeout"), "{r:?}");
+
+    // A valid chunked body is validated, then forwarded whole with its length.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /users HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\n{\"nam\r\n9\r\ne\":\"bob\"}\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_all(&mut s).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].body, br#"{"name":"bob"}"#);
+    assert_eq!(seen[0].headers["content-length"], "14");
+}
