@@ -12,6 +12,7 @@ pub mod conn;
 pub mod cors;
 pub mod demo;
 pub mod h1_scan;
+pub mod h2_guard;
 pub mod headers;
 pub mod hooks;
 pub mod path;

@@ -10,8 +10,9 @@
 //! 3. route: most specific route on the normalized path (`router`);
 //! 4. authenticate, 5. validate, 6. rate limit: hooks owned by other
 //!    modules (`hooks`), no-ops by default;
-//! 7. forward: headers rewritten, body streamed with its limits, a target
-//!    picked, retries, WebSocket tunnel after 101 (`upstream`);
+//! 7. forward: the body read whole first (request buffering, unless the
+//!    route streams), headers rewritten, a target picked, retries,
+//!    WebSocket tunnel after 101 (`upstream`);
 //! 8. respond: upstream headers cleaned, security headers, request id;
 //! 9. access log.
 //!
@@ -37,6 +38,7 @@ use crate::{
         trace::TraceContext,
     },
 };
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -342,6 +344,7 @@ async fn phases(
             limits.body_read_timeout,
             tripped.clone(),
         )
+        .min_rate(limits.body_min_rate)
         .boxed()
     });
 
@@ -351,7 +354,33 @@ async fn phases(
         &state.hooks.validate,
         &state.hooks.rate_limit,
     ] {
-        phase.run(&ctx, &mut req).await?;
+        // A phase that read the body (validation) reports a body limit
+        // that tripped as the limit (413/408), not as a broken body.
+        phase
+            .run(&ctx, &mut req)
+            .await
+            .map_err(|r| match tripped.get() {
+                Some(reason) if r.reason == Reason::BodyIncomplete => {
+                    Rejection::new(reason, upstream::limit_detail(reason))
+                }
+                _ => r,
+            })?;
+    }
+
+    // 6b. request buffering: the whole body is read (within its limits)
+    // before the upstream is contacted, so a body that is too big or too
+    // slow is the gateway's 413/408 and the upstream sees nothing. A body
+    // the validate phase already read is in memory: no second read.
+    if route.request_buffering.unwrap_or(limits.request_buffering) && !req.body().is_end_stream() {
+        let (mut parts, b) = req.into_parts();
+        let bytes = body::buffer(b, &tripped)
+            .await
+            .map_err(|reason| Rejection::new(reason, upstream::limit_detail(reason)))?;
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        req = Request::from_parts(parts, body::full(bytes));
     }
 
     // 7. forward

@@ -30,7 +30,7 @@ use tokio::{
 use super::{
     body::{self, ProxyBody},
     config::{Limits, Listener},
-    conn::{ConnInfo, ConnIo},
+    conn::{ConnInfo, ConnIo, Protocol},
     demo,
     hooks::Hooks,
     pipeline, proxy_protocol,
@@ -236,7 +236,13 @@ async fn accept_conn(
     if let Some(port) = cfg.redirect_https_port {
         let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
         let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        let io = TokioIo::new(ConnIo::new(
+            tcp,
+            info.clone(),
+            Protocol::Sniff,
+            handshake_timeout,
+            state.limits.h2_budget(),
+        ));
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
@@ -250,7 +256,13 @@ async fn accept_conn(
                 .proxied_by(proxied_by)
                 .with_escalation(state.hooks.escalation.clone(), seen),
         );
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        let io = TokioIo::new(ConnIo::new(
+            tcp,
+            info.clone(),
+            Protocol::Sniff,
+            handshake_timeout,
+            state.limits.h2_budget(),
+        ));
         let svc = proxy_service(shared, info.clone());
         return serve(io, info, &state, svc, shutdown).await;
     }
@@ -272,7 +284,13 @@ async fn accept_conn(
             return tracing::debug!(peer = %peer, "TLS handshake timed out");
         }
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // The connection speaks what ALPN chose; no ALPN means HTTP/1.1
+    // (RFC 9113 §3.2: h2 over TLS requires ALPN).
+    let protocol = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
     let seen = if proxied_by.is_some() {
         crate::escalate::Seen::Forwarded
     } else {
@@ -283,7 +301,13 @@ async fn accept_conn(
             .proxied_by(proxied_by)
             .with_escalation(state.hooks.escalation.clone(), seen),
     );
-    let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
+    let io = TokioIo::new(ConnIo::new(
+        tls,
+        info.clone(),
+        protocol,
+        handshake_timeout,
+        state.limits.h2_budget(),
+    ));
     let svc = proxy_service(shared, info.clone());
     serve(io, info, &state, svc, shutdown).await
 }
