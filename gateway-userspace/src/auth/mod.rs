@@ -19,9 +19,11 @@ pub mod config;
 mod extract;
 mod failure;
 mod https;
+pub mod identity;
 mod introspection;
 mod jwks;
 mod jwt;
+mod numeric_date;
 mod policy;
 mod validate;
 

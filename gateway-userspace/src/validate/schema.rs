@@ -221,6 +221,54 @@ mod tests {
         assert!(v.is_valid(&json!("123")) && !v.is_valid(&json!("١٢٣")));
     }
 
+    /// Whether `number` (JSON text, parsed as a body is) passes `schema`.
+    fn passes(schema: Value, number: &str) -> bool {
+        let v = compile(&schema, None).unwrap();
+        let instance = super::super::json::parse_strict(number.as_bytes(), 8).unwrap();
+        v.is_valid(&instance)
+    }
+
+    #[test]
+    fn numbers_are_compared_as_exact_decimals() {
+        let max = json!({"type": "integer", "maximum": 100});
+        for ok in ["100", "100.0", "1e2", "1E2", "-0", "0", "99", "-99999999999999999999"] {
+            assert!(passes(max.clone(), ok), "{ok}");
+        }
+        for bad in [
+            "100.00000000000000001",
+            "99.99999999999999999",
+            "1E400",
+            "101",
+            "99999999999999999999",
+            "100.5",
+        ] {
+            assert!(!passes(max.clone(), bad), "{bad}");
+        }
+        let number = json!({"type": "number", "maximum": 100});
+        assert!(passes(number.clone(), "99.99999999999999999"));
+        assert!(!passes(number.clone(), "100.00000000000000001"));
+        assert!(!passes(number, "1E400"));
+        let exclusive = json!({"exclusiveMaximum": 100, "exclusiveMinimum": 0});
+        assert!(passes(exclusive.clone(), "99.99999999999999999"));
+        assert!(passes(exclusive.clone(), "0.00000000000000000001"));
+        assert!(!passes(exclusive.clone(), "100.0"));
+        assert!(!passes(exclusive.clone(), "-0"));
+        let min = json!({"minimum": 100});
+        assert!(!passes(min.clone(), "99.99999999999999999"));
+        assert!(passes(min, "100.00000000000000001"));
+        let multiple = json!({"multipleOf": 0.01});
+        assert!(passes(multiple.clone(), "19.99"));
+        assert!(!passes(multiple, "19.99000000000000001"));
+        // Integers beyond i64 and u64, when the schema allows them.
+        let big = json!({"type": "integer", "minimum": 0});
+        assert!(passes(big.clone(), "99999999999999999999"));
+        assert!(passes(big.clone(), "123456789012345678901234567890"));
+        assert!(!passes(big, "-99999999999999999999"));
+        let limit: Value = serde_json::from_str(r#"{"maximum": 99999999999999999999}"#).unwrap();
+        assert!(passes(limit.clone(), "99999999999999999999"));
+        assert!(!passes(limit, "100000000000000000000"));
+    }
+
     #[test]
     fn messages_do_not_echo_the_value() {
         let v = compile(&json!({"properties": {"e": {"format": "email"}}}), None).unwrap();
