@@ -24,9 +24,13 @@ async fn start(toml: &str, base_dir: &Path) -> (Proxy, SocketAddr) {
 }
 
 async fn send(addr: SocketAddr, method: &str, path: &str, extra: &str, body: &str) -> RawResponse {
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}{length}Connection: close\r\n\r\n{body}"
     );
     raw(addr, req.as_bytes()).await
 }

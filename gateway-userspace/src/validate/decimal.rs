@@ -113,6 +113,17 @@ impl Decimal {
         Self::parse(&format!("{f:e}"), false)
     }
 
+    /// `(negative, significant digits, power of ten of the last digit)`:
+    /// `-0.25` is `(true, b"25", -2)`; zero is `(false, b"", 0)`.
+    pub(crate) fn parts(&self) -> (bool, &[u8], i64) {
+        let scale = if self.digits.is_empty() {
+            0
+        } else {
+            self.point - self.digits.len() as i64
+        };
+        (self.negative, &self.digits, scale)
+    }
+
     /// Whether the value is a whole number (`1e2` and `100.0` are).
     pub(crate) fn is_integer(&self) -> bool {
         self.digits.len() as i64 <= self.point

@@ -16,6 +16,7 @@
 mod config;
 mod decimal;
 mod error;
+mod exact;
 mod json;
 mod openapi;
 mod params;
@@ -112,7 +113,7 @@ impl Validators {
         let rules = self.routes.get(route)?;
         let exact = |m: &Method| rules.iter().find(|(r, _)| r.as_ref() == Some(m));
         exact(method)
-            .or_else(|| (method == Method::HEAD).then(|| exact(&Method::GET)).flatten())
+            .or_else(|| (*method == Method::HEAD).then(|| exact(&Method::GET)).flatten())
             .or_else(|| rules.iter().find(|(m, _)| m.is_none()))
             .map(|(_, v)| v)
     }

@@ -2,15 +2,19 @@
 //! schema is built with the same options: formats are ASSERTED (not only
 //! annotations, the 2019-09/2020-12 default), an unknown format is a
 //! config error rather than silently ignored, the custom `phone` format is
-//! E.164, `pattern` uses the linear-time `regex` engine, and no `$ref` is
-//! ever fetched over the network or from disk.
+//! E.164, `pattern` uses the linear-time `regex` engine, no `$ref` is
+//! ever fetched over the network or from disk, and the keywords that look
+//! at a number's value compare exact decimals (`exact.rs`).
 
 #![forbid(unsafe_code)]
 
 use jsonschema::{Draft, PatternOptions, ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
 
-use super::rejection::{Part, Violation, pointer_token};
+use super::{
+    exact,
+    rejection::{Part, Violation, pointer_token},
+};
 
 /// E.164: `+`, a non-zero ASCII digit, then 1 to 14 more ASCII digits.
 /// (Spelled out rather than `\d`, which in Rust regex matches any Unicode digit.)
@@ -66,6 +70,14 @@ pub(crate) fn compile(schema: &Value, draft: Option<Draft>) -> Result<Validator,
         .with_format("binary", annotation_only)
         .with_format("password", annotation_only)
         .with_pattern_options(PatternOptions::regex());
+    let draft4 = match draft {
+        Some(d) => d == Draft::Draft4,
+        None => schema
+            .get("$schema")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("draft-04")),
+    };
+    options = exact::register(options, draft4);
     match draft {
         Some(draft) => options = options.with_draft(draft),
         None if schema.get("$schema").is_none() => options = options.with_draft(Draft::Draft202012),
@@ -165,6 +177,8 @@ fn describe(error: &ValidationError<'_>, part: Part, out: &mut Vec<Violation>) {
         ValidationErrorKind::AdditionalItems { .. }
         | ValidationErrorKind::UnevaluatedItems { .. } => push("has items not allowed".into()),
         ValidationErrorKind::PropertyNames { .. } => push("has a property name not allowed".into()),
+        // The exact numeric keywords (`exact.rs`) word their own messages.
+        ValidationErrorKind::Custom { message, .. } => push(message.clone()),
         other => push(format!("fails the `{}` rule", other.keyword())),
     }
 }
