@@ -9,7 +9,7 @@ mod proxy_common;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
-use auth_support::{MockServer, Handler, now, rs256, rsa_key, sign};
+use auth_support::{Handler, MockServer, now, rs256, rsa_key, sign};
 use gateway::{config::Config, phases::build_hooks, proxy::Proxy};
 use proxy_common::*;
 use serde_json::{Value, json};
@@ -110,17 +110,31 @@ async fn empty_subject_is_invalid_token_and_never_reaches_the_upstream() {
             r.head
         );
     }
-    assert!(origin.requests().is_empty(), "an empty identity was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "an empty identity was forwarded"
+    );
 
     // Other spellings of "nobody".
-    for sub in [" ", "\t", "\u{200b}", " alice", "alice\r\n", "\u{0}", "\u{3000}"] {
+    for sub in [
+        " ",
+        "\t",
+        "\u{200b}",
+        " alice",
+        "alice\r\n",
+        "\u{0}",
+        "\u{3000}",
+    ] {
         let r = get(addr, "/id/a", &bearer(&token_for(json!(sub)))).await;
         assert_eq!(r.status, 401, "sub {sub:?}");
     }
     // Not a string at all.
     let r = get(addr, "/id/a", &bearer(&token_for(json!(42)))).await;
     assert_eq!(r.status, 401);
-    assert!(origin.requests().is_empty(), "a blank identity was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "a blank identity was forwarded"
+    );
 }
 
 #[tokio::test]
@@ -179,9 +193,10 @@ fn idp() -> Handler {
             "iat-future" => {
                 format!(r#"{{"active":true,"sub":"a",{base},"iat":{}}}"#, n + 3600)
             }
-            "wrong-iss" => format!(
-                r#"{{"active":true,"sub":"a","iss":"https://evil.test","aud":"api","token_type":"Bearer"}}"#
-            ),
+            "wrong-iss" => {
+                r#"{"active":true,"sub":"a","iss":"https://evil.test","aud":"api","token_type":"Bearer"}"#
+                    .to_owned()
+            }
             "no-iss" => r#"{"active":true,"sub":"a","aud":"api","token_type":"Bearer"}"#.to_owned(),
             "wrong-aud" => r#"{"active":true,"sub":"a","iss":"https://idp.test","aud":["x","y"],"token_type":"Bearer"}"#.to_owned(),
             "aud-string" => r#"{"active":true,"sub":"a","iss":"https://idp.test","aud":"api","token_type":"bearer"}"#.to_owned(),
@@ -271,7 +286,10 @@ async fn introspection_answers_are_read_strictly() {
             );
         }
     }
-    assert!(origin.requests().is_empty(), "a refused token was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "a refused token was forwarded"
+    );
 
     // Accepted: fractional NumericDates, aud as string or array, token_type
     // in any case.
@@ -320,7 +338,10 @@ fn introspection_config_errors_point_at_the_file() {
         let e = Config::parse(&format!("{base}{extra}"), "gw.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("gw.toml:") && e.contains(text), "{extra} => {e}");
+        assert!(
+            e.starts_with("gw.toml:") && e.contains(text),
+            "{extra} => {e}"
+        );
         let loc: Vec<&str> = e.splitn(4, ':').collect();
         assert!(
             loc[1].parse::<usize>().is_ok() && loc[2].parse::<usize>().is_ok(),
@@ -394,7 +415,10 @@ async fn head_gets_the_get_rules() {
         let r = send(addr, "HEAD", path, "", "").await;
         assert_eq!(r.status, 400, "HEAD {path}");
     }
-    assert!(origin.requests().is_empty(), "an invalid HEAD was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "an invalid HEAD was forwarded"
+    );
     let r = send(addr, "HEAD", "/public/users/1?limit=10", "", "").await;
     assert_eq!(r.status, 200);
     let seen = origin.requests();
@@ -424,7 +448,10 @@ async fn path_parameters_come_from_the_normalized_forwarded_path() {
         let r = get(addr, path, "").await;
         assert_eq!(r.status, 400, "GET {path}: {}", r.body);
     }
-    assert!(origin.requests().is_empty(), "an invalid path was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "an invalid path was forwarded"
+    );
 
     // Accepted, and forwarded as the normalized path that was validated.
     for (path, forwarded) in [
@@ -432,7 +459,10 @@ async fn path_parameters_come_from_the_normalized_forwarded_path() {
         ("/public/users//1", "/public/users/1"),
         ("/public//users/./1", "/public/users/1"),
         ("/public/users/1/", "/public/users/1/"),
-        ("/public/users/99999999999999999999", "/public/users/99999999999999999999"),
+        (
+            "/public/users/99999999999999999999",
+            "/public/users/99999999999999999999",
+        ),
     ] {
         let r = get(addr, path, "").await;
         assert_eq!(r.status, 200, "GET {path}: {}", r.body);
@@ -444,7 +474,12 @@ async fn path_parameters_come_from_the_normalized_forwarded_path() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(origin.requests().last().unwrap().uri, "/items/ab%20c");
     let before = origin.requests().len();
-    for path in ["/v1/items/AB", "/v1/items/a%2Fb", "/v1/x/items/ab", "/v1/items/%FF"] {
+    for path in [
+        "/v1/items/AB",
+        "/v1/items/a%2Fb",
+        "/v1/x/items/ab",
+        "/v1/items/%FF",
+    ] {
         let r = get(addr, path, "").await;
         assert_eq!(r.status, 400, "GET {path}: {}", r.body);
     }
@@ -503,7 +538,10 @@ async fn body_numbers_are_compared_exactly_and_forwarded_byte_for_byte() {
         let r = send(addr, "POST", "/orders", ct, body).await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);
     }
-    assert!(origin.requests().is_empty(), "an invalid body was forwarded");
+    assert!(
+        origin.requests().is_empty(),
+        "an invalid body was forwarded"
+    );
     let accepted = [
         r#"{"qty":100}"#,
         r#"{"qty":100.0}"#,

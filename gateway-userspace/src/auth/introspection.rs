@@ -55,7 +55,10 @@ pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
         return Err("audiences must not contain an empty audience".into());
     }
     if c.token_types.iter().any(|t| {
-        t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        t.is_empty()
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     }) {
         return Err("token_types must be non-empty printable ASCII names".into());
     }
@@ -149,7 +152,10 @@ impl Introspector {
             .map_err(|e| e.to_string())?;
         let answer = self.client.send(req).await.map_err(|e| e.to_string())?;
         if answer.len() > self.max_answer_bytes {
-            return Err(format!("answer larger than {} bytes", self.max_answer_bytes));
+            return Err(format!(
+                "answer larger than {} bytes",
+                self.max_answer_bytes
+            ));
         }
         let (verdict, exp) = judge(&answer, &self.expect, numeric_date::now())?;
         let ttl = match (&verdict, exp) {
@@ -204,7 +210,10 @@ fn judge(answer: &[u8], expect: &Expect, now: f64) -> Result<(Verdict, Option<f6
         return Ok((Verdict::Refused(TokenError::WrongIssuer), None));
     }
     if !expect.audiences.is_empty() {
-        let matches = |a: &Value| a.as_str().is_some_and(|a| expect.audiences.iter().any(|e| e == a));
+        let matches = |a: &Value| {
+            a.as_str()
+                .is_some_and(|a| expect.audiences.iter().any(|e| e == a))
+        };
         let ok = match answer.get("aud") {
             Some(Value::String(_)) => matches(&answer["aud"]),
             Some(Value::Array(list)) => list.iter().any(matches),
@@ -279,7 +288,10 @@ mod tests {
     fn answers() {
         let a = |extra: &str| format!(r#"{{"active":true,{OK}{extra}}}"#);
         assert_eq!(verdict(&a("")), Ok("active"));
-        assert_eq!(verdict(&a(r#","exp":1000600.5,"nbf":999999.5,"iat":1000010"#)), Ok("active"));
+        assert_eq!(
+            verdict(&a(r#","exp":1000600.5,"nbf":999999.5,"iat":1000010"#)),
+            Ok("active")
+        );
         assert_eq!(verdict(&a(r#","exp":999999.9"#)), Ok("inactive"));
         assert_eq!(verdict(&a(r#","nbf":1000031"#)), Ok("not_yet_valid"));
         assert_eq!(verdict(&a(r#","nbf":1000029.5"#)), Ok("active"));
@@ -305,13 +317,31 @@ mod tests {
             assert!(verdict(broken).is_err(), "{broken}");
         }
         let wrong = |m: &str, to: &str| a("").replace(m, to);
-        assert_eq!(verdict(&wrong("https://idp.test", "https://evil.test")), Ok("wrong_issuer"));
-        assert_eq!(verdict(&wrong(r#""iss":"https://idp.test","#, "")), Ok("wrong_issuer"));
-        assert_eq!(verdict(&wrong(r#""aud":"api""#, r#""aud":["x","api"]"#)), Ok("active"));
-        assert_eq!(verdict(&wrong(r#""aud":"api""#, r#""aud":["x"]"#)), Ok("wrong_audience"));
-        assert_eq!(verdict(&wrong(r#""aud":"api""#, r#""aud":"apix""#)), Ok("wrong_audience"));
+        assert_eq!(
+            verdict(&wrong("https://idp.test", "https://evil.test")),
+            Ok("wrong_issuer")
+        );
+        assert_eq!(
+            verdict(&wrong(r#""iss":"https://idp.test","#, "")),
+            Ok("wrong_issuer")
+        );
+        assert_eq!(
+            verdict(&wrong(r#""aud":"api""#, r#""aud":["x","api"]"#)),
+            Ok("active")
+        );
+        assert_eq!(
+            verdict(&wrong(r#""aud":"api""#, r#""aud":["x"]"#)),
+            Ok("wrong_audience")
+        );
+        assert_eq!(
+            verdict(&wrong(r#""aud":"api""#, r#""aud":"apix""#)),
+            Ok("wrong_audience")
+        );
         assert_eq!(verdict(&wrong(r#""aud":"api","#, "")), Ok("wrong_audience"));
         assert_eq!(verdict(&wrong("bearer", "refresh_token")), Ok("wrong_type"));
-        assert_eq!(verdict(&wrong(r#""token_type":"bearer","#, "")), Ok("wrong_type"));
+        assert_eq!(
+            verdict(&wrong(r#""token_type":"bearer","#, "")),
+            Ok("wrong_type")
+        );
     }
 }

@@ -100,7 +100,10 @@ mod tests {
             r#"{"exp":1e400}"#,
         ] {
             assert!(
-                matches!(check(&claims(bad), now, 0.0, 0.0), Err(TimeError::Malformed(_))),
+                matches!(
+                    check(&claims(bad), now, 0.0, 0.0),
+                    Err(TimeError::Malformed(_))
+                ),
                 "{bad}"
             );
         }

@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 use super::{
     AuthMethod, AuthMethodKind, Authenticator, Credential, Identity,
     config::{PolicyConfig, ScopeMatch},
-    extract, identity,
+    extract,
     failure::{AuthFailure, Scheme, TokenError},
+    identity,
     introspection::Verdict,
     jwt::JwtError,
 };

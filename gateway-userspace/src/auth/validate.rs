@@ -85,9 +85,8 @@ impl TryFrom<RawAuthSection> for AuthSection {
         }
         for (name, k) in &raw.api_keys {
             for key in &k.keys {
-                super::identity::check_subject(&key.name).map_err(|e| {
-                    format!("[auth.api_keys.{name}] key name {:?}: {e}", key.name)
-                })?;
+                super::identity::check_subject(&key.name)
+                    .map_err(|e| format!("[auth.api_keys.{name}] key name {:?}: {e}", key.name))?;
             }
         }
         for (name, b) in &raw.basic {

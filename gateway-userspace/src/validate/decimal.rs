@@ -176,7 +176,9 @@ mod tests {
 
     #[test]
     fn equal_spellings() {
-        for same in ["100", "100.0", "1e2", "1E2", "1E+2", "10e1", "1000e-1", "100.000"] {
+        for same in [
+            "100", "100.0", "1e2", "1E2", "1E+2", "10e1", "1000e-1", "100.000",
+        ] {
             assert_eq!(d(same), d("100"), "{same}");
         }
         assert_eq!(d("-0"), d("0"));

@@ -43,8 +43,12 @@ pub(crate) fn register<'a, R>(
 ) -> ValidationOptions<'a, R> {
     options
         .with_keyword("type", move |_, v, _| type_keyword(v, draft4))
-        .with_keyword("minimum", |p, v, _| bound(p, v, Side::Min, "exclusiveMinimum"))
-        .with_keyword("maximum", |p, v, _| bound(p, v, Side::Max, "exclusiveMaximum"))
+        .with_keyword("minimum", |p, v, _| {
+            bound(p, v, Side::Min, "exclusiveMinimum")
+        })
+        .with_keyword("maximum", |p, v, _| {
+            bound(p, v, Side::Max, "exclusiveMaximum")
+        })
         .with_keyword("exclusiveMinimum", |_, v, _| exclusive(v, Side::Min))
         .with_keyword("exclusiveMaximum", |_, v, _| exclusive(v, Side::Max))
         .with_keyword("multipleOf", |_, v, _| multiple_of(v))
@@ -201,8 +205,8 @@ fn exclusive(v: &Value, side: Side) -> Result<Boxed, ValidationError<'static>> {
     match v {
         Value::Bool(_) => Ok(Box::new(Values::anything())),
         _ => {
-            let limit =
-                decimal(v).ok_or_else(|| schema_error("exclusive bound must be a number".into()))?;
+            let limit = decimal(v)
+                .ok_or_else(|| schema_error("exclusive bound must be a number".into()))?;
             Ok(Box::new(Bound::new(limit, &v.to_string(), side, true)))
         }
     }

@@ -294,7 +294,10 @@ mod tests {
         let v = parse_strict(br#"{"\u0024serde_json::private::Number":"5"}"#, 32).unwrap();
         assert!(v.is_object(), "{v:?}");
         let v = parse_strict(br#"{"$serde_json::private::Number":1.5,"b":2}"#, 32).unwrap();
-        assert_eq!((v[NUMBER_TOKEN].to_string(), &v["b"]), ("1.5".into(), &json!(2)));
+        assert_eq!(
+            (v[NUMBER_TOKEN].to_string(), &v["b"]),
+            ("1.5".into(), &json!(2))
+        );
         let v = parse_strict(br#"{"$serde_json::private::Number":{"x":1e2}}"#, 32).unwrap();
         assert_eq!(v[NUMBER_TOKEN]["x"].to_string(), "1e+2");
         let r = parse_strict(

@@ -28,9 +28,9 @@ use std::{collections::HashMap, path::Path};
 
 use http::Method;
 
-pub(crate) use json::parse_strict;
 pub use config::{OpenApiConfig, ParamConfig, ParamType, RuleConfig, ValidationSection};
 pub use error::ValidationConfigError;
+pub(crate) use json::parse_strict;
 pub use rejection::{Part, Reason, Rejection, Violation};
 pub use route::RouteValidator;
 
@@ -113,7 +113,11 @@ impl Validators {
         let rules = self.routes.get(route)?;
         let exact = |m: &Method| rules.iter().find(|(r, _)| r.as_ref() == Some(m));
         exact(method)
-            .or_else(|| (*method == Method::HEAD).then(|| exact(&Method::GET)).flatten())
+            .or_else(|| {
+                (*method == Method::HEAD)
+                    .then(|| exact(&Method::GET))
+                    .flatten()
+            })
             .or_else(|| rules.iter().find(|(m, _)| m.is_none()))
             .map(|(_, v)| v)
     }

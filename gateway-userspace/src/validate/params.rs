@@ -352,14 +352,25 @@ mod tests {
         for ok in ["100", "-100", "0", "-0", "0100"] {
             assert!(!fails(&int, ok), "{ok}");
         }
-        for bad in ["101", "99999999999999999999", "-99999999999999999999", "100.0", "1e2"] {
+        for bad in [
+            "101",
+            "99999999999999999999",
+            "-99999999999999999999",
+            "100.0",
+            "1e2",
+        ] {
             assert!(fails(&int, bad), "{bad}");
         }
         let num = rule("type = \"number\"\nmaximum = 100\nminimum = 0.1");
         for ok in ["100", "100.0", "1e2", "99.99999999999999999", "0.1", "0.10"] {
             assert!(!fails(&num, ok), "{ok}");
         }
-        for bad in ["100.00000000000000001", "1E400", "0.09999999999999999999", "-0"] {
+        for bad in [
+            "100.00000000000000001",
+            "1E400",
+            "0.09999999999999999999",
+            "-0",
+        ] {
             assert!(fails(&num, bad), "{bad}");
         }
         let unbounded = rule("type = \"integer\"");
@@ -384,7 +395,10 @@ mod tests {
         assert!(parse_query("a=%ff").is_none());
         assert!(parse_query("a=%4").is_none());
         assert!(parse_query("a=%+5").is_none());
-        assert_eq!(percent_decode("a+b%20c%2Fd%31").as_deref(), Some("a+b c/d1"));
+        assert_eq!(
+            percent_decode("a+b%20c%2Fd%31").as_deref(),
+            Some("a+b c/d1")
+        );
         assert_eq!(percent_decode("%2531").as_deref(), Some("%31"));
         assert!(percent_decode("%ff").is_none());
     }

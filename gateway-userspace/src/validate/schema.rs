@@ -245,7 +245,16 @@ mod tests {
     #[test]
     fn numbers_are_compared_as_exact_decimals() {
         let max = json!({"type": "integer", "maximum": 100});
-        for ok in ["100", "100.0", "1e2", "1E2", "-0", "0", "99", "-99999999999999999999"] {
+        for ok in [
+            "100",
+            "100.0",
+            "1e2",
+            "1E2",
+            "-0",
+            "0",
+            "99",
+            "-99999999999999999999",
+        ] {
             assert!(passes(max.clone(), ok), "{ok}");
         }
         for bad in [
