@@ -347,3 +347,90 @@ impl<'i> Keyword<'i> for Values {
         self.ok(instance)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonschema::Draft;
+    use serde_json::json;
+
+    use super::super::{json::parse_strict, rejection::Part, schema};
+
+    fn check(schema: serde_json::Value, draft: Option<Draft>, number: &str) -> Vec<String> {
+        let v = schema::compile(&schema, draft).unwrap();
+        let instance = parse_strict(number.as_bytes(), 8).unwrap();
+        let mut messages: Vec<String> = schema::violations(&v, &instance, Part::Body, 10)
+            .0
+            .iter()
+            .map(|v| v.message().to_owned())
+            .collect();
+        messages.sort();
+        messages
+    }
+
+    #[test]
+    fn draft4_integer_and_boolean_exclusive_bounds() {
+        let s = json!({"type": "integer", "minimum": 0, "exclusiveMinimum": true,
+                       "maximum": 10, "exclusiveMaximum": false});
+        let d4 = Some(Draft::Draft4);
+        assert!(check(s.clone(), d4, "10").is_empty());
+        assert_eq!(check(s.clone(), d4, "0"), ["must be > 0"]);
+        assert_eq!(check(s.clone(), d4, "5.0"), ["must be of type integer"]);
+        assert_eq!(check(s.clone(), d4, "1e0"), ["must be of type integer"]);
+        assert_eq!(
+            check(s, d4, "10.000000000000000001"),
+            ["must be <= 10", "must be of type integer"]
+        );
+        // Later drafts: 5.0 is an integer.
+        let s = json!({"type": ["integer", "null"], "exclusiveMaximum": 10});
+        assert!(check(s.clone(), None, "5.0").is_empty());
+        assert!(check(s.clone(), None, "null").is_empty());
+        assert_eq!(
+            check(s.clone(), None, "9.99999999999999999999"),
+            ["must be of type integer or null"]
+        );
+        assert_eq!(check(s, None, "10"), ["must be < 10"]);
+    }
+
+    #[test]
+    fn multiple_of_enum_and_const_are_exact() {
+        let m = json!({"multipleOf": 0.1});
+        for ok in ["0.3", "0", "-0.7", "1e2", "12345678901234567890.1"] {
+            assert!(check(m.clone(), None, ok).is_empty(), "{ok}");
+        }
+        for bad in ["0.31", "0.30000000000000001", "1e-2"] {
+            assert_eq!(
+                check(m.clone(), None, bad),
+                ["must be a multiple of 0.1"],
+                "{bad}"
+            );
+        }
+        let m = json!({"multipleOf": 250});
+        assert!(check(m.clone(), None, "1e400").is_empty());
+        assert!(!check(m, None, "125").is_empty());
+        let e = json!({"enum": [1, [2.5], {"a": 3}]});
+        for ok in ["1", "1.0", "1e0", "[2.50]", "{\"a\":3e0}"] {
+            assert!(check(e.clone(), None, ok).is_empty(), "{ok}");
+        }
+        for bad in [
+            "1.00000000000000000001",
+            "[2.5000000000000000001]",
+            "{\"a\":3,\"b\":1}",
+        ] {
+            assert_eq!(
+                check(e.clone(), None, bad),
+                ["must be one of the allowed values"],
+                "{bad}"
+            );
+        }
+        let c = json!({"const": 100});
+        assert!(check(c.clone(), None, "1e2").is_empty());
+        assert_eq!(
+            check(c, None, "100.00000000000000001"),
+            ["must be the expected constant"]
+        );
+        assert!(schema::compile(&json!({"multipleOf": 0}), None).is_err());
+        assert!(schema::compile(&json!({"multipleOf": -1}), None).is_err());
+        assert!(schema::compile(&json!({"maximum": "1"}), None).is_err());
+        assert!(schema::compile(&json!({"type": "integr"}), None).is_err());
+    }
+}
