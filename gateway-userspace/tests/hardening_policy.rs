@@ -156,6 +156,32 @@ async fn a_real_subject_is_forwarded_and_limited() {
     assert!(seen.iter().all(|s| s.headers["x-user-id"] == "user-42"));
 }
 
+#[tokio::test]
+async fn jwt_time_claims_are_numeric_dates_with_fractions() {
+    let origin = Origin::start("o").await;
+    let (_proxy, addr) = start(&jwt_config(&origin), Path::new(".")).await;
+    let n = now() as f64;
+    let with = |claim: &str, value: Value| {
+        let mut claims = auth_support::claims();
+        claims[claim] = value;
+        sign(rs256(None), &claims, &rsa_key())
+    };
+    for (claim, value, status) in [
+        ("exp", json!(n + 600.5), 200),
+        ("nbf", json!(n - 1.25), 200),
+        ("iat", json!(n - 0.5), 200),
+        ("exp", json!(n - 100.5), 401),
+        ("nbf", json!(n + 3600.5), 401),
+        ("iat", json!(n + 3600.5), 401),
+        ("exp", json!((n + 600.0).to_string()), 401),
+        ("nbf", json!(null), 401),
+    ] {
+        let r = get(addr, "/id/a", &bearer(&with(claim, value.clone()))).await;
+        assert_eq!(r.status, status, "{claim} = {value}: {}", r.body);
+    }
+    assert_eq!(origin.requests().len(), 3);
+}
+
 // ---- Class 5: introspection answers ---------------------------------------
 
 /// Answers by token name (`token=NAME&` in the form body).
