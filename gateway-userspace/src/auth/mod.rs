@@ -82,7 +82,9 @@ enum Credential {
 #[derive(Clone, Debug)]
 pub struct Identity {
     /// `sub` (JWT, introspection; `username` or `client_id` as fallbacks
-    /// for introspection), the key's name, or the Basic user name.
+    /// for introspection), the key's name, or the Basic user name. Never
+    /// empty or blank (`identity::check_subject`), except for `none`
+    /// policies, where it is `""`.
     pub subject: String,
     pub method: AuthMethod,
     pub scopes: Vec<String>,

@@ -1,8 +1,9 @@
 //! The validate phase: the route's rules (for `HEAD`, the `GET` rules) for
-//! path parameters (read from the forwarded path), query and headers, then — for routes with a body schema — the Content-Type, and
-//! the body, collected within the route's limit (the one feature that
-//! buffers a body). A valid body is forwarded as the exact bytes that were
-//! validated; a rejected request never reaches the upstream.
+//! path parameters (read from `RequestContext::forward_path`, the path the
+//! upstream gets), query and headers, then — for routes with a body schema —
+//! the Content-Type, and the body, collected within the route's limit (the
+//! one feature that buffers a body). A valid body is forwarded as the exact
+//! bytes that were validated; a rejected request never reaches the upstream.
 
 #![forbid(unsafe_code)]
 
