@@ -75,7 +75,8 @@ impl RouteValidator {
                     };
                     out.push((name.to_owned(), value));
                 }
-                None if t == s => {}
+                // A literal segment, compared as written and decoded.
+                None if t == s || params::percent_decode(s).as_deref() == Some(*t) => {}
                 None => return Ok(Vec::new()),
             }
         }
