@@ -6,7 +6,8 @@
 //! `arbitrary-precision` feature cannot be resolved from the registry this
 //! project builds from, so the keywords are registered here instead:
 //! `type`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
-//! (draft 4's boolean form included), `multipleOf`, `enum` and `const`.
+//! (draft 4's boolean form included), `multipleOf`, `enum`, `const` and
+//! `uniqueItems`.
 //! Messages name the schema's side only, never the instance's value.
 
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub(crate) fn register<'a, R>(
         .with_keyword("exclusiveMaximum", |_, v, _| exclusive(v, Side::Max))
         .with_keyword("multipleOf", |_, v, _| multiple_of(v))
         .with_keyword("enum", |_, v, _| one_of_values(v))
+        .with_keyword("uniqueItems", |_, v, _| unique_items(v))
         .with_keyword("const", |_, v, _| {
             Ok(Box::new(Values {
                 allowed: vec![v.clone()],
@@ -334,6 +336,82 @@ fn equal(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// A text equal for exactly the values [`equal`] calls equal (numbers by
+/// exact value, object keys in order), to find repeated items by hashing
+/// rather than comparing every pair.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Number(_) => match decimal(v) {
+            Some(d) => {
+                let (negative, digits, scale) = d.parts();
+                out.push_str(if negative { "n-" } else { "n" });
+                out.push_str(std::str::from_utf8(digits).unwrap_or(""));
+                out.push_str(&format!("e{scale}"));
+            }
+            None => out.push_str(&v.to_string()),
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for item in items {
+                canonical(item, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+struct UniqueItems;
+
+fn unique_items(v: &Value) -> Result<Boxed, ValidationError<'static>> {
+    match v {
+        Value::Bool(true) => Ok(Box::new(UniqueItems)),
+        Value::Bool(false) => Ok(Box::new(Values::anything())),
+        _ => Err(schema_error("uniqueItems must be a boolean".into())),
+    }
+}
+
+impl UniqueItems {
+    fn ok(instance: &Value) -> bool {
+        let Value::Array(items) = instance else {
+            return true;
+        };
+        let mut seen = std::collections::HashSet::with_capacity(items.len());
+        items.iter().all(|item| {
+            let mut key = String::new();
+            canonical(item, &mut key);
+            seen.insert(key)
+        })
+    }
+}
+
+impl<'i> Keyword<'i> for UniqueItems {
+    fn validate(&self, instance: &'i Value) -> Result<(), ValidationError<'i>> {
+        if Self::ok(instance) {
+            Ok(())
+        } else {
+            Err(ValidationError::custom("items must be unique"))
+        }
+    }
+
+    fn is_valid(&self, instance: &'i Value) -> bool {
+        Self::ok(instance)
+    }
+}
+
 impl<'i> Keyword<'i> for Values {
     fn validate(&self, instance: &'i Value) -> Result<(), ValidationError<'i>> {
         if self.ok(instance) {
@@ -428,6 +506,27 @@ mod tests {
             check(c, None, "100.00000000000000001"),
             ["must be the expected constant"]
         );
+        let u = json!({"uniqueItems": true});
+        for ok in [
+            "[1, 1.00000000000000000001]",
+            "[{\"a\":1},{\"a\":2}]",
+            "[\"1\", 1]",
+            "[]",
+        ] {
+            assert!(check(u.clone(), None, ok).is_empty(), "{ok}");
+        }
+        for bad in [
+            "[1, 1.0]",
+            "[1e2, 100]",
+            "[{\"a\":1,\"b\":[0.5]},{\"b\":[5e-1],\"a\":1.0}]",
+        ] {
+            assert_eq!(
+                check(u.clone(), None, bad),
+                ["items must be unique"],
+                "{bad}"
+            );
+        }
+        assert!(check(json!({"uniqueItems": false}), None, "[1, 1]").is_empty());
         assert!(schema::compile(&json!({"multipleOf": 0}), None).is_err());
         assert!(schema::compile(&json!({"multipleOf": -1}), None).is_err());
         assert!(schema::compile(&json!({"maximum": "1"}), None).is_err());
