@@ -87,6 +87,10 @@ fn load_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, String> {
         let col = before.rfind('\n').map_or(offset + 1, |i| offset - i);
         format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
     })?;
+    for k in &file.keys {
+        super::identity::check_subject(&k.name)
+            .map_err(|e| format!("{}: key name {:?}: {e}", path.display(), k.name))?;
+    }
     Ok(file.keys)
 }
 

@@ -66,6 +66,14 @@ pub enum TokenError {
     /// The introspection endpoint says the token is not active.
     #[error("inactive")]
     Inactive,
+    /// The token names no usable identity: its subject is empty, blank,
+    /// or has control characters (see `auth::identity`).
+    #[error("unusable subject")]
+    InvalidSubject,
+    /// The introspection answer's `token_type`, `iss` or `aud` is not one
+    /// the provider is configured to accept.
+    #[error("token not meant for this gateway")]
+    NotAccepted,
 }
 
 /// A request that did not get an identity.

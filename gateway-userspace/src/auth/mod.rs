@@ -20,9 +20,11 @@ pub mod config;
 mod extract;
 mod failure;
 mod https;
+pub mod identity;
 mod introspection;
 mod jwks;
 mod jwt;
+mod numeric_date;
 mod policy;
 mod validate;
 
@@ -82,7 +84,9 @@ enum Credential {
 #[derive(Clone, Debug)]
 pub struct Identity {
     /// `sub` (JWT, introspection; `username` or `client_id` as fallbacks
-    /// for introspection), the key's name, or the Basic user name.
+    /// for introspection), the key's name, or the Basic user name. Never
+    /// empty or blank (`identity::check_subject`), except for `none`
+    /// policies, where it is `""`.
     pub subject: String,
     pub method: AuthMethod,
     pub scopes: Vec<String>,

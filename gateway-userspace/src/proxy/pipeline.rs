@@ -330,6 +330,7 @@ async fn phases(
         listener: conn.listener.clone(),
         route_id: route.id.clone(),
         upstream: route.upstream.clone(),
+        forward_path: route.rewrite(&checked.path).into(),
         extras: outcome.extras.clone(),
     };
 
