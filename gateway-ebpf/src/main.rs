@@ -1,6 +1,7 @@
 //! The gateway's XDP program: per source address, pass allowlisted sources,
-//! drop blocklisted ones, and drop sources over their packet or new-connection
-//! budget on the protected ports. Every decision reads maps that userspace
+//! drop blocklisted ones, drop fragments that hide the transport header, and
+//! drop sources over their packet or new-connection budget on the protected
+//! ports. Every decision reads maps that userspace
 //! owns; the program writes only its counters and token buckets.
 #![no_std]
 #![no_main]
@@ -35,7 +36,8 @@ pub fn gateway_xdp_baseline(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The decision order: parse, allowlist, blocklist, rate limits.
+/// The decision order: parse, allowlist, blocklist, evasive fragments,
+/// rate limits.
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
     let Some(pkt) = parse::parse(ctx) else {
@@ -56,6 +58,9 @@ fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
             Reason::DroppedBlocklist,
             Some(pkt.src),
         );
+    }
+    if pkt.frag == parse::Frag::Evasive {
+        return (xdp_action::XDP_DROP, Reason::DroppedFragment, Some(pkt.src));
     }
     if let Some(reason) = ratelimit::over_limit(&pkt, cfg, now) {
         return (xdp_action::XDP_DROP, reason, Some(pkt.src));

@@ -1,5 +1,6 @@
 //! Per-source token buckets for packets and new TCP connections, applied only
-//! to packets bound for a protected port. IPv6 sources share a bucket per
+//! to packets bound for a protected port (and to later IP fragments, whose
+//! port cannot be seen). IPv6 sources share a bucket per
 //! configured prefix (default /64). A per-source override (LPM) replaces the
 //! default limits; a rate of 0 there means unlimited.
 
@@ -10,7 +11,10 @@ use gateway_common::{
     stats::Reason,
 };
 
-use crate::{maps::*, parse::Packet};
+use crate::{
+    maps::*,
+    parse::{Frag, Packet},
+};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -20,13 +24,22 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
     if cfg.flags & FLAG_RATE_LIMIT == 0 {
         return None;
     }
-    let l4 = pkt.l4.as_ref()?;
-    PORTS.get_ptr(l4.dst_port)?;
+    let syn = match &pkt.l4 {
+        Some(l4) => {
+            PORTS.get_ptr(l4.dst_port)?;
+            l4.syn
+        }
+        // A later fragment shows no port: it counts against its source's
+        // packet budget whatever port its first fragment named, so a
+        // limited source cannot flood a protected port with fragments.
+        None if pkt.frag == Frag::Later => false,
+        None => return None,
+    };
     let limits = overrides(pkt, cfg.present).unwrap_or(LimitOverride {
         pps: cfg.pps,
         syn: cfg.syn,
     });
-    if limits.pps.rate == 0 && (limits.syn.rate == 0 || !l4.syn) {
+    if limits.pps.rate == 0 && (limits.syn.rate == 0 || !syn) {
         return None;
     }
     let key = SourceKey {
@@ -46,7 +59,7 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
         Some(tat) => b.pps_tat = tat,
         None => return Some(Reason::DroppedPps),
     }
-    if l4.syn {
+    if syn {
         match gcra(b.syn_tat, now, limits.syn) {
             Some(tat) => b.syn_tat = tat,
             None => return Some(Reason::DroppedSyn),
