@@ -12,6 +12,7 @@ use gateway_common::{
 };
 
 use crate::{
+    clock::Clock,
     maps::*,
     parse::{Frag, Packet},
 };
@@ -20,7 +21,7 @@ const BPF_NOEXIST: u64 = 1;
 
 /// Returns the drop reason if the packet is over its source's budget.
 #[inline(always)]
-pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
+pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> Option<Reason> {
     if cfg.flags & FLAG_RATE_LIMIT == 0 {
         return None;
     }
@@ -55,6 +56,7 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
     // SAFETY: a pointer from a successful lookup in an LRU hash. Concurrent
     // updates from another CPU can lose one update; the bucket stays valid.
     let b = unsafe { &mut *bucket };
+    let now = clock.now();
     match gcra(b.pps_tat, now, limits.pps) {
         Some(tat) => b.pps_tat = tat,
         None => return Some(Reason::DroppedPps),

@@ -6,7 +6,10 @@ use gateway_common::{
     stats::{Reason, SourceDrops},
 };
 
-use crate::maps::{COUNTERS, DROP_SRC};
+use crate::{
+    clock::Clock,
+    maps::{COUNTERS, DROP_SRC},
+};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -22,9 +25,8 @@ pub fn count(ctx: &XdpContext, reason: Reason) {
 }
 
 #[inline(always)]
-pub fn count_source_drop(src: &[u8; 16], reason: Reason) {
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+pub fn count_source_drop(src: &[u8; 16], reason: Reason, clock: &mut Clock) {
+    let now = clock.now();
     let key = SourceKey { addr: *src };
     match DROP_SRC.get_ptr_mut(key) {
         // SAFETY: per-CPU LRU slot; this CPU is the only writer while we run.
