@@ -47,3 +47,9 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(REASONS, 0);
 #[map(name = "GW_DROP_SRC")]
 pub static DROP_SRC: LruPerCpuHashMap<SourceKey, SourceDrops> =
     LruPerCpuHashMap::pinned(DROP_SOURCES_MAX, 0);
+
+/// Per-CPU batch of the per-source drop counter (see
+/// `stats::count_source_drop`). Not pinned: a restart loses at most
+/// `DROP_BATCH_MAX - 1` drops per CPU from the per-source view.
+#[map(name = "GW_DROP_BATCH")]
+pub static DROP_BATCH: PerCpuArray<crate::stats::DropBatch> = PerCpuArray::with_max_entries(1, 0);
