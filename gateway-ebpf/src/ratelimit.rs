@@ -27,7 +27,9 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> Option<Re
     }
     let syn = match &pkt.l4 {
         Some(l4) => {
-            PORTS.get_ptr(l4.dst_port)?;
+            if !protected(l4.dst_port) {
+                return None;
+            }
             l4.syn
         }
         // A later fragment shows no port: it counts against its source's
@@ -68,6 +70,14 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> Option<Re
         }
     }
     None
+}
+
+/// Whether `port` is in the protected-port bitmap.
+#[inline(always)]
+fn protected(port: u16) -> bool {
+    PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
 }
 
 #[inline(always)]

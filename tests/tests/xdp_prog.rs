@@ -889,3 +889,31 @@ fn xdp_cost_table() {
     let v = tests::bench::xdp_cost::run(opts, &mut progress);
     println!("{}", tests::bench::xdp_cost::markdown(&v));
 }
+
+/// The protected ports are a bitmap (issue 16): the edges of every word and
+/// of the port range land on the right bit, and `set_ports` replaces the set.
+#[test]
+fn protected_port_bitmap_edges() {
+    let Some(mut h) = harness("protected_port_bitmap_edges", |s| {
+        s.rate_limit.syn = LimitSpec::new(1, 1).unwrap();
+    }) else {
+        return;
+    };
+    let ports = [1, 63, 64, 8080, 65535];
+    h.maps.set_ports(&ports).unwrap();
+    assert_eq!(h.maps.ports().unwrap(), ports);
+    for (i, port) in [1u16, 63, 64, 65535].into_iter().enumerate() {
+        let src = format!("192.0.2.{}", 130 + i);
+        let syn = Frame::tcp(&src, port, TCP_SYN).build();
+        assert_eq!(h.run(&syn), XDP_PASS, "port {port}: first SYN");
+        assert_eq!(h.run(&syn), XDP_DROP, "port {port}: protected");
+        let next = Frame::tcp(&src, port.wrapping_add(1).max(2), TCP_SYN).build();
+        if ![1, 63, 64, 65535].contains(&port.wrapping_add(1).max(2)) {
+            for _ in 0..3 {
+                assert_eq!(h.run(&next), XDP_PASS, "port after {port}: not protected");
+            }
+        }
+    }
+    h.maps.set_ports(&[443]).unwrap();
+    assert_eq!(h.maps.ports().unwrap(), [443]);
+}
