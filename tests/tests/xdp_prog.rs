@@ -917,3 +917,68 @@ fn protected_port_bitmap_edges() {
     h.maps.set_ports(&[443]).unwrap();
     assert_eq!(h.maps.ports().unwrap(), [443]);
 }
+
+/// A new map layout pins in a new `v<N>` directory; the allow, block and
+/// limit entries of the newest older directory are copied over (expired
+/// blocks skipped), so an upgrade keeps its runtime blocks.
+#[test]
+fn older_layout_entries_are_imported() {
+    if !require_root("older_layout_entries_are_imported") {
+        return;
+    }
+    let pin = PinDir::new();
+    let entry = |expires_ns| BlockEntry {
+        expires_ns,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    let old_dir = {
+        let loader = Loader::new(&pin.path);
+        let (_prog, mut maps) = loader.load().expect("first load");
+        maps.block_add(&"192.0.2.140".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"198.51.100.0/24".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"2001:db8:140::/48".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"192.0.2.141".parse().unwrap(), entry(1))
+            .unwrap();
+        let unlimited = LimitOverride::default();
+        maps.limit_set(&"192.0.2.142".parse().unwrap(), unlimited)
+            .unwrap();
+        maps.allow_add(&"192.0.2.143".parse().unwrap(), 2).unwrap();
+        loader.pin_path()
+    };
+    // Pretend those maps were pinned by the previous layout.
+    let previous = pin
+        .path
+        .join(format!("v{}", gateway_common::LAYOUT_VERSION - 1));
+    std::fs::rename(&old_dir, &previous).expect("rename in bpffs");
+    let (prog, maps) = Loader::new(&pin.path).load().expect("second load");
+    let mut blocks: Vec<String> = maps
+        .block_list()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    blocks.sort();
+    assert_eq!(
+        blocks,
+        ["192.0.2.140", "198.51.100.0/24", "2001:db8:140::/48"],
+        "expired block skipped"
+    );
+    assert_eq!(maps.limit_list().unwrap().len(), 1);
+    assert_eq!(maps.allow_list().unwrap().len(), 1);
+    let f = Frame::tcp("198.51.100.9", PORT, TCP_ACK).build();
+    assert_eq!(
+        prog.test_run(&f, 1).unwrap().0,
+        XDP_DROP,
+        "imported CIDR drops"
+    );
+    assert!(
+        previous.exists(),
+        "the old directory is left for the operator"
+    );
+}

@@ -75,44 +75,44 @@ impl Loader {
         program.load().map_err(verifier_context)?;
         if reused {
             tracing::info!(pin_dir = %pin_path.display(), "reusing pinned XDP maps from a previous run");
-        } else {
-            self.warn_about_older_layouts();
         }
-        let maps = XdpMaps::take_from(&mut ebpf)?;
+        let mut maps = XdpMaps::take_from(&mut ebpf)?;
+        if !reused && let Some((version, old)) = super::migrate::older_layout_dir(&self.pin_dir) {
+            self.import_older(&mut maps, version, &old);
+        }
         Ok((LoadedXdp { ebpf, pin_path }, maps))
     }
 }
 
 impl Loader {
-    /// Maps pinned by a gateway with another layout (`<pin_dir>/v<N>`) are
-    /// never reused, so their blocks and overrides do not carry over: say
-    /// so once, with what to do, when this layout starts with empty maps.
-    fn warn_about_older_layouts(&self) {
-        let Ok(dir) = std::fs::read_dir(&self.pin_dir) else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(version) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix('v'))
-                .and_then(|v| v.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let populated = std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_some());
-            if version != LAYOUT_VERSION && populated {
-                tracing::warn!(
-                    old = %entry.path().display(),
-                    new = %self.pin_path().display(),
-                    "XDP maps pinned by a gateway with map layout v{version} are not used by this build \
-                     (layout v{LAYOUT_VERSION}); their runtime blocks and limit overrides are not carried over. \
-                     Inspect them with `bpftool map dump pinned {0}/GW_BLOCK_V4` (also GW_BLOCK_V6, \
-                     GW_BLOCK_CIDR_V4, GW_BLOCK_CIDR_V6, GW_LIMIT_V4, GW_LIMIT_V6), add what is still wanted \
-                     with `gateway block add` / `gateway limit set`, then remove the old maps with `rm -r {0}`",
-                    entry.path().display()
-                );
-            }
+    /// A new map layout starts with empty maps in a new directory: carry
+    /// the allow, block and limit entries over from the newest older one.
+    /// A failed import is logged, never fatal (the file's static lists are
+    /// applied anyway), and says what to do by hand.
+    fn import_older(&self, maps: &mut XdpMaps, version: u32, old: &Path) {
+        let now = super::clock::monotonic_ns();
+        match super::migrate::import(maps, old, now) {
+            Ok(got) => tracing::warn!(
+                old = %old.display(),
+                new = %self.pin_path().display(),
+                allows = got.allows,
+                blocks = got.blocks,
+                expired_blocks_skipped = got.expired_skipped,
+                limit_overrides = got.limits,
+                "XDP map layout changed from v{version} to v{LAYOUT_VERSION}: allow, block and limit entries \
+                 were copied into the new maps (counters, token buckets and per-source drops start afresh); \
+                 once this gateway runs as wanted, remove the old maps with `rm -r {}`",
+                old.display()
+            ),
+            Err(e) => tracing::error!(
+                old = %old.display(),
+                error = %format!("{e:#}"),
+                "XDP map layout changed from v{version} to v{LAYOUT_VERSION} and the old entries could not be \
+                 copied: inspect them with `bpftool map dump pinned {0}/GW_BLOCK_V4` (also GW_BLOCK_V6, \
+                 GW_BLOCK_CIDR_V4, GW_BLOCK_CIDR_V6, GW_LIMIT_V4, GW_LIMIT_V6), re-add what is still wanted \
+                 with `gateway block add` / `gateway limit set`, then `rm -r {0}`",
+                old.display()
+            ),
         }
     }
 }
