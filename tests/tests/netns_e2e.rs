@@ -2,8 +2,9 @@
 //! pair to the host side, where the real `gateway` binary attaches XDP to the
 //! host end. Checks what a user observes: connections succeed or time out,
 //! counters move, blocks expire by themselves and survive a restart, a flood
-//! is dropped while a well-behaved client keeps working, and the CLI rejects
-//! bad input without changing anything.
+//! is dropped while a well-behaved client keeps working, SYNs split into IP
+//! fragments meet the SYN budget (raw sockets), and the CLI rejects bad
+//! input without changing anything.
 
 use std::{
     io::{Read as _, Write as _},
