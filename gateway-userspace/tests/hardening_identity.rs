@@ -71,12 +71,14 @@ struct Gw {
     addr: SocketAddr,
     esc: Arc<Escalator>,
     log: PathBuf,
+    access_log: Arc<AccessLog>,
     _dir: TempDir,
 }
 
 impl Gw {
     /// Access log lines so far, parsed.
     fn lines(&self) -> Vec<Value> {
+        self.access_log.flush();
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -90,6 +92,7 @@ impl Gw {
     }
 
     fn raw_log(&self) -> String {
+        self.access_log.flush();
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -198,9 +201,10 @@ enabled = false
     let esc = Arc::new(Escalator::new(config.escalation.clone(), never, None));
     let mut hooks =
         build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
+    let access_log = Arc::new(AccessLog::open(&config.log, &["api_key".to_owned()]).unwrap());
     hooks.observe = Observe {
         metrics: Arc::new(Metrics::new()),
-        access_log: Arc::new(AccessLog::open(&config.log, &["api_key".to_owned()]).unwrap()),
+        access_log: access_log.clone(),
     };
     let proxy = Proxy::start(&config, hooks).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
@@ -209,6 +213,7 @@ enabled = false
         addr,
         esc,
         log,
+        access_log,
         _dir: dir,
     }
 }

@@ -72,8 +72,9 @@ async fn proxied_clients_are_logged_apart_from_the_balancer_and_blocked_at_l7() 
     ));
     let mut hooks =
         build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).unwrap();
+    let access_log = Arc::new(AccessLog::open(&section, &[]).unwrap());
     hooks.observe = Observe {
-        access_log: Arc::new(AccessLog::open(&section, &[]).unwrap()),
+        access_log: access_log.clone(),
         ..Observe::default()
     };
     let proxy = Proxy::start(&config, hooks).await.unwrap();
@@ -100,6 +101,7 @@ async fn proxied_clients_are_logged_apart_from_the_balancer_and_blocked_at_l7() 
     assert!(esc.l7_blocked("192.0.2.7".parse().unwrap()).is_some());
     assert_eq!(raw(addr, ok.as_bytes()).await.status, 429, "blocked at L7");
 
+    access_log.flush();
     let text = std::fs::read_to_string(&log_path).unwrap();
     let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["client.ip"], "192.0.2.7");

@@ -123,6 +123,17 @@ impl AccessLog {
         Ok(())
     }
 
+    /// Waits (up to 5 s) until every line queued so far is written: for
+    /// tests and tools that read the log right after a request.
+    pub fn flush(&self) {
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => {
+                w.flush(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+
     /// Writes every pending line and stops the writer thread (at shutdown;
     /// dropping the log does the same).
     pub fn close(&self) {

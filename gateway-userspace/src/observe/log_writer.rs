@@ -59,6 +59,11 @@ pub struct Buffering {
 #[derive(Default)]
 struct State {
     pending: Vec<u8>,
+    /// Lines accepted so far, and how many of them have been written.
+    pushed: u64,
+    written: u64,
+    /// A caller of `flush` is waiting: write without waiting for the interval.
+    flush_now: bool,
     /// A file to switch to after writing what is pending (reopen).
     switch_to: Option<File>,
     dropped: u64,
@@ -68,6 +73,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled after every write, for `flush`.
+    written: Condvar,
     buffering: Buffering,
 }
 
@@ -92,6 +99,7 @@ impl LineWriter {
                 ..State::default()
             }),
             wake: Condvar::new(),
+            written: Condvar::new(),
             buffering,
         });
         let thread = std::thread::Builder::new()
@@ -116,10 +124,36 @@ impl LineWriter {
             return;
         }
         s.pending.extend_from_slice(line);
+        s.pushed += 1;
         if s.pending.len() >= b.buffer_bytes {
             drop(s);
             self.shared.wake.notify_one();
         }
+    }
+
+    /// Blocks until every line pushed before this call has been written
+    /// (at most `timeout`; returns whether it was). For tests and tools
+    /// that read the log right after a request; never called on the
+    /// request path.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let mut s = self.shared.lock();
+        let target = s.pushed;
+        s.flush_now = true;
+        self.shared.wake.notify_one();
+        let deadline = std::time::Instant::now() + timeout;
+        while s.written < target && !s.closing {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .shared
+                .written
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s.written >= target
     }
 
     /// Switches to `file` once what is pending now has been written.
@@ -150,17 +184,27 @@ fn run(shared: &Shared, mut output: Output) {
     let b = shared.buffering;
     let mut spare = Vec::with_capacity(b.buffer_bytes);
     loop {
-        let (switch_to, dropped, closing) = {
+        let (switch_to, dropped, closing, batch_end) = {
             let mut s = shared.lock();
-            if s.pending.len() < b.buffer_bytes && s.switch_to.is_none() && !s.closing {
+            if s.pending.len() < b.buffer_bytes
+                && s.switch_to.is_none()
+                && !s.closing
+                && !s.flush_now
+            {
                 s = shared
                     .wake
                     .wait_timeout(s, b.flush_interval)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
+            s.flush_now = false;
             mem::swap(&mut s.pending, &mut spare);
-            (s.switch_to.take(), mem::take(&mut s.dropped), s.closing)
+            (
+                s.switch_to.take(),
+                mem::take(&mut s.dropped),
+                s.closing,
+                s.pushed,
+            )
         };
         if !spare.is_empty() {
             if let Err(e) = output.write_all(&spare) {
@@ -170,6 +214,8 @@ fn run(shared: &Shared, mut output: Output) {
             // Keep the buffer's memory bounded after a burst.
             spare.shrink_to(b.buffer_bytes);
         }
+        shared.lock().written = batch_end;
+        shared.written.notify_all();
         if dropped > 0 {
             tracing::warn!(
                 lines = dropped,
@@ -289,6 +335,23 @@ mod tests {
         w.push(&[&line[..], b"\n"].concat());
         assert_eq!(wait_for(&path, 1).len(), 64);
         drop(w);
+    }
+
+    #[test]
+    fn flush_returns_once_earlier_lines_are_on_disk() {
+        let dir = TempDir::new("flush");
+        let path = dir.path().join("a.log");
+        let w = LineWriter::start(
+            Output::File(File::create(&path).unwrap()),
+            buffering(1 << 16, 3_600_000, 1 << 20),
+        )
+        .unwrap();
+        w.push(b"one\n");
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(read(&path), "one\n");
+        w.push(b"two\n");
+        assert!(w.flush(Duration::from_secs(5)));
+        assert_eq!(read(&path), "one\ntwo\n");
     }
 
     #[test]
