@@ -829,3 +829,157 @@ async fn h2_requests_follow_the_same_rules() {
     assert!(h.get("x-forwarded-prefix").is_none());
     assert_eq!(h["x-real-ip"], "127.0.0.1");
 }
+
+// ------------------------------------------- review: framing scanner desync
+
+/// The URIs the origin received, in order.
+fn uris(origin: &Origin) -> Vec<String> {
+    origin.requests().into_iter().map(|s| s.uri).collect()
+}
+
+/// What follows a request on a keep-alive connection: a fragment, CL+TE
+/// smuggling and a plain request. None of it may reach the origin unless
+/// the scanner followed the connection.
+const FOLLOW_UPS: &str = "GET /public#x HTTP/1.1\r\nHost: t\r\n\r\n\
+    POST /public/smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\
+    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nX\
+    GET /public/after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn upgrade_that_is_not_a_websocket_closes_the_connection() {
+    let gw = start("").await;
+    for upgrade in ["foo", "h2c", "websocket", "WebSocket, foo"] {
+        // `Upgrade` without `Connection: upgrade` (or not a WebSocket) is
+        // answered normally, then the connection is closed: nothing after
+        // it is parsed as a request.
+        let before = gw.origin.requests().len();
+        let r = raw(
+            gw.addr,
+            format!("GET /public/up HTTP/1.1\r\nHost: t\r\nUpgrade: {upgrade}\r\n\r\n{FOLLOW_UPS}")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{upgrade}: {r:?}");
+        assert_eq!(
+            r.header("connection").as_deref(),
+            Some("close"),
+            "{upgrade}"
+        );
+        assert!(
+            !r.body.contains("HTTP/1.1"),
+            "{upgrade}: a second answer: {}",
+            r.body
+        );
+        let seen = gw.origin.requests();
+        assert_eq!(seen.len(), before + 1, "{upgrade}: {seen:?}");
+        assert_eq!(seen[before].uri, "/public/up");
+        assert!(seen[before].headers.get("upgrade").is_none());
+    }
+    // HTTP/1.0 keep-alive with Upgrade too.
+    let r = raw(
+        gw.addr,
+        format!("GET /public/up10 HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nUpgrade: foo\r\n\r\n{FOLLOW_UPS}").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.body.contains("HTTP/1.1"), "a second answer: {}", r.body);
+    assert_eq!(
+        uris(&gw.origin).last().map(String::as_str),
+        Some("/public/up10")
+    );
+    assert!(
+        !uris(&gw.origin)
+            .iter()
+            .any(|u| u.contains("smuggled") || u.contains("after"))
+    );
+}
+
+#[tokio::test]
+async fn connect_closes_the_connection_after_its_405() {
+    let gw = start("").await;
+    for target in ["t:443", "/public/x", "http://t/public/x"] {
+        let r = raw(
+            gw.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: t:443\r\n\r\n{FOLLOW_UPS}").as_bytes(),
+        )
+        .await;
+        assert!(r.status == 405 || r.status == 400, "{target}: {r:?}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{target}");
+        assert!(
+            !r.body.contains("HTTP/1.1"),
+            "{target}: a second answer: {}",
+            r.body
+        );
+    }
+    assert!(gw.origin.requests().is_empty(), "{:?}", uris(&gw.origin));
+}
+
+#[tokio::test]
+async fn bare_lf_heads_keep_the_scanner_in_step() {
+    let gw = start("").await;
+    // `\n\r\n` and `\n\n` end a head for hyper (httparse); the scanner
+    // ends it at the same byte, so the next requests are still checked.
+    for head in [
+        "GET /public/a HTTP/1.1\nHost: t\n\r\n",
+        "GET /public/a HTTP/1.1\nHost: t\n\n",
+        "\r\n\nGET /public/a HTTP/1.1\r\nHost: t\n\r\n",
+    ] {
+        let before = gw.origin.requests().len();
+        let r = raw(gw.addr, format!("{head}{FOLLOW_UPS}").as_bytes()).await;
+        assert_eq!(r.status, 200, "{head:?}: {r:?}");
+        // The fragment is 400, the CL+TE request 400 and the connection
+        // closed: only the first request reached the origin.
+        assert!(r.body.contains(" 400 Bad Request"), "{head:?}: {}", r.body);
+        let got: Vec<String> = uris(&gw.origin).split_off(before);
+        assert_eq!(got, ["/public/a"], "{head:?}");
+    }
+    // Bare-LF heads with a body, then a fragment: still refused.
+    let before = gw.origin.requests().len();
+    let r = raw(
+        gw.addr,
+        b"POST /public/b HTTP/1.1\nHost: t\nContent-Length: 3\n\nabc\
+          GET /public/c#x HTTP/1.1\nHost: t\n\n\
+          GET /public/d HTTP/1.1\nHost: t\nConnection: close\n\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(" 400 Bad Request"), "{}", r.body);
+    assert_eq!(
+        uris(&gw.origin).split_off(before),
+        ["/public/b", "/public/d"]
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_with_extensions_and_trailers_keep_the_scanner_in_step() {
+    let gw = start("").await;
+    let r = raw(
+        gw.addr,
+        b"POST /public/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3 ;ext=\"v\"\r\nabc\r\n0;last\r\nX-Trailer: 1\r\n\r\n\
+          POST /public/b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi\
+          GET /public/c#x HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /public/d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(" 400 Bad Request"), "{}", r.body);
+    let seen = gw.origin.requests();
+    let got: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(got, ["/public/a", "/public/b", "/public/d"]);
+    assert_eq!(seen[0].body, b"abc");
+    assert_eq!(seen[1].body, b"hi");
+}
+
+#[tokio::test]
+async fn slow_head_is_408_after_a_bare_lf_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let gw = start("[limits]\nheader_read_timeout = \"300ms\"\n").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /public/a HTTP/1.1\nHost: t\n\r\nGET /public/b HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let r = read_all(&mut s).await;
+    assert!(r.body.contains("408 Request Timeout"), "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/a"]);
+}
