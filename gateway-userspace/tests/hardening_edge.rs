@@ -983,3 +983,136 @@ async fn slow_head_is_408_after_a_bare_lf_request() {
     assert!(r.body.contains("408 Request Timeout"), "{r:?}");
     assert_eq!(uris(&gw.origin), ["/public/a"]);
 }
+
+// ------------------------------- review: Connection vs framing, claim families
+
+#[tokio::test]
+async fn connection_cannot_remove_content_length_before_the_413() {
+    use tokio::io::AsyncWriteExt as _;
+    for extra in ["", "[limits]\nrequest_buffering = false\n"] {
+        let gw = start(extra).await;
+        for connection in [
+            "content-length",
+            "Content-Length, close",
+            "keep-alive, CONTENT-LENGTH",
+        ] {
+            // 1.1 MB declared (the default limit is 1 MiB); a part is sent.
+            let mut s = TcpStream::connect(gw.addr).await.unwrap();
+            s.write_all(
+                format!(
+                    "POST /public/up HTTP/1.1\r\nHost: t\r\nConnection: {connection}\r\n\
+                     Content-Length: 1100000\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let _ = s.write_all(&[b'a'; 64 * 1024]).await;
+            let r = read_all(&mut s).await;
+            assert_eq!(r.status, 413, "{extra:?} {connection}: {r:?}");
+            assert!(
+                gw.origin.requests().is_empty(),
+                "{extra:?} {connection}: streamed upstream"
+            );
+        }
+        // A small body keeps its Content-Length (and Content-Type) upstream.
+        let r = raw(
+            gw.addr,
+            b"POST /public/small HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+             Connection: content-length, content-type, host, close\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{extra:?}: {r:?}");
+        let seen = gw.origin.requests().pop().unwrap();
+        assert_eq!(seen.body, b"hello");
+        assert_eq!(seen.headers["content-length"], "5", "{extra:?}");
+        assert_eq!(seen.headers["content-type"], "text/plain", "{extra:?}");
+        assert!(seen.headers.get("transfer-encoding").is_none(), "{extra:?}");
+    }
+}
+
+/// Client-sent fields of the claim families, in other spellings.
+const UNDERSCORE_CLAIMS: &[&str] = &[
+    "X_Original_URL",
+    "X_HTTP_Method_Override",
+    "X_Forwarded_Prefix",
+    "True_Client_IP",
+    "X_Real_IP",
+    "X_User_Id",
+    "x_forwarded_for",
+    "X-Forwarded_Host",
+    "X_Request_Id",
+];
+
+#[tokio::test]
+async fn underscore_spellings_of_claims_never_reach_the_upstream() {
+    let gw = start("[limits]\nunderscore_headers = \"allow\"\n").await;
+    let lines: String = UNDERSCORE_CLAIMS
+        .iter()
+        .map(|h| format!("{h}: 6.6.6.6\r\n"))
+        .collect();
+    for (path, key) in [("/public/x", ""), ("/api/x", "X-Api-Key: demo-key\r\n")] {
+        let r = send(
+            gw.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{key}{lines}X_Kept_Field: 1\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let h = gw.origin.requests().pop().unwrap().headers;
+        for (name, value) in &h {
+            assert!(
+                !value.as_bytes().starts_with(b"6.6.6.6"),
+                "{path}: {name} reached the upstream"
+            );
+        }
+        assert_eq!(h["x_kept_field"], "1", "{path}: unrelated underscores stay");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        if key.is_empty() {
+            assert!(h.get("x-user-id").is_none());
+        } else {
+            assert_eq!(h["x-user-id"], "client-1");
+        }
+    }
+}
+
+/// Fields of the proxy family (by prefix or name) an untrusted client may
+/// not send: TLS terminators, Envoy, forward-auth proxies, REMOTE_USER.
+const PROXY_FAMILY: &[&str] = &[
+    "X-Forwarded-Client-Cert",
+    "X-Forwarded-Method",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Envoy-Original-Path",
+    "X-Envoy-Internal",
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-DN",
+    "SSL-Client-Cert",
+    "X-Client-Cert",
+    "X-Client-Verify",
+    "X-Remote-User",
+    "Remote-User",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-WEBAUTH-USER",
+];
+
+#[tokio::test]
+async fn proxy_family_prefixes_never_reach_the_upstream_from_clients() {
+    let gw = start("").await;
+    let lines: String = PROXY_FAMILY
+        .iter()
+        .map(|h| format!("{h}: forged\r\n"))
+        .collect();
+    let r = send(
+        gw.addr,
+        &format!("GET /public/x HTTP/1.1\r\nHost: t\r\n{lines}X-Envoyish: kept\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = gw.origin.requests().pop().unwrap().headers;
+    for name in PROXY_FAMILY {
+        assert!(h.get(*name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(h["x-envoyish"], "kept");
+}
