@@ -1116,3 +1116,74 @@ async fn proxy_family_prefixes_never_reach_the_upstream_from_clients() {
     }
     assert_eq!(h["x-envoyish"], "kept");
 }
+
+// ------------------------------------- review: OPTIONS *, cookies, schemes
+
+#[tokio::test]
+async fn server_wide_options_over_h2_and_absolute_form_is_the_gateways() {
+    let gw = start_with(100, "").await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut c = h2(gw.tls).await;
+    for _ in 0..6 {
+        let uri = http::Uri::builder()
+            .scheme("https")
+            .authority("localhost")
+            .path_and_query("*")
+            .build()
+            .unwrap();
+        let req = http::Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .body(Full::default())
+            .unwrap();
+        let resp = c.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["allow"],
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+        );
+    }
+    for target in ["http://t", "http://t:80", "HTTP://t"] {
+        let r = send(
+            gw.addr,
+            &format!("OPTIONS {target} HTTP/1.1\r\nHost: t\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        assert!(r.header("allow").is_some(), "{target}");
+    }
+    assert!(gw.origin.requests().is_empty(), "{:?}", uris(&gw.origin));
+    assert!(
+        gw.esc.l7_blocked(client).is_none(),
+        "server-wide OPTIONS escalated"
+    );
+    // `OPTIONS http://t/` is a request for `/`: forwarded.
+    let r = send(gw.addr, "OPTIONS http://t/public/ HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/"]);
+}
+
+#[tokio::test]
+async fn h2_cookies_are_joined_and_schemes_are_case_insensitive() {
+    let gw = start("").await;
+    let mut c = h2(gw.tls).await;
+    let req = http::Request::get("https://localhost/public/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2; c=3")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(h2_send(&mut c, req).await.0, 200);
+    let seen = gw.origin.requests().pop().unwrap();
+    assert_eq!(
+        seen.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+        ["a=1; b=2; c=3"]
+    );
+    for uri in ["HTTPS://localhost/public/s", "Https://localhost/public/s"] {
+        let req = http::Request::get(uri).body(Full::default()).unwrap();
+        let (status, body) = h2_send(&mut c, req).await;
+        assert_eq!(status, 200, "{uri}: {body}");
+    }
+    let r = send(gw.addr, "GET HTTP://t/public/h1 HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(gw.origin.requests().len(), 4);
+}

@@ -151,6 +151,12 @@ impl ConnInfo {
         self.scan_lost_at.load(Ordering::Relaxed) <= index.saturating_add(1)
     }
 
+    /// Whether HTTP/1 request `index` was `OPTIONS` with an absolute-form
+    /// target and an empty path (answered like `OPTIONS *`).
+    pub fn server_wide_options(&self, index: u64) -> bool {
+        self.found(index, Finding::ServerWideOptions)
+    }
+
     fn found(&self, index: u64, what: Finding) -> bool {
         self.findings
             .lock()

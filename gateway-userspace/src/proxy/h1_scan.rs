@@ -31,6 +31,10 @@ pub enum Finding {
     ContentLengthWithTransferEncoding,
     /// A `#` in the request-target.
     Fragment,
+    /// `OPTIONS` with an absolute-form target whose path is empty
+    /// (`OPTIONS http://host HTTP/1.1`): the server-wide OPTIONS of RFC 9112
+    /// §3.2.4, which `http` would turn into `OPTIONS /`.
+    ServerWideOptions,
 }
 
 /// Where the scanner is in a chunked body; mirrors hyper's `ChunkedState`.
@@ -197,12 +201,17 @@ impl Scanner {
         if !http11 && !request_line.ends_with(" HTTP/1.0") {
             return State::Lost; // HTTP/2 preface or garbage
         }
-        if request_line
-            .split(' ')
-            .nth(1)
-            .is_some_and(|target| target.contains('#'))
-        {
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if target.contains('#') {
             flag(index, Finding::Fragment);
+        }
+        if method == "OPTIONS"
+            && target
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('/'))
+        {
+            flag(index, Finding::ServerWideOptions);
         }
         let (mut cl, mut te, mut chunked, mut upgrade) = (None::<u64>, false, false, false);
         for line in lines.filter(|l| !l.is_empty()) {

@@ -241,6 +241,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins several `Cookie` fields into one with `; ` (RFC 9113 §8.2.3: an
+/// HTTP/2 client may split the cookie header, and they must be joined
+/// before forwarding to HTTP/1.1, where a server may read only the first or
+/// last line). Values that are not visible ASCII are left as they are.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Option<Vec<&str>> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    if let Some(joined) = joined.map(|v| v.join("; ")) {
+        insert(headers, header::COOKIE, &joined);
+    }
+}
+
 /// Whether a request asks for a WebSocket upgrade (HTTP/1.1 only).
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has_token = |name, token: &str| {

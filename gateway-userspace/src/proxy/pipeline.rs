@@ -320,8 +320,9 @@ async fn phases(
             "the request target must not contain a fragment ('#')",
         ));
     }
+    let h1 = req.version() < Version::HTTP_2;
     let checked = check::check(&mut req, &state.limits, &state.router)?;
-    if checked.asterisk {
+    if checked.asterisk || (h1 && conn.server_wide_options(index)) {
         return Ok(server_options(&state.limits));
     }
 
@@ -427,6 +428,7 @@ async fn phases(
         },
     );
     outcome.trace.apply(&mut parts.headers);
+    headers::join_cookies(&mut parts.headers);
     // The Host sent upstream is the validated authority the route matched.
     match authority.as_deref().map(HeaderValue::from_str) {
         Some(Ok(v)) => {
