@@ -1187,3 +1187,50 @@ async fn h2_cookies_are_joined_and_schemes_are_case_insensitive() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(gw.origin.requests().len(), 4);
 }
+
+// --------------------------------------------- review: ';' path parameters
+
+#[tokio::test]
+async fn path_parameters_are_400_by_default() {
+    let gw = start("").await;
+    for path in [
+        "/api;/x",
+        "/api;jsessionid=1/x",
+        "/public/..;/api/x",
+        "/public/%2e%2e;/api/x",
+        "/public/%2E%2E;x=1/api/x",
+        "/public/.;/x",
+        "/public/a;b",
+        "/public/x;",
+    ] {
+        let r = send(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n")).await;
+        assert_refused(&r, 400, &gw.origin, path);
+    }
+    // An encoded semicolon is data to Tomcat and Jetty: forwarded encoded.
+    let r = send(gw.addr, "GET /public/a%3Bb%3bc HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/a%3Bb%3Bc"]);
+}
+
+#[tokio::test]
+async fn kept_path_parameters_never_carry_dot_segments() {
+    let gw = start("[limits]\npath_parameters = \"keep\"\n").await;
+    for path in [
+        "/public/..;/api/x",
+        "/public/..;x=1/api/x",
+        "/public/%2e%2e;/api/x",
+        "/public/.;/api/x",
+        "/public/;x/../api/x",
+        "/public//;/x",
+    ] {
+        let r = send(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n")).await;
+        assert_refused(&r, 400, &gw.origin, path);
+    }
+    let r = send(
+        gw.addr,
+        "GET /public/cars;color=red/x HTTP/1.1\r\nHost: t\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/cars;color=red/x"]);
+}

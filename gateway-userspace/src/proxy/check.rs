@@ -244,6 +244,7 @@ pub fn check<B>(
     let rules = PathRules {
         escaped_slashes: limits.escaped_slashes,
         escaped_controls: limits.escaped_controls,
+        path_parameters: limits.path_parameters,
     };
     let path = path::normalize_with(uri.path(), rules)
         .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?;
