@@ -180,9 +180,12 @@ impl Scanner {
         } else if self.line_start == 0 {
             self.line.clear();
         } else {
-            let head = std::mem::take(&mut self.line);
+            let mut head = std::mem::take(&mut self.line);
             self.line_start = 0;
             self.state = self.on_head(&head, flag);
+            // Keep the buffer's capacity for the next head (no regrowth per request).
+            head.clear();
+            self.line = head;
             if matches!(self.state, State::Lost) && !self.cl_te {
                 // A head the scanner cannot read is not counted: the request
                 // (if hyper accepts it at all) is refused as not followed.
