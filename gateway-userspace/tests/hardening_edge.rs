@@ -829,3 +829,408 @@ async fn h2_requests_follow_the_same_rules() {
     assert!(h.get("x-forwarded-prefix").is_none());
     assert_eq!(h["x-real-ip"], "127.0.0.1");
 }
+
+// ------------------------------------------- review: framing scanner desync
+
+/// The URIs the origin received, in order.
+fn uris(origin: &Origin) -> Vec<String> {
+    origin.requests().into_iter().map(|s| s.uri).collect()
+}
+
+/// What follows a request on a keep-alive connection: a fragment, CL+TE
+/// smuggling and a plain request. None of it may reach the origin unless
+/// the scanner followed the connection.
+const FOLLOW_UPS: &str = "GET /public#x HTTP/1.1\r\nHost: t\r\n\r\n\
+    POST /public/smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\
+    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nX\
+    GET /public/after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn upgrade_that_is_not_a_websocket_closes_the_connection() {
+    let gw = start("").await;
+    for upgrade in ["foo", "h2c", "websocket", "WebSocket, foo"] {
+        // `Upgrade` without `Connection: upgrade` (or not a WebSocket) is
+        // answered normally, then the connection is closed: nothing after
+        // it is parsed as a request.
+        let before = gw.origin.requests().len();
+        let r = raw(
+            gw.addr,
+            format!("GET /public/up HTTP/1.1\r\nHost: t\r\nUpgrade: {upgrade}\r\n\r\n{FOLLOW_UPS}")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{upgrade}: {r:?}");
+        assert_eq!(
+            r.header("connection").as_deref(),
+            Some("close"),
+            "{upgrade}"
+        );
+        assert!(
+            !r.body.contains("HTTP/1.1"),
+            "{upgrade}: a second answer: {}",
+            r.body
+        );
+        let seen = gw.origin.requests();
+        assert_eq!(seen.len(), before + 1, "{upgrade}: {seen:?}");
+        assert_eq!(seen[before].uri, "/public/up");
+        assert!(seen[before].headers.get("upgrade").is_none());
+    }
+    // HTTP/1.0 keep-alive with Upgrade too.
+    let r = raw(
+        gw.addr,
+        format!("GET /public/up10 HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\nUpgrade: foo\r\n\r\n{FOLLOW_UPS}").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(!r.body.contains("HTTP/1.1"), "a second answer: {}", r.body);
+    assert_eq!(
+        uris(&gw.origin).last().map(String::as_str),
+        Some("/public/up10")
+    );
+    assert!(
+        !uris(&gw.origin)
+            .iter()
+            .any(|u| u.contains("smuggled") || u.contains("after"))
+    );
+}
+
+#[tokio::test]
+async fn connect_closes_the_connection_after_its_405() {
+    let gw = start("").await;
+    for target in ["t:443", "/public/x", "http://t/public/x"] {
+        let r = raw(
+            gw.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: t:443\r\n\r\n{FOLLOW_UPS}").as_bytes(),
+        )
+        .await;
+        assert!(r.status == 405 || r.status == 400, "{target}: {r:?}");
+        assert_eq!(r.header("connection").as_deref(), Some("close"), "{target}");
+        assert!(
+            !r.body.contains("HTTP/1.1"),
+            "{target}: a second answer: {}",
+            r.body
+        );
+    }
+    assert!(gw.origin.requests().is_empty(), "{:?}", uris(&gw.origin));
+}
+
+#[tokio::test]
+async fn bare_lf_heads_keep_the_scanner_in_step() {
+    let gw = start("").await;
+    // `\n\r\n` and `\n\n` end a head for hyper (httparse); the scanner
+    // ends it at the same byte, so the next requests are still checked.
+    for head in [
+        "GET /public/a HTTP/1.1\nHost: t\n\r\n",
+        "GET /public/a HTTP/1.1\nHost: t\n\n",
+        "\r\n\nGET /public/a HTTP/1.1\r\nHost: t\n\r\n",
+    ] {
+        let before = gw.origin.requests().len();
+        let r = raw(gw.addr, format!("{head}{FOLLOW_UPS}").as_bytes()).await;
+        assert_eq!(r.status, 200, "{head:?}: {r:?}");
+        // The fragment is 400, the CL+TE request 400 and the connection
+        // closed: only the first request reached the origin.
+        assert!(r.body.contains(" 400 Bad Request"), "{head:?}: {}", r.body);
+        let got: Vec<String> = uris(&gw.origin).split_off(before);
+        assert_eq!(got, ["/public/a"], "{head:?}");
+    }
+    // Bare-LF heads with a body, then a fragment: still refused.
+    let before = gw.origin.requests().len();
+    let r = raw(
+        gw.addr,
+        b"POST /public/b HTTP/1.1\nHost: t\nContent-Length: 3\n\nabc\
+          GET /public/c#x HTTP/1.1\nHost: t\n\n\
+          GET /public/d HTTP/1.1\nHost: t\nConnection: close\n\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(" 400 Bad Request"), "{}", r.body);
+    assert_eq!(
+        uris(&gw.origin).split_off(before),
+        ["/public/b", "/public/d"]
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_with_extensions_and_trailers_keep_the_scanner_in_step() {
+    let gw = start("").await;
+    let r = raw(
+        gw.addr,
+        b"POST /public/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3 ;ext=\"v\"\r\nabc\r\n0;last\r\nX-Trailer: 1\r\n\r\n\
+          POST /public/b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi\
+          GET /public/c#x HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /public/d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(" 400 Bad Request"), "{}", r.body);
+    let seen = gw.origin.requests();
+    let got: Vec<&str> = seen.iter().map(|s| s.uri.as_str()).collect();
+    assert_eq!(got, ["/public/a", "/public/b", "/public/d"]);
+    assert_eq!(seen[0].body, b"abc");
+    assert_eq!(seen[1].body, b"hi");
+}
+
+#[tokio::test]
+async fn slow_head_is_408_after_a_bare_lf_request() {
+    use tokio::io::AsyncWriteExt as _;
+    let gw = start("[limits]\nheader_read_timeout = \"300ms\"\n").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /public/a HTTP/1.1\nHost: t\n\r\nGET /public/b HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let r = read_all(&mut s).await;
+    assert!(r.body.contains("408 Request Timeout"), "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/a"]);
+}
+
+// ------------------------------- review: Connection vs framing, claim families
+
+#[tokio::test]
+async fn connection_cannot_remove_content_length_before_the_413() {
+    use tokio::io::AsyncWriteExt as _;
+    for extra in ["", "[limits]\nrequest_buffering = false\n"] {
+        let gw = start(extra).await;
+        for connection in [
+            "content-length",
+            "Content-Length, close",
+            "keep-alive, CONTENT-LENGTH",
+        ] {
+            // 1.1 MB declared (the default limit is 1 MiB); a part is sent.
+            let mut s = TcpStream::connect(gw.addr).await.unwrap();
+            s.write_all(
+                format!(
+                    "POST /public/up HTTP/1.1\r\nHost: t\r\nConnection: {connection}\r\n\
+                     Content-Length: 1100000\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let _ = s.write_all(&[b'a'; 64 * 1024]).await;
+            let r = read_all(&mut s).await;
+            assert_eq!(r.status, 413, "{extra:?} {connection}: {r:?}");
+            assert!(
+                gw.origin.requests().is_empty(),
+                "{extra:?} {connection}: streamed upstream"
+            );
+        }
+        // A small body keeps its Content-Length (and Content-Type) upstream.
+        let r = raw(
+            gw.addr,
+            b"POST /public/small HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n\
+             Connection: content-length, content-type, host, close\r\nContent-Length: 5\r\n\r\nhello",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{extra:?}: {r:?}");
+        let seen = gw.origin.requests().pop().unwrap();
+        assert_eq!(seen.body, b"hello");
+        assert_eq!(seen.headers["content-length"], "5", "{extra:?}");
+        assert_eq!(seen.headers["content-type"], "text/plain", "{extra:?}");
+        assert!(seen.headers.get("transfer-encoding").is_none(), "{extra:?}");
+    }
+}
+
+/// Client-sent fields of the claim families, in other spellings.
+const UNDERSCORE_CLAIMS: &[&str] = &[
+    "X_Original_URL",
+    "X_HTTP_Method_Override",
+    "X_Forwarded_Prefix",
+    "True_Client_IP",
+    "X_Real_IP",
+    "X_User_Id",
+    "x_forwarded_for",
+    "X-Forwarded_Host",
+    "X_Request_Id",
+];
+
+#[tokio::test]
+async fn underscore_spellings_of_claims_never_reach_the_upstream() {
+    let gw = start("[limits]\nunderscore_headers = \"allow\"\n").await;
+    let lines: String = UNDERSCORE_CLAIMS
+        .iter()
+        .map(|h| format!("{h}: 6.6.6.6\r\n"))
+        .collect();
+    for (path, key) in [("/public/x", ""), ("/api/x", "X-Api-Key: demo-key\r\n")] {
+        let r = send(
+            gw.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: t\r\n{key}{lines}X_Kept_Field: 1\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let h = gw.origin.requests().pop().unwrap().headers;
+        for (name, value) in &h {
+            assert!(
+                !value.as_bytes().starts_with(b"6.6.6.6"),
+                "{path}: {name} reached the upstream"
+            );
+        }
+        assert_eq!(h["x_kept_field"], "1", "{path}: unrelated underscores stay");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        if key.is_empty() {
+            assert!(h.get("x-user-id").is_none());
+        } else {
+            assert_eq!(h["x-user-id"], "client-1");
+        }
+    }
+}
+
+/// Fields of the proxy family (by prefix or name) an untrusted client may
+/// not send: TLS terminators, Envoy, forward-auth proxies, REMOTE_USER.
+const PROXY_FAMILY: &[&str] = &[
+    "X-Forwarded-Client-Cert",
+    "X-Forwarded-Method",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Envoy-Original-Path",
+    "X-Envoy-Internal",
+    "X-SSL-Client-Verify",
+    "X-SSL-Client-DN",
+    "SSL-Client-Cert",
+    "X-Client-Cert",
+    "X-Client-Verify",
+    "X-Remote-User",
+    "Remote-User",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-WEBAUTH-USER",
+];
+
+#[tokio::test]
+async fn proxy_family_prefixes_never_reach_the_upstream_from_clients() {
+    let gw = start("").await;
+    let lines: String = PROXY_FAMILY
+        .iter()
+        .map(|h| format!("{h}: forged\r\n"))
+        .collect();
+    let r = send(
+        gw.addr,
+        &format!("GET /public/x HTTP/1.1\r\nHost: t\r\n{lines}X-Envoyish: kept\r\n"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = gw.origin.requests().pop().unwrap().headers;
+    for name in PROXY_FAMILY {
+        assert!(h.get(*name).is_none(), "{name} reached the upstream");
+    }
+    assert_eq!(h["x-envoyish"], "kept");
+}
+
+// ------------------------------------- review: OPTIONS *, cookies, schemes
+
+#[tokio::test]
+async fn server_wide_options_over_h2_and_absolute_form_is_the_gateways() {
+    let gw = start_with(100, "").await;
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let mut c = h2(gw.tls).await;
+    for _ in 0..6 {
+        let uri = http::Uri::builder()
+            .scheme("https")
+            .authority("localhost")
+            .path_and_query("*")
+            .build()
+            .unwrap();
+        let req = http::Request::builder()
+            .method("OPTIONS")
+            .uri(uri)
+            .body(Full::default())
+            .unwrap();
+        let resp = c.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["allow"],
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+        );
+    }
+    for target in ["http://t", "http://t:80", "HTTP://t"] {
+        let r = send(
+            gw.addr,
+            &format!("OPTIONS {target} HTTP/1.1\r\nHost: t\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        assert!(r.header("allow").is_some(), "{target}");
+    }
+    assert!(gw.origin.requests().is_empty(), "{:?}", uris(&gw.origin));
+    assert!(
+        gw.esc.l7_blocked(client).is_none(),
+        "server-wide OPTIONS escalated"
+    );
+    // `OPTIONS http://t/` is a request for `/`: forwarded.
+    let r = send(gw.addr, "OPTIONS http://t/public/ HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/"]);
+}
+
+#[tokio::test]
+async fn h2_cookies_are_joined_and_schemes_are_case_insensitive() {
+    let gw = start("").await;
+    let mut c = h2(gw.tls).await;
+    let req = http::Request::get("https://localhost/public/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2; c=3")
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(h2_send(&mut c, req).await.0, 200);
+    let seen = gw.origin.requests().pop().unwrap();
+    assert_eq!(
+        seen.headers.get_all("cookie").iter().collect::<Vec<_>>(),
+        ["a=1; b=2; c=3"]
+    );
+    for uri in ["HTTPS://localhost/public/s", "Https://localhost/public/s"] {
+        let req = http::Request::get(uri).body(Full::default()).unwrap();
+        let (status, body) = h2_send(&mut c, req).await;
+        assert_eq!(status, 200, "{uri}: {body}");
+    }
+    let r = send(gw.addr, "GET HTTP://t/public/h1 HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(gw.origin.requests().len(), 4);
+}
+
+// --------------------------------------------- review: ';' path parameters
+
+#[tokio::test]
+async fn path_parameters_are_400_by_default() {
+    let gw = start("").await;
+    for path in [
+        "/api;/x",
+        "/api;jsessionid=1/x",
+        "/public/..;/api/x",
+        "/public/%2e%2e;/api/x",
+        "/public/%2E%2E;x=1/api/x",
+        "/public/.;/x",
+        "/public/a;b",
+        "/public/x;",
+    ] {
+        let r = send(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n")).await;
+        assert_refused(&r, 400, &gw.origin, path);
+    }
+    // An encoded semicolon is data to Tomcat and Jetty: forwarded encoded.
+    let r = send(gw.addr, "GET /public/a%3Bb%3bc HTTP/1.1\r\nHost: t\r\n").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/a%3Bb%3Bc"]);
+}
+
+#[tokio::test]
+async fn kept_path_parameters_never_carry_dot_segments() {
+    let gw = start("[limits]\npath_parameters = \"keep\"\n").await;
+    for path in [
+        "/public/..;/api/x",
+        "/public/..;x=1/api/x",
+        "/public/%2e%2e;/api/x",
+        "/public/.;/api/x",
+        "/public/;x/../api/x",
+        "/public//;/x",
+    ] {
+        let r = send(gw.addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n")).await;
+        assert_refused(&r, 400, &gw.origin, path);
+    }
+    let r = send(
+        gw.addr,
+        "GET /public/cars;color=red/x HTTP/1.1\r\nHost: t\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(uris(&gw.origin), ["/public/cars;color=red/x"]);
+}

@@ -333,9 +333,20 @@ impl Authenticator {
     }
 
     /// Removes client-sent copies of every identity header, for requests
-    /// on routes without an auth policy.
+    /// on routes without an auth policy. Every spelling with `_` for `-`
+    /// goes too (`X_User_Id` is `X-User-Id` to CGI, WSGI and PHP backends).
     pub fn strip_identity_headers(&self, req: &mut http::request::Parts) {
-        for name in &self.identity_headers {
+        let forged: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| {
+                self.identity_headers
+                    .iter()
+                    .any(|want| crate::proxy::headers::same_name(k.as_str(), want.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in forged {
             req.headers.remove(name);
         }
     }
@@ -348,9 +359,7 @@ impl Authenticator {
     /// that authenticated, `none` policies included, so a client can never
     /// forge an identity header.
     pub fn apply_identity(&self, identity: &Identity, req: &mut http::request::Parts) {
-        for name in &self.identity_headers {
-            req.headers.remove(name);
-        }
+        self.strip_identity_headers(req);
         for (name, value) in &identity.claims_headers {
             req.headers.append(name.clone(), value.clone());
         }

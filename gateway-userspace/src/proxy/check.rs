@@ -133,7 +133,11 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Rejec
     let target = match uri.authority() {
         Some(a) => {
             // The gateway proxies http and https only (also for `:scheme`).
-            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            // Schemes are case-insensitive (RFC 3986 §3.1): `HTTPS` is https.
+            if !uri
+                .scheme_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+            {
                 return Err(bad("the target scheme must be http or https".into()));
             }
             Some(parse(a.as_str(), "request-target authority")?)
@@ -214,8 +218,16 @@ pub fn check<B>(
     let authority = request_authority(req)?;
     let uri = req.uri();
     // hyper gives `*` as the path of an asterisk-form target (and `http`
-    // keeps it for `:path: *` in HTTP/2).
-    if uri.path() == "*" && uri.query().is_none() && uri.authority().is_none() {
+    // keeps it for `:path: *` in HTTP/2, where the URI always carries
+    // :authority). An absolute-form target with an empty path
+    // (`OPTIONS http://host HTTP/1.1`) is the server-wide OPTIONS too
+    // (RFC 9112 §3.2.4), never `OPTIONS /`; `http` turns the empty path
+    // into `/`, so `h1_scan` finds it in the raw request line and the
+    // pipeline answers it like this one.
+    let asterisk = uri.path() == "*"
+        && uri.query().is_none()
+        && (uri.authority().is_none() || req.version() == Version::HTTP_2);
+    if asterisk {
         if req.method() != Method::OPTIONS {
             return Err(Rejection::new(
                 Reason::BadPath,
@@ -232,6 +244,7 @@ pub fn check<B>(
     let rules = PathRules {
         escaped_slashes: limits.escaped_slashes,
         escaped_controls: limits.escaped_controls,
+        path_parameters: limits.path_parameters,
     };
     let path = path::normalize_with(uri.path(), rules)
         .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?;

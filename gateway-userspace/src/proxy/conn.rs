@@ -64,6 +64,11 @@ pub struct ConnInfo {
     requests: AtomicU64,
     /// What the HTTP/1 scanner found, by request index.
     findings: Mutex<Vec<(u64, Finding)>>,
+    /// Request heads the HTTP/1 scanner completed.
+    scanned_heads: AtomicU64,
+    /// Heads the HTTP/1 scanner had completed when it met framing it
+    /// cannot follow (`u64::MAX` while it follows).
+    scan_lost_at: AtomicU64,
     /// Where a slowloris (408 on the raw connection) is reported.
     escalation: Option<(Arc<crate::escalate::Escalator>, crate::escalate::Seen)>,
 }
@@ -86,6 +91,8 @@ impl ConnInfo {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             findings: Mutex::new(Vec::new()),
+            scanned_heads: AtomicU64::new(0),
+            scan_lost_at: AtomicU64::new(u64::MAX),
             escalation: None,
         }
     }
@@ -126,6 +133,28 @@ impl ConnInfo {
     /// Whether HTTP/1 request `index` had a `#fragment` in its target.
     pub fn fragment_in_target(&self, index: u64) -> bool {
         self.found(index, Finding::Fragment)
+    }
+
+    /// Whether the HTTP/1 framing scanner followed this connection up to
+    /// and including request `index`: it saw that request's head and never
+    /// lost track. When this is false the scanner's findings cannot be
+    /// trusted for `index`, so the request is refused and the connection
+    /// closed (fail closed: the scanner and hyper never disagree silently).
+    pub fn scanned(&self, index: u64) -> bool {
+        self.scanned_heads.load(Ordering::Relaxed) > index
+    }
+
+    /// Whether the HTTP/1 scanner lost track of this connection's framing
+    /// before the request after `index`: then the response to `index`
+    /// closes the connection, so nothing unscanned is parsed as a request.
+    pub fn scan_lost_after(&self, index: u64) -> bool {
+        self.scan_lost_at.load(Ordering::Relaxed) <= index.saturating_add(1)
+    }
+
+    /// Whether HTTP/1 request `index` was `OPTIONS` with an absolute-form
+    /// target and an empty path (answered like `OPTIONS *`).
+    pub fn server_wide_options(&self, index: u64) -> bool {
+        self.found(index, Finding::ServerWideOptions)
     }
 
     fn found(&self, index: u64, what: Finding) -> bool {
@@ -402,6 +431,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
                             .unwrap_or_else(|p| p.into_inner())
                             .push((i, f))
                     });
+                    info.scanned_heads.store(scanner.heads(), Ordering::Relaxed);
+                    if scanner.lost() {
+                        info.scan_lost_at
+                            .fetch_min(scanner.heads(), Ordering::Relaxed);
+                    }
                 }
             }
         }

@@ -1,12 +1,22 @@
 //! A read-side scanner of HTTP/1 request framing, because hyper hides
 //! request smuggling attempts: given both `Content-Length` and
 //! `Transfer-Encoding` it silently drops the length and uses chunked, so the
-//! service cannot tell. The scanner follows the same framing (heads, then a
-//! Content-Length or chunked body) over the raw bytes and records the index
-//! of every request head that carried both. It also records request lines
-//! whose target has a `#fragment`, which the `http` crate drops silently.
-//! Anything it does not understand (an upgrade, HTTP/2, a malformed stream)
-//! stops the scan; hyper rejects malformed streams itself.
+//! service cannot tell. The scanner follows the framing exactly the way
+//! hyper 1.x parses it (httparse heads with CRLF or bare-LF line ends and
+//! leading empty lines; `Content-Length` as digits only, repeated values
+//! equal; chunked bodies byte by byte like hyper's decoder: size, optional
+//! whitespace, extensions, CRLF, data, CRLF, trailers up to an empty CRLF
+//! line) and records the index of every request head that carried both.
+//! It also records request lines whose target has a `#fragment`, which the
+//! `http` crate drops silently.
+//!
+//! The scanner never silently stops: a head that may switch protocols
+//! (`Upgrade`, `CONNECT`) pauses it ([`Scanner::switching`]), and anything it
+//! cannot follow marks it lost ([`Scanner::lost`]). The pipeline closes the
+//! connection after any response to such a request unless it is a 101 (the
+//! only case where the connection really stops being HTTP/1), and refuses a
+//! request whose head the scanner did not see ([`Scanner::heads`]), so the
+//! scanner and hyper can never disagree about where a request starts.
 
 #![forbid(unsafe_code)]
 
@@ -21,16 +31,40 @@ pub enum Finding {
     ContentLengthWithTransferEncoding,
     /// A `#` in the request-target.
     Fragment,
+    /// `OPTIONS` with an absolute-form target whose path is empty
+    /// (`OPTIONS http://host HTTP/1.1`): the server-wide OPTIONS of RFC 9112
+    /// §3.2.4, which `http` would turn into `OPTIONS /`.
+    ServerWideOptions,
+}
+
+/// Where the scanner is in a chunked body; mirrors hyper's `ChunkedState`.
+#[derive(Debug, Clone, Copy)]
+enum Chunk {
+    /// Before the first hex digit of a size.
+    Start,
+    Size(u64),
+    SizeLws(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// After the last chunk's size line: `\r` ends, anything else is a trailer.
+    EndCr,
+    Trailer,
+    TrailerLf,
+    EndLf,
 }
 
 #[derive(Debug)]
 enum State {
     Head,
     Body(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd(u8),
-    Trailers,
+    Chunked(Chunk),
+    /// A head that may switch protocols: nothing after it is HTTP/1 unless
+    /// the gateway answered without 101, and then it closes the connection.
+    Switching,
+    /// Framing the scanner cannot follow (hyper rejects it and closes).
     Lost,
 }
 
@@ -38,8 +72,14 @@ enum State {
 #[derive(Debug)]
 pub struct Scanner {
     state: State,
+    /// The head so far (all its lines).
     line: Vec<u8>,
+    /// Where the current line of `line` starts.
+    line_start: usize,
+    /// Complete heads seen (the index of the next request).
     index: u64,
+    /// The last head carried Content-Length and Transfer-Encoding.
+    cl_te: bool,
 }
 
 impl Default for Scanner {
@@ -47,9 +87,15 @@ impl Default for Scanner {
         Self {
             state: State::Head,
             line: Vec::new(),
+            line_start: 0,
             index: 0,
+            cl_te: false,
         }
     }
+}
+
+fn hex(b: u8) -> Option<u64> {
+    (b as char).to_digit(16).map(u64::from)
 }
 
 impl Scanner {
@@ -58,7 +104,7 @@ impl Scanner {
     pub fn feed(&mut self, mut data: &[u8], flag: &mut impl FnMut(u64, Finding)) {
         while !data.is_empty() {
             match &mut self.state {
-                State::Lost => return,
+                State::Lost | State::Switching => return,
                 State::Body(n) => {
                     let take = (*n).min(data.len() as u64) as usize;
                     *n -= take as u64;
@@ -67,22 +113,24 @@ impl Scanner {
                         self.state = State::Head;
                     }
                 }
-                State::ChunkData(n) => {
+                State::Chunked(Chunk::Data(n)) => {
                     let take = (*n).min(data.len() as u64) as usize;
                     *n -= take as u64;
                     data = &data[take..];
                     if *n == 0 {
-                        self.state = State::ChunkEnd(2);
+                        self.state = State::Chunked(Chunk::DataCr);
                     }
                 }
-                State::ChunkEnd(k) => {
-                    *k -= 1;
+                State::Chunked(c) => {
+                    let b = data[0];
                     data = &data[1..];
-                    if *k == 0 {
-                        self.state = State::ChunkSize;
-                    }
+                    self.state = match chunk_step(*c, b) {
+                        Some(Some(next)) => State::Chunked(next),
+                        Some(None) => State::Head,
+                        None => State::Lost,
+                    };
                 }
-                State::Head | State::ChunkSize | State::Trailers => {
+                State::Head => {
                     let end = data.iter().position(|&b| b == b'\n');
                     let take = end.map_or(data.len(), |i| i + 1);
                     self.line.extend_from_slice(&data[..take]);
@@ -102,36 +150,47 @@ impl Scanner {
         matches!(self.state, State::Head) && !self.line.is_empty()
     }
 
+    /// Complete request heads seen so far (frozen once lost): request `i`
+    /// is followed only if `heads() > i`. A head that made the scanner
+    /// lost is not counted, except one with Content-Length and
+    /// Transfer-Encoding (flagged, and refused).
+    pub fn heads(&self) -> u64 {
+        self.index
+    }
+
+    /// Whether the scanner met framing it cannot follow.
+    pub fn lost(&self) -> bool {
+        matches!(self.state, State::Lost)
+    }
+
+    /// Whether the last head may switch protocols (`Upgrade`, `CONNECT`)
+    /// and the scanner paused.
+    pub fn switching(&self) -> bool {
+        matches!(self.state, State::Switching)
+    }
+
     /// Called when `self.line` ends with `\n` (heads accumulate all lines).
+    /// httparse ends a line at `\n` with an optional `\r` before it, and
+    /// skips empty lines before the request line (RFC 9112 §2.2).
     fn on_line(&mut self, flag: &mut impl FnMut(u64, Finding)) {
-        match self.state {
-            State::Head => {
-                if self.line == b"\r\n" || self.line == b"\n" {
-                    // Empty lines before a request are allowed (RFC 9112 §2.2).
-                    self.line.clear();
-                } else if self.line.ends_with(b"\r\n\r\n") || self.line.ends_with(b"\n\n") {
-                    let head = std::mem::take(&mut self.line);
-                    self.state = self.on_head(&head, flag);
-                }
+        let current = &self.line[self.line_start..];
+        let empty = current == b"\r\n" || current == b"\n";
+        if !empty {
+            self.line_start = self.line.len();
+        } else if self.line_start == 0 {
+            self.line.clear();
+        } else {
+            let mut head = std::mem::take(&mut self.line);
+            self.line_start = 0;
+            self.state = self.on_head(&head, flag);
+            // Keep the buffer's capacity for the next head (no regrowth per request).
+            head.clear();
+            self.line = head;
+            if matches!(self.state, State::Lost) && !self.cl_te {
+                // A head the scanner cannot read is not counted: the request
+                // (if hyper accepts it at all) is refused as not followed.
+                self.index -= 1;
             }
-            State::ChunkSize => {
-                let line = std::mem::take(&mut self.line);
-                let text = String::from_utf8_lossy(&line);
-                let hex = text.split(';').next().unwrap_or("").trim();
-                self.state = match u64::from_str_radix(hex, 16) {
-                    Ok(0) => State::Trailers,
-                    Ok(n) => State::ChunkData(n),
-                    Err(_) => State::Lost,
-                };
-            }
-            State::Trailers => {
-                let blank = self.line == b"\r\n" || self.line == b"\n";
-                self.line.clear();
-                if blank {
-                    self.state = State::Head;
-                }
-            }
-            _ => {}
         }
     }
 
@@ -139,52 +198,121 @@ impl Scanner {
         let index = self.index;
         self.index += 1;
         let text = String::from_utf8_lossy(head);
-        let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let request_line = lines.next().unwrap_or("");
-        if !request_line.ends_with("HTTP/1.1") && !request_line.ends_with("HTTP/1.0") {
+        let http11 = request_line.ends_with(" HTTP/1.1");
+        if !http11 && !request_line.ends_with(" HTTP/1.0") {
             return State::Lost; // HTTP/2 preface or garbage
         }
-        if request_line
-            .split(' ')
-            .nth(1)
-            .is_some_and(|target| target.contains('#'))
-        {
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if target.contains('#') {
             flag(index, Finding::Fragment);
         }
-        let (mut cl, mut te, mut upgrade) = (None::<u64>, None::<String>, false);
+        if method == "OPTIONS"
+            && target
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains('/'))
+        {
+            flag(index, Finding::ServerWideOptions);
+        }
+        let (mut cl, mut te, mut chunked, mut upgrade) = (None::<u64>, false, false, false);
         for line in lines.filter(|l| !l.is_empty()) {
-            if line.starts_with([' ', '\t']) {
+            let Some((name, value)) = line.split_once(':') else {
+                return State::Lost; // also obs-fold: httparse refuses both
+            };
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_whitespace()) {
                 return State::Lost;
             }
-            let Some((name, value)) = line.split_once(':') else {
-                return State::Lost;
-            };
-            let value = value.trim();
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => match value.parse() {
-                    Ok(n) => cl = Some(n),
-                    Err(_) => return State::Lost,
-                },
-                "transfer-encoding" => te = Some(value.to_ascii_lowercase()),
-                "upgrade" => upgrade = true,
-                _ => {}
+            let value = value.trim_matches([' ', '\t']);
+            if name.eq_ignore_ascii_case("content-length") {
+                // hyper: digits only, every copy equal.
+                let Some(n) = digits(value) else {
+                    return State::Lost;
+                };
+                if cl.is_some_and(|prev| prev != n) {
+                    return State::Lost;
+                }
+                cl = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+                // hyper: the last field decides; chunked must be last.
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
             }
         }
-        if request_line.starts_with("CONNECT ") || upgrade {
+        self.cl_te = te && cl.is_some();
+        if self.cl_te {
+            flag(index, Finding::ContentLengthWithTransferEncoding);
+            // The gateway answers 400 with `Connection: close`.
             return State::Lost;
         }
+        if request_line.starts_with("CONNECT ") || upgrade {
+            return State::Switching;
+        }
         match (te, cl) {
-            (Some(_), Some(_)) => {
-                flag(index, Finding::ContentLengthWithTransferEncoding);
-                // hyper answers after our 400 and closes; stop scanning.
-                State::Lost
-            }
-            (Some(te), None) if te.trim_end().ends_with("chunked") => State::ChunkSize,
-            (Some(_), None) => State::Lost,
-            (None, Some(0)) | (None, None) => State::Head,
-            (None, Some(n)) => State::Body(n),
+            (true, _) if http11 && chunked => State::Chunked(Chunk::Start),
+            (true, _) => State::Lost, // hyper refuses: 400 and close
+            (false, Some(0) | None) => State::Head,
+            (false, Some(n)) => State::Body(n),
         }
     }
+}
+
+/// `Content-Length` the way hyper reads it: ASCII digits only.
+fn digits(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// One byte of a chunked body, as hyper's decoder takes it: `Some(Some(s))`
+/// goes on in `s`, `Some(None)` ends the body, `None` is an error (hyper
+/// fails the body and closes the connection).
+fn chunk_step(state: Chunk, b: u8) -> Option<Option<Chunk>> {
+    let next = match state {
+        Chunk::Start => Chunk::Size(hex(b)?),
+        Chunk::Size(n) => match b {
+            b'\t' | b' ' => Chunk::SizeLws(n),
+            b';' => Chunk::Extension(n),
+            b'\r' => Chunk::SizeLf(n),
+            _ => Chunk::Size(n.checked_mul(16)?.checked_add(hex(b)?)?),
+        },
+        Chunk::SizeLws(n) => match b {
+            b'\t' | b' ' => Chunk::SizeLws(n),
+            b';' => Chunk::Extension(n),
+            b'\r' => Chunk::SizeLf(n),
+            _ => return None,
+        },
+        Chunk::Extension(n) => match b {
+            b'\r' => Chunk::SizeLf(n),
+            b'\n' => return None,
+            _ => Chunk::Extension(n),
+        },
+        Chunk::SizeLf(n) => match (b, n) {
+            (b'\n', 0) => Chunk::EndCr,
+            (b'\n', n) => Chunk::Data(n),
+            _ => return None,
+        },
+        // Handled in bulk by `feed`; a zero-length chunk cannot occur.
+        Chunk::Data(_) => return None,
+        Chunk::DataCr if b == b'\r' => Chunk::DataLf,
+        Chunk::DataLf if b == b'\n' => Chunk::Start,
+        Chunk::DataCr | Chunk::DataLf => return None,
+        Chunk::EndCr if b == b'\r' => Chunk::EndLf,
+        Chunk::Trailer if b == b'\r' => Chunk::TrailerLf,
+        Chunk::EndCr | Chunk::Trailer => Chunk::Trailer,
+        Chunk::TrailerLf if b == b'\n' => Chunk::EndCr,
+        Chunk::TrailerLf => return None,
+        Chunk::EndLf if b == b'\n' => return Some(None),
+        Chunk::EndLf => return None,
+    };
+    Some(Some(next))
 }
 
 #[cfg(test)]
@@ -238,5 +366,89 @@ mod tests {
     fn body_text_is_not_a_head() {
         let input = b"POST / HTTP/1.1\r\nContent-Length: 47\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n";
         assert!(flagged(input, 4).is_empty());
+    }
+
+    fn heads(input: &[u8], step: usize) -> (u64, bool, bool) {
+        let mut s = Scanner::default();
+        for chunk in input.chunks(step) {
+            s.feed(chunk, &mut |_, _| {});
+        }
+        (s.heads(), s.lost(), s.switching())
+    }
+
+    #[test]
+    fn bare_lf_heads_end_where_httparse_ends_them() {
+        let input = b"GET /a HTTP/1.1\nHost: p\n\r\nGET /b#x HTTP/1.1\r\nHost: p\n\n\
+            \nPOST /c HTTP/1.1\nContent-Length: 6\nTransfer-Encoding: chunked\n\r\n";
+        for step in [1, 2, input.len()] {
+            assert_eq!(
+                found(input, step, Finding::Fragment),
+                vec![1],
+                "step {step}"
+            );
+            assert_eq!(flagged(input, step), vec![2], "step {step}");
+        }
+    }
+
+    #[test]
+    fn upgrade_and_connect_pause_the_scanner() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nUpgrade: foo\r\n\r\nGET /x#y HTTP/1.1\r\n"[..],
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\nGET /x#y HTTP/1.1\r\n",
+            b"GET / HTTP/1.0\nuPgRaDe: h2c\n\nGET /x#y HTTP/1.1\r\n",
+        ] {
+            assert_eq!(heads(input, 3), (1, false, true));
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_follow_hyper_byte_by_byte() {
+        // Extensions, whitespace after the size, trailers.
+        let ok = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n\
+            5 \t;a=b;c\r\nhello\r\nA\r\n0123456789\r\n0;x\r\nT: 1\r\nU: 2\r\n\r\n\
+            GET / HTTP/1.1\r\n\r\n";
+        for step in [1, 4, ok.len()] {
+            assert_eq!(heads(ok, step), (2, false, false), "step {step}");
+        }
+        // What hyper refuses, the scanner does not follow either (and the
+        // connection is closed): bare LF in chunk framing, a sign, no digit,
+        // overflow, a bare LF inside a trailer does not end it.
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"10000000000000000\r\n",
+            b"0\r\nT: 1\nGET / HTTP/1.1\r\n\r\nX",
+        ] {
+            let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            input.extend_from_slice(bad);
+            let (n, lost, _) = heads(&input, 1);
+            assert!(lost || n == 1, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn content_length_is_read_like_hyper() {
+        assert_eq!(
+            heads(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\n\r\n", 1),
+            (2, false, false)
+        );
+        for bad in ["+2", "2, 2", "", "0x2", "2 2"] {
+            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nab");
+            assert!(heads(input.as_bytes(), 1).1, "{bad:?}");
+        }
+        let input = b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc";
+        assert!(heads(input, 1).1);
+        // Transfer-Encoding without chunked last, or on HTTP/1.0.
+        assert!(
+            heads(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                1
+            )
+            .1
+        );
+        assert!(heads(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 1).1);
     }
 }

@@ -78,17 +78,121 @@ const OVERRIDES: &[&str] = &[
     "x-rewrite-url",
 ];
 
-/// Removes client claims: [`OVERRIDES`] always, the proxy family from
-/// untrusted peers, and sets `X-Real-IP` to the client IP (as NGINX setups
-/// do with `proxy_set_header X-Real-IP $remote_addr`).
-pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_ip: IpAddr) {
-    for name in OVERRIDES {
-        headers.remove(*name);
+/// Name prefixes of the proxy family: every field starting with one of
+/// these is a proxy's (or an authenticating proxy's, or a TLS terminator's)
+/// statement about the client, removed from untrusted peers.
+/// - `x-forwarded-`: `-For/-Proto/-Host` are rebuilt by [`set_forwarding`];
+///   the rest (`-Prefix`, `-Port`, `-Client-Cert` (Envoy XFCC), `-Method`
+///   (Traefik forward auth), `-User`/`-Email`/`-Groups`/`-Access-Token`
+///   (oauth2-proxy), ...) would be the client's word.
+/// - `x-envoy-`: Envoy's internal headers, which Envoy itself removes from
+///   external clients (`x-envoy-original-path`, `x-envoy-internal`, ...).
+/// - `x-ssl-`, `ssl-client-`, `x-client-cert`, `x-client-ssl-`,
+///   `x-client-verify`: client-certificate results a TLS terminator passes
+///   on (`X-SSL-Client-Verify`, `X-SSL-Client-DN`, `SSL-Client-Cert`).
+/// - `x-auth-request-`, `x-webauth-`: authenticated user from oauth2-proxy
+///   and Grafana-style auth proxies.
+const PROXY_CLAIM_PREFIXES: &[&str] = &[
+    "x-forwarded-",
+    "x-envoy-",
+    "x-ssl-",
+    "ssl-client-",
+    "x-client-cert",
+    "x-client-ssl-",
+    "x-client-verify",
+    "x-auth-request-",
+    "x-webauth-",
+];
+
+/// Exact names of the proxy family's authenticated-user fields (Apache
+/// `REMOTE_USER` through CGI, auth proxies), removed from untrusted peers.
+const REMOTE_USER: &[&str] = &["x-remote-user", "remote-user"];
+
+/// Headers the gateway itself sets from what it knows: any client-sent
+/// copy in underscore spelling is removed (the dash spelling is replaced).
+const SET_BY_GATEWAY: &[&str] = &[
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
+
+/// Whether header names `name` and `want` (lowercase) are equal when `_`
+/// and `-` are read as the same byte, as CGI, WSGI and PHP backends read names
+/// (`X_User_Id` and `X-User-Id` are both `HTTP_X_USER_ID`). `HeaderName`s
+/// are already lowercase. No allocation.
+pub fn same_name(name: &str, want: &str) -> bool {
+    name.len() == want.len() && starts_with_name(name, want)
+}
+
+/// [`same_name`] for a prefix.
+fn starts_with_name(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| a == b || (matches!(a, b'_' | b'-') && matches!(b, b'_' | b'-')))
+}
+
+/// Which claim family a header name belongs to, `_` read as `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// [`OVERRIDES`]: removed from every peer.
+    Override,
+    /// The proxy family: removed from untrusted peers.
+    Proxy,
+    /// Set by the gateway ([`SET_BY_GATEWAY`]).
+    Gateway,
+}
+
+fn claim(name: &str) -> Option<Claim> {
+    if OVERRIDES.iter().any(|w| same_name(name, w)) {
+        Some(Claim::Override)
+    } else if SET_BY_GATEWAY.iter().any(|w| same_name(name, w)) {
+        Some(Claim::Gateway)
+    } else if PROXY_CLAIMS
+        .iter()
+        .chain(REMOTE_USER)
+        .any(|w| same_name(name, w))
+        || PROXY_CLAIM_PREFIXES
+            .iter()
+            .any(|p| starts_with_name(name, p))
+    {
+        Some(Claim::Proxy)
+    } else {
+        None
     }
-    if !peer_trusted {
-        for name in PROXY_CLAIMS {
-            headers.remove(*name);
-        }
+}
+
+/// Removes client claims, each family matched with `_` read as `-`
+/// (`X_Original_URL` is `X-Original-URL` to a CGI backend):
+/// [`OVERRIDES`] from every peer; the proxy family ([`PROXY_CLAIMS`],
+/// [`PROXY_CLAIM_PREFIXES`], [`REMOTE_USER`]) from untrusted peers; from
+/// every peer, any underscore spelling of a proxy-family field or of one the
+/// gateway sets (a proxy never sends those). Then sets `X-Real-IP` to the
+/// client IP (as NGINX setups do with `proxy_set_header X-Real-IP
+/// $remote_addr`). The forwarding fields the gateway rebuilds
+/// (`X-Forwarded-For/-Proto/-Host`, `Forwarded`) are left to
+/// [`set_forwarding`].
+pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_ip: IpAddr) {
+    let remove: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let name = n.as_str();
+            let underscore = name.contains('_');
+            match claim(name) {
+                Some(Claim::Override) => true,
+                Some(Claim::Gateway) => underscore,
+                Some(Claim::Proxy) => underscore || !peer_trusted,
+                None => false,
+            }
+        })
+        .cloned()
+        .collect();
+    for name in remove {
+        headers.remove(name);
     }
     insert(
         headers,
@@ -97,8 +201,22 @@ pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_i
     );
 }
 
+/// End-to-end fields that describe the request itself, never one
+/// connection: a `Connection` token naming one of them is ignored. `Host`
+/// routes the request; `Content-Length` frames it (removing it would hide the
+/// declared length from the 413 check and re-frame the body as chunked);
+/// `Content-Type` and `Content-Encoding` say how the body is validated and
+/// read. `Transfer-Encoding` is hop-by-hop itself and re-framed by the
+/// gateway.
+const NOT_CONNECTION_SPECIFIC: &[HeaderName] = &[
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+];
+
 /// Removes hop-by-hop headers and every header named in `Connection`
-/// (except `Host`).
+/// (except the end-to-end fields in `NOT_CONNECTION_SPECIFIC`).
 ///
 /// On requests this must run before the gateway adds any header
 /// (`X-Request-Id`, identity headers, `X-Forwarded-*`, `X-Real-IP`):
@@ -111,15 +229,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        // Host is the request's routing field, never connection-specific:
-        // `Connection: host` cannot remove it.
-        .filter(|n| n != header::HOST)
+        // `Connection: host` or `Connection: content-length` cannot remove
+        // the request's routing and framing fields.
+        .filter(|n| !NOT_CONNECTION_SPECIFIC.contains(n))
         .collect();
     for name in named {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
+    }
+}
+
+/// Joins several `Cookie` fields into one with `; ` (RFC 9113 §8.2.3: an
+/// HTTP/2 client may split the cookie header, and they must be joined
+/// before forwarding to HTTP/1.1, where a server may read only the first or
+/// last line). Values that are not visible ASCII are left as they are.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Option<Vec<&str>> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect();
+    if let Some(joined) = joined.map(|v| v.join("; ")) {
+        insert(headers, header::COOKIE, &joined);
     }
 }
 

@@ -46,11 +46,30 @@ pub enum EscapedControls {
     Keep,
 }
 
+/// What to do with `;` path parameters (`/a;jsessionid=1/b`).
+///
+/// Tomcat, Jetty and Spring strip `;params` from every segment before they
+/// route, so `/secret;/x` is `/secret/x` to them and `/public/..;/secret`
+/// is `/secret`, while the gateway would route the literal path. An encoded
+/// `%3B` is data to them (not a separator) and is kept encoded here.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// 400 `bad_path` for any `;` in the path.
+    #[default]
+    Reject,
+    /// Forward them (APIs that use matrix parameters). A segment that is
+    /// empty, `.` or `..` once its parameters are removed (`..;x`, `.;`,
+    /// `%2e%2e;`, `;x`) is still 400: such a backend would resolve it.
+    Keep,
+}
+
 /// The path rules from `[limits]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathRules {
     pub escaped_slashes: EscapedSlashes,
     pub escaped_controls: EscapedControls,
+    pub path_parameters: PathParameters,
 }
 
 /// Why a path cannot be normalized.
@@ -71,6 +90,13 @@ pub enum PathError {
     /// `%00`–`%1F` or `%7F` with `escaped_controls = "reject"`.
     #[error("percent-encoded control character in path")]
     EscapedControl,
+    /// A `;` with `path_parameters = "reject"`.
+    #[error("';' path parameters are not allowed")]
+    PathParameter,
+    /// `..;x`, `.;x` or `;x` as a segment: a dot or empty segment with
+    /// parameters, which backends that strip parameters resolve.
+    #[error("a dot or empty path segment carries ';' parameters")]
+    DotParameter,
 }
 
 /// Normalizes a path with the default rules (`%2F` kept as data): the form
@@ -81,6 +107,7 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
         PathRules {
             escaped_slashes: EscapedSlashes::Keep,
             escaped_controls: EscapedControls::Reject,
+            path_parameters: PathParameters::Keep,
         },
     )
 }
@@ -99,6 +126,14 @@ pub fn normalize_with(path: &str, rules: PathRules) -> Result<String, PathError>
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
+        if let Some((name, _)) = seg.split_once(';') {
+            if rules.path_parameters == PathParameters::Reject {
+                return Err(PathError::PathParameter);
+            }
+            if matches!(name, "" | "." | "..") {
+                return Err(PathError::DotParameter);
+            }
+        }
         match *seg {
             // Empty segments come from repeated slashes; only a final one
             // (a trailing slash) is kept.
@@ -217,6 +252,7 @@ mod tests {
             PathRules {
                 escaped_slashes,
                 escaped_controls: EscapedControls::Reject,
+                path_parameters: PathParameters::Reject,
             },
         )
     }
@@ -255,6 +291,7 @@ mod tests {
         let keep = PathRules {
             escaped_slashes: EscapedSlashes::Reject,
             escaped_controls: EscapedControls::Keep,
+            path_parameters: PathParameters::Reject,
         };
         assert_eq!(normalize_with("/a%00b", keep).unwrap(), "/a%00b");
         assert_eq!(normalize("/a%20b").unwrap(), "/a%20b");

@@ -28,7 +28,7 @@ use std::{
     time::{Instant, SystemTime},
 };
 
-use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 
 use crate::{
     escalate::{Offence, Seen},
@@ -84,6 +84,11 @@ pub async fn handle(
     let may_have_body = check::may_have_body(req.headers());
     let websocket =
         req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+    // HTTP/1 only: a request that may switch protocols pauses the framing
+    // scanner; unless it ends in a 101 the connection is closed after it.
+    let h1 = req.version() <= Version::HTTP_11;
+    let may_switch =
+        h1 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
     // The client's hop-by-hop fields go first, before the gateway adds any
     // header of its own, so `Connection` can only remove what the client sent.
     headers::strip_hop_by_hop(req.headers_mut());
@@ -114,6 +119,13 @@ pub async fn handle(
     };
 
     let result = match bad_client_ip {
+        // The framing scanner did not follow this request's head (it cannot
+        // tell whether it hid a smuggled or fragment-carrying request): fail
+        // closed.
+        _ if h1 && !conn.scanned(index) => Err(Rejection::new(
+            Reason::BadRequest,
+            "the gateway could not follow this connection's request framing",
+        )),
         Some(e) => Err(Rejection::new(Reason::BadClientIp, e.to_string())),
         None => {
             phases(
@@ -147,6 +159,17 @@ pub async fn handle(
             (resp, true)
         }
     };
+
+    // The raw framing scanner stops at a request that may switch protocols,
+    // and at framing it cannot follow: unless the connection really switched
+    // (101), it must not carry another request.
+    if h1
+        && ((may_switch && resp.status() != StatusCode::SWITCHING_PROTOCOLS)
+            || conn.scan_lost_after(index))
+    {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     // Escalation: a client-caused rejection earns its source penalty points.
     if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
@@ -297,8 +320,9 @@ async fn phases(
             "the request target must not contain a fragment ('#')",
         ));
     }
+    let h1 = req.version() < Version::HTTP_2;
     let checked = check::check(&mut req, &state.limits, &state.router)?;
-    if checked.asterisk {
+    if checked.asterisk || (h1 && conn.server_wide_options(index)) {
         return Ok(server_options(&state.limits));
     }
 
@@ -404,6 +428,7 @@ async fn phases(
         },
     );
     outcome.trace.apply(&mut parts.headers);
+    headers::join_cookies(&mut parts.headers);
     // The Host sent upstream is the validated authority the route matched.
     match authority.as_deref().map(HeaderValue::from_str) {
         Some(Ok(v)) => {

@@ -52,6 +52,9 @@ pub struct Limits {
     pub escaped_slashes: crate::proxy::path::EscapedSlashes,
     /// `%00`–`%1F` and `%7F` in the path: `reject` (400) or `keep`.
     pub escaped_controls: crate::proxy::path::EscapedControls,
+    /// `;` path parameters: `reject` (400) or `keep` (a dot or empty
+    /// segment with parameters is 400 either way).
+    pub path_parameters: crate::proxy::path::PathParameters,
     /// Forward `TRACE`; otherwise it is answered 405.
     pub allow_trace: bool,
     /// Read a request body whole (within `max_body_bytes`) before the
@@ -114,6 +117,8 @@ impl Default for Limits {
             escaped_slashes: crate::proxy::path::EscapedSlashes::Reject,
             // Refused with 400.
             escaped_controls: crate::proxy::path::EscapedControls::Reject,
+            // Refused with 400: Tomcat/Jetty/Spring route `/a;x/b` as `/a/b`.
+            path_parameters: crate::proxy::path::PathParameters::Reject,
             // Off: 405 (NGINX refuses TRACE with 405 always).
             allow_trace: false,
             // On (NGINX proxy_request_buffering on).
