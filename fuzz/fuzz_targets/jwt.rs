@@ -3,8 +3,8 @@
 //! bearer extraction, header decoding (`alg`, `kid`, `crit`), issuer choice
 //! by `iss`, key choice by (issuer, `kid`), the claim checks, scopes and the
 //! identity headers made from claims. Inputs are raw tokens, or header and
-//! claims the target signs with the issuers' real HMAC keys so the claim
-//! checks are reached. Checked beyond "no panic": an accepted token
+//! claims JSON that the target signs with the issuers' real HMAC keys so
+//! the claim checks are reached (`$NOW+600` in them becomes a timestamp). Checked beyond "no panic": an accepted token
 //! satisfies every rule in docs/auth.md (pinned algorithm, no `crit`,
 //! known `iss` and `kid`, `aud`, `exp`/`nbf`/`iat` with the 30 s leeway, a
 //! string `sub`, the issuer's required claims, the policy's scopes), the
@@ -23,8 +23,8 @@ use gateway::{
     config::Config,
 };
 use hmac::{Hmac, Mac};
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
-use serde_json::{Map, Value, json};
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value};
 use sha2::{Sha256, Sha384, Sha512};
 
 /// (issuer name, `iss`, audiences, kid → secret); `corp` takes HS256/HS384,
@@ -86,135 +86,78 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
 });
 
 const POLICIES: [&str; 3] = ["users", "admins", "either"];
-const ALGS: [&str; 6] = ["HS256", "HS384", "HS512", "RS256", "none", "hs256"];
-const KIDS: [&str; 3] = ["k1", "k2", "nope"];
-const ISSUERS: [&str; 3] = ["https://id.example.com/", "partner", "https://evil.example/"];
 
-#[derive(Arbitrary, Debug)]
-enum Token {
-    /// The token text as a client sends it.
-    Raw(String),
-    /// Header and claims JSON text, signed with key `key`.
-    SignedText { header: String, claims: String, key: u8 },
-    /// Structured header and claims, signed with key `key`.
-    Signed { header: Header, claims: Vec<(Claim, Val)>, key: u8 },
-}
-
-#[derive(Arbitrary, Debug)]
-struct Header {
-    alg: u8,
-    kid: Option<u8>,
-    crit: bool,
-    extra: Vec<(String, Val)>,
-}
-
-#[derive(Arbitrary, Debug)]
-enum Claim {
-    Iss,
-    Aud,
-    Sub,
-    Exp,
-    Nbf,
-    Iat,
-    Scope,
-    Roles,
-    Tenant,
-    Other(String),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Val {
-    /// Seconds from now.
-    Time(i32),
-    Issuer(u8),
-    Str(String),
-    Int(i64),
-    Float(f64),
-    Bool(bool),
-    Null,
-    Strs(Vec<String>),
-    Object(Vec<(String, String)>),
-}
-
-impl Val {
-    fn json(&self, now: i64) -> Value {
-        match self {
-            Val::Time(s) => json!(now + *s as i64),
-            Val::Issuer(i) => json!(ISSUERS[*i as usize % ISSUERS.len()]),
-            Val::Str(s) => json!(s),
-            Val::Int(i) => json!(i),
-            Val::Float(f) => json!(f),
-            Val::Bool(b) => json!(b),
-            Val::Null => Value::Null,
-            Val::Strs(v) => json!(v),
-            Val::Object(kv) => Value::Object(kv.iter().map(|(k, v)| (k.clone(), json!(v))).collect()),
-        }
-    }
-}
-
-#[derive(Arbitrary, Debug)]
-struct Input {
-    policy: u8,
-    token: Token,
-}
-
-/// Signs `header.claims` (already base64url) with the `key`-th secret, in
-/// the header's algorithm when it is an HMAC one (else HS256).
+/// Signs `header.claims` with the `key`-th secret, in the header's
+/// algorithm when it is an HMAC one (else HS256).
 fn sign(header_json: &[u8], claims_json: &[u8], key: u8) -> String {
     let secrets = [CORP_KEYS[0].1, CORP_KEYS[1].1, PARTNER_KEY];
     let secret = secrets[key as usize % secrets.len()];
     let alg = serde_json::from_slice::<Value>(header_json)
         .ok()
         .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned));
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header_json), URL_SAFE_NO_PAD.encode(claims_json));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header_json),
+        URL_SAFE_NO_PAD.encode(claims_json)
+    );
     let mac = match alg.as_deref() {
-        Some("HS384") => Hmac::<Sha384>::new_from_slice(secret).unwrap().chain_update(&input).finalize().into_bytes().to_vec(),
-        Some("HS512") => Hmac::<Sha512>::new_from_slice(secret).unwrap().chain_update(&input).finalize().into_bytes().to_vec(),
-        _ => Hmac::<Sha256>::new_from_slice(secret).unwrap().chain_update(&input).finalize().into_bytes().to_vec(),
+        Some("HS384") => mac::<Hmac<Sha384>>(secret, &input),
+        Some("HS512") => mac::<Hmac<Sha512>>(secret, &input),
+        _ => mac::<Hmac<Sha256>>(secret, &input),
     };
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
 
-fuzz_target!(|input: Input| {
+fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &str) -> Vec<u8> {
+    <M as Mac>::new_from_slice(secret)
+        .expect("HMAC takes any key")
+        .chain_update(input)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Replaces `$NOW`, `$NOW+N` and `$NOW-N` with Unix seconds, so seeds can
+/// hold tokens that are valid whenever the fuzzer runs.
+fn expand_now(text: &str, now: i64) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("$NOW") {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 4..];
+        let sign_len = usize::from(rest.starts_with(['+', '-']));
+        let digits = rest[sign_len..].bytes().take_while(u8::is_ascii_digit).count().min(9);
+        let offset: i64 = if digits > 0 {
+            rest[..sign_len + digits].parse().unwrap_or(0)
+        } else {
+            0
+        };
+        out.push_str(&(now + offset).to_string());
+        rest = &rest[if digits > 0 { sign_len + digits } else { 0 }..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    // Byte 0: policy (low bits) and whether the rest is signed here (0x80);
+    // byte 1: which secret signs. Signed: `HEADER_JSON\nCLAIMS_JSON`.
+    let [mode, key, rest @ ..] = data else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let token = match &input.token {
-        Token::Raw(t) => t.clone(),
-        Token::SignedText { header, claims, key } => sign(header.as_bytes(), claims.as_bytes(), *key),
-        Token::Signed { header, claims, key } => {
-            let mut h = Map::new();
-            h.insert("alg".into(), json!(ALGS[header.alg as usize % ALGS.len()]));
-            if let Some(k) = header.kid {
-                h.insert("kid".into(), json!(KIDS[k as usize % KIDS.len()]));
-            }
-            if header.crit {
-                h.insert("crit".into(), json!(["exp"]));
-            }
-            for (k, v) in &header.extra {
-                h.entry(k.clone()).or_insert_with(|| v.json(now));
-            }
-            let c: Map<String, Value> = claims
-                .iter()
-                .map(|(k, v)| {
-                    let name = match k {
-                        Claim::Iss => "iss",
-                        Claim::Aud => "aud",
-                        Claim::Sub => "sub",
-                        Claim::Exp => "exp",
-                        Claim::Nbf => "nbf",
-                        Claim::Iat => "iat",
-                        Claim::Scope => "scope",
-                        Claim::Roles => "roles",
-                        Claim::Tenant => "tenant",
-                        Claim::Other(s) => s,
-                    };
-                    (name.to_owned(), v.json(now))
-                })
-                .collect();
-            sign(&serde_json::to_vec(&h).unwrap(), &serde_json::to_vec(&c).unwrap(), *key)
-        }
+    let token = if mode & 0x80 != 0 {
+        let text = expand_now(text, now);
+        let (header, claims) = text.split_once('\n').unwrap_or((&text, "{}"));
+        sign(header.as_bytes(), claims.as_bytes(), *key)
+    } else {
+        text.to_owned()
     };
     let Ok(auth) = http::HeaderValue::try_from(format!("Bearer {token}")) else {
         return;
@@ -226,7 +169,7 @@ fuzz_target!(|input: Input| {
         .body(())
         .unwrap()
         .into_parts();
-    let policy = POLICIES[input.policy as usize % POLICIES.len()];
+    let policy = POLICIES[(mode & 0x7f) as usize % POLICIES.len()];
     let client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     match RUNTIME.block_on(AUTH.authenticate(policy, &parts, client)) {
         Ok(identity) => {
