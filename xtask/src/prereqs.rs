@@ -14,7 +14,7 @@ const LIBLLVM: &str = "/usr/lib/llvm-22/lib/libLLVM.so.22.1";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, which builds and runs the targets in `fuzz/` (on nightly).
-const CARGO_FUZZ_VERSION: &str = "0.13.1";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages for building bpf-linker against LLVM 22.
 const LLVM_PACKAGES: &[&str] = &[
