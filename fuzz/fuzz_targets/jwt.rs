@@ -27,10 +27,14 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 use sha2::{Sha256, Sha384, Sha512};
 
-/// (issuer name, `iss`, audiences, kid → secret); `corp` takes HS256/HS384,
-/// `partner` HS512 and requires a `tenant` claim.
-const CORP_KEYS: [(&str, &[u8]); 2] = [("k1", b"corp-secret-one-0123456789abcdef"), ("k2", b"corp-secret-two-0123456789abcdef")];
-const PARTNER_KEY: &[u8] = b"partner-secret-0123456789abcdef!";
+/// The issuers' HMAC secrets (64 bytes: the gateway wants at least 48 for
+/// HS384 and 64 for HS512). `corp` takes HS256/HS384 with keys `k1` and
+/// `k2`; `partner` takes HS512 and requires a `tenant` claim.
+const CORP_KEYS: [(&str, &[u8]); 2] = [
+    ("k1", b"corp-secret-one-0123456789abcdef-corp-secret-one-0123456789abcde"),
+    ("k2", b"corp-secret-two-0123456789abcdef-corp-secret-two-0123456789abcde"),
+];
+const PARTNER_KEY: &[u8] = b"partner-secret-0123456789abcdef!partner-secret-0123456789abcdef!";
 
 static AUTH: LazyLock<Authenticator> = LazyLock::new(|| {
     let dir = std::env::temp_dir().join(format!("gateway-fuzz-jwt-{}", std::process::id()));
