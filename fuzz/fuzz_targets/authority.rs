@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
         // Whatever the gateway accepts as a Host has no byte a header
         // value cannot carry, and no path, query, fragment or userinfo.
         assert!(
-            !text.bytes().any(|b| b.is_ascii_control() || matches!(b, b'/' | b'?' | b'#' | b'@' | b' ')),
+            !text
+                .bytes()
+                .any(|b| b.is_ascii_control() || matches!(b, b'/' | b'?' | b'#' | b'@' | b' ')),
             "accepted {text:?}"
         );
     }

@@ -42,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
             }
             let value: Value = serde_json::from_slice(data).expect("accepted body is JSON");
             assert!(value.is_object(), "the schema requires an object");
-            assert!(!has_repeated_key(data), "accepted a body with a repeated key");
+            assert!(
+                !has_repeated_key(data),
+                "accepted a body with a repeated key"
+            );
         }
         Err(rejection) => {
             let body = rejection.problem_json();

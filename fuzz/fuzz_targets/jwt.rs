@@ -31,8 +31,14 @@ use sha2::{Sha256, Sha384, Sha512};
 /// HS384 and 64 for HS512). `corp` takes HS256/HS384 with keys `k1` and
 /// `k2`; `partner` takes HS512 and requires a `tenant` claim.
 const CORP_KEYS: [(&str, &[u8]); 2] = [
-    ("k1", b"corp-secret-one-0123456789abcdef-corp-secret-one-0123456789abcde"),
-    ("k2", b"corp-secret-two-0123456789abcdef-corp-secret-two-0123456789abcde"),
+    (
+        "k1",
+        b"corp-secret-one-0123456789abcdef-corp-secret-one-0123456789abcde",
+    ),
+    (
+        "k2",
+        b"corp-secret-two-0123456789abcdef-corp-secret-two-0123456789abcde",
+    ),
 ];
 const PARTNER_KEY: &[u8] = b"partner-secret-0123456789abcdef!partner-secret-0123456789abcdef!";
 
@@ -130,7 +136,11 @@ fn expand_now(text: &str, now: i64) -> String {
         out.push_str(&rest[..i]);
         rest = &rest[i + 4..];
         let sign_len = usize::from(rest.starts_with(['+', '-']));
-        let digits = rest[sign_len..].bytes().take_while(u8::is_ascii_digit).count().min(9);
+        let digits = rest[sign_len..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count()
+            .min(9);
         let offset: i64 = if digits > 0 {
             rest[..sign_len + digits].parse().unwrap_or(0)
         } else {
@@ -189,7 +199,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(sent, ours, "a client-sent identity header survived");
             for (name, v) in &identity.claims_headers {
                 assert!(
-                    v.as_bytes().iter().all(|b| *b == b' ' || b.is_ascii_graphic()),
+                    v.as_bytes()
+                        .iter()
+                        .all(|b| *b == b' ' || b.is_ascii_graphic()),
                     "{name}: {v:?}"
                 );
             }
@@ -206,45 +218,94 @@ fuzz_target!(|data: &[u8]| {
 fn check_accepted(token: &str, identity: &gateway::auth::Identity, now: i64) {
     let part = |i: usize| -> Map<String, Value> {
         let b64 = token.split('.').nth(i).expect("three parts");
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).expect("base64url")).expect("JSON object")
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).expect("base64url"))
+            .expect("JSON object")
     };
     let (header, claims) = (part(0), part(1));
     let AuthMethod::Jwt { issuer } = &identity.method else {
         panic!("a jwt policy accepted a non-JWT identity: {identity:?}");
     };
     let (iss, auds, algs, kids): (&str, &[&str], &[&str], &[Option<&str>]) = match issuer.as_str() {
-        "corp" => ("https://id.example.com/", &["api", "admin"], &["HS256", "HS384"], &[Some("k1"), Some("k2"), None]),
-        "partner" => ("partner", &["api"], &["HS512"], &[None, Some("k1"), Some("k2"), Some("nope")]),
+        "corp" => (
+            "https://id.example.com/",
+            &["api", "admin"],
+            &["HS256", "HS384"],
+            &[Some("k1"), Some("k2"), None],
+        ),
+        "partner" => (
+            "partner",
+            &["api"],
+            &["HS512"],
+            &[None, Some("k1"), Some("k2"), Some("nope")],
+        ),
         other => panic!("unknown issuer {other}"),
     };
     let alg = header.get("alg").and_then(Value::as_str);
-    assert!(alg.is_some_and(|a| algs.contains(&a)), "alg {alg:?} accepted for {issuer}");
+    assert!(
+        alg.is_some_and(|a| algs.contains(&a)),
+        "alg {alg:?} accepted for {issuer}"
+    );
     assert!(!header.contains_key("crit"), "crit accepted");
     if issuer == "corp" {
-        let kid = header.get("kid").map(|k| k.as_str().expect("kid is a string"));
+        let kid = header
+            .get("kid")
+            .map(|k| k.as_str().expect("kid is a string"));
         assert!(kids.contains(&kid), "kid {kid:?} accepted");
     }
     assert_eq!(claims.get("iss").and_then(Value::as_str), Some(iss), "iss");
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => auds.contains(&a.as_str()),
-        Some(Value::Array(a)) => a.iter().any(|a| a.as_str().is_some_and(|a| auds.contains(&a))),
+        Some(Value::Array(a)) => a
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| auds.contains(&a))),
         _ => false,
     };
     assert!(aud_ok, "aud {:?} accepted", claims.get("aud"));
-    let time = |name: &str| claims.get(name).map(|v| v.as_f64().unwrap_or_else(|| panic!("{name} not a number: {v}")));
+    let time = |name: &str| {
+        claims.get(name).map(|v| {
+            v.as_f64()
+                .unwrap_or_else(|| panic!("{name} not a number: {v}"))
+        })
+    };
     // 30 s leeway, plus slack for the time this input took.
     let exp = time("exp").expect("exp is required");
-    assert!(exp >= (now - 30 - 5) as f64, "expired token accepted: exp {exp}, now {now}");
+    assert!(
+        exp >= (now - 30 - 5) as f64,
+        "expired token accepted: exp {exp}, now {now}"
+    );
     if let Some(nbf) = time("nbf") {
-        assert!(nbf <= (now + 30 + 5) as f64, "token not yet valid accepted: nbf {nbf}");
+        assert!(
+            nbf <= (now + 30 + 5) as f64,
+            "token not yet valid accepted: nbf {nbf}"
+        );
     }
     if let Some(iat) = time("iat") {
-        assert!(iat <= (now + 30 + 5) as f64, "token issued in the future accepted: iat {iat}");
+        assert!(
+            iat <= (now + 30 + 5) as f64,
+            "token issued in the future accepted: iat {iat}"
+        );
     }
-    assert_eq!(claims.get("sub").and_then(Value::as_str), Some(identity.subject.as_str()), "sub");
+    assert_eq!(
+        claims.get("sub").and_then(Value::as_str),
+        Some(identity.subject.as_str()),
+        "sub"
+    );
     if issuer == "partner" {
-        assert!(claims.contains_key("tenant"), "required claim tenant missing");
+        assert!(
+            claims.contains_key("tenant"),
+            "required claim tenant missing"
+        );
     }
-    let needed: &[&str] = if identity.policy == "admins" { &["read", "write"] } else { &["read"] };
-    assert!(needed.iter().all(|s| identity.scopes.iter().any(|h| h == s)), "scopes {:?}", identity.scopes);
+    let needed: &[&str] = if identity.policy == "admins" {
+        &["read", "write"]
+    } else {
+        &["read"]
+    };
+    assert!(
+        needed
+            .iter()
+            .all(|s| identity.scopes.iter().any(|h| h == s)),
+        "scopes {:?}",
+        identity.scopes
+    );
 }

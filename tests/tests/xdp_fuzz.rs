@@ -219,7 +219,10 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
         }
     };
     for _ in 0..rng.below(4) {
-        frame = frame.vlan(rng.pick(&[0x8100, 0x88a8, 0x8100]), rng.next() as u16 & 0x0fff);
+        frame = frame.vlan(
+            rng.pick(&[0x8100, 0x88a8, 0x8100]),
+            rng.next() as u16 & 0x0fff,
+        );
     }
     let v4 = src.contains('.');
     if v4 {
@@ -243,9 +246,7 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
         bytes[at] = match rng.below(3) {
             0 => rng.next() as u8,
             1 => bytes[at] ^ (1 << rng.below(8)),
-            _ => rng.pick(&[
-                0, 1, 0x45, 0x4f, 0x60, 0x81, 0x86, 0xdd, 0xff, 6, 17, 44,
-            ]),
+            _ => rng.pick(&[0, 1, 0x45, 0x4f, 0x60, 0x81, 0x86, 0xdd, 0xff, 6, 17, 44]),
         };
     }
     if rng.below(4) == 0 {
@@ -397,7 +398,13 @@ fn random_frames_match_the_reference_parser() {
     }
     println!("{frames} frames, seed {seed}: {seen:?}");
     // The frames must reach every outcome, or the comparison proves little.
-    for reason in ["ParsePass", "Passed", "DroppedBlocklist", "DroppedPps", "DroppedSyn"] {
+    for reason in [
+        "ParsePass",
+        "Passed",
+        "DroppedBlocklist",
+        "DroppedPps",
+        "DroppedSyn",
+    ] {
         assert!(
             seen.get(reason).copied().unwrap_or(0) * 500 >= frames,
             "too few frames ended as {reason}: {seen:?}"

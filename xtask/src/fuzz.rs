@@ -46,7 +46,10 @@ pub fn fuzz(root: &Path, target_dir: &Path, targets: &[String], seconds: u64) ->
     } else {
         for t in targets {
             if !TARGETS.contains(&t.as_str()) {
-                bail!("unknown fuzz target '{t}'; the targets are {}", TARGETS.join(", "));
+                bail!(
+                    "unknown fuzz target '{t}'; the targets are {}",
+                    TARGETS.join(", ")
+                );
             }
         }
         targets.iter().map(String::as_str).collect()
@@ -80,8 +83,7 @@ fn fuzz_one(
     // New inputs go to a scratch corpus under target/; the checked-in seeds
     // in fuzz/corpus/<target> are only read.
     let scratch = target_dir.join("fuzz-corpus").join(target);
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("creating {}", scratch.display()))?;
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let seeds = root.join("fuzz").join("corpus").join(target);
     let artifacts = root.join("fuzz").join("artifacts").join(target);
     let started = SystemTime::now();
