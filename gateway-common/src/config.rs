@@ -29,8 +29,11 @@ pub struct XdpConfig {
     pub present: u32,
 }
 
-/// Upper bound of protected ports (entries of `GW_PORTS`).
-pub const PORTS_MAX: u32 = 1024;
+/// Words of the protected-port bitmap `GW_PORTS` (an array of `u64`): port
+/// `p` (host byte order) is protected when bit `p % 64` of word `p / 64` is
+/// set. An array lookup is inlined by the verifier (a bounds check and an
+/// add), where a hash lookup of the port costs a hash and a bucket walk.
+pub const PORT_WORDS: u32 = 65536 / 64;
 
 /// Rate limiting on protected ports is on. Off: only the ACLs apply.
 pub const FLAG_RATE_LIMIT: u32 = 1;

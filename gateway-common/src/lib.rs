@@ -16,7 +16,7 @@ pub mod stats;
 /// Bumped whenever a map's key, value or size changes. Userspace pins maps
 /// under `<pin_dir>/v<LAYOUT_VERSION>`, so a new layout never reuses (and
 /// misreads) maps pinned by an older gateway.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the maps, as pinned under the pin directory.
 pub mod maps {

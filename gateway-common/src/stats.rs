@@ -16,10 +16,15 @@ pub enum Reason {
     DroppedSyn = 4,
     /// Not IP, or truncated/unparsable: passed untouched.
     ParsePass = 5,
+    /// A fragment or IPv6 header chain that hides the transport header
+    /// from the filter (RFC 1858 tiny fragment, RFC 3128 overlapping
+    /// fragment, RFC 7112 incomplete header chain, or an IPv6 chain longer
+    /// than any RFC 8200 order allows).
+    DroppedFragment = 6,
 }
 
 /// Number of [`Reason`] variants (size of the counter array).
-pub const REASONS: u32 = 6;
+pub const REASONS: u32 = 7;
 
 impl Reason {
     pub const ALL: [Reason; REASONS as usize] = [
@@ -29,6 +34,7 @@ impl Reason {
         Reason::DroppedPps,
         Reason::DroppedSyn,
         Reason::ParsePass,
+        Reason::DroppedFragment,
     ];
 
     /// A stable snake_case name (CLI, JSON, metrics label).
@@ -40,13 +46,17 @@ impl Reason {
             Reason::DroppedPps => "dropped_pps",
             Reason::DroppedSyn => "dropped_syn",
             Reason::ParsePass => "parse_pass",
+            Reason::DroppedFragment => "dropped_fragment",
         }
     }
 
     pub fn is_drop(self) -> bool {
         matches!(
             self,
-            Reason::DroppedBlocklist | Reason::DroppedPps | Reason::DroppedSyn
+            Reason::DroppedBlocklist
+                | Reason::DroppedPps
+                | Reason::DroppedSyn
+                | Reason::DroppedFragment
         )
     }
 }

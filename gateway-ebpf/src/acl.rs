@@ -5,7 +5,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_common::{acl::BlockEntry, config::*};
 
-use crate::{maps::*, parse::Packet};
+use crate::{clock::Clock, maps::*, parse::Packet};
 
 #[inline(always)]
 fn v4(src: &[u8; 16]) -> [u8; 4] {
@@ -22,27 +22,31 @@ pub fn allowlisted(pkt: &Packet, present: u32) -> bool {
 }
 
 #[inline(always)]
-fn active(entry: Option<*const BlockEntry>, now: u64) -> bool {
-    // SAFETY: a pointer from a successful map lookup; the entry is read whole
-    // and only its expiry is used, so a concurrent update cannot mislead us
-    // beyond that one packet.
-    entry.is_some_and(|e| unsafe { (*e).is_active(now) })
+fn active(entry: Option<*const BlockEntry>, clock: &mut Clock) -> bool {
+    let Some(e) = entry else {
+        return false;
+    };
+    // SAFETY: a pointer from a successful map lookup; only its expiry is
+    // read, so a concurrent update cannot mislead us beyond that one packet.
+    let expires = unsafe { (*e).expires_ns };
+    // A block without expiry needs no clock.
+    expires == 0 || clock.now() < expires
 }
 
 #[inline(always)]
-pub fn blocked(pkt: &Packet, present: u32, now: u64) -> bool {
+pub fn blocked(pkt: &Packet, present: u32, clock: &mut Clock) -> bool {
     if pkt.is_v4 {
         let a = v4(&pkt.src);
-        if present & PRESENT_BLOCK_V4 != 0 && active(BLOCK_V4.get_ptr(a), now) {
+        if present & PRESENT_BLOCK_V4 != 0 && active(BLOCK_V4.get_ptr(a), clock) {
             return true;
         }
         present & PRESENT_BLOCK_CIDR_V4 != 0
             && active(
                 BLOCK_CIDR_V4.get(Key::new(32, a)).map(|e| e as *const _),
-                now,
+                clock,
             )
     } else {
-        if present & PRESENT_BLOCK_V6 != 0 && active(BLOCK_V6.get_ptr(pkt.src), now) {
+        if present & PRESENT_BLOCK_V6 != 0 && active(BLOCK_V6.get_ptr(pkt.src), clock) {
             return true;
         }
         present & PRESENT_BLOCK_CIDR_V6 != 0
@@ -50,7 +54,7 @@ pub fn blocked(pkt: &Packet, present: u32, now: u64) -> bool {
                 BLOCK_CIDR_V6
                     .get(Key::new(128, pkt.src))
                     .map(|e| e as *const _),
-                now,
+                clock,
             )
     }
 }

@@ -1,29 +1,30 @@
 //! The gateway's XDP program: per source address, pass allowlisted sources,
-//! drop blocklisted ones, and drop sources over their packet or new-connection
-//! budget on the protected ports. Every decision reads maps that userspace
+//! drop blocklisted ones, drop fragments that hide the transport header, and
+//! drop sources over their packet or new-connection budget on the protected
+//! ports. Every decision reads maps that userspace
 //! owns; the program writes only its counters and token buckets.
 #![no_std]
 #![no_main]
 
 mod acl;
+mod clock;
 mod maps;
 mod parse;
 mod ratelimit;
 mod stats;
 
-use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use gateway_common::stats::Reason;
 
 #[xdp]
 pub fn gateway_xdp(ctx: XdpContext) -> u32 {
-    let (action, reason, source) = decide(&ctx);
+    let mut clock = clock::Clock::new();
+    let (action, reason, source) = decide(&ctx, &mut clock);
     stats::count(&ctx, reason);
     if reason.is_drop()
         && let Some(source) = source
     {
-        stats::count_source_drop(&source, reason);
+        stats::count_source_drop(&source, reason, &mut clock);
     }
     action
 }
@@ -35,9 +36,10 @@ pub fn gateway_xdp_baseline(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The decision order: parse, allowlist, blocklist, rate limits.
+/// The decision order: parse, allowlist, blocklist, evasive fragments,
+/// rate limits.
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
+fn decide(ctx: &XdpContext, clock: &mut clock::Clock) -> (u32, Reason, Option<[u8; 16]>) {
     let Some(pkt) = parse::parse(ctx) else {
         return (xdp_action::XDP_PASS, Reason::ParsePass, None);
     };
@@ -48,16 +50,17 @@ fn decide(ctx: &XdpContext) -> (u32, Reason, Option<[u8; 16]>) {
     if acl::allowlisted(&pkt, cfg.present) {
         return (xdp_action::XDP_PASS, Reason::Allowlisted, None);
     }
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if acl::blocked(&pkt, cfg.present, now) {
+    if acl::blocked(&pkt, cfg.present, clock) {
         return (
             xdp_action::XDP_DROP,
             Reason::DroppedBlocklist,
             Some(pkt.src),
         );
     }
-    if let Some(reason) = ratelimit::over_limit(&pkt, cfg, now) {
+    if pkt.frag == parse::Frag::Evasive {
+        return (xdp_action::XDP_DROP, Reason::DroppedFragment, Some(pkt.src));
+    }
+    if let Some(reason) = ratelimit::over_limit(&pkt, cfg, clock) {
         return (xdp_action::XDP_DROP, reason, Some(pkt.src));
     }
     (xdp_action::XDP_PASS, Reason::Passed, None)

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use gateway_common::{
     acl::{ALLOW_MAX, AllowValue, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
-    config::{PORTS_MAX, XdpConfig},
+    config::{PORT_WORDS, XdpConfig},
     ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
     stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
 };
@@ -15,9 +15,9 @@ use gateway_common::{
 #[map(name = "GW_CONFIG")]
 pub static CONFIG: Array<XdpConfig> = Array::pinned(1, 0);
 
-/// Protected destination ports (host byte order) → 1.
+/// Protected destination ports, a bitmap (see `PORT_WORDS`).
 #[map(name = "GW_PORTS")]
-pub static PORTS: HashMap<u16, u32> = HashMap::pinned(PORTS_MAX, 0);
+pub static PORTS: Array<u64> = Array::pinned(PORT_WORDS, 0);
 
 #[map(name = "GW_ALLOW_V4")]
 pub static ALLOW_V4: LpmTrie<[u8; 4], AllowValue> = LpmTrie::pinned(ALLOW_MAX, 0);
@@ -47,3 +47,9 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(REASONS, 0);
 #[map(name = "GW_DROP_SRC")]
 pub static DROP_SRC: LruPerCpuHashMap<SourceKey, SourceDrops> =
     LruPerCpuHashMap::pinned(DROP_SOURCES_MAX, 0);
+
+/// Per-CPU batch of the per-source drop counter (see
+/// `stats::count_source_drop`). Not pinned: a restart loses at most
+/// `DROP_BATCH_MAX - 1` drops per CPU from the per-source view.
+#[map(name = "GW_DROP_BATCH")]
+pub static DROP_BATCH: PerCpuArray<crate::stats::DropBatch> = PerCpuArray::with_max_entries(1, 0);

@@ -1,5 +1,6 @@
 //! Per-source token buckets for packets and new TCP connections, applied only
-//! to packets bound for a protected port. IPv6 sources share a bucket per
+//! to packets bound for a protected port (and to later IP fragments, whose
+//! port cannot be seen). IPv6 sources share a bucket per
 //! configured prefix (default /64). A per-source override (LPM) replaces the
 //! default limits; a rate of 0 there means unlimited.
 
@@ -10,23 +11,38 @@ use gateway_common::{
     stats::Reason,
 };
 
-use crate::{maps::*, parse::Packet};
+use crate::{
+    clock::Clock,
+    maps::*,
+    parse::{Frag, Packet},
+};
 
 const BPF_NOEXIST: u64 = 1;
 
 /// Returns the drop reason if the packet is over its source's budget.
 #[inline(always)]
-pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
+pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> Option<Reason> {
     if cfg.flags & FLAG_RATE_LIMIT == 0 {
         return None;
     }
-    let l4 = pkt.l4.as_ref()?;
-    PORTS.get_ptr(l4.dst_port)?;
+    let syn = match &pkt.l4 {
+        Some(l4) => {
+            if !protected(l4.dst_port) {
+                return None;
+            }
+            l4.syn
+        }
+        // A later fragment shows no port: it counts against its source's
+        // packet budget whatever port its first fragment named, so a
+        // limited source cannot flood a protected port with fragments.
+        None if pkt.frag == Frag::Later => false,
+        None => return None,
+    };
     let limits = overrides(pkt, cfg.present).unwrap_or(LimitOverride {
         pps: cfg.pps,
         syn: cfg.syn,
     });
-    if limits.pps.rate == 0 && (limits.syn.rate == 0 || !l4.syn) {
+    if limits.pps.rate == 0 && (limits.syn.rate == 0 || !syn) {
         return None;
     }
     let key = SourceKey {
@@ -42,17 +58,26 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, now: u64) -> Option<Reason> {
     // SAFETY: a pointer from a successful lookup in an LRU hash. Concurrent
     // updates from another CPU can lose one update; the bucket stays valid.
     let b = unsafe { &mut *bucket };
+    let now = clock.now();
     match gcra(b.pps_tat, now, limits.pps) {
         Some(tat) => b.pps_tat = tat,
         None => return Some(Reason::DroppedPps),
     }
-    if l4.syn {
+    if syn {
         match gcra(b.syn_tat, now, limits.syn) {
             Some(tat) => b.syn_tat = tat,
             None => return Some(Reason::DroppedSyn),
         }
     }
     None
+}
+
+/// Whether `port` is in the protected-port bitmap.
+#[inline(always)]
+fn protected(port: u16) -> bool {
+    PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
 }
 
 #[inline(always)]

@@ -68,6 +68,9 @@ pub struct Config {
     /// Peers whose X-Forwarded-For, X-Request-Id and PROXY protocol header
     /// are believed. Everyone else is the client.
     pub trusted_proxies: Vec<Net>,
+    /// The header a trusted proxy's client chain is read from:
+    /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239). Never both.
+    pub client_ip_header: crate::proxy::client_ip::ClientIpHeader,
     pub security_headers: SecurityHeaders,
     pub demo: Demo,
     /// Per-route request validation (`docs/validation.md`).
@@ -79,6 +82,8 @@ pub struct Config {
     /// Cluster mode: shared limits and blocklists through Redis
     /// (`docs/cluster.md`). Absent: this node stands alone.
     pub cluster: Option<crate::cluster::ClusterSection>,
+    /// Worker threads (`docs/operations.md`); read at start only.
+    pub runtime: crate::runtime::RuntimeSection,
 }
 
 /// The kernel fast path.
@@ -235,6 +240,8 @@ impl Default for Config {
             tls: TlsSection::default(),
             // No trusted proxies: the socket peer is always the client.
             trusted_proxies: Vec::new(),
+            // X-Forwarded-For, as NGINX's real_ip_header and Envoy default to.
+            client_ip_header: crate::proxy::client_ip::ClientIpHeader::XForwardedFor,
             security_headers: SecurityHeaders::default(),
             demo: Demo::default(),
             // No L7 limits unless the file declares some.
@@ -250,6 +257,8 @@ impl Default for Config {
             observability: crate::observe::ObservabilitySection::default(),
             // One node on its own.
             cluster: None,
+            // One worker thread per available CPU.
+            runtime: crate::runtime::RuntimeSection::default(),
         }
     }
 }

@@ -19,5 +19,6 @@ pub mod phases;
 pub mod proxy;
 pub mod ratelimit;
 pub mod run;
+pub mod runtime;
 pub mod validate;
 pub mod xdp;

@@ -33,9 +33,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&args.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build();
+            let runtime = config.runtime.build();
             let result = runtime
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(gateway::run::run(args.config.clone(), config)));

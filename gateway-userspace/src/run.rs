@@ -222,6 +222,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // Let the aborted admin task drop its socket before we return.
     let _ = admin_task.await;
     drop(attached);
+    observe.access_log.close();
     Ok(())
 }
 
@@ -278,6 +279,7 @@ fn try_reload(
         (new.log != current.log, "log"),
         (new.observability != current.observability, "observability"),
         (new.cluster != current.cluster, "cluster"),
+        (new.runtime != current.runtime, "runtime"),
     ];
     for (changed, key) in restart_only {
         if changed {

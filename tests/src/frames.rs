@@ -34,6 +34,21 @@ pub struct Frame {
     pub ipv6_ext: Vec<u8>,
     pub l4: L4,
     pub payload: usize,
+    /// Makes the frame an IP fragment: the IPv4 flags and offset, or, for
+    /// IPv6, the contents of every fragment header in `ipv6_ext`.
+    pub frag: Option<Fragment>,
+    /// Keep only the first n bytes of the transport header (a tiny first
+    /// fragment, or a truncated segment whose IP length says so).
+    pub l4_len: Option<usize>,
+    /// IPv4 identification / IPv6 fragment identification.
+    pub id: u32,
+}
+
+/// Fragment fields: offset in 8-byte units and the More Fragments flag.
+#[derive(Clone, Copy, Debug)]
+pub struct Fragment {
+    pub offset: u16,
+    pub more: bool,
 }
 
 impl Frame {
@@ -52,6 +67,9 @@ impl Frame {
             ipv6_ext: vec![],
             l4: L4::Tcp { dst_port, flags },
             payload: 0,
+            frag: None,
+            l4_len: None,
+            id: 1,
         }
     }
 
@@ -83,6 +101,32 @@ impl Frame {
         self
     }
 
+    /// An IP fragment at `offset` (8-byte units) with More Fragments set or
+    /// not. A fragment with an offset carries no transport header: only
+    /// `payload` bytes. For IPv6 it needs a fragment header (`ext(44)`).
+    pub fn fragment(mut self, offset: u16, more: bool) -> Self {
+        self.frag = Some(Fragment { offset, more });
+        self
+    }
+
+    /// Keep only the first `n` bytes of the transport header.
+    pub fn l4_len(mut self, n: usize) -> Self {
+        self.l4_len = Some(n);
+        self
+    }
+
+    /// The IPv4 identification or IPv6 fragment identification.
+    pub fn id(mut self, id: u32) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The IP packet alone (no Ethernet header), for raw sockets.
+    pub fn ip_packet(&self) -> Vec<u8> {
+        assert!(self.vlans.is_empty());
+        self.build()[14..].to_vec()
+    }
+
     /// Offsets where each header starts, for truncation tests.
     pub fn build(&self) -> Vec<u8> {
         let mut f = Vec::with_capacity(128);
@@ -92,7 +136,17 @@ impl Frame {
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&id.to_be_bytes());
         }
-        let l4 = self.l4_bytes();
+        let mut l4 = self.l4_bytes();
+        if let Some(n) = self.l4_len {
+            l4.truncate(n);
+        }
+        if self.frag.is_some_and(|f| f.offset > 0) {
+            l4.clear();
+        }
+        let (frag_field, more) = match self.frag {
+            Some(f) => (f.offset, f.more),
+            None => (0, false),
+        };
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 f.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -101,7 +155,13 @@ impl Frame {
                 f.push(0x40 | (ihl / 4) as u8);
                 f.push(0);
                 f.extend_from_slice(&total.to_be_bytes());
-                f.extend_from_slice(&[0, 1, 0x40, 0]); // id, DF
+                f.extend_from_slice(&(self.id as u16).to_be_bytes());
+                let flags_off: u16 = if self.frag.is_some() {
+                    (if more { 0x2000 } else { 0 }) | (frag_field & 0x1fff)
+                } else {
+                    0x4000 // DF
+                };
+                f.extend_from_slice(&flags_off.to_be_bytes());
                 f.push(64);
                 f.push(self.proto());
                 f.extend_from_slice(&[0, 0]);
@@ -120,11 +180,19 @@ impl Frame {
                 f.push(64);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
-                for (i, _) in self.ipv6_ext.iter().enumerate() {
+                for (i, &this) in self.ipv6_ext.iter().enumerate() {
                     let next = self.ipv6_ext.get(i + 1).copied().unwrap_or(self.proto());
-                    // 8-byte header: next, len 0 (=8 bytes), then padding;
-                    // for a fragment header, offset 0 and M flag clear.
-                    f.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+                    if this == 44 {
+                        // Fragment header: offset and M flag from `frag`
+                        // (offset 0, M clear without: an atomic fragment).
+                        let field = (frag_field << 3) | u16::from(more);
+                        f.extend_from_slice(&[next, 0]);
+                        f.extend_from_slice(&field.to_be_bytes());
+                        f.extend_from_slice(&self.id.to_be_bytes());
+                    } else {
+                        // 8-byte header: next, len 0 (=8 bytes), padding.
+                        f.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+                    }
                 }
             }
             _ => panic!("mixed address families"),

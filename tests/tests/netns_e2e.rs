@@ -2,8 +2,9 @@
 //! pair to the host side, where the real `gateway` binary attaches XDP to the
 //! host end. Checks what a user observes: connections succeed or time out,
 //! counters move, blocks expire by themselves and survive a restart, a flood
-//! is dropped while a well-behaved client keeps working, and the CLI rejects
-//! bad input without changing anything.
+//! is dropped while a well-behaved client keeps working, SYNs split into IP
+//! fragments meet the SYN budget (raw sockets), and the CLI rejects bad
+//! input without changing anything.
 
 use std::{
     io::{Read as _, Write as _},
@@ -151,7 +152,7 @@ socket = "{socket}"
 }
 
 fn subnet(offset: u8) -> u8 {
-    (std::process::id() % 80) as u8 * 3 + offset
+    (std::process::id() % 60) as u8 * 4 + offset
 }
 
 #[test]
@@ -382,4 +383,262 @@ fn bad_config_reports_file_line_and_problem() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
     assert!(err.contains("out of range for IPv4"), "{err}");
+}
+
+/// Raw IPv4 packets from the client namespace (IP_HDRINCL: the kernel fills
+/// in the IP checksum and keeps the fragment fields), and a raw TCP socket
+/// that sees every segment arriving there, to count SYN-ACKs.
+mod raw {
+    use std::{net::Ipv4Addr, os::fd::AsRawFd as _, time::Duration};
+
+    fn sum16(data: &[u8], mut acc: u32) -> u32 {
+        for c in data.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        acc
+    }
+
+    fn fold(mut acc: u32) -> u16 {
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+
+    /// A 20-byte TCP SYN with a valid checksum.
+    pub fn syn(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> [u8; 20] {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&sport.to_be_bytes());
+        t[2..4].copy_from_slice(&dport.to_be_bytes());
+        t[4..8].copy_from_slice(&(u32::from(sport) * 7919).to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = 0x02;
+        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        let mut pseudo = Vec::with_capacity(12);
+        pseudo.extend_from_slice(&src.octets());
+        pseudo.extend_from_slice(&dst.octets());
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        let c = fold(sum16(&t, sum16(&pseudo, 0)));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        t
+    }
+
+    /// An IPv4 packet carrying `data` at fragment `offset` (8-byte units).
+    pub fn ipv4(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        id: u16,
+        offset: u16,
+        more: bool,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let mut p = vec![0x45, 0];
+        p.extend_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&id.to_be_bytes());
+        let flags = if more { 0x2000 } else { 0 } | offset;
+        p.extend_from_slice(&flags.to_be_bytes());
+        p.extend_from_slice(&[64, 6, 0, 0]);
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(data);
+        p
+    }
+
+    fn check(rc: libc::c_int, what: &str) -> libc::c_int {
+        assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
+        rc
+    }
+
+    pub struct Sockets {
+        send: std::os::fd::OwnedFd,
+        recv: std::os::fd::OwnedFd,
+    }
+
+    impl Sockets {
+        /// Call on a thread inside the client namespace.
+        pub fn open() -> Self {
+            use std::os::fd::FromRawFd as _;
+            // SAFETY: plain socket(2) calls; the fds are owned below.
+            let (s, r) = unsafe {
+                (
+                    check(
+                        libc::socket(
+                            libc::AF_INET,
+                            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                            libc::IPPROTO_RAW,
+                        ),
+                        "raw send socket",
+                    ),
+                    check(
+                        libc::socket(
+                            libc::AF_INET,
+                            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                            libc::IPPROTO_TCP,
+                        ),
+                        "raw TCP socket",
+                    ),
+                )
+            };
+            // SAFETY: fresh fds we own.
+            let sockets = unsafe {
+                Self {
+                    send: std::os::fd::OwnedFd::from_raw_fd(s),
+                    recv: std::os::fd::OwnedFd::from_raw_fd(r),
+                }
+            };
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            // SAFETY: a valid timeval of the given size.
+            check(
+                unsafe {
+                    libc::setsockopt(
+                        sockets.recv.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        (&tv as *const libc::timeval).cast(),
+                        std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                    )
+                },
+                "SO_RCVTIMEO",
+            );
+            sockets
+        }
+
+        pub fn send(&self, packet: &[u8], dst: Ipv4Addr) {
+            let to = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(dst.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: valid buffer and sockaddr_in of the given sizes.
+            let n = unsafe {
+                libc::sendto(
+                    self.send.as_raw_fd(),
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&to as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                n,
+                packet.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+
+        /// Destination ports of the SYN-ACKs from `from:port` seen within
+        /// `wait` (bounded by time and by count).
+        pub fn syn_acks(
+            &self,
+            from: Ipv4Addr,
+            port: u16,
+            wait: Duration,
+        ) -> std::collections::BTreeSet<u16> {
+            let deadline = std::time::Instant::now() + wait;
+            let mut seen = std::collections::BTreeSet::new();
+            let mut buf = [0u8; 2048];
+            let mut reads = 0;
+            while std::time::Instant::now() < deadline && reads < 100_000 {
+                reads += 1;
+                // SAFETY: a valid buffer of the given size.
+                let n = unsafe {
+                    libc::recv(self.recv.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                };
+                if n < 40 {
+                    continue;
+                }
+                let p = &buf[..n as usize];
+                let ihl = usize::from(p[0] & 0x0f) * 4;
+                if p[12..16] != from.octets() || p.len() < ihl + 20 {
+                    continue;
+                }
+                let t = &p[ihl..];
+                if u16::from_be_bytes([t[0], t[1]]) == port && t[13] & 0x12 == 0x12 {
+                    seen.insert(u16::from_be_bytes([t[2], t[3]]));
+                }
+            }
+            seen
+        }
+    }
+}
+
+/// Security class 19, end to end: with a SYN budget of one for the client,
+/// 50 plain SYNs get one SYN-ACK (the rest are `dropped_syn`), and 50 SYNs
+/// sent as a tiny first fragment (8 or 16 bytes of TCP header) plus the
+/// rest get none (`dropped_fragment`), where they used to get 50.
+#[test]
+fn fragmented_syns_do_not_bypass_the_syn_budget() {
+    if !require_root("fragmented_syns_do_not_bypass_the_syn_budget") {
+        return;
+    }
+    let topo = Topology::new(subnet(3));
+    let _server = Server::start(&topo.host_ip);
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, "");
+    let gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+    gw.ok(&[
+        "limit",
+        "set",
+        &topo.client_a,
+        "--pps",
+        "0",
+        "--syn-rate",
+        "1",
+        "--syn-burst",
+        "1",
+    ]);
+    let (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (
+        topo.client_a.parse().unwrap(),
+        topo.host_ip.parse().unwrap(),
+    );
+    let ns = topo.link.ns.name.clone();
+    let send_50 = |tcp_bytes: Option<usize>, base_port: u16| {
+        in_netns(&ns, move || {
+            let s = raw::Sockets::open();
+            for i in 0..50u16 {
+                let sport = base_port + i;
+                let seg = raw::syn(src, dst, sport, PORT);
+                match tcp_bytes {
+                    None => s.send(&raw::ipv4(src, dst, sport, 0, false, &seg), dst),
+                    Some(n) => {
+                        s.send(&raw::ipv4(src, dst, sport, 0, true, &seg[..n]), dst);
+                        s.send(
+                            &raw::ipv4(src, dst, sport, (n / 8) as u16, false, &seg[n..]),
+                            dst,
+                        );
+                    }
+                }
+            }
+            s.syn_acks(dst, PORT, Duration::from_millis(1500)).len()
+        })
+    };
+    let (syn0, frag0) = (gw.counter("dropped_syn"), gw.counter("dropped_fragment"));
+    let plain = send_50(None, 30_000);
+    let dropped_syn = gw.counter("dropped_syn") - syn0;
+    eprintln!("plain: {plain} SYN-ACKs, dropped_syn +{dropped_syn}");
+    assert!(plain >= 1, "the budget of one lets one SYN through");
+    assert!(
+        plain < 50 && dropped_syn > 0,
+        "the SYN budget did not apply"
+    );
+    for (n, base) in [(8, 31_000), (16, 32_000)] {
+        let acks = send_50(Some(n), base);
+        let dropped = gw.counter("dropped_fragment") - frag0;
+        eprintln!("{n}-byte first fragments: {acks} SYN-ACKs, dropped_fragment {dropped}");
+        assert_eq!(acks, 0, "SYNs in {n}-byte first fragments were answered");
+    }
+    assert_eq!(
+        gw.counter("dropped_fragment") - frag0,
+        200,
+        "every fragment dropped"
+    );
 }

@@ -133,8 +133,40 @@ fn blocked_exact_v4_and_v6_drop_everything_from_the_source() {
     assert_eq!(h.count(Reason::DroppedBlocklist), 3);
     let top = h.maps.top_dropped(10).unwrap();
     assert_eq!(top[0].0.to_string(), "192.0.2.9");
-    assert_eq!(top[0].1.packets, 2);
+    // Batched per CPU: the first drop is written at once, the second may
+    // still wait in its CPU's batch (drop_counter_batches_per_source).
+    assert!((1..=2).contains(&top[0].1.packets), "{top:?}");
     assert_eq!(top[0].1.last_reason, Reason::DroppedBlocklist as u32);
+}
+
+/// The per-source drop counter is written on a source's first drop and then
+/// once per 32 drops of it on a CPU (issue 16): `gateway stats` sees the
+/// source at once and lags by at most 31 per CPU; the per-reason totals
+/// are exact.
+#[test]
+fn drop_counter_batches_per_source() {
+    let Some(mut h) = harness("drop_counter_batches_per_source", |_| {}) else {
+        return;
+    };
+    h.block("192.0.2.12", 0);
+    h.block("192.0.2.13", 0);
+    let (a, b) = (tcp("192.0.2.12"), tcp("192.0.2.13"));
+    // One BPF_PROG_TEST_RUN call runs its repeats on one CPU.
+    assert_eq!(h.prog.test_run(&a, 100).unwrap().0, XDP_DROP);
+    assert_eq!(h.count(Reason::DroppedBlocklist), 100, "totals are exact");
+    let top = h.maps.top_dropped(10).unwrap();
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].0.to_string(), "192.0.2.12");
+    assert!((100 - 31..=100).contains(&top[0].1.packets), "{top:?}");
+    // A single drop of another source is visible at once.
+    assert_eq!(h.run(&b), XDP_DROP);
+    let top = h.maps.top_dropped(10).unwrap();
+    assert!(
+        top.iter()
+            .any(|(s, d)| s.to_string() == "192.0.2.13" && d.packets == 1),
+        "{top:?}"
+    );
+    assert_eq!(h.count(Reason::DroppedBlocklist), 101);
 }
 
 #[test]
@@ -486,4 +518,467 @@ fn prints_ns_per_packet() {
         assert_eq!(v, verdict, "{name}");
         eprintln!("{name}: {} ns/packet", d.as_nanos());
     }
+}
+
+// ---------------------------------------------------------------------------
+// IP fragments (security class 19): RFC 1858 tiny fragments, RFC 3128
+// overlapping fragments, RFC 7112 incomplete IPv6 header chains.
+// ---------------------------------------------------------------------------
+
+/// `gateway limit set <src> --pps 0 --syn-rate 1 --syn-burst 1`.
+fn syn_budget_of_one(h: &mut Harness, src: &str) {
+    let one_syn = LimitOverride {
+        pps: Limit { rate: 0, burst: 0 },
+        syn: Limit { rate: 1, burst: 1 },
+    };
+    h.maps.limit_set(&src.parse().unwrap(), one_syn).unwrap();
+}
+
+/// A SYN split so the first fragment carries only `tcp_bytes` of the TCP
+/// header, and the fragment with the rest.
+fn split_syn(src: &str, tcp_bytes: usize, id: u32) -> (Vec<u8>, Vec<u8>) {
+    let first = Frame::tcp(src, PORT, TCP_SYN)
+        .fragment(0, true)
+        .l4_len(tcp_bytes)
+        .id(id);
+    let rest = Frame::tcp(src, PORT, TCP_SYN)
+        .fragment((tcp_bytes / 8) as u16, false)
+        .payload(20 - tcp_bytes)
+        .id(id);
+    let (first, rest) = if src.contains(':') {
+        (first.ext(44), rest.ext(44))
+    } else {
+        (first, rest)
+    };
+    (first.build(), rest.build())
+}
+
+/// The example of the issue: 50 plain SYNs from a source with a SYN budget
+/// of one pass once; 50 SYNs whose first fragment holds 8 or 16 bytes of
+/// TCP header used to pass all (no port, no flags seen). Now the tiny first
+/// fragments and the fragments that overlap the TCP header are dropped, so
+/// none of those SYNs can be reassembled.
+#[test]
+fn tiny_first_fragments_cannot_bypass_the_syn_budget() {
+    let Some(mut h) = harness("tiny_first_fragments_cannot_bypass_the_syn_budget", |_| {}) else {
+        return;
+    };
+    for src in ["192.0.2.110", "2001:db8:110::1"] {
+        syn_budget_of_one(&mut h, src);
+    }
+    syn_budget_of_one(&mut h, "192.0.2.111");
+    syn_budget_of_one(&mut h, "2001:db8:111::1");
+
+    // Control: plain SYNs, one passes, 49 are dropped_syn.
+    let plain = Frame::tcp("192.0.2.111", PORT, TCP_SYN).build();
+    let passed = (0..50).filter(|_| h.run(&plain) == XDP_PASS).count();
+    assert_eq!(passed, 1);
+    assert_eq!(h.count(Reason::DroppedSyn), 49);
+
+    for src in ["192.0.2.110", "2001:db8:110::1"] {
+        for tcp_bytes in [8, 16] {
+            for i in 0..50 {
+                let (first, rest) = split_syn(src, tcp_bytes, i);
+                assert_eq!(
+                    h.run(&first),
+                    XDP_DROP,
+                    "{src}: first fragment with {tcp_bytes} bytes of TCP"
+                );
+                assert_eq!(
+                    h.run(&rest),
+                    XDP_DROP,
+                    "{src}: fragment at byte {tcp_bytes} overlaps the TCP header"
+                );
+            }
+        }
+    }
+    assert_eq!(h.count(Reason::DroppedFragment), 2 * 2 * 50 * 2);
+    assert_eq!(h.count(Reason::DroppedSyn), 49, "unchanged by fragments");
+    assert_eq!(h.count(Reason::Passed), 1);
+    let top = h.maps.top_dropped(10).unwrap();
+    assert!(
+        top.iter().any(|(a, d)| a.to_string() == "192.0.2.110"
+            && d.last_reason == Reason::DroppedFragment as u32),
+        "{top:?}"
+    );
+}
+
+/// A first fragment that does carry the whole TCP header is an ordinary
+/// SYN for the budget: the second one over a budget of one is dropped.
+#[test]
+fn first_fragment_with_the_whole_tcp_header_counts_as_a_syn() {
+    let Some(mut h) = harness("first_fragment_with_the_whole_tcp_header", |_| {}) else {
+        return;
+    };
+    for src in ["192.0.2.112", "2001:db8:112::1"] {
+        syn_budget_of_one(&mut h, src);
+        let mut first = Frame::tcp(src, PORT, TCP_SYN).fragment(0, true).payload(8);
+        if src.contains(':') {
+            first = first.ext(44);
+        }
+        assert_eq!(h.run(&first.build()), XDP_PASS, "{src}: first SYN");
+        assert_eq!(h.run(&first.build()), XDP_DROP, "{src}: second SYN");
+    }
+    assert_eq!(h.count(Reason::DroppedSyn), 2);
+    assert_eq!(h.count(Reason::DroppedFragment), 0);
+}
+
+/// The fragment's own IP length decides, not the frame: Ethernet pads a
+/// 42-byte tiny fragment to 60 bytes, and a sender may append a trailer the
+/// kernel trims. Flags read from the padding must not make it look whole.
+#[test]
+fn padding_or_trailer_does_not_complete_a_tiny_fragment() {
+    let Some(h) = harness("padding_or_trailer_does_not_complete", |_| {}) else {
+        return;
+    };
+    for src in ["192.0.2.113", "2001:db8:113::1"] {
+        let (mut first, _) = split_syn(src, 8, 7);
+        // Padding (TCP bytes 8..24 if it were read as TCP) with a data
+        // offset at byte 12 and an ACK, not a SYN, at byte 13.
+        let mut pad = [0u8; 16];
+        pad[4] = 0x50;
+        pad[5] = TCP_ACK;
+        first.extend_from_slice(&pad);
+        assert_eq!(h.run(&first), XDP_DROP, "{src}");
+    }
+    assert_eq!(h.count(Reason::DroppedFragment), 2);
+}
+
+#[test]
+fn tiny_udp_first_fragment_and_header_overlaps_are_dropped() {
+    let Some(h) = harness("tiny_udp_first_fragment_and_overlaps", |_| {}) else {
+        return;
+    };
+    let tiny_udp = Frame::udp("192.0.2.114", PORT)
+        .fragment(0, true)
+        .l4_len(4)
+        .build();
+    assert_eq!(h.run(&tiny_udp), XDP_DROP, "4 bytes of UDP header");
+    let whole_udp = Frame::udp("192.0.2.114", PORT)
+        .fragment(0, true)
+        .payload(8)
+        .build();
+    assert_eq!(h.run(&whole_udp), XDP_PASS, "whole UDP header");
+    // Later fragments: TCP at byte 8 or 16 overlaps the 20-byte header;
+    // from byte 24 on it cannot. UDP's 8-byte header ends before byte 8.
+    for (offset, verdict) in [(1, XDP_DROP), (2, XDP_DROP), (3, XDP_PASS), (100, XDP_PASS)] {
+        for src in ["192.0.2.114", "2001:db8:114::1"] {
+            let mut f = Frame::tcp(src, PORT, 0).fragment(offset, true).payload(16);
+            if src.contains(':') {
+                f = f.ext(44);
+            }
+            assert_eq!(h.run(&f.build()), verdict, "{src} TCP offset {offset}");
+        }
+    }
+    let udp_later = Frame::udp("192.0.2.114", PORT)
+        .fragment(1, false)
+        .payload(16)
+        .build();
+    assert_eq!(h.run(&udp_later), XDP_PASS, "UDP at byte 8");
+    // ICMP has no ports: a short first fragment is not evasive.
+    let mut icmp = Frame::tcp("192.0.2.114", 0, 0).fragment(0, true).l4_len(4);
+    icmp.l4 = tests::frames::L4::Icmp;
+    assert_eq!(h.run(&icmp.build()), XDP_PASS);
+    assert_eq!(h.count(Reason::DroppedFragment), 1 + 2 * 2);
+}
+
+/// Later fragments carry no port: they count against their source's packet
+/// budget whatever port the first fragment named, so a limited source
+/// cannot flood with them; an unlimited source is not limited.
+#[test]
+fn later_fragments_count_against_the_packet_budget() {
+    let Some(mut h) = harness("later_fragments_count_against_the_packet_budget", |_| {}) else {
+        return;
+    };
+    let three = LimitOverride {
+        pps: Limit { rate: 1, burst: 3 },
+        syn: Limit { rate: 0, burst: 0 },
+    };
+    let unlimited = LimitOverride::default();
+    for src in ["192.0.2.115", "2001:db8:115::1"] {
+        h.maps.limit_set(&src.parse().unwrap(), three).unwrap();
+    }
+    h.maps
+        .limit_set(&"192.0.2.116".parse().unwrap(), unlimited)
+        .unwrap();
+    for src in ["192.0.2.115", "2001:db8:115::1"] {
+        let mut later = Frame::udp(src, 53).fragment(185, true).payload(1480);
+        if src.contains(':') {
+            later = later.ext(44);
+        }
+        let later = later.build();
+        for i in 0..3 {
+            assert_eq!(h.run(&later), XDP_PASS, "{src}: fragment {i} in burst");
+        }
+        assert_eq!(h.run(&later), XDP_DROP, "{src}: over the packet budget");
+    }
+    let other = Frame::udp("192.0.2.116", 53)
+        .fragment(185, false)
+        .payload(100)
+        .build();
+    for _ in 0..10 {
+        assert_eq!(h.run(&other), XDP_PASS, "unlimited source");
+    }
+    assert_eq!(h.count(Reason::DroppedPps), 2);
+    assert_eq!(h.count(Reason::DroppedFragment), 0);
+}
+
+/// The blocklist is checked on the source address before any port or
+/// fragment parsing: every fragment of a blocked source is dropped as
+/// blocked; the allowlist passes everything of its sources, as before.
+#[test]
+fn blocked_sources_lose_every_fragment_and_allowlisted_keep_them() {
+    let Some(mut h) = harness("blocked_sources_lose_every_fragment", |s| {
+        s.allow = vec!["192.0.2.118/32".parse().unwrap()];
+    }) else {
+        return;
+    };
+    h.block("192.0.2.117", 0);
+    h.block("2001:db8:117::/48", 0);
+    for src in ["192.0.2.117", "2001:db8:117::1"] {
+        let (tiny, overlap) = split_syn(src, 8, 9);
+        let mut later = Frame::tcp(src, PORT, 0).fragment(50, false).payload(64);
+        let mut whole_first = Frame::tcp(src, PORT, TCP_SYN).fragment(0, true).payload(4);
+        if src.contains(':') {
+            later = later.ext(44);
+            whole_first = whole_first.ext(44);
+        }
+        for f in [tiny, overlap, later.build(), whole_first.build()] {
+            assert_eq!(h.run(&f), XDP_DROP, "{src}");
+        }
+    }
+    assert_eq!(h.count(Reason::DroppedBlocklist), 8);
+    let (tiny, _) = split_syn("192.0.2.118", 8, 9);
+    assert_eq!(h.run(&tiny), XDP_PASS, "allowlisted");
+    assert_eq!(h.count(Reason::DroppedFragment), 0);
+}
+
+/// RFC 8200 §4.5 / RFC 7112: the first fragment holds the whole header
+/// chain up to and including the transport header. RFC 6946: an atomic
+/// fragment (offset 0, M clear) is a whole packet and meets the budgets.
+#[test]
+fn ipv6_header_chains_must_reach_the_transport_header() {
+    let Some(mut h) = harness("ipv6_header_chains", |_| {}) else {
+        return;
+    };
+    let src = "2001:db8:120::1";
+    syn_budget_of_one(&mut h, src);
+    // Chain cut after the fragment header: the destination options header
+    // that should follow is in the next fragment.
+    let mut cut = Frame::tcp(src, PORT, TCP_SYN)
+        .ext(44)
+        .ext(60)
+        .fragment(0, true)
+        .build();
+    cut.truncate(14 + 40 + 8);
+    let plen = 8u16.to_be_bytes();
+    cut[14 + 4..14 + 6].copy_from_slice(&plen);
+    assert_eq!(
+        h.run(&cut),
+        XDP_DROP,
+        "chain ends inside the first fragment"
+    );
+    // Destination options after the fragment header, then 16 bytes of TCP.
+    let tiny = Frame::tcp(src, PORT, TCP_SYN)
+        .ext(0)
+        .ext(44)
+        .ext(60)
+        .fragment(0, true)
+        .l4_len(16)
+        .build();
+    assert_eq!(h.run(&tiny), XDP_DROP, "16 bytes of TCP behind the chain");
+    assert_eq!(h.count(Reason::DroppedFragment), 2);
+    // Atomic fragment: meets the SYN budget like a plain SYN.
+    let atomic = Frame::tcp(src, PORT, TCP_SYN).ext(44).build();
+    assert_eq!(h.run(&atomic), XDP_PASS, "first SYN");
+    assert_eq!(h.run(&atomic), XDP_DROP, "second SYN over the budget");
+    assert_eq!(h.count(Reason::DroppedSyn), 1);
+    // A second fragment header cannot clear the first one's M flag.
+    let mut doubled = Frame::tcp(src, PORT, TCP_SYN)
+        .ext(44)
+        .ext(44)
+        .fragment(0, true)
+        .l4_len(8)
+        .build();
+    // The inner fragment header: offset 0, M clear (atomic).
+    doubled[14 + 40 + 8 + 3] = 0;
+    assert_eq!(
+        h.run(&doubled),
+        XDP_DROP,
+        "atomic header inside a first fragment"
+    );
+}
+
+/// The walk over IPv6 extension headers is bounded: every RFC 8200 order
+/// (at most 8 headers) is walked to the transport header, so the SYN budget
+/// applies behind it; a longer chain hides the transport header and drops.
+#[test]
+fn ipv6_extension_header_chain_is_bounded() {
+    let Some(mut h) = harness("ipv6_extension_header_chain_is_bounded", |_| {}) else {
+        return;
+    };
+    let src = "2001:db8:121::1";
+    syn_budget_of_one(&mut h, src);
+    let eight = [0, 60, 43, 44, 51, 60, 60, 60];
+    let mut f = Frame::tcp(src, PORT, TCP_SYN);
+    for e in eight {
+        f = f.ext(e);
+    }
+    assert_eq!(h.run(&f.build()), XDP_PASS, "first SYN behind 8 headers");
+    assert_eq!(h.run(&f.build()), XDP_DROP, "second SYN behind 8 headers");
+    assert_eq!(h.count(Reason::DroppedSyn), 1);
+    let nine = f.clone().ext(60);
+    assert_eq!(h.run(&nine.build()), XDP_DROP, "9 headers");
+    let ack = Frame::tcp("2001:db8:121::2", PORT, TCP_ACK);
+    let mut many = ack;
+    for _ in 0..12 {
+        many = many.ext(60);
+    }
+    assert_eq!(h.run(&many.build()), XDP_DROP, "12 destination options");
+    assert_eq!(h.count(Reason::DroppedFragment), 2);
+}
+
+/// Cutting fragment frames anywhere never fails the run: the verdict is
+/// pass (truncated before the source) or drop (source known, header
+/// hidden), never a crash or verifier-visible out-of-bounds read.
+#[test]
+fn truncated_fragments_pass_or_drop() {
+    let Some(h) = harness("truncated_fragments_pass_or_drop", |_| {}) else {
+        return;
+    };
+    let frames = [
+        split_syn("192.0.2.122", 8, 1).0,
+        split_syn("192.0.2.122", 8, 1).1,
+        Frame::tcp("192.0.2.122", PORT, TCP_SYN)
+            .options(40)
+            .fragment(0, true)
+            .payload(8)
+            .build(),
+        split_syn("2001:db8:122::1", 16, 1).0,
+        Frame::tcp("2001:db8:122::1", PORT, TCP_SYN)
+            .ext(0)
+            .ext(44)
+            .ext(60)
+            .fragment(0, true)
+            .payload(8)
+            .build(),
+    ];
+    for full in &frames {
+        for len in 14..=full.len() {
+            let v = h.run(&full[..len]);
+            assert!(v == XDP_PASS || v == XDP_DROP, "cut at {len}: {v}");
+        }
+    }
+    assert_eq!(h.count(Reason::DroppedPps) + h.count(Reason::DroppedSyn), 0);
+}
+
+/// The XDP-cost part of `cargo xtask bench` alone (issue 16 measurements):
+/// `cargo test -p tests --test xdp_prog xdp_cost_table -- --ignored
+/// --nocapture`; `XDP_COST_QUICK=1` for the smaller maps.
+#[test]
+#[ignore = "a measurement, not a check: run on demand"]
+fn xdp_cost_table() {
+    if !require_root("xdp_cost_table") {
+        return;
+    }
+    let opts = tests::bench::Opts {
+        quick: std::env::var("XDP_COST_QUICK").is_ok_and(|v| v == "1"),
+        nofile: 1024,
+    };
+    let mut progress = tests::bench::Progress::new(4);
+    let v = tests::bench::xdp_cost::run(opts, &mut progress);
+    println!("{}", tests::bench::xdp_cost::markdown(&v));
+}
+
+/// The protected ports are a bitmap (issue 16): the edges of every word and
+/// of the port range land on the right bit, and `set_ports` replaces the set.
+#[test]
+fn protected_port_bitmap_edges() {
+    let Some(mut h) = harness("protected_port_bitmap_edges", |s| {
+        s.rate_limit.syn = LimitSpec::new(1, 1).unwrap();
+    }) else {
+        return;
+    };
+    let ports = [1, 63, 64, 8080, 65535];
+    h.maps.set_ports(&ports).unwrap();
+    assert_eq!(h.maps.ports().unwrap(), ports);
+    for (i, port) in [1u16, 63, 64, 65535].into_iter().enumerate() {
+        let src = format!("192.0.2.{}", 130 + i);
+        let syn = Frame::tcp(&src, port, TCP_SYN).build();
+        assert_eq!(h.run(&syn), XDP_PASS, "port {port}: first SYN");
+        assert_eq!(h.run(&syn), XDP_DROP, "port {port}: protected");
+        let next = Frame::tcp(&src, port.wrapping_add(1).max(2), TCP_SYN).build();
+        if ![1, 63, 64, 65535].contains(&port.wrapping_add(1).max(2)) {
+            for _ in 0..3 {
+                assert_eq!(h.run(&next), XDP_PASS, "port after {port}: not protected");
+            }
+        }
+    }
+    h.maps.set_ports(&[443]).unwrap();
+    assert_eq!(h.maps.ports().unwrap(), [443]);
+}
+
+/// A new map layout pins in a new `v<N>` directory; the allow, block and
+/// limit entries of the newest older directory are copied over (expired
+/// blocks skipped), so an upgrade keeps its runtime blocks.
+#[test]
+fn older_layout_entries_are_imported() {
+    if !require_root("older_layout_entries_are_imported") {
+        return;
+    }
+    let pin = PinDir::new();
+    let entry = |expires_ns| BlockEntry {
+        expires_ns,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    let old_dir = {
+        let loader = Loader::new(&pin.path);
+        let (_prog, mut maps) = loader.load().expect("first load");
+        maps.block_add(&"192.0.2.140".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"198.51.100.0/24".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"2001:db8:140::/48".parse().unwrap(), entry(0))
+            .unwrap();
+        maps.block_add(&"192.0.2.141".parse().unwrap(), entry(1))
+            .unwrap();
+        let unlimited = LimitOverride::default();
+        maps.limit_set(&"192.0.2.142".parse().unwrap(), unlimited)
+            .unwrap();
+        maps.allow_add(&"192.0.2.143".parse().unwrap(), 2).unwrap();
+        loader.pin_path()
+    };
+    // Pretend those maps were pinned by the previous layout.
+    let previous = pin
+        .path
+        .join(format!("v{}", gateway_common::LAYOUT_VERSION - 1));
+    std::fs::rename(&old_dir, &previous).expect("rename in bpffs");
+    let (prog, maps) = Loader::new(&pin.path).load().expect("second load");
+    let mut blocks: Vec<String> = maps
+        .block_list()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    blocks.sort();
+    assert_eq!(
+        blocks,
+        ["192.0.2.140", "198.51.100.0/24", "2001:db8:140::/48"],
+        "expired block skipped"
+    );
+    assert_eq!(maps.limit_list().unwrap().len(), 1);
+    assert_eq!(maps.allow_list().unwrap().len(), 1);
+    let f = Frame::tcp("198.51.100.9", PORT, TCP_ACK).build();
+    assert_eq!(
+        prog.test_run(&f, 1).unwrap().0,
+        XDP_DROP,
+        "imported CIDR drops"
+    );
+    assert!(
+        previous.exists(),
+        "the old directory is left for the operator"
+    );
 }

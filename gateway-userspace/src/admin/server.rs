@@ -108,7 +108,7 @@ impl Drop for AdminSocket {
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
-async fn serve_one(stream: UnixStream, state: &AdminState) -> Result<()> {
+async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read = tokio::time::timeout(
@@ -124,7 +124,12 @@ async fn serve_one(stream: UnixStream, state: &AdminState) -> Result<()> {
             }
             Ok(req) => {
                 tracing::info!(request = %line.trim(), "admin request");
-                handle(state, req)
+                // Map walks (block list, stats) make system calls per entry:
+                // run them on the blocking pool, never on a request worker.
+                let state = state.clone();
+                tokio::task::spawn_blocking(move || handle(&state, req))
+                    .await
+                    .unwrap_or_else(|e| Response::err(format!("admin request failed: {e}")))
             }
             Err(e) => Response::err(format!("invalid request: {e}")),
         },

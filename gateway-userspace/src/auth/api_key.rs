@@ -87,6 +87,10 @@ fn load_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, String> {
         let col = before.rfind('\n').map_or(offset + 1, |i| offset - i);
         format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
     })?;
+    for k in &file.keys {
+        super::identity::check_subject(&k.name)
+            .map_err(|e| format!("{}: key name {:?}: {e}", path.display(), k.name))?;
+    }
     Ok(file.keys)
 }
 
@@ -98,21 +102,92 @@ pub fn hash_key(key: &[u8]) -> String {
         .collect()
 }
 
-/// The value of query parameter `name`, percent-decoded.
+/// The value of query parameter `name` (see [`same_param`]), percent-decoded
+/// once; the first one if it is repeated (authentication refuses repeats
+/// before this is asked).
 pub fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
+    query_params(query, name).into_iter().next()
+}
+
+/// Every value of query parameter `name` (see [`same_param`]), in order,
+/// percent-decoded once (`+` is a space).
+pub fn query_params(query: &str, name: &str) -> Vec<Vec<u8>> {
+    segments(query)
+        .filter(|(_, pair)| same_param(param_name(pair), name))
+        .map(|(_, pair)| percent_decode(pair.split_once('=').map_or("", |(_, v)| v)))
+        .collect()
+}
+
+/// `query` without any parameter that [`same_param`] calls `name` (None if
+/// nothing is left). The other parameters keep their bytes and the
+/// separator in front of them.
+pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
+    let mut out = String::with_capacity(query.len());
+    for (sep, pair) in segments(query) {
+        if same_param(param_name(pair), name) {
+            continue;
+        }
+        if !out.is_empty()
+            && let Some(sep) = sep
+        {
+            out.push(sep);
+        }
+        out.push_str(pair);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The query's `name=value` pieces with the separator before each. Both
+/// `&` and `;` separate: the W3C once recommended `;`, and Python before
+/// 3.9.2 (and frameworks built on it), Rack and some Java servlet setups
+/// still split on it, so a credential after a `;` must be found and
+/// stripped like any other.
+fn segments(query: &str) -> impl Iterator<Item = (Option<char>, &str)> {
+    let mut rest = Some(query);
+    let mut sep = None;
+    std::iter::from_fn(move || {
+        let q = rest?;
+        let this_sep = sep;
+        match q.find(['&', ';']) {
+            Some(i) => {
+                sep = q[i..].chars().next();
+                rest = Some(&q[i + 1..]);
+                Some((this_sep, &q[..i]))
+            }
+            None => {
+                rest = None;
+                Some((this_sep, q))
+            }
+        }
     })
 }
 
-/// `query` without parameter `name` (None if nothing is left).
-pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
+fn param_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(k, _)| k)
+}
+
+/// Whether the raw (still encoded) parameter name `raw` is the configured
+/// `name` for some framework an upstream may run: compared after
+/// percent-decoding once (`api%5Fkey`), ASCII case-insensitively (ASP.NET
+/// Core's query collection), with an array suffix removed (`api_key[]`,
+/// `api_key[0]` for PHP, Rack, Express `qs`) and with `.`, space and an
+/// unmatched `[` read as `_` (PHP's name mangling: `api.key` is `api_key`).
+pub fn same_param(raw: &str, name: &str) -> bool {
+    let decoded = String::from_utf8_lossy(&percent_decode(raw)).into_owned();
+    normalize(&decoded) == normalize(name)
+}
+
+fn normalize(name: &str) -> String {
+    let base = match name.find('[') {
+        Some(i) if name.ends_with(']') && i > 0 => &name[..i],
+        _ => name,
+    };
+    base.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 fn percent_decode(s: &str) -> Vec<u8> {
@@ -156,6 +231,57 @@ mod tests {
         assert_eq!(strip_query_param("api_key=x", "api_key"), None);
         assert_eq!(percent_decode("%4"), b"%4");
         assert_eq!(percent_decode("%41%"), b"A%");
+        assert_eq!(percent_decode("%41"), b"A");
+    }
+
+    #[test]
+    fn every_spelling_of_the_name_is_the_parameter() {
+        for q in [
+            "api_key=k",
+            "api%5Fkey=k",
+            "API_KEY=k",
+            "api%5fKey=k",
+            "api_key[]=k",
+            "api_key[0]=k",
+            "api.key=k",
+            "api+key=k",
+            "api%20key=k",
+            "api[key=k",
+        ] {
+            assert_eq!(query_params(q, "api_key"), [b"k".to_vec()], "{q}");
+            assert_eq!(strip_query_param(q, "api_key"), None, "{q}");
+        }
+        // Not the same parameter: double encoding is decoded once only,
+        // as the upstream does.
+        for q in [
+            "api%255Fkey=k",
+            "xapi_key=k",
+            "api_keys=k",
+            "[]=k",
+            "api_key%00=k",
+        ] {
+            assert!(query_params(q, "api_key").is_empty(), "{q}");
+        }
+    }
+
+    #[test]
+    fn semicolons_separate_and_repeats_are_all_found() {
+        assert_eq!(
+            query_params("x=1;api_key=a&api_key=b", "api_key"),
+            [b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(
+            strip_query_param("x=1;api_key=a&y=2;api%5Fkey=b;z", "api_key").unwrap(),
+            "x=1&y=2;z"
+        );
+        assert_eq!(
+            strip_query_param("api_key=a;x=1", "api_key").unwrap(),
+            "x=1"
+        );
+        assert_eq!(
+            strip_query_param("a=1&&b=2", "api_key").unwrap(),
+            "a=1&&b=2"
+        );
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn load_htpasswd(path: &Path) -> Result<Vec<(String, String)>, String> {
         let (user, hash) = line
             .split_once(':')
             .ok_or_else(|| at("expected user:hash"))?;
+        super::identity::check_subject(user).map_err(|e| at(&format!("user {user:?}: {e}")))?;
         check_hash_format(hash).map_err(|e| at(&format!("user '{user}': {e}")))?;
         out.push((user.to_owned(), hash.to_owned()));
     }

@@ -255,6 +255,32 @@ pub struct IntrospectionConfig {
     /// Cached answers at most (keyed by SHA-256 of the token).
     #[serde(default = "d_cache_size")]
     pub cache_size: usize,
+    /// When set, an active answer must carry exactly this `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// When not empty, an active answer's `aud` (a string or an array of
+    /// strings) must contain one of these.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// When not empty, an active answer's `token_type` must be one of these
+    /// (compared ignoring ASCII case, as RFC 6749 §5.1 token types are).
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Clock skew allowed for `nbf` and `iat` (as `[auth.jwt.NAME] leeway`;
+    /// `exp` gets none: a cached answer never outlives it).
+    #[serde(
+        default = "d_leeway",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub leeway: Duration,
+    /// Largest accepted answer, in bytes; a longer one is a provider
+    /// failure (503), never a verdict.
+    #[serde(default = "d_max_answer")]
+    pub max_answer_bytes: usize,
+}
+
+fn d_max_answer() -> usize {
+    64 * 1024 // 64 KiB: real answers are well under 4 KiB
 }
 
 fn d_pos_ttl() -> Duration {

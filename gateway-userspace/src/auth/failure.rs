@@ -66,6 +66,14 @@ pub enum TokenError {
     /// The introspection endpoint says the token is not active.
     #[error("inactive")]
     Inactive,
+    /// The token names no usable identity: its subject is empty, blank,
+    /// or has control characters (see `auth::identity`).
+    #[error("unusable subject")]
+    InvalidSubject,
+    /// The introspection answer's `token_type`, `iss` or `aud` is not one
+    /// the provider is configured to accept.
+    #[error("token not meant for this gateway")]
+    NotAccepted,
 }
 
 /// A request that did not get an identity.
@@ -80,8 +88,9 @@ pub enum AuthFailure {
     /// A Basic password or API key was wrong or unknown: 401.
     #[error("invalid credentials")]
     InvalidCredentials { realm: String, scheme: Scheme },
-    /// The credential is malformed (several Authorization headers, bad
-    /// base64): 400 `invalid_request`.
+    /// The credential is malformed (bad base64), repeated (two
+    /// Authorization or key headers, a key parameter twice) or ambiguous
+    /// (two credentials that disagree): 400 `invalid_request`.
     #[error("malformed credentials")]
     InvalidRequest { realm: String, scheme: Scheme },
     /// A valid identity lacks the required scopes: 403 `insufficient_scope`.
@@ -190,7 +199,9 @@ impl AuthFailure {
             Self::Missing { .. } => "This resource requires authentication.",
             Self::InvalidToken { .. } => "The access token is not valid.",
             Self::InvalidCredentials { .. } => "The credentials are not valid.",
-            Self::InvalidRequest { .. } => "The credentials are malformed.",
+            Self::InvalidRequest { .. } => {
+                "The credentials are malformed, repeated, or more than one was sent."
+            }
             Self::InsufficientScope { .. } => {
                 "The credentials do not grant access to this resource."
             }

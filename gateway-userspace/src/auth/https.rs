@@ -17,7 +17,8 @@ use rustls_pki_types::{CertificateDer, pem::PemObject as _};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Largest response body read (JWKS documents and introspection answers).
+/// Largest response body read unless [`HttpsClient::with_max_body`] says
+/// otherwise (JWK Sets; introspection sets its own cap).
 const MAX_BODY: usize = 1 << 20;
 
 /// Why a fetch failed (for logs; never contains credentials).
@@ -32,6 +33,9 @@ pub enum FetchError {
     /// The server answered with a non-success status.
     #[error("status {0}")]
     Status(StatusCode),
+    /// The response body is longer than the client's cap (in bytes).
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// Clones share the TLS config.
@@ -39,6 +43,7 @@ pub enum FetchError {
 pub struct HttpsClient {
     tls: TlsConnector,
     timeout: Duration,
+    max_body: usize,
 }
 
 impl std::fmt::Debug for HttpsClient {
@@ -82,7 +87,15 @@ impl HttpsClient {
         Ok(Self {
             tls: TlsConnector::from(Arc::new(config)),
             timeout,
+            max_body: MAX_BODY,
         })
+    }
+
+    /// Caps response bodies at `max_body` bytes: a longer one is
+    /// [`FetchError::TooLarge`] (read no further than the cap).
+    pub fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
     }
 
     /// Sends `req` (its URI must be absolute https) and returns the body of a
@@ -133,12 +146,19 @@ impl HttpsClient {
             .await
             .map_err(|e| io(&e))?;
         let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| io(&e))?
-            .to_bytes();
+        let max_body = self.max_body;
+        let body = Limited::new(resp.into_body(), max_body).collect().await;
+        // The connection is not reused: stop it whether or not the body was read.
         driver.abort();
+        let body = body
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    FetchError::TooLarge(max_body)
+                } else {
+                    io(&e)
+                }
+            })?
+            .to_bytes();
         if !status.is_success() {
             return Err(FetchError::Status(status));
         }

@@ -5,7 +5,10 @@
 //! typed by family. `jku`, `x5u`, `jwk` and `x5c` are never used and any
 //! `crit` is rejected. `exp`, `iss`, `aud` and `sub` are always required
 //! (jsonwebtoken would accept a token without `iss`/`aud` otherwise), `nbf`
-//! and `iat` are checked when present, all with the issuer's leeway.
+//! and `iat` are checked when present, all with the issuer's leeway; the
+//! time claims are NumericDates with fractions allowed (`numeric_date`).
+//! `sub` must also be a usable identity (`identity::check_subject`, applied
+//! to every method by the policy).
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +23,7 @@ use super::{
     failure::TokenError,
     https::HttpsClient,
     jwks::{self, KeyStore, Lookup, RemoteJwks},
+    numeric_date::{self, TimeError},
 };
 
 /// Checks an issuer's settings while the config is parsed.
@@ -128,12 +132,15 @@ impl Issuer {
         let mut validation = Validation::new(c.algorithms[0]);
         validation.algorithms = c.algorithms.clone();
         validation.leeway = c.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
+        // exp/nbf/iat are checked by `numeric_date` on the decoded claims:
+        // jsonwebtoken's own parser only takes integers there, while RFC 7519
+        // NumericDates may have fractions (`exp: 1700000000.5`).
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = true;
         validation.set_issuer(&[&c.issuer]);
         validation.set_audience(&c.audiences);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["iss", "aud", "sub"]);
         Ok(Self {
             name: name.to_owned(),
             issuer: c.issuer.clone(),
@@ -229,12 +236,16 @@ impl JwtVerifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| Invalid(map_error(e.kind())))?;
         let claims = data.claims;
-        if let Some(iat) = claims.get("iat") {
-            let iat = iat.as_f64().ok_or(Invalid(TokenError::MissingClaim))?;
-            let now = jsonwebtoken::get_current_timestamp() as f64;
-            if iat > now + issuer.leeway as f64 {
-                return Err(Invalid(TokenError::IssuedInFuture));
+        let leeway = issuer.leeway as f64;
+        match numeric_date::check(&claims, numeric_date::now(), leeway, leeway) {
+            Ok(Some(_)) => {}
+            // `exp` is always required.
+            Ok(None) | Err(TimeError::Malformed(_)) => {
+                return Err(Invalid(TokenError::MissingClaim));
             }
+            Err(TimeError::Expired) => return Err(Invalid(TokenError::Expired)),
+            Err(TimeError::NotYetValid) => return Err(Invalid(TokenError::NotYetValid)),
+            Err(TimeError::IssuedInFuture) => return Err(Invalid(TokenError::IssuedInFuture)),
         }
         if !claims.get("sub").is_some_and(Value::is_string)
             || issuer.required.iter().any(|c| !claims.contains_key(c))

@@ -15,13 +15,16 @@ mod api_key;
 mod basic;
 mod bruteforce;
 mod cache;
+mod carriers;
 pub mod config;
 mod extract;
 mod failure;
 mod https;
+pub mod identity;
 mod introspection;
 mod jwks;
 mod jwt;
+mod numeric_date;
 mod policy;
 mod validate;
 
@@ -68,7 +71,8 @@ pub enum AuthMethod {
     Basic { provider: String },
 }
 
-/// Where the credential was, so it can be stripped before forwarding.
+/// Where a credential travels, so it can be checked for repeats and
+/// stripped before forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Credential {
     Authorization,
@@ -80,7 +84,9 @@ enum Credential {
 #[derive(Clone, Debug)]
 pub struct Identity {
     /// `sub` (JWT, introspection; `username` or `client_id` as fallbacks
-    /// for introspection), the key's name, or the Basic user name.
+    /// for introspection), the key's name, or the Basic user name. Never
+    /// empty or blank (`identity::check_subject`), except for `none`
+    /// policies, where it is `""`.
     pub subject: String,
     pub method: AuthMethod,
     pub scopes: Vec<String>,
@@ -90,7 +96,9 @@ pub struct Identity {
     pub rate_limit: Option<u32>,
     /// The concrete policy that matched (for `any`, the listed one).
     pub policy: String,
-    strip: Option<Credential>,
+    /// Every carrier of the route's policy when the winning policy has
+    /// `strip_credential`; empty otherwise.
+    strip: Vec<Credential>,
 }
 
 /// A provider named in the config could not be set up.
@@ -115,6 +123,9 @@ pub struct Authenticator {
     abuse_hook: Option<AbuseHook>,
     /// Every header any policy sets: removed from every forwarded request.
     identity_headers: Vec<HeaderName>,
+    /// Policy name → where its credentials travel (for `any`, the union of
+    /// its listed policies').
+    carriers: BTreeMap<String, Vec<carriers::Carrier>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -152,6 +163,32 @@ impl Authenticator {
                 identity_headers.push(h.clone());
             }
         }
+        let key_sets = |p: &Policy| {
+            p.providers
+                .iter()
+                .filter_map(|n| api_keys.get(n))
+                .map(|k: &ApiKeys| (k.header.clone(), k.query.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut carriers: BTreeMap<String, Vec<carriers::Carrier>> = policies
+            .iter()
+            .map(|(name, p)| {
+                let sets = key_sets(p);
+                (name.clone(), carriers::of_kind(p.kind, sets.into_iter()))
+            })
+            .collect();
+        for (name, p) in policies
+            .iter()
+            .filter(|(_, p)| p.kind == AuthMethodKind::Any)
+        {
+            let mut union = Vec::new();
+            for sub in &p.of {
+                for c in carriers.get(sub).into_iter().flatten() {
+                    carriers::add(&mut union, c.clone());
+                }
+            }
+            carriers.insert(name.clone(), union);
+        }
         Ok(Self {
             realm: section.realm.clone(),
             max_credential_bytes: section.max_credential_bytes,
@@ -163,6 +200,7 @@ impl Authenticator {
             brute_force: BruteForce::new(&section.brute_force),
             abuse_hook: None,
             identity_headers,
+            carriers,
         })
     }
 
@@ -226,18 +264,33 @@ impl Authenticator {
                 claims_headers: Vec::new(),
                 rate_limit: None,
                 policy: policy.name.clone(),
-                strip: None,
+                strip: Vec::new(),
             });
         }
         let now = Instant::now();
         if let Some(retry_after) = self.brute_force.check(client_ip, now) {
             return Err(AuthFailure::TooManyFailures { retry_after });
         }
-        let result = if policy.kind == AuthMethodKind::Any {
-            self.any_of(policy, req).await
-        } else {
-            self.run_policy(policy, req).await
+        let carriers = self
+            .carriers
+            .get(&policy.name)
+            .map_or(&[][..], Vec::as_slice);
+        let result = match carriers::single_credential(carriers, req, &self.realm) {
+            Err(ambiguous) => Err(ambiguous),
+            Ok(()) if policy.kind == AuthMethodKind::Any => self.any_of(policy, req).await,
+            Ok(()) => self.run_policy(policy, req).await,
         };
+        // The winner strips: then every carrier of the route's policy goes.
+        let result = result.map(|mut id| {
+            if !id.strip.is_empty() {
+                for c in carriers {
+                    if !id.strip.contains(&c.credential) {
+                        id.strip.push(c.credential.clone());
+                    }
+                }
+            }
+            id
+        });
         if let Err(failure) = &result {
             tracing::debug!(policy = %policy.name, %client_ip, reason = failure.reason(), cause = %failure, "authentication failed");
             if failure.is_bad_credential() {
@@ -279,11 +332,6 @@ impl Authenticator {
         }))
     }
 
-    /// Removes every client-sent copy of any configured identity header,
-    /// adds this identity's headers and, if the policy says so, strips the
-    /// credential (Authorization, the key header, or the key's query
-    /// parameter). Call it for every forwarded request, `none` policies
-    /// included, so a client can never forge an identity header.
     /// Removes client-sent copies of every identity header, for requests
     /// on routes without an auth policy.
     pub fn strip_identity_headers(&self, req: &mut http::request::Parts) {
@@ -292,6 +340,13 @@ impl Authenticator {
         }
     }
 
+    /// Removes every client-sent copy of any configured identity header,
+    /// adds this identity's headers and, if the winning policy says so,
+    /// strips every credential carrier of the route's policy
+    /// (`Authorization`, each key header, each key query parameter in every
+    /// spelling `api_key::same_param` accepts). Call it for every request
+    /// that authenticated, `none` policies included, so a client can never
+    /// forge an identity header.
     pub fn apply_identity(&self, identity: &Identity, req: &mut http::request::Parts) {
         for name in &self.identity_headers {
             req.headers.remove(name);
@@ -299,31 +354,39 @@ impl Authenticator {
         for (name, value) in &identity.claims_headers {
             req.headers.append(name.clone(), value.clone());
         }
-        match &identity.strip {
-            None => {}
-            Some(Credential::Authorization) => {
-                req.headers.remove(http::header::AUTHORIZATION);
-            }
-            Some(Credential::Header(name)) => {
-                req.headers.remove(name);
-            }
-            Some(Credential::Query(param)) => {
-                let mut parts = req.uri.clone().into_parts();
-                if let Some(pq) = &parts.path_and_query
-                    && let Some(query) = pq.query()
-                {
-                    let rebuilt = match api_key::strip_query_param(query, param) {
-                        Some(q) => format!("{}?{q}", pq.path()),
-                        None => pq.path().to_owned(),
-                    };
-                    if let Ok(pq) = rebuilt.parse() {
-                        parts.path_and_query = Some(pq);
-                        if let Ok(uri) = http::Uri::from_parts(parts) {
-                            req.uri = uri;
-                        }
+        for credential in &identity.strip {
+            match credential {
+                Credential::Authorization => {
+                    req.headers.remove(http::header::AUTHORIZATION);
+                }
+                Credential::Header(name) => {
+                    for spelled in carriers::header_spellings(&req.headers, name) {
+                        req.headers.remove(spelled);
                     }
                 }
+                Credential::Query(param) => strip_query(&mut req.uri, param),
             }
+        }
+    }
+}
+
+/// Removes query parameter `param` (every spelling) from `uri`.
+fn strip_query(uri: &mut http::Uri, param: &str) {
+    let mut parts = uri.clone().into_parts();
+    let Some(pq) = &parts.path_and_query else {
+        return;
+    };
+    let Some(query) = pq.query() else {
+        return;
+    };
+    let rebuilt = match api_key::strip_query_param(query, param) {
+        Some(q) => format!("{}?{q}", pq.path()),
+        None => pq.path().to_owned(),
+    };
+    if let Ok(pq) = rebuilt.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(new) = http::Uri::from_parts(parts) {
+            *uri = new;
         }
     }
 }

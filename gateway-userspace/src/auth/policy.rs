@@ -12,6 +12,7 @@ use super::{
     config::{PolicyConfig, ScopeMatch},
     extract,
     failure::{AuthFailure, Scheme, TokenError},
+    identity,
     introspection::Verdict,
     jwt::JwtError,
 };
@@ -83,6 +84,17 @@ impl Authenticator {
             AuthMethodKind::Basic => self.by_basic(policy, req).await?,
             AuthMethodKind::None | AuthMethodKind::Any => return Err(AuthFailure::UnknownPolicy),
         };
+        // An identity is never empty or blank, whatever method made it.
+        if let Err(problem) = identity::check_subject(&est.subject) {
+            tracing::debug!(policy = %policy.name, %problem, "identity refused");
+            return Err(match est.scheme {
+                Scheme::Bearer => self.invalid_token(TokenError::InvalidSubject),
+                scheme => AuthFailure::InvalidCredentials {
+                    realm: self.realm.clone(),
+                    scheme,
+                },
+            });
+        }
         let scopes = extract::scopes(&est.claims, policy.scope_claim.as_deref());
         if !policy.scopes_ok(&scopes) {
             return Err(AuthFailure::InsufficientScope {
@@ -107,7 +119,11 @@ impl Authenticator {
             claims_headers,
             rate_limit: est.rate_limit,
             policy: policy.name.clone(),
-            strip: policy.strip_credential.then_some(est.credential),
+            strip: policy
+                .strip_credential
+                .then_some(est.credential)
+                .into_iter()
+                .collect(),
         })
     }
 
@@ -154,15 +170,19 @@ impl Authenticator {
     ) -> Result<Established, AuthFailure> {
         let token = extract::bearer(&req.headers, &self.realm, self.max_credential_bytes)?;
         let mut unavailable = false;
+        let mut refused = None;
         for name in &policy.providers {
             let Some(provider) = self.introspection.get(name) else {
                 continue;
             };
             match provider.introspect(token).await {
                 Ok(Verdict::Active(claims)) => {
+                    // The first of these that is present is the identity
+                    // (a present but empty `sub` is not skipped: it is refused).
                     let subject = ["sub", "username", "client_id"]
                         .iter()
-                        .find_map(|c| claims.get(*c).and_then(Value::as_str))
+                        .find_map(|c| claims.get(*c))
+                        .and_then(Value::as_str)
                         .ok_or_else(|| self.invalid_token(TokenError::MissingClaim))?
                         .to_owned();
                     return Ok(Established {
@@ -177,6 +197,10 @@ impl Authenticator {
                     });
                 }
                 Ok(Verdict::Inactive) => {}
+                // Maybe meant for the next provider; else this is the answer.
+                Ok(Verdict::Refused(cause)) => {
+                    refused.get_or_insert(cause);
+                }
                 Err(e) => {
                     tracing::warn!(provider = %name, error = %e, "token introspection failed");
                     unavailable = true;
@@ -186,7 +210,7 @@ impl Authenticator {
         Err(if unavailable {
             AuthFailure::ProviderUnavailable
         } else {
-            self.invalid_token(TokenError::Inactive)
+            self.invalid_token(refused.unwrap_or(TokenError::Inactive))
         })
     }
 

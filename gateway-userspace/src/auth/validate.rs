@@ -65,6 +65,8 @@ impl TryFrom<RawAuthSection> for AuthSection {
                     "[auth.introspection.{name}] cache_size must be above 0"
                 ));
             }
+            super::introspection::validate_config(i)
+                .map_err(|e| format!("[auth.introspection.{name}] {e}"))?;
         }
         for (name, k) in &raw.api_keys {
             if k.keys.is_empty() && k.keys_file.is_none() {
@@ -81,7 +83,17 @@ impl TryFrom<RawAuthSection> for AuthSection {
                 ));
             }
         }
+        for (name, k) in &raw.api_keys {
+            for key in &k.keys {
+                super::identity::check_subject(&key.name)
+                    .map_err(|e| format!("[auth.api_keys.{name}] key name {:?}: {e}", key.name))?;
+            }
+        }
         for (name, b) in &raw.basic {
+            for u in &b.users {
+                super::identity::check_subject(&u.name)
+                    .map_err(|e| format!("[auth.basic.{name}] user {:?}: {e}", u.name))?;
+            }
             if b.users.is_empty() && b.htpasswd_file.is_none() {
                 return Err(format!(
                     "[auth.basic.{name}] has no users and no htpasswd_file"
@@ -260,6 +272,31 @@ mod tests {
                 "[auth.api_keys.k]\nheader = \"bad header\"\nkeys = []\n",
                 "gw.toml:2:",
                 "not a valid header name",
+            ),
+            (
+                "[auth.api_keys.k]\nkeys = [{ name = \" \", sha256 = \"c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c\" }]\n",
+                "gw.toml:",
+                "key name \" \": the subject is blank",
+            ),
+            (
+                "[auth.basic.b]\nusers = [{ name = \"\", hash = \"$2y$05$abcdefghijklmnopqrstuu5Mr0dQXbaYyRCUTcvnl2m3mIKTd0Fz6\" }]\n",
+                "gw.toml:",
+                "user \"\": the subject is empty",
+            ),
+            (
+                "[auth.introspection.i]\nendpoint = \"https://i.test/\"\nclient_id = \"g\"\nclient_secret = \"s\"\naudiences = [\"\"]\n",
+                "gw.toml:",
+                "[auth.introspection.i] audiences must not contain an empty",
+            ),
+            (
+                "[auth.introspection.i]\nendpoint = \"https://i.test/\"\nclient_id = \"g\"\nclient_secret = \"s\"\nmax_answer_bytes = 10\n",
+                "gw.toml:",
+                "max_answer_bytes must be",
+            ),
+            (
+                "[auth.introspection.i]\nendpoint = \"https://i.test/\"\nclient_id = \"g\"\nclient_secret = \"s\"\nmax_answer_byte = 10\n",
+                "gw.toml:",
+                "unknown field `max_answer_byte`",
             ),
             (
                 "[auth.introspection.i]\nendpoint = \"https://i.test/\"\nclient_id = \"g\"\n",

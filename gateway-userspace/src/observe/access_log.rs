@@ -6,26 +6,39 @@
 //! / `expand_keys` and Elasticsearch both accept.
 //!
 //! Never logged: credentials. `url.query` loses every credential-like
-//! parameter (see [`Redactor`]); `user.name` is the identity's subject, not
-//! the key or token. A query that is not `name=value&...` is dropped whole.
+//! parameter and every parameter whose value carries one (see
+//! [`Redactor`]); `url.path` loses credential-like matrix parameters
+//! (`;jsessionid=...`); `user.name` is the identity's subject, not the key
+//! or token. A query whose names do not decode is dropped whole. What can
+//! still appear in `url.path`: a secret that is an ordinary path segment
+//! (`/reset/<token>`), or hidden behind an encoded `;` (`%3B`).
 //!
-//! The file target is opened in append mode and reopened on SIGUSR1, so
-//! logrotate can move it away and signal us in `postrotate`.
+//! Lines are written by a dedicated thread through a buffer
+//! ([`log_writer`](super::log_writer)): `[log] buffer_bytes` and
+//! `flush_interval`, NGINX's `buffer=` and `flush=`. The file target is
+//! opened in append mode and reopened on SIGUSR1, so logrotate can move it
+//! away and signal us in `postrotate`.
 
 #![forbid(unsafe_code)]
 
 use std::{
     fs::{File, OpenOptions},
-    io::Write as _,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    sync::Mutex,
     time::SystemTime,
 };
 
 use serde_json::{Map, Value, json};
 
-use super::config::{AccessLogTarget, LogSection};
+use super::{
+    config::{AccessLogTarget, LogSection},
+    log_writer::{Buffering, LineWriter, Output},
+};
+
+/// Lines wait in memory up to this many bytes (or four buffers, if more)
+/// while the target is slower than the request rate; beyond, they are
+/// dropped and counted on the application log.
+const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where lines go.
 pub struct AccessLog {
@@ -35,8 +48,8 @@ pub struct AccessLog {
 
 enum Sink {
     Off,
-    Stdout,
-    File { path: PathBuf, file: Mutex<File> },
+    Stdout(LineWriter),
+    File { path: PathBuf, writer: LineWriter },
 }
 
 /// Everything one access log line says.
@@ -69,12 +82,17 @@ impl AccessLog {
     /// `extra_secrets`: query parameter names that carry credentials in this
     /// config (API key `query` settings).
     pub fn open(cfg: &LogSection, extra_secrets: &[String]) -> std::io::Result<Self> {
+        let buffering = Buffering {
+            buffer_bytes: cfg.buffer_bytes.max(1),
+            flush_interval: cfg.flush_interval,
+            max_pending_bytes: cfg.buffer_bytes.saturating_mul(4).max(MAX_PENDING_BYTES),
+        };
         let sink = match &cfg.access_log {
             AccessLogTarget::Off => Sink::Off,
-            AccessLogTarget::Stdout => Sink::Stdout,
+            AccessLogTarget::Stdout => Sink::Stdout(LineWriter::start(Output::Stdout, buffering)?),
             AccessLogTarget::File(p) => Sink::File {
                 path: p.clone(),
-                file: Mutex::new(open_append(p)?),
+                writer: LineWriter::start(Output::File(open_append(p)?), buffering)?,
             },
         };
         let mut names = cfg.redact_query_params.clone();
@@ -99,31 +117,32 @@ impl AccessLog {
 
     /// Reopens the file (after logrotate moved it). Stdout and off: nothing.
     pub fn reopen(&self) -> std::io::Result<()> {
-        if let Sink::File { path, file } = &self.sink {
-            let new = open_append(path)?;
-            *file.lock().unwrap_or_else(|p| p.into_inner()) = new;
+        if let Sink::File { path, writer } = &self.sink {
+            writer.reopen(open_append(path)?);
         }
         Ok(())
     }
 
-    /// Writes one line. A failed write is reported on the application log,
-    /// never to the client.
+    /// Writes every pending line and stops the writer thread (at shutdown;
+    /// dropping the log does the same).
+    pub fn close(&self) {
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => w.close(),
+        }
+    }
+
+    /// Queues one line for the writer thread (never blocks on IO). A failed
+    /// write is reported on the application log, never to the client.
     pub fn write(&self, r: &Record<'_>) {
         if !self.enabled() {
             return;
         }
         let mut line = self.line(r).to_string();
         line.push('\n');
-        let result = match &self.sink {
-            Sink::Off => Ok(()),
-            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Sink::File { file, .. } => file
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write_all(line.as_bytes()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "writing the access log failed");
+        match &self.sink {
+            Sink::Off => {}
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => w.push(line.as_bytes()),
         }
     }
 
@@ -154,7 +173,7 @@ impl AccessLog {
         put("http.request.id", json!(r.request_id));
         put("http.response.status_code", json!(r.status));
         put("http.version", json!(version(r.version)));
-        put("url.path", json!(r.path));
+        put("url.path", json!(self.redactor.redact_path(r.path)));
         if let Some(q) = r.query.and_then(|q| self.redactor.redact(q)) {
             put("url.query", json!(q));
         }
@@ -191,9 +210,9 @@ fn version(v: http::Version) -> &'static str {
     }
 }
 
-/// Drops credential-like query parameters.
+/// Drops credential-like query parameters and matrix parameters.
 pub struct Redactor {
-    /// Lowercase names dropped exactly.
+    /// Extra names dropped exactly (normalized as [`normalize`] does).
     exact: Vec<String>,
 }
 
@@ -216,44 +235,176 @@ const SECRET_PARTS: &[&str] = &[
 /// Dropped when the whole name is one of these.
 const SECRET_NAMES: &[&str] = &["sig", "pass", "sid", "bearer"];
 
+/// How many times a name or value is percent-decoded at most: once as the
+/// upstream does, then again for each level of double encoding
+/// (`%253D` → `%3D` → `=`).
+const DECODE_ROUNDS: usize = 4;
+
 impl Redactor {
     pub fn new(names: Vec<String>) -> Self {
         Self {
-            exact: names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+            exact: names.iter().map(|n| normalize(n)).collect(),
         }
     }
 
+    /// Whether a decoded parameter name is credential-like.
     fn secret(&self, name: &str) -> bool {
-        let n = name.to_ascii_lowercase();
+        let n = normalize(name);
         SECRET_PARTS.iter().any(|p| n.contains(p))
             || SECRET_NAMES.contains(&n.as_str())
             || self.exact.contains(&n)
     }
 
+    /// Whether a decoded value carries a credential: a `name=` assignment
+    /// with a credential-like name anywhere in it (a nested query such as
+    /// `next=/cb?api_key=...`), a bearer token, or something shaped like a
+    /// JWT (`eyJ...` with two dots).
+    fn secret_value(&self, value: &str) -> bool {
+        let lower = value.to_ascii_lowercase();
+        if lower.contains("bearer ") || looks_like_jwt(value) {
+            return true;
+        }
+        value.match_indices('=').any(|(i, _)| {
+            let before = &value[..i];
+            let start = before
+                .rfind(|c: char| "?&;#/=,:\"' \t".contains(c))
+                .map_or(0, |j| j + 1);
+            let name = &before[start..];
+            !name.is_empty() && self.secret(name)
+        })
+    }
+
+    /// Whether one `name=value` piece (still encoded) must go; `None` if
+    /// its name does not decode.
+    fn drop_pair(&self, pair: &str) -> Option<bool> {
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = String::from_utf8(percent_decode(raw_name)?).ok()?;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+        let name = decode_fully(&name);
+        Some(self.secret(&name) || self.secret_value(&decode_fully(raw_value)))
+    }
+
     /// The query without credential-like parameters; `None` when nothing is
-    /// left, or when the query does not look like `name=value&...` (we
-    /// cannot tell what it carries, so it is not logged).
+    /// left, or when a name does not decode (we cannot tell what it
+    /// carries, so nothing is logged). `&` and `;` both separate (as for
+    /// authentication); names are compared after percent-decoding (as
+    /// often as it changes them, up to [`DECODE_ROUNDS`]), ignoring case,
+    /// with PHP's `.`/space → `_` and array suffixes; a value is dropped
+    /// with its name when its decoded text carries a credential.
     pub fn redact(&self, query: &str) -> Option<String> {
         if query.is_empty() {
             return None;
         }
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (raw_name, _) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = percent_decode(raw_name)?;
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-                return None;
+        let mut out = String::with_capacity(query.len());
+        for (sep, pair) in segments(query) {
+            if pair.is_empty() || self.drop_pair(pair)? {
+                continue;
             }
-            if !self.secret(&name) {
-                kept.push(pair);
+            if !out.is_empty()
+                && let Some(sep) = sep
+            {
+                out.push(sep);
             }
+            out.push_str(pair);
         }
-        (!kept.is_empty()).then(|| kept.join("&"))
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The path with credential-like matrix parameters removed
+    /// (`/app;jsessionid=X/a;v=1` → `/app/a;v=1`); a parameter whose name
+    /// does not decode is removed too. Nothing else in the path is changed.
+    pub fn redact_path(&self, path: &str) -> String {
+        if !path.contains(';') {
+            return path.to_owned();
+        }
+        path.split('/')
+            .map(|segment| {
+                let mut parts = segment.split(';');
+                let mut out = parts.next().unwrap_or_default().to_owned();
+                for param in parts {
+                    if self.drop_pair(param) == Some(false) || param.is_empty() {
+                        out.push(';');
+                        out.push_str(param);
+                    }
+                }
+                out
+            })
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
 
-/// Percent- and `+`-decodes a parameter name; `None` if malformed.
-fn percent_decode(s: &str) -> Option<String> {
+/// The query's pieces with the separator (`&` or `;`) before each.
+fn segments(query: &str) -> impl Iterator<Item = (Option<char>, &str)> {
+    let mut rest = Some(query);
+    let mut sep = None;
+    std::iter::from_fn(move || {
+        let q = rest?;
+        let this_sep = sep;
+        match q.find(['&', ';']) {
+            Some(i) => {
+                sep = q[i..].chars().next();
+                rest = Some(&q[i + 1..]);
+                Some((this_sep, &q[..i]))
+            }
+            None => {
+                rest = None;
+                Some((this_sep, q))
+            }
+        }
+    })
+}
+
+/// Lowercase, array suffix removed, `.`/space/`[` as `_` (what PHP, Rack
+/// and ASP.NET make of a name).
+fn normalize(name: &str) -> String {
+    let base = match name.find('[') {
+        Some(i) if name.ends_with(']') && i > 0 => &name[..i],
+        _ => name,
+    };
+    base.chars()
+        .map(|c| match c {
+            '.' | ' ' | '[' => '_',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+/// Decodes as long as that changes the text and it stays decodable, at
+/// most [`DECODE_ROUNDS`] times; invalid UTF-8 is replaced, not refused.
+fn decode_fully(s: &str) -> String {
+    let mut text = s.to_owned();
+    for _ in 0..DECODE_ROUNDS {
+        match percent_decode(&text) {
+            Some(b) => {
+                let next = String::from_utf8_lossy(&b).into_owned();
+                if next == text {
+                    break;
+                }
+                text = next;
+            }
+            None => break,
+        }
+    }
+    text
+}
+
+/// Three base64url parts, the first starting like a JSON object (`eyJ`).
+fn looks_like_jwt(value: &str) -> bool {
+    value.match_indices("eyJ").any(|(i, _)| {
+        let token: &str = value[i..]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .next()
+            .unwrap_or_default();
+        token.split('.').filter(|p| !p.is_empty()).count() >= 2 && token.matches('.').count() >= 2
+    })
+}
+
+/// Percent- and `+`-decodes; `None` if a `%` is not followed by two hex
+/// digits.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -274,7 +425,7 @@ fn percent_decode(s: &str) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
 }
 
 #[cfg(test)]
@@ -296,6 +447,51 @@ mod tests {
         assert_eq!(r.redact("password=x"), None);
         assert_eq!(r.redact("%zz=1&a=2"), None, "undecodable: dropped whole");
         assert_eq!(r.redact("flag&x=1").as_deref(), Some("flag&x=1"));
+    }
+
+    #[test]
+    fn secrets_behind_semicolons_encodings_and_nested_queries_leave() {
+        let r = Redactor::new(vec!["k".into()]);
+        let cases = [
+            ("x=1;api_key=SECRET", Some("x=1")),
+            ("x=1;k=SECRET&y=2", Some("x=1&y=2")),
+            ("next=%2Fcb%3Fapi_key%3DSECRET&p=1", Some("p=1")),
+            ("next=%252Fcb%253Fapi_key%253DSECRET", None),
+            ("next=/cb?x=1;token=SECRET", Some("next=/cb?x=1")),
+            ("api%255Fkey=SECRET&a=b", Some("a=b")),
+            ("API.KEY=SECRET&a=b", Some("a=b")),
+            ("K=SECRET&a=b", Some("a=b")),
+            ("k[]=SECRET&a=b", Some("a=b")),
+            ("q=Bearer%20abc&a=b", Some("a=b")),
+            (
+                "q=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig&a=b",
+                Some("a=b"),
+            ),
+            ("q=%22eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln%22", None),
+            ("page=2;sort=name", Some("page=2;sort=name")),
+            ("next=%2Fhome%3Fpage%3D2", Some("next=%2Fhome%3Fpage%3D2")),
+            ("q=%zz", Some("q=%zz")),
+        ];
+        for (q, want) in cases {
+            let got = r.redact(q);
+            assert_eq!(got.as_deref(), want, "{q}");
+            if let Some(g) = got {
+                assert!(!g.contains("SECRET"), "{q}");
+            }
+        }
+    }
+
+    #[test]
+    fn credential_matrix_parameters_leave_the_path() {
+        let r = Redactor::new(vec![]);
+        assert_eq!(r.redact_path("/a/b"), "/a/b");
+        assert_eq!(
+            r.redact_path("/app;jsessionid=SECRET/x;v=1;api_key=SECRET"),
+            "/app/x;v=1"
+        );
+        assert_eq!(r.redact_path("/x;next=%2Fcb%3Ftoken%3DS"), "/x");
+        assert_eq!(r.redact_path("/x;%zz=1"), "/x");
+        assert_eq!(r.redact_path("/x;"), "/x;");
     }
 
     #[test]

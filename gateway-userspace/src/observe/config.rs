@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
@@ -45,6 +45,12 @@ pub struct LogSection {
     /// Query parameters dropped from `url.query` in addition to the built-in
     /// credential-like names and every API key `query` parameter.
     pub redact_query_params: Vec<String>,
+    /// Access log bytes collected before they are written (one `write(2)`
+    /// per full buffer, on a dedicated thread; NGINX `buffer=`).
+    pub buffer_bytes: usize,
+    /// Longest time a line waits in the buffer (NGINX `flush=`).
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub flush_interval: Duration,
 }
 
 impl Default for LogSection {
@@ -54,6 +60,11 @@ impl Default for LogSection {
             access_log: AccessLogTarget::Stdout,
             // Nothing beyond the built-in list (key, token, secret, password...).
             redact_query_params: Vec::new(),
+            // 64 KiB, as the NGINX `buffer=64k` setups use.
+            buffer_bytes: 64 * 1024,
+            // 200 ms: at low request rates a line shows up quickly; at high
+            // rates the buffer fills first and the interval does not matter.
+            flush_interval: Duration::from_millis(200),
         }
     }
 }

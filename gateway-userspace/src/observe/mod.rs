@@ -11,6 +11,7 @@ pub mod app_log;
 pub mod collect;
 pub mod config;
 pub mod http;
+pub mod log_writer;
 pub mod metrics;
 pub mod trace;
 

@@ -1,8 +1,9 @@
-//! The validate phase: the route's rules for path parameters, query and
-//! headers, then — for routes with a body schema — the Content-Type, and
-//! the body, collected within the route's limit (the one feature that
-//! buffers a body). A valid body is forwarded as the exact bytes that were
-//! validated; a rejected request never reaches the upstream.
+//! The validate phase: the route's rules (for `HEAD`, the `GET` rules) for
+//! path parameters (read from `RequestContext::forward_path`, the path the
+//! upstream gets), query and headers, then — for routes with a body schema —
+//! the Content-Type, and the body, collected within the route's limit (the
+//! one feature that buffers a body). A valid body is forwarded as the exact
+//! bytes that were validated; a rejected request never reaches the upstream.
 
 #![forbid(unsafe_code)]
 
@@ -72,7 +73,7 @@ impl Phase for ValidatePhase {
                 return Ok(());
             };
             let (parts, b) = std::mem::replace(req, Request::new(body::empty())).into_parts();
-            let result = self.check(v, parts, b, req).await;
+            let result = self.check(v, &ctx.forward_path, parts, b, req).await;
             ctx.extras().validation = Some(match &result {
                 Ok(()) => "passed",
                 Err(r) => r.reason.code(),
@@ -86,13 +87,17 @@ impl ValidatePhase {
     async fn check(
         &self,
         v: &validate::RouteValidator,
+        forward_path: &str,
         parts: http::request::Parts,
         b: ProxyBody,
         req: &mut Request<ProxyBody>,
     ) -> Result<(), Rejection> {
         {
-            let params = v.path_params(parts.uri.path());
-            let head = v.check_head(&parts, &params);
+            // The forwarded (normalized, rewritten) path, not the raw URI:
+            // the rules must see what the upstream will act on.
+            let head = v
+                .path_params(forward_path)
+                .and_then(|params| v.check_head(&parts, &params));
             let Some(limit) = v.body_limit() else {
                 *req = Request::from_parts(parts, b);
                 return head.map_err(|r| rejection(&r));

@@ -1,8 +1,10 @@
-//! Body types. Bodies stream frame by frame, never buffered whole. A
-//! request body is wrapped in [`Limited`], which counts bytes against
-//! `max_body_bytes` (so a chunked body is cut off as it streams) and allows
-//! at most `body_read_timeout` between frames; when it trips it records
-//! why, so the proxy answers 413 or 408 rather than a generic 502.
+//! Body types. A request body is wrapped in [`Limited`], which counts bytes
+//! against `max_body_bytes` (so a chunked body is cut off as it streams),
+//! allows at most `body_read_timeout` between frames and, past that, needs
+//! an average of `body_min_rate` bytes per second; when it trips it records
+//! why, so the proxy answers 413 or 408 rather than a generic 502. With
+//! request buffering (the default) [`buffer`] reads the body whole before
+//! the upstream is contacted; otherwise it streams frame by frame.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +37,36 @@ pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }
 
+/// Reads a request body whole (request buffering). The body is a
+/// [`Limited`] one: its size, read deadline and minimum rate apply while it
+/// is read, and a limit that trips is returned as its [`Reason`] (413 or
+/// 408); a client that breaks off its body is `BodyIncomplete` (400).
+/// Trailers are dropped: a buffered body is forwarded with `Content-Length`.
+pub async fn buffer(mut body: ProxyBody, tripped: &Tripped) -> Result<Bytes, Reason> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| tripped.get().unwrap_or(Reason::BodyIncomplete))?;
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            len += data.len();
+            chunks.push(data);
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.remove(0),
+        _ => {
+            let mut all = bytes::BytesMut::with_capacity(len);
+            for c in chunks {
+                all.extend_from_slice(&c);
+            }
+            all.freeze()
+        }
+    })
+}
+
 /// Why a [`Limited`] body stopped, shared with the code awaiting the upstream.
 #[derive(Clone, Default)]
 pub struct Tripped(Arc<Mutex<Option<Reason>>>);
@@ -55,7 +87,8 @@ impl Tripped {
 pub struct LimitError(pub Reason);
 
 pin_project_lite::pin_project! {
-    /// A request body with a size limit and a per-frame read deadline.
+    /// A request body with a size limit, a per-frame read deadline and a
+    /// minimum average rate.
     pub struct Limited<B> {
         #[pin]
         inner: B,
@@ -64,10 +97,17 @@ pin_project_lite::pin_project! {
         #[pin]
         deadline: Sleep,
         tripped: Tripped,
+        // Bytes per second; 0: no rate.
+        min_rate: u64,
+        // When the body was first read (the clocks start then, not while
+        // earlier phases run).
+        started: Option<Instant>,
+        received: u64,
     }
 }
 
 impl<B> Limited<B> {
+    /// `max`: bytes (413 beyond); `timeout`: longest wait for a frame (408).
     pub fn new(inner: B, max: u64, timeout: Duration, tripped: Tripped) -> Self {
         Self {
             inner,
@@ -75,8 +115,28 @@ impl<B> Limited<B> {
             timeout,
             deadline: tokio::time::sleep(timeout),
             tripped,
+            min_rate: 0,
+            started: None,
+            received: 0,
         }
     }
+
+    /// Also requires the whole body within `timeout + received / rate`
+    /// seconds of its first read (`rate` in bytes per second; 0: off).
+    pub fn min_rate(mut self, rate: u64) -> Self {
+        self.min_rate = rate;
+        self
+    }
+}
+
+/// The latest instant the body may still be incomplete: `timeout` after
+/// `started`, plus one second per `min_rate` bytes received.
+fn total_deadline(started: Instant, timeout: Duration, received: u64, min_rate: u64) -> Instant {
+    if min_rate == 0 {
+        return started + Duration::from_secs(u64::from(u32::MAX));
+    }
+    let earned = Duration::from_secs_f64(received as f64 / min_rate as f64);
+    started + timeout + earned
 }
 
 impl<B> Body for Limited<B>
@@ -92,7 +152,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        let started = match *this.started {
+            Some(t) => t,
+            None => {
+                let now = Instant::now();
+                *this.started = Some(now);
+                this.deadline.as_mut().reset(now + *this.timeout);
+                now
+            }
+        };
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -101,9 +170,17 @@ where
                         return Poll::Ready(Some(Err(LimitError(Reason::BodyTooLarge).into())));
                     }
                     *this.remaining -= n;
+                    *this.received += n;
                 }
-                let next = Instant::now() + *this.timeout;
-                this.deadline.as_mut().reset(next);
+                let now = Instant::now();
+                let total = total_deadline(started, *this.timeout, *this.received, *this.min_rate);
+                if now >= total && !frame.is_trailers() && !this.inner.is_end_stream() {
+                    this.tripped.set(Reason::BodyTimeout);
+                    return Poll::Ready(Some(Err(LimitError(Reason::BodyTimeout).into())));
+                }
+                this.deadline
+                    .as_mut()
+                    .reset((now + *this.timeout).min(total));
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

@@ -1,29 +1,60 @@
 //! The check phase: limits that hyper does not enforce the way a proxy
 //! should (414 for a long request target, 431 for header bytes, 413 for a
-//! declared body), header names with underscores, the Host, and path
-//! normalization. A request that fails here never reaches a route.
+//! declared body), the method (length, case, TRACE/CONNECT), header names
+//! with underscores, the Host, the request form and path normalization. A
+//! request that fails here never reaches a route.
 
 #![forbid(unsafe_code)]
 
-use http::{HeaderMap, Request, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Version, header};
 
 use super::{
+    authority::{self, Authority},
     config::Limits,
-    headers, path,
+    headers,
+    path::{self, PathRules},
     reject::{Reason, Rejection},
+    router::Router,
 };
 
 /// What the check phase learned about a request.
 #[derive(Debug)]
 pub struct Checked {
-    /// Lowercase host without port, for routing.
-    pub host: Option<String>,
-    /// Host as sent, with port, for `X-Forwarded-Host`.
-    pub authority: Option<String>,
-    /// Normalized path: the one routed and forwarded.
+    /// The validated, normalized authority (absolute-form target,
+    /// `:authority` or `Host`): routed on, sent upstream as `Host` and in
+    /// `X-Forwarded-Host`/`Forwarded`. `None` only for HTTP/1.0 without Host.
+    pub authority: Option<Authority>,
+    /// Normalized path: the one routed and forwarded (`*` for `OPTIONS *`).
     pub path: String,
     /// Query string, unchanged.
     pub query: Option<String>,
+    /// `OPTIONS *` (RFC 9110 §9.3.7): answered by the gateway itself.
+    pub asterisk: bool,
+}
+
+impl Checked {
+    /// Lowercase host without port, for routing.
+    pub fn host(&self) -> Option<&str> {
+        self.authority.as_ref().map(Authority::host)
+    }
+}
+
+/// Methods of RFC 9110 §9 and PATCH (RFC 5789): a request whose method
+/// equals one of these (or one a route lists) ignoring case, but is not
+/// spelled exactly so, is refused: methods are case-sensitive, so `post`
+/// would match no `methods = ["POST"]` rule while a backend may treat it as
+/// POST.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The methods the gateway proxies, for `Allow` on 405 and `OPTIONS *`.
+pub fn allow_header(limits: &Limits) -> HeaderValue {
+    HeaderValue::from_static(if limits.allow_trace {
+        "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE"
+    } else {
+        "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+    })
 }
 
 /// Whether the request announces a body.
@@ -33,7 +64,105 @@ pub fn may_have_body(h: &HeaderMap) -> bool {
             .is_some_and(|v| v.as_bytes() != b"0")
 }
 
-pub fn check<B>(req: &mut Request<B>, limits: &Limits) -> Result<Checked, Rejection> {
+/// The method rules: at most `max_method_length` bytes (501), never a
+/// case variant of a known method (400), `TRACE` only with `allow_trace`
+/// and never `CONNECT` (405). hyper and `http` already refuse a method that
+/// is not a token (400 before the service runs).
+pub fn check_method(method: &Method, limits: &Limits, router: &Router) -> Result<(), Rejection> {
+    let m = method.as_str();
+    if m.len() > limits.max_method_length {
+        return Err(Rejection::new(
+            Reason::MethodNotImplemented,
+            format!(
+                "the request method is longer than {} bytes",
+                limits.max_method_length
+            ),
+        ));
+    }
+    if m.bytes().any(|b| b.is_ascii_lowercase()) {
+        let upper = m.to_ascii_uppercase();
+        if STANDARD_METHODS.contains(&upper.as_str()) || router.lists_method(&upper) {
+            return Err(Rejection::new(
+                Reason::BadRequest,
+                format!("methods are case-sensitive: send '{upper}'"),
+            ));
+        }
+    }
+    let refused = match *method {
+        Method::TRACE => !limits.allow_trace,
+        Method::CONNECT => true,
+        _ => false,
+    };
+    if refused {
+        return Err(Rejection::new(
+            Reason::MethodNotAllowed,
+            format!("the gateway does not forward {m} requests"),
+        )
+        .with_header(header::ALLOW, allow_header(limits)));
+    }
+    Ok(())
+}
+
+/// The request's authority, validated (RFC 9110 §7.2, RFC 9112 §3.2,
+/// RFC 9113 §8.3.1):
+/// - more than one `Host` field: 400;
+/// - HTTP/1.1 without `Host`: 400 (HTTP/1.0 may omit it: `Ok(None)`);
+/// - absolute-form (`GET http://a/ HTTP/1.1`): the target's authority
+///   replaces `Host` (which must still be present and well-formed);
+/// - a scheme (absolute-form, `:scheme`) other than `http` or `https`: 400;
+/// - HTTP/2: `:authority`, or `host` when there is none; both present and
+///   different (after normalization) is malformed: 400;
+/// - any value that [`authority::parse`] refuses: 400.
+pub fn request_authority<B>(req: &Request<B>) -> Result<Option<Authority>, Rejection> {
+    let bad = |detail: String| Rejection::new(Reason::BadHost, detail);
+    let parse = |raw: &str, what: &str| {
+        authority::parse(raw).map_err(|e| bad(format!("invalid {what}: {e}")))
+    };
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err(bad("more than one Host header".into())),
+        (Some(v), None) => {
+            let v = v
+                .to_str()
+                .map_err(|_| bad("invalid Host: not visible ASCII".into()))?;
+            Some(parse(v, "Host")?)
+        }
+        (None, _) => None,
+    };
+    let uri = req.uri();
+    let target = match uri.authority() {
+        Some(a) => {
+            // The gateway proxies http and https only (also for `:scheme`).
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                return Err(bad("the target scheme must be http or https".into()));
+            }
+            Some(parse(a.as_str(), "request-target authority")?)
+        }
+        None => None,
+    };
+    if req.version() == Version::HTTP_11 && host.is_none() {
+        return Err(bad("a Host header is required".into()));
+    }
+    if req.version() < Version::HTTP_2 {
+        return Ok(target.or(host));
+    }
+    match (target, host) {
+        (Some(t), Some(h)) if t != h => Err(bad(
+            "the host header differs from :authority (RFC 9113 §8.3.1)".into(),
+        )),
+        (Some(a), _) | (None, Some(a)) => Ok(Some(a)),
+        (None, None) => Err(bad("an :authority is required".into())),
+    }
+}
+
+/// Runs the checks in order: method, request-target length, header limits,
+/// underscores, Content-Length, authority, request form and path.
+pub fn check<B>(
+    req: &mut Request<B>,
+    limits: &Limits,
+    router: &Router,
+) -> Result<Checked, Rejection> {
+    check_method(req.method(), limits, router)?;
     let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > limits.max_request_line {
         return Err(Rejection::new(
@@ -82,47 +211,34 @@ pub fn check<B>(req: &mut Request<B>, limits: &Limits) -> Result<Checked, Reject
             _ => return Err(Rejection::new(Reason::BadRequest, "invalid Content-Length")),
         }
     }
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+    let authority = request_authority(req)?;
+    let uri = req.uri();
+    // hyper gives `*` as the path of an asterisk-form target (and `http`
+    // keeps it for `:path: *` in HTTP/2).
+    if uri.path() == "*" && uri.query().is_none() && uri.authority().is_none() {
+        if req.method() != Method::OPTIONS {
+            return Err(Rejection::new(
+                Reason::BadPath,
+                "the asterisk-form target is only for OPTIONS",
+            ));
+        }
+        return Ok(Checked {
+            authority,
+            path: "*".into(),
+            query: None,
+            asterisk: true,
         });
-    let host = authority.as_deref().map(host_without_port);
-    let path = path::normalize(req.uri().path())
+    }
+    let rules = PathRules {
+        escaped_slashes: limits.escaped_slashes,
+        escaped_controls: limits.escaped_controls,
+    };
+    let path = path::normalize_with(uri.path(), rules)
         .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?;
     Ok(Checked {
-        host,
         authority,
         path,
-        query: req.uri().query().map(str::to_owned),
+        query: uri.query().map(str::to_owned),
+        asterisk: false,
     })
-}
-
-/// `Example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
-fn host_without_port(authority: &str) -> String {
-    let a = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if a.starts_with('[') {
-        a.split_once(']')
-            .map_or(a.to_owned(), |(h, _)| format!("{h}]"))
-    } else {
-        a.split(':').next().unwrap_or(a).to_owned()
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_without_port;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(host_without_port("Example.COM:8080"), "example.com");
-        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
-        assert_eq!(host_without_port("a.example."), "a.example");
-    }
 }

@@ -4,6 +4,10 @@
 //! records activity, and answers 408 when a request head takes longer than
 //! `header_read_timeout` from its first byte (hyper's own timeout closes the
 //! connection without a response, and also runs while the connection idles).
+//! It also holds the connection to the protocol ALPN negotiated (hyper's
+//! auto builder would serve whatever the first bytes look like), and runs
+//! the HTTP/2 flood guard (`h2_guard`): past a budget it writes GOAWAY
+//! (ENHANCE_YOUR_CALM) at the next frame boundary and closes.
 
 #![forbid(unsafe_code)]
 
@@ -25,9 +29,24 @@ use tokio::{
 };
 
 use super::{
-    h1_scan::Scanner,
+    h1_scan::{Finding, Scanner},
+    h2_guard::{self, Flood, H2Budget, Inbound, Outbound, Preface, Sniffed},
     reject::{Reason, Rejection},
 };
+
+/// Which protocol a client connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.x only: TLS that negotiated `http/1.1` or no ALPN. An HTTP/2
+    /// preface closes the connection.
+    Http1,
+    /// HTTP/2 only: TLS that negotiated `h2`. Anything but the HTTP/2
+    /// preface closes the connection.
+    Http2,
+    /// Cleartext: HTTP/2 with prior knowledge when the first bytes are the
+    /// preface, HTTP/1.x otherwise.
+    Sniff,
+}
 
 /// What the request phases know about the connection a request came on.
 #[derive(Debug)]
@@ -43,7 +62,8 @@ pub struct ConnInfo {
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
     requests: AtomicU64,
-    smuggling: Mutex<Vec<u64>>,
+    /// What the HTTP/1 scanner found, by request index.
+    findings: Mutex<Vec<(u64, Finding)>>,
     /// Where a slowloris (408 on the raw connection) is reported.
     escalation: Option<(Arc<crate::escalate::Escalator>, crate::escalate::Seen)>,
 }
@@ -65,7 +85,7 @@ impl ConnInfo {
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
-            smuggling: Mutex::new(Vec::new()),
+            findings: Mutex::new(Vec::new()),
             escalation: None,
         }
     }
@@ -100,10 +120,19 @@ impl ConnInfo {
 
     /// Whether HTTP/1 request `index` carried Content-Length and Transfer-Encoding.
     pub fn smuggling_suspected(&self, index: u64) -> bool {
-        self.smuggling
+        self.found(index, Finding::ContentLengthWithTransferEncoding)
+    }
+
+    /// Whether HTTP/1 request `index` had a `#fragment` in its target.
+    pub fn fragment_in_target(&self, index: u64) -> bool {
+        self.found(index, Finding::Fragment)
+    }
+
+    fn found(&self, index: u64, what: Finding) -> bool {
+        self.findings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(&index)
+            .contains(&(index, what))
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -132,20 +161,163 @@ pub struct ConnIo<S> {
     head_deadline: Option<Pin<Box<Sleep>>>,
     /// Bytes of the 408 answer already written, once the head timed out.
     timing_out: Option<(Vec<u8>, usize)>,
+    protocol: Protocol,
+    /// Set until the first bytes said which protocol this is.
+    preface: Option<Preface>,
+    budget: H2Budget,
+    /// The HTTP/2 flood guard, once the preface arrived.
+    h2: Option<H2State>,
+}
+
+/// The flood guard of an HTTP/2 connection.
+struct H2State {
+    inbound: Inbound,
+    outbound: Outbound,
+    /// Set once a budget is exceeded.
+    calm: Option<Calm>,
+}
+
+/// A connection being sent GOAWAY(ENHANCE_YOUR_CALM) and closed.
+struct Calm {
+    frame: [u8; 17],
+    written: usize,
+    /// Closed without GOAWAY if no frame boundary is reached by then.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl<S> ConnIo<S> {
-    /// `scan_h1`: false for connections that negotiated h2 by ALPN.
-    pub fn new(inner: S, info: Arc<ConnInfo>, scan_h1: bool, header_timeout: Duration) -> Self {
+    /// `protocol`: what the connection may speak (by ALPN); `budget`: the
+    /// HTTP/2 flood limits.
+    pub fn new(
+        inner: S,
+        info: Arc<ConnInfo>,
+        protocol: Protocol,
+        header_timeout: Duration,
+        budget: H2Budget,
+    ) -> Self {
         info.touch();
         Self {
             inner,
             info,
-            scanner: scan_h1.then(Scanner::default),
+            scanner: (protocol != Protocol::Http2).then(Scanner::default),
             header_timeout,
             head_deadline: None,
             timing_out: None,
+            protocol,
+            preface: Some(Preface::default()),
+            budget,
+            h2: None,
         }
+    }
+
+    /// Checks the first bytes against the negotiated protocol and starts
+    /// the HTTP/2 guard after a preface; `Err` closes the connection.
+    fn sniff(&mut self, new: &[u8]) -> io::Result<()> {
+        let Some(preface) = &mut self.preface else {
+            return Ok(());
+        };
+        match (preface.feed(new), self.protocol) {
+            (Sniffed::Undecided, _) => Ok(()),
+            (Sniffed::Other, Protocol::Http2) => Err(protocol_error(
+                "ALPN negotiated h2 but the client did not send the HTTP/2 preface",
+            )),
+            (Sniffed::Other, _) => {
+                self.preface = None;
+                Ok(())
+            }
+            (Sniffed::Http2 { .. }, Protocol::Http1) => Err(protocol_error(
+                "the client sent the HTTP/2 preface on an HTTP/1.1 connection",
+            )),
+            (Sniffed::Http2 { frames_at }, _) => {
+                self.preface = None;
+                self.scanner = None;
+                self.h2 = Some(H2State {
+                    inbound: Inbound::new(self.budget),
+                    outbound: Outbound::default(),
+                    calm: None,
+                });
+                self.guard_h2(&new[frames_at..]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts HTTP/2 frames read; past a budget, starts the GOAWAY.
+    fn guard_h2(&mut self, new: &[u8]) {
+        let Some(h2) = &mut self.h2 else { return };
+        if h2.calm.is_some() {
+            return;
+        }
+        if let Err(flood) = h2.inbound.feed(new, &h2.outbound) {
+            self.calm_down(flood);
+        }
+    }
+
+    fn calm_down(&mut self, flood: Flood) {
+        let Some(h2) = &mut self.h2 else { return };
+        tracing::warn!(peer = %self.info.peer, reason = flood.code(), "HTTP/2 flood; sending GOAWAY(ENHANCE_YOUR_CALM) and closing");
+        h2.calm = Some(Calm {
+            frame: h2_guard::goaway(h2.inbound.last_stream()),
+            written: 0,
+            deadline: Box::pin(tokio::time::sleep(h2_guard::GOAWAY_GRACE)),
+        });
+        if let Some((e, seen)) = &self.info.escalation {
+            e.record(
+                self.info.peer.ip(),
+                crate::escalate::Offence::MalformedHttp,
+                *seen,
+            );
+        }
+    }
+}
+
+fn protocol_error(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn calmed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "HTTP/2 flood: connection closed after GOAWAY",
+    )
+}
+
+impl<S: AsyncWrite + Unpin> ConnIo<S> {
+    /// Once a flood was detected: waits for hyper's output to reach a frame
+    /// boundary, writes the GOAWAY and flushes. `Ready` when the connection
+    /// can be closed (GOAWAY sent, or the grace period over); `Pending`
+    /// while hyper is mid-frame or the GOAWAY is being written.
+    fn poll_calm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(H2State {
+            outbound,
+            calm: Some(calm),
+            ..
+        }) = &mut self.h2
+        else {
+            return Poll::Ready(());
+        };
+        if calm.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if !outbound.at_boundary() {
+            // hyper finishes its frame through poll_write.
+            return Poll::Pending;
+        }
+        while calm.written < calm.frame.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &calm.frame[calm.written..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(n)) => calm.written += n,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(()),
+        }
+    }
+
+    fn calming(&self) -> bool {
+        matches!(&self.h2, Some(H2State { calm: Some(_), .. }))
     }
 }
 
@@ -197,6 +369,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
                 "request head not received in time",
             )));
         }
+        if self.calming() {
+            std::task::ready!(self.poll_calm(cx));
+            return Poll::Ready(Err(calmed()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
@@ -204,13 +380,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
                 this.info.touch();
+                if this.preface.is_some() {
+                    this.sniff(new)?;
+                } else if this.h2.is_some() {
+                    this.guard_h2(new);
+                }
+                if this.calming() {
+                    // The frames that tripped the guard are not handed to
+                    // hyper: nothing more from this client is processed.
+                    buf.set_filled(before);
+                    return match this.poll_calm(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(calmed())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 if let Some(scanner) = &mut this.scanner {
                     let info = &this.info;
-                    scanner.feed(new, &mut |i| {
-                        info.smuggling
+                    scanner.feed(new, &mut |i, f| {
+                        info.findings
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(i)
+                            .push((i, f))
                     });
                 }
             }
@@ -252,7 +442,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.info.touch();
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let Some(h2) = &mut this.h2 else {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        };
+        let mut limit = buf.len();
+        if let Some(calm) = &mut h2.calm {
+            if calm.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(calmed()));
+            }
+            // Only the rest of the frame in progress, then the GOAWAY.
+            limit = h2.outbound.until_boundary(buf);
+            if limit == 0 {
+                std::task::ready!(this.poll_calm(cx));
+                return Poll::Ready(Err(calmed()));
+            }
+        }
+        let r = Pin::new(&mut this.inner).poll_write(cx, &buf[..limit]);
+        if let (Poll::Ready(Ok(n)), Some(h2)) = (&r, &mut this.h2) {
+            h2.outbound.feed(&buf[..*n]);
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -261,7 +471,29 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.info.touch();
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        if self.calming() {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            return self.poll_write(cx, first);
+        }
+        let this = &mut *self;
+        match &this.h2 {
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            Some(_) => {
+                let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+                if let (Poll::Ready(Ok(n)), Some(h2)) = (&r, &mut this.h2) {
+                    let mut left = *n;
+                    for b in bufs {
+                        let take = left.min(b.len());
+                        h2.outbound.feed(&b[..take]);
+                        left -= take;
+                        if left == 0 {
+                            break;
+                        }
+                    }
+                }
+                r
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -269,6 +501,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.calming() {
+            // A client that does not read keeps hyper flushing: the grace
+            // deadline is checked here too.
+            if let Some(H2State {
+                calm: Some(calm), ..
+            }) = &mut self.h2
+                && calm.deadline.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(calmed()));
+            }
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 

@@ -4,6 +4,12 @@
 //! responses of allowed origins. Origins not on the list get no CORS
 //! headers, so the browser blocks the response; the request itself is not
 //! refused (CORS protects browsers, not servers).
+//!
+//! On a route with a CORS policy the gateway owns every `Access-Control-*`
+//! response field: whatever the upstream sent (a reflected origin,
+//! `Allow-Credentials: true`) is removed before the gateway's decision is
+//! added, so an upstream that reflects any origin cannot widen the policy.
+//! Its `Vary` values are kept and `Origin` is added.
 
 #![forbid(unsafe_code)]
 
@@ -176,8 +182,11 @@ pub fn preflight(cors: &Cors, headers: &HeaderMap) -> Response<ProxyBody> {
     resp
 }
 
-/// Adds the CORS headers of an actual (non-preflight) response.
+/// Replaces the CORS headers of an actual (non-preflight) response with
+/// the gateway's decision: every `Access-Control-*` field of the upstream
+/// is removed, then those of an allowed origin are added.
 pub fn apply(cors: &Cors, request_origin: Option<&HeaderValue>, resp: &mut HeaderMap) {
+    remove_access_control(resp);
     resp.append(header::VARY, HeaderValue::from_static("Origin"));
     let Some(allow) = request_origin.and_then(|o| cors.allow_origin(o)) else {
         return;
@@ -193,5 +202,77 @@ pub fn apply(cors: &Cors, request_origin: Option<&HeaderValue>, resp: &mut Heade
         && let Ok(v) = HeaderValue::from_str(&cors.expose_headers.join(", "))
     {
         resp.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+    }
+}
+
+/// Removes every `Access-Control-*` field (names are lowercase in `http`).
+fn remove_access_control(headers: &mut HeaderMap) {
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstreams_cors_fields_are_replaced() {
+        let cors = Cors {
+            allowed_origins: vec!["https://app.example".into()],
+            allow_credentials: true,
+            ..Cors::default()
+        };
+        let upstream = || {
+            let mut h = HeaderMap::new();
+            for (k, v) in [
+                ("access-control-allow-origin", "https://evil.example"),
+                ("access-control-allow-credentials", "true"),
+                ("access-control-expose-headers", "x-secret"),
+                ("access-control-allow-methods", "DELETE"),
+                ("access-control-max-age", "86400"),
+                ("vary", "Accept-Encoding"),
+            ] {
+                h.append(k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let mut refused = upstream();
+        apply(
+            &cors,
+            Some(&HeaderValue::from_static("https://evil.example")),
+            &mut refused,
+        );
+        assert!(
+            refused
+                .keys()
+                .all(|k| !k.as_str().starts_with("access-control-")),
+            "{refused:?}"
+        );
+        assert_eq!(refused.get_all(header::VARY).iter().count(), 2);
+
+        let mut allowed = upstream();
+        apply(
+            &cors,
+            Some(&HeaderValue::from_static("https://app.example")),
+            &mut allowed,
+        );
+        assert_eq!(
+            allowed[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert_eq!(allowed[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert!(allowed.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).is_none());
+        assert!(allowed.get(header::ACCESS_CONTROL_ALLOW_METHODS).is_none());
+        assert!(allowed.get(header::ACCESS_CONTROL_MAX_AGE).is_none());
+
+        let mut no_origin = upstream();
+        apply(&cors, None, &mut no_origin);
+        assert!(no_origin.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     }
 }

@@ -3,15 +3,25 @@
 //! `Transfer-Encoding` it silently drops the length and uses chunked, so the
 //! service cannot tell. The scanner follows the same framing (heads, then a
 //! Content-Length or chunked body) over the raw bytes and records the index
-//! of every request head that carried both. Anything it does not
-//! understand (an upgrade, HTTP/2, a malformed stream) stops the scan;
-//! hyper rejects malformed streams itself.
+//! of every request head that carried both. It also records request lines
+//! whose target has a `#fragment`, which the `http` crate drops silently.
+//! Anything it does not understand (an upgrade, HTTP/2, a malformed stream)
+//! stops the scan; hyper rejects malformed streams itself.
 
 #![forbid(unsafe_code)]
 
 /// Largest head the scanner buffers before giving up (hyper's own limit
 /// answers such requests with 431 first).
 const MAX_HEAD: usize = 512 * 1024;
+
+/// Something hyper hides that the scanner saw in a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finding {
+    /// Both `Content-Length` and `Transfer-Encoding` (request smuggling).
+    ContentLengthWithTransferEncoding,
+    /// A `#` in the request-target.
+    Fragment,
+}
 
 #[derive(Debug)]
 enum State {
@@ -43,9 +53,9 @@ impl Default for Scanner {
 }
 
 impl Scanner {
-    /// Feeds bytes read from the client; calls `flag(i)` for request `i`
-    /// (0-based) when its head has both Content-Length and Transfer-Encoding.
-    pub fn feed(&mut self, mut data: &[u8], flag: &mut impl FnMut(u64)) {
+    /// Feeds bytes read from the client; calls `flag(i, finding)` for
+    /// request `i` (0-based) for each [`Finding`] in its head.
+    pub fn feed(&mut self, mut data: &[u8], flag: &mut impl FnMut(u64, Finding)) {
         while !data.is_empty() {
             match &mut self.state {
                 State::Lost => return,
@@ -93,7 +103,7 @@ impl Scanner {
     }
 
     /// Called when `self.line` ends with `\n` (heads accumulate all lines).
-    fn on_line(&mut self, flag: &mut impl FnMut(u64)) {
+    fn on_line(&mut self, flag: &mut impl FnMut(u64, Finding)) {
         match self.state {
             State::Head => {
                 if self.line == b"\r\n" || self.line == b"\n" {
@@ -125,7 +135,7 @@ impl Scanner {
         }
     }
 
-    fn on_head(&mut self, head: &[u8], flag: &mut impl FnMut(u64)) -> State {
+    fn on_head(&mut self, head: &[u8], flag: &mut impl FnMut(u64, Finding)) -> State {
         let index = self.index;
         self.index += 1;
         let text = String::from_utf8_lossy(head);
@@ -133,6 +143,13 @@ impl Scanner {
         let request_line = lines.next().unwrap_or("");
         if !request_line.ends_with("HTTP/1.1") && !request_line.ends_with("HTTP/1.0") {
             return State::Lost; // HTTP/2 preface or garbage
+        }
+        if request_line
+            .split(' ')
+            .nth(1)
+            .is_some_and(|target| target.contains('#'))
+        {
+            flag(index, Finding::Fragment);
         }
         let (mut cl, mut te, mut upgrade) = (None::<u64>, None::<String>, false);
         for line in lines.filter(|l| !l.is_empty()) {
@@ -158,7 +175,7 @@ impl Scanner {
         }
         match (te, cl) {
             (Some(_), Some(_)) => {
-                flag(index);
+                flag(index, Finding::ContentLengthWithTransferEncoding);
                 // hyper answers after our 400 and closes; stop scanning.
                 State::Lost
             }
@@ -172,15 +189,38 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
-    use super::Scanner;
+    use super::{Finding, Scanner};
 
-    fn flagged(input: &[u8], step: usize) -> Vec<u64> {
+    fn found(input: &[u8], step: usize, what: Finding) -> Vec<u64> {
         let mut s = Scanner::default();
         let mut out = Vec::new();
         for chunk in input.chunks(step) {
-            s.feed(chunk, &mut |i| out.push(i));
+            s.feed(chunk, &mut |i, f| {
+                if f == what {
+                    out.push(i)
+                }
+            });
         }
         out
+    }
+
+    fn flagged(input: &[u8], step: usize) -> Vec<u64> {
+        found(input, step, Finding::ContentLengthWithTransferEncoding)
+    }
+
+    #[test]
+    fn finds_fragments_in_targets_only() {
+        let input = b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n\
+            GET /c HTTP/1.1\r\nX-Frag: #x\r\n\r\n\
+            POST /d?q=1#top HTTP/1.1\r\nContent-Length: 3\r\n\r\n#\n\n\
+            GET /e HTTP/1.1\r\n\r\n";
+        for step in [1, 5, input.len()] {
+            assert_eq!(
+                found(input, step, Finding::Fragment),
+                vec![0, 2],
+                "step {step}"
+            );
+        }
     }
 
     #[test]

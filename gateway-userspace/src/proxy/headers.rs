@@ -1,7 +1,10 @@
 //! Header rewriting at the proxy boundary: hop-by-hop headers removed both
-//! ways (including those named in `Connection`), `X-Forwarded-*`,
-//! `Forwarded` and `X-Request-Id` set on the way in, and `Server`,
-//! `X-Powered-By` removed and security headers added on the way out.
+//! ways (including those named in `Connection`; on requests before the
+//! gateway adds any header of its own), client claims about the client IP,
+//! scheme, prefix, original URL or method removed, `X-Real-IP`,
+//! `X-Forwarded-*`, `Forwarded` and `X-Request-Id` set on the way in, and
+//! `Server`, `X-Powered-By` removed and security headers added on the way
+//! out.
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +32,78 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Removes hop-by-hop headers and every header named in `Connection`.
+/// Headers backends trust for the client IP, scheme, port, prefix or host
+/// that only a proxy may set: removed from untrusted peers, kept from
+/// trusted proxies (Traefik CVE-2024-52003 and CVE-2026-35051 are the
+/// public cases). `X-Forwarded-For/-Proto/-Host` and `Forwarded` are
+/// replaced by [`set_forwarding`], `X-Real-IP` by [`strip_client_claims`].
+const PROXY_CLAIMS: &[&str] = &[
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-by",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "x-url-scheme",
+    "front-end-https",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "x-proxyuser-ip",
+    "x-host",
+    "x-original-host",
+];
+
+/// Headers that make a backend use another method or URL than the one the
+/// gateway routed (and validated): removed from every peer, trusted or not,
+/// since no proxy in front of the gateway needs them.
+const OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+];
+
+/// Removes client claims: [`OVERRIDES`] always, the proxy family from
+/// untrusted peers, and sets `X-Real-IP` to the client IP (as NGINX setups
+/// do with `proxy_set_header X-Real-IP $remote_addr`).
+pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_ip: IpAddr) {
+    for name in OVERRIDES {
+        headers.remove(*name);
+    }
+    if !peer_trusted {
+        for name in PROXY_CLAIMS {
+            headers.remove(*name);
+        }
+    }
+    insert(
+        headers,
+        HeaderName::from_static("x-real-ip"),
+        &client_ip.to_string(),
+    );
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`
+/// (except `Host`).
+///
+/// On requests this must run before the gateway adds any header
+/// (`X-Request-Id`, identity headers, `X-Forwarded-*`, `X-Real-IP`):
+/// `Connection` may only remove what the client itself sent (Traefik
+/// CVE-2024-45410).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -37,6 +111,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        // Host is the request's routing field, never connection-specific:
+        // `Connection: host` cannot remove it.
+        .filter(|n| n != header::HOST)
         .collect();
     for name in named {
         headers.remove(name);
@@ -266,6 +343,29 @@ mod tests {
             },
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn client_claims_removed_from_untrusted_and_overrides_from_all() {
+        let forged = [
+            "x-real-ip",
+            "x-forwarded-prefix",
+            "true-client-ip",
+            "x-http-method-override",
+            "x-original-url",
+        ];
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for n in forged {
+                h.insert(n, HeaderValue::from_static("6.6.6.6"));
+            }
+            strip_client_claims(&mut h, trusted, "10.0.0.1".parse().unwrap());
+            assert_eq!(h["x-real-ip"], "10.0.0.1");
+            assert!(!h.contains_key("x-http-method-override"));
+            assert!(!h.contains_key("x-original-url"));
+            assert_eq!(h.contains_key("x-forwarded-prefix"), trusted);
+            assert_eq!(h.contains_key("true-client-ip"), trusted);
+        }
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct RequestContext {
     pub route_id: Arc<str>,
     /// The upstream pool the route sends to.
     pub upstream: Arc<str>,
+    /// The path as it is forwarded: normalized once (`proxy::path`), then
+    /// the route's `rewrite_prefix` applied; no query. The request URI the
+    /// hooks get may still be the raw one: validate this, not that.
+    pub forward_path: Arc<str>,
     /// What phases learn and leave for later phases and the response.
     pub extras: Arc<Mutex<Extras>>,
 }

@@ -3,6 +3,7 @@
 //! upstream pools with health checks, L7 limits and the security headers.
 //! `Proxy::start` runs it; `Proxy::reload` swaps in a new config.
 
+pub mod authority;
 pub mod body;
 pub mod check;
 pub mod client_ip;
@@ -11,6 +12,7 @@ pub mod conn;
 pub mod cors;
 pub mod demo;
 pub mod h1_scan;
+pub mod h2_guard;
 pub mod headers;
 pub mod hooks;
 pub mod path;

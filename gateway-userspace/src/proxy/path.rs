@@ -3,11 +3,55 @@
 //! router did not. Steps (Envoy's edge settings): decode percent-encoded
 //! unreserved characters (including `%2e`, so `%2e%2e` is a dot segment),
 //! uppercase the hex of the escapes that stay, merge repeated slashes,
-//! remove `.` and `..` segments (never above the root). `%2F` stays encoded:
-//! it is data, not a separator. A malformed escape or a control character
-//! is an error (400).
+//! remove `.` and `..` segments (never above the root). A malformed escape
+//! or a control character is an error (400).
+//!
+//! Escaped separators (`%2F`, `%5C`, and a raw `\`, which RFC 3986 does not
+//! allow) follow [`EscapedSlashes`] (Envoy's
+//! `path_with_escaped_slashes_action`): refused by default, because a
+//! backend that decodes them would resolve `/public/..%2Fapi` to `/api`,
+//! outside the route the gateway matched. Percent-encoded control
+//! characters (`%00`–`%1F`, `%7F`) follow [`EscapedControls`]: refused by
+//! default (NUL and CR/LF truncate or split paths in many backends).
 
 #![forbid(unsafe_code)]
+
+use serde::Deserialize;
+
+/// What to do with `%2F` and `%5C` (and a raw `\`) in a request path.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400 `bad_path` (Envoy `REJECT_REQUEST`).
+    #[default]
+    Reject,
+    /// Forward them encoded as `%2F`/`%5C`; they are data, not separators
+    /// (Envoy `KEEP_UNCHANGED`). A raw `\` is forwarded as `%5C`.
+    Keep,
+    /// Decode them to `/` before dot segments are removed and the path is
+    /// routed, so the route sees what such a backend sees (Envoy
+    /// `UNESCAPE_AND_FORWARD`; a backslash becomes `/`, as WHATWG URL
+    /// parsing does for http).
+    Decode,
+}
+
+/// What to do with percent-encoded control characters (`%00`–`%1F`, `%7F`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedControls {
+    /// 400 `bad_path`.
+    #[default]
+    Reject,
+    /// Forward them encoded.
+    Keep,
+}
+
+/// The path rules from `[limits]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathRules {
+    pub escaped_slashes: EscapedSlashes,
+    pub escaped_controls: EscapedControls,
+}
 
 /// Why a path cannot be normalized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,14 +65,35 @@ pub enum PathError {
     /// A byte that may not appear in a path (control, space, non-ASCII, `#`).
     #[error("invalid character in path")]
     BadChar,
+    /// `%2F`, `%5C` or a raw `\` with `escaped_slashes = "reject"`.
+    #[error("escaped slash or backslash in path (%2F, %5C or \\)")]
+    EscapedSlash,
+    /// `%00`–`%1F` or `%7F` with `escaped_controls = "reject"`.
+    #[error("percent-encoded control character in path")]
+    EscapedControl,
 }
 
-/// Normalizes the path part of a request target (no query).
+/// Normalizes a path with the default rules (`%2F` kept as data): the form
+/// route patterns in the config are checked against.
 pub fn normalize(path: &str) -> Result<String, PathError> {
+    normalize_with(
+        path,
+        PathRules {
+            escaped_slashes: EscapedSlashes::Keep,
+            escaped_controls: EscapedControls::Reject,
+        },
+    )
+}
+
+/// Normalizes the path part of a request target (no query) under `rules`.
+///
+/// # Errors
+/// A [`PathError`] saying what is wrong; the caller answers 400.
+pub fn normalize_with(path: &str, rules: PathRules) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = decode_unreserved(path.as_bytes())?;
+    let decoded = decode_unreserved(path.as_bytes(), rules)?;
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
@@ -60,7 +125,7 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     Ok(result)
 }
 
-fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
+fn decode_unreserved(bytes: &[u8], rules: PathRules) -> Result<String, PathError> {
     let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -69,6 +134,20 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
             let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
             let (h, l) = (hex_val(hex[0])?, hex_val(hex[1])?);
             let c = (h << 4) | l;
+            if c.is_ascii_control() && rules.escaped_controls == EscapedControls::Reject {
+                return Err(PathError::EscapedControl);
+            }
+            if matches!(c, b'/' | b'\\') {
+                match rules.escaped_slashes {
+                    EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
+                    EscapedSlashes::Decode => {
+                        out.push('/');
+                        i += 3;
+                        continue;
+                    }
+                    EscapedSlashes::Keep => {}
+                }
+            }
             if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
                 out.push(c as char);
             } else {
@@ -77,6 +156,13 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
                 out.push(hex[1].to_ascii_uppercase() as char);
             }
             i += 3;
+        } else if b == b'\\' {
+            match rules.escaped_slashes {
+                EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
+                EscapedSlashes::Keep => out.push_str("%5C"),
+                EscapedSlashes::Decode => out.push('/'),
+            }
+            i += 1;
         } else if b.is_ascii_graphic() && b != b'#' && b != b'?' {
             out.push(b as char);
             i += 1;
@@ -96,7 +182,7 @@ fn hex_val(b: u8) -> Result<u8, PathError> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::*;
 
     fn n(p: &str) -> String {
         normalize(p).unwrap()
@@ -123,5 +209,54 @@ mod tests {
         assert!(normalize("/a%zz").is_err());
         assert!(normalize("/a%2").is_err());
         assert!(normalize("a/b").is_err());
+    }
+
+    fn with(p: &str, escaped_slashes: EscapedSlashes) -> Result<String, PathError> {
+        normalize_with(
+            p,
+            PathRules {
+                escaped_slashes,
+                escaped_controls: EscapedControls::Reject,
+            },
+        )
+    }
+
+    #[test]
+    fn escaped_slashes() {
+        use EscapedSlashes::*;
+        for p in [
+            "/public/..%2Fapi/echo",
+            "/public/..%2fapi/echo",
+            "/a%5Cb",
+            "/a%5cb",
+            "/a\\b",
+            "/public/..\\api",
+        ] {
+            assert_eq!(with(p, Reject), Err(PathError::EscapedSlash), "{p}");
+        }
+        assert_eq!(
+            with("/public/..%2Fapi/echo", Keep).unwrap(),
+            "/public/..%2Fapi/echo"
+        );
+        assert_eq!(with("/a\\b", Keep).unwrap(), "/a%5Cb");
+        assert_eq!(with("/public/..%2Fapi/echo", Decode).unwrap(), "/api/echo");
+        assert_eq!(with("/public/..%5capi/echo", Decode).unwrap(), "/api/echo");
+        assert_eq!(with("/public/..\\api/echo", Decode).unwrap(), "/api/echo");
+        assert_eq!(with("/a%2F%2Fb", Decode).unwrap(), "/a/b");
+        // `%252F` is a literal `%2F` in data: never a separator here.
+        assert_eq!(with("/a%252Fb", Reject).unwrap(), "/a%252Fb");
+    }
+
+    #[test]
+    fn escaped_controls() {
+        for p in ["/a%00b", "/a%0d%0ab", "/a%0A", "/a%1f", "/a%7F", "/a%09"] {
+            assert_eq!(normalize(p), Err(PathError::EscapedControl), "{p}");
+        }
+        let keep = PathRules {
+            escaped_slashes: EscapedSlashes::Reject,
+            escaped_controls: EscapedControls::Keep,
+        };
+        assert_eq!(normalize_with("/a%00b", keep).unwrap(), "/a%00b");
+        assert_eq!(normalize("/a%20b").unwrap(), "/a%20b");
     }
 }

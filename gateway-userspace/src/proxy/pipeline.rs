@@ -3,14 +3,16 @@
 //!
 //! 1. accept: client IP, connection limits, TLS, PROXY protocol (`server`,
 //!    per connection, before any request);
-//! 2. check: request-line, header and declared body limits, smuggling
-//!    (Content-Length with Transfer-Encoding), underscores, path
+//! 2. check: method, request-line, header and declared body limits,
+//!    smuggling (Content-Length with Transfer-Encoding), underscores, the
+//!    authority (`authority`), fragments, `OPTIONS *` (answered here), path
 //!    normalization (`check`);
 //! 3. route: most specific route on the normalized path (`router`);
 //! 4. authenticate, 5. validate, 6. rate limit: hooks owned by other
 //!    modules (`hooks`), no-ops by default;
-//! 7. forward: headers rewritten, body streamed with its limits, a target
-//!    picked, retries, WebSocket tunnel after 101 (`upstream`);
+//! 7. forward: the body read whole first (request buffering, unless the
+//!    route streams), headers rewritten, a target picked, retries,
+//!    WebSocket tunnel after 101 (`upstream`);
 //! 8. respond: upstream headers cleaned, security headers, request id;
 //! 9. access log.
 //!
@@ -36,13 +38,14 @@ use crate::{
         trace::TraceContext,
     },
 };
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::{
     body::{self, Limited, ProxyBody, Tripped},
-    check,
+    check, client_ip,
     conn::ConnInfo,
     cors,
     headers::{self, Forwarding},
@@ -77,8 +80,21 @@ pub async fn handle(
     let index = conn.next_request_index();
     let _busy = conn.busy();
     let peer_trusted = state.trusted.contains(conn.peer.ip());
+    // What hop-by-hop fields say is read before they are removed.
+    let may_have_body = check::may_have_body(req.headers());
+    let websocket =
+        req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+    // The client's hop-by-hop fields go first, before the gateway adds any
+    // header of its own, so `Connection` can only remove what the client sent.
+    headers::strip_hop_by_hop(req.headers_mut());
     let request_id = headers::request_id(req.headers_mut(), peer_trusted);
-    let client_ip = state.trusted.client_ip(conn.peer.ip(), req.headers());
+    // A trusted proxy's chain that does not name the client is a 400; the
+    // log then shows the proxy, which is never escalated for it.
+    let (client_ip, bad_client_ip) = match state.trusted.client_ip(conn.peer.ip(), req.headers()) {
+        Ok(ip) => (ip, None),
+        Err(e) => (client_ip::canonical(conn.peer.ip()), Some(e)),
+    };
+    headers::strip_client_claims(req.headers_mut(), peer_trusted, client_ip);
     let (method, version) = (req.method().clone(), req.version());
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -87,7 +103,6 @@ pub async fn handle(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let may_have_body = check::may_have_body(req.headers());
     let mut outcome = Outcome {
         trace: TraceContext::from_headers(req.headers()),
         route: None,
@@ -98,16 +113,25 @@ pub async fn handle(
         cors: None,
     };
 
-    let result = phases(
-        &state,
-        &conn,
-        index,
-        req,
-        &request_id,
-        client_ip,
-        &mut outcome,
-    )
-    .await;
+    let result = match bad_client_ip {
+        Some(e) => Err(Rejection::new(Reason::BadClientIp, e.to_string())),
+        None => {
+            phases(
+                &state,
+                &conn,
+                index,
+                req,
+                &request_id,
+                client_ip,
+                Framing {
+                    may_have_body,
+                    websocket,
+                },
+                &mut outcome,
+            )
+            .await
+        }
+    };
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, false),
         Err(rejection) => {
@@ -130,7 +154,8 @@ pub async fn handle(
     {
         // Through PROXY protocol the packets come from the load balancer:
         // the kernel cannot drop the client by its address.
-        let seen = if client_ip == conn.peer.ip() && conn.proxied_by.is_none() {
+        let seen = if client_ip == client_ip::canonical(conn.peer.ip()) && conn.proxied_by.is_none()
+        {
             Seen::Socket
         } else {
             Seen::Forwarded
@@ -207,7 +232,7 @@ pub async fn handle(
         duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
         user_agent: user_agent.as_deref(),
         request_id: &request_id,
-        trace_id: &outcome.trace.trace_id,
+        trace_id: outcome.trace.trace_id_hex().as_str(),
         route: outcome.route.as_deref(),
         upstream_target: outcome.target,
         reason: reason.map(|r| r.code()),
@@ -220,6 +245,15 @@ pub async fn handle(
     resp
 }
 
+/// What the request's hop-by-hop fields said, read before they are removed.
+struct Framing {
+    /// `Content-Length` above 0 or `Transfer-Encoding`.
+    may_have_body: bool,
+    /// An HTTP/1.1 WebSocket upgrade request.
+    websocket: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn phases(
     state: &ProxyState,
     conn: &ConnInfo,
@@ -227,6 +261,7 @@ async fn phases(
     mut req: Request<Incoming>,
     request_id: &str,
     client_ip: IpAddr,
+    framing: Framing,
     outcome: &mut Outcome,
 ) -> Result<Response<ProxyBody>, Rejection> {
     // 1b. a source escalated at L7 (seen through a trusted proxy, or with
@@ -254,7 +289,18 @@ async fn phases(
             "Content-Length and Transfer-Encoding must not be sent together",
         ));
     }
-    let checked = check::check(&mut req, &state.limits)?;
+    if conn.fragment_in_target(index) {
+        // `http` drops a `#fragment` silently; `h1_scan` saw it in the raw
+        // request line. Origin-form has no fragment (RFC 9112 §3.2.1).
+        return Err(Rejection::new(
+            Reason::BadPath,
+            "the request target must not contain a fragment ('#')",
+        ));
+    }
+    let checked = check::check(&mut req, &state.limits, &state.router)?;
+    if checked.asterisk {
+        return Ok(server_options(&state.limits));
+    }
 
     // 3. route
     let preflight = cors::is_preflight(req.method(), req.headers());
@@ -265,12 +311,7 @@ async fn phases(
     };
     let route = state
         .router
-        .find(
-            checked.host.as_deref(),
-            &checked.path,
-            &match_method,
-            req.headers(),
-        )
+        .find(checked.host(), &checked.path, &match_method, req.headers())
         .ok_or_else(|| Rejection::new(Reason::NoRoute, "no route matches this request"))?;
     outcome.route = Some(route.id.clone());
     outcome.security = Some(route.security.clone());
@@ -289,11 +330,11 @@ async fn phases(
         listener: conn.listener.clone(),
         route_id: route.id.clone(),
         upstream: route.upstream.clone(),
+        forward_path: route.rewrite(&checked.path).into(),
         extras: outcome.extras.clone(),
     };
 
-    let websocket =
-        req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+    let websocket = framing.websocket;
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let tripped = Tripped::default();
     let limits = &state.limits;
@@ -304,6 +345,7 @@ async fn phases(
             limits.body_read_timeout,
             tripped.clone(),
         )
+        .min_rate(limits.body_min_rate)
         .boxed()
     });
 
@@ -313,7 +355,33 @@ async fn phases(
         &state.hooks.validate,
         &state.hooks.rate_limit,
     ] {
-        phase.run(&ctx, &mut req).await?;
+        // A phase that read the body (validation) reports a body limit
+        // that tripped as the limit (413/408), not as a broken body.
+        phase
+            .run(&ctx, &mut req)
+            .await
+            .map_err(|r| match tripped.get() {
+                Some(reason) if r.reason == Reason::BodyIncomplete => {
+                    Rejection::new(reason, upstream::limit_detail(reason))
+                }
+                _ => r,
+            })?;
+    }
+
+    // 6b. request buffering: the whole body is read (within its limits)
+    // before the upstream is contacted, so a body that is too big or too
+    // slow is the gateway's 413/408 and the upstream sees nothing. A body
+    // the validate phase already read is in memory: no second read.
+    if route.request_buffering.unwrap_or(limits.request_buffering) && !req.body().is_end_stream() {
+        let (mut parts, b) = req.into_parts();
+        let bytes = body::buffer(b, &tripped)
+            .await
+            .map_err(|reason| Rejection::new(reason, upstream::limit_detail(reason)))?;
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        req = Request::from_parts(parts, body::full(bytes));
     }
 
     // 7. forward
@@ -324,29 +392,26 @@ async fn phases(
         )
     })?;
     let (mut parts, body) = req.into_parts();
-    let may_retry = upstream::retryable(&parts);
-    let host_header = parts.headers.get(header::HOST).cloned();
-    headers::strip_hop_by_hop(&mut parts.headers);
+    let may_retry = !framing.may_have_body && upstream::retryable(&parts);
+    let authority = checked.authority.as_ref().map(ToString::to_string);
     headers::set_forwarding(
         &mut parts.headers,
         &Forwarding {
             peer: conn.peer.ip(),
             peer_trusted: state.trusted.contains(conn.peer.ip()),
             proto: if conn.tls { "https" } else { "http" },
-            host: checked.authority.as_deref(),
+            host: authority.as_deref(),
         },
     );
     outcome.trace.apply(&mut parts.headers);
-    match (host_header, &checked.authority) {
-        (Some(h), _) => {
-            parts.headers.insert(header::HOST, h);
+    // The Host sent upstream is the validated authority the route matched.
+    match authority.as_deref().map(HeaderValue::from_str) {
+        Some(Ok(v)) => {
+            parts.headers.insert(header::HOST, v);
         }
-        (None, Some(a)) => {
-            if let Ok(v) = HeaderValue::from_str(a) {
-                parts.headers.insert(header::HOST, v);
-            }
+        _ => {
+            parts.headers.remove(header::HOST);
         }
-        (None, None) => {}
     }
     if websocket {
         parts
@@ -357,7 +422,8 @@ async fn phases(
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     let mut target = route.rewrite(&checked.path);
-    if let Some(q) = checked.query.as_deref() {
+    // The query as the phases left it (authentication strips credentials).
+    if let Some(q) = parts.uri.query() {
         target.push('?');
         target.push_str(q);
     }
@@ -406,7 +472,17 @@ async fn phases(
     Ok(upstream::guarded_body(resp, in_flight))
 }
 
-/// An RFC 9457 problem response for a rejection.
+/// The gateway's answer to `OPTIONS *` (RFC 9110 §9.3.7): 200, `Allow`
+/// with the methods it proxies, no body. Never routed, never an offence.
+fn server_options(limits: &super::config::Limits) -> Response<ProxyBody> {
+    let mut resp = Response::new(body::empty());
+    resp.headers_mut()
+        .insert(header::ALLOW, check::allow_header(limits));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
 /// The offence a client-caused rejection counts as, if any. A 404 (no
 /// route) is not one: scanners hit it, but so do broken links. A 403
 /// (valid identity, missing scope) is not one either.
@@ -416,15 +492,21 @@ fn offence_of(reason: Reason) -> Option<Offence> {
         RateLimited => Some(Offence::RateLimited),
         Unauthenticated | AuthInvalidRequest | TooManyAuthFailures => Some(Offence::AuthFailure),
         Invalid | UnsupportedMediaType => Some(Offence::ValidationFailure),
-        BadPath | BadRequest | UnderscoreHeader | BodyIncomplete => Some(Offence::MalformedHttp),
-        UriTooLong | HeadersTooLarge | BodyTooLarge | HeaderTimeout | BodyTimeout => {
-            Some(Offence::LimitViolation)
+        BadPath | BadRequest | UnderscoreHeader | BodyIncomplete | BadHost => {
+            Some(Offence::MalformedHttp)
         }
+        UriTooLong | HeadersTooLarge | BodyTooLarge | HeaderTimeout | BodyTimeout
+        | MethodNotImplemented => Some(Offence::LimitViolation),
+        // The client behind the trusted proxy is unknown, and the proxy
+        // must not pay for its clients' headers.
+        BadClientIp => None,
+        // A refused TRACE is a scanner's probe, like a 404.
         NoRoute | AuthMissing | Forbidden | Escalated | AuthUnavailable | NoHealthyUpstream
-        | UpstreamFailed | UpstreamTimeout | Internal => None,
+        | UpstreamFailed | UpstreamTimeout | Internal | MethodNotAllowed => None,
     }
 }
 
+/// An RFC 9457 problem response for a rejection.
 pub fn problem_response(rejection: &Rejection, request_id: &str) -> Response<ProxyBody> {
     let body = match &rejection.problem {
         Some(b) => body::full(b.clone()),

@@ -24,7 +24,18 @@ pub enum ProxyHeaderError {
 }
 
 /// Reads a PROXY header. `Ok(None)` means `UNKNOWN`/`LOCAL`: keep the peer.
+/// An IPv4-mapped IPv6 source (`::ffff:a.b.c.d`) is returned as IPv4, so
+/// it meets the same limits, blocks and trusted-proxy checks as the plain
+/// address.
 pub async fn read_header<R: AsyncRead + Unpin>(
+    io: &mut R,
+) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+    Ok(read_raw(io)
+        .await?
+        .map(|a| SocketAddr::new(super::client_ip::canonical(a.ip()), a.port())))
+}
+
+async fn read_raw<R: AsyncRead + Unpin>(
     io: &mut R,
 ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let mut start = [0u8; 12];
@@ -66,7 +77,8 @@ async fn read_v2<R: AsyncRead + Unpin>(io: &mut R) -> Result<Option<SocketAddr>,
     let mut head = [0u8; 4];
     io.read_exact(&mut head).await?;
     let (ver_cmd, fam, len) = (head[0], head[1], u16::from_be_bytes([head[2], head[3]]));
-    if ver_cmd >> 4 != 2 {
+    // Version 2; command LOCAL (0) or PROXY (1), nothing else (spec §2.2).
+    if ver_cmd >> 4 != 2 || ver_cmd & 0x0f > 1 {
         return Err(ProxyHeaderError::Malformed);
     }
     let mut body = vec![0u8; len as usize];
@@ -115,5 +127,15 @@ mod tests {
 
         let mut bad: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
         assert!(read_header(&mut bad).await.is_err());
+
+        // A mapped source is the plain IPv4 address.
+        let mut v1: &[u8] = b"PROXY TCP6 ::ffff:192.0.2.7 ::1 5555 443\r\n";
+        let a = read_header(&mut v1).await.unwrap().unwrap();
+        assert_eq!(a, "192.0.2.7:5555".parse().unwrap());
+        // v2 with command 2 (undefined) is refused.
+        let mut v2 = V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[0x22, 0x11, 0, 12, 192, 0, 2, 9, 10, 0, 0, 1, 0, 1, 0, 1]);
+        let mut r: &[u8] = &v2;
+        assert!(read_header(&mut r).await.is_err());
     }
 }

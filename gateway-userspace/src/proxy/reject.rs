@@ -40,6 +40,10 @@ pub enum Reason {
     /// A request that is not valid HTTP for a proxy (e.g. both
     /// Content-Length and Transfer-Encoding, a bad Content-Length).
     BadRequest,
+    /// A trusted proxy's `X-Forwarded-For` / `Forwarded` chain does not
+    /// name the client where the walk stops (garbage, `unknown`, a host
+    /// name) (400). Not an offence: the client is unknown.
+    BadClientIp,
     /// A header name contains `_` and `underscore_headers = "reject"`.
     UnderscoreHeader,
     /// The request target is longer than `max_request_line`.
@@ -85,6 +89,12 @@ pub enum Reason {
     UpstreamTimeout,
     /// A bug or resource failure in the gateway (500).
     Internal,
+    /// A missing, repeated or malformed Host / `:authority` (400).
+    BadHost,
+    /// A method the gateway refuses to forward, e.g. `TRACE` (405).
+    MethodNotAllowed,
+    /// A method longer than `max_method_length` (501).
+    MethodNotImplemented,
 }
 
 impl Reason {
@@ -93,8 +103,10 @@ impl Reason {
         use Reason::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
-            BadPath | BadRequest | UnderscoreHeader | Invalid | BodyIncomplete
-            | AuthInvalidRequest => StatusCode::BAD_REQUEST,
+            BadPath | BadRequest | BadClientIp | UnderscoreHeader | Invalid | BodyIncomplete
+            | AuthInvalidRequest | BadHost => StatusCode::BAD_REQUEST,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            MethodNotImplemented => StatusCode::NOT_IMPLEMENTED,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TooManyAuthFailures | Escalated => StatusCode::TOO_MANY_REQUESTS,
             AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -130,6 +142,7 @@ impl Reason {
             NoRoute => "no_route",
             BadPath => "bad_path",
             BadRequest => "bad_request",
+            BadClientIp => "bad_client_ip",
             UnderscoreHeader => "underscore_header",
             UriTooLong => "uri_too_long",
             HeadersTooLarge => "headers_too_large",
@@ -151,6 +164,9 @@ impl Reason {
             UpstreamFailed => "upstream_failed",
             UpstreamTimeout => "upstream_timeout",
             Internal => "internal",
+            BadHost => "bad_host",
+            MethodNotAllowed => "method_not_allowed",
+            MethodNotImplemented => "method_not_implemented",
         }
     }
 }

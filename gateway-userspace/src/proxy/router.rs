@@ -21,6 +21,8 @@ pub struct Route {
     pub cors: Option<Arc<super::cors::Cors>>,
     /// `[security_headers]` with this route's overrides applied.
     pub security: Arc<super::config::SecurityHeaders>,
+    /// The route's `request_buffering` (absent: the `[limits]` default).
+    pub request_buffering: Option<bool>,
     host: Option<HostPattern>,
     path: PathMatch,
     methods: Vec<Method>,
@@ -46,6 +48,7 @@ impl Route {
             upstream: c.upstream.get_ref().as_str().into(),
             cors: c.cors.clone().map(Arc::new),
             security: Arc::new(security.merged(&c.security_headers)),
+            request_buffering: c.request_buffering,
             host: c.host.clone(),
             path,
             methods: c
@@ -126,6 +129,13 @@ impl Router {
         Self {
             routes: routes.into_iter().map(Arc::new).collect(),
         }
+    }
+
+    /// Whether some route lists `method` (uppercase) in its `methods`.
+    pub fn lists_method(&self, method: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| r.methods.iter().any(|m| m.as_str() == method))
     }
 
     /// The most specific matching route. `host` is lowercase without port.

@@ -30,7 +30,7 @@ use tokio::{
 use super::{
     body::{self, ProxyBody},
     config::{Limits, Listener},
-    conn::{ConnInfo, ConnIo},
+    conn::{ConnInfo, ConnIo, Protocol},
     demo,
     hooks::Hooks,
     pipeline, proxy_protocol,
@@ -89,12 +89,10 @@ impl Proxy {
         let (shutdown, rx) = watch::channel(false);
         let mut addrs = Vec::new();
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.address)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    addr: l.address,
-                    source,
-                })?;
+            let socket = l.bind().map_err(|source| ProxyError::Bind {
+                addr: l.address,
+                source,
+            })?;
             let local = socket.local_addr().map_err(|source| ProxyError::Bind {
                 addr: l.address,
                 source,
@@ -103,6 +101,7 @@ impl Proxy {
                 listener = %l.display_name(),
                 address = %local,
                 tls = l.tls,
+                backlog = l.backlog,
                 redirect_https_port = ?l.redirect_https_port,
                 "proxy listening"
             );
@@ -237,7 +236,13 @@ async fn accept_conn(
     if let Some(port) = cfg.redirect_https_port {
         let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
         let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        let io = TokioIo::new(ConnIo::new(
+            tcp,
+            info.clone(),
+            Protocol::Sniff,
+            handshake_timeout,
+            state.limits.h2_budget(),
+        ));
         return serve(io, info, &state, svc, shutdown).await;
     }
     if !cfg.tls {
@@ -251,7 +256,13 @@ async fn accept_conn(
                 .proxied_by(proxied_by)
                 .with_escalation(state.hooks.escalation.clone(), seen),
         );
-        let io = TokioIo::new(ConnIo::new(tcp, info.clone(), true, handshake_timeout));
+        let io = TokioIo::new(ConnIo::new(
+            tcp,
+            info.clone(),
+            Protocol::Sniff,
+            handshake_timeout,
+            state.limits.h2_budget(),
+        ));
         let svc = proxy_service(shared, info.clone());
         return serve(io, info, &state, svc, shutdown).await;
     }
@@ -273,7 +284,13 @@ async fn accept_conn(
             return tracing::debug!(peer = %peer, "TLS handshake timed out");
         }
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    // The connection speaks what ALPN chose; no ALPN means HTTP/1.1
+    // (RFC 9113 §3.2: h2 over TLS requires ALPN).
+    let protocol = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
     let seen = if proxied_by.is_some() {
         crate::escalate::Seen::Forwarded
     } else {
@@ -284,7 +301,13 @@ async fn accept_conn(
             .proxied_by(proxied_by)
             .with_escalation(state.hooks.escalation.clone(), seen),
     );
-    let io = TokioIo::new(ConnIo::new(tls, info.clone(), !h2, handshake_timeout));
+    let io = TokioIo::new(ConnIo::new(
+        tls,
+        info.clone(),
+        protocol,
+        handshake_timeout,
+        state.limits.h2_budget(),
+    ));
     let svc = proxy_service(shared, info.clone());
     serve(io, info, &state, svc, shutdown).await
 }
@@ -354,25 +377,14 @@ async fn serve<I, S>(
 
 /// The redirect listener's answer: 308 to the same host and path over HTTPS.
 fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .uri()
-        .host()
-        .map(str::to_owned)
-        .or_else(|| {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            Some(match h.strip_prefix('[') {
-                Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or("")),
-                None => h.split(':').next().unwrap_or(h).to_owned(),
-            })
-        })
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'@')
-        });
-    let Some(host) = host else {
-        let r = Rejection::new(Reason::BadRequest, "a Host header is required");
-        return pipeline::problem_response(&r, "-");
+    // The same Host rules as the proxy listeners: one well-formed authority.
+    let host = match super::check::request_authority(req) {
+        Ok(Some(a)) => a.host().to_owned(),
+        Ok(None) => {
+            let r = Rejection::new(Reason::BadHost, "a Host header is required");
+            return pipeline::problem_response(&r, "-");
+        }
+        Err(r) => return pipeline::problem_response(&r, "-"),
     };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {

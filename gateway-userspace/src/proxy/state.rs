@@ -48,7 +48,8 @@ impl ProxyState {
             pools: Pools::new(&config.upstreams),
             limits: config.limits.clone(),
             security: config.security_headers.clone(),
-            trusted: Trusted::new(config.trusted_proxies.clone()),
+            trusted: Trusted::new(config.trusted_proxies.clone())
+                .with_header(config.client_ip_header),
             hooks,
             tls,
             http: http_builder(&config.limits),

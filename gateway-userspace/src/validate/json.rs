@@ -3,6 +3,13 @@
 //! repeated keys and the nesting depth is bounded. serde_json on its own
 //! keeps the last of two equal keys, while the service behind the gateway
 //! may keep the first: such bodies are refused instead.
+//!
+//! Numbers keep their exact text (serde_json's `arbitrary_precision`, on for
+//! the JSON Schema checks to compare exact decimals): serde_json hands such a
+//! number to a visitor as a one-entry map under a private key, with the
+//! text given as an owned string. A body that spells that key itself is an
+//! ordinary object here (its string value comes borrowed or copied, never
+//! owned), so it cannot pass for a number as it would with `Value`.
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +59,7 @@ pub(crate) fn parse_strict(body: &[u8], max_depth: usize) -> Result<Value, Rejec
         )
     })?;
     let mut state = State {
+        number_text: None,
         max_depth,
         depth: 0,
         path: Vec::new(),
@@ -84,7 +92,13 @@ fn syntax_message(e: &serde_json::Error) -> String {
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
+/// The key serde_json (with `arbitrary_precision`) wraps a number's text in.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
 struct State {
+    /// Set while reading the value under a first key [`NUMBER_TOKEN`]:
+    /// whether it came as the text of a number.
+    number_text: Option<bool>,
     max_depth: usize,
     depth: usize,
     /// Pointer tokens of the current position.
@@ -148,7 +162,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        if let Some(seen) = self.state.number_text.as_mut() {
+            // Only a number's text arrives owned (see the module docs).
+            *seen = true;
+            let n: serde_json::Number =
+                serde_json::from_str(&v).map_err(|_| E::custom("not a number"))?;
+            return Ok(Value::Number(n));
+        }
         Ok(Value::String(v))
     }
 
@@ -178,6 +199,22 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         self.state.enter()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            if object.is_empty() && key == NUMBER_TOKEN {
+                self.state.number_text = Some(false);
+                self.state.path.push(pointer_token(&key));
+                let value = map.next_value_seed(ValueSeed {
+                    state: &mut *self.state,
+                });
+                self.state.path.pop();
+                let number = self.state.number_text.take() == Some(true);
+                let value = value?;
+                if number {
+                    self.state.depth -= 1;
+                    return Ok(value);
+                }
+                object.insert(key, value);
+                continue;
+            }
             self.state.path.push(pointer_token(&key));
             if object.contains_key(&key) {
                 let pointer = self.state.pointer();
@@ -201,6 +238,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn reason(body: &[u8]) -> &'static str {
@@ -221,6 +260,52 @@ mod tests {
         assert_eq!(r.violations()[0].pointer(), "/x/a");
         // An escaped spelling of the same key is the same key.
         assert_eq!(reason(br#"{"a":1,"\u0061":2}"#), "duplicate_key");
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_text() {
+        let v = parse_strict(
+            br#"{"a":100.00000000000000001,"b":99999999999999999999,"c":-0,"d":1E400,"e":[1.5,2]}"#,
+            32,
+        )
+        .unwrap();
+        assert_eq!(v["a"].to_string(), "100.00000000000000001");
+        assert_eq!(v["b"].to_string(), "99999999999999999999");
+        assert_eq!(v["c"].to_string(), "-0");
+        // serde_json spells the exponent its own way; the value is the same.
+        assert_eq!(v["d"].to_string(), "1e+400");
+        assert_eq!(v["e"][0].to_string(), "1.5");
+        assert!(v["a"].is_number() && v["d"].is_number() && v["e"][1].is_u64());
+        // Deeply placed and at the top level.
+        assert_eq!(parse_strict(b"1.25", 32).unwrap().to_string(), "1.25");
+        assert_eq!(
+            parse_strict(br#"{"x":{"y":[0.1]}}"#, 32).unwrap()["x"]["y"][0].to_string(),
+            "0.1"
+        );
+    }
+
+    #[test]
+    fn the_private_number_key_is_an_ordinary_key() {
+        // With serde_json's `Value` (arbitrary_precision) this object would
+        // become the number 5: a type confusion between gateway and backend.
+        let v = parse_strict(br#"{"$serde_json::private::Number":"5"}"#, 32).unwrap();
+        assert!(v.is_object(), "{v:?}");
+        assert_eq!(v[NUMBER_TOKEN], "5");
+        let v = parse_strict(br#"{"\u0024serde_json::private::Number":"5"}"#, 32).unwrap();
+        assert!(v.is_object(), "{v:?}");
+        let v = parse_strict(br#"{"$serde_json::private::Number":1.5,"b":2}"#, 32).unwrap();
+        assert_eq!(
+            (v[NUMBER_TOKEN].to_string(), &v["b"]),
+            ("1.5".into(), &json!(2))
+        );
+        let v = parse_strict(br#"{"$serde_json::private::Number":{"x":1e2}}"#, 32).unwrap();
+        assert_eq!(v[NUMBER_TOKEN]["x"].to_string(), "1e+2");
+        let r = parse_strict(
+            br#"{"$serde_json::private::Number":"5","$serde_json::private::Number":"6"}"#,
+            32,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason(), "duplicate_key");
     }
 
     #[test]

@@ -14,7 +14,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod decimal;
 mod error;
+mod exact;
 mod json;
 mod openapi;
 mod params;
@@ -28,6 +30,7 @@ use http::Method;
 
 pub use config::{OpenApiConfig, ParamConfig, ParamType, RuleConfig, ValidationSection};
 pub use error::ValidationConfigError;
+pub(crate) use json::parse_strict;
 pub use rejection::{Part, Reason, Rejection, Violation};
 pub use route::RouteValidator;
 
@@ -102,13 +105,19 @@ impl Validators {
         Ok(())
     }
 
-    /// The rules for a route id + method, if any: the rule for that method,
-    /// else the route's rule without a method.
+    /// The rules for a route id + method, if any: the rule for that method;
+    /// for `HEAD` without a rule of its own, the `GET` rule (servers answer
+    /// HEAD by running the GET handler, RFC 9110 §9.3.2); else the route's
+    /// rule without a method.
     pub fn for_route(&self, route: &str, method: &Method) -> Option<&RouteValidator> {
         let rules = self.routes.get(route)?;
-        rules
-            .iter()
-            .find(|(m, _)| m.as_ref() == Some(method))
+        let exact = |m: &Method| rules.iter().find(|(r, _)| r.as_ref() == Some(m));
+        exact(method)
+            .or_else(|| {
+                (*method == Method::HEAD)
+                    .then(|| exact(&Method::GET))
+                    .flatten()
+            })
             .or_else(|| rules.iter().find(|(m, _)| m.is_none()))
             .map(|(_, v)| v)
     }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{
     config::{ParamConfig, ParamType},
+    decimal::Decimal,
     rejection::{Part, Violation},
     schema,
 };
@@ -116,14 +117,16 @@ impl ParamRule {
         {
             fail("must be one of the allowed values");
         }
-        if let Some(n) = value.as_f64() {
+        // Bounds compare the exact decimal the text spells (class: a value
+        // a hair over the maximum must not round onto it).
+        if let Some(n) = decimal_of(&value) {
             if let Some(lo) = self.minimum
-                && n < lo
+                && Decimal::from_f64(lo).is_some_and(|lo| n < lo)
             {
                 fail(&format!("must be >= {lo}"));
             }
             if let Some(hi) = self.maximum
-                && n > hi
+                && Decimal::from_f64(hi).is_some_and(|hi| n > hi)
             {
                 fail(&format!("must be <= {hi}"));
             }
@@ -167,7 +170,11 @@ fn anchored_regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("pattern {pattern:?}: {e}"))
 }
 
-/// The text converted to `kind`, or `None` if it is not one.
+/// The text converted to `kind`, or `None` if it is not one. Numbers keep
+/// their exact value: an integer is any run of ASCII digits with an
+/// optional `-` (no i64 limit: `99999999999999999999` is an integer), a
+/// number is a JSON number (RFC 8259 §6; leading zeros allowed), and the
+/// JSON value made from either spells the same decimal as the text.
 pub(crate) fn convert(raw: &str, kind: ParamType) -> Option<Value> {
     match kind {
         ParamType::String => Some(Value::String(raw.to_owned())),
@@ -177,40 +184,62 @@ pub(crate) fn convert(raw: &str, kind: ParamType) -> Option<Value> {
             _ => None,
         },
         ParamType::Integer => {
-            let digits = raw.strip_prefix('-').unwrap_or(raw);
+            let (sign, digits) = match raw.strip_prefix('-') {
+                Some(rest) => ("-", rest),
+                None => ("", raw),
+            };
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            raw.parse::<i64>().ok().map(Value::from)
+            let digits = digits.trim_start_matches('0');
+            let canonical = match digits {
+                "" => "0".to_owned(),
+                d => format!("{sign}{d}"),
+            };
+            number(&canonical)
         }
         ParamType::Number => {
-            // Only JSON-like numbers: no "inf", "NaN", hex or leading '+'.
-            let ok = !raw.is_empty()
-                && raw
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b == b'-' || b.is_ascii_digit())
-                && raw
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
-            let n = raw.parse::<f64>().ok().filter(|n| ok && n.is_finite())?;
-            serde_json::Number::from_f64(n).map(Value::Number)
+            Decimal::parse(raw, true)?;
+            // JSON has no leading zeros: drop them from the integer part.
+            let (sign, rest) = match raw.strip_prefix('-') {
+                Some(rest) => ("-", rest),
+                None => ("", raw),
+            };
+            let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let zeros = rest[..int_len].bytes().take_while(|b| *b == b'0').count();
+            let zeros = zeros.min(int_len - 1);
+            number(&format!("{sign}{}", &rest[zeros..]))
         }
+    }
+}
+
+/// A JSON number holding exactly `text` (already in JSON number syntax).
+fn number(text: &str) -> Option<Value> {
+    serde_json::from_str::<serde_json::Number>(text)
+        .ok()
+        .map(Value::Number)
+}
+
+/// The exact decimal of a JSON number value.
+fn decimal_of(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => Decimal::parse(&n.to_string(), false),
+        _ => None,
     }
 }
 
 fn is_of_kind(v: &Value, kind: ParamType) -> bool {
     match kind {
         ParamType::String => v.is_string(),
-        ParamType::Integer => v.is_i64() || v.is_u64(),
+        ParamType::Integer => decimal_of(v).is_some_and(|d| d.is_integer()),
         ParamType::Number => v.is_number(),
         ParamType::Boolean => v.is_boolean(),
     }
 }
 
-/// Equality, with numbers compared by value (1 == 1.0).
+/// Equality, with numbers compared as exact decimals (1 == 1.0 == 1e0).
 fn same(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
+    match (decimal_of(a), decimal_of(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
@@ -240,14 +269,28 @@ pub(crate) fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
 }
 
 fn decode(s: &str) -> Option<String> {
+    unescape(s, true)
+}
+
+/// A path segment percent-decoded once (`+` stays `+`). `None` if an
+/// escape is malformed or the result is not UTF-8.
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    unescape(s, false)
+}
+
+fn unescape(s: &str, plus_is_space: bool) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                // Two hex digits; from_str_radix alone would take "+5".
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 2;
@@ -267,15 +310,76 @@ mod tests {
     fn conversions() {
         assert_eq!(convert("42", ParamType::Integer), Some(Value::from(42)));
         assert_eq!(convert("-7", ParamType::Integer), Some(Value::from(-7)));
-        for bad in ["", "+1", "1.0", "٣", "99999999999999999999", " 1", "-"] {
+        assert_eq!(convert("007", ParamType::Integer), Some(Value::from(7)));
+        assert_eq!(convert("-0", ParamType::Integer), Some(Value::from(0)));
+        let text = |raw, kind| convert(raw, kind).map(|v| v.to_string());
+        // Beyond i64 and u64: still an integer, exactly.
+        for big in ["99999999999999999999", "-99999999999999999999"] {
+            assert_eq!(text(big, ParamType::Integer).as_deref(), Some(big));
+        }
+        for bad in ["", "+1", "1.0", "٣", " 1", "-", "1e2", "0x1"] {
             assert_eq!(convert(bad, ParamType::Integer), None, "{bad}");
         }
-        assert!(convert("1.5e3", ParamType::Number).is_some());
-        for bad in ["inf", "NaN", "0x10", "", "+1", "1e999"] {
+        assert_eq!(text("1.5e3", ParamType::Number).as_deref(), Some("1.5e+3"));
+        assert_eq!(
+            text("100.00000000000000001", ParamType::Number).as_deref(),
+            Some("100.00000000000000001")
+        );
+        assert_eq!(text("1E400", ParamType::Number).as_deref(), Some("1e+400"));
+        assert_eq!(text("007.5", ParamType::Number).as_deref(), Some("7.5"));
+        assert_eq!(text("-00", ParamType::Number).as_deref(), Some("-0"));
+        for bad in ["inf", "NaN", "0x10", "", "+1", "1.", ".5", "1e", "1 "] {
             assert_eq!(convert(bad, ParamType::Number), None, "{bad}");
         }
         assert_eq!(convert("true", ParamType::Boolean), Some(Value::Bool(true)));
         assert_eq!(convert("True", ParamType::Boolean), None);
+    }
+
+    fn rule(toml: &str) -> ParamRule {
+        let c: ParamConfig = toml::from_str(toml).unwrap();
+        ParamRule::from_config("n", &c).unwrap()
+    }
+
+    fn fails(rule: &ParamRule, raw: &str) -> bool {
+        let mut out = Vec::new();
+        rule.check(raw, Part::Query, &mut out);
+        !out.is_empty()
+    }
+
+    #[test]
+    fn bounds_are_exact() {
+        let int = rule("type = \"integer\"\nmaximum = 100\nminimum = -100");
+        for ok in ["100", "-100", "0", "-0", "0100"] {
+            assert!(!fails(&int, ok), "{ok}");
+        }
+        for bad in [
+            "101",
+            "99999999999999999999",
+            "-99999999999999999999",
+            "100.0",
+            "1e2",
+        ] {
+            assert!(fails(&int, bad), "{bad}");
+        }
+        let num = rule("type = \"number\"\nmaximum = 100\nminimum = 0.1");
+        for ok in ["100", "100.0", "1e2", "99.99999999999999999", "0.1", "0.10"] {
+            assert!(!fails(&num, ok), "{ok}");
+        }
+        for bad in [
+            "100.00000000000000001",
+            "1E400",
+            "0.09999999999999999999",
+            "-0",
+        ] {
+            assert!(fails(&num, bad), "{bad}");
+        }
+        let unbounded = rule("type = \"integer\"");
+        assert!(!fails(&unbounded, "99999999999999999999"));
+        let allowed = rule("type = \"number\"\nenum = [1, 2.5]");
+        for ok in ["1", "1.0", "1e0", "2.50", "25e-1"] {
+            assert!(!fails(&allowed, ok), "{ok}");
+        }
+        assert!(fails(&allowed, "1.00000000000000000001"));
     }
 
     #[test]
@@ -290,6 +394,13 @@ mod tests {
         assert!(parse_query("a=%zz").is_none());
         assert!(parse_query("a=%ff").is_none());
         assert!(parse_query("a=%4").is_none());
+        assert!(parse_query("a=%+5").is_none());
+        assert_eq!(
+            percent_decode("a+b%20c%2Fd%31").as_deref(),
+            Some("a+b c/d1")
+        );
+        assert_eq!(percent_decode("%2531").as_deref(), Some("%31"));
+        assert!(percent_decode("%ff").is_none());
     }
 
     #[test]

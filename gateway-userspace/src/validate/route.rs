@@ -21,7 +21,7 @@ use super::{
 /// What a request to one route (and method) must look like.
 pub struct RouteValidator {
     /// `/users/{id}`: where the path parameters sit, matched against the
-    /// last segments of the request path (the part below the API's base).
+    /// whole forwarded path (see [`RouteValidator::path_params`]).
     pub(crate) path_template: Option<String>,
     pub(crate) path: Vec<ParamRule>,
     pub(crate) query: Vec<ParamRule>,
@@ -41,27 +41,46 @@ pub(crate) struct BodyRule {
 }
 
 impl RouteValidator {
-    /// The path parameters of `path` (the normalized request path) by the
-    /// rule's template; empty without a template or when it does not fit.
-    pub fn path_params(&self, path: &str) -> Vec<(String, String)> {
+    /// The path parameters of `path`, the normalized path as it is
+    /// forwarded (after any `rewrite_prefix`): the template must match the
+    /// whole path, segment for segment (a trailing slash on either side is
+    /// ignored), and each parameter is percent-decoded exactly once (`%31`
+    /// is `1`, `1%20OR%201=1` is `1 OR 1=1`, `%2F` is a `/` inside the
+    /// value). Empty without a template or when the path does not fit it,
+    /// so the rules' path parameters are then reported missing. A value
+    /// that does not decode to UTF-8 is an error.
+    pub fn path_params(&self, path: &str) -> Result<Vec<(String, String)>, Rejection> {
         let Some(t) = &self.path_template else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let tpl: Vec<&str> = t.trim_matches('/').split('/').collect();
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if segs.len() < tpl.len() {
-            return Vec::new();
+        if segs.len() != tpl.len() {
+            return Ok(Vec::new());
         }
-        let tail = &segs[segs.len() - tpl.len()..];
         let mut out = Vec::new();
-        for (t, s) in tpl.iter().zip(tail) {
+        for (t, s) in tpl.iter().zip(&segs) {
             match t.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
-                Some(name) => out.push((name.to_owned(), (*s).to_owned())),
-                None if t == s => {}
-                None => return Vec::new(),
+                Some(name) => {
+                    let Some(value) = params::percent_decode(s) else {
+                        return Err(Rejection::new(
+                            Reason::InvalidParams,
+                            vec![Violation::param(
+                                Part::Path,
+                                name,
+                                "has a malformed %-escape or is not UTF-8",
+                            )],
+                            self.max_errors,
+                        ));
+                    };
+                    out.push((name.to_owned(), value));
+                }
+                // A literal segment, compared as written and decoded.
+                None if t == s || params::percent_decode(s).as_deref() == Some(*t) => {}
+                None => return Ok(Vec::new()),
             }
         }
-        out
+        Ok(out)
     }
 
     /// Checks path params (already extracted by the router as name->value),

@@ -2,15 +2,19 @@
 //! schema is built with the same options: formats are ASSERTED (not only
 //! annotations, the 2019-09/2020-12 default), an unknown format is a
 //! config error rather than silently ignored, the custom `phone` format is
-//! E.164, `pattern` uses the linear-time `regex` engine, and no `$ref` is
-//! ever fetched over the network or from disk.
+//! E.164, `pattern` uses the linear-time `regex` engine, no `$ref` is
+//! ever fetched over the network or from disk, and the keywords that look
+//! at a number's value compare exact decimals (`exact.rs`).
 
 #![forbid(unsafe_code)]
 
 use jsonschema::{Draft, PatternOptions, ValidationError, Validator, error::ValidationErrorKind};
 use serde_json::Value;
 
-use super::rejection::{Part, Violation, pointer_token};
+use super::{
+    exact,
+    rejection::{Part, Violation, pointer_token},
+};
 
 /// E.164: `+`, a non-zero ASCII digit, then 1 to 14 more ASCII digits.
 /// (Spelled out rather than `\d`, which in Rust regex matches any Unicode digit.)
@@ -66,6 +70,14 @@ pub(crate) fn compile(schema: &Value, draft: Option<Draft>) -> Result<Validator,
         .with_format("binary", annotation_only)
         .with_format("password", annotation_only)
         .with_pattern_options(PatternOptions::regex());
+    let draft4 = match draft {
+        Some(d) => d == Draft::Draft4,
+        None => schema
+            .get("$schema")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("draft-04")),
+    };
+    options = exact::register(options, draft4);
     match draft {
         Some(draft) => options = options.with_draft(draft),
         None if schema.get("$schema").is_none() => options = options.with_draft(Draft::Draft202012),
@@ -165,6 +177,8 @@ fn describe(error: &ValidationError<'_>, part: Part, out: &mut Vec<Violation>) {
         ValidationErrorKind::AdditionalItems { .. }
         | ValidationErrorKind::UnevaluatedItems { .. } => push("has items not allowed".into()),
         ValidationErrorKind::PropertyNames { .. } => push("has a property name not allowed".into()),
+        // The exact numeric keywords (`exact.rs`) word their own messages.
+        ValidationErrorKind::Custom { message, .. } => push(message.clone()),
         other => push(format!("fails the `{}` rule", other.keyword())),
     }
 }
@@ -219,6 +233,63 @@ mod tests {
         // ECMA \d is ASCII.
         let v = compile(&json!({"pattern": "^\\d+$"}), None).unwrap();
         assert!(v.is_valid(&json!("123")) && !v.is_valid(&json!("١٢٣")));
+    }
+
+    /// Whether `number` (JSON text, parsed as a body is) passes `schema`.
+    fn passes(schema: Value, number: &str) -> bool {
+        let v = compile(&schema, None).unwrap();
+        let instance = super::super::json::parse_strict(number.as_bytes(), 8).unwrap();
+        v.is_valid(&instance)
+    }
+
+    #[test]
+    fn numbers_are_compared_as_exact_decimals() {
+        let max = json!({"type": "integer", "maximum": 100});
+        for ok in [
+            "100",
+            "100.0",
+            "1e2",
+            "1E2",
+            "-0",
+            "0",
+            "99",
+            "-99999999999999999999",
+        ] {
+            assert!(passes(max.clone(), ok), "{ok}");
+        }
+        for bad in [
+            "100.00000000000000001",
+            "99.99999999999999999",
+            "1E400",
+            "101",
+            "99999999999999999999",
+            "100.5",
+        ] {
+            assert!(!passes(max.clone(), bad), "{bad}");
+        }
+        let number = json!({"type": "number", "maximum": 100});
+        assert!(passes(number.clone(), "99.99999999999999999"));
+        assert!(!passes(number.clone(), "100.00000000000000001"));
+        assert!(!passes(number, "1E400"));
+        let exclusive = json!({"exclusiveMaximum": 100, "exclusiveMinimum": 0});
+        assert!(passes(exclusive.clone(), "99.99999999999999999"));
+        assert!(passes(exclusive.clone(), "0.00000000000000000001"));
+        assert!(!passes(exclusive.clone(), "100.0"));
+        assert!(!passes(exclusive.clone(), "-0"));
+        let min = json!({"minimum": 100});
+        assert!(!passes(min.clone(), "99.99999999999999999"));
+        assert!(passes(min, "100.00000000000000001"));
+        let multiple = json!({"multipleOf": 0.01});
+        assert!(passes(multiple.clone(), "19.99"));
+        assert!(!passes(multiple, "19.99000000000000001"));
+        // Integers beyond i64 and u64, when the schema allows them.
+        let big = json!({"type": "integer", "minimum": 0});
+        assert!(passes(big.clone(), "99999999999999999999"));
+        assert!(passes(big.clone(), "123456789012345678901234567890"));
+        assert!(!passes(big, "-99999999999999999999"));
+        let limit: Value = serde_json::from_str(r#"{"maximum": 99999999999999999999}"#).unwrap();
+        assert!(passes(limit.clone(), "99999999999999999999"));
+        assert!(!passes(limit, "100000000000000000000"));
     }
 
     #[test]

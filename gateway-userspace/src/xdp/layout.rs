@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use aya::maps::MapInfo;
 use gateway_common::{
     acl::{ALLOW_MAX, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
-    config::{PORTS_MAX, XdpConfig},
+    config::{PORT_WORDS, XdpConfig},
     maps as names,
     ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
     stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
@@ -24,7 +24,7 @@ const LPM6: usize = 4 + 16;
 
 pub const MAPS: [Spec; 13] = [
     (names::CONFIG, 4, size_of::<XdpConfig>(), 1),
-    (names::PROTECTED_PORTS, 2, 4, PORTS_MAX),
+    (names::PROTECTED_PORTS, 4, 8, PORT_WORDS),
     (names::ALLOW_V4, LPM4, 4, ALLOW_MAX),
     (names::ALLOW_V6, LPM6, 4, ALLOW_MAX),
     (names::BLOCK_V4, 4, size_of::<BlockEntry>(), BLOCK_EXACT_MAX),

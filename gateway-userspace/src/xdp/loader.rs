@@ -76,8 +76,44 @@ impl Loader {
         if reused {
             tracing::info!(pin_dir = %pin_path.display(), "reusing pinned XDP maps from a previous run");
         }
-        let maps = XdpMaps::take_from(&mut ebpf)?;
+        let mut maps = XdpMaps::take_from(&mut ebpf)?;
+        if !reused && let Some((version, old)) = super::migrate::older_layout_dir(&self.pin_dir) {
+            self.import_older(&mut maps, version, &old);
+        }
         Ok((LoadedXdp { ebpf, pin_path }, maps))
+    }
+}
+
+impl Loader {
+    /// A new map layout starts with empty maps in a new directory: carry
+    /// the allow, block and limit entries over from the newest older one.
+    /// A failed import is logged, never fatal (the file's static lists are
+    /// applied anyway), and says what to do by hand.
+    fn import_older(&self, maps: &mut XdpMaps, version: u32, old: &Path) {
+        let now = super::clock::monotonic_ns();
+        match super::migrate::import(maps, old, now) {
+            Ok(got) => tracing::warn!(
+                old = %old.display(),
+                new = %self.pin_path().display(),
+                allows = got.allows,
+                blocks = got.blocks,
+                expired_blocks_skipped = got.expired_skipped,
+                limit_overrides = got.limits,
+                "XDP map layout changed from v{version} to v{LAYOUT_VERSION}: allow, block and limit entries \
+                 were copied into the new maps (counters, token buckets and per-source drops start afresh); \
+                 once this gateway runs as wanted, remove the old maps with `rm -r {}`",
+                old.display()
+            ),
+            Err(e) => tracing::error!(
+                old = %old.display(),
+                error = %format!("{e:#}"),
+                "XDP map layout changed from v{version} to v{LAYOUT_VERSION} and the old entries could not be \
+                 copied: inspect them with `bpftool map dump pinned {0}/GW_BLOCK_V4` (also GW_BLOCK_V6, \
+                 GW_BLOCK_CIDR_V4, GW_BLOCK_CIDR_V6, GW_LIMIT_V4, GW_LIMIT_V6), re-add what is still wanted \
+                 with `gateway block add` / `gateway limit set`, then `rm -r {0}`",
+                old.display()
+            ),
+        }
     }
 }
 

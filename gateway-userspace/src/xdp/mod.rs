@@ -10,6 +10,7 @@ mod expiry;
 pub mod layout;
 pub mod loader;
 pub mod maps;
+pub mod migrate;
 pub mod sweeper;
 
 pub use loader::{AttachedXdp, Loader};

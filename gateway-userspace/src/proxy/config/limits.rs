@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::upstream::dur;
+use super::upstream::{NonZero, dur};
 
 /// Request size, time and concurrency limits.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -46,6 +46,35 @@ pub struct Limits {
     /// On shutdown, how long in-flight requests may take to finish.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
+    /// Longest request method in bytes; 501 beyond.
+    pub max_method_length: usize,
+    /// `%2F`, `%5C` and a raw `\` in the path: `reject` (400), `keep` or `decode`.
+    pub escaped_slashes: crate::proxy::path::EscapedSlashes,
+    /// `%00`–`%1F` and `%7F` in the path: `reject` (400) or `keep`.
+    pub escaped_controls: crate::proxy::path::EscapedControls,
+    /// Forward `TRACE`; otherwise it is answered 405.
+    pub allow_trace: bool,
+    /// Read a request body whole (within `max_body_bytes`) before the
+    /// upstream is contacted, and forward it with `Content-Length`; a route
+    /// may turn it off (`request_buffering = false`) to stream uploads.
+    pub request_buffering: bool,
+    /// Lowest average body rate in bytes per second once
+    /// `body_read_timeout` has passed: a body must be complete within
+    /// `body_read_timeout + received / body_min_rate`, so a trickle cannot
+    /// hold a request open by sending a byte just before each read
+    /// deadline; 408 beyond. 0 turns the rate off.
+    pub body_min_rate: u64,
+    /// HTTP/2 control frames (SETTINGS, PING, PRIORITY, RST_STREAM, ...)
+    /// and empty frames a client may send per second, sustained.
+    pub h2_control_frames_per_second: NonZero,
+    /// HTTP/2 control and empty frames a client may send at once.
+    pub h2_control_frames_burst: NonZero,
+    /// HTTP/2 empty DATA (without END_STREAM) or empty HEADERS/CONTINUATION
+    /// frames a client may send in a row.
+    pub h2_max_consecutive_empty_frames: u32,
+    /// HTTP/2 WINDOW_UPDATE frames a client may send per DATA frame the
+    /// gateway sent (plus the burst and one per request).
+    pub h2_window_updates_per_data_frame: u32,
 }
 
 impl Default for Limits {
@@ -79,6 +108,39 @@ impl Default for Limits {
             underscore_headers: UnderscoreHeaders::Drop,
             // 30 seconds for in-flight requests at shutdown.
             shutdown_grace: Duration::from_secs(30),
+            // 32 bytes (the longest registered method, UPDATEREDIRECTREF, has 17).
+            max_method_length: 32,
+            // Refused with 400 (Envoy edge guidance: REJECT_REQUEST).
+            escaped_slashes: crate::proxy::path::EscapedSlashes::Reject,
+            // Refused with 400.
+            escaped_controls: crate::proxy::path::EscapedControls::Reject,
+            // Off: 405 (NGINX refuses TRACE with 405 always).
+            allow_trace: false,
+            // On (NGINX proxy_request_buffering on).
+            request_buffering: true,
+            // 500 bytes per second after the first body_read_timeout
+            // (Apache mod_reqtimeout MinRate=500).
+            body_min_rate: 500,
+            // 100 control frames per second sustained (Envoy-style flood guard).
+            h2_control_frames_per_second: NonZero(100),
+            // 1,000 control frames at once (Envoy max_outbound_control_frames).
+            h2_control_frames_burst: NonZero(1000),
+            // 1 empty frame in a row (Envoy max_consecutive_inbound_frames_with_empty_payload).
+            h2_max_consecutive_empty_frames: 1,
+            // 10 per DATA frame sent (Envoy max_inbound_window_update_frames_per_data_frame_sent).
+            h2_window_updates_per_data_frame: 10,
+        }
+    }
+}
+
+impl Limits {
+    /// The HTTP/2 flood budgets of a connection.
+    pub fn h2_budget(&self) -> crate::proxy::h2_guard::H2Budget {
+        crate::proxy::h2_guard::H2Budget {
+            control_per_second: self.h2_control_frames_per_second.0,
+            control_burst: self.h2_control_frames_burst.0,
+            max_consecutive_empty: self.h2_max_consecutive_empty_frames,
+            window_updates_per_data_frame: self.h2_window_updates_per_data_frame,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, num::NonZeroU32, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -29,9 +29,35 @@ pub struct Listener {
     /// Only honoured from peers in `trusted_proxies`; others are refused.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Length of the queue of connections the kernel has completed but the
+    /// gateway has not accepted yet (`listen(2)` backlog). Default 511, as
+    /// NGINX's `listen ... backlog=`; tokio's own default of 128 loses SYNs
+    /// when a few hundred clients connect at once (each lost SYN costs the
+    /// client a 1 s retransmit). The kernel caps it at
+    /// `net.core.somaxconn` (4096 on current kernels): raise that sysctl too
+    /// for a larger value.
+    #[serde(default = "default_backlog")]
+    pub backlog: NonZeroU32,
+}
+
+/// 511 queued connections (NGINX's default `backlog` on Linux).
+fn default_backlog() -> NonZeroU32 {
+    NonZeroU32::new(511).expect("nonzero")
 }
 
 impl Listener {
+    /// Binds the listening socket with `SO_REUSEADDR` (as tokio's
+    /// `TcpListener::bind` does) and this listener's backlog.
+    pub fn bind(&self) -> std::io::Result<tokio::net::TcpListener> {
+        let socket = match self.address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(self.address)?;
+        socket.listen(self.backlog.get())
+    }
+
     /// The listener's name for logs.
     pub fn display_name(&self) -> String {
         self.name
@@ -121,5 +147,42 @@ impl Default for Demo {
             // Loopback port 9090.
             address: SocketAddr::from(([127, 0, 0, 1], 9090)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(toml_text: &str) -> Listener {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn backlog_defaults_to_511_and_zero_is_refused() {
+        let l = listener(r#"address = "127.0.0.1:0""#);
+        assert_eq!(l.backlog.get(), 511);
+        let e = toml::from_str::<Listener>("address = \"127.0.0.1:0\"\nbacklog = 0").unwrap_err();
+        assert!(e.to_string().contains("nonzero"), "{e}");
+    }
+
+    /// The kernel reports a listening socket's backlog as its Send-Q
+    /// (`ss -ltn`): the configured value must be what `listen(2)` got.
+    #[tokio::test]
+    async fn bound_socket_has_the_configured_backlog() {
+        let l = listener("address = \"127.0.0.1:0\"\nbacklog = 777");
+        let socket = l.bind().unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2, installed by cargo xtask) must be on PATH");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // State Recv-Q Send-Q Local:Port Peer:Port
+        let send_q: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2))
+            .collect();
+        assert_eq!(send_q, ["777"], "ss said: {text}");
     }
 }

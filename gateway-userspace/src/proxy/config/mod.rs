@@ -167,6 +167,11 @@ pub fn validate_and_resolve(
             "[limits] max_headers must be at least 1 and max_header_bytes at least 1024".into(),
         ));
     }
+    if config.limits.max_method_length < 7 {
+        return Err(bad(
+            "[limits] max_method_length must be at least 7 (the length of OPTIONS)".into(),
+        ));
+    }
     if config.demo.enabled && !config.demo.address.ip().is_loopback() {
         return Err(bad("[demo] address must be a loopback address".into()));
     }

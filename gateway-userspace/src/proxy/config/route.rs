@@ -54,6 +54,11 @@ pub struct Route {
     /// Changes to `[security_headers]` for this route.
     #[serde(default)]
     pub security_headers: super::limits::SecurityHeadersOverride,
+    /// Overrides `[limits] request_buffering` for this route: `false`
+    /// streams the body to the upstream as it arrives (large uploads; the
+    /// body limits then apply mid-stream).
+    #[serde(default)]
+    pub request_buffering: Option<bool>,
 }
 
 /// A host pattern, lowercased: `example.com` or `*.example.com`.

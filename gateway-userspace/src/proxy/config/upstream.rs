@@ -30,6 +30,19 @@ pub struct Upstream {
     /// How long an unused pooled connection to a target is kept.
     #[serde(default = "d::idle_timeout", with = "dur")]
     pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a response body once the headers
+    /// arrived (Envoy's stream idle timeout, NGINX `proxy_read_timeout`
+    /// between reads); when it passes, the client's response is aborted and
+    /// the upstream connection closed.
+    #[serde(default = "d::read_timeout", with = "dur")]
+    pub read_timeout: Duration,
+    /// Largest response header section (status line and headers) in bytes;
+    /// a bigger one is answered 502 (Envoy's 60 KiB). At least 8192.
+    #[serde(
+        default = "d::max_response_header_bytes",
+        deserialize_with = "d::header_bytes"
+    )]
+    pub max_response_header_bytes: usize,
     /// Extra attempts on another target when connecting fails, for
     /// idempotent requests without a body only.
     #[serde(default = "d::retries")]
@@ -139,6 +152,27 @@ mod d {
     /// 60 seconds an idle pooled connection is kept.
     pub fn idle_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    /// 60 seconds between two reads of a response body (NGINX
+    /// proxy_read_timeout; Envoy's stream_idle_timeout is 5 minutes).
+    pub fn read_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    /// 60 KiB of response headers (Envoy max_response_headers_kb).
+    pub fn max_response_header_bytes() -> usize {
+        60 * 1024
+    }
+    /// hyper's HTTP/1 client cannot buffer less than 8 KiB.
+    pub const MIN_RESPONSE_HEADER_BYTES: usize = 8192;
+    /// Reads `max_response_header_bytes`, refusing values hyper cannot use.
+    pub fn header_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let v = <usize as serde::Deserialize>::deserialize(d)?;
+        if v < MIN_RESPONSE_HEADER_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "max_response_header_bytes must be at least {MIN_RESPONSE_HEADER_BYTES}"
+            )));
+        }
+        Ok(v)
     }
     /// 2 extra attempts on connect failure (Envoy's default is 1, NGINX tries each target).
     pub fn retries() -> u32 {

@@ -115,6 +115,9 @@ impl Pool {
             .pool_idle_timeout(config.idle_timeout)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // hyper fails a response whose head does not fit its buffer
+            // ("message head is too large"): the forward phase answers 502.
+            .http1_max_buf_size(config.max_response_header_bytes)
             .build(connector);
         Self {
             name: config.name.get_ref().as_str().into(),
