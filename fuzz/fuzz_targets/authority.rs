@@ -3,10 +3,6 @@
 //! an error, never a panic. Checked beyond that: parsing is deterministic,
 //! and an accepted authority holds no control byte, space, `/`, `?`, `#` or
 //! `@` (no path, query, fragment or userinfo smuggled into the Host).
-//!
-//! Not built yet: enabled when `gateway::proxy::authority` lands (branch
-//! edge-a), by uncommenting its `[[bin]]` in fuzz/Cargo.toml and adding it
-//! to `TARGETS` in xtask/src/fuzz.rs.
 
 #![no_main]
 

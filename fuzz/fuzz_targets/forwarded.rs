@@ -10,16 +10,25 @@
 
 use std::{net::IpAddr, sync::LazyLock};
 
-use gateway::proxy::client_ip::{Trusted, canonical};
+use gateway::proxy::client_ip::{ClientIpHeader, Trusted, canonical};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
-static TRUSTED: LazyLock<Trusted> = LazyLock::new(|| {
+fn trusted(header: ClientIpHeader) -> Trusted {
     Trusted::new(vec![
         "10.0.0.0/8".parse().unwrap(),
         "2001:db8:ffff::/48".parse().unwrap(),
         "127.0.0.1".parse().unwrap(),
     ])
+    .with_header(header)
+}
+
+/// The same trusted networks, reading `X-Forwarded-For` or `Forwarded`.
+static TRUSTED: LazyLock<[Trusted; 2]> = LazyLock::new(|| {
+    [
+        trusted(ClientIpHeader::XForwardedFor),
+        trusted(ClientIpHeader::Forwarded),
+    ]
 });
 
 const PEERS: [&str; 6] = [
@@ -36,6 +45,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let peer: IpAddr = PEERS[first as usize % PEERS.len()].parse().unwrap();
+    // The high bit picks the header the gateway reads the chain from.
+    let trusted = &TRUSTED[usize::from(first >> 7)];
     let mut headers = HeaderMap::new();
     for line in rest.split(|&b| b == b'\n') {
         let (name, value) = match line {
@@ -48,11 +59,16 @@ fuzz_target!(|data: &[u8]| {
             headers.append(HeaderName::from_static(name), v);
         }
     }
-    // When client_ip returns Result<IpAddr, ClientIpError> (branch ident-c),
-    // an Err is a rejected request: check the same properties on Ok only.
-    let client = TRUSTED.client_ip(peer, &headers);
+    // An Err is a rejected request (400): the properties hold for answers.
+    let Ok(client) = trusted.client_ip(peer, &headers) else {
+        assert!(
+            trusted.contains(canonical(peer)),
+            "an untrusted peer's request was refused for its headers"
+        );
+        return;
+    };
     let peer = canonical(peer);
-    if !TRUSTED.contains(peer) {
+    if !trusted.contains(peer) {
         assert_eq!(client, peer, "an untrusted peer's headers were believed");
         return;
     }

@@ -216,6 +216,8 @@ fuzz_target!(|data: &[u8]| {
 /// What docs/auth.md promises about every token the gateway accepts,
 /// checked on the decoded token independently of the gateway's code.
 fn check_accepted(token: &str, identity: &gateway::auth::Identity, now: i64) {
+    // An identity is never empty (docs/security.md section 14).
+    assert!(!identity.subject.trim().is_empty(), "empty subject accepted");
     let part = |i: usize| -> Map<String, Value> {
         let b64 = token.split('.').nth(i).expect("three parts");
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(b64).expect("base64url"))

@@ -17,11 +17,11 @@ use anyhow::{Context as _, Result, bail};
 use crate::util::{run, step};
 
 /// Every fuzz target (a file in `fuzz/fuzz_targets/` and a `[[bin]]` in
-/// `fuzz/Cargo.toml`). `authority` joins when `proxy::authority` lands
-/// (branch edge-a): its file is there, its `[[bin]]` is commented out.
+/// `fuzz/Cargo.toml`).
 pub const TARGETS: &[&str] = &[
     "config",
     "path_router",
+    "authority",
     "forwarded",
     "proxy_protocol",
     "jwt",
