@@ -3,14 +3,19 @@
 //! from `tests::frames`, then truncated and with random header bytes
 //! changed), and each verdict and counter is compared with an independent
 //! reference parser written here from the rules in `gateway-ebpf/src/parse.rs`
-//! (Ethernet, up to two VLAN tags, IPv4 with any IHL and non-first
-//! fragments carrying no ports, IPv6 with up to four extension headers).
+//! (Ethernet, up to two VLAN tags, IPv4 with any IHL, IPv6 with up to eight
+//! extension headers, and the fragment rules: tiny first fragments, TCP
+//! fragments at offset 1-2, IPv6 first fragments without the whole chain
+//! and longer chains are `dropped_fragment`; later fragments carry no ports
+//! and count against their source's packet budget).
 //!
 //! The map state makes every parse result visible: one source per family
 //! is blocked (its verdict shows the source address was read right), one
 //! has its packet bucket exhausted and one its SYN bucket (so the verdict
 //! on the protected port shows the port and SYN flag were read right), and
-//! the `parse_pass` counter shows whether the frame parsed at all.
+//! the `parse_pass` counter shows whether the frame parsed at all. Only the
+//! per-reason counters (exact) are compared, not the per-source drop
+//! counters (batched per CPU).
 //!
 //! The PRNG is seeded (`XDP_FUZZ_SEED`, default fixed) and the count bounded
 //! (`XDP_FUZZ_FRAMES`, default 50 000); a mismatch prints the seed, the
@@ -66,13 +71,36 @@ struct Parsed {
     src: IpAddr,
     /// (destination port, SYN without ACK) of a parsable TCP/UDP header.
     l4: Option<(u16, bool)>,
+    frag: RefFrag,
 }
+
+/// Fragment state, as the filter's rules classify it.
+#[derive(Debug, PartialEq, Clone, Copy)]
+enum RefFrag {
+    /// Unfragmented, atomic, or a first fragment with the whole transport
+    /// header.
+    Whole,
+    /// A later fragment: no ports, counts against the packet budget.
+    Later,
+    /// Hides the transport header: dropped as `dropped_fragment`.
+    Evasive,
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const FRAGMENT: u8 = 44;
+/// Extension headers the program walks before calling the chain evasive.
+const V6_EXT_MAX: usize = 8;
 
 fn be16(f: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*f.get(off)?, *f.get(off + 1)?]))
 }
 
-/// The parser's rules, written independently of `gateway-ebpf`.
+/// The parser's rules, written independently of `gateway-ebpf`:
+/// RFC 1858 (a first fragment holds the whole TCP or UDP header by its IP
+/// length and in the frame), RFC 3128 (no TCP fragment at offset 1 or 2),
+/// RFC 7112 (an IPv6 first fragment holds the whole header chain) and at
+/// most eight IPv6 extension headers.
 fn reference_parse(f: &[u8]) -> Option<Parsed> {
     let mut proto = be16(f, 12)?;
     let mut off = 14;
@@ -93,13 +121,17 @@ fn reference_parse(f: &[u8]) -> Option<Parsed> {
                 return None;
             }
             let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
+            let more = h[6] & 0x20 != 0;
             let fragment_offset = u16::from_be_bytes([h[6], h[7]]) & 0x1fff;
-            let l4 = if fragment_offset == 0 {
-                reference_l4(f, off + ihl, h[9])
+            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+            let (l4, frag) = if !more && fragment_offset == 0 {
+                (reference_l4(f, off + ihl, h[9]), RefFrag::Whole)
+            } else if fragment_offset == 0 {
+                reference_first(f, off + ihl, h[9], total.saturating_sub(ihl))
             } else {
-                None
+                (None, reference_later(h[9], fragment_offset))
             };
-            Some(Parsed { src, l4 })
+            Some(Parsed { src, l4, frag })
         }
         0x86dd => {
             let h = f.get(off..off + 40)?;
@@ -107,44 +139,106 @@ fn reference_parse(f: &[u8]) -> Option<Parsed> {
                 return None;
             }
             let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[8..24]).unwrap()));
+            let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 51 | 60);
             let mut next = h[6];
             let mut at = off + 40;
-            for _ in 0..4 {
+            let mut first = false;
+            for _ in 0..V6_EXT_MAX {
+                if !is_ext(next) {
+                    break;
+                }
                 let Some(e) = f.get(at..at + 8) else {
-                    return Some(Parsed { src, l4: None });
+                    // Cut inside the chain: evasive only in a first fragment.
+                    let frag = if first {
+                        RefFrag::Evasive
+                    } else {
+                        RefFrag::Whole
+                    };
+                    return Some(Parsed {
+                        src,
+                        l4: None,
+                        frag,
+                    });
                 };
                 match next {
-                    // Hop-by-hop, routing, destination options: (len + 1) * 8.
-                    0 | 43 | 60 => at += (e[1] as usize + 1) * 8,
-                    // Fragment: 8 bytes; a non-first fragment has no ports.
-                    44 => {
-                        at += 8;
-                        if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
-                            return Some(Parsed { src, l4: None });
+                    FRAGMENT => {
+                        let field = u16::from_be_bytes([e[2], e[3]]);
+                        if field >> 3 != 0 {
+                            return Some(Parsed {
+                                src,
+                                l4: None,
+                                frag: reference_later(e[0], field >> 3),
+                            });
                         }
+                        // M set at offset 0: a first fragment (sticky).
+                        first |= field & 1 != 0;
+                        at += 8;
                     }
                     // AH (RFC 4302): (len + 2) * 4.
                     51 => at += (e[1] as usize + 2) * 4,
-                    _ => break,
+                    // Hop-by-hop, routing, destination options: (len + 1) * 8.
+                    _ => at += (e[1] as usize + 1) * 8,
                 }
                 next = e[0];
             }
-            Some(Parsed {
-                src,
-                l4: reference_l4(f, at, next),
-            })
+            if is_ext(next) {
+                return Some(Parsed {
+                    src,
+                    l4: None,
+                    frag: RefFrag::Evasive,
+                });
+            }
+            let (l4, frag) = if first {
+                let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+                reference_first(f, at, next, payload.saturating_sub(at - (off + 40)))
+            } else {
+                (reference_l4(f, at, next), RefFrag::Whole)
+            };
+            Some(Parsed { src, l4, frag })
         }
         _ => None,
     }
 }
 
+/// A first fragment with `payload` bytes after the IP header(s) by the IP
+/// length: TCP needs 20 of them and UDP 8, both in the length and the frame.
+fn reference_first(
+    f: &[u8],
+    off: usize,
+    proto: u8,
+    payload: usize,
+) -> (Option<(u16, bool)>, RefFrag) {
+    let need = match proto {
+        TCP => 20,
+        UDP => 8,
+        _ => return (None, RefFrag::Whole),
+    };
+    if payload < need {
+        return (None, RefFrag::Evasive);
+    }
+    match reference_l4(f, off, proto) {
+        Some(l4) => (Some(l4), RefFrag::Whole),
+        None => (None, RefFrag::Evasive),
+    }
+}
+
+/// A later fragment; a TCP one at offset 1 or 2 (8-byte units) overlaps the
+/// TCP header.
+fn reference_later(proto: u8, offset: u16) -> RefFrag {
+    if proto == TCP && offset < 3 {
+        RefFrag::Evasive
+    } else {
+        RefFrag::Later
+    }
+}
+
 fn reference_l4(f: &[u8], off: usize, proto: u8) -> Option<(u16, bool)> {
     match proto {
-        6 => {
+        TCP => {
             let t = f.get(off..off + 20)?;
             Some((u16::from_be_bytes([t[2], t[3]]), t[13] & 0x12 == 0x02))
         }
-        17 => {
+        UDP => {
             let u = f.get(off..off + 8)?;
             Some((u16::from_be_bytes([u[2], u[3]]), false))
         }
@@ -152,7 +246,9 @@ fn reference_l4(f: &[u8], off: usize, proto: u8) -> Option<(u16, bool)> {
     }
 }
 
-/// The verdict and counter the program must produce for a frame.
+/// The verdict and counter the program must produce for a frame: parse,
+/// blocklist, evasive fragments, then the buckets (a later fragment counts
+/// against its source's packet budget, never the SYN one).
 fn expected(f: &[u8]) -> (u32, Reason) {
     let Some(p) = reference_parse(f) else {
         return (XDP_PASS, Reason::ParsePass);
@@ -165,17 +261,20 @@ fn expected(f: &[u8]) -> (u32, Reason) {
     if is(BLOCKED_V4) || is(BLOCKED_V6) {
         return (XDP_DROP, Reason::DroppedBlocklist);
     }
-    match p.l4 {
-        Some((PORT, syn)) => {
-            if is(PPS_SPENT_V4) || same_64(PPS_SPENT_V6) {
-                (XDP_DROP, Reason::DroppedPps)
-            } else if syn && (is(SYN_SPENT_V4) || same_64(SYN_SPENT_V6)) {
-                (XDP_DROP, Reason::DroppedSyn)
-            } else {
-                (XDP_PASS, Reason::Passed)
-            }
-        }
-        _ => (XDP_PASS, Reason::Passed),
+    if p.frag == RefFrag::Evasive {
+        return (XDP_DROP, Reason::DroppedFragment);
+    }
+    let syn = match (p.l4, p.frag) {
+        (Some((PORT, syn)), _) => syn,
+        (None, RefFrag::Later) => false,
+        _ => return (XDP_PASS, Reason::Passed),
+    };
+    if is(PPS_SPENT_V4) || same_64(PPS_SPENT_V6) {
+        (XDP_DROP, Reason::DroppedPps)
+    } else if syn && (is(SYN_SPENT_V4) || same_64(SYN_SPENT_V6)) {
+        (XDP_DROP, Reason::DroppedSyn)
+    } else {
+        (XDP_PASS, Reason::Passed)
     }
 }
 
@@ -234,8 +333,17 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
         // Flags and fragment offset: DF, a first fragment (MF), later
         // fragments, or random.
         let any = rng.next() as u16;
-        let frag = rng.pick(&[0x4000, 0x2000, 0x0000, 0x2001, 0x0003, 0x1fff, any]);
+        let frag = rng.pick(&[
+            0x4000, 0x2000, 0x0000, 0x2001, 0x0001, 0x2002, 0x0003, 0x1fff, any,
+        ]);
         bytes[ip + 6..ip + 8].copy_from_slice(&frag.to_be_bytes());
+        if rng.below(4) == 0 {
+            // A total length that ends inside the transport header (a tiny
+            // first fragment when MF is set).
+            let ihl = (bytes[ip] & 0x0f) as u16 * 4;
+            let total = ihl + rng.below(28) as u16;
+            bytes[ip + 2..ip + 4].copy_from_slice(&total.to_be_bytes());
+        }
     } else {
         insert_ipv6_extensions(rng, &mut bytes, ip);
     }
@@ -257,12 +365,18 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
-/// Inserts up to five IPv6 extension headers after the fixed header at
-/// `ip`, each of a random length in its own unit (AH: 4 bytes, the others
-/// 8), fragment headers with random offset and M flag, chained through
-/// their next-header fields to the original transport protocol.
+/// Inserts up to five IPv6 extension headers (sometimes eight to ten, past
+/// the program's limit) after the fixed header at `ip`, each of a random
+/// length in its own unit (AH: 4 bytes, the others 8), fragment headers
+/// with random offset and M flag, chained through their next-header fields
+/// to the original transport protocol; sometimes the payload length then
+/// ends inside the chain or the transport header.
 fn insert_ipv6_extensions(rng: &mut Rng, bytes: &mut Vec<u8>, ip: usize) {
-    let count = rng.below(6);
+    let count = if rng.below(8) == 0 {
+        8 + rng.below(3)
+    } else {
+        rng.below(6)
+    };
     if count == 0 {
         return;
     }
@@ -284,13 +398,17 @@ fn insert_ipv6_extensions(rng: &mut Rng, bytes: &mut Vec<u8>, ip: usize) {
         h[1] = if kind == 44 { 0 } else { len };
         if kind == 44 {
             let any = rng.next() as u16;
-            let frag = rng.pick(&[0x0000, 0x0001, 0x0008, 0x0009, any]);
+            let frag = rng.pick(&[0x0000, 0x0001, 0x0001, 0x0008, 0x0009, 0x0011, any]);
             h[2..4].copy_from_slice(&frag.to_be_bytes());
         }
         chain.extend_from_slice(&h);
     }
     bytes[ip + 6] = kinds[0];
-    let payload_len = u16::from_be_bytes([bytes[ip + 4], bytes[ip + 5]]) as usize + chain.len();
+    let mut payload_len =
+        u16::from_be_bytes([bytes[ip + 4], bytes[ip + 5]]) as usize + chain.len();
+    if rng.below(4) == 0 {
+        payload_len = chain.len().saturating_sub(8) + rng.below(36) as usize;
+    }
     bytes[ip + 4..ip + 6].copy_from_slice(&(payload_len as u16).to_be_bytes());
     bytes.splice(ip + 40..ip + 40, chain);
 }
@@ -404,6 +522,7 @@ fn random_frames_match_the_reference_parser() {
         "DroppedBlocklist",
         "DroppedPps",
         "DroppedSyn",
+        "DroppedFragment",
     ] {
         assert!(
             seen.get(reason).copied().unwrap_or(0) * 500 >= frames,
