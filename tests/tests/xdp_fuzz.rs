@@ -404,8 +404,7 @@ fn insert_ipv6_extensions(rng: &mut Rng, bytes: &mut Vec<u8>, ip: usize) {
         chain.extend_from_slice(&h);
     }
     bytes[ip + 6] = kinds[0];
-    let mut payload_len =
-        u16::from_be_bytes([bytes[ip + 4], bytes[ip + 5]]) as usize + chain.len();
+    let mut payload_len = u16::from_be_bytes([bytes[ip + 4], bytes[ip + 5]]) as usize + chain.len();
     if rng.below(4) == 0 {
         payload_len = chain.len().saturating_sub(8) + rng.below(36) as usize;
     }
