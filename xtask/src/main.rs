@@ -1,8 +1,9 @@
 //! `cargo xtask`: what cargo alone cannot do for this workspace — install the
 //! eBPF toolchain prerequisites, build the kernel object with the userspace
 //! binary, run the gateway, run the privileged test suite, lint in the split
-//! aya-template way, and benchmark.
+//! aya-template way, fuzz the parsers, and benchmark.
 
+mod fuzz;
 mod prereqs;
 mod util;
 
@@ -45,7 +46,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the whole test suite: lints, unit tests and the privileged tests.
+    /// Run the whole test suite: lints, unit tests, the privileged tests and
+    /// a fuzzing smoke run (every target for a few seconds; not with a filter).
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -55,6 +57,14 @@ enum Cmd {
     },
     /// `cargo fmt --check` and clippy -D warnings, split as aya-template does.
     Lint,
+    /// Run the cargo-fuzz targets in fuzz/ (nightly), each for a bounded time.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
     /// Benchmarks beside the peers (nftables, iptables), written to bench/.
     Bench {
         /// Short runs for a CI smoke test (under 3 minutes).
@@ -88,6 +98,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Test { no_lint, filter } => {
             prereqs::ensure(Need::Test)?;
+            prereqs::ensure_cargo_fuzz()?;
             if !no_lint {
                 lint()?;
             }
@@ -96,6 +107,11 @@ fn real_main() -> Result<()> {
         Cmd::Lint => {
             prereqs::ensure(Need::Build)?;
             lint()
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            prereqs::ensure(Need::Build)?;
+            prereqs::ensure_cargo_fuzz()?;
+            fuzz::fuzz(&workspace_root(), &target_dir(), &targets, seconds)
         }
         Cmd::Bench {
             embed_only: true, ..
@@ -316,6 +332,11 @@ fn test(filter: Option<&str>) -> Result<()> {
         cmd.arg(f);
     }
     run(&mut cmd)?;
+    // A filtered run is for chosen tests; the full one also fuzzes briefly.
+    if filter.is_none() {
+        step("fuzzing smoke run (every target, bounded)");
+        fuzz::smoke(&root, &target_dir())?;
+    }
     step("all tests passed");
     Ok(())
 }

@@ -13,6 +13,8 @@ use crate::util::{run, step};
 const LIBLLVM: &str = "/usr/lib/llvm-22/lib/libLLVM.so.22.1";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, which builds and runs the targets in `fuzz/` (on nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages for building bpf-linker against LLVM 22.
 const LLVM_PACKAGES: &[&str] = &[
@@ -171,6 +173,33 @@ fn ensure_bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", LLVM_PREFIX)
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))
     .context("cargo install bpf-linker failed")?;
+    Ok(())
+}
+
+/// Installs cargo-fuzz (for `cargo xtask fuzz` and the fuzzing smoke run
+/// of `cargo xtask test`) unless that version is already installed.
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    let current = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if current
+        .as_deref()
+        .is_some_and(|v| v.contains(CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    println!("    installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo install, about two minutes)");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
+    .context("cargo install cargo-fuzz failed")?;
     Ok(())
 }
 
