@@ -31,9 +31,6 @@ pub const TARGETS: &[&str] = &[
 
 /// Seconds per target for `cargo xtask fuzz` without `--seconds`.
 pub const DEFAULT_SECONDS: u64 = 60;
-/// Seconds per target in the smoke run of `cargo xtask test`: with seven
-/// targets 105 s of fuzzing, plus the build.
-pub const SMOKE_SECONDS: u64 = 15;
 /// The sanitizer: none. The fuzzed code is safe Rust (the crate forbids
 /// `unsafe` outside `xdp/`, which no target reaches), where ASan finds
 /// nothing that a panic or overflow check would not; leaving it out makes
@@ -71,11 +68,6 @@ pub fn fuzz(root: &Path, target_dir: &Path, targets: &[String], seconds: u64) ->
     }
     step("fuzzing found nothing");
     Ok(())
-}
-
-/// The bounded run of every target that `cargo xtask test` does.
-pub fn smoke(root: &Path, target_dir: &Path) -> Result<()> {
-    fuzz(root, target_dir, &[], SMOKE_SECONDS)
 }
 
 fn fuzz_one(

@@ -46,8 +46,8 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the whole test suite: lints, unit tests, the privileged tests and
-    /// a fuzzing smoke run (every target for a few seconds; not with a filter).
+    /// Run the whole test suite: lints, unit tests and the privileged tests
+    /// (including the XDP parser fuzz loop through BPF_PROG_TEST_RUN).
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -98,7 +98,6 @@ fn real_main() -> Result<()> {
         }
         Cmd::Test { no_lint, filter } => {
             prereqs::ensure(Need::Test)?;
-            prereqs::ensure_cargo_fuzz()?;
             if !no_lint {
                 lint()?;
             }
@@ -332,11 +331,9 @@ fn test(filter: Option<&str>) -> Result<()> {
         cmd.arg(f);
     }
     run(&mut cmd)?;
-    // A filtered run is for chosen tests; the full one also fuzzes briefly.
-    if filter.is_none() {
-        step("fuzzing smoke run (every target, bounded)");
-        fuzz::smoke(&root, &target_dir())?;
-    }
+    // The libFuzzer smoke (`fuzz::smoke`) is not part of this run yet: the
+    // nightly fuzz build has never been timed end to end on a CI-sized
+    // machine (docs/security.md section 20). `cargo xtask fuzz` runs it.
     step("all tests passed");
     Ok(())
 }
