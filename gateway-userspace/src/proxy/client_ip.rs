@@ -121,6 +121,11 @@ impl Trusted {
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 as IPv4) is a trusted proxy.
+    /// The header whose chain this set reads (and the proxy extends).
+    pub fn header(&self) -> ClientIpHeader {
+        self.header
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|n| n.contains(&ip))

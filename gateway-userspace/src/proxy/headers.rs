@@ -304,10 +304,17 @@ pub struct Forwarding<'a> {
     pub proto: &'static str,
     /// The Host the client asked for.
     pub host: Option<&'a str>,
+    /// The header whose chain the client IP was read from
+    /// (`client_ip_header`): only that chain is extended from a trusted
+    /// proxy. The other one was never validated, so it is replaced as if
+    /// the peer were untrusted: a client cannot pass a forged `Forwarded`
+    /// through a load balancer that only sets `X-Forwarded-For`.
+    pub chain: super::client_ip::ClientIpHeader,
 }
 
 /// Sets `X-Forwarded-For`/`-Proto`/`-Host` and `Forwarded`. From a trusted
-/// proxy the existing chain is extended; from anyone else it is replaced.
+/// proxy the chain the gateway read (`Forwarding::chain`) is extended; the
+/// other chain, and both from anyone else, are replaced.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
@@ -321,13 +328,18 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             .collect();
         (!vals.is_empty()).then(|| vals.join(", "))
     };
-    let (xff_value, fwd_prev) = if f.peer_trusted {
-        (
-            joined(headers, &xff).map_or(peer.clone(), |p| format!("{p}, {peer}")),
-            joined(headers, &header::FORWARDED),
-        )
+    use super::client_ip::ClientIpHeader;
+    let extend_xff = f.peer_trusted && f.chain == ClientIpHeader::XForwardedFor;
+    let extend_fwd = f.peer_trusted && f.chain == ClientIpHeader::Forwarded;
+    let xff_value = if extend_xff {
+        joined(headers, &xff).map_or(peer.clone(), |p| format!("{p}, {peer}"))
     } else {
-        (peer.clone(), None)
+        peer.clone()
+    };
+    let fwd_prev = if extend_fwd {
+        joined(headers, &header::FORWARDED)
+    } else {
+        None
     };
     let keep_proto = f.peer_trusted && headers.contains_key(&xfp);
     let keep_host = f.peer_trusted && headers.contains_key(&xfh);
@@ -466,6 +478,7 @@ mod tests {
             peer_trusted: false,
             proto: "http",
             host: Some("a.example"),
+            chain: super::super::client_ip::ClientIpHeader::XForwardedFor,
         };
         set_forwarding(&mut h, &f);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
@@ -480,6 +493,34 @@ mod tests {
             },
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn only_the_chain_the_gateway_read_is_extended_from_a_trusted_proxy() {
+        use super::super::client_ip::ClientIpHeader;
+        let forged = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+            h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+            h
+        };
+        let f = |chain| Forwarding {
+            peer: "10.0.0.1".parse().unwrap(),
+            peer_trusted: true,
+            proto: "http",
+            host: None,
+            chain,
+        };
+        // Reading X-Forwarded-For: the client's Forwarded is not passed on.
+        let mut h = forged();
+        set_forwarding(&mut h, &f(ClientIpHeader::XForwardedFor));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(h["forwarded"], "for=10.0.0.1;proto=http");
+        // Reading Forwarded: the client's X-Forwarded-For is not passed on.
+        let mut h = forged();
+        set_forwarding(&mut h, &f(ClientIpHeader::Forwarded));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["forwarded"], "for=6.6.6.6, for=10.0.0.1;proto=http");
     }
 
     #[test]

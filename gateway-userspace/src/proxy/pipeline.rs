@@ -425,6 +425,7 @@ async fn phases(
             peer_trusted: state.trusted.contains(conn.peer.ip()),
             proto: if conn.tls { "https" } else { "http" },
             host: authority.as_deref(),
+            chain: state.trusted.header(),
         },
     );
     outcome.trace.apply(&mut parts.headers);
