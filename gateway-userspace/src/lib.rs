@@ -17,6 +17,7 @@ pub mod net;
 pub mod observe;
 pub mod phases;
 pub mod proxy;
+pub mod query;
 pub mod ratelimit;
 pub mod run;
 pub mod runtime;

@@ -112,7 +112,7 @@ pub fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
 /// Every value of query parameter `name` (see [`same_param`]), in order,
 /// percent-decoded once (`+` is a space).
 pub fn query_params(query: &str, name: &str) -> Vec<Vec<u8>> {
-    segments(query)
+    crate::query::segments(query)
         .filter(|(_, pair)| same_param(param_name(pair), name))
         .map(|(_, pair)| percent_decode(pair.split_once('=').map_or("", |(_, v)| v)))
         .collect()
@@ -123,7 +123,7 @@ pub fn query_params(query: &str, name: &str) -> Vec<Vec<u8>> {
 /// separator in front of them.
 pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
     let mut out = String::with_capacity(query.len());
-    for (sep, pair) in segments(query) {
+    for (sep, pair) in crate::query::segments(query) {
         if same_param(param_name(pair), name) {
             continue;
         }
@@ -135,31 +135,6 @@ pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
         out.push_str(pair);
     }
     (!out.is_empty()).then_some(out)
-}
-
-/// The query's `name=value` pieces with the separator before each. Both
-/// `&` and `;` separate: the W3C once recommended `;`, and Python before
-/// 3.9.2 (and frameworks built on it), Rack and some Java servlet setups
-/// still split on it, so a credential after a `;` must be found and
-/// stripped like any other.
-fn segments(query: &str) -> impl Iterator<Item = (Option<char>, &str)> {
-    let mut rest = Some(query);
-    let mut sep = None;
-    std::iter::from_fn(move || {
-        let q = rest?;
-        let this_sep = sep;
-        match q.find(['&', ';']) {
-            Some(i) => {
-                sep = q[i..].chars().next();
-                rest = Some(&q[i + 1..]);
-                Some((this_sep, &q[..i]))
-            }
-            None => {
-                rest = None;
-                Some((this_sep, q))
-            }
-        }
-    })
 }
 
 fn param_name(pair: &str) -> &str {

@@ -309,7 +309,7 @@ impl Redactor {
             return None;
         }
         let mut out = String::with_capacity(query.len());
-        for (sep, pair) in segments(query) {
+        for (sep, pair) in crate::query::segments(query) {
             if pair.is_empty() || self.drop_pair(pair)? {
                 continue;
             }
@@ -345,27 +345,6 @@ impl Redactor {
             .collect::<Vec<_>>()
             .join("/")
     }
-}
-
-/// The query's pieces with the separator (`&` or `;`) before each.
-fn segments(query: &str) -> impl Iterator<Item = (Option<char>, &str)> {
-    let mut rest = Some(query);
-    let mut sep = None;
-    std::iter::from_fn(move || {
-        let q = rest?;
-        let this_sep = sep;
-        match q.find(['&', ';']) {
-            Some(i) => {
-                sep = q[i..].chars().next();
-                rest = Some(&q[i + 1..]);
-                Some((this_sep, &q[..i]))
-            }
-            None => {
-                rest = None;
-                Some((this_sep, q))
-            }
-        }
-    })
 }
 
 /// Lowercase, array suffix removed, `.`/space/`[` as `_` (what PHP, Rack
