@@ -37,7 +37,48 @@ fn count() {
     // `try_with`: the thread-local may be gone while a thread exits.
     if COUNTED.try_with(Cell::get).unwrap_or(false) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        if PROFILING.load(Ordering::Relaxed) {
+            record_site();
+        }
     }
+}
+
+/// `ALLOC_SITES=1`: after the measurement, a few more requests are run
+/// with every counted allocation's call site recorded (first frame outside
+/// the allocator and std, and the first frame in the gateway) and the
+/// sites are printed by count. A diagnosis aid for the performance work;
+/// the budget check does not depend on it.
+static PROFILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SITES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    static IN_PROFILER: Cell<bool> = const { Cell::new(false) };
+}
+
+fn record_site() {
+    if IN_PROFILER.try_with(Cell::get).unwrap_or(true) {
+        return;
+    }
+    IN_PROFILER.with(|c| c.set(true));
+    let bt = std::backtrace::Backtrace::force_capture().to_string();
+    let mut symbols = bt
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.split_once(": ").map(|(_, s)| s.to_owned()))
+        .filter(|s| {
+            !s.starts_with("std::")
+                && !s.starts_with("alloc::")
+                && !s.starts_with("core::")
+                && !s.contains("alloc_budget::")
+                && !s.starts_with("<alloc::")
+                && !s.starts_with("__rust")
+        });
+    let first = symbols.next().unwrap_or_default();
+    let ours = symbols
+        .find(|s| s.contains("gateway::"))
+        .unwrap_or_default();
+    SITES.lock().unwrap().push(format!("{first}  <=  {ours}"));
+    IN_PROFILER.with(|c| c.set(false));
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the
@@ -143,4 +184,22 @@ fn proxied_get_stays_within_its_allocation_budget() {
         origin.requests().len() as u64 >= N,
         "the origin saw the requests"
     );
+    if std::env::var_os("ALLOC_SITES").is_some() {
+        const P: usize = 5;
+        PROFILING.store(true, Ordering::Relaxed);
+        for _ in 0..P {
+            assert_eq!(get(&mut conn, &mut buf), 200);
+        }
+        PROFILING.store(false, Ordering::Relaxed);
+        let sites = std::mem::take(&mut *SITES.lock().unwrap());
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for s in sites {
+            *counts.entry(s).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        for (site, n) in counts {
+            eprintln!("{:5.1}  {site}", n as f64 / P as f64);
+        }
+    }
 }

@@ -1193,3 +1193,85 @@ async fn kept_path_parameters_never_carry_dot_segments() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(uris(&gw.origin), ["/public/cars;color=red/x"]);
 }
+
+/// Class 8: over HTTP/2 (h2c and TLS with ALPN h2) `Expect: 100-continue`
+/// gets its `100` as soon as the gateway reads the body (as over
+/// HTTP/1.1), so the client does not wait out its own expect timeout.
+/// Before: hyper's HTTP/2 server never sent it.
+#[tokio::test]
+async fn h2_expect_100_continue_gets_its_100_before_the_body() {
+    let gw = start("").await;
+    let plain = TcpStream::connect(gw.addr).await.unwrap();
+    expect_continue_over_h2(plain, &gw, "h2c").await;
+    let tls = tls_h2(gw.tls).await;
+    expect_continue_over_h2(tls, &gw, "TLS h2").await;
+}
+
+async fn tls_h2(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+async fn expect_continue_over_h2<S>(io: S, gw: &Gw, what: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::{future::poll_fn, time::Duration};
+    let before = gw.origin.requests().len();
+    let (client, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("https://t/public/upload")
+        .header("expect", "100-continue")
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (mut resp, mut body) = client.send_request(req, false).unwrap();
+    let interim = tokio::time::timeout(
+        Duration::from_millis(500),
+        poll_fn(|cx| resp.poll_informational(cx)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no 100 Continue within 500 ms"))
+    .unwrap_or_else(|| panic!("{what}: a final response came instead of 100"))
+    .unwrap();
+    assert_eq!(interim.status(), 100, "{what}");
+    body.send_data(Bytes::from_static(b"hello"), true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200, "{what}");
+    let seen = gw.origin.requests();
+    assert_eq!(seen.len(), before + 1, "{what}");
+    assert_eq!(seen[before].body, b"hello", "{what}");
+    assert!(
+        !seen[before].headers.contains_key("expect"),
+        "{what}: Expect was forwarded"
+    );
+
+    // Refused before the body is read (no API key): the 401 comes without
+    // a 100, and nothing reaches the origin.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::post("https://t/api/upload")
+        .header("expect", "100-continue")
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (mut resp, _body) = client.send_request(req, false).unwrap();
+    let interim = tokio::time::timeout(
+        Duration::from_secs(5),
+        poll_fn(|cx| resp.poll_informational(cx)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no answer to the unauthenticated upload"));
+    assert!(interim.is_none(), "{what}: 100 sent before a refusal");
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 401, "{what}");
+    assert_eq!(gw.origin.requests().len(), before + 1, "{what}");
+}

@@ -38,13 +38,13 @@ use crate::{
         trace::TraceContext,
     },
 };
-use http_body::Body as _;
+use bytes::Bytes;
+use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::{
-    body::{self, Limited, ProxyBody, Tripped},
+    body::{self, BoxError, Limited, ProxyBody, Tripped},
     check, client_ip,
     conn::ConnInfo,
     cors,
@@ -71,11 +71,15 @@ struct Outcome {
 }
 
 /// Runs all phases for one request; never fails (errors become responses).
-pub async fn handle(
+pub async fn handle<B>(
     state: Arc<ProxyState>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
+    mut req: Request<B>,
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let index = conn.next_request_index();
     let _busy = conn.busy();
@@ -277,16 +281,20 @@ struct Framing {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn phases(
+async fn phases<B>(
     state: &ProxyState,
     conn: &ConnInfo,
     index: u64,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
     request_id: &str,
     client_ip: IpAddr,
     framing: Framing,
     outcome: &mut Outcome,
-) -> Result<Response<ProxyBody>, Rejection> {
+) -> Result<Response<ProxyBody>, Rejection>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
     // 1b. a source escalated at L7 (seen through a trusted proxy, or with
     // XDP off) is turned away before any work.
     if let Some(left) = state
@@ -416,6 +424,10 @@ async fn phases(
         )
     })?;
     let (mut parts, body) = req.into_parts();
+    // The gateway met the client's `Expect: 100-continue` itself (its 100
+    // went out when the body was first read): the upstream gets the body,
+    // not the expectation (Envoy's default, `proxy_100_continue: false`).
+    parts.headers.remove(header::EXPECT);
     let may_retry = !framing.may_have_body && upstream::retryable(&parts);
     let authority = checked.authority.as_ref().map(ToString::to_string);
     headers::set_forwarding(

@@ -1,7 +1,9 @@
 //! The proxy process side: binds the listeners, accepts connections
-//! (connection limits, PROXY protocol, TLS handshake), serves HTTP/1.1 and
-//! HTTP/2 with hyper, closes idle connections, swaps the state on reload
-//! and shuts down gracefully. The request phases live in `pipeline`.
+//! (connection limits, PROXY protocol, TLS handshake), picks the protocol
+//! (ALPN over TLS, the HTTP/2 preface in cleartext), serves HTTP/1.1 with
+//! hyper and HTTP/2 with `h2_server`, closes idle connections, swaps the
+//! state on reload and shuts down gracefully. The request phases live in
+//! `pipeline`.
 
 #![forbid(unsafe_code)]
 
@@ -233,38 +235,26 @@ async fn accept_conn(
             Err(_) => return,
         }
     }
+    let seen = if proxied_by.is_some() {
+        crate::escalate::Seen::Forwarded
+    } else {
+        crate::escalate::Seen::Socket
+    };
     if let Some(port) = cfg.redirect_https_port {
         let info = Arc::new(ConnInfo::new(peer, false, name).proxied_by(proxied_by));
-        let svc = service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, port)) });
-        let io = TokioIo::new(ConnIo::new(
-            tcp,
-            info.clone(),
-            Protocol::Sniff,
-            handshake_timeout,
-            state.limits.h2_budget(),
-        ));
-        return serve(io, info, &state, svc, shutdown).await;
+        return serve_plain(tcp, info, &state, Redirect { port }, shutdown).await;
     }
     if !cfg.tls {
-        let seen = if proxied_by.is_some() {
-            crate::escalate::Seen::Forwarded
-        } else {
-            crate::escalate::Seen::Socket
-        };
         let info = Arc::new(
             ConnInfo::new(peer, false, name)
                 .proxied_by(proxied_by)
                 .with_escalation(state.hooks.escalation.clone(), seen),
         );
-        let io = TokioIo::new(ConnIo::new(
-            tcp,
-            info.clone(),
-            Protocol::Sniff,
-            handshake_timeout,
-            state.limits.h2_budget(),
-        ));
-        let svc = proxy_service(shared, info.clone());
-        return serve(io, info, &state, svc, shutdown).await;
+        let handler = Proxied {
+            shared,
+            info: info.clone(),
+        };
+        return serve_plain(tcp, info, &state, handler, shutdown).await;
     }
     let Some(acceptor) = state.tls.clone() else {
         return;
@@ -291,65 +281,159 @@ async fn accept_conn(
     } else {
         Protocol::Http1
     };
-    let seen = if proxied_by.is_some() {
-        crate::escalate::Seen::Forwarded
-    } else {
-        crate::escalate::Seen::Socket
-    };
     let info = Arc::new(
         ConnInfo::new(peer, true, name)
             .proxied_by(proxied_by)
             .with_escalation(state.hooks.escalation.clone(), seen),
     );
-    let io = TokioIo::new(ConnIo::new(
-        tls,
-        info.clone(),
-        protocol,
-        handshake_timeout,
-        state.limits.h2_budget(),
-    ));
-    let svc = proxy_service(shared, info.clone());
-    serve(io, info, &state, svc, shutdown).await
+    let handler = Proxied {
+        shared,
+        info: info.clone(),
+    };
+    serve(tls, protocol, info, &state, handler, shutdown).await
 }
 
-fn proxy_service(
+/// What answers the requests of one connection, over HTTP/1.1 (hyper) or
+/// HTTP/2 (`h2_server`): the body type differs, the handling does not.
+pub trait Handler: Clone + Send + Sync + 'static {
+    /// Answers one request; never fails (errors become responses).
+    fn call<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static + use<Self, B>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>;
+}
+
+/// The proxy listeners' handler: every request through the pipeline.
+#[derive(Clone)]
+struct Proxied {
     shared: Arc<Shared>,
     info: Arc<ConnInfo>,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<ProxyBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
-> + Clone
-+ Send
-+ 'static {
-    service_fn(move |req| {
-        // Each request uses the newest generation (reloads apply at once).
-        let state = shared.state.load_full();
-        let info = info.clone();
-        async move { Ok(pipeline::handle(state, info, req).await) }
-    })
 }
 
-async fn serve<I, S>(
-    io: TokioIo<I>,
+impl Handler for Proxied {
+    fn call<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static + use<B>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        // Each request uses the newest generation (reloads apply at once).
+        let state = self.shared.state.load_full();
+        pipeline::handle(state, self.info.clone(), req)
+    }
+}
+
+/// The redirect listener's handler.
+#[derive(Clone)]
+struct Redirect {
+    port: u16,
+}
+
+impl Handler for Redirect {
+    fn call<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static + use<B>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        std::future::ready(redirect(&req, self.port))
+    }
+}
+
+/// A cleartext connection: HTTP/2 with prior knowledge when its first bytes
+/// are the HTTP/2 preface (RFC 9113 §3.3), HTTP/1.x otherwise. A client
+/// that sends nothing within `idle_timeout + header_read_timeout` is closed.
+async fn serve_plain<H: Handler>(
+    tcp: TcpStream,
     info: Arc<ConnInfo>,
     state: &ProxyState,
-    svc: S,
+    handler: H,
+    shutdown: watch::Receiver<bool>,
+) {
+    let wait = state.limits.idle_timeout + state.limits.header_read_timeout;
+    let protocol = match tokio::time::timeout(wait, sniff_preface(&tcp)).await {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+    };
+    serve(tcp, protocol, info, state, handler, shutdown).await
+}
+
+/// Peeks (without consuming) until the first bytes either are the HTTP/2
+/// preface or cannot be; `None` when the client closed first.
+async fn sniff_preface(tcp: &TcpStream) -> std::io::Result<Option<Protocol>> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != PREFACE[..n] {
+            return Ok(Some(Protocol::Http1));
+        }
+        if n == PREFACE.len() {
+            return Ok(Some(Protocol::Http2));
+        }
+        // A prefix of the preface so far ("P", "PR", ...): wait for more,
+        // backing off so a client that stalls here costs next to nothing.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Serves one connection in the protocol chosen for it until it ends, it
+/// idles past `idle_timeout`, or the gateway shuts down (then in-flight
+/// requests finish: HTTP/1 closes after the current response, HTTP/2 sends
+/// GOAWAY).
+async fn serve<S, H>(
+    io: S,
+    protocol: Protocol,
+    info: Arc<ConnInfo>,
+    state: &ProxyState,
+    handler: H,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
 {
-    let idle = state.limits.idle_timeout;
-    let conn = state.http.serve_connection_with_upgrades(io, svc);
+    let limits = &state.limits;
+    let io = ConnIo::new(
+        io,
+        info.clone(),
+        protocol,
+        limits.header_read_timeout,
+        limits.h2_budget(),
+    );
+    let idle = limits.idle_timeout;
+    if protocol == Protocol::Http2 {
+        let handshake = limits.header_read_timeout;
+        return super::h2_server::serve(
+            io,
+            &state.http2,
+            handler,
+            &info,
+            handshake,
+            idle,
+            shutdown,
+        )
+        .await;
+    }
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let answer = handler.call(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let conn = state
+        .http1
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
     tokio::pin!(conn);
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
     let mut closing = false;
@@ -376,7 +460,7 @@ async fn serve<I, S>(
 }
 
 /// The redirect listener's answer: 308 to the same host and path over HTTPS.
-fn redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+fn redirect<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
     // The same Host rules as the proxy listeners: one well-formed authority.
     let host = match super::check::request_authority(req) {
         Ok(Some(a)) => a.host().to_owned(),

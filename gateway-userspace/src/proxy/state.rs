@@ -5,10 +5,8 @@
 
 #![forbid(unsafe_code)]
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioTimer},
-    server::conn::auto,
-};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
 use tokio_rustls::TlsAcceptor;
 
 use super::{
@@ -31,7 +29,10 @@ pub struct ProxyState {
     pub hooks: Hooks,
     /// `None` when no listener uses TLS.
     pub tls: Option<TlsAcceptor>,
-    pub http: auto::Builder<TokioExecutor>,
+    /// hyper's HTTP/1 server settings.
+    pub http1: http1::Builder,
+    /// The HTTP/2 server settings (`h2_server`).
+    pub http2: h2::server::Builder,
 }
 
 impl ProxyState {
@@ -52,19 +53,19 @@ impl ProxyState {
                 .with_header(config.client_ip_header),
             hooks,
             tls,
-            http: http_builder(&config.limits),
+            http1: http1_builder(&config.limits),
+            http2: super::h2_server::builder(&config.limits),
         })
     }
 }
 
-/// hyper's server settings from `[limits]`.
-fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1 server settings from `[limits]`.
+fn http1_builder(l: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
     // hyper counts the request line and headers in one buffer; leave room
     // for both so our own 414 and 431 checks see the request.
     let head = (l.max_request_line + l.max_header_bytes + 4096).max(8192);
-    b.http1()
-        .timer(TokioTimer::new())
+    b.timer(TokioTimer::new())
         // hyper's timer runs from the moment it waits for a head, idle time
         // included, and closes without answering: it is only the backstop.
         // `conn::ConnIo` answers 408 `header_read_timeout` after a head's
@@ -73,11 +74,5 @@ fn http_builder(l: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         .max_buf_size(head)
         .max_headers(l.max_headers);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(l.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(l.h2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(l.h2_max_local_error_reset_streams)
-        .max_header_list_size(u32::try_from(l.max_header_bytes).unwrap_or(u32::MAX));
     b
 }
