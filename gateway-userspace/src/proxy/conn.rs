@@ -37,15 +37,14 @@ use super::{
 /// Which protocol a client connection may speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// HTTP/1.x only: TLS that negotiated `http/1.1` or no ALPN. An HTTP/2
-    /// preface closes the connection.
+    /// HTTP/1.x only: TLS that negotiated `http/1.1` or no ALPN, or
+    /// cleartext that did not start with the preface. An HTTP/2 preface
+    /// closes the connection.
     Http1,
-    /// HTTP/2 only: TLS that negotiated `h2`. Anything but the HTTP/2
+    /// HTTP/2 only: TLS that negotiated `h2`, or cleartext whose first
+    /// bytes were the preface (prior knowledge). Anything but the HTTP/2
     /// preface closes the connection.
     Http2,
-    /// Cleartext: HTTP/2 with prior knowledge when the first bytes are the
-    /// preface, HTTP/1.x otherwise.
-    Sniff,
 }
 
 /// What the request phases know about the connection a request came on.

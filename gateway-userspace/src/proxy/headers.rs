@@ -8,11 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{
-    hash::{BuildHasher, Hasher},
-    net::IpAddr,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -194,10 +190,10 @@ pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_i
     for name in remove {
         headers.remove(name);
     }
-    insert(
+    set(
         headers,
         HeaderName::from_static("x-real-ip"),
-        &client_ip.to_string(),
+        format_value(format_args!("{client_ip}")),
     );
 }
 
@@ -319,7 +315,6 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     let xfh = HeaderName::from_static("x-forwarded-host");
-    let peer = f.peer.to_string();
     let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
         let vals: Vec<&str> = headers
             .get_all(name)
@@ -331,10 +326,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     use super::client_ip::ClientIpHeader;
     let extend_xff = f.peer_trusted && f.chain == ClientIpHeader::XForwardedFor;
     let extend_fwd = f.peer_trusted && f.chain == ClientIpHeader::Forwarded;
-    let xff_value = if extend_xff {
-        joined(headers, &xff).map_or(peer.clone(), |p| format!("{p}, {peer}"))
-    } else {
-        peer.clone()
+    let peer = f.peer;
+    let xff_value = match extend_xff.then(|| joined(headers, &xff)).flatten() {
+        Some(prev) => format_value(format_args!("{prev}, {peer}")),
+        None => format_value(format_args!("{peer}")),
     };
     let fwd_prev = if extend_fwd {
         joined(headers, &header::FORWARDED)
@@ -343,9 +338,9 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     };
     let keep_proto = f.peer_trusted && headers.contains_key(&xfp);
     let keep_host = f.peer_trusted && headers.contains_key(&xfh);
-    insert(headers, xff, &xff_value);
+    set(headers, xff, xff_value);
     if !keep_proto {
-        insert(headers, xfp, f.proto);
+        headers.insert(xfp, HeaderValue::from_static(f.proto));
     }
     if !keep_host {
         match f.host {
@@ -355,19 +350,99 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             }
         }
     }
-    let node = match f.peer {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
-    };
-    let mut elem = format!("for={node};proto={}", f.proto);
-    if let Some(h) = f
+    // RFC 7239 §6: an IPv6 node is quoted and bracketed.
+    let node = ForwardedNode(f.peer);
+    let host = f
         .host
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-    {
-        elem.push_str(&format!(";host=\"{h}\""));
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
+    let host_param = HostParam(host);
+    let proto = f.proto;
+    let forwarded = match fwd_prev {
+        Some(prev) => format_value(format_args!("{prev}, for={node};proto={proto}{host_param}")),
+        None => format_value(format_args!("for={node};proto={proto}{host_param}")),
+    };
+    set(headers, header::FORWARDED, forwarded);
+}
+
+/// `for=` of a `Forwarded` element: IPv4 bare, IPv6 as `"[addr]"`.
+struct ForwardedNode(IpAddr);
+
+impl std::fmt::Display for ForwardedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "\"[{a}]\""),
+        }
     }
-    let forwarded = fwd_prev.map_or(elem.clone(), |p| format!("{p}, {elem}"));
-    insert(headers, header::FORWARDED, &forwarded);
+}
+
+/// `;host="..."` of a `Forwarded` element, or nothing.
+struct HostParam<'a>(Option<&'a str>);
+
+impl std::fmt::Display for HostParam<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(h) => write!(f, ";host=\"{h}\""),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sets `name` to `value`, or removes it when the value could not be made.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(v) => {
+            headers.insert(name, v);
+        }
+        None => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// A header value formatted on the stack: one allocation, for the value
+/// itself (values over 256 bytes are formatted on the heap first). `None`
+/// when the text is not a valid field value.
+pub fn format_value(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
+    let mut buf = StackText::<256>::default();
+    if std::fmt::Write::write_fmt(&mut buf, args).is_ok() {
+        HeaderValue::from_bytes(buf.as_bytes()).ok()
+    } else {
+        HeaderValue::from_str(&std::fmt::format(args)).ok()
+    }
+}
+
+/// A fixed-capacity text buffer; writing past `N` bytes fails.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for StackText<N> {
+    fn default() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> StackText<N> {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<const N: usize> std::fmt::Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > N {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -394,21 +469,16 @@ pub fn request_id(headers: &mut HeaderMap, peer_trusted: bool) -> String {
         return v.to_owned();
     }
     let id = generate_id();
-    insert(headers, name, &id);
-    id
+    let text = id.to_str().unwrap_or_default().to_owned();
+    headers.insert(name, id);
+    text
 }
 
-/// 128 random-looking bits as 32 hex digits (not a secret; unique enough
-/// to correlate logs).
-fn generate_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let seed = std::collections::hash_map::RandomState::new();
-    let mut a = seed.build_hasher();
-    a.write_u64(n);
-    let mut b = seed.build_hasher();
-    b.write_u64(n ^ 0x9e37_79b9_7f4a_7c15);
-    format!("{:016x}{:016x}", a.finish(), b.finish())
+/// 128 random bits as 32 hex digits (not a secret; unique enough to
+/// correlate logs), from the thread-local generator the trace ids use.
+fn generate_id() -> HeaderValue {
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    format_value(format_args!("{a:016x}{b:016x}")).unwrap_or_else(|| HeaderValue::from_static("0"))
 }
 
 /// Response headers from an upstream: hop-by-hop and identifying headers removed.
@@ -424,32 +494,23 @@ pub fn add_security(headers: &mut HeaderMap, cfg: &SecurityHeaders, tls: bool, p
     if !cfg.enabled {
         return;
     }
-    let mut set = |name: HeaderName, value: &str, overwrite: bool| {
-        if value.is_empty() || (!overwrite && headers.contains_key(&name)) {
-            return;
-        }
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
+    let [nosniff, frame, referrer, csp, problem_csp, hsts] = cfg.values();
+    let mut set = |name: HeaderName, value: &Option<HeaderValue>, overwrite: bool| {
+        let Some(value) = value else { return };
+        if overwrite || !headers.contains_key(&name) {
+            headers.insert(name, value.clone());
         }
     };
-    set(
-        header::X_CONTENT_TYPE_OPTIONS,
-        &cfg.content_type_options,
-        false,
-    );
-    set(header::X_FRAME_OPTIONS, &cfg.frame_options, false);
-    set(header::REFERRER_POLICY, &cfg.referrer_policy, false);
+    set(header::X_CONTENT_TYPE_OPTIONS, nosniff, false);
+    set(header::X_FRAME_OPTIONS, frame, false);
+    set(header::REFERRER_POLICY, referrer, false);
     if problem {
-        set(header::CONTENT_SECURITY_POLICY, &cfg.problem_csp, true);
+        set(header::CONTENT_SECURITY_POLICY, problem_csp, true);
     } else {
-        set(
-            header::CONTENT_SECURITY_POLICY,
-            &cfg.content_security_policy,
-            false,
-        );
+        set(header::CONTENT_SECURITY_POLICY, csp, false);
     }
     if tls {
-        set(header::STRICT_TRANSPORT_SECURITY, &cfg.hsts, true);
+        set(header::STRICT_TRANSPORT_SECURITY, hsts, true);
     }
 }
 

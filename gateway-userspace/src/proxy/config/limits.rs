@@ -181,6 +181,45 @@ pub struct SecurityHeaders {
     pub problem_csp: String,
     /// `Strict-Transport-Security` on responses over TLS.
     pub hsts: String,
+    /// The values above as header values, made once per config generation
+    /// (not per response).
+    #[serde(skip)]
+    values: SecurityValues,
+}
+
+/// [`SecurityHeaders`] as header values, in field order:
+/// `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`,
+/// `Content-Security-Policy`, the problem CSP, HSTS; `None` for an empty
+/// (off) or invalid value.
+#[derive(Clone, Debug, Default)]
+struct SecurityValues(std::sync::OnceLock<[Option<http::HeaderValue>; 6]>);
+
+impl PartialEq for SecurityValues {
+    /// Derived from the fields, which are compared themselves.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl SecurityHeaders {
+    /// The configured values as header values (built on first use).
+    pub fn values(&self) -> &[Option<http::HeaderValue>; 6] {
+        self.values.0.get_or_init(|| {
+            let v = |s: &str| {
+                (!s.is_empty())
+                    .then(|| http::HeaderValue::from_str(s).ok())
+                    .flatten()
+            };
+            [
+                v(&self.content_type_options),
+                v(&self.frame_options),
+                v(&self.referrer_policy),
+                v(&self.content_security_policy),
+                v(&self.problem_csp),
+                v(&self.hsts),
+            ]
+        })
+    }
 }
 
 impl Default for SecurityHeaders {
@@ -200,6 +239,7 @@ impl Default for SecurityHeaders {
             problem_csp: "default-src 'none'; frame-ancestors 'none'".into(),
             // One year (31,536,000 s), this host only.
             hsts: "max-age=31536000".into(),
+            values: SecurityValues::default(),
         }
     }
 }
@@ -232,6 +272,7 @@ impl SecurityHeaders {
             ),
             problem_csp: self.problem_csp.clone(),
             hsts: pick(&o.hsts, &self.hsts),
+            values: SecurityValues::default(),
         }
     }
 }

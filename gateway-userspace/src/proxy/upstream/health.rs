@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use http::{Request, Uri};
+use http::{HeaderValue, Request, Uri};
 use tokio::task::JoinHandle;
 
 use super::pool::{Pool, Target};
 use crate::proxy::body;
 
 /// Starts the checks of one pool (nothing when they are disabled).
-pub fn spawn(pool: &Pool) -> Vec<JoinHandle<()>> {
+pub fn spawn(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
     if !pool.config.health_check.enabled {
         return Vec::new();
     }
@@ -23,7 +23,7 @@ pub fn spawn(pool: &Pool) -> Vec<JoinHandle<()>> {
         .iter()
         .map(|t| {
             let target = t.clone();
-            let client = pool.client.clone();
+            let pool = pool.clone();
             let cfg = pool.config.health_check.clone();
             let name = pool.name.clone();
             tokio::spawn(async move {
@@ -32,7 +32,7 @@ pub fn spawn(pool: &Pool) -> Vec<JoinHandle<()>> {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    let ok = check(&client, &target, &cfg.path, cfg.timeout).await;
+                    let ok = check(&pool, &target, &cfg.path, cfg.timeout).await;
                     if ok {
                         ok_run += 1;
                         fail_run = 0;
@@ -53,23 +53,30 @@ pub fn spawn(pool: &Pool) -> Vec<JoinHandle<()>> {
         .collect()
 }
 
+/// One probe: `GET <path>` on a kept-alive or new connection; a 2xx
+/// within `timeout` is a success. The body is not read, so the probe's
+/// connection is closed afterwards, never reused by requests.
 async fn check(
-    client: &super::pool::HttpClient,
+    pool: &Pool,
     target: &Arc<Target>,
     path: &str,
     timeout: std::time::Duration,
 ) -> bool {
-    let Ok(uri) = format!("http://{}{}", target.addr, path).parse::<Uri>() else {
+    let Ok(uri) = Uri::try_from(path) else {
         return false;
     };
-    let Ok(req) = Request::get(uri)
+    let Ok(mut req) = Request::get(uri)
         .header(http::header::USER_AGENT, "gateway-health-check")
         .body(body::empty())
     else {
         return false;
     };
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Ok(Ok(resp)) => resp.status().is_success(),
+    if let Ok(host) = HeaderValue::try_from(target.addr.to_string()) {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let sent = pool.connector.send(target.addr, &target.idle, req);
+    match tokio::time::timeout(timeout, sent).await {
+        Ok(Ok((resp, _conn))) => resp.status().is_success(),
         _ => false,
     }
 }

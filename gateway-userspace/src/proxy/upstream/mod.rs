@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod health;
 pub mod pool;
 
@@ -16,15 +17,15 @@ pub mod stall;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use http::{Method, Request, Response, Uri, header, request::Parts};
+use http::{HeaderValue, Method, Request, Response, Uri, header, request::Parts};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 use tokio::task::JoinHandle;
 
-use self::{pool::Pool, stall::ReadTimeout};
+use self::{client::Conn, pool::Pool, stall::ReadTimeout};
 use super::{
-    body::{self, Guarded, ProxyBody, Tripped},
+    body::{ProxyBody, Tripped},
     config::Upstream as UpstreamConfig,
     reject::{Reason, Rejection},
 };
@@ -101,7 +102,17 @@ pub async fn forward(
         1
     };
     let mut tried = Vec::new();
-    let mut body = Some(body);
+    // A new request (HTTP/1.1, no extensions) with the client's method and
+    // the prepared headers, moved rather than copied: a retry reuses it.
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method;
+    *req.headers_mut() = parts.headers;
+    // Origin-form on the wire (RFC 9112 §3.2.1).
+    *req.uri_mut() = Uri::try_from(path_and_query)
+        .map_err(|_| Rejection::new(Reason::BadPath, "the request target cannot be forwarded"))?;
+    // As hyper-util's client did: the target is the Host when the client
+    // sent none (HTTP/2 without one, HTTP/1.0); it follows a retry.
+    let host_is_target = !req.headers().contains_key(header::HOST);
     loop {
         let Some((target, in_flight)) = pool.pick(&tried) else {
             let reason = if tried.is_empty() {
@@ -115,23 +126,18 @@ pub async fn forward(
             ));
         };
         tried.push(target.addr);
-        let uri: Uri = format!("http://{}{}", target.addr, path_and_query)
-            .parse()
-            .map_err(|_| {
-                Rejection::new(Reason::BadPath, "the request target cannot be forwarded")
-            })?;
-        let mut req = Request::new(body.take().unwrap_or_else(body::empty));
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = parts.headers.clone();
-        let connection = capture_connection(&mut req);
-        match tokio::time::timeout(pool.request_timeout(), pool.client.request(req)).await {
-            Ok(Ok(resp)) => {
+        if host_is_target && let Ok(v) = HeaderValue::try_from(target.addr.to_string()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        let sent = pool.connector.send(target.addr, &target.idle, req);
+        match tokio::time::timeout(pool.request_timeout(), sent).await {
+            Ok(Ok((resp, conn))) => {
                 if let Err(detail) = relayable(&resp, pool.config.max_response_header_bytes) {
                     // hyper keeps both headers and decodes the body as
                     // chunked; the two ends may disagree on where this
-                    // response ends, so its connection is never reused.
-                    poison(&connection);
+                    // response ends, so its connection is never reused
+                    // (dropped here with the response).
+                    drop(conn);
                     pool.record_failure(&target);
                     tracing::warn!(upstream = %pool.name, target = %target.addr, detail, "upstream response refused");
                     return Err(Rejection::new(
@@ -144,22 +150,27 @@ pub async fn forward(
                 }
                 pool.record_success(&target);
                 let lease = Lease {
-                    _in_flight: in_flight,
-                    connection,
+                    in_flight,
+                    conn: Some(conn),
+                    idle_timeout: pool.connector.idle_timeout(),
                     read_timeout: pool.config.read_timeout,
                 };
                 return Ok((resp, target.addr, lease));
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, unsent))) => {
                 if let Some(reason) = tripped.get() {
                     return Err(Rejection::new(reason, limit_detail(reason)));
                 }
                 pool.record_failure(&target);
-                tracing::debug!(upstream = %pool.name, target = %target.addr, error = ?e, "upstream request failed");
-                if e.is_connect() && (tried.len() as u32) < max_attempts {
+                tracing::debug!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");
+                if let Some(unsent) = unsent
+                    && e.is_connect()
+                    && (tried.len() as u32) < max_attempts
+                {
+                    req = unsent;
                     continue;
                 }
-                let detail = if head_too_large(&e) {
+                let detail = if e.head_too_large() {
                     format!(
                         "upstream '{}' sent response headers that are too large",
                         pool.name
@@ -184,28 +195,37 @@ pub async fn forward(
 }
 
 /// What a forwarded request holds until its response is finished: the
-/// target's in-flight count and the upstream connection (to close it when
-/// the response body breaks off).
+/// target's in-flight count and the upstream connection, which goes back
+/// to the target's idle connections only through [`Lease::release`] (the
+/// body was read to its end); dropped otherwise, which closes it.
 pub struct Lease {
-    _in_flight: pool::InFlight,
-    connection: CaptureConnection,
+    in_flight: pool::InFlight,
+    conn: Option<Conn>,
+    idle_timeout: Duration,
     read_timeout: Duration,
+}
+
+impl Lease {
+    /// The response was read to its end: the connection may serve another.
+    fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.in_flight.target().idle.put(conn, self.idle_timeout);
+        }
+    }
 }
 
 /// Wraps an upstream response body: at most the pool's `read_timeout`
 /// between frames (then the body fails, so the client's response is aborted,
 /// never completed, and the upstream connection is closed), and the lease
-/// kept until the body is finished.
+/// kept until the body is finished (then its connection is reused).
 pub fn guarded_body(resp: Response<Incoming>, lease: Lease) -> Response<ProxyBody> {
-    let (timeout, connection) = (lease.read_timeout, lease.connection.clone());
-    resp.map(|b| Guarded::new(ReadTimeout::new(b, timeout, connection), lease).boxed())
-}
-
-/// Marks the connection a request went out on as not reusable.
-pub(crate) fn poison(connection: &CaptureConnection) {
-    if let Some(c) = connection.connection_metadata().as_ref() {
-        c.poison();
+    if resp.body().is_end_stream() {
+        // No body to read (HEAD, 204, 304, Content-Length: 0).
+        lease.release();
+        return resp.map(|b| b.map_err(Into::into).boxed());
     }
+    let timeout = lease.read_timeout;
+    resp.map(|b| ReadTimeout::new(b, timeout, lease).boxed())
 }
 
 /// Whether a response can be relayed: `Content-Length` together with
@@ -234,18 +254,6 @@ fn relayable(resp: &Response<Incoming>, max_head: usize) -> Result<(), &'static 
         return Err("response headers too large");
     }
     Ok(())
-}
-
-/// Whether the client failed because the response head passed its buffer.
-fn head_too_large(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.is_parse_too_large();
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// The problem detail for a request body limit that tripped.

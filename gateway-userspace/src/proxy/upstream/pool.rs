@@ -14,19 +14,10 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
 use tokio::time::Instant;
 
-use crate::proxy::{
-    body::ProxyBody,
-    config::{Balance, Upstream as UpstreamConfig},
-};
-
-/// The HTTP/1.1 client with its connection pool, one per upstream pool.
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
+use super::client::{Connector, IdleConns};
+use crate::proxy::config::{Balance, Upstream as UpstreamConfig};
 
 /// One upstream target and what we know about its health.
 #[derive(Debug)]
@@ -39,6 +30,8 @@ pub struct Target {
     /// Passive ejections so far (metrics).
     ejections: AtomicU64,
     ejected_until: Mutex<Option<Instant>>,
+    /// Kept-alive connections to this target.
+    pub idle: IdleConns,
 }
 
 impl Target {
@@ -50,6 +43,7 @@ impl Target {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
+            idle: IdleConns::default(),
         }
     }
 
@@ -90,35 +84,37 @@ impl Target {
 #[derive(Debug)]
 pub struct InFlight(Arc<Target>);
 
+impl InFlight {
+    /// The target the request went to.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A named pool of targets with its client and settings.
+/// A named pool of targets with its connections and settings.
 pub struct Pool {
     pub name: Arc<str>,
     pub targets: Vec<Arc<Target>>,
-    pub client: HttpClient,
+    pub connector: Connector,
     pub config: UpstreamConfig,
     next: AtomicUsize,
 }
 
 impl Pool {
     pub fn new(config: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // hyper fails a response whose head does not fit its buffer
-            // ("message head is too large"): the forward phase answers 502.
-            .http1_max_buf_size(config.max_response_header_bytes)
-            .build(connector);
+        // hyper fails a response whose head does not fit its buffer
+        // ("message head is too large"): the forward phase answers 502.
+        let connector = Connector::new(
+            config.connect_timeout,
+            config.idle_timeout,
+            config.max_response_header_bytes,
+        );
         Self {
             name: config.name.get_ref().as_str().into(),
             targets: config
@@ -126,34 +122,37 @@ impl Pool {
                 .iter()
                 .map(|a| Arc::new(Target::new(*a)))
                 .collect(),
-            client,
+            connector,
             config: config.clone(),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// Picks an available target not in `tried`, and counts the request on it.
+    /// Picks an available target not in `tried`, and counts the request on
+    /// it. Allocation-free: the candidates are filtered again instead of
+    /// collected.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<(Arc<Target>, InFlight)> {
-        let candidates: Vec<&Arc<Target>> = self
-            .targets
-            .iter()
-            .filter(|t| !tried.contains(&t.addr) && t.available())
-            .collect();
-        if candidates.is_empty() {
+        let open = |t: &&Arc<Target>| !tried.contains(&t.addr) && t.available();
+        let candidates = self.targets.iter().filter(open).count();
+        if candidates == 0 {
             return None;
         }
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let chosen = match self.config.balance {
-            Balance::RoundRobin => candidates[turn % candidates.len()],
+            Balance::RoundRobin => self.targets.iter().filter(open).nth(turn % candidates),
             Balance::LeastConnections => {
-                let least = candidates.iter().map(|t| t.in_flight()).min().unwrap_or(0);
-                let tied: Vec<_> = candidates
+                let least = self
+                    .targets
                     .iter()
-                    .filter(|t| t.in_flight() == least)
-                    .collect();
-                tied[turn % tied.len()]
+                    .filter(open)
+                    .map(|t| t.in_flight())
+                    .min()
+                    .unwrap_or(0);
+                let tied = |t: &&Arc<Target>| open(t) && t.in_flight() == least;
+                let n = self.targets.iter().filter(tied).count().max(1);
+                self.targets.iter().filter(tied).nth(turn % n)
             }
-        };
+        }?;
         chosen.in_flight.fetch_add(1, Ordering::Relaxed);
         Some((chosen.clone(), InFlight(chosen.clone())))
     }

@@ -5,7 +5,8 @@
 //! forever. [`ReadTimeout`] fails the body after `timeout` without a frame;
 //! hyper's server then aborts the client's response (HTTP/1: the connection
 //! is closed before the body is complete; HTTP/2: RST_STREAM), and the
-//! upstream connection is poisoned so the pool never reuses it.
+//! upstream connection is closed, never reused. A body read to its end
+//! gives its connection back to the target's idle connections.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +18,6 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper_util::client::legacy::connect::CaptureConnection;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::body::BoxError;
@@ -41,19 +41,21 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         #[pin]
         deadline: Sleep,
-        connection: CaptureConnection,
+        // Until the body ends: released (reused) at a clean end, dropped
+        // (closed) on an error or a stall.
+        lease: Option<super::Lease>,
         done: bool,
     }
 }
 
 impl<B> ReadTimeout<B> {
     /// `connection` is poisoned when the body fails.
-    pub fn new(inner: B, timeout: Duration, connection: CaptureConnection) -> Self {
+    pub fn new(inner: B, timeout: Duration, lease: super::Lease) -> Self {
         Self {
             inner,
             timeout,
             deadline: tokio::time::sleep(timeout),
-            connection,
+            lease: Some(lease),
             done: false,
         }
     }
@@ -75,25 +77,36 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let next = Instant::now() + *this.timeout;
-                this.deadline.as_mut().reset(next);
+                if this.inner.is_end_stream() {
+                    // The last frame: the server may not poll again.
+                    *this.done = true;
+                    if let Some(lease) = this.lease.take() {
+                        lease.release();
+                    }
+                } else {
+                    let next = Instant::now() + *this.timeout;
+                    this.deadline.as_mut().reset(next);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 *this.done = true;
-                super::poison(this.connection);
+                this.lease.take();
                 Poll::Ready(Some(Err(UpstreamBodyError::Broken(e.into()).into())))
             }
             Poll::Ready(None) => {
                 *this.done = true;
+                if let Some(lease) = this.lease.take() {
+                    lease.release();
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 if this.deadline.poll(cx).is_ready() {
                     *this.done = true;
-                    super::poison(this.connection);
+                    this.lease.take();
                     tracing::info!(timeout = ?this.timeout, "upstream response body stalled; aborting the response");
                     return Poll::Ready(Some(
                         Err(UpstreamBodyError::Stalled(*this.timeout).into()),
