@@ -546,3 +546,75 @@ async fn token_tampering_is_rejected() {
         "r = s = 0"
     );
 }
+
+/// The verified-token cache (on by default): a token accepted once is
+/// accepted again from the cache, but never past its `exp` (leeway 0 here:
+/// refused the moment it expires although it was cached), never for a
+/// policy whose issuers do not include the token's, and a cached token
+/// still gets the policy's scope check.
+#[tokio::test]
+async fn verified_token_cache_never_outlives_exp_or_crosses_policies() {
+    let a = authenticator(&format!(
+        r#"
+[auth.jwt.corp]
+issuer = "https://issuer.test"
+audiences = ["api"]
+algorithms = ["RS256"]
+public_key_files = [{{ path = "{pub_key}", kid = "k1" }}]
+leeway = "0s"
+
+[auth.jwt.other]
+issuer = "https://other.test"
+audiences = ["api"]
+algorithms = ["RS256"]
+public_key_files = [{{ path = "{pub_key}", kid = "k1" }}]
+leeway = "0s"
+
+[auth.policies.users]
+type = "jwt"
+providers = ["corp"]
+
+[auth.policies.others]
+type = "jwt"
+providers = ["other"]
+
+[auth.policies.admins]
+type = "jwt"
+providers = ["corp"]
+scopes = ["admin"]
+"#,
+        pub_key = data("rsa_public.pem").display()
+    ));
+    let exp = now() + 2;
+    let token = sign(
+        rs256(Some("k1")),
+        &with(claims(), "exp", exp.into()),
+        &rsa_key(),
+    );
+    let req = bearer(&token);
+    for _ in 0..3 {
+        let id = a.authenticate("users", &req, CLIENT).await.unwrap();
+        assert_eq!(id.subject, "user-42");
+    }
+    // Cached for `corp`, but `others` only trusts `other`.
+    match a.authenticate("others", &req, CLIENT).await {
+        Err(AuthFailure::InvalidToken { cause, .. }) => {
+            assert_eq!(cause, TokenError::UnknownIssuer)
+        }
+        other => panic!("a token cached for corp passed the others policy: {other:?}"),
+    }
+    // Cached, still without the admin scope.
+    let refused = a.authenticate("admins", &req, CLIENT).await;
+    assert!(
+        matches!(&refused, Err(f) if f.status() == 403),
+        "{refused:?}"
+    );
+    // Past exp: refused although it is in the cache.
+    while now() < exp + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    match a.authenticate("users", &req, CLIENT).await {
+        Err(AuthFailure::InvalidToken { cause, .. }) => assert_eq!(cause, TokenError::Expired),
+        other => panic!("an expired token was accepted from the cache: {other:?}"),
+    }
+}

@@ -178,8 +178,27 @@ pub struct JwtIssuerConfig {
     /// Claims that must be present besides `exp`, `iss`, `aud` and `sub`.
     #[serde(default)]
     pub required_claims: Vec<String>,
+    /// Verified tokens remembered (by the token's SHA-256, never the token),
+    /// so a client that repeats its token skips the signature check (Envoy
+    /// `jwt_cache_config`); 0 turns the cache off.
+    #[serde(default = "d_jwt_cache_size")]
+    pub cache_size: usize,
+    /// Longest time a verified token is remembered; never past its `exp`
+    /// (plus `leeway`). Also how long a key removed from the JWK Set may
+    /// still be honoured for tokens it verified.
+    #[serde(
+        default = "d_jwt_cache_ttl",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub cache_ttl: Duration,
 }
 
+fn d_jwt_cache_size() -> usize {
+    4096 // tokens per issuer
+}
+fn d_jwt_cache_ttl() -> Duration {
+    Duration::from_secs(300) // 5 minutes
+}
 fn d_refresh() -> Duration {
     Duration::from_secs(600) // 10 minutes
 }

@@ -9,16 +9,27 @@
 //! time claims are NumericDates with fractions allowed (`numeric_date`).
 //! `sub` must also be a usable identity (`identity::check_subject`, applied
 //! to every method by the policy).
+//!
+//! A verified token is remembered per issuer under its SHA-256 for at most
+//! `cache_ttl` and never past `exp` + leeway (`cache_size` tokens; 0: off):
+//! a hit skips parsing and the signature check and returns the claims
+//! verified then. A token is cached only after every check passed, so a
+//! refused token is verified again each time.
 
 #![forbid(unsafe_code)]
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
 use super::{
     AuthConfigError,
+    cache::TtlCache,
     config::JwtIssuerConfig,
     failure::TokenError,
     https::HttpsClient,
@@ -90,6 +101,9 @@ pub struct Issuer {
     required: Vec<String>,
     leeway: u64,
     keys: KeyStore,
+    /// Verified tokens by SHA-256, with their claims; `None`: cache off.
+    verified: Option<TtlCache<[u8; 32], Arc<Map<String, Value>>>>,
+    cache_ttl: Duration,
 }
 
 impl Issuer {
@@ -148,6 +162,8 @@ impl Issuer {
             required: c.required_claims.clone(),
             leeway: c.leeway.as_secs(),
             keys: KeyStore::new(static_keys, remote),
+            verified: (c.cache_size > 0).then(|| TtlCache::new(c.cache_size)),
+            cache_ttl: c.cache_ttl,
         })
     }
 
@@ -195,6 +211,16 @@ impl JwtVerifier {
         allowed: &[String],
     ) -> Result<(String, Map<String, Value>), JwtError> {
         use JwtError::Invalid;
+        let digest: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        let now = Instant::now();
+        for issuer in allowed.iter().filter_map(|n| self.issuers.get(n)) {
+            if let Some(claims) = issuer.verified.as_ref().and_then(|c| c.get(&digest, now)) {
+                return Ok((issuer.name.clone(), (*claims).clone()));
+            }
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             // Unknown algorithm names (including "none") fail header parsing.
             ErrorKind::Json(_) if token_alg_is_unknown(token) => {
@@ -237,8 +263,9 @@ impl JwtVerifier {
             .map_err(|e| Invalid(map_error(e.kind())))?;
         let claims = data.claims;
         let leeway = issuer.leeway as f64;
-        match numeric_date::check(&claims, numeric_date::now(), leeway, leeway) {
-            Ok(Some(_)) => {}
+        let checked_at = numeric_date::now();
+        let exp = match numeric_date::check(&claims, checked_at, leeway, leeway) {
+            Ok(Some(exp)) => exp,
             // `exp` is always required.
             Ok(None) | Err(TimeError::Malformed(_)) => {
                 return Err(Invalid(TokenError::MissingClaim));
@@ -246,11 +273,19 @@ impl JwtVerifier {
             Err(TimeError::Expired) => return Err(Invalid(TokenError::Expired)),
             Err(TimeError::NotYetValid) => return Err(Invalid(TokenError::NotYetValid)),
             Err(TimeError::IssuedInFuture) => return Err(Invalid(TokenError::IssuedInFuture)),
-        }
+        };
         if !claims.get("sub").is_some_and(Value::is_string)
             || issuer.required.iter().any(|c| !claims.contains_key(c))
         {
             return Err(Invalid(TokenError::MissingClaim));
+        }
+        if let Some(cache) = &issuer.verified {
+            // Valid until exp + leeway (the check above), at most cache_ttl.
+            let left = exp + leeway - checked_at;
+            if left > 0.0 {
+                let keep = Duration::from_secs_f64(left.min(issuer.cache_ttl.as_secs_f64()));
+                cache.insert(digest, Arc::new(claims.clone()), now + keep, now);
+            }
         }
         Ok((issuer.name.clone(), claims))
     }

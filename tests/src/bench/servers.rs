@@ -438,3 +438,80 @@ pub fn wrk(load: &Load) -> WrkRun {
         p999_us: g("p999_us"),
     }
 }
+
+/// CPU time of process `pid` and of its direct children (NGINX's workers),
+/// in nanoseconds: the sum over their threads of the time on a CPU
+/// (`/proc/<pid>/task/<tid>/schedstat`, first field). Threads that exited
+/// are not counted; the proxies keep theirs for the whole run.
+pub fn tree_cpu_ns(pid: u32) -> u64 {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // After the command name in parentheses: state, then ppid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|x| x.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(p);
+            }
+        }
+    }
+    let mut total = 0;
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let path = t.path().join("schedstat");
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// `n` clients open a connection to `port` at the same instant (a barrier)
+/// and each sends one `GET path` and reads the answer's first bytes.
+/// Returns the slowest connect-to-first-byte time and how many took over
+/// one second (the first SYN retransmit: a SYN dropped by a full accept
+/// queue). Bounded: each client gives up after 5 s.
+pub fn connect_burst(port: u16, path: &str, n: usize) -> (Duration, usize) {
+    use std::io::{Read, Write};
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let request = request.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+                    return Duration::from_secs(5);
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(request.as_bytes());
+                let mut first = [0u8; 16];
+                let _ = s.read(&mut first);
+                start.elapsed()
+            })
+        })
+        .collect();
+    let times: Vec<Duration> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(Duration::from_secs(5)))
+        .collect();
+    let max = times.iter().copied().max().unwrap_or_default();
+    let over = times.iter().filter(|t| **t >= Duration::from_secs(1)).count();
+    (max, over)
+}
