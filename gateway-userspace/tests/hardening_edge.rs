@@ -1274,4 +1274,23 @@ where
     let resp = resp.await.unwrap();
     assert_eq!(resp.status(), 401, "{what}");
     assert_eq!(gw.origin.requests().len(), before + 1, "{what}");
+
+    // No body to come (END_STREAM on HEADERS): no 100, as over HTTP/1.1.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("https://t/public/nobody")
+        .header("expect", "100-continue")
+        .body(())
+        .unwrap();
+    let (mut resp, _) = client.send_request(req, true).unwrap();
+    let interim = tokio::time::timeout(
+        Duration::from_secs(5),
+        poll_fn(|cx| resp.poll_informational(cx)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: no answer to the bodiless request"));
+    assert!(
+        interim.is_none(),
+        "{what}: 100 sent for a request without a body"
+    );
+    assert_eq!(resp.await.unwrap().status(), 200, "{what}");
 }

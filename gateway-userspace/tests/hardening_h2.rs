@@ -21,6 +21,7 @@ use tokio::{
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
 const PRIORITY: u8 = 2;
 const SETTINGS: u8 = 4;
 const PING: u8 = 6;
@@ -322,5 +323,126 @@ fn zero_flood_budgets_are_config_errors() {
             e.contains("t.toml:2") && e.contains("at least 1"),
             "{key}: {e}"
         );
+    }
+}
+
+// ---- the HTTP/2 server's own bounds (review of the h2-crate server) ----
+
+/// Reads frames until the gateway closes the connection or `within` passes;
+/// returns them and whether it closed.
+async fn read_until_closed<S: AsyncRead + Unpin>(
+    s: &mut S,
+    within: Duration,
+) -> (Vec<Frame>, bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut tmp)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&tmp[..n]),
+            Err(_) => break false,
+        }
+    };
+    (frames(&buf), closed)
+}
+
+/// An idle HTTP/2 connection gets GOAWAY and is closed even when the client
+/// never answers the PING of h2's graceful shutdown. Before: open forever.
+#[tokio::test]
+async fn idle_h2_connection_is_closed_without_the_clients_ping_ack() {
+    let (_p, addr, _origin) = setup("idle_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[]));
+    s.write_all(&start).await.unwrap();
+    // Nothing more: no SETTINGS ack, no PING ack.
+    let (frames, closed) = read_until_closed(&mut s, Duration::from_secs(8)).await;
+    assert!(
+        frames.iter().any(|f| f.kind == GOAWAY),
+        "no GOAWAY: {frames:?}"
+    );
+    assert!(closed, "the idle connection stayed open");
+}
+
+/// A client that opens a window of 0 and never reads its response gets
+/// RST_STREAM(CANCEL) once no response data could go out for
+/// `idle_timeout` (NGINX `send_timeout`). Before: held with its upstream
+/// exchange forever.
+#[tokio::test]
+async fn h2_client_that_takes_no_data_gets_its_stream_reset() {
+    let (_p, addr, origin) = setup("idle_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut start = PREFACE.to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0.
+    start.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    // GET / with :authority t (static 2, 6, 4 + literal authority), END_STREAM.
+    start.extend(frame(
+        HEADERS,
+        END_HEADERS | 1,
+        1,
+        &[0x82, 0x86, 0x84, 0x41, 0x01, b't'],
+    ));
+    s.write_all(&start).await.unwrap();
+    let (frames, _) = read_until_closed(&mut s, Duration::from_secs(6)).await;
+    assert!(
+        frames.iter().any(|f| f.kind == HEADERS),
+        "no response head: {frames:?}"
+    );
+    let reset = frames
+        .iter()
+        .find(|f| f.kind == RST_STREAM)
+        .unwrap_or_else(|| panic!("no RST_STREAM: {frames:?}"));
+    assert_eq!(reset.payload, [0, 0, 0, 8], "not CANCEL");
+    assert_eq!(origin.requests().len(), 1);
+}
+
+/// A partial HTTP/2 preface that stalls is a slow request head: 408 after
+/// `header_read_timeout`. Before (h2-crate server): dropped silently after
+/// `idle_timeout + header_read_timeout`.
+#[tokio::test]
+async fn stalled_partial_preface_gets_408() {
+    let (_p, addr, origin) = setup("header_read_timeout = \"1s\"\nidle_timeout = \"30s\"").await;
+    for partial in [&PREFACE[..1], &PREFACE[..23]] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(partial).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            text.starts_with("HTTP/1.1 408"),
+            "{} preface bytes: {text:?} after {:?}",
+            partial.len(),
+            started.elapsed()
+        );
+    }
+    assert!(origin.requests().is_empty());
+}
+
+/// HEAD over HTTP/2 to a response the gateway writes itself (here a 404):
+/// the head only, with its Content-Length, no DATA. Before: DATA was sent,
+/// a protocol error for the client.
+#[tokio::test]
+async fn h2_head_gets_no_body_from_the_gateway() {
+    let (_p, addr, _origin) = setup("").await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // A `host` that differs from `:authority` is the gateway's own 400.
+    let req = http::Request::head("http://t/x")
+        .header("host", "other")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().contains_key("content-length"));
+    let mut body = resp.into_body();
+    match body.data().await {
+        None => {}
+        Some(Ok(d)) => panic!("DATA on a HEAD response: {d:?}"),
+        Some(Err(e)) => panic!("the HEAD response broke the stream: {e}"),
     }
 }

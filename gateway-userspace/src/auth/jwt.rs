@@ -93,6 +93,9 @@ pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), Str
     Ok(())
 }
 
+/// Claims of verified tokens by the SHA-256 of the token.
+type VerifiedTokens = TtlCache<[u8; 32], Arc<Map<String, Value>>>;
+
 /// One configured issuer, ready to verify tokens.
 pub struct Issuer {
     pub name: String,
@@ -102,7 +105,7 @@ pub struct Issuer {
     leeway: u64,
     keys: KeyStore,
     /// Verified tokens by SHA-256, with their claims; `None`: cache off.
-    verified: Option<TtlCache<[u8; 32], Arc<Map<String, Value>>>>,
+    verified: Option<VerifiedTokens>,
     cache_ttl: Duration,
 }
 

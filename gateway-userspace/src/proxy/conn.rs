@@ -163,6 +163,20 @@ impl ConnInfo {
             .contains(&(index, what))
     }
 
+    /// A request head (or the HTTP/2 preface) that started but did not
+    /// complete within `header_read_timeout`: logged, and a slowloris
+    /// offence for escalation.
+    pub fn head_timed_out(&self) {
+        tracing::info!(peer = %self.peer, reason = Reason::HeaderTimeout.code(), "request head timed out (408)");
+        if let Some((e, seen)) = &self.escalation {
+            e.record(
+                self.peer.ip(),
+                crate::escalate::Offence::LimitViolation,
+                *seen,
+            );
+        }
+    }
+
     /// Counts a request in flight until the guard is dropped.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -350,7 +364,7 @@ impl<S: AsyncWrite + Unpin> ConnIo<S> {
 }
 
 /// The raw HTTP/1.1 408 answer for a request head that took too long.
-fn request_timeout_response() -> Vec<u8> {
+pub(super) fn request_timeout_response() -> Vec<u8> {
     let body = Rejection::new(
         Reason::HeaderTimeout,
         "the request headers were not received in time",
@@ -454,14 +468,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
         {
             this.head_deadline = None;
             this.timing_out = Some((request_timeout_response(), 0));
-            tracing::info!(peer = %this.info.peer, reason = Reason::HeaderTimeout.code(), "request head timed out (408)");
-            if let Some((e, seen)) = &this.info.escalation {
-                e.record(
-                    this.info.peer.ip(),
-                    crate::escalate::Offence::LimitViolation,
-                    *seen,
-                );
-            }
+            this.info.head_timed_out();
             return Pin::new(this).poll_read(cx, buf);
         }
         r

@@ -44,13 +44,20 @@ use super::{
     server::Handler,
 };
 
-/// hyper's defaults (`proto/h2/server.rs`), kept so switching servers
-/// changes no flow-control behaviour: 1 MiB stream and connection windows,
-/// 16 KiB frames, 400 KiB of buffered response data per stream.
+/// hyper's defaults (`proto/h2/server.rs`) for the receive side: 1 MiB
+/// stream and connection windows, 16 KiB frames.
 const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
 const MAX_FRAME_SIZE: u32 = 16 * 1024;
-const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// Response bytes buffered per stream ahead of the client's window. hyper
+/// uses 400 KiB; with 100 streams of a client that never reads that was
+/// 40 MiB held per connection. 64 KiB (6.4 MiB at 100 streams) still keeps
+/// a fast client's window full.
+const MAX_SEND_BUFFER: usize = 64 * 1024;
+/// After GOAWAY for idleness: how long the client has to finish before the
+/// connection is dropped (no stream is open then; h2 waits for the PING
+/// of its graceful shutdown to be answered, which a client may never do).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The `h2` server settings of one config generation, from `[limits]`:
 /// `h2_max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS),
@@ -95,11 +102,16 @@ pub async fn serve<I, H>(
     };
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
     let mut closing = false;
+    // Set when the connection is closed for idleness: dropped at this
+    // instant even if the client never acknowledges the GOAWAY.
+    let drop_at = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(drop_at);
+    let mut dropping = false;
     loop {
         tokio::select! {
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {
-                    tokio::spawn(stream(req, respond, handler.clone()));
+                    tokio::spawn(stream(req, respond, handler.clone(), idle));
                 }
                 Some(Err(e)) => {
                     return tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection ended with an error");
@@ -114,24 +126,37 @@ pub async fn serve<I, H>(
                 if info.idle_for(idle) {
                     closing = true;
                     conn.graceful_shutdown();
+                    dropping = true;
+                    drop_at.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
+            }
+            _ = &mut drop_at, if dropping => {
+                return tracing::debug!(peer = %info.peer, "idle HTTP/2 connection dropped after GOAWAY");
             }
         }
     }
 }
 
 /// One request: runs the handler (sending `100 Continue` when it first
-/// reads a body the client is holding back), then sends its response.
+/// reads a body the client is holding back), then sends its response. A
+/// response the client does not take for `stall` is reset.
 async fn stream<H: Handler>(
     req: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     handler: H,
+    stall: Duration,
 ) {
     let (parts, recv) = req.into_parts();
-    let expects_continue = parts
-        .headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let head_only = parts.method == http::Method::HEAD;
+    // As hyper over HTTP/1.1: the last `Expect` field counts, and only a
+    // request with a body to come gets a 100.
+    let expects_continue = !recv.is_end_stream()
+        && parts
+            .headers
+            .get_all(header::EXPECT)
+            .iter()
+            .next_back()
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let (read_tx, mut read_rx) = if expects_continue {
         let (tx, rx) = oneshot::channel();
         (Some(tx), Some(rx))
@@ -174,14 +199,17 @@ async fn stream<H: Handler>(
     head.headers
         .entry(header::DATE)
         .or_insert_with(super::date::now);
-    let end = body.is_end_stream();
-    if !end && let Some(len) = body.size_hint().exact() {
+    let empty = body.is_end_stream();
+    if !empty && let Some(len) = body.size_hint().exact() {
         head.headers
             .entry(header::CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(len));
     }
+    // A response to HEAD has no content (RFC 9110 §9.3.2): the head only,
+    // with the Content-Length a GET would have had; the body is dropped.
+    let end = empty || head_only;
     match respond.send_response(Response::from_parts(head, ()), end) {
-        Ok(send) if !end => pipe(body, send).await,
+        Ok(send) if !end => pipe(body, send, stall).await,
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "HTTP/2 response not sent"),
     }
@@ -195,8 +223,10 @@ fn continue_response() -> Response<()> {
 
 /// Sends a response body: DATA as the peer's flow control allows, then
 /// trailers or an empty DATA with END_STREAM. A body error resets the
-/// stream (INTERNAL_ERROR), a client reset stops reading the body.
-async fn pipe(mut body: ProxyBody, mut send: SendStream<Bytes>) {
+/// stream (INTERNAL_ERROR), a client reset stops reading the body, and a
+/// client that grants no window for `stall` gets RST_STREAM(CANCEL) (as
+/// NGINX's `send_timeout`), which also closes the upstream exchange.
+async fn pipe(mut body: ProxyBody, mut send: SendStream<Bytes>, stall: Duration) {
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -238,12 +268,18 @@ async fn pipe(mut body: ProxyBody, mut send: SendStream<Bytes>) {
                     return Poll::Ready(None);
                 }
                 send.poll_capacity(cx)
-            })
-            .await;
-            let n = match granted {
-                Some(Ok(n)) => n.min(data.len()),
+            });
+            let n = match tokio::time::timeout(stall, granted).await {
+                Ok(Some(Ok(n))) => n.min(data.len()),
                 // The stream or connection is gone.
-                Some(Err(_)) | None => return,
+                Ok(Some(Err(_)) | None) => return,
+                Err(_) => {
+                    tracing::debug!(
+                        ?stall,
+                        "HTTP/2 client took no response data; resetting the stream"
+                    );
+                    return send.send_reset(h2::Reason::CANCEL);
+                }
             };
             if n == 0 {
                 continue;

@@ -349,41 +349,70 @@ impl Handler for Redirect {
 
 /// A cleartext connection: HTTP/2 with prior knowledge when its first bytes
 /// are the HTTP/2 preface (RFC 9113 §3.3), HTTP/1.x otherwise. A client
-/// that sends nothing within `idle_timeout + header_read_timeout` is closed.
+/// that sends nothing within `idle_timeout + header_read_timeout` is closed;
+/// one that starts but does not finish telling which (a partial preface)
+/// within `header_read_timeout` of its first byte gets the HTTP/1 408 and a
+/// slowloris offence, as a partial request head does.
 async fn serve_plain<H: Handler>(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     info: Arc<ConnInfo>,
     state: &ProxyState,
     handler: H,
     shutdown: watch::Receiver<bool>,
 ) {
-    let wait = state.limits.idle_timeout + state.limits.header_read_timeout;
-    let protocol = match tokio::time::timeout(wait, sniff_preface(&tcp)).await {
-        Ok(Ok(Some(p))) => p,
-        Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return,
+    let limits = &state.limits;
+    let first = limits.idle_timeout + limits.header_read_timeout;
+    let protocol = match sniff_preface(&tcp, first, limits.header_read_timeout).await {
+        Sniff::Decided(p) => p,
+        Sniff::Closed => return,
+        Sniff::Stalled => {
+            info.head_timed_out();
+            let answer = super::conn::request_timeout_response();
+            let write = tokio::io::AsyncWriteExt::write_all(&mut tcp, &answer);
+            let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+            return;
+        }
     };
     serve(tcp, protocol, info, state, handler, shutdown).await
 }
 
+/// What the first bytes of a cleartext connection said.
+enum Sniff {
+    Decided(Protocol),
+    /// Closed, failed or silent before its first byte.
+    Closed,
+    /// A prefix of the preface that did not go on in time.
+    Stalled,
+}
+
 /// Peeks (without consuming) until the first bytes either are the HTTP/2
-/// preface or cannot be; `None` when the client closed first.
-async fn sniff_preface(tcp: &TcpStream) -> std::io::Result<Option<Protocol>> {
+/// preface or cannot be: the first byte within `first`, the rest within
+/// `rest` of it.
+async fn sniff_preface(tcp: &TcpStream, first: Duration, rest: Duration) -> Sniff {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let mut buf = [0u8; PREFACE.len()];
+    match tokio::time::timeout(first, tcp.peek(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return Sniff::Closed,
+    }
+    let deadline = tokio::time::Instant::now() + rest;
     let mut backoff = Duration::from_millis(1);
     loop {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
+        let n = match tcp.peek(&mut buf).await {
+            Ok(0) | Err(_) => return Sniff::Closed,
+            Ok(n) => n,
+        };
         if buf[..n] != PREFACE[..n] {
-            return Ok(Some(Protocol::Http1));
+            return Sniff::Decided(Protocol::Http1);
         }
         if n == PREFACE.len() {
-            return Ok(Some(Protocol::Http2));
+            return Sniff::Decided(Protocol::Http2);
         }
         // A prefix of the preface so far ("P", "PR", ...): wait for more,
         // backing off so a client that stalls here costs next to nothing.
+        if tokio::time::Instant::now() >= deadline {
+            return Sniff::Stalled;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(100));
     }

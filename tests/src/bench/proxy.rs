@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{
     Opts, Progress,
     servers::{
-        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, Stack, WrkRun, connect_burst,
-        spawn_pinned, spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
+        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, Stack, WrkRun, connect_burst, spawn_pinned,
+        spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
     },
 };
 use crate::guard::ChildGuard;
@@ -156,8 +156,10 @@ fn peer_ratios(row: &mut Value, ours: &Samples, nginx: &Samples, haproxy: &Sampl
         row[format!("rps_ratio_vs_{name}")] = json!(ratio(ours.rps(), peer.rps()));
         row[format!("p99_ratio_vs_{name}")] = json!(ratio(ours.p99(), peer.p99()));
         if !ours.cpu_us.is_empty() && !peer.cpu_us.is_empty() {
-            row[format!("cpu_ratio_vs_{name}")] =
-                json!(ratio(median(ours.cpu_us.clone()), median(peer.cpu_us.clone())));
+            row[format!("cpu_ratio_vs_{name}")] = json!(ratio(
+                median(ours.cpu_us.clone()),
+                median(peer.cpu_us.clone())
+            ));
         }
     }
 }
@@ -200,7 +202,9 @@ fn interleaved(
             if let (Some(pid), Some(before)) = (pid, before) {
                 let used = tree_cpu_ns(*pid).saturating_sub(before);
                 if run.requests > 0 {
-                    out[i].cpu_us.push(used as f64 / 1000.0 / run.requests as f64);
+                    out[i]
+                        .cpu_us
+                        .push(used as f64 / 1000.0 / run.requests as f64);
                 }
             }
             out[i].runs.push(run);
@@ -213,8 +217,7 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     let secs = if opts.quick { 1.0 } else { 6.0 };
     let conns = if opts.quick { 16 } else { 64 };
     let reps = if opts.quick { 1 } else { REPEATS };
-    let body: &'static std::path::Path =
-        Box::leak(stack.dir.0.join("body.json").into_boxed_path());
+    let body: &'static std::path::Path = Box::leak(stack.dir.0.join("body.json").into_boxed_path());
     std::fs::write(body, body_1k()).unwrap();
     let make = |post: bool, headers: Vec<String>| {
         move |url: String| Load {
@@ -296,7 +299,12 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     // NGINX OSS cannot verify a JWT: only ours and HAProxy's `jwt_verify`.
     let jwt_targets: Vec<(String, Option<u32>)> = [Proxy::Gateway, Proxy::Haproxy]
         .iter()
-        .map(|p| (url(stack.port(*p, false), false, "/jwt/hello"), Some(stack.pid(*p))))
+        .map(|p| {
+            (
+                url(stack.port(*p, false), false, "/jwt/hello"),
+                Some(stack.pid(*p)),
+            )
+        })
         .collect();
     let jwt_runs = interleaved(&jwt_targets, reps, warm, &make(false, vec![jwt_header]));
     let key_runs = interleaved(

@@ -512,6 +512,9 @@ pub fn connect_burst(port: u16, path: &str, n: usize) -> (Duration, usize) {
         .map(|h| h.join().unwrap_or(Duration::from_secs(5)))
         .collect();
     let max = times.iter().copied().max().unwrap_or_default();
-    let over = times.iter().filter(|t| **t >= Duration::from_secs(1)).count();
+    let over = times
+        .iter()
+        .filter(|t| **t >= Duration::from_secs(1))
+        .count();
     (max, over)
 }
