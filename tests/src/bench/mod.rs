@@ -5,6 +5,7 @@
 
 pub mod attack;
 pub mod cpu;
+pub mod escalation;
 pub mod features;
 pub mod flood;
 pub mod gwconf;

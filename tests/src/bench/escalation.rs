@@ -1,0 +1,514 @@
+//! Scenario 5: the headline, L7-to-XDP escalation against many sources.
+//! [`SOURCES`] abusive sources, each its own address in the client
+//! namespace, start at the same instant sending requests with a wrong API
+//! key (one request per connection), while a legitimate client keeps
+//! sending [`LEGIT_RPS`] requests/s over keep-alive. Run once with
+//! escalation on (a source's bad keys put it in the XDP blocklist, so its
+//! next SYN is dropped in the kernel) and once with it off (the L7 layer
+//! answers 401/429 forever). Reported: the time from each source's first
+//! request to its first dropped SYN; the legitimate client's p99 per
+//! one-second window against its own baseline (the second before the
+//! attack); the gateway's CPU and the receiving core's kernel CPU per
+//! second; and the CPU per refused attempt, a kernel drop against an L7
+//! refusal. Every loop is bounded by [`ATTACK_SECS`].
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    sync::{Arc, Barrier, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    Opts, Progress,
+    cpu::{busy_ns, pin_current_thread},
+    flood::receive_on_cpu1,
+    servers::{API_KEY, LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, tree_cpu_ns, wait_addr},
+};
+use crate::{
+    guard::{Netns, PinDir, Veth, sh},
+    netns::enter,
+};
+
+/// Number of progress steps `run` reports.
+pub const STEPS: usize = 2;
+/// Abusive sources, each with its own address.
+pub const SOURCES: usize = 200;
+/// The legitimate client's request rate.
+const LEGIT_RPS: u32 = 100;
+/// Legitimate traffic alone before the attack (its baseline).
+const BASELINE_SECS: f64 = 1.5;
+/// How long the abusive sources run.
+const ATTACK_SECS: f64 = 4.0;
+/// An abusive connect that gets no answer in this time counts as dropped.
+const SYN_TIMEOUT: Duration = Duration::from_millis(150);
+const PORT: u16 = 18081;
+
+struct Topo {
+    ns: Netns,
+    veth: Veth,
+    host_ip: Ipv4Addr,
+    client_ip: Ipv4Addr,
+    sources: Vec<Ipv4Addr>,
+}
+
+fn topo() -> Topo {
+    let ns = Netns::new();
+    let veth = Veth::new(&ns);
+    let sub = (std::process::id() % 200) as u8 + 20;
+    let host_ip = Ipv4Addr::new(198, 19, sub, 1);
+    let client_ip = Ipv4Addr::new(198, 19, sub, 2);
+    let sources: Vec<Ipv4Addr> = (0..SOURCES)
+        .map(|i| Ipv4Addr::new(198, 19, sub, 10 + i as u8))
+        .collect();
+    sh(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host_ip}/24"),
+        "dev",
+        &veth.host,
+    ]);
+    sh(&["ip", "link", "set", &veth.host, "up"]);
+    for ip in std::iter::once(&client_ip).chain(&sources) {
+        ns.sh(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &veth.peer]);
+    }
+    ns.sh(&["ip", "link", "set", &veth.peer, "up"]);
+    ns.sh(&["ip", "link", "set", "lo", "up"]);
+    ns.sh(&["ping", "-c", "1", "-W", "1", &host_ip.to_string()]);
+    Topo {
+        ns,
+        veth,
+        host_ip,
+        client_ip,
+        sources,
+    }
+}
+
+fn gateway_config(dir: &std::path::Path, t: &Topo, pin: &PinDir, origin: u16, on: bool) -> String {
+    let key_hash = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(API_KEY.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!(
+        r#"# Written by gw-bench (tests/src/bench/escalation.rs).
+[xdp]
+enabled = true
+interface = "{dev}"
+mode = "native"
+pin_dir = "{pin}"
+
+[xdp.rate_limit]
+enabled = false
+
+[admin]
+socket = "{dir}/escalation-admin.sock"
+
+[[listeners]]
+name = "a"
+address = "{host}:{PORT}"
+
+[[upstreams]]
+name = "origin"
+targets = ["127.0.0.1:{origin}"]
+
+[[routes]]
+id = "public"
+path_prefix = "/public/"
+upstream = "origin"
+
+[[routes]]
+id = "key"
+path_prefix = "/key/"
+upstream = "origin"
+auth = "key"
+
+[auth.api_keys.k]
+keys = [{{ name = "bench", sha256 = "{key_hash}" }}]
+
+[auth.policies.key]
+type = "api_key"
+providers = ["k"]
+
+[limits]
+max_connections_per_ip = 1000
+
+[escalation]
+enabled = {on}
+"#,
+        dev = t.veth.host,
+        pin = pin.path.display(),
+        dir = dir.display(),
+        host = t.host_ip,
+    )
+}
+
+/// One legitimate request: when it was due (from the run's start) and its
+/// latency, or `None` when it failed.
+type Sample = (Duration, Option<u64>);
+
+/// The legitimate client: one keep-alive connection at `LEGIT_RPS` for
+/// `secs`; latency from each request's scheduled time.
+fn legit(ns: String, target: SocketAddr, start: Instant, secs: f64) -> Vec<Sample> {
+    enter(&ns);
+    pin_current_thread(LOAD_CPU);
+    let interval = Duration::from_secs_f64(1.0 / LEGIT_RPS as f64);
+    let n = (secs * LEGIT_RPS as f64) as u32;
+    let mut out = Vec::with_capacity(n as usize);
+    let mut conn: Option<TcpStream> = None;
+    let mut buf = [0u8; 4096];
+    for k in 0..n {
+        let due = start + interval * k;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let res = (|| -> std::io::Result<()> {
+            if conn.is_none() {
+                let s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                conn = Some(s);
+            }
+            let s = conn.as_mut().unwrap();
+            s.write_all(b"GET /public/hello HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+            read_one(s, &mut buf)
+        })();
+        let offset = due - start;
+        match res {
+            Ok(()) => out.push((offset, Some(due.elapsed().as_micros() as u64))),
+            Err(_) => {
+                conn = None;
+                out.push((offset, None));
+            }
+        }
+    }
+    out
+}
+
+/// Reads one small response (the origin's body fits one read after the
+/// head); good enough for the fixed answers of this scenario.
+fn read_one(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = Vec::new();
+    loop {
+        let n = s.read(buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What one abusive source saw.
+#[derive(Default, Clone)]
+struct Source {
+    /// From its first request to the start of the connect whose SYN was
+    /// dropped.
+    first_drop: Option<Duration>,
+    /// Answers (401/429) and dropped connects, with when they happened
+    /// (from the run's start).
+    refused_l7: Vec<Duration>,
+    dropped: Vec<Duration>,
+}
+
+/// One abusive source: a new connection per request with a wrong key,
+/// until `until`.
+fn abuser(
+    ns: String,
+    src: Ipv4Addr,
+    target: SocketAddr,
+    go: Arc<Barrier>,
+    run_start: Instant,
+    until: Instant,
+) -> Source {
+    enter(&ns);
+    pin_current_thread(LOAD_CPU);
+    let mut s = Source::default();
+    let request =
+        b"GET /key/x HTTP/1.1\r\nHost: bench\r\nX-Api-Key: wrong-key\r\nConnection: close\r\n\r\n";
+    let mut buf = [0u8; 2048];
+    go.wait();
+    let first = Instant::now();
+    while Instant::now() < until {
+        let attempt = Instant::now();
+        let socket = match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        {
+            Ok(x) => x,
+            Err(_) => break,
+        };
+        if socket.bind(&SocketAddrV4::new(src, 0).into()).is_err() {
+            break;
+        }
+        match socket.connect_timeout(&target.into(), SYN_TIMEOUT) {
+            Ok(()) => {
+                let mut stream: TcpStream = socket.into();
+                stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
+                if stream.write_all(request).is_ok() && read_one(&mut stream, &mut buf).is_ok() {
+                    s.refused_l7.push(attempt - run_start);
+                }
+            }
+            Err(_) => {
+                s.first_drop.get_or_insert(attempt - first);
+                s.dropped.push(attempt - run_start);
+            }
+        }
+    }
+    s
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn run_mode(stack: &Stack, on: bool) -> Value {
+    let t = topo();
+    let pin = PinDir::new();
+    let dir = stack
+        .dir
+        .0
+        .join(format!("escalation-{}", crate::unique_name("e")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("gateway.toml");
+    std::fs::write(
+        &conf,
+        gateway_config(&dir, &t, &pin, stack.ports.origin, on),
+    )
+    .unwrap();
+    let log = dir.join("gateway.out");
+    let gw = spawn_pinned_env(
+        SUT_CPU,
+        &crate::gateway::bin(),
+        &["run", "--config", conf.to_str().unwrap()],
+        &log,
+        &[("GATEWAY_LOG", "warn")],
+    );
+    wait_addr(
+        &format!("{}:{PORT}", t.host_ip),
+        "gateway (escalation)",
+        &log,
+    );
+    receive_on_cpu1(&t.veth.host, true);
+    let target = SocketAddr::from((t.host_ip, PORT));
+    let total = BASELINE_SECS + ATTACK_SECS + 0.5;
+    let start = Instant::now() + Duration::from_millis(200);
+    let legit_thread = {
+        let ns = t.ns.name.clone();
+        std::thread::spawn(move || legit(ns, target, start, total))
+    };
+    // CPU per second: the gateway's (all threads) and the receiving core's
+    // kernel time (softirq: where XDP and the TCP stack run).
+    let windows = (total.ceil()) as usize;
+    let cpu: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let sampler = {
+        let cpu = cpu.clone();
+        let pid = gw.pid();
+        std::thread::spawn(move || {
+            let mut last = (tree_cpu_ns(pid), busy_ns(SUT_CPU));
+            for w in 1..=windows {
+                let at = start + Duration::from_secs(w as u64);
+                if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let now = (tree_cpu_ns(pid), busy_ns(SUT_CPU));
+                cpu.lock()
+                    .unwrap()
+                    .push((now.0 - last.0, now.1.saturating_sub(last.1)));
+                last = now;
+            }
+        })
+    };
+    let attack_start = start + Duration::from_secs_f64(BASELINE_SECS);
+    let until = attack_start + Duration::from_secs_f64(ATTACK_SECS);
+    let go = Arc::new(Barrier::new(t.sources.len() + 1));
+    let abusers: Vec<_> = t
+        .sources
+        .iter()
+        .map(|src| {
+            let (ns, go, src) = (t.ns.name.clone(), go.clone(), *src);
+            std::thread::spawn(move || abuser(ns, src, target, go, start, until))
+        })
+        .collect();
+    if let Some(wait) = attack_start.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    go.wait();
+    let sources: Vec<Source> = abusers
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect();
+    let samples = legit_thread.join().expect("legitimate client");
+    sampler.join().ok();
+    let cpu = cpu.lock().unwrap().clone();
+    drop(gw);
+
+    // Time to first dropped SYN.
+    let mut to_drop: Vec<u64> = sources
+        .iter()
+        .filter_map(|s| s.first_drop.map(|d| d.as_millis() as u64))
+        .collect();
+    to_drop.sort_unstable();
+    let dropped_sources = to_drop.len();
+    // Legitimate p99 per one-second window.
+    let mut per_window: Vec<Vec<u64>> = vec![Vec::new(); windows];
+    let mut failed = 0;
+    for (due, lat) in &samples {
+        let w = (due.as_secs_f64() as usize).min(windows - 1);
+        match lat {
+            Some(l) => per_window[w].push(*l),
+            None => failed += 1,
+        }
+    }
+    let mut baseline: Vec<u64> = samples
+        .iter()
+        .filter(|(due, _)| due.as_secs_f64() < BASELINE_SECS)
+        .filter_map(|(_, l)| *l)
+        .collect();
+    baseline.sort_unstable();
+    let base_p99 = percentile(&baseline, 99.0).max(1);
+    let window_rows: Vec<Value> = per_window
+        .iter_mut()
+        .enumerate()
+        .map(|(w, lats)| {
+            lats.sort_unstable();
+            let p99 = percentile(lats, 99.0);
+            let at = |v: &Vec<Duration>| {
+                v.iter()
+                    .filter(|d| d.as_secs() as usize == w)
+                    .count()
+            };
+            let l7: usize = sources.iter().map(|s| at(&s.refused_l7)).sum();
+            let drops: usize = sources.iter().map(|s| at(&s.dropped)).sum();
+            let (gw_ns, kernel_ns) = cpu.get(w).copied().unwrap_or_default();
+            json!({
+                "second": w,
+                "attack": (w as f64) + 1.0 > BASELINE_SECS && (w as f64) < BASELINE_SECS + ATTACK_SECS,
+                "legit_requests": lats.len(),
+                "legit_p99_us": p99,
+                "p99_vs_baseline": ((p99 as f64 / base_p99 as f64) * 100.0).round() / 100.0,
+                "l7_refusals": l7,
+                "dropped_syns": drops,
+                "gateway_cpu_ms": gw_ns / 1_000_000,
+                "receive_kernel_cpu_ms": kernel_ns / 1_000_000,
+            })
+        })
+        .collect();
+    // CPU per refused attempt over the whole attack.
+    let l7_total: usize = sources.iter().map(|s| s.refused_l7.len()).sum();
+    let drop_total: usize = sources.iter().map(|s| s.dropped.len()).sum();
+    let attack_windows = |pick: fn(&(u64, u64)) -> u64| -> u64 {
+        cpu.iter()
+            .enumerate()
+            .filter(|(w, _)| {
+                (*w as f64) + 1.0 > BASELINE_SECS && (*w as f64) < BASELINE_SECS + ATTACK_SECS
+            })
+            .map(|(_, c)| pick(c))
+            .sum()
+    };
+    let (gw_attack_ns, kernel_attack_ns) = (attack_windows(|c| c.0), attack_windows(|c| c.1));
+    json!({
+        "escalation": on,
+        "sources": SOURCES,
+        "sources_dropped": dropped_sources,
+        "first_drop_ms_p50": percentile(&to_drop, 50.0),
+        "first_drop_ms_p99": percentile(&to_drop, 99.0),
+        "first_drop_ms_max": to_drop.last().copied(),
+        "l7_refusals": l7_total,
+        "dropped_syns": drop_total,
+        "legit_baseline_p99_us": base_p99,
+        "legit_failed": failed,
+        "attack_gateway_cpu_ms": gw_attack_ns / 1_000_000,
+        // Gateway plus receive-core kernel CPU over the attack seconds, per
+        // L7 refusal (meaningful with escalation off, where refusals are
+        // nearly all the work; the CPU figures have 10 ms resolution).
+        "cpu_us_per_l7_refusal": if l7_total > 0 {
+            (((gw_attack_ns + kernel_attack_ns) as f64 / 1000.0 / l7_total as f64) * 10.0).round() / 10.0
+        } else {
+            0.0
+        },
+        "attack_receive_kernel_cpu_ms": kernel_attack_ns / 1_000_000,
+        "windows": window_rows,
+        "client_ip": t.client_ip.to_string(),
+    })
+}
+
+pub fn run(_opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
+    let mut modes = Vec::new();
+    for on in [true, false] {
+        progress.step(&format!(
+            "escalation {}: {SOURCES} sources with wrong API keys + a {LEGIT_RPS} req/s client",
+            if on { "on" } else { "off" }
+        ));
+        modes.push(run_mode(stack, on));
+    }
+    json!({
+        "sources": SOURCES,
+        "legit_rps": LEGIT_RPS,
+        "baseline_secs": BASELINE_SECS,
+        "attack_secs": ATTACK_SECS,
+        "syn_timeout_ms": SYN_TIMEOUT.as_millis() as u64,
+        "modes": modes,
+    })
+}
+
+pub fn markdown(v: &Value) -> String {
+    let mut out = format!(
+        "### Escalation under a many-source attack ({} sources, each its own address, start at once with wrong API keys, one request per connection; a legitimate client sends {} req/s over keep-alive; {}s of legitimate traffic alone as its baseline, then {}s of attack; XDP native on veth; a connect unanswered for {} ms counts as a dropped SYN)\n\n\
+With escalation on, a dropped SYN is the kernel filter at work (the source was put in the XDP blocklist by its bad keys); with it off, the gateway never blocks, and a connect that times out is a SYN lost to the overloaded accept path. CPU per L7 refusal is the gateway's plus the receiving core's kernel CPU over the attack, divided by the 401/429 answers; the flood table above gives the receive CPU of a packet dropped by the XDP blocklist for comparison.\n\n\
+| escalation | sources dropped | first drop p50 ms | p99 ms | max ms | L7 refusals | dropped SYNs | gateway CPU ms (attack) | receive kernel CPU ms (attack) | CPU µs per L7 refusal | legit p99 baseline µs | legit failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        v["sources"], v["legit_rps"], v["baseline_secs"], v["attack_secs"], v["syn_timeout_ms"]
+    );
+    for m in v["modes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            if m["escalation"] == true { "on" } else { "off" },
+            m["sources_dropped"],
+            m["first_drop_ms_p50"],
+            m["first_drop_ms_p99"],
+            m["first_drop_ms_max"],
+            m["l7_refusals"],
+            m["dropped_syns"],
+            m["attack_gateway_cpu_ms"],
+            m["attack_receive_kernel_cpu_ms"],
+            m["cpu_us_per_l7_refusal"],
+            m["legit_baseline_p99_us"],
+            m["legit_failed"],
+        ));
+    }
+    out.push_str("\nPer second (attack seconds marked *): legitimate p99 against its baseline, refusals, and CPU.\n\n| escalation | second | legit p99 µs | vs baseline | L7 refusals | dropped SYNs | gateway CPU ms | receive kernel CPU ms |\n|---|---|---|---|---|---|---|---|\n");
+    for m in v["modes"].as_array().into_iter().flatten() {
+        for w in m["windows"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "| {} | {}{} | {} | {}x | {} | {} | {} | {} |\n",
+                if m["escalation"] == true { "on" } else { "off" },
+                w["second"],
+                if w["attack"] == true { "*" } else { "" },
+                w["legit_p99_us"],
+                w["p99_vs_baseline"],
+                w["l7_refusals"],
+                w["dropped_syns"],
+                w["gateway_cpu_ms"],
+                w["receive_kernel_cpu_ms"],
+            ));
+        }
+    }
+    out
+}
