@@ -184,8 +184,8 @@ pub struct JwtIssuerConfig {
     #[serde(default = "d_jwt_cache_size")]
     pub cache_size: usize,
     /// Longest time a verified token is remembered; never past its `exp`
-    /// (plus `leeway`). Also how long a key removed from the JWK Set may
-    /// still be honoured for tokens it verified.
+    /// (plus `leeway`), nor past the key that verified it leaving the JWK
+    /// Set.
     #[serde(
         default = "d_jwt_cache_ttl",
         deserialize_with = "crate::duration::deserialize"

@@ -13,7 +13,8 @@
 //! A verified token is remembered per issuer under its SHA-256 for at most
 //! `cache_ttl` and never past `exp` + leeway (`cache_size` tokens; 0: off):
 //! a hit skips parsing and the signature check and returns the claims
-//! verified then. A token is cached only after every check passed, so a
+//! verified then, as long as the issuer still has the key that verified
+//! the token (a JWK Set refresh that retires it makes the hit a miss). A token is cached only after every check passed, so a
 //! refused token is verified again each time.
 
 #![forbid(unsafe_code)]
@@ -93,8 +94,19 @@ pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), Str
     Ok(())
 }
 
-/// Claims of verified tokens by the SHA-256 of the token.
-type VerifiedTokens = TtlCache<[u8; 32], Arc<Map<String, Value>>>;
+/// Verified tokens by the SHA-256 of the token.
+type VerifiedTokens = TtlCache<[u8; 32], Arc<Verified>>;
+
+/// What a token's verification established, and with which key: a hit
+/// counts only while the issuer still has that very key for the token's
+/// `kid` and `alg` (a JWK Set refresh makes new key objects, so a retired
+/// or replaced key sends the token through full verification again).
+struct Verified {
+    claims: Map<String, Value>,
+    key: Arc<jwks::VerifyKey>,
+    kid: Option<String>,
+    alg: Algorithm,
+}
 
 /// One configured issuer, ready to verify tokens.
 pub struct Issuer {
@@ -220,8 +232,11 @@ impl JwtVerifier {
         };
         let now = Instant::now();
         for issuer in allowed.iter().filter_map(|n| self.issuers.get(n)) {
-            if let Some(claims) = issuer.verified.as_ref().and_then(|c| c.get(&digest, now)) {
-                return Ok((issuer.name.clone(), (*claims).clone()));
+            if let Some(hit) = issuer.verified.as_ref().and_then(|c| c.get(&digest, now))
+                && let Ok(key) = issuer.keys.find(hit.kid.as_deref(), hit.alg).await
+                && Arc::ptr_eq(&key, &hit.key)
+            {
+                return Ok((issuer.name.clone(), hit.claims.clone()));
             }
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
@@ -287,7 +302,13 @@ impl JwtVerifier {
             let left = exp + leeway - checked_at;
             if left > 0.0 {
                 let keep = Duration::from_secs_f64(left.min(issuer.cache_ttl.as_secs_f64()));
-                cache.insert(digest, Arc::new(claims.clone()), now + keep, now);
+                let verified = Verified {
+                    claims: claims.clone(),
+                    key: key.clone(),
+                    kid: header.kid.clone(),
+                    alg,
+                };
+                cache.insert(digest, Arc::new(verified), now + keep, now);
             }
         }
         Ok((issuer.name.clone(), claims))

@@ -28,7 +28,7 @@ use std::{
     time::SystemTime,
 };
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{
     config::{AccessLogTarget, LogSection},
@@ -144,64 +144,132 @@ impl AccessLog {
     }
 
     /// Queues one line for the writer thread (never blocks on IO). A failed
-    /// write is reported on the application log, never to the client.
+    /// write is reported on the application log, never to the client. The
+    /// line is serialized straight into a per-thread buffer (no JSON tree,
+    /// no allocation once the buffer has grown).
     pub fn write(&self, r: &Record<'_>) {
-        if !self.enabled() {
-            return;
+        let writer = match &self.sink {
+            Sink::Off => return,
+            Sink::Stdout(w) | Sink::File { writer: w, .. } => w,
+        };
+        thread_local! {
+            static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let mut line = self.line(r).to_string();
-        line.push('\n');
-        match &self.sink {
-            Sink::Off => {}
-            Sink::Stdout(w) | Sink::File { writer: w, .. } => w.push(line.as_bytes()),
-        }
+        LINE.with(|line| {
+            let mut line = line.borrow_mut();
+            line.clear();
+            if serde_json::to_writer(&mut *line, &self.fields(r)).is_ok() {
+                line.push(b'\n');
+                writer.push(&line);
+            }
+        });
     }
 
-    /// The JSON object for a record.
+    /// The JSON object for a record (as written, for tests and tools).
     pub fn line(&self, r: &Record<'_>) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Value| {
-            if !v.is_null() {
-                m.insert(k.to_owned(), v);
-            }
-        };
-        put(
-            "@timestamp",
-            json!(humantime::format_rfc3339_micros(r.timestamp).to_string()),
-        );
-        put("event.kind", json!("event"));
-        put("event.category", json!(["web"]));
-        put("event.dataset", json!("gateway.access"));
-        put("event.duration", json!(r.duration_ns));
-        put(
-            "event.outcome",
-            json!(if r.status < 400 { "success" } else { "failure" }),
-        );
-        put("client.ip", json!(r.client_ip.to_string()));
-        put("source.ip", json!(r.peer.ip().to_string()));
-        put("source.port", json!(r.peer.port()));
-        put("http.request.method", json!(r.method));
-        put("http.request.id", json!(r.request_id));
-        put("http.response.status_code", json!(r.status));
-        put("http.version", json!(version(r.version)));
-        put("url.path", json!(self.redactor.redact_path(r.path)));
-        if let Some(q) = r.query.and_then(|q| self.redactor.redact(q)) {
-            put("url.query", json!(q));
+        serde_json::to_value(self.fields(r)).unwrap_or_default()
+    }
+
+    fn fields<'a>(&self, r: &'a Record<'a>) -> Line<'a> {
+        Line {
+            timestamp: Rfc3339(r.timestamp),
+            kind: "event",
+            category: ["web"],
+            dataset: "gateway.access",
+            duration: r.duration_ns,
+            outcome: if r.status < 400 { "success" } else { "failure" },
+            client_ip: r.client_ip,
+            source_ip: r.peer.ip(),
+            source_port: r.peer.port(),
+            method: r.method,
+            request_id: r.request_id,
+            status: r.status,
+            version: version(r.version),
+            path: self.redactor.redact_path(r.path),
+            query: r.query.and_then(|q| self.redactor.redact(q)),
+            user_agent: r.user_agent,
+            trace_id: r.trace_id,
+            user: r.user,
+            listener: r.listener,
+            route: r.route,
+            upstream_target: r.upstream_target,
+            reason: r.reason,
+            fault: r.fault.as_deref(),
+            rate_limit: r.rate_limit,
+            validation: r.validation,
         }
-        put("user_agent.original", json!(r.user_agent));
-        put("trace.id", json!(r.trace_id));
-        put("user.name", json!(r.user));
-        put("gateway.listener", json!(r.listener));
-        put("gateway.route", json!(r.route));
-        put(
-            "gateway.upstream.target",
-            json!(r.upstream_target.map(|t| t.to_string())),
-        );
-        put("gateway.reason", json!(r.reason));
-        put("gateway.fault", json!(r.fault));
-        put("gateway.rate_limit", json!(r.rate_limit));
-        put("gateway.validation", json!(r.validation));
-        Value::Object(m)
+    }
+}
+
+/// One access log line: ECS field names, in this order, absent fields left
+/// out (never `null`).
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: Rfc3339,
+    #[serde(rename = "event.kind")]
+    kind: &'static str,
+    #[serde(rename = "event.category")]
+    category: [&'static str; 1],
+    #[serde(rename = "event.dataset")]
+    dataset: &'static str,
+    #[serde(rename = "event.duration")]
+    duration: u64,
+    #[serde(rename = "event.outcome")]
+    outcome: &'static str,
+    #[serde(rename = "client.ip")]
+    client_ip: IpAddr,
+    #[serde(rename = "source.ip")]
+    source_ip: IpAddr,
+    #[serde(rename = "source.port")]
+    source_port: u16,
+    #[serde(rename = "http.request.method")]
+    method: &'a str,
+    #[serde(rename = "http.request.id")]
+    request_id: &'a str,
+    #[serde(rename = "http.response.status_code")]
+    status: u16,
+    #[serde(rename = "http.version")]
+    version: &'static str,
+    #[serde(rename = "url.path")]
+    path: std::borrow::Cow<'a, str>,
+    #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(
+        rename = "user_agent.original",
+        skip_serializing_if = "Option::is_none"
+    )]
+    user_agent: Option<&'a str>,
+    #[serde(rename = "trace.id")]
+    trace_id: &'a str,
+    #[serde(rename = "user.name", skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(rename = "gateway.listener")]
+    listener: &'a str,
+    #[serde(rename = "gateway.route", skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    #[serde(
+        rename = "gateway.upstream.target",
+        skip_serializing_if = "Option::is_none"
+    )]
+    upstream_target: Option<SocketAddr>,
+    #[serde(rename = "gateway.reason", skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(rename = "gateway.fault", skip_serializing_if = "Option::is_none")]
+    fault: Option<&'a str>,
+    #[serde(rename = "gateway.rate_limit", skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<&'a str>,
+    #[serde(rename = "gateway.validation", skip_serializing_if = "Option::is_none")]
+    validation: Option<&'a str>,
+}
+
+/// A time as RFC 3339 with microseconds, UTC (`2026-11-30T05:00:00.000000Z`),
+/// formatted while it is serialized.
+struct Rfc3339(SystemTime);
+
+impl serde::Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_micros(self.0))
     }
 }
 
@@ -326,11 +394,12 @@ impl Redactor {
     /// The path with credential-like matrix parameters removed
     /// (`/app;jsessionid=X/a;v=1` → `/app/a;v=1`); a parameter whose name
     /// does not decode is removed too. Nothing else in the path is changed.
-    pub fn redact_path(&self, path: &str) -> String {
+    pub fn redact_path<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
         if !path.contains(';') {
-            return path.to_owned();
+            return path.into();
         }
-        path.split('/')
+        let redacted = path
+            .split('/')
             .map(|segment| {
                 let mut parts = segment.split(';');
                 let mut out = parts.next().unwrap_or_default().to_owned();
@@ -343,7 +412,8 @@ impl Redactor {
                 out
             })
             .collect::<Vec<_>>()
-            .join("/")
+            .join("/");
+        redacted.into()
     }
 }
 

@@ -8,7 +8,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
     collector::Collector,
@@ -20,35 +20,35 @@ use prometheus_client::{
 /// `route` ("-": no route matched), `method`, `status` class ("2xx").
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub method: String,
-    pub status: String,
+    pub route: Arc<str>,
+    pub method: &'static str,
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
-    pub upstream: String,
+    pub upstream: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    pub route: String,
-    pub decision: String,
+    pub route: Arc<str>,
+    pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    pub result: String,
+    pub result: &'static str,
 }
 
 /// Latency buckets in seconds: 1 ms to 30 s.
@@ -162,26 +162,26 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn request(&self, route: &str, method: &http::Method, status: u16, seconds: f64) {
+    /// Counts a finished request. Labels are shared (`Arc`) or static, so
+    /// looking up the series allocates nothing.
+    pub fn request(&self, route: &Arc<str>, method: &http::Method, status: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method_label(method).to_owned(),
-                status: status_class(status).to_owned(),
+                route: route.clone(),
+                method: method_label(method),
+                status: status_class(status),
             })
             .inc();
         self.request_duration
             .get_or_create(&RouteLabels {
-                route: route.to_owned(),
+                route: route.clone(),
             })
             .observe(seconds);
     }
 
     pub fn tls_handshake(&self, result: &'static str) {
         self.tls_handshakes
-            .get_or_create(&ResultLabels {
-                result: result.to_owned(),
-            })
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 }
@@ -221,7 +221,7 @@ mod tests {
     fn encodes_prefixed_counters_with_total() {
         let m = Metrics::new();
         m.request(
-            "api",
+            &"api".into(),
             &http::Method::from_bytes(b"BREW").unwrap(),
             404,
             0.01,

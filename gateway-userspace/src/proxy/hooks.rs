@@ -82,6 +82,11 @@ pub trait Phase: Send + Sync + 'static {
         ctx: &'a RequestContext,
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a>;
+    /// Whether the phase lets every request through untouched; the
+    /// pipeline then skips it (no boxed future per request).
+    fn is_noop(&self) -> bool {
+        false
+    }
 }
 
 /// A phase that lets every request through.
@@ -91,6 +96,10 @@ pub struct Allow;
 impl Phase for Allow {
     fn name(&self) -> &'static str {
         "allow"
+    }
+
+    fn is_noop(&self) -> bool {
+        true
     }
 
     fn run<'a>(&'a self, _: &'a RequestContext, _: &'a mut Request<ProxyBody>) -> PhaseFuture<'a> {

@@ -105,13 +105,16 @@ where
     };
     headers::strip_client_claims(req.headers_mut(), peer_trusted, client_ip);
     let (method, version) = (req.method().clone(), req.version());
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Kept for the access log only: nothing is copied while it is off.
+    let logged = state.hooks.observe.access_log.enabled().then(|| Logged {
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
     let mut outcome = Outcome {
         trace: TraceContext::from_headers(req.headers()),
         route: None,
@@ -212,64 +215,76 @@ where
     let elapsed = started.elapsed();
     let reason = outcome.reason;
     let status = resp.status().as_u16();
-    let route = outcome.route.as_deref().unwrap_or("-");
+    let route = outcome.route.as_ref().unwrap_or_else(|| no_route());
     let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
     let observe = &state.hooks.observe;
     let m = &observe.metrics;
     m.request(route, &method, status, elapsed.as_secs_f64());
     if let Some(r) = reason {
         m.rejections
-            .get_or_create(&ReasonLabels {
-                reason: r.code().to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason: r.code() })
             .inc();
         if matches!(r, Reason::Invalid | Reason::UnsupportedMediaType) {
             m.validation_failures
                 .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
+                    route: route.clone(),
                 })
                 .inc();
         }
     }
     if let Some(a) = extras.auth_failure {
         m.auth_failures
-            .get_or_create(&ReasonLabels {
-                reason: a.to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason: a })
             .inc();
     }
     if let Some(d) = extras.rate_limit {
         m.rate_limit_decisions
             .get_or_create(&DecisionLabels {
-                route: route.to_owned(),
-                decision: d.to_owned(),
+                route: route.clone(),
+                decision: d,
             })
             .inc();
     }
-    observe.access_log.write(&Record {
-        timestamp: SystemTime::now() - elapsed,
-        client_ip,
-        peer: conn.proxied_by.unwrap_or(conn.peer),
-        listener: &conn.listener,
-        method: method.as_str(),
-        path: &path,
-        query: query.as_deref(),
-        status,
-        version,
-        duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-        user_agent: user_agent.as_deref(),
-        request_id: &request_id,
-        trace_id: outcome.trace.trace_id_hex().as_str(),
-        route: outcome.route.as_deref(),
-        upstream_target: outcome.target,
-        reason: reason.map(|r| r.code()),
-        fault: reason.map(|r| r.fault().to_string()),
-        user: extras.identity.as_ref().map(|i| i.subject.as_str()),
-        rate_limit: extras.rate_limit,
-        validation: extras.validation,
-    });
+    // Built only when the log is on (the trace id is formatted for it).
+    if let Some(logged) = &logged {
+        observe.access_log.write(&Record {
+            timestamp: SystemTime::now() - elapsed,
+            client_ip,
+            peer: conn.proxied_by.unwrap_or(conn.peer),
+            listener: &conn.listener,
+            method: method.as_str(),
+            path: &logged.path,
+            query: logged.query.as_deref(),
+            status,
+            version,
+            duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            user_agent: logged.user_agent.as_deref(),
+            request_id: &request_id,
+            trace_id: outcome.trace.trace_id_hex().as_str(),
+            route: outcome.route.as_deref(),
+            upstream_target: outcome.target,
+            reason: reason.map(|r| r.code()),
+            fault: reason.map(|r| r.fault().to_string()),
+            user: extras.identity.as_ref().map(|i| i.subject.as_str()),
+            rate_limit: extras.rate_limit,
+            validation: extras.validation,
+        });
+    }
     drop(extras);
     resp
+}
+
+/// What the access log needs from the request as the client sent it.
+struct Logged {
+    path: String,
+    query: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// The route label of requests no route matched: `-`, made once.
+fn no_route() -> &'static Arc<str> {
+    static NO_ROUTE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "-".into());
+    &NO_ROUTE
 }
 
 /// What the request's hop-by-hop fields said, read before they are removed.
@@ -387,6 +402,9 @@ where
         &state.hooks.validate,
         &state.hooks.rate_limit,
     ] {
+        if phase.is_noop() {
+            continue;
+        }
         // A phase that read the body (validation) reports a body limit
         // that tripped as the limit (413/408), not as a broken body.
         phase
@@ -473,7 +491,7 @@ where
         .metrics
         .upstream_duration
         .get_or_create(&UpstreamLabels {
-            upstream: pool.name.to_string(),
+            upstream: pool.name.clone(),
         })
         .observe(sent.elapsed().as_secs_f64());
     let (mut resp, addr, in_flight) = forwarded?;
