@@ -11,6 +11,7 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -260,7 +261,10 @@ async fn accept_conn(
         return;
     };
     let metrics = &state.hooks.observe.metrics;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+    // Boxed: the handshake state (with rustls' buffers) is not kept in
+    // every connection's task after the handshake.
+    let handshake = Box::pin(acceptor.accept(tcp));
+    let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
         Ok(Ok(s)) => {
             metrics.tls_handshake("ok");
             s
@@ -290,7 +294,8 @@ async fn accept_conn(
         shared,
         info: info.clone(),
     };
-    serve(tls, protocol, info, &state, handler, shutdown).await
+    // Boxed, so that cleartext connections' tasks are not sized for TLS.
+    Box::pin(serve(tls, protocol, info, &state, handler, shutdown)).await
 }
 
 /// What answers the requests of one connection, over HTTP/1.1 (hyper) or
@@ -324,7 +329,12 @@ impl Handler for Proxied {
     {
         // Each request uses the newest generation (reloads apply at once).
         let state = self.shared.state.load_full();
-        pipeline::handle(state, self.info.clone(), req)
+        // Boxed per request: hyper keeps a slot for the service future for
+        // the life of each connection, so an unboxed pipeline (kilobytes)
+        // would be held by every idle keep-alive connection.
+        let answer: Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send>> =
+            Box::pin(pipeline::handle(state, self.info.clone(), req));
+        answer
     }
 }
 
@@ -444,7 +454,8 @@ async fn serve<S, H>(
     let idle = limits.idle_timeout;
     if protocol == Protocol::Http2 {
         let handshake = limits.header_read_timeout;
-        return super::h2_server::serve(
+        // Boxed, so that HTTP/1 connections' tasks are not sized for h2.
+        return Box::pin(super::h2_server::serve(
             io,
             &state.http2,
             handler,
@@ -452,7 +463,7 @@ async fn serve<S, H>(
             handshake,
             idle,
             shutdown,
-        )
+        ))
         .await;
     }
     let svc = service_fn(move |req: Request<Incoming>| {
