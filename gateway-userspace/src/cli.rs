@@ -39,7 +39,8 @@ pub enum Command {
     /// Start the gateway (XDP fast path, proxy, admin socket) in the foreground.
     ///
     /// Signals: SIGHUP reloads the config, SIGUSR1 reopens the access log
-    /// file, SIGTERM/SIGINT drain in-flight requests and detach XDP. The
+    /// file, SIGTERM/SIGINT drain in-flight requests and exit, leaving the
+    /// XDP filter attached (pinned) unless --xdp-detach-on-exit. The
     /// application log goes to stderr; the access log where `[log]
     /// access_log` says (stdout by default). `[observability]` serves
     /// /metrics, /healthz and /readyz over HTTP. See docs/operations.md.
@@ -76,6 +77,10 @@ pub enum Command {
     /// Re-read the config file of the running gateway (as SIGHUP does); a
     /// bad file is reported with file:line and the running config is kept.
     Reload,
+    /// The XDP attachment itself, read and changed on bpffs (no running
+    /// gateway needed): the filter stays attached while no gateway runs.
+    #[command(subcommand)]
+    Xdp(XdpCmd),
     /// Version of the gateway and of its eBPF program.
     Version,
     /// Print the SHA-256 hash of an API key read from stdin, for
@@ -88,10 +93,39 @@ pub struct RunArgs {
     /// Config file (TOML). Without it the embedded default is used.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// Detach the XDP filter when the gateway exits (`[xdp]
+    /// detach_on_exit`); by default it stays attached (pinned link).
+    #[arg(long)]
+    pub xdp_detach_on_exit: bool,
     /// Application log format on stderr: `text` for people, `json` (ECS
     /// field names) for log shippers. The access log is always JSON.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// `gateway xdp ...`: the pinned XDP links under the config's `pin_dir`.
+#[derive(Debug, clap::Subcommand)]
+pub enum XdpCmd {
+    /// Which interfaces have the gateway's XDP filter attached (pinned
+    /// links), in which mode, and the program's build.
+    Status {
+        /// Config file whose `[xdp] pin_dir` to read (default: the
+        /// embedded default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove the pinned XDP link(s): traffic is no longer filtered once
+    /// no gateway process holds the link (stop the gateway first, or run
+    /// it with --xdp-detach-on-exit).
+    Detach {
+        /// Config file whose `[xdp] pin_dir` to use (default: the embedded
+        /// default's).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this interface (default: every pinned link).
+        #[arg(long)]
+        interface: Option<String>,
+    },
 }
 
 fn net_arg(s: &str) -> Result<Net, String> {
@@ -342,6 +376,7 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig
         | Command::Version
+        | Command::Xdp(_)
         | Command::HashKey => {
             unreachable!("not a client command")
         }

@@ -113,6 +113,11 @@ pub struct XdpSection {
     /// How often expired blocks are removed from the maps.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub sweep_interval: Duration,
+    /// Detach the XDP program when the gateway exits. Off by default: the
+    /// link is pinned and the filter keeps enforcing the pinned maps while
+    /// no gateway runs (restarts, upgrades, crashes); the next start adopts
+    /// it. `gateway xdp detach` removes it by hand.
+    pub detach_on_exit: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -276,6 +281,7 @@ impl Default for XdpSection {
             allow: Vec::new(),
             block: Vec::new(),
             sweep_interval: Duration::from_secs(1),
+            detach_on_exit: false,
         }
     }
 }

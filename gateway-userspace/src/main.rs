@@ -32,13 +32,16 @@ fn main() -> ExitCode {
                 Some(path) => Config::load(path),
                 None => Ok(Config::embedded_default()),
             };
-            let config = match config {
+            let mut config = match config {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("gateway: config error: {e}");
                     return ExitCode::from(EX_USAGE);
                 }
             };
+            if args.xdp_detach_on_exit {
+                config.xdp.detach_on_exit = true;
+            }
             init_logging(&args.log_format);
             let runtime = config.runtime.build();
             let result = runtime
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
+        Command::Xdp(cmd) => xdp_command(cmd),
         Command::Version => {
             println!("gateway {}", env!("CARGO_PKG_VERSION"));
             println!("ebpf build id {}", gateway::xdp::build_id());
@@ -92,6 +96,65 @@ fn main() -> ExitCode {
         }
         command => match gateway::cli::run_client(&cli.socket, command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `gateway xdp status|detach`: works on bpffs directly, gateway running or not.
+fn xdp_command(cmd: gateway::cli::XdpCmd) -> ExitCode {
+    use gateway::cli::XdpCmd;
+    let config_of = |path: &Option<std::path::PathBuf>| match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::embedded_default()),
+    };
+    let (config, detach) = match &cmd {
+        XdpCmd::Status { config } => (config_of(config), None),
+        XdpCmd::Detach { config, interface } => (config_of(config), Some(interface.clone())),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: config error: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let pin_dir = &config.xdp.pin_dir;
+    match detach {
+        None => {
+            let links = gateway::xdp::pinned_links(pin_dir);
+            if links.is_empty() {
+                println!(
+                    "no XDP filter attached by the gateway (no pinned link under {})",
+                    pin_dir.display()
+                );
+            }
+            for (iface, mode, pin) in links {
+                println!(
+                    "{iface}: attached ({mode} mode), pinned at {}",
+                    pin.display()
+                );
+            }
+            println!("this binary's eBPF build id {}", gateway::xdp::build_id());
+            ExitCode::SUCCESS
+        }
+        Some(interface) => match gateway::xdp::detach_pinned(pin_dir, interface.as_deref()) {
+            Ok(removed) if removed.is_empty() => {
+                println!(
+                    "nothing to detach (no pinned link under {})",
+                    pin_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(removed) => {
+                for r in removed {
+                    println!("detached {r} (a running gateway keeps filtering until it exits)");
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("gateway: error: {e:#}");
                 ExitCode::FAILURE

@@ -44,13 +44,21 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         let loader = Loader::new(&config.xdp.pin_dir);
         let (loaded, mut m) = loader.load()?;
         xdp::apply::apply(&mut m, &config.xdp).context("writing the config into the XDP maps")?;
-        let a = loaded.attach(&config.xdp.interface, config.xdp.mode)?;
+        let mut a = loaded.attach(&config.xdp.interface, config.xdp.mode, &config.xdp.pin_dir)?;
+        a.detach_on_exit = config.xdp.detach_on_exit;
         tracing::info!(
             interface = %a.interface,
             mode = %a.mode,
             pin_dir = %loader.pin_path().display(),
             protected_ports = ?config.xdp.protected_ports,
-            "XDP fast path attached"
+            adopted = a.adopted,
+            detach_on_exit = a.detach_on_exit,
+            "{}",
+            if a.adopted {
+                "XDP fast path attached: adopted the pinned link and replaced its program atomically"
+            } else {
+                "XDP fast path attached (link pinned: the filter stays when the gateway exits)"
+            }
         );
         interface = a.interface.clone();
         mode = a.mode.to_string();

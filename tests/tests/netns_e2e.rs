@@ -218,7 +218,8 @@ fn block_unblock_ttl_and_restart() {
         "sweeper left {list}"
     );
 
-    // Blocks survive a restart through the pinned maps.
+    // Blocks survive a restart through the pinned maps, and the filter
+    // itself outlives the process (pinned link): no unfiltered instant.
     gw.ok(&["block", "add", "198.18.0.0/15", "--reason", "whole range"]);
     assert!(topo.connect(&topo.client_b).is_err());
     let status = gw.process.terminate().expect("gateway was running");
@@ -227,13 +228,23 @@ fn block_unblock_ttl_and_restart() {
         "gateway exit: {status}\n{}",
         gw.log_text()
     );
-    // With the gateway stopped, XDP is detached: traffic flows.
-    assert_eq!(
-        topo.connect(&topo.client_b).as_deref(),
-        Ok("hello\n"),
-        "XDP still attached after exit"
+    // No gateway runs: the kernel still drops the blocked range. (Before
+    // issue 18 the link was owned by the process and traffic flowed here.)
+    assert!(
+        topo.connect(&topo.client_b).is_err(),
+        "XDP detached when the gateway exited"
+    );
+    let status = xdp_cli(&["status", "--config", config.to_str().unwrap()]);
+    assert!(
+        status.contains(&format!("{}: attached", topo.link.veth.host)),
+        "{status}"
     );
     let gw = Gateway::start(&config, &socket, &tmp.0.join("gw2.log"));
+    assert!(
+        gw.log_text().contains("adopted the pinned link"),
+        "{}",
+        gw.log_text()
+    );
     assert!(
         topo.connect(&topo.client_b).is_err(),
         "block lost across restart"
@@ -241,6 +252,110 @@ fn block_unblock_ttl_and_restart() {
     assert!(gw.ok(&["block", "list"]).contains("whole range"));
     gw.ok(&["block", "del", "198.18.0.0/15"]);
     assert_eq!(topo.connect(&topo.client_b).as_deref(), Ok("hello\n"));
+}
+
+/// `gateway xdp ...` with the test binary; stdout, or a panic with stderr.
+fn xdp_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(tests::gateway::bin())
+        .arg("xdp")
+        .args(args)
+        .output()
+        .expect("run gateway xdp");
+    assert!(
+        out.status.success(),
+        "gateway xdp {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 18: after `kill -9` the filter stays attached and keeps enforcing
+/// a TTL block, which expires on time with no gateway (and no sweeper)
+/// running; the next start adopts the link; `gateway xdp detach` after a
+/// stop removes the filter; `--xdp-detach-on-exit` leaves nothing behind.
+#[test]
+fn filter_outlives_kill_9_and_detach_removes_it() {
+    if !require_root("filter_outlives_kill_9_and_detach_removes_it") {
+        return;
+    }
+    let topo = Topology::new(subnet(2));
+    let _server = Server::start(&topo.host_ip);
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, "");
+    let config_arg = config.to_str().unwrap();
+    let mut gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+    // Long enough for three refused connects (1.5 s each) before it ends.
+    gw.ok(&["block", "add", &topo.client_a, "--ttl", "6s"]);
+    gw.ok(&["block", "add", &topo.client_b]);
+    let blocked_at = Instant::now();
+    assert!(topo.connect(&topo.client_a).is_err());
+
+    // kill -9: no cleanup ran, the filter is still there.
+    // SAFETY: signalling the child this test started.
+    unsafe {
+        libc::kill(gw.process.pid() as i32, libc::SIGKILL);
+    }
+    let _ = gw.process.terminate();
+    assert!(
+        topo.connect(&topo.client_b).is_err(),
+        "no filter after kill -9"
+    );
+    assert!(
+        topo.connect(&topo.client_a).is_err(),
+        "the TTL block stopped early"
+    );
+    // The TTL block expires on time although no gateway runs.
+    let left = Duration::from_millis(6300).saturating_sub(blocked_at.elapsed());
+    std::thread::sleep(left);
+    assert_eq!(
+        topo.connect(&topo.client_a).as_deref(),
+        Ok("hello\n"),
+        "the TTL block did not expire while no gateway ran"
+    );
+    assert!(topo.connect(&topo.client_b).is_err());
+
+    // The next start adopts the link (one link, program replaced).
+    let mut gw = Gateway::start(&config, &socket, &tmp.0.join("gw2.log"));
+    assert!(
+        gw.log_text().contains("adopted the pinned link"),
+        "{}",
+        gw.log_text()
+    );
+    assert!(topo.connect(&topo.client_b).is_err());
+    let status = gw.process.terminate().expect("gateway was running");
+    assert!(status.success(), "{}", gw.log_text());
+
+    // Detach by hand: traffic flows with no gateway.
+    let out = xdp_cli(&["detach", "--config", config_arg]);
+    assert!(out.contains("detached"), "{out}");
+    assert_eq!(topo.connect(&topo.client_b).as_deref(), Ok("hello\n"));
+    assert!(xdp_cli(&["status", "--config", config_arg]).contains("no XDP filter"));
+
+    // --xdp-detach-on-exit: filtering while it runs, nothing after.
+    let mut cmd = std::process::Command::new(tests::gateway::bin());
+    cmd.args(["run", "--xdp-detach-on-exit", "--config", config_arg]);
+    let out = std::fs::File::create(tmp.0.join("gw3.log")).unwrap();
+    let child = cmd
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("start gateway");
+    let mut child = tests::guard::ChildGuard::new(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli(&socket, &["block", "list"]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(topo.connect(&topo.client_b).is_err(), "not filtering");
+    let status = child.terminate().expect("gateway was running");
+    assert!(status.success());
+    assert_eq!(
+        topo.connect(&topo.client_b).as_deref(),
+        Ok("hello\n"),
+        "--xdp-detach-on-exit left the filter attached"
+    );
+    drop(pin);
 }
 
 #[test]

@@ -172,8 +172,11 @@ fn run_gateway(bin: &Path, args: &[String]) -> Result<()> {
         bin.display(),
         args.join(" ")
     ));
+    // The demo runs on `lo` of a development machine: leave nothing
+    // attached there on Ctrl-C (production keeps the pinned filter).
     let status = Command::new(bin)
         .arg("run")
+        .arg("--xdp-detach-on-exit")
         .args(args)
         .status()
         .with_context(|| format!("could not start {}", bin.display()))?;

@@ -1,8 +1,14 @@
 //! Loading the XDP program with its maps pinned under a bpffs directory
 //! (reusing maps pinned by an earlier run), and attaching it to an interface.
-//! The attachment is a bpf_link owned by this process: it detaches when the
-//! [`AttachedXdp`] is dropped or the process exits, while the pinned maps
-//! (blocks, limits, counters) stay for the next start.
+//!
+//! The attachment is a bpf_link pinned at `<pin_dir>/links/<interface>`, so
+//! the kernel filter outlives the process: after a stop, a crash or
+//! `kill -9` the last program keeps enforcing the pinned maps (blocks and
+//! their TTLs, limits). A new start adopts the pinned link and replaces its
+//! program atomically (`bpf_link_update`): there is no instant without a
+//! filter. `[xdp] detach_on_exit`, `gateway run --xdp-detach-on-exit` or
+//! `gateway xdp detach` remove it. A pin whose link no longer points at the
+//! interface (the interface was deleted and recreated) is replaced.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,7 +18,11 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{ProgramError, Xdp, xdp::XdpLinkId},
+    programs::{
+        ProgramError, Xdp,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
@@ -31,13 +41,24 @@ pub struct LoadedXdp {
     pin_path: PathBuf,
 }
 
-/// A program attached to an interface. Dropping it detaches.
+/// A program attached to an interface through a pinned link. Dropping it
+/// leaves the filter attached unless `detach_on_exit` was asked for.
 pub struct AttachedXdp {
     ebpf: Ebpf,
     link: Option<XdpLinkId>,
+    /// The link's pin, while this process holds it.
+    pinned: Option<PinnedLink>,
+    /// `<pin_dir>/links/<interface>`; `None` when the link could not be
+    /// pinned (then it detaches with the process, as before).
+    pin_file: Option<PathBuf>,
     pub interface: String,
-    /// The mode it actually attached in (`auto` resolved).
+    /// The mode it attached in (`auto` resolved); for an adopted link, the
+    /// mode of the attachment it continues.
     pub mode: XdpMode,
+    /// Whether an existing pinned link was adopted (its program replaced).
+    pub adopted: bool,
+    /// Detach when dropped (process exit) instead of leaving the filter.
+    pub detach_on_exit: bool,
 }
 
 impl Loader {
@@ -179,9 +200,58 @@ impl LoadedXdp {
         Ok((r.return_value, r.duration))
     }
 
-    /// Attaches to `interface`. `auto` tries native (driver) mode and falls
-    /// back to generic (skb) mode with a warning.
-    pub fn attach(mut self, interface: &str, mode: XdpMode) -> Result<AttachedXdp> {
+    /// Attaches to `interface`, pinning the link under `pin_dir/links`.
+    /// A link pinned there by an earlier run (still on this interface) is
+    /// adopted: its program is replaced atomically by this one and `mode`
+    /// is not applied (detach first to change it). Otherwise `auto` tries
+    /// native (driver) mode and falls back to generic (skb) mode.
+    pub fn attach(self, interface: &str, mode: XdpMode, pin_dir: &Path) -> Result<AttachedXdp> {
+        let links = pin_dir.join("links");
+        // bpffs holds only BPF objects, so the mode is in the pin's name:
+        // `<interface>@native` or `<interface>@skb`.
+        for (pin_file, pinned_mode) in pins_of(&links, Some(interface)) {
+            match adoptable(&pin_file, interface) {
+                Ok(Some(fd_link)) => return self.adopt(fd_link, interface, &pin_file, pinned_mode),
+                Ok(None) => {
+                    tracing::warn!(pin = %pin_file.display(), interface, "the pinned XDP link no longer points at this interface (it was recreated); attaching afresh");
+                }
+                Err(e) => {
+                    tracing::warn!(pin = %pin_file.display(), error = %format!("{e:#}"), "the pinned XDP link cannot be adopted; attaching afresh");
+                }
+            }
+            let _ = std::fs::remove_file(&pin_file);
+        }
+        self.attach_fresh(interface, mode, &links)
+    }
+
+    fn adopt(
+        mut self,
+        fd_link: FdLink,
+        interface: &str,
+        pin_file: &Path,
+        mode: XdpMode,
+    ) -> Result<AttachedXdp> {
+        let link = XdpLink::try_from(fd_link)
+            .map_err(|e| anyhow!("the pinned link is not an XDP link: {e}"))?;
+        let id = self.program_mut().attach_to_link(link).with_context(|| {
+            format!(
+                "replacing the program of the XDP link pinned at {}",
+                pin_file.display()
+            )
+        })?;
+        Ok(AttachedXdp {
+            ebpf: self.ebpf,
+            link: Some(id),
+            pinned: None,
+            pin_file: Some(pin_file.to_owned()),
+            interface: interface.to_owned(),
+            mode,
+            adopted: true,
+            detach_on_exit: false,
+        })
+    }
+
+    fn attach_fresh(mut self, interface: &str, mode: XdpMode, links: &Path) -> Result<AttachedXdp> {
         let attempt = |prog: &mut Xdp, flags| prog.attach(interface, flags);
         let (link, used) = match mode {
             XdpMode::Native => (
@@ -211,13 +281,96 @@ impl LoadedXdp {
                 }
             },
         };
+        // Pin the link so the filter outlives this process.
+        let pin_file = links.join(format!("{interface}@{used}"));
+        let pinned = self
+            .program_mut()
+            .take_link(link)
+            .map_err(anyhow::Error::from)
+            .and_then(|l| FdLink::try_from(l).map_err(|e| anyhow!("{e}")))
+            .and_then(|l| {
+                bpffs::ensure_dir(links)?;
+                l.pin(&pin_file).map_err(anyhow::Error::from)
+            });
+        let (link, pinned, pin_file) = match pinned {
+            Ok(p) => (None, Some(p), Some(pin_file)),
+            Err(e) => {
+                // The program's link was taken; without a pin it detaches
+                // when this process exits (a netlink attachment, old kernels).
+                tracing::warn!(error = %format!("{e:#}"), "the XDP link could not be pinned: the filter will detach when the gateway exits");
+                return Err(e.context("pinning the XDP link"));
+            }
+        };
         Ok(AttachedXdp {
             ebpf: self.ebpf,
-            link: Some(link),
+            link,
+            pinned,
+            pin_file,
             interface: interface.to_owned(),
             mode: used,
+            adopted: false,
+            detach_on_exit: false,
         })
     }
+}
+
+/// The link pins under `links` (for one interface, or all), with the mode
+/// their name records.
+fn pins_of(links: &Path, interface: Option<&str>) -> Vec<(PathBuf, XdpMode)> {
+    let Ok(entries) = std::fs::read_dir(links) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (iface, mode) = name.rsplit_once('@')?;
+            if interface.is_some_and(|i| i != iface) {
+                return None;
+            }
+            let mode = match mode {
+                "native" => XdpMode::Native,
+                "skb" => XdpMode::Skb,
+                _ => return None,
+            };
+            Some((e.path(), mode))
+        })
+        .collect()
+}
+
+/// Opens the pinned link; `Some` when it is an XDP link still attached to
+/// `interface` (same ifindex), `None` when it points elsewhere or nowhere.
+fn adoptable(pin_file: &Path, interface: &str) -> Result<Option<FdLink>> {
+    let link: FdLink = PinnedLink::from_pin(pin_file)
+        .with_context(|| format!("opening the pinned link {}", pin_file.display()))?
+        .into();
+    let id = link.info().map_err(|e| anyhow!("{e}"))?.id();
+    let want = std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    Ok((want.is_some() && link_ifindex(id) == want).then_some(link))
+}
+
+/// The interface index an XDP link with kernel id `id` is attached to, read
+/// from the `fdinfo` of one of this process's descriptors for it (the
+/// kernel prints `link_id` and `ifindex` there; 0 once the interface is
+/// gone).
+fn link_ifindex(id: u32) -> Option<u32> {
+    let dir = std::fs::read_dir("/proc/self/fdinfo").ok()?;
+    for e in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        };
+        if field("link_id:") == Some(id) {
+            return field("ifindex:");
+        }
+    }
+    None
 }
 
 fn attach_error(e: ProgramError, interface: &str, mode: &str) -> anyhow::Error {
@@ -233,8 +386,17 @@ fn attach_error(e: ProgramError, interface: &str, mode: &str) -> anyhow::Error {
 }
 
 impl AttachedXdp {
-    /// Detaches now (also done on drop).
+    /// Detaches now: removes the pin (and its mode file) and drops this
+    /// process's hold on the link, so no packet is filtered any more.
     pub fn detach(&mut self) -> Result<()> {
+        if let Some(pin) = self.pin_file.take() {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow!(e).context(format!("removing {}", pin.display()))),
+            }
+        }
+        self.pinned.take();
         if let Some(link) = self.link.take() {
             let prog: &mut Xdp = self
                 .ebpf
@@ -249,8 +411,48 @@ impl AttachedXdp {
 
 impl Drop for AttachedXdp {
     fn drop(&mut self) {
-        if let Err(e) = self.detach() {
-            tracing::warn!(error = %e, interface = %self.interface, "detaching XDP failed");
+        if self.detach_on_exit || self.pin_file.is_none() {
+            if let Err(e) = self.detach() {
+                tracing::warn!(error = %e, interface = %self.interface, "detaching XDP failed");
+            }
+        } else if let Some(pin) = &self.pin_file {
+            tracing::info!(interface = %self.interface, pin = %pin.display(), "the XDP filter stays attached after exit (pinned link); `gateway xdp detach` removes it");
         }
     }
+}
+
+/// Removes the pinned XDP links under `pin_dir/links` (all interfaces, or
+/// one): the filter detaches once no process holds the link any more (a
+/// running gateway keeps its own until it exits). Returns the interfaces
+/// whose pins were removed.
+pub fn detach_pinned(pin_dir: &Path, interface: Option<&str>) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (pin, _) in pins_of(&pin_dir.join("links"), interface) {
+        std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        removed.push(
+            pin.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+    }
+    Ok(removed)
+}
+
+/// The XDP links pinned under `pin_dir/links`: `(interface, mode, pin)`
+/// for `gateway xdp status`.
+pub fn pinned_links(pin_dir: &Path) -> Vec<(String, XdpMode, PathBuf)> {
+    pins_of(&pin_dir.join("links"), None)
+        .into_iter()
+        .map(|(pin, mode)| {
+            let name = pin
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let iface = name
+                .rsplit_once('@')
+                .map_or(name.as_str(), |(i, _)| i)
+                .to_owned();
+            (iface, mode, pin)
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@ pub mod maps;
 pub mod migrate;
 pub mod sweeper;
 
-pub use loader::{AttachedXdp, Loader};
+pub use loader::{AttachedXdp, Loader, detach_pinned, pinned_links};
 pub use maps::XdpMaps;
 
 /// The compiled XDP program, embedded at build time.

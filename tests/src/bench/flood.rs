@@ -260,9 +260,11 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
                     maps.block_add(&t.sender_ip.parse::<Net>().unwrap(), e)
                         .unwrap();
                 }
-                let attached = loaded
-                    .attach(&t.link.veth.host, XdpMode::Native)
+                let mut attached = loaded
+                    .attach(&t.link.veth.host, XdpMode::Native, &pin.path)
                     .expect("attach native XDP");
+                // Detached when the case ends, as before the pinned links.
+                attached.detach_on_exit = true;
                 xdp = Some((attached, maps));
             }
             Case::NftBlock => {
