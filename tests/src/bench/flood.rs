@@ -38,6 +38,11 @@ use crate::{
 const PORT: u16 = 19090;
 /// Per-source limit in the rate-limit cases, packets per second.
 const LIMIT_PPS: u32 = 1000;
+/// Runs of each case in full mode (the cases interleaved); the tables show
+/// the median with the min-max and the ratio of each run to its peer's.
+pub const REPEATS: usize = 5;
+/// Progress steps in full mode.
+pub const STEPS: usize = 6 * REPEATS;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Case {
@@ -231,149 +236,214 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
         Case::IptHashlimit,
         Case::NoFilter,
     ];
-    let mut rows: Vec<(Case, Value, f64)> = Vec::new();
-    for case in cases {
-        progress.step(&format!("flood: {} ({secs}s)", case.name()));
-        let t = topo();
-        let native = matches!(case, Case::XdpBlock | Case::XdpRateLimit);
-        let pin = PinDir::new();
-        let mut xdp = None;
-        let mut nft = None;
-        let mut ipt = None;
-        match case {
-            Case::XdpBlock | Case::XdpRateLimit => {
-                let (loaded, mut maps) = Loader::new(&pin.path).load().expect("load XDP");
-                let mut s = XdpSection {
-                    protected_ports: vec![NonZeroU16::new(PORT).unwrap()],
-                    ..XdpSection::default()
-                };
-                s.rate_limit.pps = LimitSpec::new(LIMIT_PPS, LIMIT_PPS).unwrap();
-                apply(&mut maps, &s).unwrap();
-                if case == Case::XdpBlock {
-                    let e = BlockEntry {
-                        expires_ns: 0,
-                        created_unix: 0,
-                        source: BlockSource::Operator as u32,
-                        offences: 1,
-                        reason: [0; 48],
-                    };
-                    maps.block_add(&t.sender_ip.parse::<Net>().unwrap(), e)
-                        .unwrap();
-                }
-                let mut attached = loaded
-                    .attach(&t.link.veth.host, XdpMode::Native, &pin.path)
-                    .expect("attach native XDP");
-                // Detached when the case ends, as before the pinned links.
-                attached.detach_on_exit = true;
-                xdp = Some((attached, maps));
-            }
-            Case::NftBlock => {
-                nft = Some(nft_table(
-                    &t,
-                    &format!("ip saddr {} counter drop", t.sender_ip),
-                ))
-            }
-            Case::NftRateLimit => {
-                nft = Some(nft_table(
-                    &t,
-                    &format!(
-                        "udp dport {PORT} meter m {{ ip saddr limit rate over {LIMIT_PPS}/second burst {LIMIT_PPS} packets }} counter drop"
-                    ),
-                ))
-            }
-            Case::IptHashlimit => {
-                let name = crate::unique_name("gwb");
-                let rule: Vec<String> = [
-                    "PREROUTING",
-                    "-i",
-                    &t.link.veth.host,
-                    "-p",
-                    "udp",
-                    "--dport",
-                    &PORT.to_string(),
-                    "-m",
-                    "hashlimit",
-                    "--hashlimit-above",
-                    &format!("{LIMIT_PPS}/sec"),
-                    "--hashlimit-burst",
-                    &LIMIT_PPS.to_string(),
-                    "--hashlimit-mode",
-                    "srcip",
-                    "--hashlimit-name",
-                    &name,
-                    "-j",
-                    "DROP",
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut args = vec!["iptables", "-t", "raw", "-A"];
-                args.extend(rule.iter().map(String::as_str));
-                sh(&args);
-                ipt = Some(IptRule(rule));
-            }
-            Case::NoFilter => {}
+    // Every case `reps` times, the cases interleaved (A B C ... A B C), so
+    // a slow phase of the machine hits every case alike; medians with
+    // min-max, and per run the ratio to the peer's run of the same round.
+    let reps = if opts.quick { 1 } else { REPEATS };
+    let mut samples: Vec<Vec<Sample>> = cases.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        for (i, case) in cases.iter().enumerate() {
+            progress.step(&format!(
+                "flood: {} ({secs}s, run {} of {reps})",
+                case.name(),
+                rep + 1
+            ));
+            samples[i].push(run_case(*case, secs, max));
         }
-        set_receive_cpu(&t, native);
-        let o = flood(&t, secs, max);
-        let dropped = match case {
-            Case::XdpBlock | Case::XdpRateLimit => {
-                let (_, maps) = xdp.as_ref().unwrap();
-                maps.counters()
-                    .unwrap()
-                    .iter()
-                    .filter(|(r, _)| r.is_drop())
-                    .map(|(_, c)| c.packets)
-                    .sum::<u64>()
-            }
-            Case::NftBlock | Case::NftRateLimit => nft_counter(nft.as_ref().unwrap()),
-            _ => o.sent.saturating_sub(o.received),
-        };
-        drop((xdp, nft, ipt));
-        let ns_per_packet = o.cpu1_ns as f64 / o.sent.max(1) as f64;
-        rows.push((
-            case,
-            json!({
-                "case": case.name(),
-                "sent": o.sent,
-                "sent_pps": (o.sent as f64 / o.secs) as u64,
-                "dropped": dropped,
-                "reached_socket": o.received,
-                "receive_cpu_ms": o.cpu1_ns / 1_000_000,
-                "receive_cpu_ns_per_packet": (ns_per_packet * 10.0).round() / 10.0,
-            }),
-            ns_per_packet,
-        ));
     }
-    let by_case: Vec<(Case, f64)> = rows.iter().map(|(c, _, ns)| (*c, *ns)).collect();
-    let out: Vec<Value> = rows
-        .into_iter()
-        .map(|(case, mut v, ns)| {
+    let ns = |s: &Sample| s.cpu1_ns as f64 / s.sent.max(1) as f64;
+    let rows: Vec<Value> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let runs = &samples[i];
+            let per: Vec<f64> = runs.iter().map(ns).collect();
+            let mid = median(per.clone());
+            let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+            let mut v = json!({
+                "case": case.name(),
+                "runs": runs.len(),
+                "sent_pps": pick(|s| s.sent as f64 / s.secs) as u64,
+                "dropped": pick(|s| s.dropped as f64) as u64,
+                "reached_socket": pick(|s| s.received as f64) as u64,
+                "receive_cpu_ns_per_packet": (mid * 10.0).round() / 10.0,
+                "receive_cpu_ns_min": (per.iter().copied().fold(f64::INFINITY, f64::min) * 10.0).round() / 10.0,
+                "receive_cpu_ns_max": (per.iter().copied().fold(0.0, f64::max) * 10.0).round() / 10.0,
+            });
             if let Some(peer) = case.peer()
-                && let Some((_, peer_ns)) = by_case.iter().find(|(c, _)| *c == peer)
+                && let Some(j) = cases.iter().position(|c| *c == peer)
             {
+                let peer_runs = &samples[j];
+                let peer_mid = median(peer_runs.iter().map(ns).collect());
+                let per_run: Vec<f64> = runs
+                    .iter()
+                    .zip(peer_runs)
+                    .map(|(a, b)| ((ns(a) / ns(b).max(1e-9)) * 100.0).round() / 100.0)
+                    .collect();
                 v["peer"] = json!(peer.name());
-                v["cpu_ratio_vs_peer"] = json!(((ns / peer_ns) * 100.0).round() / 100.0);
+                v["cpu_ratio_vs_peer"] = json!(((mid / peer_mid.max(1e-9)) * 100.0).round() / 100.0);
+                v["cpu_ratio_per_run"] = json!(per_run);
             }
             v
         })
         .collect();
-    json!({ "seconds_per_case": secs, "limit_pps": LIMIT_PPS, "rows": out })
+    json!({ "seconds_per_case": secs, "repeats": reps, "limit_pps": LIMIT_PPS, "rows": rows })
+}
+
+/// One run of one case: the flood and what the receiving core spent.
+struct Sample {
+    sent: u64,
+    secs: f64,
+    dropped: u64,
+    received: u64,
+    cpu1_ns: u64,
+}
+
+fn run_case(case: Case, secs: f64, max: u64) -> Sample {
+    let t = topo();
+    let native = matches!(case, Case::XdpBlock | Case::XdpRateLimit);
+    let pin = PinDir::new();
+    let mut xdp = None;
+    let mut nft = None;
+    let mut ipt = None;
+    match case {
+        Case::XdpBlock | Case::XdpRateLimit => {
+            let (loaded, mut maps) = Loader::new(&pin.path).load().expect("load XDP");
+            let mut s = XdpSection {
+                protected_ports: vec![NonZeroU16::new(PORT).unwrap()],
+                ..XdpSection::default()
+            };
+            s.rate_limit.pps = LimitSpec::new(LIMIT_PPS, LIMIT_PPS).unwrap();
+            apply(&mut maps, &s).unwrap();
+            if case == Case::XdpBlock {
+                let e = BlockEntry {
+                    expires_ns: 0,
+                    created_unix: 0,
+                    source: BlockSource::Operator as u32,
+                    offences: 1,
+                    reason: [0; 48],
+                };
+                maps.block_add(&t.sender_ip.parse::<Net>().unwrap(), e)
+                    .unwrap();
+            }
+            let mut attached = loaded
+                .attach(&t.link.veth.host, XdpMode::Native, &pin.path)
+                .expect("attach native XDP");
+            // Detached when the case ends, as before the pinned links.
+            attached.detach_on_exit = true;
+            xdp = Some((attached, maps));
+        }
+        Case::NftBlock => {
+            nft = Some(nft_table(
+                &t,
+                &format!("ip saddr {} counter drop", t.sender_ip),
+            ))
+        }
+        Case::NftRateLimit => {
+            nft = Some(nft_table(
+                &t,
+                &format!(
+                    "udp dport {PORT} meter m {{ ip saddr limit rate over {LIMIT_PPS}/second burst {LIMIT_PPS} packets }} counter drop"
+                ),
+            ))
+        }
+        Case::IptHashlimit => {
+            let name = crate::unique_name("gwb");
+            let rule: Vec<String> = [
+                "PREROUTING",
+                "-i",
+                &t.link.veth.host,
+                "-p",
+                "udp",
+                "--dport",
+                &PORT.to_string(),
+                "-m",
+                "hashlimit",
+                "--hashlimit-above",
+                &format!("{LIMIT_PPS}/sec"),
+                "--hashlimit-burst",
+                &LIMIT_PPS.to_string(),
+                "--hashlimit-mode",
+                "srcip",
+                "--hashlimit-name",
+                &name,
+                "-j",
+                "DROP",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut args = vec!["iptables", "-t", "raw", "-A"];
+            args.extend(rule.iter().map(String::as_str));
+            sh(&args);
+            ipt = Some(IptRule(rule));
+        }
+        Case::NoFilter => {}
+    }
+    set_receive_cpu(&t, native);
+    let o = flood(&t, secs, max);
+    let dropped = match case {
+        Case::XdpBlock | Case::XdpRateLimit => {
+            let (_, maps) = xdp.as_ref().unwrap();
+            maps.counters()
+                .unwrap()
+                .iter()
+                .filter(|(r, _)| r.is_drop())
+                .map(|(_, c)| c.packets)
+                .sum::<u64>()
+        }
+        Case::NftBlock | Case::NftRateLimit => nft_counter(nft.as_ref().unwrap()),
+        _ => o.sent.saturating_sub(o.received),
+    };
+    drop((xdp, nft, ipt));
+    Sample {
+        sent: o.sent,
+        secs: o.secs,
+        dropped,
+        received: o.received,
+        cpu1_ns: o.cpu1_ns,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 pub fn markdown(v: &Value) -> String {
     let mut out = format!(
-        "### Flood absorption (UDP flood over veth, {}s per case, sender on CPU 0, receive work on CPU 1)\n\n| case | sent pps | dropped | reached socket | receive kernel CPU ns/packet | CPU vs nftables |\n|---|---|---|---|---|---|\n",
-        v["seconds_per_case"]
+        "### Flood absorption (UDP flood over veth, {} runs of {}s per case with the cases interleaved, sender on CPU 0, receive work on CPU 1)\n\n\
+Medians of the runs; the receive CPU per packet also as min–max, and the ratio to the peer (nftables, or iptables for the hashlimit row) per run, pairing the runs of the same round.\n\n\
+| case | sent pps | dropped | reached socket | receive kernel CPU ns/packet | CPU vs peer (median) | CPU vs peer per run |\n|---|---|---|---|---|---|---|\n",
+        v["repeats"], v["seconds_per_case"]
     );
     for r in v["rows"].as_array().into_iter().flatten() {
+        let per_run = r["cpu_ratio_per_run"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{x}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} ({}–{}) | {} | {per_run} |\n",
             r["case"].as_str().unwrap_or(""),
             r["sent_pps"],
             r["dropped"],
             r["reached_socket"],
             r["receive_cpu_ns_per_packet"],
+            r["receive_cpu_ns_min"],
+            r["receive_cpu_ns_max"],
             super::ratio_cell(r, "cpu_ratio_vs_peer")
         ));
     }

@@ -38,7 +38,7 @@ fn main() {
     let nofile = servers::raise_nofile(65536);
     let opts = Opts { quick, nofile };
     let mut progress = Progress::new(
-        4 + 6
+        4 + flood::STEPS
             + 1
             + attack::STEPS
             + escalation::STEPS
