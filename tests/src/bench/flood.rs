@@ -421,7 +421,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn markdown(v: &Value) -> String {
     let mut out = format!(
         "### Flood absorption (UDP flood over veth, {} runs of {}s per case with the cases interleaved, sender on CPU 0, receive work on CPU 1)\n\n\
-Medians of the runs; the receive CPU per packet also as min–max, and the ratio to the peer (nftables, or iptables for the hashlimit row) per run, pairing the runs of the same round.\n\n\
+Medians of the runs; the receive CPU per packet also as min–max, and the ratio to the peer (nftables, or iptables for the hashlimit row) per run, pairing the runs of the same round. On a veth the packet arrives as an skb that the sender already built, and native XDP on veth first copies it into a page-pool buffer for the program (`skb_pp_cow_data`, `skb_copy_header`, `memcpy`; a `perf record -C 1` of the blocklist case puts the gateway's program at about 3% of the receive CPU), a cost nftables' netdev hook on the same skb does not pay; on a NIC's driver hook the drop happens before any skb exists.\n\n\
 | case | sent pps | dropped | reached socket | receive kernel CPU ns/packet | CPU vs peer (median) | CPU vs peer per run |\n|---|---|---|---|---|---|---|\n",
         v["repeats"], v["seconds_per_case"]
     );
