@@ -54,10 +54,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             adopted = a.adopted,
             detach_on_exit = a.detach_on_exit,
             "{}",
-            if a.adopted {
-                "XDP fast path attached: adopted the pinned link and replaced its program atomically"
-            } else {
-                "XDP fast path attached (link pinned: the filter stays when the gateway exits)"
+            match (a.adopted, a.detach_on_exit) {
+                (true, _) => {
+                    "XDP fast path attached: adopted the pinned link and replaced its program atomically"
+                }
+                (false, false) => {
+                    "XDP fast path attached (link pinned: the filter stays when the gateway exits)"
+                }
+                (false, true) => "XDP fast path attached (detached when the gateway exits)",
             }
         );
         interface = a.interface.clone();
@@ -218,7 +222,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         "shutting down: no new connections, finishing in-flight requests"
     );
     proxy.shutdown(current.limits.shutdown_grace).await;
-    tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)");
+    match &attached {
+        Some(a) if a.detach_on_exit => {
+            tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)")
+        }
+        Some(_) => tracing::info!(
+            "shutting down: the XDP filter stays attached (pinned link) and keeps enforcing the pinned maps"
+        ),
+        None => tracing::info!("shutting down"),
+    }
     admin_task.abort();
     expire.abort();
     if let Some(t) = observability {
