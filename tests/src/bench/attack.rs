@@ -179,7 +179,7 @@ enabled = false
 }
 
 /// Reads one HTTP/1.1 response; returns its status code.
-fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
+pub(super) fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<u16> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

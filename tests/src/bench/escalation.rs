@@ -13,7 +13,7 @@
 //! refusal. Every loop is bounded by [`ATTACK_SECS`].
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     sync::{Arc, Barrier, Mutex},
     time::{Duration, Instant},
@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::{
     Opts, Progress,
+    attack::read_response,
     cpu::{busy_ns, pin_current_thread},
     flood::receive_on_cpu1,
     servers::{API_KEY, LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, tree_cpu_ns, wait_addr},
@@ -161,7 +162,7 @@ fn legit(ns: String, target: SocketAddr, start: Instant, secs: f64) -> Vec<Sampl
     let n = (secs * LEGIT_RPS as f64) as u32;
     let mut out = Vec::with_capacity(n as usize);
     let mut conn: Option<TcpStream> = None;
-    let mut buf = [0u8; 4096];
+    let mut buf = Vec::with_capacity(4096);
     for k in 0..n {
         let due = start + interval * k;
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
@@ -176,7 +177,7 @@ fn legit(ns: String, target: SocketAddr, start: Instant, secs: f64) -> Vec<Sampl
             }
             let s = conn.as_mut().unwrap();
             s.write_all(b"GET /public/hello HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-            read_one(s, &mut buf)
+            read_response(s, &mut buf).map(|_| ())
         })();
         let offset = due - start;
         match res {
@@ -188,30 +189,6 @@ fn legit(ns: String, target: SocketAddr, start: Instant, secs: f64) -> Vec<Sampl
         }
     }
     out
-}
-
-/// Reads one small response (the origin's body fits one read after the
-/// head); good enough for the fixed answers of this scenario.
-fn read_one(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
-    let mut got = Vec::new();
-    loop {
-        let n = s.read(buf)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if got.len() >= end + 4 + len {
-                return Ok(());
-            }
-        }
-    }
 }
 
 /// What one abusive source saw.
@@ -241,7 +218,7 @@ fn abuser(
     let mut s = Source::default();
     let request =
         b"GET /key/x HTTP/1.1\r\nHost: bench\r\nX-Api-Key: wrong-key\r\nConnection: close\r\n\r\n";
-    let mut buf = [0u8; 2048];
+    let mut buf = Vec::with_capacity(2048);
     go.wait();
     let first = Instant::now();
     while Instant::now() < until {
@@ -258,7 +235,8 @@ fn abuser(
             Ok(()) => {
                 let mut stream: TcpStream = socket.into();
                 stream.set_read_timeout(Some(Duration::from_secs(1))).ok();
-                if stream.write_all(request).is_ok() && read_one(&mut stream, &mut buf).is_ok() {
+                if stream.write_all(request).is_ok() && read_response(&mut stream, &mut buf).is_ok()
+                {
                     s.refused_l7.push(attempt - run_start);
                 }
             }
