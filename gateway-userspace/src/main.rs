@@ -132,10 +132,21 @@ fn xdp_command(cmd: gateway::cli::XdpCmd) -> ExitCode {
                     pin_dir.display()
                 );
             }
-            for (iface, mode, pin) in links {
+            for l in links {
+                let program = match l.program {
+                    Some((id, tag, loaded)) => format!(
+                        "program id {id} tag {tag:016x}, loaded {}",
+                        loaded.map_or("at an unknown time".into(), |t| {
+                            humantime::format_rfc3339_seconds(t).to_string()
+                        })
+                    ),
+                    None => "program unknown (the pin cannot be read)".into(),
+                };
                 println!(
-                    "{iface}: attached ({mode} mode), pinned at {}",
-                    pin.display()
+                    "{}: attached ({} mode), {program}, pinned at {}",
+                    l.interface,
+                    l.mode,
+                    l.pin.display()
                 );
             }
             println!("this binary's eBPF build id {}", gateway::xdp::build_id());

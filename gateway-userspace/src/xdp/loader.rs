@@ -438,9 +438,21 @@ pub fn detach_pinned(pin_dir: &Path, interface: Option<&str>) -> Result<Vec<Stri
     Ok(removed)
 }
 
-/// The XDP links pinned under `pin_dir/links`: `(interface, mode, pin)`
-/// for `gateway xdp status`.
-pub fn pinned_links(pin_dir: &Path) -> Vec<(String, XdpMode, PathBuf)> {
+/// One pinned XDP link, for `gateway xdp status`.
+#[derive(Debug)]
+pub struct LinkStatus {
+    pub interface: String,
+    pub mode: XdpMode,
+    pub pin: PathBuf,
+    /// The program the link runs now: kernel id, tag (a hash of its
+    /// instructions: the same build has the same tag) and when it was
+    /// loaded (the start of the gateway that attached or adopted it).
+    /// `None` when the pin cannot be read.
+    pub program: Option<(u32, u64, Option<std::time::SystemTime>)>,
+}
+
+/// The XDP links pinned under `pin_dir/links`.
+pub fn pinned_links(pin_dir: &Path) -> Vec<LinkStatus> {
     pins_of(&pin_dir.join("links"), None)
         .into_iter()
         .map(|(pin, mode)| {
@@ -448,11 +460,27 @@ pub fn pinned_links(pin_dir: &Path) -> Vec<(String, XdpMode, PathBuf)> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let iface = name
+            let interface = name
                 .rsplit_once('@')
                 .map_or(name.as_str(), |(i, _)| i)
                 .to_owned();
-            (iface, mode, pin)
+            let program = PinnedLink::from_pin(&pin)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|l| l.info().ok())
+                .map(|info| info.program_id())
+                .and_then(|id| {
+                    aya::programs::loaded_programs()
+                        .flatten()
+                        .find(|p| p.id() == id)
+                        .map(|p| (id, p.tag(), p.loaded_at()))
+                });
+            LinkStatus {
+                interface,
+                mode,
+                pin,
+                program,
+            }
         })
         .collect()
 }
