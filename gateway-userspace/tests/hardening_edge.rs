@@ -1203,21 +1203,8 @@ async fn h2_expect_100_continue_gets_its_100_before_the_body() {
     let gw = start("").await;
     let plain = TcpStream::connect(gw.addr).await.unwrap();
     expect_continue_over_h2(plain, &gw, "h2c").await;
-    let tls = tls_h2(gw.tls).await;
+    let tls = tls_connect(gw.tls, "localhost", &[b"h2"]).await;
     expect_continue_over_h2(tls, &gw, "TLS h2").await;
-}
-
-async fn tls_h2(addr: SocketAddr) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut cfg = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 async fn expect_continue_over_h2<S>(io: S, gw: &Gw, what: &str)

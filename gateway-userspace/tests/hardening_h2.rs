@@ -5,14 +5,12 @@
 
 mod proxy_common;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_common::AcceptAny;
 use proxy_common::*;
-use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -181,7 +179,7 @@ async fn empty_data_frames_get_goaway() {
 #[tokio::test]
 async fn flood_over_tls_alpn_h2_gets_goaway() {
     let (_p, addr, _origin) = tls_setup().await;
-    let s = tls_connect(addr, &[b"h2"]).await;
+    let s = tls_connect(addr, "localhost", &[b"h2"]).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (f, closed) = flood(s, &[], &frame(PING, 0, 0, &[1; 8]), 100_000).await;
     assert_calmed("PINGs over TLS", &f, closed);
@@ -220,7 +218,7 @@ async fn ordinary_h2_traffic_is_not_a_flood() {
 #[tokio::test]
 async fn alpn_h2_then_http1_bytes_is_closed() {
     let (_p, addr, origin) = tls_setup().await;
-    let mut s = tls_connect(addr, &[b"h2"]).await;
+    let mut s = tls_connect(addr, "localhost", &[b"h2"]).await;
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     s.write_all(b"GET /h1-on-h2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
@@ -241,7 +239,7 @@ async fn alpn_h2_then_http1_bytes_is_closed() {
 async fn alpn_http1_or_none_then_h2_preface_is_closed() {
     let (_p, addr, origin) = tls_setup().await;
     for alpn in [&[&b"http/1.1"[..]][..], &[]] {
-        let mut s = tls_connect(addr, alpn).await;
+        let mut s = tls_connect(addr, "localhost", alpn).await;
         let mut bytes = PREFACE.to_vec();
         bytes.extend(frame(SETTINGS, 0, 0, &[]));
         bytes.extend(frame(HEADERS, END_HEADERS | 1, 1, POST_HEADERS));
@@ -258,14 +256,14 @@ async fn alpn_http1_or_none_then_h2_preface_is_closed() {
     assert!(origin.seen().is_empty());
 
     // Both protocols still work when they are the negotiated one.
-    let mut s = tls_connect(addr, &[b"http/1.1"]).await;
+    let mut s = tls_connect(addr, "localhost", &[b"http/1.1"]).await;
     s.write_all(b"GET /h1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     assert_eq!(parse(&buf).status, 200);
-    let s = tls_connect(addr, &[b"h2"]).await;
+    let s = tls_connect(addr, "localhost", &[b"h2"]).await;
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
             .await
@@ -288,25 +286,6 @@ async fn tls_setup() -> (gateway::proxy::Proxy, SocketAddr, Origin) {
     );
     let (p, addr) = proxy(&toml).await;
     (p, addr, origin)
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 #[test]

@@ -3,15 +3,13 @@
 
 mod proxy_common;
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf};
 
 use bytes::Bytes;
 use gateway::{config::Config, proxy::Hooks};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_common::AcceptAny;
 use proxy_common::*;
-use rustls::pki_types::ServerName;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -33,26 +31,6 @@ fn cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
     std::fs::write(&chain, c.cert.pem()).unwrap();
     std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
     (chain, key, c.cert.der().to_vec())
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    sni: &str,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 fn tls_toml(dir: &std::path::Path, origin: SocketAddr) -> (String, Vec<u8>, Vec<u8>) {

@@ -232,6 +232,31 @@ pub async fn get(addr: SocketAddr, path: &str, extra: &str) -> RawResponse {
     raw(addr, req.as_bytes()).await
 }
 
+/// A TLS client connection to `addr` with SNI `sni`, offering `alpn`, that
+/// accepts any server certificate ([`AcceptAny`]).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
 /// A rustls verifier that accepts any certificate: the gateway's is
 /// self-signed, and the TLS tests compare the presented one themselves.
 #[derive(Debug)]
