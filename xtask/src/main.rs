@@ -304,8 +304,14 @@ fn embed_results(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a fresh `cargo xtask test` writes under `target/` at its peak
+/// (debug workspace and test binaries, the eBPF object, the nightly fuzz
+/// build), measured from a fresh clone, with headroom.
+const TEST_DISK_GIB: u64 = 12;
+
 fn test(filter: Option<&str>) -> Result<()> {
     let root = workspace_root();
+    util::ensure_free_disk(&target_dir(), TEST_DISK_GIB, "`cargo xtask test`")?;
     let bin = build_gateway(false)?;
     step("unit tests (workspace)");
     let mut cmd = cargo();
@@ -323,7 +329,7 @@ fn test(filter: Option<&str>) -> Result<()> {
     run(&mut cmd)?;
     step("privileged tests (tests crate: BPF_PROG_TEST_RUN, network namespaces)");
     if !prereqs::is_root() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if util::is_ci() {
             bail!("CI=true but not running as root: the privileged tests cannot run");
         }
         bail!("the privileged tests need root: run `sudo -E cargo xtask test`");
