@@ -12,6 +12,7 @@ pub mod conn;
 pub mod cors;
 mod date;
 pub mod demo;
+pub mod grpc;
 pub mod h1_scan;
 pub mod h2_guard;
 pub mod h2_server;

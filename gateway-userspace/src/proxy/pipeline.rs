@@ -47,7 +47,7 @@ use super::{
     body::{self, BoxError, Limited, ProxyBody, Tripped},
     check, client_ip,
     conn::ConnInfo,
-    cors,
+    cors, grpc,
     headers::{self, Forwarding},
     hooks::{Extras, RequestContext},
     reject::{Reason, Rejection},
@@ -93,6 +93,8 @@ where
     let h1 = req.version() <= Version::HTTP_11;
     let may_switch =
         h1 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
+    // A gRPC call gets its refusals as gRPC statuses and is never buffered.
+    let grpc = grpc::is_grpc(req.headers());
     // The client's hop-by-hop fields go first, before the gateway adds any
     // header of its own, so `Connection` can only remove what the client sent.
     headers::strip_hop_by_hop(req.headers_mut());
@@ -145,6 +147,7 @@ where
                 Framing {
                     may_have_body,
                     websocket,
+                    grpc,
                 },
                 &mut outcome,
             )
@@ -155,7 +158,11 @@ where
         Ok(resp) => (resp, false),
         Err(rejection) => {
             outcome.reason = Some(rejection.reason);
-            let mut resp = problem_response(&rejection, &request_id);
+            let mut resp = if grpc {
+                grpc::refusal(&rejection)
+            } else {
+                problem_response(&rejection, &request_id)
+            };
             if version <= Version::HTTP_11
                 && (may_have_body || rejection.reason == Reason::BadRequest)
             {
@@ -163,7 +170,7 @@ where
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            (resp, true)
+            (resp, !grpc)
         }
     };
 
@@ -293,6 +300,8 @@ struct Framing {
     may_have_body: bool,
     /// An HTTP/1.1 WebSocket upgrade request.
     websocket: bool,
+    /// A gRPC call (`content-type: application/grpc*`).
+    grpc: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -422,7 +431,11 @@ where
     // before the upstream is contacted, so a body that is too big or too
     // slow is the gateway's 413/408 and the upstream sees nothing. A body
     // the validate phase already read is in memory: no second read.
-    if route.request_buffering.unwrap_or(limits.request_buffering) && !req.body().is_end_stream() {
+    // A gRPC call streams in both directions: never buffered.
+    if !framing.grpc
+        && route.request_buffering.unwrap_or(limits.request_buffering)
+        && !req.body().is_end_stream()
+    {
         let (mut parts, b) = req.into_parts();
         let bytes = body::buffer(b, &tripped)
             .await

@@ -34,6 +34,12 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// An upstream's `tls` settings cannot be used.
+    #[error("upstream '{upstream}': {source}")]
+    Upstream {
+        upstream: String,
+        source: Box<TlsError>,
+    },
 }
 
 /// Picks a certificate by SNI.
@@ -119,21 +125,10 @@ fn load(
     chain: &Path,
     key: &Path,
 ) -> Result<CertifiedKey, TlsError> {
-    let pem_err = |path: &Path, message: String| TlsError::Pem {
-        path: path.display().to_string(),
-        message,
-    };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain)
-        .map_err(|e| pem_err(chain, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(chain, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(pem_err(chain, "no CERTIFICATE in the file".into()));
-    }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e.to_string()))?;
+    let certs = load_certs(chain)?;
     let signing = provider
         .key_provider
-        .load_private_key(der)
+        .load_private_key(load_key(key)?)
         .map_err(|source| TlsError::Key {
             path: key.display().to_string(),
             source,
@@ -144,4 +139,34 @@ fn load(
         source,
     })?;
     Ok(certified)
+}
+
+fn pem_err(path: &Path, message: String) -> TlsError {
+    TlsError::Pem {
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+/// Every `CERTIFICATE` of a PEM file, in order (a chain or a CA bundle).
+///
+/// # Errors
+/// [`TlsError::Pem`] when the file is unreadable, malformed or has none.
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(path, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err(path, "no CERTIFICATE in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
+///
+/// # Errors
+/// [`TlsError::Pem`] when the file is unreadable or holds no key.
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| pem_err(path, e.to_string()))
 }

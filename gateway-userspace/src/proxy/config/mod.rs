@@ -55,6 +55,42 @@ pub fn validate_and_resolve(
                 format!("upstream '{}' has no targets", u.name.get_ref()),
             ));
         }
+        let name = u.name.get_ref();
+        let proto = |p| match p {
+            upstream::UpstreamProtocol::Http1 => "http1",
+            upstream::UpstreamProtocol::H2c => "h2c",
+            upstream::UpstreamProtocol::H2 => "h2",
+            upstream::UpstreamProtocol::Auto => "auto",
+        };
+        match &u.tls {
+            None if u.protocol.needs_tls() => {
+                return Err(at(
+                    u.name.span(),
+                    format!(
+                        "upstream '{name}': protocol = \"{}\" is HTTP over TLS and needs a `tls` table \
+                         (for example tls = {{ ca_file = \"ca.pem\" }}, or tls = {{}} for the system roots)",
+                        proto(u.protocol)
+                    ),
+                ));
+            }
+            Some(_) if u.protocol == upstream::UpstreamProtocol::H2c => {
+                return Err(at(
+                    u.name.span(),
+                    format!(
+                        "upstream '{name}': h2c is HTTP/2 without TLS; use protocol = \"h2\" (or \"auto\") with `tls`"
+                    ),
+                ));
+            }
+            Some(t) if t.client_cert.is_some() != t.client_key.is_some() => {
+                return Err(at(
+                    u.name.span(),
+                    format!(
+                        "upstream '{name}': tls.client_cert and tls.client_key go together (mTLS)"
+                    ),
+                ));
+            }
+            _ => {}
+        }
         if u.health_check.enabled && !u.health_check.path.starts_with('/') {
             return Err(at(
                 u.name.span(),

@@ -51,6 +51,104 @@ pub struct Upstream {
     pub health_check: HealthCheck,
     #[serde(default)]
     pub passive: PassiveHealth,
+    /// How requests are spoken to the targets (`http1` by default).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// TLS to the targets (HTTPS, mTLS); absent = plaintext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) sent to the targets.
+    #[serde(default)]
+    pub host_header: HostHeader,
+}
+
+/// The protocol spoken to an upstream's targets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request per connection at a time, kept alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over plaintext with prior knowledge (RFC 9113 §3.3): one
+    /// multiplexed connection per target. Needs no `tls`.
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2` only). Needs `tls`.
+    H2,
+    /// TLS with ALPN `h2` and `http/1.1`: whatever the target picks. Needs
+    /// `tls` (Envoy's `auto_config`, NGINX has no equivalent).
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// Whether the protocol needs a `tls` table (`h2`, `auto`).
+    pub fn needs_tls(self) -> bool {
+        matches!(self, Self::H2 | Self::Auto)
+    }
+}
+
+/// TLS to an upstream's targets, with rustls (TLS 1.2 and 1.3, ring).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file of the CA certificates that may sign the targets'
+    /// certificates; absent = the system's roots (`/etc/ssl/certs`).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name sent as SNI and checked against the target's certificate;
+    /// absent = the `host_header` literal, else the target's DNS name, else
+    /// its IP address (checked against IP subjectAltNames, no SNI sent).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM certificate chain presented to targets that ask for one (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Check the target's certificate chain and name (the default). `false`
+    /// accepts any certificate, with a warning at every start and reload:
+    /// for a lab only, it gives up what TLS is for.
+    #[serde(default = "d::verify")]
+    pub verify: bool,
+}
+
+/// What is sent upstream as `Host` / `:authority` (NGINX
+/// `proxy_set_header Host`, Envoy `host_rewrite_literal` /
+/// `auto_host_rewrite`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's validated Host (NGINX `$host`, Envoy's default); the
+    /// target's `ip:port` when the client sent none (HTTP/1.0).
+    #[default]
+    Preserve,
+    /// The target as configured: `name:port` for a DNS target, `ip:port`
+    /// for an address (NGINX's default `$proxy_host`, Envoy
+    /// `auto_host_rewrite`).
+    Target,
+    /// This exact value, e.g. `api.internal.example` (Envoy
+    /// `host_rewrite_literal`). Checked as `uri-host [":" port]`.
+    Literal(http::HeaderValue),
+}
+
+impl<'de> Deserialize<'de> for HostHeader {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "preserve" => Ok(Self::Preserve),
+            "target" => Ok(Self::Target),
+            literal => {
+                // Normalized (lowercase, no trailing dot) as client Hosts are.
+                let parsed = crate::proxy::authority::parse(literal).ok();
+                match parsed.map(|a| http::HeaderValue::try_from(a.to_string())) {
+                    Some(Ok(v)) => Ok(Self::Literal(v)),
+                    _ => Err(serde::de::Error::custom(format!(
+                        "host_header must be \"preserve\", \"target\" or a host name with an optional \
+                         port (like \"api.internal:8443\"), not {literal:?}"
+                    ))),
+                }
+            }
+        }
+    }
 }
 
 /// How a target is chosen among the healthy ones.
@@ -173,6 +271,10 @@ mod d {
             )));
         }
         Ok(v)
+    }
+    /// Certificates are checked unless the config says otherwise.
+    pub fn verify() -> bool {
+        true
     }
     /// 2 extra attempts on connect failure (Envoy's default is 1, NGINX tries each target).
     pub fn retries() -> u32 {

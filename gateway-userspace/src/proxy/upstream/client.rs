@@ -1,33 +1,58 @@
-//! HTTP/1.1 connections to upstream targets, kept alive and reused per
-//! target (NGINX `keepalive`, Envoy's per-host connection pool).
+//! Connections to upstream targets, kept alive and reused per target
+//! (NGINX `keepalive`, Envoy's per-host connection pool), in the pool's
+//! `protocol`: HTTP/1.1, HTTP/2 with prior knowledge (`h2c`), HTTP/2 over
+//! TLS (`h2`) or whichever of the two the target picks by ALPN (`auto`),
+//! each over plaintext TCP or TLS (`upstream::tls`).
 //!
-//! Each target keeps a stack of idle connections (the most recently used is
-//! taken first, so a quiet period lets the older ones time out). A request
-//! takes one, or connects within `connect_timeout`; the connection goes back
-//! only when its response body was read to the end (never after an error,
-//! a stall or a client that went away, so a half-read response can never be
-//! taken for the next one). One task per connection drives its IO; nothing
-//! is spawned per request. A connection idle for longer than `idle_timeout`
-//! is closed when it is next looked at, and at most [`MAX_IDLE_PER_TARGET`]
-//! are kept per target.
+//! HTTP/1.1: each target keeps a stack of idle connections (the most
+//! recently used is taken first, so a quiet period lets the older ones time
+//! out). A request takes one, or connects within `connect_timeout`; the
+//! connection goes back only when its response body was read to the end
+//! (never after an error, a stall or a client that went away, so a
+//! half-read response can never be taken for the next one). At most
+//! [`MAX_IDLE_PER_TARGET`] are kept per target.
+//!
+//! HTTP/2: one multiplexed connection per target, shared by all requests
+//! (Envoy's default). Streams beyond the target's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` wait in hyper's queue until one ends;
+//! a connection the target closed (GOAWAY) is replaced on the next request.
+//! Opening it is serialized: concurrent first requests wait for one
+//! handshake instead of opening one connection each.
+//!
+//! One task per connection drives its IO; nothing is spawned per request.
+//! A connection idle for longer than `idle_timeout` is closed when it is
+//! next looked at.
 
 #![forbid(unsafe_code)]
 
 use std::{
     net::SocketAddr,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use http::{Request, Response};
-use hyper::{body::Incoming, client::conn::http1};
-use hyper_util::rt::TokioIo;
+use http::{Request, Response, Uri, header, uri::Scheme};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+    rt::{Read, Write},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
-use crate::proxy::body::ProxyBody;
+use crate::proxy::{
+    body::ProxyBody,
+    config::upstream::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol},
+    tls::TlsError,
+};
 
-/// Idle connections kept per target at most; beyond that a finished
-/// connection is closed (hyper-util's pool keeps any number).
+/// Idle HTTP/1.1 connections kept per target at most; beyond that a
+/// finished connection is closed (hyper-util's pool keeps any number).
 pub const MAX_IDLE_PER_TARGET: usize = 256;
 
 /// Why a request got no response.
@@ -40,6 +65,14 @@ pub enum SendError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The TLS handshake failed (untrusted or mismatched certificate, a
+    /// client certificate the target refused, no common protocol): nothing
+    /// was sent.
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The exchange failed after the request started going out (or the
     /// response head was malformed or larger than `max_response_header_bytes`).
     #[error(transparent)]
@@ -49,7 +82,7 @@ pub enum SendError {
 impl SendError {
     /// Whether nothing reached the upstream (a retry on another target is safe).
     pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect { .. })
+        matches!(self, Self::Connect { .. } | Self::Tls { .. })
     }
 
     /// Whether the response head did not fit `max_response_header_bytes`.
@@ -58,14 +91,31 @@ impl SendError {
     }
 }
 
-/// A target's idle connections.
-#[derive(Default)]
-pub struct IdleConns(Mutex<Vec<Idle>>);
+/// What ALPN said a target speaks (`protocol = "auto"`); 0, the default,
+/// is "not connected yet" (the first request opens a connection and learns).
+const ALPN_HTTP1: u8 = 1;
+const ALPN_H2: u8 = 2;
 
-impl std::fmt::Debug for IdleConns {
+/// A target's connections: idle HTTP/1.1 ones and the shared HTTP/2 one.
+#[derive(Default)]
+pub struct TargetConns {
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<Shared>>,
+    /// Held while the HTTP/2 connection is being opened.
+    h2_opening: tokio::sync::Mutex<()>,
+    /// What ALPN chose last time (`auto`), so the next request knows
+    /// whether to share the HTTP/2 connection or take an idle HTTP/1.1 one.
+    alpn: AtomicU8,
+}
+
+impl std::fmt::Debug for TargetConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.lock().map_or(0, |v| v.len());
-        write!(f, "IdleConns({n})")
+        write!(
+            f,
+            "TargetConns(idle: {}, h2: {})",
+            self.len(),
+            self.h2_open()
+        )
     }
 }
 
@@ -74,18 +124,27 @@ struct Idle {
     since: Instant,
 }
 
-impl IdleConns {
+struct Shared {
+    send: http2::SendRequest<ProxyBody>,
+    last_used: Instant,
+}
+
+impl TargetConns {
     fn pop(&self) -> Option<Idle> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    /// Puts a connection back whose last response was read to the end.
+    /// Puts a connection back whose last response was read to the end
+    /// (an HTTP/2 connection is shared and never leaves: nothing to do).
     pub fn put(&self, conn: Conn, idle_timeout: Duration) {
-        if conn.send.is_closed() {
+        let Conn(Lent::Http1(send)) = conn else {
+            return;
+        };
+        if send.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // The oldest are at the bottom: drop those that timed out.
         let expired = idle
             .iter()
@@ -93,48 +152,143 @@ impl IdleConns {
             .count();
         idle.drain(..expired);
         if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push(Idle {
-                send: conn.send,
-                since: now,
-            });
+            idle.push(Idle { send, since: now });
         }
     }
 
-    /// Idle connections right now (metrics, tests).
+    /// Idle HTTP/1.1 connections right now (metrics, tests).
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Whether no connection is idle.
+    /// Whether no HTTP/1.1 connection is idle.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Whether a shared HTTP/2 connection is open.
+    pub fn h2_open(&self) -> bool {
+        self.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| !s.send.is_closed())
+    }
+
+    /// The shared HTTP/2 connection, if it is open and was used within
+    /// `idle_timeout` (an older one is dropped, which closes it).
+    fn shared(&self, idle_timeout: Duration) -> Option<http2::SendRequest<ProxyBody>> {
+        let mut slot = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            Some(s) if !s.send.is_closed() && s.last_used.elapsed() < idle_timeout => {
+                s.last_used = Instant::now();
+                Some(s.send.clone())
+            }
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn set_shared(&self, send: http2::SendRequest<ProxyBody>) {
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(Shared {
+            send,
+            last_used: Instant::now(),
+        });
+    }
+
+    fn forget_shared(&self) {
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
-/// A connection lent to one request.
-pub struct Conn {
-    send: http1::SendRequest<ProxyBody>,
+/// A connection lent to one request: an HTTP/1.1 one goes back to the idle
+/// stack through [`TargetConns::put`]; an HTTP/2 one stays shared.
+pub struct Conn(Lent);
+
+enum Lent {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2,
+}
+
+/// A fresh connection after its handshake.
+enum Opened {
+    Http1(http1::SendRequest<ProxyBody>),
+    Http2(http2::SendRequest<ProxyBody>),
 }
 
 /// How connections to one pool's targets are made.
 pub struct Connector {
     connect_timeout: Duration,
     idle_timeout: Duration,
+    protocol: UpstreamProtocol,
     http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    tls: Option<TlsConnector>,
+    /// The certificate name checked (and sent as SNI): `tls.server_name`,
+    /// else a `host_header` literal; `None` = the target's own address.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl Connector {
-    /// `max_head`: the largest response head accepted, in bytes (hyper's
-    /// read buffer; at least 8192); a larger one fails as
-    /// [`SendError::head_too_large`].
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_head: usize) -> Self {
+    /// Builds the connector of one upstream: TLS settings are read here
+    /// (certificate files included).
+    ///
+    /// # Errors
+    /// A [`TlsError`] for a CA, certificate or key file that cannot be
+    /// used, or a `server_name` that is not a DNS name or an IP address.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
+        let name = config.name.get_ref();
         let mut http1 = http1::Builder::new();
-        http1.max_buf_size(max_head.max(8192));
-        Self {
-            connect_timeout,
-            idle_timeout,
+        // hyper fails a response whose head does not fit its buffer
+        // ("message head is too large"): the forward phase answers 502.
+        http1.max_buf_size(config.max_response_header_bytes.max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.max_header_list_size(
+            u32::try_from(config.max_response_header_bytes).unwrap_or(u32::MAX),
+        );
+        let (tls, server_name) = match &config.tls {
+            None => (None, None),
+            Some(t) => {
+                let explicit =
+                    t.server_name
+                        .as_deref()
+                        .map(str::to_owned)
+                        .or(match &config.host_header {
+                            HostHeader::Literal(v) => v.to_str().ok().map(|h| {
+                                // The certificate names the host, not the port.
+                                match crate::proxy::authority::parse(h) {
+                                    Ok(a) => a.host().to_owned(),
+                                    Err(_) => h.to_owned(),
+                                }
+                            }),
+                            _ => None,
+                        });
+                let server_name = explicit
+                    .map(|n| {
+                        super::tls::server_name(&n).map_err(|message| TlsError::Pem {
+                            path: format!("upstream '{name}' tls.server_name"),
+                            message,
+                        })
+                    })
+                    .transpose()?;
+                (
+                    Some(super::tls::connector(name, t, config.protocol)?),
+                    server_name,
+                )
+            }
+        };
+        Ok(Self {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            protocol: config.protocol,
             http1,
-        }
+            http2,
+            tls,
+            server_name,
+        })
     }
 
     /// How long an unused connection is kept.
@@ -142,21 +296,49 @@ impl Connector {
         self.idle_timeout
     }
 
-    /// Sends `req` to `addr` on an idle connection from `idle` or a new one
-    /// and returns the response head with the connection it came on (give
-    /// it back with [`IdleConns::put`] once the body is read to the end).
-    /// A reused connection that the upstream closed before the request went
-    /// out is retried once on a new connection, as hyper-util's pool does.
-    /// The request URI is sent as is (origin-form: path and query). When
-    /// no connection could be made the request comes back with the error,
-    /// untouched, for another target.
+    /// Whether requests may go out as HTTP/2 (`h2c`, `h2`, `auto`).
+    pub fn may_use_http2(&self) -> bool {
+        self.protocol != UpstreamProtocol::Http1
+    }
+
+    /// Whether requests can only go out as HTTP/2 (`h2c`, `h2`).
+    pub fn http2_only(&self) -> bool {
+        matches!(self.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2)
+    }
+
+    /// Sends `req` to `addr` and returns the response head with the
+    /// connection it came on (give it back with [`TargetConns::put`] once
+    /// the body is read to the end). The request comes in origin-form with a
+    /// `Host`; over HTTP/2 the Host becomes `:authority` and the scheme is
+    /// added (RFC 9113 §8.3.1). A reused connection that the upstream closed
+    /// before the request went out is retried once on a new connection, as
+    /// hyper-util's pool does. When no connection could be made the request
+    /// comes back with the error, untouched, for another target.
     pub async fn send(
         &self,
         addr: SocketAddr,
-        idle: &IdleConns,
+        conns: &TargetConns,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        let h2 = match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,
+            UpstreamProtocol::Auto => conns.alpn.load(Ordering::Relaxed) == ALPN_H2,
+        };
+        if h2 {
+            self.send_h2(addr, conns, req).await
+        } else {
+            self.send_h1(addr, conns, req).await
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        conns: &TargetConns,
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
-        while let Some(c) = idle.pop() {
+        while let Some(c) = conns.pop() {
             if c.since.elapsed() >= self.idle_timeout || c.send.is_closed() {
                 continue;
             }
@@ -166,7 +348,7 @@ impl Connector {
                 continue;
             }
             match send.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Conn { send })),
+                Ok(resp) => return Ok((resp, Conn(Lent::Http1(send)))),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed under us.
                     Some(r) => req = r,
@@ -174,39 +356,194 @@ impl Connector {
                 },
             }
         }
-        let mut send = match self.connect(addr).await {
-            Ok(s) => s,
-            Err(e) => return Err((e, Some(req))),
-        };
-        match send.send_request(req).await {
-            Ok(resp) => Ok((resp, Conn { send })),
-            Err(e) => Err((SendError::Http(e), None)),
+        match self.open(addr, conns).await {
+            Ok(Opened::Http1(mut send)) => match send.send_request(req).await {
+                Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
+                Err(e) => Err((SendError::Http(e), None)),
+            },
+            // `auto`, and the target chose HTTP/2 this time.
+            Ok(Opened::Http2(send)) => {
+                conns.set_shared(send.clone());
+                self.send_on_h2(addr, conns, send, req).await
+            }
+            Err(e) => Err((e, Some(req))),
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<ProxyBody>, SendError> {
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        conns: &TargetConns,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        let send = match conns.shared(self.idle_timeout) {
+            Some(s) => s,
+            None => {
+                let _opening = conns.h2_opening.lock().await;
+                match conns.shared(self.idle_timeout) {
+                    Some(s) => s,
+                    None => match self.open(addr, conns).await {
+                        Ok(Opened::Http2(s)) => {
+                            conns.set_shared(s.clone());
+                            s
+                        }
+                        // `auto`, and the target now chose HTTP/1.1.
+                        Ok(Opened::Http1(mut send)) => {
+                            return match send.send_request(req).await {
+                                Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
+                                Err(e) => Err((SendError::Http(e), None)),
+                            };
+                        }
+                        Err(e) => return Err((e, Some(req))),
+                    },
+                }
+            }
+        };
+        self.send_on_h2(addr, conns, send, req).await
+    }
+
+    /// Sends on a shared HTTP/2 connection; one that turns out closed (the
+    /// target sent GOAWAY) is replaced once.
+    async fn send_on_h2(
+        &self,
+        addr: SocketAddr,
+        conns: &TargetConns,
+        mut send: http2::SendRequest<ProxyBody>,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        self.to_http2(addr, &mut req);
+        for attempt in 0..2 {
+            if send.ready().await.is_ok() {
+                match send.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, Conn(Lent::Http2))),
+                    Err(mut e) => match e.take_message() {
+                        Some(r) => req = r,
+                        None => return Err((SendError::Http(e.into_error()), None)),
+                    },
+                }
+            }
+            conns.forget_shared();
+            if attempt == 1 {
+                break;
+            }
+            let _opening = conns.h2_opening.lock().await;
+            send = match conns.shared(self.idle_timeout) {
+                Some(s) => s,
+                None => match self.open(addr, conns).await {
+                    Ok(Opened::Http2(s)) => {
+                        conns.set_shared(s.clone());
+                        s
+                    }
+                    Ok(Opened::Http1(_)) | Err(_) => break,
+                },
+            };
+        }
+        Err((
+            SendError::Connect {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "the HTTP/2 connection closed before the request went out",
+                ),
+            },
+            Some(req),
+        ))
+    }
+
+    /// Origin-form + Host → absolute URI (`:scheme`, `:authority`, `:path`)
+    /// without a `host` field, as HTTP/2 wants it. Idempotent.
+    fn to_http2(&self, addr: SocketAddr, req: &mut Request<ProxyBody>) {
+        if req.uri().scheme().is_some() {
+            return;
+        }
+        let authority = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| h.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| addr.to_string());
+        let scheme = if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if let Ok(uri) = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+        {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
+    }
+
+    /// A new connection: TCP within `connect_timeout`, TLS if configured
+    /// (the handshake within `connect_timeout` too), then the protocol's
+    /// handshake. With `auto`, ALPN decides (and is remembered).
+    async fn open(&self, addr: SocketAddr, conns: &TargetConns) -> Result<Opened, SendError> {
         let failed = |source| SendError::Connect { addr, source };
+        let timed_out =
+            || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect_timeout passed");
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => {
-                return Err(failed(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connect_timeout passed",
-                )));
-            }
+            Err(_) => return Err(failed(timed_out())),
         };
         let _ = tcp.set_nodelay(true);
-        let (send, conn) = self
-            .http1
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(SendError::Http)?;
+        let Some(tls) = &self.tls else {
+            let h2 = self.protocol == UpstreamProtocol::H2c;
+            return self.handshake(addr, TokioIo::new(tcp), h2).await;
+        };
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        let tls_failed = |source| SendError::Tls { addr, source };
+        let stream = match tokio::time::timeout(self.connect_timeout, tls.connect(name, tcp)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(tls_failed(e)),
+            Err(_) => return Err(tls_failed(timed_out())),
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        match self.protocol {
+            UpstreamProtocol::H2 if !h2 => {
+                return Err(tls_failed(std::io::Error::other(
+                    "the target did not agree to HTTP/2 (ALPN h2); use protocol = \"auto\" or \"http1\"",
+                )));
+            }
+            UpstreamProtocol::Auto => conns
+                .alpn
+                .store(if h2 { ALPN_H2 } else { ALPN_HTTP1 }, Ordering::Relaxed),
+            _ => {}
+        }
+        self.handshake(addr, TokioIo::new(stream), h2).await
+    }
+
+    async fn handshake<I>(&self, addr: SocketAddr, io: I, h2: bool) -> Result<Opened, SendError>
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        if h2 {
+            let (send, conn) = self.http2.handshake(io).await.map_err(SendError::Http)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(target = %addr, error = %e, "upstream HTTP/2 connection ended with an error");
+                }
+            });
+            return Ok(Opened::Http2(send));
+        }
+        let (send, conn) = self.http1.handshake(io).await.map_err(SendError::Http)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(target = %addr, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(send)
+        Ok(Opened::Http1(send))
     }
 }

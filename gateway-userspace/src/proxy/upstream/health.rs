@@ -74,7 +74,7 @@ async fn check(
     if let Ok(host) = HeaderValue::try_from(target.addr.to_string()) {
         req.headers_mut().insert(http::header::HOST, host);
     }
-    let sent = pool.connector.send(target.addr, &target.idle, req);
+    let sent = pool.connector.send(target.addr, &target.conns, req);
     match tokio::time::timeout(timeout, sent).await {
         Ok(Ok((resp, _conn))) => resp.status().is_success(),
         _ => false,

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod health;
 pub mod pool;
+pub mod tls;
 
 pub mod stall;
 
@@ -26,8 +27,10 @@ use tokio::task::JoinHandle;
 use self::{client::Conn, pool::Pool, stall::ReadTimeout};
 use super::{
     body::{ProxyBody, Tripped},
-    config::Upstream as UpstreamConfig,
+    config::{Upstream as UpstreamConfig, upstream::HostHeader},
+    grpc,
     reject::{Reason, Rejection},
+    tls::TlsError,
 };
 
 /// All pools of one config generation, with their health-check tasks.
@@ -38,15 +41,28 @@ pub struct Pools {
 
 impl Pools {
     /// Builds the pools and starts their health checks (needs a runtime).
-    pub fn new(configs: &[UpstreamConfig]) -> Self {
+    ///
+    /// # Errors
+    /// [`TlsError::Upstream`] naming the pool whose TLS files cannot be
+    /// used; nothing is started then.
+    pub fn new(configs: &[UpstreamConfig]) -> Result<Self, TlsError> {
+        let built = configs
+            .iter()
+            .map(|c| {
+                Pool::new(c).map_err(|e| TlsError::Upstream {
+                    upstream: c.name.get_ref().clone(),
+                    source: Box::new(e),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut pools = HashMap::new();
         let mut tasks = Vec::new();
-        for c in configs {
-            let pool = Arc::new(Pool::new(c));
+        for pool in built {
+            let pool = Arc::new(pool);
             tasks.extend(health::spawn(&pool));
             pools.insert(pool.name.clone(), pool);
         }
-        Self { pools, tasks }
+        Ok(Self { pools, tasks })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
@@ -102,17 +118,58 @@ pub async fn forward(
         1
     };
     let mut tried = Vec::new();
+    let websocket = parts.headers.contains_key(header::UPGRADE);
+    let is_grpc = grpc::is_grpc(&parts.headers);
+    if websocket && pool.connector.may_use_http2() {
+        return Err(Rejection::new(
+            Reason::UpstreamFailed,
+            format!(
+                "upstream '{}' speaks HTTP/2; WebSocket routes need protocol = \"http1\"",
+                pool.name
+            ),
+        ));
+    }
+    if is_grpc && !pool.connector.may_use_http2() {
+        return Err(Rejection::new(
+            Reason::UpstreamFailed,
+            format!(
+                "upstream '{}' speaks HTTP/1.1; gRPC needs protocol = \"h2c\", \"h2\" or \"auto\"",
+                pool.name
+            ),
+        ));
+    }
+    // gRPC's deadline bounds the wait for the response head too: the
+    // smaller of it and the pool's `request_timeout` (Envoy
+    // `max_grpc_timeout`). The header itself is forwarded unchanged.
+    let head_timeout = match grpc::timeout(&parts.headers).filter(|_| is_grpc) {
+        Some(t) => t.min(pool.request_timeout()),
+        None => pool.request_timeout(),
+    };
     // A new request (HTTP/1.1, no extensions) with the client's method and
     // the prepared headers, moved rather than copied: a retry reuses it.
     let mut req = Request::new(body);
     *req.method_mut() = parts.method;
     *req.headers_mut() = parts.headers;
+    if is_grpc {
+        // gRPC servers may insist on it (gRPC over HTTP/2 spec); it is the
+        // only `TE` HTTP/2 allows (RFC 9113 §8.2.2).
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // Origin-form on the wire (RFC 9112 §3.2.1).
     *req.uri_mut() = Uri::try_from(path_and_query)
         .map_err(|_| Rejection::new(Reason::BadPath, "the request target cannot be forwarded"))?;
-    // As hyper-util's client did: the target is the Host when the client
-    // sent none (HTTP/2 without one, HTTP/1.0); it follows a retry.
-    let host_is_target = !req.headers().contains_key(header::HOST);
+    // `preserve`: the client's validated Host, or the target when the
+    // client sent none (HTTP/1.0), as hyper-util's client did; it follows a
+    // retry. `target`: always the target. A literal: set once.
+    let host_is_target = match &pool.config.host_header {
+        HostHeader::Preserve => !req.headers().contains_key(header::HOST),
+        HostHeader::Target => true,
+        HostHeader::Literal(v) => {
+            req.headers_mut().insert(header::HOST, v.clone());
+            false
+        }
+    };
     loop {
         let Some((target, in_flight)) = pool.pick(&tried) else {
             let reason = if tried.is_empty() {
@@ -129,8 +186,8 @@ pub async fn forward(
         if host_is_target && let Ok(v) = HeaderValue::try_from(target.addr.to_string()) {
             req.headers_mut().insert(header::HOST, v);
         }
-        let sent = pool.connector.send(target.addr, &target.idle, req);
-        match tokio::time::timeout(pool.request_timeout(), sent).await {
+        let sent = pool.connector.send(target.addr, &target.conns, req);
+        match tokio::time::timeout(head_timeout, sent).await {
             Ok(Ok((resp, conn))) => {
                 if let Err(detail) = relayable(&resp, pool.config.max_response_header_bytes) {
                     // hyper keeps both headers and decodes the body as
@@ -162,7 +219,13 @@ pub async fn forward(
                     return Err(Rejection::new(reason, limit_detail(reason)));
                 }
                 pool.record_failure(&target);
-                tracing::debug!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");
+                if matches!(e, client::SendError::Tls { .. }) {
+                    // Says why (unknown issuer, name mismatch, a refused
+                    // client certificate): an operator's fix, not noise.
+                    tracing::warn!(upstream = %pool.name, target = %target.addr, error = %e, "upstream TLS handshake failed");
+                } else {
+                    tracing::debug!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");
+                }
                 if let Some(unsent) = unsent
                     && e.is_connect()
                     && (tried.len() as u32) < max_attempts
@@ -209,7 +272,7 @@ impl Lease {
     /// The response was read to its end: the connection may serve another.
     fn release(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.in_flight.target().idle.put(conn, self.idle_timeout);
+            self.in_flight.target().conns.put(conn, self.idle_timeout);
         }
     }
 }

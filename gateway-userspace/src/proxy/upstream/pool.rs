@@ -16,8 +16,11 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::client::{Connector, IdleConns};
-use crate::proxy::config::{Balance, Upstream as UpstreamConfig};
+use super::client::{Connector, TargetConns};
+use crate::proxy::{
+    config::{Balance, Upstream as UpstreamConfig},
+    tls::TlsError,
+};
 
 /// One upstream target and what we know about its health.
 #[derive(Debug)]
@@ -31,7 +34,7 @@ pub struct Target {
     ejections: AtomicU64,
     ejected_until: Mutex<Option<Instant>>,
     /// Kept-alive connections to this target.
-    pub idle: IdleConns,
+    pub conns: TargetConns,
 }
 
 impl Target {
@@ -43,7 +46,7 @@ impl Target {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
-            idle: IdleConns::default(),
+            conns: TargetConns::default(),
         }
     }
 
@@ -107,15 +110,13 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &UpstreamConfig) -> Self {
-        // hyper fails a response whose head does not fit its buffer
-        // ("message head is too large"): the forward phase answers 502.
-        let connector = Connector::new(
-            config.connect_timeout,
-            config.idle_timeout,
-            config.max_response_header_bytes,
-        );
-        Self {
+    /// Builds a pool; its connector reads the TLS files.
+    ///
+    /// # Errors
+    /// A [`TlsError`] when the upstream's TLS settings cannot be used.
+    pub fn new(config: &UpstreamConfig) -> Result<Self, TlsError> {
+        let connector = Connector::new(config)?;
+        Ok(Self {
             name: config.name.get_ref().as_str().into(),
             targets: config
                 .targets
@@ -125,7 +126,7 @@ impl Pool {
             connector,
             config: config.clone(),
             next: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Picks an available target not in `tried`, and counts the request on
