@@ -910,3 +910,149 @@ async fn grpc_to_an_http1_upstream_is_unavailable_not_a_downgrade() {
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     assert!(origin.requests().is_empty());
 }
+
+/// A gRPC-Web call over HTTP/1.1, as a browser sends it: (status,
+/// headers, body bytes).
+async fn grpc_web_call(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header("host", "app.example.com")
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the response ends")
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (parts.status.as_u16(), parts.headers, bytes)
+}
+
+/// A length-prefixed gRPC message (flag 0).
+fn grpc_frame(m: &Msg) -> Vec<u8> {
+    let encoded = prost::Message::encode_to_vec(m);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    frame
+}
+
+/// Splits a gRPC-Web body into (messages, trailer block).
+fn web_messages(mut b: &[u8]) -> (Vec<Msg>, String) {
+    let (mut msgs, mut trailers) = (Vec::new(), String::new());
+    while b.len() >= 5 {
+        let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        let payload = &b[5..5 + len];
+        if b[0] & 0x80 != 0 {
+            trailers = String::from_utf8(payload.to_vec()).unwrap();
+        } else {
+            msgs.push(<Msg as prost::Message>::decode(payload).unwrap());
+        }
+        b = &b[5 + len..];
+    }
+    assert!(b.is_empty(), "trailing bytes");
+    (msgs, trailers)
+}
+
+/// Base64 that may be padded per chunk, as gRPC-Web text allows.
+fn decode_chunked_base64(text: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in (0..text.len()).step_by(4) {
+        if text[i..i + 4].contains(&b'=') || i + 4 == text.len() {
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(&text[start..i + 4], &mut out)
+                .unwrap();
+            start = i + 4;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn grpc_web_is_translated_to_grpc_and_back() {
+    let (backend, echo) = grpc_backend().await;
+    let (_p, addr) = grpc_gateway(backend).await;
+
+    // Binary.
+    let (status, h, body) = grpc_web_call(
+        addr,
+        "/test.Echo/Unary",
+        "application/grpc-web+proto",
+        grpc_frame(&msg("from a browser")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["content-type"], "application/grpc-web+proto");
+    let (msgs, trailers) = web_messages(&body);
+    assert_eq!(msgs, [msg("from a browser")], "{h:?} {body:?}");
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+    {
+        let seen = echo.seen.lock().unwrap();
+        assert_eq!(seen[0]["content-type"], "application/grpc+proto");
+        assert_eq!(seen[0]["te"], "trailers");
+    }
+
+    // Text (base64 both ways).
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(grpc_frame(&msg("text mode")));
+    let (status, h, body) = grpc_web_call(
+        addr,
+        "/test.Echo/Unary",
+        "application/grpc-web-text",
+        text.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["content-type"], "application/grpc-web-text");
+    let (msgs, trailers) = web_messages(&decode_chunked_base64(&body));
+    assert_eq!(msgs, [msg("text mode")]);
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+    assert_eq!(
+        echo.seen.lock().unwrap()[1]["content-type"],
+        "application/grpc"
+    );
+
+    // The upstream's error without a message is trailers-only: its status
+    // stays in the headers, where gRPC-Web reads it too.
+    let (status, h, body) = grpc_web_call(
+        addr,
+        "/test.Echo/Unary",
+        "application/grpc-web",
+        grpc_frame(&msg("fail")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["grpc-status"], "5");
+    // As tonic encoded it, unchanged.
+    assert_eq!(h["grpc-message"], "no%20such%20thing:%20100%25");
+    assert!(body.is_empty());
+
+    // The gateway's own refusal, in the call's content type.
+    let (status, h, body) = grpc_web_call(
+        addr,
+        "/secure.Echo/Unary",
+        "application/grpc-web+proto",
+        grpc_frame(&msg("no key")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(h["grpc-status"], "16");
+    assert_eq!(h["content-type"], "application/grpc-web+proto");
+    assert!(body.is_empty());
+    assert_eq!(echo.seen.lock().unwrap().len(), 3);
+}

@@ -75,21 +75,20 @@ pub fn status_code(status: StatusCode) -> u8 {
     }
 }
 
-/// A trailers-only gRPC response for a refusal: HTTP 200, `content-type:
-/// application/grpc`, `grpc-status` and a percent-encoded `grpc-message`
-/// (the problem detail) in the header block, no body. The rejection's own
+/// A trailers-only gRPC response for a refusal: HTTP 200, the call's own
+/// `content-type` (`application/grpc+proto`, `application/grpc-web`, ...),
+/// `grpc-status` and a percent-encoded `grpc-message`
+/// (the problem detail) in the header block, no body (gRPC-Web keeps a
+/// trailers-only status in the headers too). The rejection's own
 /// headers (`WWW-Authenticate`, `Retry-After`, `RateLimit`) are kept; the
 /// request id goes in `x-request-id` as on every answer.
-pub fn refusal(rejection: &Rejection) -> Response<ProxyBody> {
+pub fn refusal(rejection: &Rejection, content_type: &HeaderValue) -> Response<ProxyBody> {
     let mut resp = Response::new(body::empty());
     let h = resp.headers_mut();
     for (name, value) in &rejection.headers {
         h.append(name.clone(), value.clone());
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
+    h.insert(header::CONTENT_TYPE, content_type.clone());
     h.insert(
         "grpc-status",
         HeaderValue::from(u16::from(status_code(rejection.reason.status()))),

@@ -13,6 +13,7 @@ pub mod cors;
 mod date;
 pub mod demo;
 pub mod grpc;
+pub mod grpc_web;
 pub mod h1_scan;
 pub mod h2_guard;
 pub mod h2_server;

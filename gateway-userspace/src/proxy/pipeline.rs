@@ -47,7 +47,7 @@ use super::{
     body::{self, BoxError, Limited, ProxyBody, Tripped},
     check, client_ip,
     conn::ConnInfo,
-    cors, grpc,
+    cors, grpc, grpc_web,
     headers::{self, Forwarding},
     hooks::{Extras, RequestContext},
     reject::{Reason, Rejection},
@@ -93,8 +93,12 @@ where
     let h1 = req.version() <= Version::HTTP_11;
     let may_switch =
         h1 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
-    // A gRPC call gets its refusals as gRPC statuses and is never buffered.
+    // A gRPC call gets its refusals as gRPC statuses (in its own content
+    // type: gRPC or gRPC-Web) and is never buffered.
     let grpc = grpc::is_grpc(req.headers());
+    let grpc_type = grpc
+        .then(|| req.headers().get(header::CONTENT_TYPE).cloned())
+        .flatten();
     // The client's hop-by-hop fields go first, before the gateway adds any
     // header of its own, so `Connection` can only remove what the client sent.
     headers::strip_hop_by_hop(req.headers_mut());
@@ -158,8 +162,8 @@ where
         Ok(resp) => (resp, false),
         Err(rejection) => {
             outcome.reason = Some(rejection.reason);
-            let mut resp = if grpc {
-                grpc::refusal(&rejection)
+            let mut resp = if let Some(ct) = &grpc_type {
+                grpc::refusal(&rejection, ct)
             } else {
                 problem_response(&rejection, &request_id)
             };
@@ -455,6 +459,12 @@ where
         )
     })?;
     let (mut parts, body) = req.into_parts();
+    // gRPC-Web goes upstream as gRPC (and comes back translated).
+    let web = grpc_web::Call::of(&parts.headers);
+    let body = match &web {
+        Some(call) => call.to_grpc(&mut parts.headers, body),
+        None => body,
+    };
     // The gateway met the client's `Expect: 100-continue` itself (its 100
     // went out when the body was first read): the upstream gets the body,
     // not the expectation (Envoy's default, `proxy_100_continue: false`).
@@ -538,7 +548,11 @@ where
         return Ok(Response::from_parts(head, body::empty()));
     }
     headers::clean_response(resp.headers_mut());
-    Ok(upstream::guarded_body(resp, in_flight))
+    let resp = upstream::guarded_body(resp, in_flight);
+    Ok(match web {
+        Some(call) => call.to_web(resp),
+        None => resp,
+    })
 }
 
 /// The gateway's answer to `OPTIONS *` (RFC 9110 §9.3.7): 200, `Allow`
