@@ -6,9 +6,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod limits;
 pub mod listener;
 pub mod route;
+pub mod target;
 pub mod upstream;
 
 use std::collections::HashSet;
@@ -16,6 +18,8 @@ use std::collections::HashSet;
 pub use limits::{Limits, SecurityHeaders, SecurityHeadersOverride, UnderscoreHeaders};
 pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
 pub use route::{HostPattern, PathPattern, Route};
+pub use dns::DnsSection;
+pub use target::TargetSpec;
 pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
 
 use crate::config::{Config, ConfigError};

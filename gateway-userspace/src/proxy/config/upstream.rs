@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -16,8 +16,9 @@ use toml::Spanned;
 pub struct Upstream {
     /// Name routes refer to.
     pub name: Spanned<String>,
-    /// `ip:port` of each target (no DNS names yet).
-    pub targets: Vec<SocketAddr>,
+    /// Each target: `ip:port`, `name:port` or `srv:_service._proto.name`
+    /// (names are resolved in the background, see `[dns]`).
+    pub targets: Vec<super::TargetSpec>,
     #[serde(default)]
     pub balance: Balance,
     /// Time allowed to establish a TCP connection to a target.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dns;
 pub mod health;
 pub mod pool;
 
@@ -26,27 +27,62 @@ use tokio::task::JoinHandle;
 use self::{client::Conn, pool::Pool, stall::ReadTimeout};
 use super::{
     body::{ProxyBody, Tripped},
-    config::Upstream as UpstreamConfig,
+    config::{DnsSection, Upstream as UpstreamConfig},
     reject::{Reason, Rejection},
 };
 
-/// All pools of one config generation, with their health-check tasks.
+/// All pools of one config generation, with their health-check and DNS
+/// tasks.
 pub struct Pools {
     pools: HashMap<Arc<str>, Arc<Pool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Pools {
-    /// Builds the pools and starts their health checks (needs a runtime).
-    pub fn new(configs: &[UpstreamConfig]) -> Self {
+    /// Builds the pools and starts their health checks and the lookups of
+    /// targets given by name (needs a runtime).
+    pub fn new(configs: &[UpstreamConfig], dns: &DnsSection) -> Self {
         let mut pools = HashMap::new();
         let mut tasks = Vec::new();
+        let resolver = configs
+            .iter()
+            .any(|c| c.targets.iter().any(|t| t.is_dns()))
+            .then(|| dns::Resolver::new(dns));
         for c in configs {
             let pool = Arc::new(Pool::new(c));
             tasks.extend(health::spawn(&pool));
+            if let Some(r) = &resolver {
+                tasks.extend(dns::spawn(&pool, r));
+            }
             pools.insert(pool.name.clone(), pool);
         }
         Self { pools, tasks }
+    }
+
+    /// Waits until every name was looked up once, for at most `limit` (a
+    /// fresh start serves resolved names from its first request). Names
+    /// still unanswered then keep resolving in the background.
+    pub async fn settle(&self, limit: Duration) {
+        let all = futures_util::future::join_all(self.pools.values().map(|p| p.dns.settled()));
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                waited_secs = limit.as_secs_f64(),
+                "some upstream names have no DNS answer yet; they get no traffic until they resolve"
+            );
+        }
+    }
+
+    /// Starts each name of a new generation with `old`'s last good answer
+    /// for the same pool and entry, until its own lookup answers (a reload
+    /// never empties a pool whose names resolved before).
+    pub fn adopt(&self, old: &Pools) {
+        for (name, pool) in &self.pools {
+            if let Some(prev) = old.pools.get(name)
+                && pool.dns.adopt(&prev.dns)
+            {
+                dns::publish(pool);
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
