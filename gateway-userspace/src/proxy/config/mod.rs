@@ -45,6 +45,9 @@ pub fn validate_and_resolve(
         message,
     };
 
+    for u in &mut config.upstreams {
+        u.parse_targets().map_err(|(span, m)| at(span, m))?;
+    }
     let mut names = HashSet::new();
     for u in &config.upstreams {
         if !names.insert(u.name.get_ref().clone()) {

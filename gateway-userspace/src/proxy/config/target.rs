@@ -14,11 +14,8 @@ use std::{
     sync::Arc,
 };
 
-use serde::Deserialize;
-
 /// A parsed `targets` entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TargetSpec {
     /// A literal address: `10.0.0.1:8080`, `[2001:db8::1]:8080`.
     Addr(SocketAddr),

@@ -17,8 +17,14 @@ pub struct Upstream {
     /// Name routes refer to.
     pub name: Spanned<String>,
     /// Each target: `ip:port`, `name:port` or `srv:_service._proto.name`
-    /// (names are resolved in the background, see `[dns]`).
+    /// (names are resolved in the background, see `[dns]`). Filled from
+    /// the entries as written by [`Upstream::parse_targets`] while the
+    /// config is validated.
+    #[serde(skip)]
     pub targets: Vec<super::TargetSpec>,
+    /// The `targets` entries as written, with their positions for errors.
+    #[serde(rename = "targets")]
+    target_entries: Vec<Spanned<String>>,
     #[serde(default)]
     pub balance: Balance,
     /// Time allowed to establish a TCP connection to a target.
@@ -52,6 +58,19 @@ pub struct Upstream {
     pub health_check: HealthCheck,
     #[serde(default)]
     pub passive: PassiveHealth,
+}
+
+impl Upstream {
+    /// Parses the `targets` entries into [`Upstream::targets`]; on error,
+    /// the byte range of the wrong entry and what is wrong with it.
+    pub(crate) fn parse_targets(&mut self) -> Result<(), (std::ops::Range<usize>, String)> {
+        self.targets = self
+            .target_entries
+            .iter()
+            .map(|e| super::TargetSpec::try_from(e.get_ref().clone()).map_err(|m| (e.span(), m)))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
 }
 
 /// How a target is chosen among the healthy ones.

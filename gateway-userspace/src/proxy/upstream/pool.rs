@@ -374,3 +374,106 @@ fn spread(i: u64, total: u64) -> u64 {
     }
     ((u128::from(i) * u128::from(K)) % u128::from(total)) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn pool(extra: &str) -> Pool {
+        let c = Config::parse(
+            &format!("[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\"]\n{extra}\n"),
+            "t",
+        )
+        .unwrap();
+        Pool::new(&c.upstreams[0])
+    }
+
+    fn member(port: u16, weight: u16, priority: u16) -> Member {
+        Member {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            host: Some("srv.test".into()),
+            weight,
+            priority,
+        }
+    }
+
+    /// Ports picked by `n` picks in a row (each released at once).
+    fn picks(p: &Pool, n: usize) -> Vec<u16> {
+        (0..n)
+            .map(|_| p.pick(&[]).map(|(t, _)| t.addr.port()).unwrap())
+            .collect()
+    }
+
+    fn count(v: &[u16], port: u16) -> usize {
+        v.iter().filter(|p| **p == port).count()
+    }
+
+    #[tokio::test]
+    async fn weighted_round_robin_is_exact_per_cycle_and_interleaved() {
+        let p = pool("");
+        p.set_members(&[member(1, 3, 0), member(2, 1, 0)]);
+        for cycle in picks(&p, 40).chunks(4) {
+            assert_eq!(count(cycle, 1), 3, "{cycle:?}");
+            assert_eq!(count(cycle, 2), 1, "{cycle:?}");
+        }
+        // Not three in a row then one: runs of the heavy target are short.
+        let v = picks(&p, 8);
+        assert!(v.windows(4).all(|w| w.contains(&1)), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn lower_priority_wins_and_the_backup_takes_over() {
+        let p = pool("");
+        p.set_members(&[member(1, 1, 10), member(2, 1, 10), member(3, 9, 20)]);
+        let v = picks(&p, 10);
+        assert_eq!(count(&v, 3), 0, "{v:?}");
+        // Tried targets are excluded: the backup tier is next.
+        let tried = [
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            SocketAddr::from(([127, 0, 0, 1], 2)),
+        ];
+        assert_eq!(p.pick(&tried).unwrap().0.addr.port(), 3);
+    }
+
+    #[tokio::test]
+    async fn weight_zero_only_when_all_are_zero() {
+        let p = pool("");
+        p.set_members(&[member(1, 0, 0), member(2, 5, 0)]);
+        assert_eq!(count(&picks(&p, 10), 1), 0);
+        p.set_members(&[member(1, 0, 0), member(2, 0, 0)]);
+        let v = picks(&p, 10);
+        assert_eq!(count(&v, 1), 5, "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn least_connections_divides_by_weight() {
+        let p = pool("balance = \"least_connections\"");
+        p.set_members(&[member(1, 3, 0), member(2, 1, 0)]);
+        // Keep every request in flight: 3 of 4 go to the weight-3 target.
+        let held: Vec<_> = (0..8).map(|_| p.pick(&[]).unwrap()).collect();
+        let on_1 = held.iter().filter(|(t, _)| t.addr.port() == 1).count();
+        assert_eq!(on_1, 6);
+    }
+
+    #[tokio::test]
+    async fn members_that_stay_keep_their_target() {
+        let p = pool("");
+        let first = p.targets();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].host.is_none());
+        let changes = p.set_members(&[Member::literal(first[0].addr), member(2, 1, 0)]);
+        assert_eq!(changes.added, [member(2, 1, 0).addr]);
+        assert!(changes.removed.is_empty());
+        let second = p.targets();
+        assert!(Arc::ptr_eq(&first[0], &second[0]));
+        // The same set in another order, with a new weight: no change.
+        let changes = p.set_members(&[member(2, 7, 0), Member::literal(first[0].addr)]);
+        assert!(changes.is_empty());
+        assert_eq!(second[1].weight(), 7);
+        let changes = p.set_members(&[member(2, 7, 0)]);
+        assert_eq!(changes.removed, [first[0].addr]);
+        assert!(Arc::ptr_eq(&p.targets()[0], &second[1]));
+        assert_eq!(p.membership_changes(), (1, 1));
+    }
+}
