@@ -367,6 +367,32 @@ async fn passive_ejection_survives_a_membership_change() {
     assert_eq!(pool(&p).membership_changes(), (3, 0));
 }
 
+#[tokio::test]
+async fn reload_keeps_resolved_addresses_while_dns_is_down() {
+    let dns = Dns::start().await;
+    let (a, _b, port) = origin_pair().await;
+    dns.set_a("api.test.", &[A_IP]);
+    let toml = config(&dns, &format!("\"api.test:{port}\""), "");
+    let (p, addr) = proxy(&toml).await;
+    assert_eq!(get(addr, "/", "").await.status, 200);
+    dns.set_mode(Mode::Silent);
+    // The new generation cannot resolve; it starts from the old answer.
+    let full = format!("{toml}\n[xdp]\nenabled = false\n");
+    let config = Config::parse(&full, "test.toml").unwrap();
+    p.reload(&config, gateway::proxy::Hooks::default()).unwrap();
+    let before = a.requests().len();
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/", "").await.status, 200);
+    }
+    assert_eq!(a.requests().len(), before + 5);
+    let t = pool(&p).targets();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].addr, SocketAddr::from((A_IP, port)));
+    // It is the new generation, and its own lookups fail.
+    until(addr, 300, "the new generation's lookup fails", || failures(&p) > 0).await;
+    assert_eq!(pool(&p).targets().len(), 1);
+}
+
 #[test]
 fn bad_targets_are_config_errors_with_line_and_column() {
     for (target, expected) in [
