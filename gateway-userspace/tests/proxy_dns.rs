@@ -79,7 +79,11 @@ impl Dns {
     }
 
     fn set_a(&self, name: &str, ips: &[Ipv4Addr]) {
-        self.zone.lock().unwrap().a.insert(name.into(), ips.to_vec());
+        self.zone
+            .lock()
+            .unwrap()
+            .a
+            .insert(name.into(), ips.to_vec());
     }
 
     fn set_srv(&self, name: &str, records: &[(u16, u16, u16, &str)]) {
@@ -271,14 +275,21 @@ async fn failed_lookups_keep_the_last_good_addresses() {
         for _ in 0..5 {
             assert_eq!(get(addr, "/", "").await.status, 200, "{mode:?}");
         }
-        assert_eq!(a.requests().len(), before + 5, "{mode:?}: still served by a");
+        assert_eq!(
+            a.requests().len(),
+            before + 5,
+            "{mode:?}: still served by a"
+        );
         assert_eq!(pool(&p).targets().len(), 1);
     }
     // NXDOMAIN (the name is gone) is a failure too: the set stays.
     dns.set_mode(Mode::Answer);
     dns.zone.lock().unwrap().a.clear();
     let seen = failures(&p);
-    until(addr, 300, "NXDOMAIN counted as a failure", || failures(&p) > seen).await;
+    until(addr, 300, "NXDOMAIN counted as a failure", || {
+        failures(&p) > seen
+    })
+    .await;
     assert_eq!(get(addr, "/", "").await.status, 200);
     assert!(b.requests().is_empty());
     assert_eq!(pool(&p).membership_changes(), (1, 0));
@@ -291,7 +302,10 @@ async fn failed_lookups_keep_the_last_good_addresses() {
 
     // Answers again: the loop kept going.
     dns.set_a("api.test.", &[B_IP]);
-    until(addr, 200, "recovers after failures", || !b.requests().is_empty()).await;
+    until(addr, 200, "recovers after failures", || {
+        !b.requests().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -336,7 +350,8 @@ async fn passive_ejection_survives_a_membership_change() {
     // 127.0.0.4:<port> has nothing listening.
     let dead = SocketAddr::from((Ipv4Addr::new(127, 0, 0, 4), port));
     dns.set_a("api.test.", &[Ipv4Addr::new(127, 0, 0, 4), A_IP]);
-    let extra = "retries = 1\n[upstreams.passive]\nconsecutive_failures = 1\nejection_time = \"10m\"\n";
+    let extra =
+        "retries = 1\n[upstreams.passive]\nconsecutive_failures = 1\nejection_time = \"10m\"\n";
     let (p, addr) = proxy(&config(&dns, &format!("\"api.test:{port}\""), extra)).await;
     // Round robin reaches the dead address within two requests: it is
     // ejected and the request retried on a.
@@ -367,6 +382,44 @@ async fn passive_ejection_survives_a_membership_change() {
     assert_eq!(pool(&p).membership_changes(), (3, 0));
 }
 
+/// Health checks seen by an origin.
+fn checks(o: &Origin) -> usize {
+    o.seen().iter().filter(|s| s.uri == "/healthz").count()
+}
+
+/// Waits (bounded, polling) until `done` holds.
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within the bound");
+}
+
+#[tokio::test]
+async fn active_health_checks_follow_membership() {
+    let dns = Dns::start().await;
+    let (a, b, port) = origin_pair().await;
+    dns.set_a("api.test.", &[A_IP]);
+    let extra = "[upstreams.health_check]\nenabled = true\ninterval = \"100ms\"\n";
+    let (_p, _addr) = proxy(&config(&dns, &format!("\"api.test:{port}\""), extra)).await;
+    wait_for("a is checked", || checks(&a) >= 2).await;
+    assert_eq!(checks(&b), 0);
+    dns.set_a("api.test.", &[B_IP]);
+    wait_for("b joins and is checked", || checks(&b) >= 1).await;
+    let a_then = checks(&a);
+    // Three more checks of b: a's task had time to run if it still did.
+    let b_then = checks(&b);
+    wait_for("b keeps being checked", || checks(&b) >= b_then + 3).await;
+    assert!(
+        checks(&a) <= a_then + 1,
+        "a removed, its checks stopped ({a_then} then {})",
+        checks(&a)
+    );
+}
+
 #[tokio::test]
 async fn reload_keeps_resolved_addresses_while_dns_is_down() {
     let dns = Dns::start().await;
@@ -388,8 +441,16 @@ async fn reload_keeps_resolved_addresses_while_dns_is_down() {
     let t = pool(&p).targets();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].addr, SocketAddr::from((A_IP, port)));
+    assert_eq!(
+        pool(&p).membership_changes(),
+        (0, 0),
+        "taken over, not counted"
+    );
     // It is the new generation, and its own lookups fail.
-    until(addr, 300, "the new generation's lookup fails", || failures(&p) > 0).await;
+    until(addr, 300, "the new generation's lookup fails", || {
+        failures(&p) > 0
+    })
+    .await;
     assert_eq!(pool(&p).targets().len(), 1);
 }
 
@@ -398,13 +459,15 @@ fn bad_targets_are_config_errors_with_line_and_column() {
     for (target, expected) in [
         ("api.test", "missing port: write api.test:<port>"),
         ("api..test:80", "empty label"),
-        ("srv:_http._tcp.api.test:80", "takes its ports from the SRV records"),
+        (
+            "srv:_http._tcp.api.test:80",
+            "takes its ports from the SRV records",
+        ),
         ("srv:api.test", "_service._proto.name"),
         ("10.0.0.300:80", "not a valid IP address or DNS name"),
     ] {
-        let toml = format!(
-            "[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\", \"{target}\"]\n"
-        );
+        let toml =
+            format!("[[upstreams]]\nname = \"u\"\ntargets = [\"127.0.0.1:1\", \"{target}\"]\n");
         let e = Config::parse(&toml, "gw.toml").unwrap_err().to_string();
         assert!(e.starts_with("gw.toml:3:27:"), "{target}: {e}");
         assert!(e.contains(expected), "{target}: {e}");
@@ -412,7 +475,10 @@ fn bad_targets_are_config_errors_with_line_and_column() {
     // A list over several lines: the line and column of the entry.
     let toml = "[[upstreams]]\nname = \"u\"\ntargets = [\n  \"api.test:80\",\n  \"api.test\",\n]\n";
     let e = Config::parse(toml, "gw.toml").unwrap_err().to_string();
-    assert!(e.starts_with("gw.toml:5:3: target 'api.test': missing port"), "{e}");
+    assert!(
+        e.starts_with("gw.toml:5:3: target 'api.test': missing port"),
+        "{e}"
+    );
     let e = Config::parse("[dns]\nnameservers = [\"ns1.test\"]\n", "gw.toml")
         .unwrap_err()
         .to_string();

@@ -148,10 +148,16 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse("[dns]\nnameservers = [\"dns.google\"]\n").unwrap_err();
         assert!(e.starts_with("gw.toml:2:"), "{e}");
-        assert!(e.contains("nameserver 'dns.google' is not an IP address"), "{e}");
+        assert!(
+            e.contains("nameserver 'dns.google' is not an IP address"),
+            "{e}"
+        );
         let e = parse("[dns]\nmin_ttl = \"10m\"\nmax_ttl = \"1m\"\n").unwrap_err();
         assert!(e.starts_with("gw.toml:1:"), "{e}");
-        assert!(e.contains("min_ttl (10m) is longer than max_ttl (1m)"), "{e}");
+        assert!(
+            e.contains("min_ttl (10m) is longer than max_ttl (1m)"),
+            "{e}"
+        );
         let e = parse("[dns]\nmin_ttl = \"0s\"\n").unwrap_err();
         assert!(e.starts_with("gw.toml:2:"), "{e}");
         let e = parse("[dns]\nnameserver = []\n").unwrap_err();

@@ -15,10 +15,10 @@ pub mod upstream;
 
 use std::collections::HashSet;
 
+pub use dns::DnsSection;
 pub use limits::{Limits, SecurityHeaders, SecurityHeadersOverride, UnderscoreHeaders};
 pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
 pub use route::{HostPattern, PathPattern, Route};
-pub use dns::DnsSection;
 pub use target::TargetSpec;
 pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
 

@@ -152,7 +152,11 @@ fn dns_name(s: &str, srv: bool) -> Result<Arc<str>, String> {
     }
     let last = name.rsplit('.').next().unwrap_or(name);
     if last.bytes().all(|b| b.is_ascii_digit()) {
-        let what = if srv { "SRV name" } else { "IP address or DNS name" };
+        let what = if srv {
+            "SRV name"
+        } else {
+            "IP address or DNS name"
+        };
         return Err(format!("'{name}' is not a valid {what}"));
     }
     Ok(s.to_ascii_lowercase().into())
@@ -181,8 +185,14 @@ mod tests {
 
     #[test]
     fn literal_addresses() {
-        assert_eq!(ok("10.0.0.1:80"), TargetSpec::Addr("10.0.0.1:80".parse().unwrap()));
-        assert_eq!(ok("[::1]:8080"), TargetSpec::Addr("[::1]:8080".parse().unwrap()));
+        assert_eq!(
+            ok("10.0.0.1:80"),
+            TargetSpec::Addr("10.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            ok("[::1]:8080"),
+            TargetSpec::Addr("[::1]:8080".parse().unwrap())
+        );
     }
 
     #[test]
@@ -207,7 +217,10 @@ mod tests {
                 name: "_http._tcp.api.internal".into()
             }
         );
-        assert_eq!(ok("srv:_http._tcp.api.internal").to_string(), "srv:_http._tcp.api.internal");
+        assert_eq!(
+            ok("srv:_http._tcp.api.internal").to_string(),
+            "srv:_http._tcp.api.internal"
+        );
     }
 
     #[test]
@@ -229,7 +242,10 @@ mod tests {
             ("http://api:80", "has no scheme"),
             ("api/v1:80", "'/' is not allowed"),
             (":80", "empty name"),
-            ("srv:_http._tcp.api:80", "takes its ports from the SRV records"),
+            (
+                "srv:_http._tcp.api:80",
+                "takes its ports from the SRV records",
+            ),
             ("srv:api.internal", "_service._proto.name"),
             ("srv:_http._tcp", "_service._proto.name"),
             ("SRV:_http._tcp.api", "lowercase"),

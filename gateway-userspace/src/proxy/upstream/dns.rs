@@ -76,7 +76,8 @@ impl Resolver {
             o.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
             o.positive_max_ttl = Some(cfg.max_ttl);
             o.negative_max_ttl = Some(cfg.min_ttl);
-            b.build().map_err(|e| format!("building the DNS resolver: {e}"))
+            b.build()
+                .map_err(|e| format!("building the DNS resolver: {e}"))
         });
         if let Err(e) = &inner {
             tracing::error!(error = %e, "no DNS resolver: upstream targets given by name will not resolve");
@@ -286,14 +287,26 @@ fn members_of(slots: &[Slot]) -> Vec<Member> {
         .collect()
 }
 
+/// Why a pool's set is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// A DNS answer: logged and counted as a membership change.
+    Answer,
+    /// A reload took over the previous generation's answers: not counted.
+    Reload,
+}
+
 /// Publishes the entries' current addresses as the pool's target set and
 /// logs what changed. The slots stay locked meanwhile, so two updates of
 /// one pool (its task, a reload's [`Names::adopt`]) apply in order.
-pub fn publish(pool: &Pool) -> Changes {
+pub fn publish(pool: &Pool, cause: Cause) -> Changes {
     let slots = pool.dns.lock();
     let changes = pool.set_members(&members_of(&slots));
     drop(slots);
-    if !changes.is_empty() {
+    if cause == Cause::Reload {
+        tracing::debug!(upstream = %pool.name, targets = pool.targets().len(), "upstream took over the previous generation's DNS answers");
+    } else if !changes.is_empty() {
+        pool.count_changes(&changes);
         let added: Vec<String> = changes.added.iter().map(ToString::to_string).collect();
         let removed: Vec<String> = changes.removed.iter().map(ToString::to_string).collect();
         tracing::info!(
@@ -329,7 +342,7 @@ async fn run(pool: Arc<Pool>, resolver: Resolver) {
     loop {
         let now = Instant::now();
         let lookups = specs.iter().enumerate().filter_map(|(i, spec)| {
-            if !due[i].is_some_and(|d| d <= now) {
+            if due[i].is_none_or(|d| d > now) {
                 return None;
             }
             let previous = pool.dns.lock()[i].members.clone().unwrap_or_default();
@@ -359,7 +372,7 @@ async fn run(pool: Arc<Pool>, resolver: Resolver) {
                 }
             }
         }
-        publish(&pool);
+        publish(&pool, Cause::Answer);
         pool.dns.settled.send_replace(true);
         let Some(next) = due.iter().flatten().min().copied() else {
             return;

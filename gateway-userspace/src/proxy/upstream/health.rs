@@ -10,7 +10,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use http::{HeaderValue, Request, Uri};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
@@ -32,12 +32,12 @@ pub fn spawn(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
 async fn follow(pool: Arc<Pool>) {
     let mut members = pool.watch_members();
     let mut tasks = JoinSet::new();
-    let mut running: HashMap<(SocketAddr, Option<Arc<str>>), (Arc<Target>, AbortHandle)> =
-        HashMap::new();
+    // The targets being checked, with their check task.
+    let mut running: Vec<(Arc<Target>, AbortHandle)> = Vec::new();
     loop {
         members.borrow_and_update();
         let targets = pool.targets();
-        running.retain(|_, (t, task)| {
+        running.retain(|(t, task)| {
             let stays = targets.iter().any(|c| Arc::ptr_eq(c, t));
             if !stays {
                 task.abort();
@@ -45,10 +45,9 @@ async fn follow(pool: Arc<Pool>) {
             stays
         });
         for t in targets.iter() {
-            let key = (t.addr, t.host.clone());
-            if !running.contains_key(&key) {
+            if !running.iter().any(|(r, _)| Arc::ptr_eq(r, t)) {
                 let task = tasks.spawn(check_loop(pool.clone(), t.clone()));
-                running.insert(key, (t.clone(), task));
+                running.push((t.clone(), task));
             }
         }
         // Reap the aborted ones.
@@ -64,27 +63,27 @@ async fn check_loop(pool: Arc<Pool>, target: Arc<Target>) {
     let cfg = pool.config.health_check.clone();
     let name = pool.name.clone();
     {
-                let (mut ok_run, mut fail_run) = (0u32, 0u32);
-                let mut tick = tokio::time::interval(cfg.interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let ok = check(&pool, &target, &cfg.path, cfg.timeout).await;
-                    if ok {
-                        ok_run += 1;
-                        fail_run = 0;
-                        if ok_run >= cfg.healthy_threshold.0 {
-                            target.set_healthy(true);
-                        }
-                    } else {
-                        fail_run += 1;
-                        ok_run = 0;
-                        tracing::debug!(upstream = %name, target = %target.addr, "health check failed");
-                        if fail_run >= cfg.unhealthy_threshold.0 {
-                            target.set_healthy(false);
-                        }
-                    }
+        let (mut ok_run, mut fail_run) = (0u32, 0u32);
+        let mut tick = tokio::time::interval(cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let ok = check(&pool, &target, &cfg.path, cfg.timeout).await;
+            if ok {
+                ok_run += 1;
+                fail_run = 0;
+                if ok_run >= cfg.healthy_threshold.0 {
+                    target.set_healthy(true);
                 }
+            } else {
+                fail_run += 1;
+                ok_run = 0;
+                tracing::debug!(upstream = %name, target = %target.addr, "health check failed");
+                if fail_run >= cfg.unhealthy_threshold.0 {
+                    target.set_healthy(false);
+                }
+            }
+        }
     }
 }
 

@@ -80,7 +80,7 @@ impl Pools {
             if let Some(prev) = old.pools.get(name)
                 && pool.dns.adopt(&prev.dns)
             {
-                dns::publish(pool);
+                dns::publish(pool, dns::Cause::Reload);
             }
         }
     }
