@@ -101,7 +101,7 @@ impl Dns {
     /// `[dns]` pointing at this responder, with short TTL bounds.
     fn section(&self) -> String {
         format!(
-            "[dns]\nnameservers = [\"{}\"]\nmin_ttl = \"1s\"\nmax_ttl = \"2s\"\ntimeout = \"1s\"\n",
+            "[dns]\nnameservers = [\"{}\"]\nmin_ttl = \"1s\"\nmax_ttl = \"2s\"\ntimeout = \"2s\"\n",
             self.addr
         )
     }
@@ -341,6 +341,21 @@ async fn srv_weights_split_traffic_and_priority_keeps_a_backup_idle() {
     let host = |addr| t.iter().find(|x| x.addr == addr).unwrap().host.clone();
     assert_eq!(host(heavy.addr).as_deref(), Some("heavy.test"));
     assert_eq!(host(backup.addr).as_deref(), Some("backup.test"));
+
+    // One SRV target's own name stops resolving: it keeps its last good
+    // address (counted as a failure) while the rest of the answer applies.
+    dns.zone.lock().unwrap().a.remove("light.test.");
+    let seen = failures(&p);
+    until(addr, 300, "the SRV target's failure is counted", || {
+        failures(&p) > seen
+    })
+    .await;
+    assert_eq!(pool(&p).targets().len(), 3);
+    let l = light.requests().len();
+    for _ in 0..8 {
+        assert_eq!(get(addr, "/", "").await.status, 200);
+    }
+    assert_eq!(light.requests().len(), l + 2, "still gets its share");
 }
 
 #[tokio::test]

@@ -42,6 +42,9 @@ pub struct Resolver {
     inner: Result<TokioResolver, Arc<str>>,
     min_ttl: Duration,
     max_ttl: Duration,
+    /// Longest one entry's lookup may take in all (a guard against a
+    /// resolver that never answers; its own timeouts normally end it).
+    bound: Duration,
 }
 
 impl Resolver {
@@ -86,6 +89,7 @@ impl Resolver {
             inner: inner.map_err(Into::into),
             min_ttl: cfg.min_ttl,
             max_ttl: cfg.max_ttl,
+            bound: cfg.timeout * 10,
         }
     }
 
@@ -140,24 +144,28 @@ impl Resolver {
             Err(e) => return (Err(e.to_string()), Vec::new()),
         };
         let mut ttl = self.ttl(answer.valid_until());
-        let mut members = Vec::new();
-        let mut errors = Vec::new();
-        for record in answer.answers() {
-            let RData::SRV(srv) = &record.data else {
-                continue;
-            };
-            // "." as the target: the service is decidedly not available
-            // at this name (RFC 2782).
-            if srv.target.is_root() {
-                continue;
-            }
+        // "." as the target: the service is decidedly not available at
+        // this name (RFC 2782).
+        let records = answer.answers().iter().filter_map(|r| match &r.data {
+            RData::SRV(srv) if !srv.target.is_root() => Some(srv),
+            _ => None,
+        });
+        // The targets' addresses, looked up concurrently.
+        let found = futures_util::future::join_all(records.map(|srv| async move {
             let target = srv.target.to_ascii();
             let host: Arc<str> = target
                 .strip_suffix('.')
                 .unwrap_or(&target)
                 .to_ascii_lowercase()
                 .into();
-            match self.addresses(&target, &host, srv.port).await {
+            let found = self.addresses(&target, &host, srv.port).await;
+            (srv, host, found)
+        }))
+        .await;
+        let mut members = Vec::new();
+        let mut errors = Vec::new();
+        for (srv, host, found) in found {
+            match found {
                 Ok((found, t)) => {
                     ttl = ttl.min(t);
                     members.extend(found.into_iter().map(|m| Member {
@@ -347,7 +355,16 @@ async fn run(pool: Arc<Pool>, resolver: Resolver) {
             }
             let previous = pool.dns.lock()[i].members.clone().unwrap_or_default();
             let resolver = &resolver;
-            Some(async move { (i, lookup(resolver, spec, &previous).await) })
+            Some(async move {
+                let answer = lookup(resolver, spec, &previous);
+                match tokio::time::timeout(resolver.bound, answer).await {
+                    Ok(answer) => (i, answer),
+                    Err(_) => (
+                        i,
+                        (Err("no answer in 10 x [dns] timeout".into()), Vec::new()),
+                    ),
+                }
+            })
         });
         let results = futures_util::future::join_all(lookups).await;
         {
