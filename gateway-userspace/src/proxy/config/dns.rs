@@ -145,6 +145,11 @@ mod tests {
     }
 
     #[test]
+    fn embedded_default_shows_the_defaults() {
+        assert_eq!(Config::embedded_default().dns, super::DnsSection::default());
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = parse("[dns]\nnameservers = [\"dns.google\"]\n").unwrap_err();
         assert!(e.starts_with("gw.toml:2:"), "{e}");
