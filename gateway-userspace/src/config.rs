@@ -63,6 +63,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Named pools of upstream targets.
     pub upstreams: Vec<Upstream>,
+    /// How upstream targets given by name are resolved.
+    pub dns: crate::proxy::config::DnsSection,
     pub limits: Limits,
     pub tls: TlsSection,
     /// Peers whose X-Forwarded-For, X-Request-Id and PROXY protocol header
@@ -241,6 +243,8 @@ impl Default for Config {
             routes: Vec::new(),
             // No pools.
             upstreams: Vec::new(),
+            // /etc/resolv.conf, answers kept for their TTL within 5 s..300 s.
+            dns: crate::proxy::config::DnsSection::default(),
             limits: Limits::default(),
             tls: TlsSection::default(),
             // No trusted proxies: the socket peer is always the client.

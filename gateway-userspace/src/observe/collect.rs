@@ -171,9 +171,10 @@ impl Collector for EscalationCollector {
     }
 }
 
-/// Upstream health and JWKS fetches of the current config generation.
-/// Ejection and fetch counters start from zero when a reload rebuilds the
-/// pools or the authenticator (Prometheus treats that as a counter reset).
+/// Upstream health, membership and DNS lookups, and JWKS fetches of the
+/// current config generation. Ejection, membership, lookup-failure and
+/// fetch counters start from zero when a reload rebuilds the pools or the
+/// authenticator (Prometheus treats that as a counter reset).
 pub struct ProxyCollector {
     pub state: StateWatch,
 }
@@ -188,8 +189,23 @@ impl Collector for ProxyCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.state.load();
         let (mut healthy, mut ejections, mut in_flight) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut sizes, mut changes, mut failures) = (Vec::new(), Vec::new(), Vec::new());
         for pool in state.pools.iter() {
-            for t in &pool.targets {
+            let targets = pool.targets();
+            let upstream = || vec![("upstream", pool.name.to_string())];
+            sizes.push((upstream(), targets.len() as i64));
+            let (added, removed) = pool.membership_changes();
+            for (change, n) in [("added", added), ("removed", removed)] {
+                let mut l = upstream();
+                l.push(("change", change.to_owned()));
+                changes.push((l, n));
+            }
+            for (target, n) in pool.dns.failures() {
+                let mut l = upstream();
+                l.push(("target", target));
+                failures.push((l, n));
+            }
+            for t in targets.iter() {
                 let l: Labels = vec![
                     ("upstream", pool.name.to_string()),
                     ("target", t.addr.to_string()),
@@ -216,6 +232,24 @@ impl Collector for ProxyCollector {
             "upstream_target_ejections",
             "Passive ejections after consecutive failures",
             &ejections,
+        )?;
+        gauge(
+            &mut enc,
+            "upstream_targets",
+            "Targets in the upstream now (literal addresses plus resolved names)",
+            &sizes,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_membership_changes",
+            "Target addresses added to or removed from the upstream by DNS answers",
+            &changes,
+        )?;
+        counter(
+            &mut enc,
+            "upstream_dns_lookup_failures",
+            "Failed DNS lookups of a target name (the last good addresses were kept)",
+            &failures,
         )?;
         if let Some(auth) = &state.hooks.authenticator {
             let rows: Vec<(Labels, u64)> = auth

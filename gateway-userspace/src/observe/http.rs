@@ -39,13 +39,14 @@ impl Readiness {
         let mut per_pool = serde_json::Map::new();
         for pool in state.pools.iter() {
             pools += 1;
-            let up = pool.targets.iter().filter(|t| t.available()).count();
+            let targets = pool.targets();
+            let up = targets.iter().filter(|t| t.available()).count();
             if up > 0 {
                 healthy_pools += 1;
             }
             per_pool.insert(
                 pool.name.to_string(),
-                json!({"healthy_targets": up, "targets": pool.targets.len()}),
+                json!({"healthy_targets": up, "targets": targets.len()}),
             );
         }
         let upstreams_ok = healthy_pools > 0;

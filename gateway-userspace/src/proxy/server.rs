@@ -74,6 +74,8 @@ impl Proxy {
     /// Binds every listener (and the demo upstream) and starts serving.
     pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
         let state = ProxyState::build(config, hooks)?;
+        // Upstream names get one bounded first lookup before serving.
+        state.pools.settle(config.dns.timeout).await;
         let mut tasks = Vec::new();
         if config.demo.enabled {
             let (_, task) =
@@ -140,6 +142,8 @@ impl Proxy {
     /// from the same config by the caller).
     pub fn reload(&self, config: &Config, hooks: Hooks) -> Result<(), ProxyError> {
         let state = ProxyState::build(config, hooks)?;
+        // Names keep their last good addresses across the swap.
+        state.pools.adopt(&self.shared.state.load().pools);
         self.shared.state.store(Arc::new(state));
         Ok(())
     }

@@ -46,7 +46,7 @@ impl ProxyState {
         };
         Ok(Self {
             router: Router::new(&config.routes, &config.security_headers),
-            pools: Pools::new(&config.upstreams)?,
+            pools: Pools::new(&config.upstreams, &config.dns)?,
             limits: config.limits.clone(),
             security: config.security_headers.clone(),
             trusted: Trusted::new(config.trusted_proxies.clone())

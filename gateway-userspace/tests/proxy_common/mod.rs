@@ -57,6 +57,12 @@ impl Origin {
 
     pub async fn with(name: &str, behaviour: Behaviour) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, behaviour, listener)
+    }
+
+    /// An origin on a listener the test bound (another 127.0.0.x address,
+    /// or a port shared by several addresses).
+    pub fn serve(name: &str, behaviour: Behaviour, listener: TcpListener) -> Origin {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (seen2, name2) = (seen.clone(), name.to_owned());

@@ -6,16 +6,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod limits;
 pub mod listener;
 pub mod route;
+pub mod target;
 pub mod upstream;
 
 use std::collections::HashSet;
 
+pub use dns::DnsSection;
 pub use limits::{Limits, SecurityHeaders, SecurityHeadersOverride, UnderscoreHeaders};
 pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
 pub use route::{HostPattern, PathPattern, Route};
+pub use target::TargetSpec;
 pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
 
 use crate::config::{Config, ConfigError};
@@ -41,6 +45,9 @@ pub fn validate_and_resolve(
         message,
     };
 
+    for u in &mut config.upstreams {
+        u.parse_targets().map_err(|(span, m)| at(span, m))?;
+    }
     let mut names = HashSet::new();
     for u in &config.upstreams {
         if !names.insert(u.name.get_ref().clone()) {

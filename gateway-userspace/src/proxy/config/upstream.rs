@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -16,8 +16,15 @@ use toml::Spanned;
 pub struct Upstream {
     /// Name routes refer to.
     pub name: Spanned<String>,
-    /// `ip:port` of each target (no DNS names yet).
-    pub targets: Vec<SocketAddr>,
+    /// Each target: `ip:port`, `name:port` or `srv:_service._proto.name`
+    /// (names are resolved in the background, see `[dns]`). Filled from
+    /// the entries as written by [`Upstream::parse_targets`] while the
+    /// config is validated.
+    #[serde(skip)]
+    pub targets: Vec<super::TargetSpec>,
+    /// The `targets` entries as written, with their positions for errors.
+    #[serde(rename = "targets")]
+    target_entries: Vec<Spanned<String>>,
     #[serde(default)]
     pub balance: Balance,
     /// Time allowed to establish a TCP connection to a target.
@@ -148,6 +155,19 @@ impl<'de> Deserialize<'de> for HostHeader {
                 }
             }
         }
+    }
+}
+
+impl Upstream {
+    /// Parses the `targets` entries into [`Upstream::targets`]; on error,
+    /// the byte range of the wrong entry and what is wrong with it.
+    pub(crate) fn parse_targets(&mut self) -> Result<(), (std::ops::Range<usize>, String)> {
+        self.targets = self
+            .target_entries
+            .iter()
+            .map(|e| super::TargetSpec::try_from(e.get_ref().clone()).map_err(|m| (e.span(), m)))
+            .collect::<Result<_, _>>()?;
+        Ok(())
     }
 }
 

@@ -45,6 +45,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::pool::Target;
 use crate::proxy::{
     body::ProxyBody,
     config::upstream::{HostHeader, Upstream as UpstreamConfig, UpstreamProtocol},
@@ -306,7 +307,7 @@ impl Connector {
         matches!(self.protocol, UpstreamProtocol::H2c | UpstreamProtocol::H2)
     }
 
-    /// Sends `req` to `addr` and returns the response head with the
+    /// Sends `req` to `target` and returns the response head with the
     /// connection it came on (give it back with [`TargetConns::put`] once
     /// the body is read to the end). The request comes in origin-form with a
     /// `Host`; over HTTP/2 the Host becomes `:authority` and the scheme is
@@ -316,28 +317,28 @@ impl Connector {
     /// comes back with the error, untouched, for another target.
     pub async fn send(
         &self,
-        addr: SocketAddr,
-        conns: &TargetConns,
+        target: &Target,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        let conns = &target.conns;
         let h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c | UpstreamProtocol::H2 => true,
             UpstreamProtocol::Auto => conns.alpn.load(Ordering::Relaxed) == ALPN_H2,
         };
         if h2 {
-            self.send_h2(addr, conns, req).await
+            self.send_h2(target, req).await
         } else {
-            self.send_h1(addr, conns, req).await
+            self.send_h1(target, req).await
         }
     }
 
     async fn send_h1(
         &self,
-        addr: SocketAddr,
-        conns: &TargetConns,
+        target: &Target,
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        let conns = &target.conns;
         while let Some(c) = conns.pop() {
             if c.since.elapsed() >= self.idle_timeout || c.send.is_closed() {
                 continue;
@@ -356,7 +357,7 @@ impl Connector {
                 },
             }
         }
-        match self.open(addr, conns).await {
+        match self.open(target).await {
             Ok(Opened::Http1(mut send)) => match send.send_request(req).await {
                 Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
                 Err(e) => Err((SendError::Http(e), None)),
@@ -364,7 +365,7 @@ impl Connector {
             // `auto`, and the target chose HTTP/2 this time.
             Ok(Opened::Http2(send)) => {
                 conns.set_shared(send.clone());
-                self.send_on_h2(addr, conns, send, req).await
+                self.send_on_h2(target, send, req).await
             }
             Err(e) => Err((e, Some(req))),
         }
@@ -372,17 +373,17 @@ impl Connector {
 
     async fn send_h2(
         &self,
-        addr: SocketAddr,
-        conns: &TargetConns,
+        target: &Target,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        let conns = &target.conns;
         let send = match conns.shared(self.idle_timeout) {
             Some(s) => s,
             None => {
                 let _opening = conns.h2_opening.lock().await;
                 match conns.shared(self.idle_timeout) {
                     Some(s) => s,
-                    None => match self.open(addr, conns).await {
+                    None => match self.open(target).await {
                         Ok(Opened::Http2(s)) => {
                             conns.set_shared(s.clone());
                             s
@@ -399,19 +400,19 @@ impl Connector {
                 }
             }
         };
-        self.send_on_h2(addr, conns, send, req).await
+        self.send_on_h2(target, send, req).await
     }
 
     /// Sends on a shared HTTP/2 connection; one that turns out closed (the
     /// target sent GOAWAY) is replaced once.
     async fn send_on_h2(
         &self,
-        addr: SocketAddr,
-        conns: &TargetConns,
+        target: &Target,
         mut send: http2::SendRequest<ProxyBody>,
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
-        self.to_http2(addr, &mut req);
+        let (addr, conns) = (target.addr, &target.conns);
+        self.to_http2(target, &mut req);
         for attempt in 0..2 {
             if send.ready().await.is_ok() {
                 match send.try_send_request(req).await {
@@ -429,7 +430,7 @@ impl Connector {
             let _opening = conns.h2_opening.lock().await;
             send = match conns.shared(self.idle_timeout) {
                 Some(s) => s,
-                None => match self.open(addr, conns).await {
+                None => match self.open(target).await {
                     Ok(Opened::Http2(s)) => {
                         conns.set_shared(s.clone());
                         s
@@ -452,7 +453,7 @@ impl Connector {
 
     /// Origin-form + Host → absolute URI (`:scheme`, `:authority`, `:path`)
     /// without a `host` field, as HTTP/2 wants it. Idempotent.
-    fn to_http2(&self, addr: SocketAddr, req: &mut Request<ProxyBody>) {
+    fn to_http2(&self, target: &Target, req: &mut Request<ProxyBody>) {
         if req.uri().scheme().is_some() {
             return;
         }
@@ -460,7 +461,7 @@ impl Connector {
             .headers_mut()
             .remove(header::HOST)
             .and_then(|h| h.to_str().ok().map(str::to_owned))
-            .unwrap_or_else(|| addr.to_string());
+            .unwrap_or_else(|| target.authority());
         let scheme = if self.tls.is_some() {
             Scheme::HTTPS
         } else {
@@ -485,7 +486,8 @@ impl Connector {
     /// A new connection: TCP within `connect_timeout`, TLS if configured
     /// (the handshake within `connect_timeout` too), then the protocol's
     /// handshake. With `auto`, ALPN decides (and is remembered).
-    async fn open(&self, addr: SocketAddr, conns: &TargetConns) -> Result<Opened, SendError> {
+    async fn open(&self, target: &Target) -> Result<Opened, SendError> {
+        let (addr, conns) = (target.addr, &target.conns);
         let failed = |source| SendError::Connect { addr, source };
         let timed_out =
             || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect_timeout passed");
@@ -499,10 +501,14 @@ impl Connector {
             let h2 = self.protocol == UpstreamProtocol::H2c;
             return self.handshake(addr, TokioIo::new(tcp), h2).await;
         };
-        let name = self
-            .server_name
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        // `tls.server_name` (or a literal Host), else the DNS name the
+        // target came from, else its address.
+        let name = match (&self.server_name, &target.host) {
+            (Some(n), _) => n.clone(),
+            (None, Some(h)) => ServerName::try_from(h.to_string())
+                .unwrap_or_else(|_| ServerName::IpAddress(addr.ip().into())),
+            (None, None) => ServerName::IpAddress(addr.ip().into()),
+        };
         let tls_failed = |source| SendError::Tls { addr, source };
         let stream = match tokio::time::timeout(self.connect_timeout, tls.connect(name, tcp)).await
         {

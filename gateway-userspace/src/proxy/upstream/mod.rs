@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dns;
 pub mod health;
 pub mod pool;
 pub mod tls;
@@ -27,25 +28,27 @@ use tokio::task::JoinHandle;
 use self::{client::Conn, pool::Pool, stall::ReadTimeout};
 use super::{
     body::{ProxyBody, Tripped},
-    config::{Upstream as UpstreamConfig, upstream::HostHeader},
+    config::{DnsSection, Upstream as UpstreamConfig, upstream::HostHeader},
     grpc,
     reject::{Reason, Rejection},
     tls::TlsError,
 };
 
-/// All pools of one config generation, with their health-check tasks.
+/// All pools of one config generation, with their health-check and DNS
+/// tasks.
 pub struct Pools {
     pools: HashMap<Arc<str>, Arc<Pool>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Pools {
-    /// Builds the pools and starts their health checks (needs a runtime).
+    /// Builds the pools and starts their health checks and the lookups of
+    /// targets given by name (needs a runtime).
     ///
     /// # Errors
     /// [`TlsError::Upstream`] naming the pool whose TLS files cannot be
     /// used; nothing is started then.
-    pub fn new(configs: &[UpstreamConfig]) -> Result<Self, TlsError> {
+    pub fn new(configs: &[UpstreamConfig], dns: &DnsSection) -> Result<Self, TlsError> {
         let built = configs
             .iter()
             .map(|c| {
@@ -57,12 +60,45 @@ impl Pools {
             .collect::<Result<Vec<_>, _>>()?;
         let mut pools = HashMap::new();
         let mut tasks = Vec::new();
+        let resolver = configs
+            .iter()
+            .any(|c| c.targets.iter().any(|t| t.is_dns()))
+            .then(|| dns::Resolver::new(dns));
         for pool in built {
             let pool = Arc::new(pool);
             tasks.extend(health::spawn(&pool));
+            if let Some(r) = &resolver {
+                tasks.extend(dns::spawn(&pool, r));
+            }
             pools.insert(pool.name.clone(), pool);
         }
         Ok(Self { pools, tasks })
+    }
+
+    /// Waits until every name was looked up once, for at most `limit` (a
+    /// fresh start serves resolved names from its first request). Names
+    /// still unanswered then keep resolving in the background.
+    pub async fn settle(&self, limit: Duration) {
+        let all = futures_util::future::join_all(self.pools.values().map(|p| p.dns.settled()));
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!(
+                waited_secs = limit.as_secs_f64(),
+                "some upstream names have no DNS answer yet; they get no traffic until they resolve"
+            );
+        }
+    }
+
+    /// Starts each name of a new generation with `old`'s last good answer
+    /// for the same pool and entry, until its own lookup answers (a reload
+    /// never empties a pool whose names resolved before).
+    pub fn adopt(&self, old: &Pools) {
+        for (name, pool) in &self.pools {
+            if let Some(prev) = old.pools.get(name)
+                && pool.dns.adopt(&prev.dns)
+            {
+                dns::publish(pool, dns::Cause::Reload);
+            }
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
@@ -183,10 +219,10 @@ pub async fn forward(
             ));
         };
         tried.push(target.addr);
-        if host_is_target && let Ok(v) = HeaderValue::try_from(target.addr.to_string()) {
+        if host_is_target && let Ok(v) = HeaderValue::try_from(target.authority()) {
             req.headers_mut().insert(header::HOST, v);
         }
-        let sent = pool.connector.send(target.addr, &target.conns, req);
+        let sent = pool.connector.send(&target, req);
         match tokio::time::timeout(head_timeout, sent).await {
             Ok(Ok((resp, conn))) => {
                 if let Err(detail) = relayable(&resp, pool.config.max_response_header_bytes) {
