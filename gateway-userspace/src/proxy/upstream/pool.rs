@@ -400,7 +400,7 @@ mod tests {
             "t",
         )
         .unwrap();
-        Pool::new(&c.upstreams[0])
+        Pool::new(&c.upstreams[0]).unwrap()
     }
 
     fn member(port: u16, weight: u16, priority: u16) -> Member {
