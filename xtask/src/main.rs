@@ -239,6 +239,8 @@ const BENCH_PACKAGES: &[&str] = &[
     "nginx",
     "haproxy",
     "wrk",
+    // The gRPC row's load generator (h2load).
+    "nghttp2-client",
     // taskset, to pin servers and the load generator to separate cores.
     "util-linux",
     // Scenario 4: the Redis of the cluster-mode (shared limit) row.

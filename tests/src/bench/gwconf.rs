@@ -66,6 +66,17 @@ server_names = ["localhost"]
 name = "origin"
 targets = ["127.0.0.1:{origin}"]
 
+# The gRPC row: h2c to the tonic origin (tests/src/bench/grpc.rs).
+[[upstreams]]
+name = "grpc"
+targets = ["127.0.0.1:{origin_grpc}"]
+protocol = "h2c"
+
+[[routes]]
+id = "grpc"
+path_prefix = "/bench.Echo/"
+upstream = "grpc"
+
 [[routes]]
 id = "public"
 path_prefix = "/public/"
@@ -142,6 +153,7 @@ access_log = "off"
         http = ports.gw_http,
         https = ports.gw_https,
         origin = ports.origin,
+        origin_grpc = ports.origin_grpc,
         cert = certs.cert.display(),
         key = certs.key.display(),
         iss = JWT_ISSUER,

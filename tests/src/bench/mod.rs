@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod escalation;
 pub mod features;
 pub mod flood;
+pub mod grpc;
 pub mod gwconf;
 pub mod memory;
 pub mod proxy;

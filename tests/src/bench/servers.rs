@@ -59,6 +59,10 @@ pub struct Ports {
     pub ngx_https: u16,
     pub ha_http: u16,
     pub ha_https: u16,
+    /// The tonic gRPC origin (started by the gRPC row).
+    pub origin_grpc: u16,
+    /// NGINX's h2c listener with `grpc_pass`.
+    pub ngx_grpc: u16,
 }
 
 impl Ports {
@@ -73,6 +77,8 @@ impl Ports {
             ngx_https: base + 4,
             ha_http: base + 5,
             ha_https: base + 6,
+            origin_grpc: base + 7,
+            ngx_grpc: base + 8,
         }
     }
 }
@@ -259,6 +265,8 @@ pub fn start_stack() -> Stack {
         ("ORIGIN_PORT", ports.origin.to_string()),
         ("HTTP_PORT", ports.ngx_http.to_string()),
         ("HTTPS_PORT", ports.ngx_https.to_string()),
+        ("GRPC_PORT", ports.ngx_grpc.to_string()),
+        ("ORIGIN_GRPC_PORT", ports.origin_grpc.to_string()),
         ("CERT", certs.cert.display().to_string()),
         ("KEY", certs.key.display().to_string()),
         ("API_KEY", API_KEY.to_owned()),
