@@ -851,3 +851,59 @@ async fn grpc_web_is_translated_to_grpc_and_back() {
     assert!(body.is_empty());
     assert_eq!(echo.seen.lock().unwrap().len(), 3);
 }
+
+/// An h2c target that allows one stream at a time: concurrent requests
+/// wait for the stream to free up (never refused), so the target never
+/// sees more than one at once, and every client gets its answer.
+#[tokio::test]
+async fn h2_upstream_respects_max_concurrent_streams() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (now, peak, served) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (n2, p2, s2) = (now.clone(), peak.clone(), served.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (n, p, s) = (n2.clone(), p2.clone(), s2.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    let (n, p, s) = (n.clone(), p.clone(), s.clone());
+                    async move {
+                        let in_flight = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        p.fetch_max(in_flight, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                        s.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("one"))))
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .max_concurrent_streams(1)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    let (_p, addr) = gateway("protocol = \"h2c\"", &[backend]).await;
+    let calls: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/c/{i}"), "").await }))
+        .collect();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        1,
+        "the target's limit was exceeded"
+    );
+}

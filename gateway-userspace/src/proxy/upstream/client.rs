@@ -56,6 +56,23 @@ use crate::proxy::{
 /// finished connection is closed (hyper-util's pool keeps any number).
 pub const MAX_IDLE_PER_TARGET: usize = 256;
 
+/// How many times a body-less request refused with `REFUSED_STREAM` is
+/// sent again on the same HTTP/2 connection.
+pub const REFUSED_RETRIES: u32 = 3;
+
+/// Whether an HTTP/2 exchange failed because the target reset the stream
+/// with `REFUSED_STREAM` (it did not process the request).
+fn is_refused(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -404,7 +421,12 @@ impl Connector {
     }
 
     /// Sends on a shared HTTP/2 connection; one that turns out closed (the
-    /// target sent GOAWAY) is replaced once.
+    /// target sent GOAWAY) is replaced once. A body-less request that the
+    /// target refused with `REFUSED_STREAM` (RFC 9113 §8.7: not processed,
+    /// safe to retry; servers do it when a new stream races the end of one
+    /// they still count against SETTINGS_MAX_CONCURRENT_STREAMS) is sent
+    /// again, up to [`REFUSED_RETRIES`] times (Envoy retries refused
+    /// streams too). A request with a body is not: its body is gone.
     async fn send_on_h2(
         &self,
         target: &Target,
@@ -413,20 +435,42 @@ impl Connector {
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
         let (addr, conns) = (target.addr, &target.conns);
         self.to_http2(target, &mut req);
-        for attempt in 0..2 {
+        let mut refused = 0;
+        let mut reopened = false;
+        loop {
             if send.ready().await.is_ok() {
+                // The head, to send again if the stream is refused.
+                let again = http_body::Body::is_end_stream(req.body()).then(|| {
+                    let mut r = Request::new(crate::proxy::body::empty());
+                    *r.method_mut() = req.method().clone();
+                    *r.uri_mut() = req.uri().clone();
+                    *r.version_mut() = req.version();
+                    *r.headers_mut() = req.headers().clone();
+                    r
+                });
                 match send.try_send_request(req).await {
                     Ok(resp) => return Ok((resp, Conn(Lent::Http2))),
                     Err(mut e) => match e.take_message() {
                         Some(r) => req = r,
-                        None => return Err((SendError::Http(e.into_error()), None)),
+                        None => {
+                            let e = e.into_error();
+                            match again {
+                                Some(r) if refused < REFUSED_RETRIES && is_refused(&e) => {
+                                    refused += 1;
+                                    req = r;
+                                    continue;
+                                }
+                                _ => return Err((SendError::Http(e), None)),
+                            }
+                        }
                     },
                 }
             }
             conns.forget_shared();
-            if attempt == 1 {
+            if reopened {
                 break;
             }
+            reopened = true;
             let _opening = conns.h2_opening.lock().await;
             send = match conns.shared(self.idle_timeout) {
                 Some(s) => s,
