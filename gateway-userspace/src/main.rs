@@ -26,6 +26,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if !matches!(cli.command, Command::Run(_)) {
+        restore_sigpipe();
+    }
     match cli.command {
         Command::Run(args) => {
             let config = match &args.config {
@@ -206,5 +209,18 @@ fn init_logging(format: &str) {
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
+    }
+}
+
+/// CLI commands (everything but `run`) die quietly on a closed stdout, as
+/// Unix tools do (`gateway print-default-config | head` exits by SIGPIPE),
+/// instead of Rust's default: SIGPIPE ignored, so `println!` panics on
+/// EPIPE. `run` keeps SIGPIPE ignored: a write to a socket whose peer went
+/// away must be an error for that connection, not the end of the process.
+fn restore_sigpipe() {
+    // SAFETY: called before any thread is started; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -185,3 +185,28 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         "still accepting after exit"
     );
 }
+
+/// A CLI command whose reader goes away (`gateway print-default-config |
+/// head -1`) ends by SIGPIPE like any Unix tool, never with a panic.
+#[test]
+fn cli_output_to_a_closed_pipe_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("print-default-config")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the child writes (the config is ~10 KiB,
+    // more than one write may need, so at least one write meets EPIPE).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        out.status
+    );
+}
