@@ -6,7 +6,10 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, anyhow};
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key};
+use aya::{
+    Pod,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+};
 use gateway_common::{
     acl::BlockEntry,
     config::*,
@@ -25,14 +28,12 @@ pub const ALLOW_FROM_OPERATOR: u32 = 2;
 pub struct XdpMaps {
     config: Array<MapData, XdpConfig>,
     ports: Array<MapData, u64>,
-    allow_v4: LpmTrie<MapData, [u8; 4], u32>,
-    allow_v6: LpmTrie<MapData, [u8; 16], u32>,
-    block_v4: HashMap<MapData, [u8; 4], BlockEntry>,
-    block_v6: HashMap<MapData, [u8; 16], BlockEntry>,
-    block_cidr_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
-    block_cidr_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
-    limit_v4: LpmTrie<MapData, [u8; 4], LimitOverride>,
-    limit_v6: LpmTrie<MapData, [u8; 16], LimitOverride>,
+    allow: Prefixes<u32>,
+    /// Blocks of one address (exact match, the fast path).
+    block_host: Hosts<BlockEntry>,
+    /// Blocks of a range (longest-prefix match).
+    block_cidr: Prefixes<BlockEntry>,
+    limit: Prefixes<LimitOverride>,
     buckets: HashMap<MapData, SourceKey, Buckets>,
     counters: PerCpuArray<MapData, Counter>,
     drop_src: PerCpuHashMap<MapData, SourceKey, SourceDrops>,
@@ -43,26 +44,9 @@ pub struct XdpMaps {
     expiry: ExpiryIndex,
 }
 
-/// An address as the maps key it: IPv4 octets or IPv6 octets.
-enum Addr {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
-fn split(net: &Net) -> (Addr, u32) {
-    let addr = match net.addr() {
-        IpAddr::V4(a) => Addr::V4(a.octets()),
-        IpAddr::V6(a) => Addr::V6(a.octets()),
-    };
-    (addr, u32::from(net.prefix_len()))
-}
-
-fn net4(data: [u8; 4], prefix_len: u32) -> Option<Net> {
-    Net::new(IpAddr::from(data), prefix_len as u8).ok()
-}
-
-fn net6(data: [u8; 16], prefix_len: u32) -> Option<Net> {
-    Net::new(IpAddr::from(data), prefix_len as u8).ok()
+/// A map key (IPv4 or IPv6 octets and a prefix length) as a [`Net`].
+fn net_of(data: impl Into<IpAddr>, prefix_len: u32) -> Option<Net> {
+    Net::new(data.into(), u8::try_from(prefix_len).ok()?).ok()
 }
 
 /// The source-key form of an address (IPv4-mapped for v4).
@@ -109,20 +93,180 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<bool> {
     }
 }
 
+/// One value kind in an IPv4 and an IPv6 LPM trie, used as one map keyed
+/// by [`Net`] (the allowlist, range blocks, limit overrides): the family
+/// picks the trie, the prefix length is the LPM key's.
+struct Prefixes<V: Pod> {
+    v4: LpmTrie<MapData, [u8; 4], V>,
+    v6: LpmTrie<MapData, [u8; 16], V>,
+    /// The config map's presence bits of the IPv4 and the IPv6 trie.
+    bits: [u32; 2],
+}
+
+impl<V: Pod> Prefixes<V> {
+    fn take(ebpf: &mut aya::Ebpf, names: [&str; 2], bits: [u32; 2]) -> Result<Self> {
+        Ok(Self {
+            v4: take(ebpf, names[0])?,
+            v6: take(ebpf, names[1])?,
+            bits,
+        })
+    }
+
+    /// Adds or replaces `net`; returns the presence bit of its trie.
+    fn insert(&mut self, net: &Net, value: V) -> Result<u32> {
+        let p = u32::from(net.prefix_len());
+        match net.addr() {
+            IpAddr::V4(a) => self.v4.insert(&Key::new(p, a.octets()), value, 0)?,
+            IpAddr::V6(a) => self.v6.insert(&Key::new(p, a.octets()), value, 0)?,
+        }
+        Ok(self.bits[usize::from(!net.is_ipv4())])
+    }
+
+    /// Removes `net` (exactly this prefix); whether it was there.
+    fn remove(&mut self, net: &Net) -> Result<bool> {
+        let p = u32::from(net.prefix_len());
+        ignore_missing(match net.addr() {
+            IpAddr::V4(a) => self.v4.remove(&Key::new(p, a.octets())),
+            IpAddr::V6(a) => self.v6.remove(&Key::new(p, a.octets())),
+        })
+    }
+
+    /// The value stored for exactly `net` (not a longest-prefix lookup).
+    fn get(&self, net: &Net) -> Result<Option<V>> {
+        let p = u32::from(net.prefix_len());
+        found(match net.addr() {
+            IpAddr::V4(a) => self.v4.get(&Key::new(p, a.octets()), 0),
+            IpAddr::V6(a) => self.v6.get(&Key::new(p, a.octets()), 0),
+        })
+    }
+
+    /// Appends every entry, IPv4 first.
+    fn list(&self, out: &mut Vec<(Net, V)>) -> Result<()> {
+        for item in self.v4.iter() {
+            let (k, v) = item?;
+            out.extend(net_of(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        for item in self.v6.iter() {
+            let (k, v) = item?;
+            out.extend(net_of(k.data(), k.prefix_len()).map(|n| (n, v)));
+        }
+        Ok(())
+    }
+
+    /// The presence bits of the tries that hold an entry.
+    fn presence(&self) -> u32 {
+        let mut p = 0;
+        if self.v4.keys().next().is_some() {
+            p |= self.bits[0];
+        }
+        if self.v6.keys().next().is_some() {
+            p |= self.bits[1];
+        }
+        p
+    }
+}
+
+/// One value kind in an IPv4 and an IPv6 hash map keyed by the address
+/// (host blocks: an exact match is cheaper in the program than an LPM walk).
+struct Hosts<V: Pod> {
+    v4: HashMap<MapData, [u8; 4], V>,
+    v6: HashMap<MapData, [u8; 16], V>,
+    /// The config map's presence bits of the IPv4 and the IPv6 map.
+    bits: [u32; 2],
+}
+
+impl<V: Pod> Hosts<V> {
+    fn take(ebpf: &mut aya::Ebpf, names: [&str; 2], bits: [u32; 2]) -> Result<Self> {
+        Ok(Self {
+            v4: take(ebpf, names[0])?,
+            v6: take(ebpf, names[1])?,
+            bits,
+        })
+    }
+
+    /// Adds or replaces `addr`; returns the presence bit of its map.
+    fn insert(&mut self, addr: IpAddr, value: V) -> Result<u32> {
+        match addr {
+            IpAddr::V4(a) => self.v4.insert(a.octets(), value, 0)?,
+            IpAddr::V6(a) => self.v6.insert(a.octets(), value, 0)?,
+        }
+        Ok(self.bits[usize::from(addr.is_ipv6())])
+    }
+
+    fn remove(&mut self, addr: IpAddr) -> Result<bool> {
+        ignore_missing(match addr {
+            IpAddr::V4(a) => self.v4.remove(&a.octets()),
+            IpAddr::V6(a) => self.v6.remove(&a.octets()),
+        })
+    }
+
+    fn get(&self, addr: IpAddr) -> Result<Option<V>> {
+        found(match addr {
+            IpAddr::V4(a) => self.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.v6.get(&a.octets(), 0),
+        })
+    }
+
+    /// Appends every entry as a host [`Net`], IPv4 first.
+    fn list(&self, out: &mut Vec<(Net, V)>) -> Result<()> {
+        for item in self.v4.iter() {
+            let (k, v) = item?;
+            out.extend(net_of(k, 32).map(|n| (n, v)));
+        }
+        for item in self.v6.iter() {
+            let (k, v) = item?;
+            out.extend(net_of(k, 128).map(|n| (n, v)));
+        }
+        Ok(())
+    }
+
+    fn presence(&self) -> u32 {
+        let mut p = 0;
+        if self.v4.keys().next().is_some() {
+            p |= self.bits[0];
+        }
+        if self.v6.keys().next().is_some() {
+            p |= self.bits[1];
+        }
+        p
+    }
+}
+
+/// A lookup's value, `None` when the key is absent.
+fn found<V>(r: Result<V, aya::maps::MapError>) -> Result<Option<V>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl XdpMaps {
     /// Takes the maps out of a loaded object.
     pub fn take_from(ebpf: &mut aya::Ebpf) -> Result<Self> {
         Self {
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::PROTECTED_PORTS)?,
-            allow_v4: take(ebpf, names::ALLOW_V4)?,
-            allow_v6: take(ebpf, names::ALLOW_V6)?,
-            block_v4: take(ebpf, names::BLOCK_V4)?,
-            block_v6: take(ebpf, names::BLOCK_V6)?,
-            block_cidr_v4: take(ebpf, names::BLOCK_CIDR_V4)?,
-            block_cidr_v6: take(ebpf, names::BLOCK_CIDR_V6)?,
-            limit_v4: take(ebpf, names::LIMIT_V4)?,
-            limit_v6: take(ebpf, names::LIMIT_V6)?,
+            allow: Prefixes::take(
+                ebpf,
+                [names::ALLOW_V4, names::ALLOW_V6],
+                [PRESENT_ALLOW_V4, PRESENT_ALLOW_V6],
+            )?,
+            block_host: Hosts::take(
+                ebpf,
+                [names::BLOCK_V4, names::BLOCK_V6],
+                [PRESENT_BLOCK_V4, PRESENT_BLOCK_V6],
+            )?,
+            block_cidr: Prefixes::take(
+                ebpf,
+                [names::BLOCK_CIDR_V4, names::BLOCK_CIDR_V6],
+                [PRESENT_BLOCK_CIDR_V4, PRESENT_BLOCK_CIDR_V6],
+            )?,
+            limit: Prefixes::take(
+                ebpf,
+                [names::LIMIT_V4, names::LIMIT_V6],
+                [PRESENT_LIMIT_V4, PRESENT_LIMIT_V6],
+            )?,
             buckets: take(ebpf, names::BUCKETS)?,
             counters: take(ebpf, names::COUNTERS)?,
             drop_src: take(ebpf, names::DROPS_BY_SOURCE)?,
@@ -162,25 +306,10 @@ impl XdpMaps {
     /// Which lookup maps hold at least one entry. A map that cannot be read
     /// counts as present, so the program never skips a real entry.
     fn presence(&self) -> u32 {
-        fn has<I: Iterator<Item = Result<T, E>>, T, E>(mut keys: I) -> bool {
-            keys.next().is_some()
-        }
-        let mut p = 0;
-        for (present, bit) in [
-            (has(self.allow_v4.keys()), PRESENT_ALLOW_V4),
-            (has(self.allow_v6.keys()), PRESENT_ALLOW_V6),
-            (has(self.block_v4.keys()), PRESENT_BLOCK_V4),
-            (has(self.block_v6.keys()), PRESENT_BLOCK_V6),
-            (has(self.block_cidr_v4.keys()), PRESENT_BLOCK_CIDR_V4),
-            (has(self.block_cidr_v6.keys()), PRESENT_BLOCK_CIDR_V6),
-            (has(self.limit_v4.keys()), PRESENT_LIMIT_V4),
-            (has(self.limit_v6.keys()), PRESENT_LIMIT_V6),
-        ] {
-            if present {
-                p |= bit;
-            }
-        }
-        p
+        self.allow.presence()
+            | self.block_host.presence()
+            | self.block_cidr.presence()
+            | self.limit.presence()
     }
 
     /// Recomputes the presence bits after entries were added or removed.
@@ -240,22 +369,12 @@ impl XdpMaps {
     // ---- allowlist ----
 
     pub fn allow_add(&mut self, net: &Net, origin: u32) -> Result<()> {
-        match split(net) {
-            (Addr::V4(a), p) => self.allow_v4.insert(&Key::new(p, a), origin, 0)?,
-            (Addr::V6(a), p) => self.allow_v6.insert(&Key::new(p, a), origin, 0)?,
-        }
-        self.mark_present(if net.is_ipv4() {
-            PRESENT_ALLOW_V4
-        } else {
-            PRESENT_ALLOW_V6
-        })
+        let bit = self.allow.insert(net, origin)?;
+        self.mark_present(bit)
     }
 
     pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
-        let removed = match split(net) {
-            (Addr::V4(a), p) => ignore_missing(self.allow_v4.remove(&Key::new(p, a)))?,
-            (Addr::V6(a), p) => ignore_missing(self.allow_v6.remove(&Key::new(p, a)))?,
-        };
+        let removed = self.allow.remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
     }
@@ -263,14 +382,7 @@ impl XdpMaps {
     /// Every allowlist entry with who added it.
     pub fn allow_list(&self) -> Result<Vec<(Net, u32)>> {
         let mut out = Vec::new();
-        for item in self.allow_v4.iter() {
-            let (k, v) = item?;
-            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
-        for item in self.allow_v6.iter() {
-            let (k, v) = item?;
-            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
+        self.allow.list(&mut out)?;
         out.sort();
         Ok(out)
     }
@@ -280,34 +392,20 @@ impl XdpMaps {
     /// Adds or replaces a block. Host addresses go to the exact map, ranges
     /// to the LPM trie.
     pub fn block_add(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
-        let host = net.is_host();
-        match split(net) {
-            (Addr::V4(a), _) if host => self.block_v4.insert(a, entry, 0)?,
-            (Addr::V6(a), _) if host => self.block_v6.insert(a, entry, 0)?,
-            (Addr::V4(a), p) => self.block_cidr_v4.insert(&Key::new(p, a), entry, 0)?,
-            (Addr::V6(a), p) => self.block_cidr_v6.insert(&Key::new(p, a), entry, 0)?,
-        }
+        let bit = if net.is_host() {
+            self.block_host.insert(net.addr(), entry)?
+        } else {
+            self.block_cidr.insert(net, entry)?
+        };
         self.expiry.set(*net, entry.expires_ns);
-        self.mark_present(match (net.is_ipv4(), host) {
-            (true, true) => PRESENT_BLOCK_V4,
-            (false, true) => PRESENT_BLOCK_V6,
-            (true, false) => PRESENT_BLOCK_CIDR_V4,
-            (false, false) => PRESENT_BLOCK_CIDR_V6,
-        })
+        self.mark_present(bit)
     }
 
     pub fn block_get(&self, net: &Net) -> Result<Option<BlockEntry>> {
-        let host = net.is_host();
-        let r = match split(net) {
-            (Addr::V4(a), _) if host => self.block_v4.get(&a, 0),
-            (Addr::V6(a), _) if host => self.block_v6.get(&a, 0),
-            (Addr::V4(a), p) => self.block_cidr_v4.get(&Key::new(p, a), 0),
-            (Addr::V6(a), p) => self.block_cidr_v6.get(&Key::new(p, a), 0),
-        };
-        match r {
-            Ok(e) => Ok(Some(e)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
+        if net.is_host() {
+            self.block_host.get(net.addr())
+        } else {
+            self.block_cidr.get(net)
         }
     }
 
@@ -319,12 +417,10 @@ impl XdpMaps {
 
     /// Removes a block without updating the presence bits.
     fn block_remove(&mut self, net: &Net) -> Result<bool> {
-        let host = net.is_host();
-        let removed = match split(net) {
-            (Addr::V4(a), _) if host => ignore_missing(self.block_v4.remove(&a))?,
-            (Addr::V6(a), _) if host => ignore_missing(self.block_v6.remove(&a))?,
-            (Addr::V4(a), p) => ignore_missing(self.block_cidr_v4.remove(&Key::new(p, a)))?,
-            (Addr::V6(a), p) => ignore_missing(self.block_cidr_v6.remove(&Key::new(p, a)))?,
+        let removed = if net.is_host() {
+            self.block_host.remove(net.addr())?
+        } else {
+            self.block_cidr.remove(net)?
         };
         self.expiry.remove(net);
         Ok(removed)
@@ -333,22 +429,8 @@ impl XdpMaps {
     /// Every block entry, expired ones included (the sweeper removes those).
     pub fn block_list(&self) -> Result<Vec<(Net, BlockEntry)>> {
         let mut out = Vec::new();
-        for item in self.block_v4.iter() {
-            let (k, v) = item?;
-            out.extend(net4(k, 32).map(|n| (n, v)));
-        }
-        for item in self.block_v6.iter() {
-            let (k, v) = item?;
-            out.extend(net6(k, 128).map(|n| (n, v)));
-        }
-        for item in self.block_cidr_v4.iter() {
-            let (k, v) = item?;
-            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
-        for item in self.block_cidr_v6.iter() {
-            let (k, v) = item?;
-            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
+        self.block_host.list(&mut out)?;
+        self.block_cidr.list(&mut out)?;
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }
@@ -386,36 +468,19 @@ impl XdpMaps {
     // ---- per-source limit overrides ----
 
     pub fn limit_set(&mut self, net: &Net, limits: LimitOverride) -> Result<()> {
-        match split(net) {
-            (Addr::V4(a), p) => self.limit_v4.insert(&Key::new(p, a), limits, 0)?,
-            (Addr::V6(a), p) => self.limit_v6.insert(&Key::new(p, a), limits, 0)?,
-        }
-        self.mark_present(if net.is_ipv4() {
-            PRESENT_LIMIT_V4
-        } else {
-            PRESENT_LIMIT_V6
-        })
+        let bit = self.limit.insert(net, limits)?;
+        self.mark_present(bit)
     }
 
     pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
-        let removed = match split(net) {
-            (Addr::V4(a), p) => ignore_missing(self.limit_v4.remove(&Key::new(p, a)))?,
-            (Addr::V6(a), p) => ignore_missing(self.limit_v6.remove(&Key::new(p, a)))?,
-        };
+        let removed = self.limit.remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
     }
 
     pub fn limit_list(&self) -> Result<Vec<(Net, LimitOverride)>> {
         let mut out = Vec::new();
-        for item in self.limit_v4.iter() {
-            let (k, v) = item?;
-            out.extend(net4(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
-        for item in self.limit_v6.iter() {
-            let (k, v) = item?;
-            out.extend(net6(k.data(), k.prefix_len()).map(|n| (n, v)));
-        }
+        self.limit.list(&mut out)?;
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }
@@ -432,11 +497,7 @@ impl XdpMaps {
     // ---- buckets (tests and diagnostics) ----
 
     pub fn bucket(&self, key: &SourceKey) -> Result<Option<Buckets>> {
-        match self.buckets.get(key, 0) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        found(self.buckets.get(key, 0))
     }
 
     pub fn set_bucket(&mut self, key: &SourceKey, b: Buckets) -> Result<()> {
