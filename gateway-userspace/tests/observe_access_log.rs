@@ -108,3 +108,42 @@ fn sigusr1_reopens_the_file_after_rotation() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert_eq!(old.lines().count(), 1, "{old}");
 }
+
+/// A client that goes away before the response is ready leaves a line, as
+/// NGINX's 499 does: status 499, `client_closed`, fault `client`, the route,
+/// and the request counted in the metrics with that status.
+#[test]
+fn a_client_that_leaves_before_the_response_is_logged_as_499() {
+    use std::io::Write as _;
+    // An upstream that accepts connections (the kernel's backlog) and
+    // never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let body = format!(
+        "[[routes]]\nid = \"hang\"\npath_prefix = \"/\"\nupstream = \"silent\"\n\
+         [[upstreams]]\nname = \"silent\"\ntargets = [\"{}\"]\n",
+        silent.local_addr().unwrap()
+    );
+    let gw = Gateway::start(&body);
+    let mut c = std::net::TcpStream::connect(gw.proxy).unwrap();
+    c.write_all(b"GET /left/early?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: impatient\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(c);
+    let lines = gw.wait_access_lines(1);
+    let l = &lines[0];
+    assert_eq!(l["http.response.status_code"], 499, "{l}");
+    assert_eq!(l["url.path"], "/left/early", "{l}");
+    assert_eq!(l["gateway.route"], "hang", "{l}");
+    assert_eq!(l["gateway.reason"], "client_closed", "{l}");
+    let m = parse_metrics(&get(gw.admin, "/metrics", &[]).body);
+    // The request counter has status classes: the 499 is a 4xx of its route.
+    assert!(
+        m.iter()
+            .any(|(n, labels, v)| n.starts_with("gateway_http_requests")
+                && labels.iter().any(|(k, val)| k == "route" && val == "hang")
+                && labels.iter().any(|(k, val)| k == "status" && val == "4xx")
+                && *v >= 1.0),
+        "the abandoned request is not in the request metrics"
+    );
+    drop(silent);
+}

@@ -56,7 +56,7 @@ use super::{
 };
 
 /// What the access log records about one request.
-struct Outcome {
+struct Outcome<'a> {
     /// The W3C trace context (continued or new), sent upstream.
     trace: TraceContext,
     route: Option<Arc<str>>,
@@ -68,6 +68,68 @@ struct Outcome {
     security: Option<Arc<super::config::SecurityHeaders>>,
     /// The matched route's CORS and the request's Origin.
     cors: Option<(Arc<cors::Cors>, Option<HeaderValue>)>,
+    /// Set until the phases have produced a response: if the request's
+    /// future is dropped before (the client closed the connection or reset
+    /// the HTTP/2 stream), dropping the outcome logs and counts it.
+    pending: Option<Pending<'a>>,
+}
+
+/// A request the client may still abandon. NGINX logs such a request with
+/// status 499; so does the gateway (access log `status = 499`, `reason =
+/// client_closed`, `fault = client`, and the request metrics), instead of
+/// leaving no trace of it.
+struct Pending<'a> {
+    state: &'a ProxyState,
+    conn: &'a ConnInfo,
+    started: Instant,
+    method: &'a Method,
+    version: Version,
+    client_ip: IpAddr,
+    request_id: &'a str,
+    logged: Option<&'a Logged>,
+}
+
+/// The status NGINX logs for a request whose client went away first.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let elapsed = p.started.elapsed();
+        let route = self.route.as_ref().unwrap_or_else(|| no_route());
+        let observe = &p.state.hooks.observe;
+        observe
+            .metrics
+            .request(route, p.method, CLIENT_CLOSED, elapsed.as_secs_f64());
+        let Some(logged) = p.logged else {
+            return;
+        };
+        let extras = self.extras.lock().unwrap_or_else(|e| e.into_inner());
+        observe.access_log.write(&Record {
+            timestamp: SystemTime::now() - elapsed,
+            client_ip: p.client_ip,
+            peer: p.conn.proxied_by.unwrap_or(p.conn.peer),
+            listener: &p.conn.listener,
+            method: p.method.as_str(),
+            path: &logged.path,
+            query: logged.query.as_deref(),
+            status: CLIENT_CLOSED,
+            version: p.version,
+            duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            user_agent: logged.user_agent.as_deref(),
+            request_id: p.request_id,
+            trace_id: self.trace.trace_id_hex().as_str(),
+            route: self.route.as_deref(),
+            upstream_target: self.target,
+            reason: Some("client_closed"),
+            fault: Some("client".to_owned()),
+            user: extras.identity.as_ref().map(|i| i.subject.as_str()),
+            rate_limit: extras.rate_limit,
+            validation: extras.validation,
+        });
+    }
 }
 
 /// Runs all phases for one request; never fails (errors become responses).
@@ -129,6 +191,16 @@ where
         extras: Arc::default(),
         security: None,
         cors: None,
+        pending: Some(Pending {
+            state: &state,
+            conn: &conn,
+            started,
+            method: &method,
+            version,
+            client_ip,
+            request_id: &request_id,
+            logged: logged.as_ref(),
+        }),
     };
 
     let result = match bad_client_ip {
@@ -158,6 +230,9 @@ where
             .await
         }
     };
+    // A response exists: nothing below waits, the client can no longer
+    // abandon the request before it is logged.
+    outcome.pending = None;
     let (mut resp, problem) = match result {
         Ok(resp) => (resp, false),
         Err(rejection) => {
@@ -317,7 +392,7 @@ async fn phases<B>(
     request_id: &str,
     client_ip: IpAddr,
     framing: Framing,
-    outcome: &mut Outcome,
+    outcome: &mut Outcome<'_>,
 ) -> Result<Response<ProxyBody>, Rejection>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
