@@ -66,7 +66,15 @@ fn main() -> ExitCode {
                 // schemas, regexes and OpenAPI documents finds the rest.
                 let base_dir = config.parent().unwrap_or(std::path::Path::new("."));
                 gateway::validate::Validators::from_config(&c.validation, base_dir)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // Upstream TLS files (CA, client certificate and key) are
+                // read as `run` reads them, so a missing or unusable file
+                // fails here, not at the next start.
+                for u in &c.upstreams {
+                    gateway::proxy::upstream::client::Connector::new(u)
+                        .map_err(|e| format!("upstream '{}': {e}", u.name.get_ref()))?;
+                }
+                Ok(())
             }) {
             Ok(_) => {
                 println!("{}: ok", config.display());

@@ -466,6 +466,11 @@ const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c6
 /// The gateway in front of `backend` (h2c): `/test.Echo/` public, and
 /// `/secure.Echo/` behind an API key with a 1r/m, burst 2 limit per key.
 async fn grpc_gateway(backend: SocketAddr) -> (Proxy, SocketAddr) {
+    grpc_gateway_with(backend, "").await
+}
+
+/// [`grpc_gateway`] with extra top-level TOML (e.g. `[limits]`).
+async fn grpc_gateway_with(backend: SocketAddr, extra: &str) -> (Proxy, SocketAddr) {
     let toml = format!(
         r#"{PLAIN}
 {upstream}
@@ -495,6 +500,7 @@ rate = "1r/m"
 burst = 2
 key = "identity"
 
+{extra}
 [xdp]
 enabled = false
 "#,
@@ -906,4 +912,155 @@ async fn h2_upstream_respects_max_concurrent_streams() {
         1,
         "the target's limit was exceeded"
     );
+}
+
+/// A raw gRPC call over a bare h2 connection: (HTTP status, headers).
+async fn raw_grpc(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::post(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let (resp, mut send) = h2.send_request(req.body(()).unwrap(), false).unwrap();
+    send.send_data(Bytes::from(body), true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+        .await
+        .expect("an answer")
+        .unwrap();
+    (resp.status().as_u16(), resp.headers().clone())
+}
+
+/// Client-made failures never eject a target: calls with a deadline
+/// shorter than the pool's (`grpc-timeout`) and gRPC-Web bodies that are
+/// not base64, each more times than `passive.consecutive_failures` (5).
+#[tokio::test]
+async fn clients_cannot_eject_a_grpc_target() {
+    let (backend, echo) = grpc_backend().await;
+    let (_p, addr) = grpc_gateway(backend).await;
+    for _ in 0..6 {
+        let (status, h) = raw_grpc(
+            addr,
+            "/test.Echo/Unary",
+            &[("grpc-timeout", "20m")],
+            grpc_frame(&msg("sleep")),
+        )
+        .await;
+        assert_eq!((status, h["grpc-status"].to_str().unwrap()), (200, "4"));
+    }
+    for _ in 0..6 {
+        let (status, h, _) = grpc_web_call(
+            addr,
+            "/test.Echo/Unary",
+            "application/grpc-web-text",
+            b"!!!!".to_vec(),
+        )
+        .await;
+        // The client's malformed body: INVALID_ARGUMENT, not UNAVAILABLE.
+        assert_eq!(status, 200);
+        assert_eq!(h["grpc-status"], "3", "{h:?}");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    let mut g = client(addr).await;
+    let r = unary(
+        &mut g,
+        "/test.Echo/Unary",
+        tonic::Request::new(msg("still up")),
+    )
+    .await;
+    assert_eq!(r.expect("the target was not ejected").text, "still up");
+    // The deadline-limited calls reached the backend; the bad bodies did
+    // not decode into a call it could answer.
+    assert!(echo.seen.lock().unwrap().len() >= 7);
+}
+
+/// Only POST with a gRPC content type is gRPC: a GET with one, or an
+/// `application/grpc-foo` POST, is an ordinary request (HTTP statuses,
+/// request buffering).
+#[tokio::test]
+async fn only_grpc_content_types_on_post_are_grpc() {
+    let (backend, _echo) = grpc_backend().await;
+    let (_p, addr) = grpc_gateway(backend).await;
+    let get = "GET /nothing/here HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nConnection: close\r\n\r\n";
+    let r = raw(addr, get.as_bytes()).await;
+    assert_eq!(r.status, 404, "{}", r.head);
+    let post = "POST /nothing/here HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc-foo\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    let r = raw(addr, post.as_bytes()).await;
+    assert_eq!(r.status, 404, "{}", r.head);
+}
+
+/// A client-streaming call whose messages come slower than
+/// `body_min_rate` allows a plain body, but each within the idle timeout,
+/// is served (a long call is not a slowloris).
+#[tokio::test]
+async fn slow_grpc_streams_are_not_cut_by_the_minimum_body_rate() {
+    let (backend, _echo) = grpc_backend().await;
+    let (_p, addr) = grpc_gateway_with(
+        backend,
+        "[limits]\nbody_read_timeout = \"1s\"\nbody_min_rate = 100000\n",
+    )
+    .await;
+    let mut g = client(addr).await;
+    g.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let sender = tokio::spawn(async move {
+        for part in ["a", "b", "c", "d"] {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            tx.send(msg(part)).await.unwrap();
+        }
+    });
+    let r = g
+        .client_streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            PathAndQuery::from_static("/test.Echo/ClientStream"),
+            Codec::default(),
+        )
+        .await;
+    sender.await.unwrap();
+    assert_eq!(
+        r.expect("the slow stream is served").into_inner().text,
+        "a+b+c+d"
+    );
+}
+
+/// `auto` against a target that chooses HTTP/1.1: a gRPC call is refused
+/// (UNAVAILABLE), never sent downgraded; plain requests still work.
+#[tokio::test]
+async fn auto_never_downgrades_grpc_to_http1() {
+    let ca = Ca::new("downgrade CA");
+    let dir = Dir::new("downgrade");
+    let ca_file = dir.write("ca.pem", &ca.pem());
+    let h1 = Backend::start(
+        Some(server_tls(&ca, &["b.internal"], &[b"http/1.1"], None)),
+        Speaks::Http1,
+    )
+    .await;
+    let (_p, addr) = gateway(
+        &format!(
+            "protocol = \"auto\"\nretries = 0\ntls = {{ ca_file = \"{}\", server_name = \"b.internal\" }}",
+            ca_file.display()
+        ),
+        &[h1.addr],
+    )
+    .await;
+    // Once before ALPN is known, once after.
+    for _ in 0..2 {
+        let (status, h) = raw_grpc(addr, "/pkg.Svc/Call", &[], grpc_frame(&msg("x"))).await;
+        assert_eq!(
+            (status, h["grpc-status"].to_str().unwrap()),
+            (200, "14"),
+            "{h:?}"
+        );
+    }
+    assert!(h1.got().is_empty(), "{:?}", h1.got());
+    assert_eq!(get(addr, "/plain", "").await.status, 200);
+    assert_eq!(h1.got().len(), 1);
 }

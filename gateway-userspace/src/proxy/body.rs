@@ -69,19 +69,38 @@ pub async fn buffer(mut body: ProxyBody, tripped: &Tripped) -> Result<Bytes, Rea
 
 /// Why a [`Limited`] body stopped, shared with the code awaiting the upstream.
 #[derive(Clone, Default)]
-pub struct Tripped(Arc<Mutex<Option<Reason>>>);
+pub struct Tripped(Arc<TrippedState>);
+
+#[derive(Default)]
+struct TrippedState {
+    reason: Mutex<Option<Reason>>,
+    /// The client's body was read to its end.
+    ended: std::sync::atomic::AtomicBool,
+}
 
 impl Tripped {
     pub fn get(&self) -> Option<Reason> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        *self.0.reason.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set(&self, r: Reason) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    /// Records who stopped the body (the first reason a wrapper saw).
+    pub(crate) fn set(&self, r: Reason) {
+        *self.0.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    /// Whether the client's body was read to its end (a streamed body the
+    /// upstream is still waiting for makes its silence the client's doing).
+    pub fn ended(&self) -> bool {
+        self.0.ended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn end(&self) {
+        self.0
+            .ended
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// The limit that stopped a body.
 #[derive(Debug, thiserror::Error)]
 #[error("request body stopped: {0:?}")]
 pub struct LimitError(pub Reason);
@@ -181,6 +200,9 @@ where
                 this.deadline
                     .as_mut()
                     .reset((now + *this.timeout).min(total));
+                if this.inner.is_end_stream() {
+                    this.tripped.end();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -188,7 +210,10 @@ where
                 this.tripped.set(Reason::BodyIncomplete);
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.tripped.end();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if this.deadline.poll(cx).is_ready() {
                     this.tripped.set(Reason::BodyTimeout);

@@ -13,27 +13,37 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::{
     body::{self, ProxyBody},
     reject::Rejection,
 };
 
-/// Whether a request is a gRPC call: `content-type` is `application/grpc`
-/// or starts with `application/grpc+` / `application/grpc;` (gRPC-Web's
-/// `application/grpc-web*` included: it is refused the same way).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| is_grpc_type(v.as_bytes()))
+/// Whether a request is a gRPC call: a `POST` (every gRPC call is one)
+/// whose `content-type` is `application/grpc`, `application/grpc+<codec>`
+/// or `application/grpc;<params>`, or gRPC-Web's `application/grpc-web`,
+/// `application/grpc-web-text`, each with the same `+`/`;` suffixes.
+/// Anything else (`application/grpc-foo`, a GET) is an ordinary request:
+/// request buffering, HTTP error statuses.
+pub fn is_grpc(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::POST
+        && headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| is_grpc_type(v.as_bytes()))
 }
 
 fn is_grpc_type(v: &[u8]) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    v.len() >= GRPC.len()
-        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && matches!(v.get(GRPC.len()), None | Some(b'+' | b';' | b'-'))
+    const TYPES: [&[u8]; 3] = [
+        b"application/grpc-web-text",
+        b"application/grpc-web",
+        b"application/grpc",
+    ];
+    TYPES.iter().any(|t| {
+        v.len() >= t.len()
+            && v[..t.len()].eq_ignore_ascii_case(t)
+            && matches!(v.get(t.len()), None | Some(b'+' | b';'))
+    })
 }
 
 /// The call's deadline from `grpc-timeout` (1 to 8 digits and a unit:
@@ -89,6 +99,8 @@ pub fn refusal(rejection: &Rejection, content_type: &HeaderValue) -> Response<Pr
         h.append(name.clone(), value.clone());
     }
     h.insert(header::CONTENT_TYPE, content_type.clone());
+    // A refusal is HTTP 200 to gRPC: no cache may keep it for the URL.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "grpc-status",
         HeaderValue::from(u16::from(status_code(rejection.reason.status()))),
@@ -118,20 +130,31 @@ mod tests {
 
     #[test]
     fn recognises_grpc_content_types_only() {
+        let h = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            h
+        };
         for ct in [
             "application/grpc",
             "application/grpc+proto",
             "Application/GRPC+json",
+            "application/grpc;charset=utf-8",
+            "application/grpc-web",
             "application/grpc-web+proto",
+            "application/grpc-web-text+proto",
         ] {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-            assert!(is_grpc(&h), "{ct}");
+            assert!(is_grpc(&Method::POST, &h(ct)), "{ct}");
+            assert!(!is_grpc(&Method::GET, &h(ct)), "GET {ct}");
         }
-        for ct in ["application/grpcx", "application/json", "text/grpc"] {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
-            assert!(!is_grpc(&h), "{ct}");
+        for ct in [
+            "application/grpcx",
+            "application/grpc-foo",
+            "application/grpc-webx",
+            "application/json",
+            "text/grpc",
+        ] {
+            assert!(!is_grpc(&Method::POST, &h(ct)), "{ct}");
         }
     }
 

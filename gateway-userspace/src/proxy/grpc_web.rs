@@ -25,7 +25,10 @@ use http::{HeaderMap, HeaderValue, Response, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
-use super::body::{BoxError, ProxyBody};
+use super::{
+    body::{BoxError, ProxyBody, Tripped},
+    reject::Reason,
+};
 
 /// A gRPC-Web call being translated.
 pub struct Call {
@@ -36,16 +39,25 @@ pub struct Call {
 }
 
 impl Call {
-    /// The call, if `headers` say gRPC-Web.
-    pub fn of(headers: &HeaderMap) -> Option<Self> {
+    /// The call, if the request is a gRPC-Web one: a `POST` whose
+    /// content type is `application/grpc-web[-text]` with nothing after it
+    /// but a `+codec` or `;params` suffix. No allocation for other requests.
+    pub fn of(method: &http::Method, headers: &HeaderMap) -> Option<Self> {
+        const WEB: &[u8] = b"application/grpc-web";
+        if method != http::Method::POST {
+            return None;
+        }
         let ct = headers.get(header::CONTENT_TYPE)?;
-        let lower = ct.to_str().ok()?.to_ascii_lowercase();
-        let rest = lower.strip_prefix("application/grpc-web")?;
-        let (text, rest) = match rest.strip_prefix("-text") {
-            Some(r) => (true, r),
-            None => (false, rest),
+        let v = ct.as_bytes();
+        if v.len() < WEB.len() || !v[..WEB.len()].eq_ignore_ascii_case(WEB) {
+            return None;
+        }
+        let rest = &v[WEB.len()..];
+        let (text, rest) = match rest.get(..5) {
+            Some(t) if t.eq_ignore_ascii_case(b"-text") => (true, &rest[5..]),
+            _ => (false, rest),
         };
-        if !(rest.is_empty() || rest.starts_with('+') || rest.starts_with(';')) {
+        if !matches!(rest.first(), None | Some(b'+' | b';')) {
             return None;
         }
         Some(Self {
@@ -57,7 +69,14 @@ impl Call {
     /// Rewrites the request's headers into gRPC (content type; the body
     /// length changes for `-text`, so `Content-Length` goes) and wraps its
     /// body.
-    pub fn to_grpc(&self, headers: &mut HeaderMap, body: ProxyBody) -> ProxyBody {
+    /// A `-text` body that is not base64 fails as the client's fault
+    /// (`tripped` says 400 `bad_request`, never an upstream failure).
+    pub fn to_grpc(
+        &self,
+        headers: &mut HeaderMap,
+        body: ProxyBody,
+        tripped: &Tripped,
+    ) -> ProxyBody {
         let lower = self
             .content_type
             .to_str()
@@ -76,6 +95,7 @@ impl Call {
         DecodeText {
             inner: body,
             pending: BytesMut::new(),
+            tripped: tripped.clone(),
         }
         .boxed()
     }
@@ -169,6 +189,7 @@ impl Body for EncodeWeb {
 struct DecodeText {
     inner: ProxyBody,
     pending: BytesMut,
+    tripped: Tripped,
 }
 
 impl DecodeText {
@@ -205,7 +226,13 @@ impl Body for DecodeText {
                     Ok(d) => {
                         self.pending
                             .extend(d.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-                        let decoded = self.drain()?;
+                        let decoded = match self.drain() {
+                            Ok(d) => d,
+                            Err(e) => {
+                                self.tripped.set(Reason::BadRequest);
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                        };
                         if !decoded.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(decoded))));
                         }
@@ -213,6 +240,7 @@ impl Body for DecodeText {
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 None if !self.pending.is_empty() => {
+                    self.tripped.set(Reason::BadRequest);
                     return Poll::Ready(Some(Err(
                         "gRPC-Web text body ends inside a base64 quantum".into(),
                     )));
@@ -235,22 +263,33 @@ mod tests {
 
     #[tokio::test]
     async fn text_request_chunks_padded_or_not_decode_to_the_same_bytes() {
-        let call = Call::of(&headers("application/grpc-web-text+proto")).unwrap();
+        let call = Call::of(
+            &http::Method::POST,
+            &headers("application/grpc-web-text+proto"),
+        )
+        .unwrap();
         let mut h = headers("application/grpc-web-text+proto");
         // "hello" then "world!" as separately padded chunks, split oddly.
         let chunks = ["aGVs", "bG8=d29y", "bGQh"];
         let stream = data_frames(chunks.iter().map(|c| Bytes::from(*c)).collect());
-        let decoded = call.to_grpc(&mut h, stream).collect().await.unwrap();
+        let decoded = call
+            .to_grpc(&mut h, stream, &Tripped::default())
+            .collect()
+            .await
+            .unwrap();
         assert_eq!(decoded.to_bytes(), "helloworld!");
         assert_eq!(h[header::CONTENT_TYPE], "application/grpc+proto");
     }
 
     #[test]
     fn only_grpc_web_types_are_calls() {
-        assert!(Call::of(&headers("application/grpc-web")).is_some());
-        assert!(Call::of(&headers("application/grpc-web+proto")).is_some());
-        assert!(Call::of(&headers("application/grpc")).is_none());
-        assert!(Call::of(&headers("application/grpc-webx")).is_none());
+        let post = |ct: &str| Call::of(&http::Method::POST, &headers(ct));
+        assert!(post("application/grpc-web").is_some());
+        assert!(post("application/grpc-web+proto").is_some());
+        assert!(post("Application/GRPC-Web-Text;x=1").is_some());
+        assert!(post("application/grpc").is_none());
+        assert!(post("application/grpc-webx").is_none());
+        assert!(Call::of(&http::Method::GET, &headers("application/grpc-web")).is_none());
     }
 
     #[test]
@@ -267,5 +306,24 @@ mod tests {
         let frames: Vec<Result<Frame<Bytes>, BoxError>> =
             chunks.into_iter().map(|c| Ok(Frame::data(c))).collect();
         http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    }
+}
+
+#[cfg(test)]
+mod garbage {
+    use super::*;
+
+    #[tokio::test]
+    async fn text_that_is_not_base64_is_the_clients_fault() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc-web-text"),
+        );
+        let call = Call::of(&http::Method::POST, &h).unwrap();
+        let tripped = Tripped::default();
+        let body = call.to_grpc(&mut h, crate::proxy::body::full("!!!!"), &tripped);
+        assert!(body.collect().await.is_err());
+        assert_eq!(tripped.get(), Some(Reason::BadRequest));
     }
 }

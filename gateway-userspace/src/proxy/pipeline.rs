@@ -157,7 +157,7 @@ where
         h1 && (req.method() == Method::CONNECT || req.headers().contains_key(header::UPGRADE));
     // A gRPC call gets its refusals as gRPC statuses (in its own content
     // type: gRPC or gRPC-Web) and is never buffered.
-    let grpc = grpc::is_grpc(req.headers());
+    let grpc = grpc::is_grpc(req.method(), req.headers());
     let grpc_type = grpc
         .then(|| req.headers().get(header::CONTENT_TYPE).cloned())
         .flatten();
@@ -265,7 +265,11 @@ where
     }
 
     // Escalation: a client-caused rejection earns its source penalty points.
+    // A gRPC stream that idled past the body timeout is a long call, not
+    // a slowloris: no offence.
+    let grpc_idle = grpc && outcome.reason == Some(Reason::BodyTimeout);
     if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
+        && !grpc_idle
         && let Some(offence) = offence_of(reason)
     {
         // Through PROXY protocol the packets come from the load balancer:
@@ -480,7 +484,14 @@ where
             limits.body_read_timeout,
             tripped.clone(),
         )
-        .min_rate(limits.body_min_rate)
+        // A gRPC stream may idle between messages for as long as the call
+        // lives: only the idle timeout between frames applies to it, not
+        // the minimum rate (which would end long calls).
+        .min_rate(if framing.grpc {
+            0
+        } else {
+            limits.body_min_rate
+        })
         .boxed()
     });
 
@@ -535,9 +546,9 @@ where
     })?;
     let (mut parts, body) = req.into_parts();
     // gRPC-Web goes upstream as gRPC (and comes back translated).
-    let web = grpc_web::Call::of(&parts.headers);
+    let web = grpc_web::Call::of(&parts.method, &parts.headers);
     let body = match &web {
-        Some(call) => call.to_grpc(&mut parts.headers, body),
+        Some(call) => call.to_grpc(&mut parts.headers, body, &tripped),
         None => body,
     };
     // The gateway met the client's `Expect: 100-continue` itself (its 100

@@ -25,9 +25,10 @@ pub enum TlsError {
     /// A PEM file is missing, unreadable or holds nothing usable.
     #[error("{path}: {message}")]
     Pem { path: String, message: String },
-    /// The key type is not supported or does not fit.
-    #[error("{path}: unusable private key: {source}")]
-    Key { path: String, source: rustls::Error },
+    /// The key type is not supported or does not fit (the reason is in the
+    /// message, not a separate source, so it is printed once).
+    #[error("{path}: unusable private key: {error}")]
+    Key { path: String, error: rustls::Error },
     /// Generating the self-signed certificate failed.
     #[error("generating a self-signed certificate: {0}")]
     SelfSigned(#[from] rcgen::Error),
@@ -35,10 +36,10 @@ pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
     /// An upstream's `tls` settings cannot be used.
-    #[error("upstream '{upstream}': {source}")]
+    #[error("upstream '{upstream}': {error}")]
     Upstream {
         upstream: String,
-        source: Box<TlsError>,
+        error: Box<TlsError>,
     },
 }
 
@@ -129,14 +130,14 @@ fn load(
     let signing = provider
         .key_provider
         .load_private_key(load_key(key)?)
-        .map_err(|source| TlsError::Key {
+        .map_err(|error| TlsError::Key {
             path: key.display().to_string(),
-            source,
+            error,
         })?;
     let certified = CertifiedKey::new(certs, signing);
-    certified.keys_match().map_err(|source| TlsError::Key {
+    certified.keys_match().map_err(|error| TlsError::Key {
         path: key.display().to_string(),
-        source,
+        error,
     })?;
     Ok(certified)
 }

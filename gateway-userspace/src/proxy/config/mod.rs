@@ -88,6 +88,14 @@ pub fn validate_and_resolve(
                     ),
                 ));
             }
+            Some(t) if !t.verify && t.ca_file.is_some() => {
+                return Err(at(
+                    u.name.span(),
+                    format!(
+                        "upstream '{name}': tls.verify = false checks no certificate, so tls.ca_file would be ignored; remove one of them"
+                    ),
+                ));
+            }
             Some(t) if t.client_cert.is_some() != t.client_key.is_some() => {
                 return Err(at(
                     u.name.span(),

@@ -60,17 +60,29 @@ pub const MAX_IDLE_PER_TARGET: usize = 256;
 /// sent again on the same HTTP/2 connection.
 pub const REFUSED_RETRIES: u32 = 3;
 
-/// Whether an HTTP/2 exchange failed because the target reset the stream
-/// with `REFUSED_STREAM` (it did not process the request).
-fn is_refused(e: &hyper::Error) -> bool {
+/// Whether an HTTP/2 exchange failed without the target processing it:
+/// `REFUSED_STREAM` (RFC 9113 §8.7), or, for an idempotent request, the
+/// target's GOAWAY (a stream above its last-stream-id was never seen; one
+/// below may have been, which only an idempotent request may risk).
+fn is_refused(e: &hyper::Error, idempotent: bool) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (idempotent && h2.is_go_away() && h2.is_remote());
         }
         source = s.source();
     }
     false
+}
+
+/// Methods a request of which may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Why a request got no response.
@@ -95,6 +107,10 @@ pub enum SendError {
     /// response head was malformed or larger than `max_response_header_bytes`).
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// A gRPC call to a target that chose HTTP/1.1 by ALPN (`auto`): never
+    /// downgraded; nothing was sent.
+    #[error("{addr} chose HTTP/1.1; gRPC needs HTTP/2")]
+    Http2Required { addr: SocketAddr },
 }
 
 impl SendError {
@@ -106,6 +122,31 @@ impl SendError {
     /// Whether the response head did not fit `max_response_header_bytes`.
     pub fn head_too_large(&self) -> bool {
         matches!(self, Self::Http(e) if e.is_parse_too_large())
+    }
+
+    /// Whether this failure says something about the target's health
+    /// (passive ejection): not a protocol mismatch of one call.
+    pub fn counts_against_target(&self) -> bool {
+        !matches!(self, Self::Http2Required { .. })
+    }
+
+    /// The TLS reason, when TLS is what failed: the handshake, or an alert
+    /// the target sent after it (TLS 1.3 refuses a client certificate
+    /// then, so it surfaces as a connection error).
+    pub fn tls_cause(&self) -> Option<String> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(s) = source {
+            if let Some(t) = s.downcast_ref::<rustls::Error>() {
+                return Some(t.to_string());
+            }
+            if let Some(io) = s.downcast_ref::<std::io::Error>()
+                && let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                return Some(t.to_string());
+            }
+            source = s.source();
+        }
+        None
     }
 }
 
@@ -121,6 +162,8 @@ pub struct TargetConns {
     h2: Mutex<Option<Shared>>,
     /// Held while the HTTP/2 connection is being opened.
     h2_opening: tokio::sync::Mutex<()>,
+    /// When opening a connection last failed.
+    open_failed_at: Mutex<Option<Instant>>,
     /// What ALPN chose last time (`auto`), so the next request knows
     /// whether to share the HTTP/2 connection or take an idle HTTP/1.1 one.
     alpn: AtomicU8,
@@ -219,6 +262,30 @@ impl TargetConns {
 
     fn forget_shared(&self) {
         *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Stops sharing the HTTP/2 connection (requests on it finish; the
+    /// next request opens a new one): after a timeout that suggests the
+    /// connection, not the target, is dead.
+    pub fn drop_shared(&self) {
+        self.forget_shared();
+    }
+
+    /// Notes that opening a connection failed (concurrent waiters fail
+    /// fast instead of each trying again).
+    fn open_failed(&self) {
+        *self
+            .open_failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether an open attempt failed after `since`.
+    fn failed_since(&self, since: Instant) -> bool {
+        self.open_failed_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t >= since)
     }
 }
 
@@ -356,6 +423,14 @@ impl Connector {
         mut req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
         let conns = &target.conns;
+        // `auto` and the target speaks HTTP/1.1: a gRPC call is refused,
+        // never downgraded.
+        if self.protocol == UpstreamProtocol::Auto
+            && conns.alpn.load(Ordering::Relaxed) == ALPN_HTTP1
+            && crate::proxy::grpc::is_grpc(req.method(), req.headers())
+        {
+            return Err((SendError::Http2Required { addr: target.addr }, None));
+        }
         while let Some(c) = conns.pop() {
             if c.since.elapsed() >= self.idle_timeout || c.send.is_closed() {
                 continue;
@@ -375,10 +450,7 @@ impl Connector {
             }
         }
         match self.open(target).await {
-            Ok(Opened::Http1(mut send)) => match send.send_request(req).await {
-                Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
-                Err(e) => Err((SendError::Http(e), None)),
-            },
+            Ok(Opened::Http1(send)) => self.send_on_h1(target, send, req).await,
             // `auto`, and the target chose HTTP/2 this time.
             Ok(Opened::Http2(send)) => {
                 conns.set_shared(send.clone());
@@ -393,31 +465,70 @@ impl Connector {
         target: &Target,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        match self.shared_or_open(target).await {
+            Ok(Opened::Http2(send)) => self.send_on_h2(target, send, req).await,
+            // `auto`, and the target now chose HTTP/1.1.
+            Ok(Opened::Http1(send)) => self.send_on_h1(target, send, req).await,
+            Err(e) => Err((e, Some(req))),
+        }
+    }
+
+    /// The target's shared HTTP/2 connection, opened if there is none. One
+    /// request opens it while the others wait; if that attempt fails, the
+    /// waiters fail at once with it (and may go to another target) rather
+    /// than each spending its own `connect_timeout` on a dead target.
+    async fn shared_or_open(&self, target: &Target) -> Result<Opened, SendError> {
         let conns = &target.conns;
-        let send = match conns.shared(self.idle_timeout) {
-            Some(s) => s,
-            None => {
-                let _opening = conns.h2_opening.lock().await;
-                match conns.shared(self.idle_timeout) {
-                    Some(s) => s,
-                    None => match self.open(target).await {
-                        Ok(Opened::Http2(s)) => {
-                            conns.set_shared(s.clone());
-                            s
-                        }
-                        // `auto`, and the target now chose HTTP/1.1.
-                        Ok(Opened::Http1(mut send)) => {
-                            return match send.send_request(req).await {
-                                Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
-                                Err(e) => Err((SendError::Http(e), None)),
-                            };
-                        }
-                        Err(e) => return Err((e, Some(req))),
-                    },
-                }
-            }
-        };
-        self.send_on_h2(target, send, req).await
+        if let Some(s) = conns.shared(self.idle_timeout) {
+            return Ok(Opened::Http2(s));
+        }
+        let waiting_since = Instant::now();
+        let _opening = conns.h2_opening.lock().await;
+        if let Some(s) = conns.shared(self.idle_timeout) {
+            return Ok(Opened::Http2(s));
+        }
+        if conns.failed_since(waiting_since) {
+            return Err(SendError::Connect {
+                addr: target.addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "the connection attempt this request waited for failed",
+                ),
+            });
+        }
+        let opened = self.open(target).await;
+        match &opened {
+            Ok(Opened::Http2(s)) => conns.set_shared(s.clone()),
+            Ok(Opened::Http1(_)) => {}
+            Err(_) => conns.open_failed(),
+        }
+        opened
+    }
+
+    /// A new shared HTTP/2 connection after the last one closed, if one
+    /// can be had.
+    async fn reopen(&self, target: &Target) -> Option<http2::SendRequest<ProxyBody>> {
+        match self.shared_or_open(target).await {
+            Ok(Opened::Http2(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Sends on a fresh HTTP/1.1 connection (`auto` when the target chose
+    /// it); a gRPC call is refused instead of downgraded.
+    async fn send_on_h1(
+        &self,
+        target: &Target,
+        mut send: http1::SendRequest<ProxyBody>,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Conn), (SendError, Option<Request<ProxyBody>>)> {
+        if crate::proxy::grpc::is_grpc(req.method(), req.headers()) {
+            return Err((SendError::Http2Required { addr: target.addr }, None));
+        }
+        match send.send_request(req).await {
+            Ok(resp) => Ok((resp, Conn(Lent::Http1(send)))),
+            Err(e) => Err((SendError::Http(e), None)),
+        }
     }
 
     /// Sends on a shared HTTP/2 connection; one that turns out closed (the
@@ -455,9 +566,21 @@ impl Connector {
                         None => {
                             let e = e.into_error();
                             match again {
-                                Some(r) if refused < REFUSED_RETRIES && is_refused(&e) => {
+                                Some(r)
+                                    if refused < REFUSED_RETRIES
+                                        && is_refused(&e, idempotent(r.method())) =>
+                                {
                                     refused += 1;
                                     req = r;
+                                    // A GOAWAY closed this connection: the
+                                    // next attempt opens a new one.
+                                    if send.is_closed() {
+                                        conns.forget_shared();
+                                        send = match self.reopen(target).await {
+                                            Some(s) => s,
+                                            None => break,
+                                        };
+                                    }
                                     continue;
                                 }
                                 _ => return Err((SendError::Http(e), None)),
@@ -471,16 +594,9 @@ impl Connector {
                 break;
             }
             reopened = true;
-            let _opening = conns.h2_opening.lock().await;
-            send = match conns.shared(self.idle_timeout) {
+            send = match self.reopen(target).await {
                 Some(s) => s,
-                None => match self.open(target).await {
-                    Ok(Opened::Http2(s)) => {
-                        conns.set_shared(s.clone());
-                        s
-                    }
-                    Ok(Opened::Http1(_)) | Err(_) => break,
-                },
+                None => break,
             };
         }
         Err((
@@ -535,7 +651,10 @@ impl Connector {
         let failed = |source| SendError::Connect { addr, source };
         let timed_out =
             || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect_timeout passed");
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        // One deadline for TCP and TLS together: `connect_timeout` bounds
+        // the whole connection setup, as Envoy's does.
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(failed(e)),
             Err(_) => return Err(failed(timed_out())),
@@ -554,8 +673,7 @@ impl Connector {
             (None, None) => ServerName::IpAddress(addr.ip().into()),
         };
         let tls_failed = |source| SendError::Tls { addr, source };
-        let stream = match tokio::time::timeout(self.connect_timeout, tls.connect(name, tcp)).await
-        {
+        let stream = match tokio::time::timeout_at(deadline, tls.connect(name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(tls_failed(e)),
             Err(_) => return Err(tls_failed(timed_out())),

@@ -315,12 +315,22 @@ pub fn publish(pool: &Pool, cause: Cause) -> Changes {
         tracing::debug!(upstream = %pool.name, targets = pool.targets().len(), "upstream took over the previous generation's DNS answers");
     } else if !changes.is_empty() {
         pool.count_changes(&changes);
-        let added: Vec<String> = changes.added.iter().map(ToString::to_string).collect();
-        let removed: Vec<String> = changes.removed.iter().map(ToString::to_string).collect();
+        // The first addresses of each side, and how many: one bounded line
+        // however large the answer.
+        const SHOWN: usize = 16;
+        let list = |v: &[std::net::SocketAddr]| {
+            let mut s: Vec<String> = v.iter().take(SHOWN).map(ToString::to_string).collect();
+            if v.len() > SHOWN {
+                s.push(format!("… {} more", v.len() - SHOWN));
+            }
+            s.join(",")
+        };
         tracing::info!(
             upstream = %pool.name,
-            added = %added.join(","),
-            removed = %removed.join(","),
+            added = %list(&changes.added),
+            removed = %list(&changes.removed),
+            added_count = changes.added.len(),
+            removed_count = changes.removed.len(),
             targets = pool.targets().len(),
             "upstream membership changed"
         );

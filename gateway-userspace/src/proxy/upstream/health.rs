@@ -105,12 +105,25 @@ async fn check(
     else {
         return false;
     };
-    if let Ok(host) = HeaderValue::try_from(target.authority()) {
+    // The Host real requests get when the client sends none: a literal
+    // `host_header`, else the target (`name:port` or `ip:port`), so a
+    // virtual-hosted backend answers its checks as it answers requests.
+    let host = match &pool.config.host_header {
+        crate::proxy::config::upstream::HostHeader::Literal(v) => Ok(v.clone()),
+        _ => HeaderValue::try_from(target.authority()),
+    };
+    if let Ok(host) = host {
         req.headers_mut().insert(http::header::HOST, host);
     }
     let sent = pool.connector.send(target, req);
     match tokio::time::timeout(timeout, sent).await {
         Ok(Ok((resp, _conn))) => resp.status().is_success(),
-        _ => false,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            // A check that hangs may be a dead shared HTTP/2 connection:
+            // the next check (and request) opens a new one.
+            target.conns.drop_shared();
+            false
+        }
     }
 }

@@ -54,7 +54,7 @@ impl Pools {
             .map(|c| {
                 Pool::new(c).map_err(|e| TlsError::Upstream {
                     upstream: c.name.get_ref().clone(),
-                    source: Box::new(e),
+                    error: Box::new(e),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -155,7 +155,7 @@ pub async fn forward(
     };
     let mut tried = Vec::new();
     let websocket = parts.headers.contains_key(header::UPGRADE);
-    let is_grpc = grpc::is_grpc(&parts.headers);
+    let is_grpc = grpc::is_grpc(&parts.method, &parts.headers);
     if websocket && pool.connector.may_use_http2() {
         return Err(Rejection::new(
             Reason::UpstreamFailed,
@@ -181,6 +181,10 @@ pub async fn forward(
         Some(t) => t.min(pool.request_timeout()),
         None => pool.request_timeout(),
     };
+    // Whether the upstream could have everything it needs: a body still
+    // streaming from the client when the wait for the response ends makes
+    // the silence the client's, not the target's.
+    let body_empty = body.is_end_stream();
     // A new request (HTTP/1.1, no extensions) with the client's method and
     // the prepared headers, moved rather than copied: a retry reuses it.
     let mut req = Request::new(body);
@@ -254,11 +258,14 @@ pub async fn forward(
                 if let Some(reason) = tripped.get() {
                     return Err(Rejection::new(reason, limit_detail(reason)));
                 }
-                pool.record_failure(&target);
-                if matches!(e, client::SendError::Tls { .. }) {
-                    // Says why (unknown issuer, name mismatch, a refused
-                    // client certificate): an operator's fix, not noise.
-                    tracing::warn!(upstream = %pool.name, target = %target.addr, error = %e, "upstream TLS handshake failed");
+                if e.counts_against_target() {
+                    pool.record_failure(&target);
+                }
+                if let Some(why) = e.tls_cause() {
+                    // Says why (unknown issuer, name mismatch, a client
+                    // certificate refused by an alert after a TLS 1.3
+                    // handshake): an operator's fix, not noise.
+                    tracing::warn!(upstream = %pool.name, target = %target.addr, error = %e, tls = %why, "upstream TLS failed");
                 } else {
                     tracing::debug!(upstream = %pool.name, target = %target.addr, error = %e, "upstream request failed");
                 }
@@ -274,6 +281,11 @@ pub async fn forward(
                         "upstream '{}' sent response headers that are too large",
                         pool.name
                     )
+                } else if let client::SendError::Http2Required { .. } = e {
+                    format!(
+                        "upstream '{}' chose HTTP/1.1 (ALPN); a gRPC call needs HTTP/2",
+                        pool.name
+                    )
                 } else {
                     format!("upstream '{}' failed to answer", pool.name)
                 };
@@ -283,7 +295,18 @@ pub async fn forward(
                 if let Some(reason) = tripped.get() {
                     return Err(Rejection::new(reason, limit_detail(reason)));
                 }
-                pool.record_failure(&target);
+                // The target is at fault only when it had the whole request
+                // and the pool's own timeout passed: a shorter deadline is
+                // the client's (`grpc-timeout`), and a body still arriving
+                // is the client's slowness. Neither may eject a target.
+                let clients_deadline = head_timeout < pool.request_timeout();
+                let still_sending = !body_empty && !tripped.ended();
+                if !clients_deadline && !still_sending {
+                    pool.record_failure(&target);
+                    // A silently dead HTTP/2 connection would take every
+                    // next request down with it: open a new one.
+                    target.conns.drop_shared();
+                }
                 return Err(Rejection::new(
                     Reason::UpstreamTimeout,
                     format!("upstream '{}' did not answer in time", pool.name),
@@ -361,6 +384,7 @@ pub(crate) fn limit_detail(reason: Reason) -> &'static str {
         Reason::BodyTooLarge => "the request body is larger than allowed",
         Reason::BodyTimeout => "the request body was not received in time",
         Reason::BodyIncomplete => "the request body ended before it was complete",
+        Reason::BadRequest => "the request body is malformed",
         _ => "the request body was cut off",
     }
 }

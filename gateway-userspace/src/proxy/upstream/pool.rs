@@ -150,7 +150,14 @@ impl Member {
 pub struct Changes {
     pub added: Vec<SocketAddr>,
     pub removed: Vec<SocketAddr>,
+    /// Addresses beyond [`MAX_TARGETS`], not used.
+    pub dropped: usize,
 }
+
+/// Most targets one upstream takes from its answers (DNS may return any
+/// number; each target costs per-request scans and health checks). The
+/// first ones in answer order are kept, the rest logged and not used.
+pub const MAX_TARGETS: usize = 1024;
 
 impl Changes {
     /// Whether the set stayed the same (weights and priorities may have
@@ -231,18 +238,27 @@ impl Pool {
     /// [`Pool::count_changes`].
     pub fn set_members(&self, members: &[Member]) -> Changes {
         let old = self.targets.load_full();
-        let mut next: Vec<Arc<Target>> = Vec::with_capacity(members.len());
+        // Hash lookups, not scans: a large answer (thousands of addresses)
+        // costs linear time, not quadratic.
+        let by_addr: std::collections::HashMap<SocketAddr, &Arc<Target>> =
+            old.iter().map(|t| (t.addr, t)).collect();
+        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        let mut next: Vec<Arc<Target>> = Vec::with_capacity(members.len().min(MAX_TARGETS));
         let mut changes = Changes::default();
         for m in members {
-            if next.iter().any(|t| t.addr == m.addr) {
+            if !seen.insert(m.addr) {
                 continue;
             }
-            let kept = old.iter().find(|t| t.addr == m.addr && t.host == m.host);
+            if next.len() == MAX_TARGETS {
+                changes.dropped += 1;
+                continue;
+            }
+            let kept = by_addr.get(&m.addr).filter(|t| t.host == m.host);
             let target = match kept {
                 Some(t) => {
                     t.weight.store(u32::from(m.weight), Ordering::Relaxed);
                     t.priority.store(u32::from(m.priority), Ordering::Relaxed);
-                    t.clone()
+                    (*t).clone()
                 }
                 None => {
                     changes.added.push(m.addr);
@@ -251,11 +267,20 @@ impl Pool {
             };
             next.push(target);
         }
+        let kept: std::collections::HashSet<*const Target> = next.iter().map(Arc::as_ptr).collect();
         changes.removed = old
             .iter()
-            .filter(|t| !next.iter().any(|n| Arc::ptr_eq(n, t)))
+            .filter(|t| !kept.contains(&Arc::as_ptr(t)))
             .map(|t| t.addr)
             .collect();
+        if changes.dropped > 0 {
+            tracing::warn!(
+                upstream = %self.name,
+                dropped = changes.dropped,
+                kept = MAX_TARGETS,
+                "more addresses than an upstream takes; the rest are not used"
+            );
+        }
         if !changes.is_empty() {
             self.targets.store(Arc::new(next));
             self.generation.send_modify(|g| *g += 1);
@@ -421,6 +446,21 @@ mod tests {
 
     fn count(v: &[u16], port: u16) -> usize {
         v.iter().filter(|p| **p == port).count()
+    }
+
+    #[tokio::test]
+    async fn a_huge_answer_is_capped_and_deduplicated() {
+        let p = pool("");
+        let many: Vec<Member> = (1..=5000u16)
+            .chain(1..=10)
+            .map(|port| member(port, 1, 0))
+            .collect();
+        let changes = p.set_members(&many);
+        assert_eq!(p.targets().len(), MAX_TARGETS);
+        assert_eq!(changes.added.len(), MAX_TARGETS);
+        assert_eq!(changes.dropped, 5000 - MAX_TARGETS);
+        // The same answer again changes nothing.
+        assert!(p.set_members(&many).is_empty());
     }
 
     #[tokio::test]

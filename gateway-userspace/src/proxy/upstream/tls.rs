@@ -86,9 +86,9 @@ pub fn connector(
     let mut config = match (&cfg.client_cert, &cfg.client_key) {
         (Some(chain), Some(key)) => builder
             .with_client_auth_cert(load_certs(chain)?, load_key(key)?)
-            .map_err(|source| TlsError::Key {
+            .map_err(|error| TlsError::Key {
                 path: key.display().to_string(),
-                source,
+                error,
             })?,
         _ => builder.with_no_client_auth(),
     };
