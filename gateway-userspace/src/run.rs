@@ -2,7 +2,8 @@
 //! load the XDP program (maps pinned, reused across restarts), write the
 //! config into the maps, attach, serve the admin socket, sweep expired
 //! blocks, start the proxy listeners, reload on SIGHUP (the proxy state is
-//! swapped atomically; a bad config keeps the old one), and on SIGINT/SIGTERM
+//! swapped atomically and listeners are added, changed or removed; a bad
+//! config, or a listener that cannot bind, keeps the old one), and on SIGINT/SIGTERM
 //! stop accepting, let in-flight requests finish (up to
 //! `[limits] shutdown_grace`) and detach cleanly.
 
@@ -293,7 +294,6 @@ fn try_reload(
         (new.xdp.mode != current.xdp.mode, "xdp.mode"),
         (new.xdp.pin_dir != current.xdp.pin_dir, "xdp.pin_dir"),
         (new.admin.socket != current.admin.socket, "admin.socket"),
-        (new.listeners != current.listeners, "listeners"),
         (new.demo != current.demo, "demo"),
         (new.escalation != current.escalation, "escalation"),
         (new.log != current.log, "log"),
@@ -324,12 +324,17 @@ fn try_reload(
         cluster.cloned(),
     )?;
     hooks.observe = observe.clone();
-    proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
+    // Every new listener socket is bound here, before anything changes: one
+    // that cannot bind fails the reload and the old listeners keep serving.
+    let prepared = proxy.prepare(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {
+        // The protected ports follow the new listeners (derived at load
+        // unless `[xdp] protected_ports` is set).
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
         xdp::apply::apply(&mut m, &new.xdp)
             .map_err(|e| format!("applying the reloaded config to the XDP maps failed: {e:#}"))?;
     }
+    prepared.commit();
     tracing::info!(config = %path.display(), "config reloaded");
     Ok(new)
 }
