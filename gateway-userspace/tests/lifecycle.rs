@@ -1,6 +1,8 @@
 //! The `gateway` binary's lifecycle, unprivileged (XDP off): `gateway
 //! reload` under continuous load loses no request, a broken file is refused
-//! with file:line and the old config keeps serving, and SIGTERM lets an
+//! with file:line and the old config keeps serving, listeners are added and
+//! removed by `gateway reload` (one that cannot bind fails the reload, the
+//! old listeners keep serving), and SIGTERM lets an
 //! in-flight request finish before the process exits 0.
 
 mod proxy_common;
@@ -40,11 +42,23 @@ fn free_port() -> u16 {
 }
 
 fn write_config(path: &Path, port: u16, socket: &Path, origin: std::net::SocketAddr, prefix: &str) {
+    write_config_with(path, port, socket, origin, prefix, "");
+}
+
+/// `write_config` with more `[[listeners]]` entries after `main`.
+fn write_config_with(
+    path: &Path,
+    port: u16,
+    socket: &Path,
+    origin: std::net::SocketAddr,
+    prefix: &str,
+    listeners: &str,
+) {
     std::fs::write(
         path,
         format!(
             "[xdp]\nenabled = false\n[admin]\nsocket = \"{}\"\n[demo]\nenabled = false\n\
-             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n\
+             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n{listeners}\n\
              {}\n[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"o\"\nrewrite_prefix = \"{prefix}\"\n",
             socket.display(),
             upstream("o", &[origin], "")
@@ -184,4 +198,68 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after exit"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners_and_a_bind_failure_keeps_the_old_ones() {
+    let origin = Origin::start("o").await;
+    let (gw, port, config) = start(origin.addr);
+    let main: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let extra_port = free_port();
+    let extra: std::net::SocketAddr = format!("127.0.0.1:{extra_port}").parse().unwrap();
+    assert!(std::net::TcpStream::connect(extra).is_err());
+
+    // Add a listener.
+    let add = format!("[[listeners]]\nname = \"extra\"\naddress = \"{extra}\"\n");
+    write_config_with(&config, port, &gw.socket, origin.addr, "/first/", &add);
+    let out = cli(&gw.socket, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(extra, "/x", "").await.status, 200);
+    assert_eq!(origin.seen().last().unwrap().uri, "/first/x");
+
+    // A listener whose address is taken: refused, nothing changes (the
+    // route prefix stays, `extra` keeps serving).
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let bad = format!("[[listeners]]\nname = \"taken\"\naddress = \"{taken}\"\n");
+    write_config_with(&config, port, &gw.socket, origin.addr, "/second/", &bad);
+    let out = cli(&gw.socket, &["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a reload with an unbindable listener succeeded"
+    );
+    assert!(err.contains("listener 'taken'"), "{err}");
+    assert!(err.contains(&taken.to_string()), "{err}");
+    assert!(err.contains("running config is unchanged"), "{err}");
+    assert_eq!(get(extra, "/y", "").await.status, 200);
+    assert_eq!(get(main, "/z", "").await.status, 200);
+    let paths: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(paths, ["/first/x", "/first/y", "/first/z"]);
+
+    // Remove it again (SIGHUP this time).
+    drop(squatter);
+    write_config(&config, port, &gw.socket, origin.addr, "/third/");
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(extra).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed listener still accepts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(main, "/w", "").await.status, 200);
+    assert_eq!(origin.seen().last().unwrap().uri, "/third/w");
 }
