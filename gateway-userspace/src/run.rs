@@ -248,8 +248,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         t.abort();
         let _ = t.await;
         match escalate::persist::save(path, &escalator.snapshot()) {
-            Ok(()) => tracing::info!(path = %path.display(), "shutting down: escalation state saved"),
-            Err(e) => tracing::warn!(error = %e, "shutting down: saving the escalation state failed"),
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "shutting down: escalation state saved")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shutting down: saving the escalation state failed")
+            }
         }
     }
     if let Some(t) = observability {
@@ -279,7 +283,9 @@ fn restore_escalations(escalator: &Escalator, path: &std::path::Path) {
                 "escalation state restored (offence counts, TTL-ladder positions, L7 blocks)"
             );
         }
-        Ok(None) => tracing::info!(path = %path.display(), "no saved escalation state; starting afresh"),
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no saved escalation state; starting afresh")
+        }
         Err(e) => tracing::warn!(error = %e, "saved escalation state not used; starting afresh"),
     }
 }

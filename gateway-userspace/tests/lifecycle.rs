@@ -2,7 +2,8 @@
 //! reload` under continuous load loses no request, a broken file is refused
 //! with file:line and the old config keeps serving, listeners are added and
 //! removed by `gateway reload` (one that cannot bind fails the reload, the
-//! old listeners keep serving), and SIGTERM lets an
+//! old listeners keep serving), an escalation outlives a restart, and
+//! SIGTERM lets an
 //! in-flight request finish before the process exits 0.
 
 mod proxy_common;
@@ -72,9 +73,15 @@ fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
     write_config(&config, port, &socket, origin, "/first/");
+    let gw = spawn(dir, socket, &config, port);
+    (gw, port, config)
+}
+
+/// Runs `gateway run --config config` and waits until `port` listens.
+fn spawn(dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["run", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -85,7 +92,27 @@ fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
         assert!(Instant::now() < deadline, "gateway did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (gw, port, config)
+    gw
+}
+
+/// SIGTERM, then waits (at most 10 s) for the exit status.
+fn stop(gw: &mut Gw) -> std::process::ExitStatus {
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
@@ -262,4 +289,40 @@ async fn reload_adds_and_removes_listeners_and_a_bind_failure_keeps_the_old_ones
     }
     assert_eq!(get(main, "/w", "").await.status, 200);
     assert_eq!(origin.seen().last().unwrap().uri, "/third/w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_survives_a_restart() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    // Two malformed requests (20 points each) escalate; XDP is off, so the
+    // block is enforced at L7 (429) and lives only in the escalator.
+    let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"1h\"]\n";
+    write_config_with(&config, port, &socket, origin.addr, "/", escalation);
+    let mut gw = spawn(dir.clone(), socket.clone(), &config, port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for _ in 0..2 {
+        assert_eq!(raw(addr, smuggle).await.status, 400);
+    }
+    assert_eq!(get(addr, "/blocked", "").await.status, 429);
+    assert!(stop(&mut gw).success());
+    assert!(
+        dir.join("escalation.state").exists(),
+        "no state file beside the admin socket"
+    );
+
+    // Same config, new process: still blocked, with the time left.
+    let gw = spawn(dir, socket, &config, port);
+    let r = get(addr, "/after-restart", "").await;
+    assert_eq!(r.status, 429, "the escalation was forgotten: {}", r.head);
+    let left: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(left > 3000 && left <= 3600, "Retry-After {left}");
+    assert!(
+        origin.seen().is_empty(),
+        "a blocked source reached the origin"
+    );
+    drop(gw);
 }

@@ -506,7 +506,11 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0.to_string(), "192.0.2.4");
         // Same monotonic clock here: the expiry comes back within 1 s.
-        assert!(got[0].1.abs_diff(was) < 1_000_000_000, "{} vs {was}", got[0].1);
+        assert!(
+            got[0].1.abs_diff(was) < 1_000_000_000,
+            "{} vs {was}",
+            got[0].1
+        );
     }
 
     #[test]
