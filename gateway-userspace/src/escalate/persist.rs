@@ -82,7 +82,7 @@ impl Clocks {
     }
 
     /// A monotonic instant as Unix ns (0 stays 0: "never").
-    fn to_unix(self, t: u64) -> u64 {
+    fn mono_to_unix(self, t: u64) -> u64 {
         if t == 0 {
             return 0;
         }
@@ -91,7 +91,7 @@ impl Clocks {
     }
 
     /// Unix ns back to the monotonic base, at least `floor` (0 stays 0).
-    fn from_unix(self, u: u64, floor: u64) -> u64 {
+    fn unix_to_mono(self, u: u64, floor: u64) -> u64 {
         if u == 0 {
             return 0;
         }
@@ -127,10 +127,10 @@ impl Escalator {
             sources.extend(shard.iter().map(|(ip, s)| Saved {
                 source: *ip,
                 points: s.points,
-                window_start: at.to_unix(s.window_start),
+                window_start: at.mono_to_unix(s.window_start),
                 offences: s.offences,
-                last_escalation: at.to_unix(s.last_escalation),
-                blocked_until: at.to_unix(s.blocked_until),
+                last_escalation: at.mono_to_unix(s.last_escalation),
+                blocked_until: at.mono_to_unix(s.blocked_until),
                 by_offence: s.by_offence,
             }));
         }
@@ -143,7 +143,7 @@ impl Escalator {
             .into_iter()
             .map(|(net, expires)| SavedThrottle {
                 net,
-                expires: raw.to_unix(expires),
+                expires: raw.mono_to_unix(expires),
             })
             .collect();
         Snapshot {
@@ -173,10 +173,10 @@ impl Escalator {
             // Floor 1: a time before the epoch is still "long ago", not "never".
             let st = SourceState {
                 points: s.points,
-                window_start: at.from_unix(s.window_start, 1),
+                window_start: at.unix_to_mono(s.window_start, 1),
                 offences: s.offences,
-                last_escalation: at.from_unix(s.last_escalation, 1),
-                blocked_until: at.from_unix(s.blocked_until, 1),
+                last_escalation: at.unix_to_mono(s.last_escalation, 1),
+                blocked_until: at.unix_to_mono(s.blocked_until, 1),
                 by_offence: s.by_offence,
             };
             let live_points = st.points > 0 && now.saturating_sub(st.window_start) <= window;
@@ -201,7 +201,7 @@ impl Escalator {
             let throttles: Vec<(Net, u64)> = snapshot
                 .throttles
                 .iter()
-                .map(|t| (t.net, raw.from_unix(t.expires, 0)))
+                .map(|t| (t.net, raw.unix_to_mono(t.expires, 0)))
                 .collect();
             done.throttles = throttles.len();
             sink.adopt_throttles(&throttles);
