@@ -2,7 +2,8 @@
 //! and removes listeners, moves and renames them, and changes a running
 //! listener's TLS, PROXY protocol and redirect settings without re-binding;
 //! a removed listener stops accepting at once and its in-flight requests
-//! finish (HTTP/1 `Connection: close`); a listener that cannot bind fails
+//! finish (HTTP/1 `Connection: close`, HTTP/2 GOAWAY) and what is still
+//! busy after `shutdown_grace` is closed; a listener that cannot bind fails
 //! the whole reload and nothing changes.
 
 mod proxy_common;
@@ -371,4 +372,84 @@ async fn moved_and_renamed_listeners() {
     let paths: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
     assert_eq!(paths, ["/renamed", "/moved"]);
     proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_removed_listener_sends_http2_goaway_and_finishes_open_streams() {
+    let origin = Origin::with(
+        "slow",
+        Behaviour {
+            delay: Some(Duration::from_millis(800)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let main = listener("main", "127.0.0.1:0", "");
+    let both = format!("{main}{}", listener("second", "127.0.0.1:0", ""));
+    let proxy = Proxy::start(&config(&both, origin.addr, ""), Hooks::default())
+        .await
+        .unwrap();
+    let second = proxy.local_addr("second").unwrap();
+    // h2c with prior knowledge on the listener about to be removed.
+    let tcp = TcpStream::connect(second).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://test.local/h2-slow")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let in_flight = tokio::spawn(send.send_request(req));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the request did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut cfg = config(&main, origin.addr, "");
+    cfg.limits.shutdown_grace = Duration::from_secs(10);
+    proxy.reload(&cfg, Hooks::default()).unwrap();
+
+    let resp = in_flight.await.unwrap().expect("the open stream finished");
+    assert_eq!(resp.status(), 200);
+    // GOAWAY, then the connection ends: the client's connection task returns.
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(ended.is_ok(), "the HTTP/2 connection stayed open");
+    assert_eq!(origin.seen().len(), 1);
+    proxy.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn connections_still_busy_after_the_grace_period_are_closed() {
+    let origin = Origin::with(
+        "very-slow",
+        Behaviour {
+            delay: Some(Duration::from_secs(6)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let main = listener("main", "127.0.0.1:0", "");
+    let both = format!("{main}{}", listener("second", "127.0.0.1:0", ""));
+    let proxy = Proxy::start(&config(&both, origin.addr, ""), Hooks::default())
+        .await
+        .unwrap();
+    let second = proxy.local_addr("second").unwrap();
+    let in_flight = tokio::spawn(async move { get(second, "/too-slow", "").await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the request did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut cfg = config(&main, origin.addr, "");
+    cfg.limits.shutdown_grace = Duration::from_millis(300);
+    proxy.reload(&cfg, Hooks::default()).unwrap();
+    // The origin answers after 6 s; the grace period ended long before, and
+    // the connection was closed without a response.
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, 0, "answered after the grace period: {}", r.head);
+    proxy.shutdown(Duration::from_millis(100)).await;
 }
