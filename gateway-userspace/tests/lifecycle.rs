@@ -326,3 +326,39 @@ async fn an_escalation_survives_a_restart() {
     );
     drop(gw);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_ladder_position_survives_a_restart_and_blocks_expire_meanwhile() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"2s\", \"1h\"]\n";
+    write_config_with(&config, port, &socket, origin.addr, "/", escalation);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let offend = || async {
+        for _ in 0..2 {
+            assert_eq!(raw(addr, smuggle).await.status, 400);
+        }
+        let r = get(addr, "/blocked", "").await;
+        assert_eq!(r.status, 429, "{}", r.head);
+        r.header("retry-after").unwrap().parse::<u64>().unwrap()
+    };
+
+    let mut gw = spawn(dir.clone(), socket.clone(), &config, port);
+    assert!(offend().await <= 2, "first rung: 2 s");
+    assert!(stop(&mut gw).success());
+    // The 2 s block runs out while no gateway runs.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let gw = spawn(dir, socket, &config, port);
+    assert_eq!(get(addr, "/free-again", "").await.status, 200);
+    let left = offend().await;
+    assert!(
+        left > 60,
+        "second rung (1 h) expected, got Retry-After {left}"
+    );
+    assert_eq!(origin.seen().len(), 1);
+    drop(gw);
+}
