@@ -147,7 +147,7 @@ impl Proxy {
     /// every listener socket it needs, changing nothing yet. Dropping the
     /// result abandons the reload (the new sockets close); [`Prepared::commit`]
     /// applies it. Holds the listener table until then, so reloads do not
-    /// interleave.
+    /// interleave (and [`Proxy::local_addr`] waits for it).
     ///
     /// # Errors
     /// [`ProxyError::Tls`] when certificate or key files cannot be used;
