@@ -2,9 +2,11 @@
 //! load the XDP program (maps pinned, reused across restarts), write the
 //! config into the maps, attach, serve the admin socket, sweep expired
 //! blocks, start the proxy listeners, reload on SIGHUP (the proxy state is
-//! swapped atomically; a bad config keeps the old one), and on SIGINT/SIGTERM
+//! swapped atomically and listeners are added, changed or removed; a bad
+//! config, or a listener that cannot bind, keeps the old one), and on SIGINT/SIGTERM
 //! stop accepting, let in-flight requests finish (up to
-//! `[limits] shutdown_grace`) and detach cleanly.
+//! `[limits] shutdown_grace`) and detach cleanly. The escalation state is
+//! loaded at start and saved in the background and at shutdown.
 
 use std::{
     path::PathBuf,
@@ -18,7 +20,7 @@ use crate::{
     admin::server::{AdminSocket, AdminState},
     cluster::{Cluster, KernelBlocks},
     config::Config,
-    escalate::{Escalator, XdpSink},
+    escalate::{self, Escalator, XdpSink},
     observe::{
         self, AccessLog, Metrics, Observe,
         collect::{ClusterCollector, EscalationCollector, ProxyCollector, XdpCollector},
@@ -119,6 +121,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         // Offences count across the nodes too (docs/cluster.md).
         escalator.attach_cluster(c.clone());
     }
+    let state_file = config.escalation.state_path(&config.admin.socket);
+    let saver = state_file.clone().map(|path| {
+        restore_escalations(&escalator, &path);
+        tokio::spawn(escalate::persist::keep_saved(
+            escalator.clone(),
+            path,
+            escalate::persist::SAVE_EVERY,
+        ))
+    });
     let expire = tokio::spawn({
         let e = escalator.clone();
         async move {
@@ -233,6 +244,18 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     }
     admin_task.abort();
     expire.abort();
+    if let (Some(t), Some(path)) = (saver, &state_file) {
+        t.abort();
+        let _ = t.await;
+        match escalate::persist::save(path, &escalator.snapshot()) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "shutting down: escalation state saved")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shutting down: saving the escalation state failed")
+            }
+        }
+    }
     if let Some(t) = observability {
         t.abort();
     }
@@ -244,6 +267,27 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     drop(attached);
     observe.access_log.close();
     Ok(())
+}
+
+/// Loads the escalation state a previous run saved (a missing file is a
+/// first start; an unusable one is logged and replaced at the next save).
+fn restore_escalations(escalator: &Escalator, path: &std::path::Path) {
+    match escalate::persist::load(path) {
+        Ok(Some(snapshot)) => {
+            let r = escalator.restore(snapshot);
+            tracing::info!(
+                path = %path.display(),
+                sources = r.sources,
+                blocked = r.blocked,
+                throttles = r.throttles,
+                "escalation state restored (offence counts, TTL-ladder positions, L7 blocks)"
+            );
+        }
+        Ok(None) => {
+            tracing::info!(path = %path.display(), "no saved escalation state; starting afresh")
+        }
+        Err(e) => tracing::warn!(error = %e, "saved escalation state not used; starting afresh"),
+    }
 }
 
 /// Where relative paths in the config file are resolved: its directory
@@ -293,7 +337,6 @@ fn try_reload(
         (new.xdp.mode != current.xdp.mode, "xdp.mode"),
         (new.xdp.pin_dir != current.xdp.pin_dir, "xdp.pin_dir"),
         (new.admin.socket != current.admin.socket, "admin.socket"),
-        (new.listeners != current.listeners, "listeners"),
         (new.demo != current.demo, "demo"),
         (new.escalation != current.escalation, "escalation"),
         (new.log != current.log, "log"),
@@ -324,12 +367,17 @@ fn try_reload(
         cluster.cloned(),
     )?;
     hooks.observe = observe.clone();
-    proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
+    // Every new listener socket is bound here, before anything changes: one
+    // that cannot bind fails the reload and the old listeners keep serving.
+    let prepared = proxy.prepare(&new, hooks).map_err(|e| e.to_string())?;
     if let Some(maps) = maps {
+        // The protected ports follow the new listeners (derived at load
+        // unless `[xdp] protected_ports` is set).
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
         xdp::apply::apply(&mut m, &new.xdp)
             .map_err(|e| format!("applying the reloaded config to the XDP maps failed: {e:#}"))?;
     }
+    prepared.commit();
     tracing::info!(config = %path.display(), "config reloaded");
     Ok(new)
 }

@@ -1,6 +1,9 @@
 //! The `gateway` binary's lifecycle, unprivileged (XDP off): `gateway
 //! reload` under continuous load loses no request, a broken file is refused
-//! with file:line and the old config keeps serving, and SIGTERM lets an
+//! with file:line and the old config keeps serving, listeners are added and
+//! removed by `gateway reload` (one that cannot bind fails the reload, the
+//! old listeners keep serving), an escalation outlives a restart, and
+//! SIGTERM lets an
 //! in-flight request finish before the process exits 0.
 
 mod proxy_common;
@@ -40,11 +43,23 @@ fn free_port() -> u16 {
 }
 
 fn write_config(path: &Path, port: u16, socket: &Path, origin: std::net::SocketAddr, prefix: &str) {
+    write_config_with(path, port, socket, origin, prefix, "");
+}
+
+/// `write_config` with more `[[listeners]]` entries after `main`.
+fn write_config_with(
+    path: &Path,
+    port: u16,
+    socket: &Path,
+    origin: std::net::SocketAddr,
+    prefix: &str,
+    listeners: &str,
+) {
     std::fs::write(
         path,
         format!(
             "[xdp]\nenabled = false\n[admin]\nsocket = \"{}\"\n[demo]\nenabled = false\n\
-             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n\
+             [[listeners]]\nname = \"main\"\naddress = \"127.0.0.1:{port}\"\n{listeners}\n\
              {}\n[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"o\"\nrewrite_prefix = \"{prefix}\"\n",
             socket.display(),
             upstream("o", &[origin], "")
@@ -58,9 +73,15 @@ fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
     write_config(&config, port, &socket, origin, "/first/");
+    let gw = spawn(dir, socket, &config, port);
+    (gw, port, config)
+}
+
+/// Runs `gateway run --config config` and waits until `port` listens.
+fn spawn(dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["run", "--config"])
-        .arg(&config)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -71,7 +92,27 @@ fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
         assert!(Instant::now() < deadline, "gateway did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (gw, port, config)
+    gw
+}
+
+/// SIGTERM, then waits (at most 10 s) for the exit status.
+fn stop(gw: &mut Gw) -> std::process::ExitStatus {
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "gateway did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn cli(socket: &Path, args: &[&str]) -> std::process::Output {
@@ -209,4 +250,140 @@ fn cli_output_to_a_closed_pipe_is_not_a_panic() {
         "{:?} {stderr}",
         out.status
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners_and_a_bind_failure_keeps_the_old_ones() {
+    let origin = Origin::start("o").await;
+    let (gw, port, config) = start(origin.addr);
+    let main: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let extra_port = free_port();
+    let extra: std::net::SocketAddr = format!("127.0.0.1:{extra_port}").parse().unwrap();
+    assert!(std::net::TcpStream::connect(extra).is_err());
+
+    // Add a listener.
+    let add = format!("[[listeners]]\nname = \"extra\"\naddress = \"{extra}\"\n");
+    write_config_with(&config, port, &gw.socket, origin.addr, "/first/", &add);
+    let out = cli(&gw.socket, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(extra, "/x", "").await.status, 200);
+    assert_eq!(origin.seen().last().unwrap().uri, "/first/x");
+
+    // A listener whose address is taken: refused, nothing changes (the
+    // route prefix stays, `extra` keeps serving).
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    let bad = format!("[[listeners]]\nname = \"taken\"\naddress = \"{taken}\"\n");
+    write_config_with(&config, port, &gw.socket, origin.addr, "/second/", &bad);
+    let out = cli(&gw.socket, &["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a reload with an unbindable listener succeeded"
+    );
+    assert!(err.contains("listener 'taken'"), "{err}");
+    assert!(err.contains(&taken.to_string()), "{err}");
+    assert!(err.contains("running config is unchanged"), "{err}");
+    assert_eq!(get(extra, "/y", "").await.status, 200);
+    assert_eq!(get(main, "/z", "").await.status, 200);
+    let paths: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(paths, ["/first/x", "/first/y", "/first/z"]);
+
+    // Remove it again (SIGHUP this time).
+    drop(squatter);
+    write_config(&config, port, &gw.socket, origin.addr, "/third/");
+    let pid = gw.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(extra).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed listener still accepts"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(get(main, "/w", "").await.status, 200);
+    assert_eq!(origin.seen().last().unwrap().uri, "/third/w");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_survives_a_restart() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    // Two malformed requests (20 points each) escalate; XDP is off, so the
+    // block is enforced at L7 (429) and lives only in the escalator.
+    let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"1h\"]\n";
+    write_config_with(&config, port, &socket, origin.addr, "/", escalation);
+    let mut gw = spawn(dir.clone(), socket.clone(), &config, port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for _ in 0..2 {
+        assert_eq!(raw(addr, smuggle).await.status, 400);
+    }
+    assert_eq!(get(addr, "/blocked", "").await.status, 429);
+    assert!(stop(&mut gw).success());
+    assert!(
+        dir.join("escalation.state").exists(),
+        "no state file beside the admin socket"
+    );
+
+    // Same config, new process: still blocked, with the time left.
+    let gw = spawn(dir, socket, &config, port);
+    let r = get(addr, "/after-restart", "").await;
+    assert_eq!(r.status, 429, "the escalation was forgotten: {}", r.head);
+    let left: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!(left > 3000 && left <= 3600, "Retry-After {left}");
+    assert!(
+        origin.seen().is_empty(),
+        "a blocked source reached the origin"
+    );
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ttl_ladder_position_survives_a_restart_and_blocks_expire_meanwhile() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"2s\", \"1h\"]\n";
+    write_config_with(&config, port, &socket, origin.addr, "/", escalation);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let offend = || async {
+        for _ in 0..2 {
+            assert_eq!(raw(addr, smuggle).await.status, 400);
+        }
+        let r = get(addr, "/blocked", "").await;
+        assert_eq!(r.status, 429, "{}", r.head);
+        r.header("retry-after").unwrap().parse::<u64>().unwrap()
+    };
+
+    let mut gw = spawn(dir.clone(), socket.clone(), &config, port);
+    assert!(offend().await <= 2, "first rung: 2 s");
+    assert!(stop(&mut gw).success());
+    // The 2 s block runs out while no gateway runs.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let gw = spawn(dir, socket, &config, port);
+    assert_eq!(get(addr, "/free-again", "").await.status, 200);
+    let left = offend().await;
+    assert!(
+        left > 60,
+        "second rung (1 h) expected, got Retry-After {left}"
+    );
+    assert_eq!(origin.seen().len(), 1);
+    drop(gw);
 }

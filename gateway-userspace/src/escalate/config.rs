@@ -2,7 +2,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
 
@@ -34,6 +37,14 @@ pub struct EscalationSection {
     pub ipv6_prefix_len: u8,
     /// Sources tracked at most (memory bound); idle ones are evicted first.
     pub max_sources: usize,
+    /// Keep the escalation state (offence counts, TTL-ladder position, L7
+    /// blocks, throttle expiries) across restarts in `state_file`
+    /// (`escalate::persist`, docs/operations.md).
+    pub persist: bool,
+    /// Where the state is saved; empty: `escalation.state` in the admin
+    /// socket's directory (`/run/gateway`, which lives until a reboot, as
+    /// the pinned XDP maps do).
+    pub state_file: PathBuf,
 }
 
 /// Points per offence.
@@ -84,6 +95,10 @@ impl Default for EscalationSection {
             ipv6_prefix_len: 64,
             // 100,000 sources of ~64 bytes: a few MiB.
             max_sources: 100_000,
+            // On: a restart must not reset repeat offenders to the first rung.
+            persist: true,
+            // Empty: next to the admin socket.
+            state_file: PathBuf::new(),
         }
     }
 }
@@ -139,6 +154,23 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
 }
 
 impl EscalationSection {
+    /// The state file to use with the admin socket at `admin_socket`, or
+    /// `None` when the state is not kept (`persist = false`, or escalation
+    /// disabled).
+    pub fn state_path(&self, admin_socket: &Path) -> Option<PathBuf> {
+        if !self.persist || !self.enabled {
+            return None;
+        }
+        if !self.state_file.as_os_str().is_empty() {
+            return Some(self.state_file.clone());
+        }
+        let dir = admin_socket
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Some(dir.join("escalation.state"))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.threshold == 0 {
             return Err("[escalation] threshold must be at least 1".into());

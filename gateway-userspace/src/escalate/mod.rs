@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod persist;
 mod sink;
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,16 @@ pub use config::{Action, EscalationSection};
 pub use sink::{BlockSink, XdpSink};
 
 use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+
+/// Added to `CLOCK_MONOTONIC` for the escalator's own timestamps (2^60 ns,
+/// about 36 years), so a time before this boot (restored from the state
+/// file after a reboot) is still a valid, nonzero instant.
+const EPOCH_NS: u64 = 1 << 60;
+
+/// Now, in the escalator's time base (see [`EPOCH_NS`]).
+fn now_ns() -> u64 {
+    clock::monotonic_ns() + EPOCH_NS
+}
 
 /// An L7 signal that earns penalty points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +131,9 @@ pub struct Escalator {
     /// Cluster mode: the Redis link for cluster-wide scores, and a handle
     /// on this escalator for the callback when one crosses.
     cluster: OnceLock<(Arc<crate::cluster::Cluster>, Weak<Escalator>)>,
+    /// Bumped by every change of the tracked state: the state file is
+    /// rewritten only when it moved ([`persist`]).
+    changes: AtomicU64,
 }
 
 impl Escalator {
@@ -135,6 +149,7 @@ impl Escalator {
             escalations_total: AtomicU64::new(0),
             escalation_errors_total: AtomicU64::new(0),
             cluster: OnceLock::new(),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -164,7 +179,8 @@ impl Escalator {
             return None;
         }
         let key = group_ip(ip, self.cfg.ipv6_prefix_len);
-        let now = clock::monotonic_ns();
+        let now = now_ns();
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let window = self.cfg.window.as_nanos() as u64;
         let w = self.weight(offence);
         let (offences, by_offence) = {
@@ -230,7 +246,8 @@ impl Escalator {
     /// The cluster-wide score of `key` crossed the threshold with an
     /// offence seen here.
     fn escalate_from_cluster(&self, key: IpAddr, ip: IpAddr, offence: Offence) {
-        let now = clock::monotonic_ns();
+        let now = now_ns();
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let offences = {
             let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
             let st = shard.entry(key).or_default();
@@ -315,6 +332,7 @@ impl Escalator {
     }
 
     fn forgive(&self, key: IpAddr) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.shard(&key)
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -329,7 +347,7 @@ impl Escalator {
             return None;
         }
         let key = group_ip(ip, self.cfg.ipv6_prefix_len);
-        let now = clock::monotonic_ns();
+        let now = now_ns();
         let shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
         shard
             .get(&key)
@@ -339,7 +357,7 @@ impl Escalator {
 
     /// Sources whose escalation (block or throttle) has not expired.
     pub fn active_blocks(&self) -> usize {
-        let now = clock::monotonic_ns();
+        let now = now_ns();
         self.shards
             .iter()
             .map(|s| {

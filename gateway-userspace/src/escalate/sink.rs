@@ -39,6 +39,15 @@ pub trait BlockSink: Send + Sync {
     fn allowlisted(&self, ip: &std::net::IpAddr) -> bool;
     /// Removes throttles whose TTL passed.
     fn expire_throttles(&self, now_ns: u64);
+    /// The escalation throttles in force, with their `CLOCK_MONOTONIC`
+    /// expiry in ns (saved across restarts: the override map has no expiry
+    /// of its own, so a throttle nobody remembers would never end).
+    fn throttles(&self) -> Vec<(Net, u64)> {
+        Vec::new()
+    }
+    /// Takes over throttles a previous run set, with their monotonic
+    /// expiry; those already due are removed at the next `expire_throttles`.
+    fn adopt_throttles(&self, _throttles: &[(Net, u64)]) {}
 }
 
 /// The XDP maps as an escalation target.
@@ -133,6 +142,19 @@ impl BlockSink for XdpSink {
         maps.allow_list()
             .map(|l| l.iter().any(|(n, _)| n.contains(ip)))
             .unwrap_or(true)
+    }
+
+    fn throttles(&self) -> Vec<(Net, u64)> {
+        let t = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().map(|(n, e)| (*n, *e)).collect()
+    }
+
+    fn adopt_throttles(&self, throttles: &[(Net, u64)]) {
+        let mut t = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        for (net, expires) in throttles {
+            // A throttle set since (this run) is newer: keep it.
+            t.entry(*net).or_insert(*expires);
+        }
     }
 
     fn expire_throttles(&self, now_ns: u64) {

@@ -78,8 +78,9 @@ pub fn builder(l: &Limits) -> Builder {
 }
 
 /// Serves one HTTP/2 connection until the client closes it, it has been
-/// idle (no stream open, no bytes) for `idle`, or `shutdown` fires; the
-/// last two send GOAWAY and let open streams finish. `handshake` bounds
+/// idle (no stream open, no bytes) for `idle`, or `shutdown` says draining;
+/// the last two send GOAWAY and let open streams finish (`shutdown` saying
+/// closed drops the connection). `handshake` bounds
 /// the wait for the client's preface and SETTINGS.
 pub async fn serve<I, H>(
     io: I,
@@ -88,7 +89,7 @@ pub async fn serve<I, H>(
     info: &ConnInfo,
     handshake: Duration,
     idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<super::listeners::Lifecycle>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
@@ -118,9 +119,15 @@ pub async fn serve<I, H>(
                 }
                 None => return,
             },
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.graceful_shutdown();
+            r = shutdown.changed() => {
+                // Closed (the grace period is over): drop the connection.
+                if r.is_err() || *shutdown.borrow() == super::listeners::Lifecycle::Closed {
+                    return;
+                }
+                if !closing {
+                    closing = true;
+                    conn.graceful_shutdown();
+                }
             }
             _ = tick.tick(), if !closing => {
                 if info.idle_for(idle) {

@@ -19,6 +19,7 @@ pub mod h2_guard;
 pub mod h2_server;
 pub mod headers;
 pub mod hooks;
+pub mod listeners;
 pub mod path;
 pub mod pipeline;
 pub mod proxy_protocol;

@@ -13,7 +13,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
@@ -32,10 +32,11 @@ use tokio::{
 
 use super::{
     body::{self, ProxyBody},
-    config::{Limits, Listener},
+    config::Limits,
     conn::{ConnInfo, ConnIo, Protocol},
     demo,
     hooks::Hooks,
+    listeners::{self, Lifecycle, OpenGuard, Table},
     pipeline, proxy_protocol,
     reject::{Reason, Rejection},
     state::ProxyState,
@@ -47,8 +48,10 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// A listener (or the demo upstream) could not bind its address.
-    #[error("binding {addr}: {source}")]
+    #[error("listener '{listener}': binding {addr}: {source}")]
     Bind {
+        /// The listener's name (`demo` for the demo upstream).
+        listener: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -57,11 +60,20 @@ pub enum ProxyError {
     Tls(#[from] TlsError),
 }
 
+impl From<listeners::BindError> for ProxyError {
+    fn from(e: listeners::BindError) -> Self {
+        ProxyError::Bind {
+            listener: e.listener,
+            addr: e.addr,
+            source: e.source,
+        }
+    }
+}
+
 /// The running proxy.
 pub struct Proxy {
     shared: Arc<Shared>,
-    addrs: Vec<(String, SocketAddr)>,
-    shutdown: watch::Sender<bool>,
+    listeners: Mutex<Table>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -73,7 +85,7 @@ struct Shared {
 impl Proxy {
     /// Binds every listener (and the demo upstream) and starts serving.
     pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
-        let state = ProxyState::build(config, hooks)?;
+        let mut state = ProxyState::build(config, hooks)?;
         // Upstream names get one bounded first lookup before serving.
         state.pools.settle(config.dns.timeout).await;
         let mut tasks = Vec::new();
@@ -82,46 +94,23 @@ impl Proxy {
                 demo::start(config.demo.address)
                     .await
                     .map_err(|source| ProxyError::Bind {
+                        listener: "demo".into(),
                         addr: config.demo.address,
                         source,
                     })?;
             tasks.push(task);
         }
+        let mut table = Table::default();
+        let applied = table.apply(listeners::plan(&table, &config.listeners)?);
+        state.listeners = applied.settings;
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             conns: Arc::default(),
         });
-        let (shutdown, rx) = watch::channel(false);
-        let mut addrs = Vec::new();
-        for l in &config.listeners {
-            let socket = l.bind().map_err(|source| ProxyError::Bind {
-                addr: l.address,
-                source,
-            })?;
-            let local = socket.local_addr().map_err(|source| ProxyError::Bind {
-                addr: l.address,
-                source,
-            })?;
-            tracing::info!(
-                listener = %l.display_name(),
-                address = %local,
-                tls = l.tls,
-                backlog = l.backlog,
-                redirect_https_port = ?l.redirect_https_port,
-                "proxy listening"
-            );
-            addrs.push((l.display_name(), local));
-            tasks.push(tokio::spawn(accept_loop(
-                socket,
-                l.clone(),
-                shared.clone(),
-                rx.clone(),
-            )));
-        }
+        start_loops(&shared, &mut table, applied.start);
         Ok(Proxy {
             shared,
-            addrs,
-            shutdown,
+            listeners: Mutex::new(table),
             tasks,
         })
     }
@@ -131,27 +120,63 @@ impl Proxy {
         StateWatch(self.shared.clone())
     }
 
-    /// The bound address of a listener, by name (or configured address).
+    /// The bound address of a running listener, by name (or configured
+    /// address); `None` once a reload removed it.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.table()
+            .slots
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.local)
     }
 
-    /// Swaps in routes, pools, limits and certificates from a new config.
-    /// On error nothing changes. Listener addresses need a restart.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Swaps in a new generation built from `config` with `hooks` (built
-    /// from the same config by the caller).
+    /// from the same config by the caller): routes, pools, limits,
+    /// certificates and listeners (see [`Proxy::prepare`]). On error
+    /// nothing changes.
     pub fn reload(&self, config: &Config, hooks: Hooks) -> Result<(), ProxyError> {
-        let state = ProxyState::build(config, hooks)?;
-        // Names keep their last good addresses across the swap.
-        state.pools.adopt(&self.shared.state.load().pools);
-        self.shared.state.store(Arc::new(state));
+        self.prepare(config, hooks)?.commit();
         Ok(())
     }
 
+    /// The first half of a reload: builds the new generation and binds
+    /// every listener socket it needs, changing nothing yet. Dropping the
+    /// result abandons the reload (the new sockets close); [`Prepared::commit`]
+    /// applies it. Holds the listener table until then, so reloads do not
+    /// interleave (and [`Proxy::local_addr`] waits for it).
+    ///
+    /// # Errors
+    /// [`ProxyError::Tls`] when certificate or key files cannot be used;
+    /// [`ProxyError::Bind`] naming the first listener that could not bind.
+    pub fn prepare(&self, config: &Config, hooks: Hooks) -> Result<Prepared<'_>, ProxyError> {
+        let state = ProxyState::build(config, hooks)?;
+        // Names keep their last good addresses across the swap.
+        state.pools.adopt(&self.shared.state.load().pools);
+        let table = self.table();
+        let plan = listeners::plan(&table, &config.listeners)?;
+        Ok(Prepared {
+            shared: &self.shared,
+            table,
+            state,
+            plan,
+            grace: config.limits.shutdown_grace,
+        })
+    }
+
     /// Stops accepting, asks connections to finish their requests, and
-    /// waits up to `grace` for them.
+    /// waits up to `grace` for them; then closes the rest.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
+        let table = self
+            .listeners
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        for s in &table.slots {
+            let _ = s.stop.send(Lifecycle::Draining);
+        }
         let wait = async {
             while self.shared.conns.total.load(Ordering::Relaxed) > 0 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -163,9 +188,69 @@ impl Proxy {
                 "shutdown grace period over; closing remaining connections"
             );
         }
+        for s in &table.slots {
+            let _ = s.stop.send(Lifecycle::Closed);
+            if let Some(t) = &s.task {
+                t.abort();
+            }
+        }
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// A reload whose generation is built and whose new sockets are bound, not
+/// applied yet ([`Proxy::prepare`]).
+pub struct Prepared<'a> {
+    shared: &'a Arc<Shared>,
+    table: MutexGuard<'a, Table>,
+    state: ProxyState,
+    plan: Vec<(Arc<listeners::ListenerCfg>, listeners::Target)>,
+    grace: Duration,
+}
+
+impl Prepared<'_> {
+    /// Applies the reload: swaps the generation in (requests and new
+    /// connections use it at once; requests in flight finish on theirs),
+    /// starts the new listeners, and retires the removed ones (they stop
+    /// accepting now and get `shutdown_grace` to finish their connections).
+    pub fn commit(self) {
+        let Prepared {
+            shared,
+            mut table,
+            mut state,
+            plan,
+            grace,
+        } = self;
+        let applied = table.apply(plan);
+        state.listeners = applied.settings;
+        shared.state.store(Arc::new(state));
+        start_loops(shared, &mut table, applied.start);
+        for slot in applied.retired {
+            listeners::retire(slot, grace);
+        }
+    }
+}
+
+/// Spawns the accept loops of new slots.
+fn start_loops(
+    shared: &Arc<Shared>,
+    table: &mut Table,
+    start: Vec<(u64, TcpListener, Arc<listeners::ListenerCfg>)>,
+) {
+    for (id, socket, cfg) in start {
+        let slot = table.slot_mut(id).expect("applied to this table");
+        let rx = slot.stop.subscribe();
+        let open = slot.open.clone();
+        slot.task = Some(tokio::spawn(accept_loop(
+            socket,
+            id,
+            cfg,
+            shared.clone(),
+            open,
+            rx,
+        )));
     }
 }
 
@@ -180,35 +265,45 @@ impl StateWatch {
     }
 }
 
+/// Accepts on one listener's socket until it is told to stop. Each
+/// connection is served with the listener settings of the generation
+/// current when it was accepted (`last` when a reload just removed it).
 async fn accept_loop(
     socket: TcpListener,
-    cfg: Listener,
+    id: u64,
+    mut last: Arc<listeners::ListenerCfg>,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    mut stop: watch::Receiver<Lifecycle>,
 ) {
-    let name: Arc<str> = cfg.display_name().into();
     loop {
         let (tcp, peer) = tokio::select! {
             r = socket.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tracing::warn!(listener = %last.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         };
-        let limits = shared.state.load().limits.clone();
-        let Some(permit) = shared.conns.acquire(peer.ip(), &limits) else {
-            tracing::warn!(listener = %name, peer = %peer, "connection limit reached; closing");
+        let state = shared.state.load_full();
+        if let Some(cfg) = state.listeners.get(id)
+            && !Arc::ptr_eq(cfg, &last)
+        {
+            last = cfg.clone();
+        }
+        let Some(permit) = shared.conns.acquire(peer.ip(), &state.limits) else {
+            tracing::warn!(listener = %last.name, peer = %peer, "connection limit reached; closing");
             continue;
         };
-        let (cfg, shared, name, rx) = (cfg.clone(), shared.clone(), name.clone(), shutdown.clone());
+        let (cfg, shared, rx) = (last.clone(), shared.clone(), stop.clone());
+        let counted = OpenGuard::new(&open);
         tokio::spawn(async move {
-            let _permit = permit;
-            accept_conn(tcp, peer, &cfg, shared, name, rx).await;
+            let _permit = (permit, counted);
+            accept_conn(tcp, peer, &cfg, state, shared, rx).await;
         });
     }
 }
@@ -216,13 +311,13 @@ async fn accept_loop(
 async fn accept_conn(
     mut tcp: TcpStream,
     mut peer: SocketAddr,
-    cfg: &Listener,
+    lcfg: &listeners::ListenerCfg,
+    state: Arc<ProxyState>,
     shared: Arc<Shared>,
-    name: Arc<str>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Lifecycle>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let state = shared.state.load_full();
+    let (cfg, name) = (&lcfg.listener, lcfg.name.clone());
     let handshake_timeout = state.limits.header_read_timeout;
     let mut proxied_by = None;
     if cfg.proxy_protocol {
@@ -372,7 +467,7 @@ async fn serve_plain<H: Handler>(
     info: Arc<ConnInfo>,
     state: &ProxyState,
     handler: H,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Lifecycle>,
 ) {
     let limits = &state.limits;
     let first = limits.idle_timeout + limits.header_read_timeout;
@@ -442,7 +537,7 @@ async fn serve<S, H>(
     info: Arc<ConnInfo>,
     state: &ProxyState,
     handler: H,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Lifecycle>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
@@ -489,9 +584,14 @@ async fn serve<S, H>(
                 }
                 return;
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
+                    return;
+                }
+                if !closing {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             _ = tick.tick(), if !closing => {
                 if info.idle_for(idle) {

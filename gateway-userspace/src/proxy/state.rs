@@ -1,6 +1,6 @@
 //! One generation of proxy state built from a validated config: routes,
 //! pools (with their health checks), limits, TLS certificates, hooks and
-//! the HTTP server settings. A reload builds a new generation and swaps it
+//! the HTTP server settings, and the listeners' settings. A reload builds a new generation and swaps it
 //! in atomically; requests in flight finish on the generation they started.
 
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@ use super::{
     client_ip::Trusted,
     config::{Limits, SecurityHeaders},
     hooks::Hooks,
+    listeners::Settings,
     router::Router,
     tls::{self, TlsError},
     upstream::Pools,
@@ -33,6 +34,9 @@ pub struct ProxyState {
     pub http1: http1::Builder,
     /// The HTTP/2 server settings (`h2_server`).
     pub http2: h2::server::Builder,
+    /// The listeners' settings in this generation (filled in by
+    /// `Proxy::start` and `Proxy::prepare`, which know the running sockets).
+    pub listeners: Settings,
 }
 
 impl ProxyState {
@@ -55,6 +59,7 @@ impl ProxyState {
             tls,
             http1: http1_builder(&config.limits),
             http2: super::h2_server::builder(&config.limits),
+            listeners: Settings::default(),
         })
     }
 }

@@ -43,7 +43,8 @@ pub struct Limits {
     pub h2_max_local_error_reset_streams: usize,
     /// What to do with request header names containing `_`.
     pub underscore_headers: UnderscoreHeaders,
-    /// On shutdown, how long in-flight requests may take to finish.
+    /// On shutdown, and on a listener a reload removed, how long in-flight
+    /// requests may take to finish before their connections are closed.
     #[serde(with = "dur")]
     pub shutdown_grace: Duration,
     /// Longest request method in bytes; 501 beyond.
