@@ -1,16 +1,20 @@
 use super::*;
 
 fn limiter(rate: &str, burst: u32, mode: Mode) -> Limiter {
-    Limiter::new(LimitConfig {
-        name: "t".into(),
-        rate: rate.parse().unwrap(),
+    Limiter::new(
+        LimitConfig {
+            name: "t".into(),
+            rate: Some(rate.parse().unwrap()),
+            quota: None,
         burst,
         mode,
         key: KeySpec::ClientIp,
         ipv6_prefix_len: 64,
         max_keys: 1000,
         shared: false,
-    })
+        },
+        rate.parse().unwrap(),
+    )
 }
 
 const S: u64 = 1_000_000_000;
@@ -82,11 +86,14 @@ fn per_minute_rates_are_exact() {
 
 #[test]
 fn memory_is_bounded_under_a_flood_of_distinct_keys() {
-    let l = Limiter::new(LimitConfig {
-        max_keys: 640,
-        shared: false,
-        ..limiter("1r/s", 0, Mode::NoDelay).config
-    });
+    let l = Limiter::new(
+        LimitConfig {
+            max_keys: 640,
+            shared: false,
+            ..limiter("1r/s", 0, Mode::NoDelay).config
+        },
+        Rate::per_second(1),
+    );
     for i in 0..100_000u32 {
         l.check_key(&format!("k{i}"), 100 * S);
     }
@@ -138,7 +145,7 @@ fn parses_from_toml() {
     .unwrap();
     assert_eq!(s.limits[0].mode, Mode::Delay { after: 5 });
     assert_eq!(s.limits[0].key, KeySpec::Claim("sub".into()));
-    assert_eq!(s.limits[0].rate.interval_ns(), 100_000_000);
+    assert_eq!(s.limits[0].rate.unwrap().interval_ns(), 100_000_000);
     assert_eq!("7r/m".parse::<Rate>().unwrap().to_string(), "7r/m");
     s.validate().unwrap();
 }
