@@ -21,11 +21,14 @@ use crate::{
     escalate::{Escalator, XdpSink},
     observe::{
         self, AccessLog, Metrics, Observe,
-        collect::{ClusterCollector, EscalationCollector, ProxyCollector, XdpCollector},
+        collect::{
+            ClusterCollector, EscalationCollector, ProxyCollector, QuotaCollector, XdpCollector,
+        },
         http::Readiness,
     },
     phases,
     proxy::Proxy,
+    ratelimit::quota_store::{QuotaStore, system_clock},
     xdp::{self, Loader, XdpMaps},
 };
 
@@ -88,6 +91,23 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         None => None,
     };
 
+    // Quota counts outlive reloads; restored from and persisted to a file
+    // by a background task (never on the request path), saved at shutdown.
+    let quota_path = resolve(
+        &base_dir(config_path.as_ref()),
+        &config.rate_limit.quota_state,
+    );
+    let quotas = Arc::new(QuotaStore::open(
+        quota_path,
+        system_clock(),
+        config.rate_limit.quota_max_consumers,
+    ));
+    let persister = tokio::spawn(
+        quotas
+            .clone()
+            .run_persister(std::time::Duration::from_secs(1)),
+    );
+
     let admin = AdminSocket::bind(&config.admin.socket)?;
     tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
@@ -97,6 +117,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         interface,
         mode,
         cluster: cluster.clone(),
+        quotas: Some(quotas.clone()),
     });
     let admin_task = tokio::spawn(admin.serve(state));
     let sweeper = maps
@@ -136,11 +157,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
         ),
     };
-    let mut hooks = phases::build_hooks(
+    let mut hooks = phases::build_hooks_with_quotas(
         &config,
         &base_dir(config_path.as_ref()),
         Some(escalator.clone()),
         cluster.clone(),
+        quotas.clone(),
     )
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
@@ -165,6 +187,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if let Some(c) = &cluster {
         metrics.register_collector(Box::new(ClusterCollector { cluster: c.clone() }));
     }
+    metrics.register_collector(Box::new(QuotaCollector {
+        store: quotas.clone(),
+    }));
     let observability = if config.observability.enabled {
         let listener = observe::http::bind(config.observability.listen)
             .await
@@ -202,11 +227,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
@@ -233,6 +258,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     }
     admin_task.abort();
     expire.abort();
+    persister.abort();
+    let _ = persister.await;
+    match quotas.save() {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "saving the quota counts at shutdown failed"),
+    }
     if let Some(t) = observability {
         t.abort();
     }
@@ -256,6 +287,15 @@ fn base_dir(config_path: Option<&PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// `path` as given when absolute, else under `base`.
+fn resolve(base: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
 /// What to try against the embedded default config, printed at start.
 fn print_try_it() {
     eprintln!(
@@ -272,6 +312,10 @@ fn print_try_it() {
 /// Re-reads the config file and swaps it in. A bad file (or certificate,
 /// or key file) is an error naming file, line and problem, and nothing
 /// changes: the running config stays.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the long-lived pieces a reload hands to the new generation"
+)]
 fn try_reload(
     path: Option<&PathBuf>,
     current: &Config,
@@ -280,6 +324,7 @@ fn try_reload(
     escalator: &Arc<Escalator>,
     cluster: Option<&Arc<Cluster>>,
     observe: &Observe,
+    quotas: &Arc<QuotaStore>,
 ) -> Result<Config, String> {
     let Some(path) = path else {
         return Err(
@@ -300,6 +345,14 @@ fn try_reload(
         (new.observability != current.observability, "observability"),
         (new.cluster != current.cluster, "cluster"),
         (new.runtime != current.runtime, "runtime"),
+        (
+            new.rate_limit.quota_state != current.rate_limit.quota_state,
+            "rate_limit.quota_state",
+        ),
+        (
+            new.rate_limit.quota_max_consumers != current.rate_limit.quota_max_consumers,
+            "rate_limit.quota_max_consumers",
+        ),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -317,11 +370,12 @@ fn try_reload(
                 .into(),
         );
     }
-    let mut hooks = phases::build_hooks(
+    let mut hooks = phases::build_hooks_with_quotas(
         &new,
         &base_dir(Some(path)),
         Some(escalator.clone()),
         cluster.cloned(),
+        quotas.clone(),
     )?;
     hooks.observe = observe.clone();
     proxy.reload(&new, hooks).map_err(|e| e.to_string())?;

@@ -110,6 +110,9 @@ pub struct QuotaStore {
     dirty: AtomicBool,
     outcomes: Mutex<HashMap<Box<str>, Outcomes>>,
     path: Option<PathBuf>,
+    /// The quotas of the running config and its time zone (for the admin
+    /// socket), set by the rate-limit phase.
+    configured: Mutex<(Vec<(String, Quota)>, UtcOffset)>,
 }
 
 /// The file format of the persisted counts.
@@ -139,6 +142,7 @@ impl QuotaStore {
             dirty: AtomicBool::new(false),
             outcomes: Mutex::new(HashMap::new()),
             path,
+            configured: Mutex::new((Vec::new(), UtcOffset(0))),
         }
     }
 
@@ -173,6 +177,25 @@ impl QuotaStore {
                 "quota state file unreadable; starting with empty quota counts"),
         }
         store
+    }
+
+    /// Notes the quotas of the config being applied: `(name, quota)` pairs
+    /// such as `("plan:gold", 10000/day)`, and the time zone.
+    pub fn set_configured(&self, quotas: Vec<(String, Quota)>, tz: UtcOffset) {
+        *self.configured.lock().unwrap_or_else(|p| p.into_inner()) = (quotas, tz);
+    }
+
+    /// The quotas of the running config and its time zone.
+    pub fn configured(&self) -> (Vec<(String, Quota)>, UtcOffset) {
+        self.configured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The path counts are persisted to, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Unix seconds now, by this store's clock.
