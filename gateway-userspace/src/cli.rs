@@ -398,10 +398,8 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         Command::Quota(QuotaCmd::Get { consumer, json }) => {
             (Request::QuotaGet { consumer }, json, render_quota)
         }
-        Command::Quota(QuotaCmd::Reset { consumer, quota }) => (
-            Request::QuotaReset { consumer, quota },
-            false,
-            |v| {
+        Command::Quota(QuotaCmd::Reset { consumer, quota }) => {
+            (Request::QuotaReset { consumer, quota }, false, |v| {
                 format!(
                     "reset {}: {} count(s) on this node{}",
                     s(&v["consumer"]),
@@ -412,8 +410,8 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
                         String::new()
                     }
                 )
-            },
-        ),
+            })
+        }
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig
@@ -470,7 +468,10 @@ fn cluster_note(v: &Value) -> &'static str {
 fn render_quota(v: &Value) -> String {
     let rows = v["quotas"].as_array().cloned().unwrap_or_default();
     let mut out = if rows.is_empty() {
-        format!("{}: no requests counted in any current quota window", s(&v["consumer"]))
+        format!(
+            "{}: no requests counted in any current quota window",
+            s(&v["consumer"])
+        )
     } else {
         let mut t = format!(
             "{:<24} {:>10} {:>10} {:>10} {:>12}  SOURCE",
@@ -481,8 +482,14 @@ fn render_quota(v: &Value) -> String {
                 "\n{:<24} {:>10} {:>10} {:>10} {:>11}s  {}",
                 s(&r["quota"]),
                 n(&r["used"]),
-                r["limit"].as_u64().map(|l| l.to_string()).unwrap_or("-".into()),
-                r["remaining"].as_u64().map(|l| l.to_string()).unwrap_or("-".into()),
+                r["limit"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or("-".into()),
+                r["remaining"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or("-".into()),
                 n(&r["resets_in_secs"]),
                 s(&r["source"]),
             ));
@@ -490,7 +497,9 @@ fn render_quota(v: &Value) -> String {
         t
     };
     if let Some(e) = v["cluster_error"].as_str() {
-        out.push_str(&format!("\ncluster counts unavailable ({e}): showing this node's"));
+        out.push_str(&format!(
+            "\ncluster counts unavailable ({e}): showing this node's"
+        ));
     }
     out
 }

@@ -18,10 +18,7 @@ use std::{
 };
 
 use gateway::{
-    admin::{
-        protocol::Request,
-        server::AdminState,
-    },
+    admin::{protocol::Request, server::AdminState},
     config::Config,
     escalate::Escalator,
     observe::{Metrics, collect::QuotaCollector},
@@ -205,7 +202,11 @@ async fn key_on_a_5_per_day_plan_gets_5_then_429_until_midnight_utc() {
         );
         assert!(r.body.contains("quota_exceeded"), "{}", r.body);
     }
-    assert_eq!(origin.seen().len(), 5, "an over-quota request reached the origin");
+    assert_eq!(
+        origin.seen().len(),
+        5,
+        "an over-quota request reached the origin"
+    );
     assert_eq!(gw.esc.tracked(), 0, "over-quota was counted as an offence");
     assert!(gw.esc.l7_blocked("127.0.0.1".parse().unwrap()).is_none());
     // The other key on the plan has its own count.
@@ -225,7 +226,10 @@ async fn key_on_a_5_per_day_plan_gets_5_then_429_until_midnight_utc() {
     );
     assert_eq!(origin.seen().len(), 7);
     assert!(
-        origin.seen().iter().all(|s| s.headers.get("x-api-key").is_none()),
+        origin
+            .seen()
+            .iter()
+            .all(|s| s.headers.get("x-api-key").is_none()),
         "credential forwarded"
     );
 }
@@ -238,11 +242,7 @@ async fn quota_counts_survive_a_gateway_restart() {
     let cfg = config(&origin, &dir, "quota = \"5/day\"", "");
     let gw = start(&cfg, store(&dir, &clock)).await;
     // The background writer, as `gateway run` starts it.
-    let persister = tokio::spawn(
-        gw.quotas
-            .clone()
-            .run_persister(Duration::from_millis(20)),
-    );
+    let persister = tokio::spawn(gw.quotas.clone().run_persister(Duration::from_millis(20)));
     for _ in 0..3 {
         assert_eq!(get(gw.addr, "/api/a", KEY1).await.status, 200);
     }
@@ -264,7 +264,11 @@ async fn quota_counts_survive_a_gateway_restart() {
 
     let gw = start(&cfg, store(&dir, &clock)).await;
     for i in 0..2 {
-        assert_eq!(get(gw.addr, "/api/a", KEY1).await.status, 200, "request {i}");
+        assert_eq!(
+            get(gw.addr, "/api/a", KEY1).await.status,
+            200,
+            "request {i}"
+        );
     }
     let r = get(gw.addr, "/api/a", KEY1).await;
     assert_eq!(r.status, 429, "the restart forgot the count");
@@ -396,7 +400,10 @@ key = "identity"
     assert_eq!(r.header("retry-after").as_deref(), Some("12600"));
     // Another subject with a plan the config lacks: no plan limits, only
     // the route quota.
-    let bob = format!("Authorization: Bearer {}\r\n", token("bob", Some("platinum")));
+    let bob = format!(
+        "Authorization: Bearer {}\r\n",
+        token("bob", Some("platinum"))
+    );
     let r = get(gw.addr, "/tok/x", &bob).await;
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -435,7 +442,10 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
     assert!(got.ok, "{got:?}");
     let row = &got.data["quotas"][0];
     assert_eq!(row["quota"], "plan:free");
-    assert_eq!((row["used"].as_u64(), row["limit"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (row["used"].as_u64(), row["limit"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(row["resets_in_secs"], 14_400);
 
     let metrics = Metrics::new();
@@ -451,7 +461,10 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    assert!(!text.contains("client-1"), "a consumer leaked into /metrics");
+    assert!(
+        !text.contains("client-1"),
+        "a consumer leaked into /metrics"
+    );
 
     // A reset of an unknown quota is an error; of the consumer, works.
     let bad = gateway::admin::quota::handle(

@@ -93,7 +93,10 @@ async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> Value {
                         used,
                     };
                     rows.retain(|(q, _)| q != name);
-                    rows.push((name.clone(), row(name, Some(quota.count), u, now, "cluster")));
+                    rows.push((
+                        name.clone(),
+                        row(name, Some(quota.count), u, now, "cluster"),
+                    ));
                 }
                 Err(e) => {
                     cluster_error = Some(e);
@@ -139,7 +142,13 @@ async fn reset(
         }
     }
     let removed = store.reset(consumer, quota);
-    tracing::info!(consumer, quota, removed, cluster_removed, "quota counts reset");
+    tracing::info!(
+        consumer,
+        quota,
+        removed,
+        cluster_removed,
+        "quota counts reset"
+    );
     Ok(json!({
         "consumer": consumer,
         "removed": removed,

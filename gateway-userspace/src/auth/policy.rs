@@ -204,7 +204,7 @@ impl Authenticator {
                         claims,
                         subject,
                         rate_limit: None,
-                    plan: None,
+                        plan: None,
                         credential: Credential::Authorization,
                         scheme: Scheme::Bearer,
                     });

@@ -63,19 +63,22 @@ impl Cluster {
         let cmd = redis::cmd("GET")
             .arg(self.quota_key(quota, start, consumer))
             .to_owned();
-        let v: Option<u64> = tokio::time::timeout(
-            self.cfg.command_timeout,
-            cmd.query_async(&mut conn),
-        )
-        .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(|e| self.scrub(&e))?;
+        let v: Option<u64> =
+            tokio::time::timeout(self.cfg.command_timeout, cmd.query_async(&mut conn))
+                .await
+                .map_err(|_| "Redis did not answer in time".to_owned())?
+                .map_err(|e| self.scrub(&e))?;
         Ok(v.unwrap_or(0))
     }
 
     /// Deletes the cluster's count of `consumer` in the window starting at
     /// `start`; true if there was one.
-    pub async fn quota_reset(&self, quota: &str, start: i64, consumer: &str) -> Result<bool, String> {
+    pub async fn quota_reset(
+        &self,
+        quota: &str,
+        start: i64,
+        consumer: &str,
+    ) -> Result<bool, String> {
         let mut conn = self.connection().ok_or("Redis is unavailable")?;
         let cmd = redis::cmd("DEL")
             .arg(self.quota_key(quota, start, consumer))

@@ -191,13 +191,17 @@ impl RateLimitPhase {
     async fn take_quota(&self, name: &str, consumer: &str, quota: Quota) -> QuotaDecision {
         if let Some(c) = &self.cluster {
             let (start, end) = window_bounds(self.quotas.now(), quota.window, self.time_zone);
-            if let Some((counted, used)) = c
-                .quota_take(name, consumer, quota.count, start, end)
-                .await
+            if let Some((counted, used)) =
+                c.quota_take(name, consumer, quota.count, start, end).await
             {
-                return self
-                    .quotas
-                    .record_shared(name, consumer, quota, self.time_zone, used, counted);
+                return self.quotas.record_shared(
+                    name,
+                    consumer,
+                    quota,
+                    self.time_zone,
+                    used,
+                    counted,
+                );
             }
         }
         self.quotas.check(name, consumer, quota, self.time_zone)

@@ -304,10 +304,7 @@ impl RateLimitSection {
                 ));
             }
             if p.rate.is_none() && p.quota.is_none() {
-                return Err(format!(
-                    "plan '{}' has neither rate nor quota",
-                    p.name
-                ));
+                return Err(format!("plan '{}' has neither rate nor quota", p.name));
             }
             if p.rate.is_none() && p.burst != 0 {
                 return Err(format!("plan '{}': burst needs a rate", p.name));

@@ -203,7 +203,15 @@ mod tests {
         );
         assert_eq!("5/hour".parse::<Quota>().unwrap().window, Window::Hour);
         assert_eq!("1/month".parse::<Quota>().unwrap().window, Window::Month);
-        for bad in ["0/day", "10/week", "10r/s", "day", "-1/day", "10/ day x", ""] {
+        for bad in [
+            "0/day",
+            "10/week",
+            "10r/s",
+            "day",
+            "-1/day",
+            "10/ day x",
+            "",
+        ] {
             assert!(bad.parse::<Quota>().is_err(), "{bad}");
         }
     }

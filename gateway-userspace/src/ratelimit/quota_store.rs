@@ -210,13 +210,7 @@ impl QuotaStore {
 
     /// Checks and counts one request of `consumer` against `quota` (named
     /// `name`, e.g. `plan:gold`). A refused request is not counted.
-    pub fn check(
-        &self,
-        name: &str,
-        consumer: &str,
-        quota: Quota,
-        tz: UtcOffset,
-    ) -> QuotaDecision {
+    pub fn check(&self, name: &str, consumer: &str, quota: Quota, tz: UtcOffset) -> QuotaDecision {
         let now = self.now();
         let (start, end) = window_bounds(now, quota.window, tz);
         let mut shard = self
@@ -493,7 +487,10 @@ mod tests {
         assert_eq!((d.used, d.reset_secs, d.window_secs), (5, 3600, 86_400));
         // Another consumer, another quota: their own counts.
         assert!(s.check("plan:p", "bob", q("5/day"), UtcOffset(0)).allowed);
-        assert!(s.check("limit:x", "alice", q("5/day"), UtcOffset(0)).allowed);
+        assert!(
+            s.check("limit:x", "alice", q("5/day"), UtcOffset(0))
+                .allowed
+        );
         // The next day starts afresh.
         clock.set(MIDNIGHT);
         let d = s.check("plan:p", "alice", q("5/day"), UtcOffset(0));
