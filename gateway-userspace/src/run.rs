@@ -260,7 +260,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     expire.abort();
     persister.abort();
     let _ = persister.await;
-    match quotas.save() {
+    match quotas.save_if_changed() {
         Ok(()) => {}
         Err(e) => tracing::error!(error = %e, "saving the quota counts at shutdown failed"),
     }

@@ -276,7 +276,7 @@ async fn quota_counts_survive_a_gateway_restart() {
 
     // The shutdown save covers what the writer had not written yet.
     assert_eq!(get(gw.addr, "/api/a", KEY2).await.status, 200);
-    gw.quotas.save().unwrap();
+    gw.quotas.save_if_changed().unwrap();
     gw.proxy.shutdown(Duration::from_millis(100)).await;
     let restored = store(&dir, &clock);
     assert_eq!(restored.get("client-2")[0].1.used, 1);

@@ -417,9 +417,19 @@ impl QuotaStore {
         write_atomically(path, &bytes)
     }
 
+    /// [`QuotaStore::save`] if counts changed since the last save (at
+    /// shutdown: a gateway without quotas never creates the file).
+    pub fn save_if_changed(&self) -> std::io::Result<()> {
+        if self.dirty.load(Ordering::Relaxed) {
+            self.save()
+        } else {
+            Ok(())
+        }
+    }
+
     /// Writes the state file every `interval` while counts changed, on the
     /// blocking pool (never on a request worker). Runs until aborted; call
-    /// [`QuotaStore::save`] after aborting it at shutdown.
+    /// [`QuotaStore::save_if_changed`] after aborting it at shutdown.
     pub async fn run_persister(self: Arc<Self>, interval: Duration) {
         if self.path.is_none() {
             return;
@@ -509,6 +519,10 @@ mod tests {
         let path = dir.join("sub/quota.json");
         let clock = ManualClock::at(MIDNIGHT - 60);
         let s = QuotaStore::open(path.clone(), clock.clock(), 100);
+        // Nothing counted: nothing written (a gateway without quotas never
+        // creates the file).
+        s.save_if_changed().unwrap();
+        assert!(!path.exists());
         for _ in 0..3 {
             s.check("plan:p", "alice", q("5/day"), UtcOffset(0));
         }
