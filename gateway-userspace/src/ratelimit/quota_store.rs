@@ -99,7 +99,43 @@ pub struct Outcomes {
     pub rejected: u64,
 }
 
-type Shard = HashMap<(Box<str>, Box<str>), Usage>;
+/// quota name → consumer → count. Nested so that a lookup borrows the
+/// request's strings: only a new (quota, consumer) pair allocates.
+#[derive(Default)]
+struct Shard {
+    by_quota: HashMap<Box<str>, HashMap<Box<str>, Usage>>,
+    len: usize,
+}
+
+impl Shard {
+    fn get_mut(&mut self, quota: &str, consumer: &str) -> Option<&mut Usage> {
+        self.by_quota.get_mut(quota)?.get_mut(consumer)
+    }
+
+    fn insert(&mut self, quota: &str, consumer: &str, usage: Usage) {
+        let inner = match self.by_quota.get_mut(quota) {
+            Some(m) => m,
+            None => self.by_quota.entry(quota.into()).or_default(),
+        };
+        if inner.insert(consumer.into(), usage).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&str, &str, &Usage) -> bool) {
+        for (q, inner) in self.by_quota.iter_mut() {
+            inner.retain(|c, u| keep(q, c, u));
+        }
+        self.by_quota.retain(|_, inner| !inner.is_empty());
+        self.len = self.by_quota.values().map(HashMap::len).sum();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, &Usage)> {
+        self.by_quota
+            .iter()
+            .flat_map(|(q, inner)| inner.iter().map(move |(c, u)| (&**q, &**c, u)))
+    }
+}
 
 /// Quota counters of this node; see the module documentation.
 pub struct QuotaStore {
@@ -136,7 +172,7 @@ impl QuotaStore {
     pub fn new(path: Option<PathBuf>, clock: UnixClock, max_consumers: usize) -> Self {
         Self {
             clock,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
             per_shard: max_consumers.div_ceil(SHARDS).max(1),
             dirty: AtomicBool::new(false),
@@ -217,13 +253,12 @@ impl QuotaStore {
             .shard(name, consumer)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let key: (Box<str>, Box<str>) = (name.into(), consumer.into());
         let fresh = Usage {
             window_start: start,
             window_end: end,
             used: 1,
         };
-        let (allowed, used) = match shard.get_mut(&key) {
+        let (allowed, used) = match shard.get_mut(name, consumer) {
             Some(u) if u.window_start == start && u.window_end == end => {
                 // A refused request is not counted.
                 if u.used < quota.count {
@@ -238,11 +273,11 @@ impl QuotaStore {
                 (true, 1)
             }
             None => {
-                if shard.len() >= self.per_shard {
-                    shard.retain(|_, u| u.window_end > now);
+                if shard.len >= self.per_shard {
+                    shard.retain(|_, _, u| u.window_end > now);
                 }
-                if shard.len() < self.per_shard {
-                    shard.insert(key, fresh);
+                if shard.len < self.per_shard {
+                    shard.insert(name, consumer, fresh);
                 } else {
                     tracing::warn!(
                         quota = name,
@@ -315,11 +350,14 @@ impl QuotaStore {
             .shard(name, consumer)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= self.per_shard {
+        if shard.get_mut(name, consumer).is_none() && shard.len >= self.per_shard {
             let now = self.now();
-            shard.retain(|_, u| u.window_end > now);
+            shard.retain(|_, _, u| u.window_end > now);
+            if shard.len >= self.per_shard {
+                return;
+            }
         }
-        shard.insert((name.into(), consumer.into()), usage);
+        shard.insert(name, consumer, usage);
     }
 
     /// The current usage of `consumer` under every quota it has a count
@@ -332,8 +370,8 @@ impl QuotaStore {
             .flat_map(|s| {
                 let s = s.lock().unwrap_or_else(|p| p.into_inner());
                 s.iter()
-                    .filter(|((_, c), u)| &**c == consumer && u.window_end > now)
-                    .map(|((q, _), u)| (q.to_string(), *u))
+                    .filter(|(_, c, u)| *c == consumer && u.window_end > now)
+                    .map(|(q, _, u)| (q.to_owned(), *u))
                     .collect::<Vec<_>>()
             })
             .collect();
@@ -347,9 +385,9 @@ impl QuotaStore {
         let mut removed = 0;
         for s in self.shards.iter() {
             let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
-            let before = s.len();
-            s.retain(|(q, c), _| !(&**c == consumer && quota.is_none_or(|want| &**q == want)));
-            removed += before - s.len();
+            let before = s.len;
+            s.retain(|q, c, _| !(c == consumer && quota.is_none_or(|want| q == want)));
+            removed += before - s.len;
         }
         if removed > 0 {
             self.dirty.store(true, Ordering::Relaxed);
@@ -364,8 +402,8 @@ impl QuotaStore {
         let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
         for s in self.shards.iter() {
             let s = s.lock().unwrap_or_else(|p| p.into_inner());
-            for ((q, _), u) in s.iter().filter(|(_, u)| u.window_end > now) {
-                let e = sums.entry(q.to_string()).or_default();
+            for (q, _, u) in s.iter().filter(|(_, _, u)| u.window_end > now) {
+                let e = sums.entry(q.to_owned()).or_default();
                 e.0 += 1;
                 e.1 += u.used;
             }
@@ -401,8 +439,8 @@ impl QuotaStore {
             let s = s.lock().unwrap_or_else(|p| p.into_inner());
             entries.extend(
                 s.iter()
-                    .filter(|(_, u)| u.window_end > now)
-                    .map(|((q, c), u)| FileEntry {
+                    .filter(|(_, _, u)| u.window_end > now)
+                    .map(|(q, c, u)| FileEntry {
                         quota: q.to_string(),
                         consumer: c.to_string(),
                         usage: *u,
@@ -564,7 +602,7 @@ mod tests {
         for i in 0..10_000 {
             s.check("plan:p", &format!("c{i}"), q("5/day"), UtcOffset(0));
         }
-        let total: usize = s.shards.iter().map(|x| x.lock().unwrap().len()).sum();
+        let total: usize = s.shards.iter().map(|x| x.lock().unwrap().len).sum();
         assert!(total <= 64, "{total}");
     }
 }
