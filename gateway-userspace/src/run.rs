@@ -378,7 +378,11 @@ fn try_reload(
         quotas.clone(),
     )?;
     hooks.observe = observe.clone();
-    proxy.reload(&new, hooks).map_err(|e| e.to_string())?;
+    if let Err(e) = proxy.reload(&new, hooks) {
+        // The quota names `gateway quota` sees stay those of the running config.
+        quotas.set_configured(current.rate_limit.quotas(), current.rate_limit.time_zone);
+        return Err(e.to_string());
+    }
     if let Some(maps) = maps {
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
         xdp::apply::apply(&mut m, &new.xdp)

@@ -136,17 +136,7 @@ impl RateLimitPhase {
                 .filter_map(|n| by_name.get(n.as_str()).cloned())
                 .collect()
         };
-        let mut configured: Vec<(String, Quota)> = by_name
-            .values()
-            .filter_map(|l| l.quota.as_ref().map(|(q, n)| (n.clone(), *q)))
-            .chain(
-                plans
-                    .values()
-                    .filter_map(|p: &Plan| p.quota.as_ref().map(|(q, n)| (n.clone(), *q))),
-            )
-            .collect();
-        configured.sort_by(|a, b| a.0.cmp(&b.0));
-        quotas.set_configured(configured, config.rate_limit.time_zone);
+        quotas.set_configured(config.rate_limit.quotas(), config.rate_limit.time_zone);
         Self {
             global: pick(&config.rate_limit.global),
             routes: config

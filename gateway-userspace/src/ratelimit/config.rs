@@ -243,6 +243,23 @@ impl<'de> Deserialize<'de> for KeySpec {
 }
 
 impl RateLimitSection {
+    /// Every quota of this config under the name it is counted by
+    /// (`limit:<name>`, `plan:<name>`), sorted by name.
+    pub fn quotas(&self) -> Vec<(String, Quota)> {
+        let mut out: Vec<(String, Quota)> = self
+            .limits
+            .iter()
+            .filter_map(|l| Some((format!("limit:{}", l.name), l.quota?)))
+            .chain(
+                self.plans
+                    .iter()
+                    .filter_map(|p| Some((format!("plan:{}", p.name), p.quota?))),
+            )
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Cross-checks: unique names, known global names, sane values.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
