@@ -504,3 +504,46 @@ async fn an_api_key_naming_an_unknown_plan_is_a_config_error() {
     assert!(e.contains("plan 'silver'"), "{e}");
     drop(cfg);
 }
+
+#[tokio::test]
+async fn consumers_without_a_known_plan_get_the_default_plan() {
+    let origin = Origin::start("o").await;
+    let dir = TempDir::new();
+    let clock = ManualClock::at(EVENING);
+    let mut cfg = config(&origin, &dir, "quota = \"2/day\"", "");
+    cfg.rate_limit.default_plan = Some("free".into());
+    cfg.rate_limit.validate().unwrap();
+    let gw = start(&cfg, store(&dir, &clock)).await;
+    // No plan claim, and a plan the config lacks: both are on `free`,
+    // each counted apart.
+    for (sub, plan) in [("bob", None), ("carol", Some("platinum"))] {
+        let auth = format!("Authorization: Bearer {}\r\n", token(sub, plan));
+        for _ in 0..2 {
+            let r = get(gw.addr, "/tok/x", &auth).await;
+            assert_eq!(r.status, 200, "{sub}: {}", r.body);
+            assert_eq!(
+                r.header("ratelimit-policy").as_deref(),
+                Some("\"plan:free\";q=2;w=86400")
+            );
+        }
+        let r = get(gw.addr, "/tok/x", &auth).await;
+        assert_eq!(r.status, 429, "{sub}: no default plan applied");
+        assert_eq!(r.header("retry-after").as_deref(), Some("14400"));
+    }
+    // A consumer naming a known plan keeps it (gold: 3/hour).
+    let gold = format!("Authorization: Bearer {}\r\n", token("dave", Some("gold")));
+    let r = get(gw.addr, "/tok/x", &gold).await;
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some("\"plan:gold\";q=3;w=3600")
+    );
+    assert_eq!(origin.seen().len(), 5);
+    // A default plan the config lacks is a config error.
+    cfg.rate_limit.default_plan = Some("nope".into());
+    assert!(
+        cfg.rate_limit
+            .validate()
+            .unwrap_err()
+            .contains("default_plan 'nope'")
+    );
+}

@@ -72,6 +72,8 @@ pub struct RateLimitPhase {
     per_key: Mutex<HashMap<u32, Arc<Limit>>>,
     /// plan name → its limits
     plans: HashMap<String, Plan>,
+    /// `[rate_limit] default_plan`: for identities without a known plan.
+    default_plan: Option<String>,
     quotas: Arc<QuotaStore>,
     time_zone: UtcOffset,
     /// Quotas are counted in Redis when the cluster link is up.
@@ -146,6 +148,7 @@ impl RateLimitPhase {
                 .collect(),
             per_key: Mutex::new(HashMap::new()),
             plans,
+            default_plan: config.rate_limit.default_plan.clone(),
             quotas,
             time_zone: config.rate_limit.time_zone,
             cluster,
@@ -226,16 +229,19 @@ impl Phase for RateLimitPhase {
                 limits.push(self.key_limiter(rate));
             }
             // The consumer's plan; an unknown plan name (a claim naming a
-            // plan the config lacks) adds nothing.
+            // plan the config lacks) or none is the default plan, if any.
             let plan = identity
                 .as_ref()
-                .and_then(|i| i.plan.as_deref())
-                .and_then(|p| {
-                    let found = self.plans.get(p);
-                    if found.is_none() {
-                        tracing::debug!(plan = p, "identity names an unknown plan; no plan limits");
-                    }
-                    found
+                .filter(|i| !i.subject.is_empty())
+                .and_then(|i| {
+                    let named = i.plan.as_deref().and_then(|p| {
+                        let found = self.plans.get(p);
+                        if found.is_none() {
+                            tracing::debug!(plan = p, "identity names an unknown plan");
+                        }
+                        found
+                    });
+                    named.or_else(|| self.plans.get(self.default_plan.as_deref()?))
                 });
             if let Some(rate) = plan.and_then(|p| p.rate.clone()) {
                 limits.push(rate);

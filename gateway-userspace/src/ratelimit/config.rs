@@ -21,6 +21,9 @@ pub struct RateLimitSection {
     pub global: Vec<String>,
     /// Plans that API keys (`plan = "gold"`) and token claims name.
     pub plans: Vec<PlanConfig>,
+    /// The plan of an authenticated consumer that names none (or names a
+    /// plan the config lacks); none: such consumers get no plan limits.
+    pub default_plan: Option<String>,
     /// Where quota counts are kept across restarts (relative paths are
     /// resolved against the config file's directory).
     pub quota_state: PathBuf,
@@ -41,6 +44,8 @@ impl Default for RateLimitSection {
             limits: Vec::new(),
             global: Vec::new(),
             plans: Vec::new(),
+            // None: a consumer without a plan has no plan limits (Kong).
+            default_plan: None,
             // Beside other service state, as systemd's StateDirectory=gateway.
             quota_state: PathBuf::from("/var/lib/gateway/quota.json"),
             // UTC, as AWS usage plans and Kong count by default.
@@ -326,6 +331,13 @@ impl RateLimitSection {
             if p.rate.is_none() && p.burst != 0 {
                 return Err(format!("plan '{}': burst needs a rate", p.name));
             }
+        }
+        if let Some(d) = &self.default_plan
+            && !plans.contains(d.as_str())
+        {
+            return Err(format!(
+                "[rate_limit] default_plan '{d}' is not a [[rate_limit.plans]] entry"
+            ));
         }
         if self.quota_max_consumers == 0 {
             return Err("[rate_limit] quota_max_consumers must be at least 1".into());
