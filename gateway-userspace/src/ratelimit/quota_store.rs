@@ -149,6 +149,9 @@ pub struct QuotaStore {
     /// The quotas of the running config and its time zone (for the admin
     /// socket), set by the rate-limit phase.
     configured: Mutex<(Vec<(String, Quota)>, UtcOffset)>,
+    /// When "store full" was last logged (Unix seconds): once a minute at
+    /// most, so a flood of new keys cannot flood the log too.
+    full_warned: AtomicI64,
 }
 
 /// The file format of the persisted counts.
@@ -179,6 +182,7 @@ impl QuotaStore {
             outcomes: Mutex::new(HashMap::new()),
             path,
             configured: Mutex::new((Vec::new(), UtcOffset(0))),
+            full_warned: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -279,10 +283,19 @@ impl QuotaStore {
                 if shard.len < self.per_shard {
                     shard.insert(name, consumer, fresh);
                 } else {
-                    tracing::warn!(
-                        quota = name,
-                        "quota store full: this consumer is not counted (raise max_consumers)"
-                    );
+                    let last = self.full_warned.load(Ordering::Relaxed);
+                    if now.saturating_sub(last) >= 60
+                        && self
+                            .full_warned
+                            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::warn!(
+                            quota = name,
+                            "quota store full: new consumers are not counted \
+                             (raise [rate_limit] quota_max_consumers); logged once a minute"
+                        );
+                    }
                 }
                 (true, 1)
             }
