@@ -74,6 +74,10 @@ pub enum Command {
     /// Cluster mode: the Redis link, and the cluster blocks this node holds.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Quota usage of a consumer (API key name or token subject), shown or
+    /// reset on the running gateway (in Redis too, in cluster mode).
+    #[command(subcommand)]
+    Quota(QuotaCmd),
     /// Re-read the config file of the running gateway (as SIGHUP does); a
     /// bad file is reported with file:line and the running config is kept.
     Reload,
@@ -196,6 +200,25 @@ pub enum ClusterCmd {
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuotaCmd {
+    /// Requests counted in the current window of every quota of a consumer.
+    Get {
+        /// The consumer: an API key's name, a token's `sub`, or the key of
+        /// a `[[rate_limit.limits]]` quota.
+        consumer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a consumer's counts, so its quotas are whole again.
+    Reset {
+        consumer: String,
+        /// Only this quota (`plan:<name>` or `limit:<name>`).
+        #[arg(long)]
+        quota: Option<String>,
     },
 }
 
@@ -372,6 +395,23 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         ),
         Command::Stats { json, top } => (Request::Stats { top }, json, render_stats),
         Command::Reload => (Request::Reload, false, |_| "reloaded".to_owned()),
+        Command::Quota(QuotaCmd::Get { consumer, json }) => {
+            (Request::QuotaGet { consumer }, json, render_quota)
+        }
+        Command::Quota(QuotaCmd::Reset { consumer, quota }) => {
+            (Request::QuotaReset { consumer, quota }, false, |v| {
+                format!(
+                    "reset {}: {} count(s) on this node{}",
+                    s(&v["consumer"]),
+                    n(&v["removed"]),
+                    if v["cluster"] == true {
+                        format!(", {} in the cluster", n(&v["cluster_removed"]))
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+        }
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig
@@ -423,6 +463,45 @@ fn cluster_note(v: &Value) -> &'static str {
         Some(false) => "; Redis is unreachable: published when it returns",
         None => "",
     }
+}
+
+fn render_quota(v: &Value) -> String {
+    let rows = v["quotas"].as_array().cloned().unwrap_or_default();
+    let mut out = if rows.is_empty() {
+        format!(
+            "{}: no requests counted in any current quota window",
+            s(&v["consumer"])
+        )
+    } else {
+        let mut t = format!(
+            "{:<24} {:>10} {:>10} {:>10} {:>12}  SOURCE",
+            "QUOTA", "USED", "LIMIT", "REMAINING", "RESETS IN"
+        );
+        for r in rows {
+            t.push_str(&format!(
+                "\n{:<24} {:>10} {:>10} {:>10} {:>11}s  {}",
+                s(&r["quota"]),
+                n(&r["used"]),
+                r["limit"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or("-".into()),
+                r["remaining"]
+                    .as_u64()
+                    .map(|l| l.to_string())
+                    .unwrap_or("-".into()),
+                n(&r["resets_in_secs"]),
+                s(&r["source"]),
+            ));
+        }
+        t
+    };
+    if let Some(e) = v["cluster_error"].as_str() {
+        out.push_str(&format!(
+            "\ncluster counts unavailable ({e}): showing this node's"
+        ));
+    }
+    out
 }
 
 fn render_cluster(v: &Value) -> String {

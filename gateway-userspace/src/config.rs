@@ -384,6 +384,17 @@ impl Config {
                 )));
             }
         }
+        for (provider, keys) in &self.auth.api_keys {
+            if let Some((key, plan)) = keys.keys.iter().find_map(|k| {
+                let plan = k.plan.as_deref()?;
+                (!self.rate_limit.plans.iter().any(|p| p.name == plan)).then_some((&k.name, plan))
+            }) {
+                return Err(bad(format!(
+                    "[auth.api_keys.{provider}] key '{key}' names plan '{plan}', which no \
+                     [[rate_limit.plans]] entry defines"
+                )));
+            }
+        }
         if let Some(both) = self.xdp.allow.iter().find(|n| self.xdp.block.contains(n)) {
             return Err(bad(format!(
                 "[xdp] {both} is in both allow and block; the allowlist would win, remove one"

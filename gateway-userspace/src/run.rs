@@ -23,11 +23,14 @@ use crate::{
     escalate::{self, Escalator, XdpSink},
     observe::{
         self, AccessLog, Metrics, Observe,
-        collect::{ClusterCollector, EscalationCollector, ProxyCollector, XdpCollector},
+        collect::{
+            ClusterCollector, EscalationCollector, ProxyCollector, QuotaCollector, XdpCollector,
+        },
         http::Readiness,
     },
     phases,
     proxy::Proxy,
+    ratelimit::quota_store::{QuotaStore, system_clock},
     xdp::{self, Loader, XdpMaps},
 };
 
@@ -90,6 +93,23 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         None => None,
     };
 
+    // Quota counts outlive reloads; restored from and persisted to a file
+    // by a background task (never on the request path), saved at shutdown.
+    let quota_path = resolve(
+        &base_dir(config_path.as_ref()),
+        &config.rate_limit.quota_state,
+    );
+    let quotas = Arc::new(QuotaStore::open(
+        quota_path,
+        system_clock(),
+        config.rate_limit.quota_max_consumers,
+    ));
+    let persister = tokio::spawn(
+        quotas
+            .clone()
+            .run_persister(std::time::Duration::from_secs(1)),
+    );
+
     let admin = AdminSocket::bind(&config.admin.socket)?;
     tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
@@ -99,6 +119,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         interface,
         mode,
         cluster: cluster.clone(),
+        quotas: Some(quotas.clone()),
     });
     let admin_task = tokio::spawn(admin.serve(state));
     let sweeper = maps
@@ -147,11 +168,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
         ),
     };
-    let mut hooks = phases::build_hooks(
+    let mut hooks = phases::build_hooks_with_quotas(
         &config,
         &base_dir(config_path.as_ref()),
         Some(escalator.clone()),
         cluster.clone(),
+        quotas.clone(),
     )
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
@@ -176,6 +198,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if let Some(c) = &cluster {
         metrics.register_collector(Box::new(ClusterCollector { cluster: c.clone() }));
     }
+    metrics.register_collector(Box::new(QuotaCollector {
+        store: quotas.clone(),
+    }));
     let observability = if config.observability.enabled {
         let listener = observe::http::bind(config.observability.listen)
             .await
@@ -213,11 +238,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe);
+                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
@@ -255,6 +280,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 tracing::warn!(error = %e, "shutting down: saving the escalation state failed")
             }
         }
+    }
+    persister.abort();
+    let _ = persister.await;
+    match quotas.save_if_changed() {
+        Ok(()) => {}
+        Err(e) => tracing::error!(error = %e, "saving the quota counts at shutdown failed"),
     }
     if let Some(t) = observability {
         t.abort();
@@ -300,6 +331,15 @@ fn base_dir(config_path: Option<&PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// `path` as given when absolute, else under `base`.
+fn resolve(base: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
 /// What to try against the embedded default config, printed at start.
 fn print_try_it() {
     eprintln!(
@@ -316,6 +356,10 @@ fn print_try_it() {
 /// Re-reads the config file and swaps it in. A bad file (or certificate,
 /// or key file) is an error naming file, line and problem, and nothing
 /// changes: the running config stays.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the long-lived pieces a reload hands to the new generation"
+)]
 fn try_reload(
     path: Option<&PathBuf>,
     current: &Config,
@@ -324,6 +368,7 @@ fn try_reload(
     escalator: &Arc<Escalator>,
     cluster: Option<&Arc<Cluster>>,
     observe: &Observe,
+    quotas: &Arc<QuotaStore>,
 ) -> Result<Config, String> {
     let Some(path) = path else {
         return Err(
@@ -343,6 +388,14 @@ fn try_reload(
         (new.observability != current.observability, "observability"),
         (new.cluster != current.cluster, "cluster"),
         (new.runtime != current.runtime, "runtime"),
+        (
+            new.rate_limit.quota_state != current.rate_limit.quota_state,
+            "rate_limit.quota_state",
+        ),
+        (
+            new.rate_limit.quota_max_consumers != current.rate_limit.quota_max_consumers,
+            "rate_limit.quota_max_consumers",
+        ),
     ];
     for (changed, key) in restart_only {
         if changed {
@@ -360,22 +413,34 @@ fn try_reload(
                 .into(),
         );
     }
-    let mut hooks = phases::build_hooks(
+    let mut hooks = phases::build_hooks_with_quotas(
         &new,
         &base_dir(Some(path)),
         Some(escalator.clone()),
         cluster.cloned(),
+        quotas.clone(),
     )?;
     hooks.observe = observe.clone();
     // Every new listener socket is bound here, before anything changes: one
     // that cannot bind fails the reload and the old listeners keep serving.
-    let prepared = proxy.prepare(&new, hooks).map_err(|e| e.to_string())?;
+    let prepared = match proxy.prepare(&new, hooks) {
+        Ok(p) => p,
+        Err(e) => {
+            // The quota names `gateway quota` sees stay those of the running config.
+            quotas.set_configured(current.rate_limit.quotas(), current.rate_limit.time_zone);
+            return Err(e.to_string());
+        }
+    };
     if let Some(maps) = maps {
         // The protected ports follow the new listeners (derived at load
         // unless `[xdp] protected_ports` is set).
         let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
-        xdp::apply::apply(&mut m, &new.xdp)
-            .map_err(|e| format!("applying the reloaded config to the XDP maps failed: {e:#}"))?;
+        if let Err(e) = xdp::apply::apply(&mut m, &new.xdp) {
+            quotas.set_configured(current.rate_limit.quotas(), current.rate_limit.time_zone);
+            return Err(format!(
+                "applying the reloaded config to the XDP maps failed: {e:#}"
+            ));
+        }
     }
     prepared.commit();
     tracing::info!(config = %path.display(), "config reloaded");

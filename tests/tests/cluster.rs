@@ -146,6 +146,96 @@ fn shared_limit_spans_two_gateways() {
     }
 }
 
+/// An API-key route whose key is on plan `free`: 5 requests a month.
+const QUOTA_PLAN: &str = r#"[[routes]]
+id = "api"
+path_prefix = "/api/"
+upstream = "demo"
+auth = "key"
+
+[auth.api_keys.k]
+keys = [{ name = "client", sha256 = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c", plan = "free" }]
+
+[auth.policies.key]
+type = "api_key"
+providers = ["k"]
+
+[[rate_limit.plans]]
+name = "free"
+quota = "5/month"
+
+[escalation]
+enabled = false
+"#;
+
+#[test]
+fn two_gateways_share_one_quota() {
+    if !tests::redis::require_redis("two_gateways_share_one_quota") {
+        return;
+    }
+    let redis = RedisServer::start_tcp(tests::test_port());
+    let state = TempDir::new();
+    let rests: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            format!(
+                "{QUOTA_PLAN}\n[rate_limit]\nquota_state = \"{}\"\n",
+                state.0.join(format!("quota-{id}.json")).display()
+            )
+        })
+        .collect();
+    let start = |id, rest: &str| {
+        Node::start(NodeSpec {
+            node_id: id,
+            xdp: "enabled = false".into(),
+            listen_ip: "127.0.0.1",
+            cluster: format!("redis_url = \"{}\"", redis.url()),
+            rest,
+            netns: None,
+        })
+    };
+    let (a, b) = (start("a", &rests[0]), start("b", &rests[1]));
+    a.wait_connected("node a");
+    b.wait_connected("node b");
+
+    // One count for both nodes: 5 requests in all, then 429 on either. Two
+    // per-node counts would let 10 through.
+    let key = "X-Api-Key: demo-key\r\n";
+    let statuses: Vec<u16> = (0..12)
+        .map(|i| {
+            let node = if i % 2 == 0 { &a } else { &b };
+            get(node.http, "/api/x", key).unwrap_or_else(|e| panic!("request {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429, 429, 429, 429, 429, 429],
+        "statuses in order (A, B, A, ...)"
+    );
+
+    // Either node reads the cluster's count.
+    let got: serde_json::Value =
+        serde_json::from_str(&b.gw.ok(&["quota", "get", "client", "--json"])).unwrap();
+    let row = &got["quotas"][0];
+    assert_eq!(row["quota"], "plan:free", "{got}");
+    assert_eq!(row["used"], 5, "{got}");
+    assert_eq!(row["source"], "cluster", "{got}");
+    // /metrics on each node: allowed and refused counted where they happened.
+    let allowed = |n: &Node| {
+        metric(
+            &metrics(n.obs),
+            "gateway_quota_requests_total{kind=\"plan\",name=\"free\",outcome=\"allowed\"}",
+        )
+    };
+    assert_eq!(allowed(&a).unwrap_or(0.0) + allowed(&b).unwrap_or(0.0), 5.0);
+
+    // A reset on node A frees the quota on node B too.
+    let out = a.gw.ok(&["quota", "reset", "client"]);
+    assert!(out.contains("1 in the cluster"), "{out}");
+    assert_eq!(get(b.http, "/api/x", key), Ok(200));
+    assert_eq!(get(a.http, "/api/x", key), Ok(200));
+}
+
 /// The routes of the XDP tests: one API-key route on the demo upstream
 /// (`demo-key`), escalation into the blocklist at 50 points (five wrong
 /// keys), no separate brute-force lockout.

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod quota;
 pub mod server;
 
 use gateway_common::acl::{BlockEntry, REASON_LEN};

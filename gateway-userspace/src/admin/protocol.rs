@@ -58,6 +58,17 @@ pub enum Request {
     ClusterStatus,
     /// Re-read the config file, as SIGHUP does.
     Reload,
+    /// A consumer's usage of every quota it has a count for.
+    QuotaGet {
+        consumer: String,
+    },
+    /// Forgets a consumer's counts (of one quota, e.g. `plan:gold`, if
+    /// given), on this node and, in cluster mode, in Redis.
+    QuotaReset {
+        consumer: String,
+        #[serde(default)]
+        quota: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -43,6 +43,8 @@ pub struct AdminState {
     pub mode: String,
     /// The cluster link, when `[cluster]` is configured.
     pub cluster: Option<Arc<Cluster>>,
+    /// The quota counts (`gateway quota get|reset`).
+    pub quotas: Option<Arc<crate::ratelimit::quota_store::QuotaStore>>,
     /// Asks the run loop to reload the config file; answers with the outcome.
     pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
 }
@@ -122,6 +124,10 @@ async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> Result<()> {
                 tracing::info!("admin request: reload");
                 reload(state).await
             }
+            Ok(req @ (Request::QuotaGet { .. } | Request::QuotaReset { .. })) => {
+                tracing::info!(request = %line.trim(), "admin request");
+                super::quota::handle(state, req).await
+            }
             Ok(req) => {
                 tracing::info!(request = %line.trim(), "admin request");
                 // Map walks (block list, stats) make system calls per entry:
@@ -168,6 +174,11 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
             "mode": state.mode,
             "version": env!("CARGO_PKG_VERSION"),
         }));
+    }
+    if let Request::QuotaGet { .. } | Request::QuotaReset { .. } = req {
+        // Quota requests may wait for Redis: the socket loop serves them
+        // (`admin::quota`), never this blocking path.
+        return Response::err("quota requests are served asynchronously by the admin socket");
     }
     if let Request::ClusterStatus = req {
         return Response::ok(match &state.cluster {
@@ -436,7 +447,11 @@ fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Re
                 .collect();
             Ok(json!({ "counters": counters, "top_dropped": top }))
         }
-        Request::Status | Request::Reload | Request::ClusterStatus => {
+        Request::Status
+        | Request::Reload
+        | Request::ClusterStatus
+        | Request::QuotaGet { .. }
+        | Request::QuotaReset { .. } => {
             unreachable!("handled above")
         }
     }

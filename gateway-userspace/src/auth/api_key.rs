@@ -23,6 +23,7 @@ pub struct KeyIdentity {
     pub name: String,
     pub scopes: Vec<String>,
     pub rate_limit: Option<u32>,
+    pub plan: Option<String>,
 }
 
 pub struct ApiKeys {
@@ -59,6 +60,7 @@ impl ApiKeys {
                     name: e.name,
                     scopes: e.scopes,
                     rate_limit: e.rate_limit,
+                    plan: e.plan,
                 })
                 .collect(),
         })

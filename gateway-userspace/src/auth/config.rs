@@ -346,6 +346,9 @@ pub struct ApiKeyEntry {
     /// Requests per second for this key (applied by the rate limiter).
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// The `[[rate_limit.plans]]` entry whose rate and quota this key gets.
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 /// 32 bytes written as 64 hex digits.
@@ -461,4 +464,8 @@ pub struct PolicyConfig {
     /// Remove the credential (Authorization, key header or query) upstream.
     #[serde(default)]
     pub strip_credential: bool,
+    /// Claim naming the consumer's `[[rate_limit.plans]]` entry (a string
+    /// claim such as `plan`); an API key's own `plan` wins.
+    #[serde(default)]
+    pub plan_claim: Option<String>,
 }

@@ -94,6 +94,9 @@ pub struct Identity {
     pub claims_headers: Vec<(HeaderName, HeaderValue)>,
     /// The API key's own rate limit (requests/s), if it has one.
     pub rate_limit: Option<u32>,
+    /// The consumer's plan (`[[rate_limit.plans]]`): the API key's `plan`,
+    /// or the policy's `plan_claim` of the token.
+    pub plan: Option<String>,
     /// The concrete policy that matched (for `any`, the listed one).
     pub policy: String,
     /// Every carrier of the route's policy when the winning policy has
@@ -263,6 +266,7 @@ impl Authenticator {
                 scopes: Vec::new(),
                 claims_headers: Vec::new(),
                 rate_limit: None,
+                plan: None,
                 policy: policy.name.clone(),
                 strip: Vec::new(),
             });

@@ -27,6 +27,7 @@ pub struct Policy {
     scope_claim: Option<String>,
     pub headers: Vec<(HeaderName, String)>,
     strip_credential: bool,
+    plan_claim: Option<String>,
 }
 
 impl Policy {
@@ -48,6 +49,7 @@ impl Policy {
                 })
                 .collect(),
             strip_credential: c.strip_credential,
+            plan_claim: c.plan_claim.clone(),
         }
     }
 
@@ -66,6 +68,7 @@ struct Established {
     claims: Map<String, Value>,
     subject: String,
     rate_limit: Option<u32>,
+    plan: Option<String>,
     credential: Credential,
     scheme: Scheme,
 }
@@ -112,12 +115,20 @@ impl Authenticator {
                 }
             }
         }
+        let plan = est.plan.or_else(|| {
+            let claim = policy.plan_claim.as_deref()?;
+            est.claims
+                .get(claim)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         Ok(Identity {
             subject: est.subject,
             method: est.method,
             scopes,
             claims_headers,
             rate_limit: est.rate_limit,
+            plan,
             policy: policy.name.clone(),
             strip: policy
                 .strip_credential
@@ -158,6 +169,7 @@ impl Authenticator {
             claims,
             subject,
             rate_limit: None,
+            plan: None,
             credential: Credential::Authorization,
             scheme: Scheme::Bearer,
         })
@@ -192,6 +204,7 @@ impl Authenticator {
                         claims,
                         subject,
                         rate_limit: None,
+                        plan: None,
                         credential: Credential::Authorization,
                         scheme: Scheme::Bearer,
                     });
@@ -252,6 +265,7 @@ impl Authenticator {
                     claims,
                     subject: id.name.clone(),
                     rate_limit: id.rate_limit,
+                    plan: id.plan.clone(),
                     credential,
                     scheme: Scheme::ApiKey,
                 });
@@ -292,6 +306,7 @@ impl Authenticator {
                     claims,
                     subject,
                     rate_limit: None,
+                    plan: None,
                     credential: Credential::Authorization,
                     scheme: Scheme::Basic,
                 });

@@ -29,7 +29,7 @@ use std::{
 
 use super::{Cluster, scripts};
 use crate::{
-    ratelimit::{Decision, LimitConfig, Limiter},
+    ratelimit::{Decision, LimitConfig, Limiter, Rate},
     xdp::clock,
 };
 
@@ -69,8 +69,9 @@ pub fn lease_size(interval_us: u64, burst: u32, lease: Duration) -> u32 {
 }
 
 impl SharedLimit {
-    pub fn new(cluster: Arc<Cluster>, config: &LimitConfig) -> Self {
-        let interval_us = (config.rate.interval_ns() / 1000).max(1);
+    /// The shared bucket of `config` at `rate` (its configured rate).
+    pub fn new(cluster: Arc<Cluster>, config: &LimitConfig, rate: Rate) -> Self {
+        let interval_us = (rate.interval_ns() / 1000).max(1);
         let lease = cluster.config().lease;
         Self {
             key_prefix: format!("{}:rl:{}:", cluster.keys.prefix, config.name),

@@ -11,6 +11,9 @@
 //!   them into its XDP maps. A node that starts or reconnects reconciles
 //!   with Redis ([`link`]): it loads every live block and hands back the
 //!   ones Redis lost (a restarted Redis without persistence loses none).
+//! - **Quotas** (`quota = "10000/day"` on a limit or a plan) are one exact
+//!   counter per consumer and window in Redis ([`quota`]): every counted
+//!   request is one `INCRBY`, the key expires after its window.
 //! - **Redis down**: requests never wait for it: limits fall back to each
 //!   node's local bucket (fail-open, counted in
 //!   `gateway_cluster_local_decisions_total`), blocks stay in the kernel
@@ -23,6 +26,7 @@ pub mod blocks;
 pub mod config;
 mod limit;
 mod link;
+mod quota;
 mod scripts;
 
 use std::{

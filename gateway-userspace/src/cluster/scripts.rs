@@ -10,6 +10,8 @@
 //! - `P:block-expiry`: sorted set net → expiry (ms, Redis time) for cleanup;
 //! - `P:unblocks`: sorted set net → when it was unblocked (ms), kept a day so
 //!   a node that was away cannot bring a removed block back;
+//! - `P:quota:<quota>:<window start>:<consumer>`: requests counted in one
+//!   quota window (exact, `INCRBY`), expiring an hour after the window ends;
 //! - channel `P:events`: `{"op":"add",…}` / `{"op":"del",…}` per change.
 
 #![forbid(unsafe_code)]
@@ -142,6 +144,22 @@ if v >= tonumber(ARGV[3]) then
   return v
 end
 return 0
+"#,
+    )
+});
+
+/// Counts one request against a quota window unless it is used up.
+/// KEYS: the window's counter. ARGV: the quota, the Unix second at which the
+/// counter expires. Returns `{1, used}` when counted, `{0, used}` when the
+/// quota is used up (a refused request is not counted).
+pub static QUOTA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v >= tonumber(ARGV[1]) then return {0, v} end
+v = redis.call('INCRBY', KEYS[1], 1)
+if v == 1 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
+return {1, v}
 "#,
     )
 });

@@ -328,3 +328,59 @@ impl Collector for ClusterCollector {
         Ok(())
     }
 }
+
+/// Quota usage per plan and per quota-carrying limit, read from the quota
+/// store at each scrape. Labels: `kind` (`plan` or `limit`) and `name`;
+/// never a consumer (identities would make the series unbounded).
+pub struct QuotaCollector {
+    pub store: Arc<crate::ratelimit::quota_store::QuotaStore>,
+}
+
+impl std::fmt::Debug for QuotaCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuotaCollector")
+    }
+}
+
+impl Collector for QuotaCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.store.usage_by_quota();
+        let labels = |q: &str| -> Labels {
+            let (kind, name) = q.split_once(':').unwrap_or(("limit", q));
+            vec![("kind", kind.to_owned()), ("name", name.to_owned())]
+        };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            &mut enc,
+            "quota_consumers",
+            "Consumers with requests counted in their current quota window",
+            &rows
+                .iter()
+                .map(|(q, consumers, _, _)| (labels(q), as_i64(*consumers)))
+                .collect::<Vec<_>>(),
+        )?;
+        gauge(
+            &mut enc,
+            "quota_used",
+            "Requests counted in the current quota windows, summed over consumers",
+            &rows
+                .iter()
+                .map(|(q, _, used, _)| (labels(q), as_i64(*used)))
+                .collect::<Vec<_>>(),
+        )?;
+        let mut outcomes = Vec::new();
+        for (q, _, _, o) in &rows {
+            for (outcome, v) in [("allowed", o.allowed), ("rejected", o.rejected)] {
+                let mut l = labels(q);
+                l.push(("outcome", outcome.to_owned()));
+                outcomes.push((l, v));
+            }
+        }
+        counter(
+            &mut enc,
+            "quota_requests",
+            "Requests checked against a quota on this node, by outcome",
+            &outcomes,
+        )
+    }
+}

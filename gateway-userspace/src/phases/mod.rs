@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     escalate::Escalator,
     proxy::{Hooks, hooks::Allow},
+    ratelimit::quota_store::{QuotaStore, system_clock},
     validate::Validators,
 };
 
@@ -25,11 +26,30 @@ use crate::{
 /// (schemas, OpenAPI documents) are looked up: the config file's directory.
 /// Fails with a message naming what is wrong (an unreadable key file, an
 /// invalid schema and its route); the caller keeps its running hooks.
+/// Quota counts live in memory only, made afresh: the gateway itself uses
+/// [`build_hooks_with_quotas`] with its persistent store.
 pub fn build_hooks(
     config: &Config,
     base_dir: &Path,
     escalation: Option<Arc<Escalator>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
+) -> Result<Hooks, String> {
+    let quotas = Arc::new(QuotaStore::new(
+        None,
+        system_clock(),
+        config.rate_limit.quota_max_consumers,
+    ));
+    build_hooks_with_quotas(config, base_dir, escalation, cluster, quotas)
+}
+
+/// [`build_hooks`] counting quotas in `quotas`, a store that outlives
+/// reloads (and is persisted by its owner).
+pub fn build_hooks_with_quotas(
+    config: &Config,
+    base_dir: &Path,
+    escalation: Option<Arc<Escalator>>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    quotas: Arc<QuotaStore>,
 ) -> Result<Hooks, String> {
     let authenticator =
         Arc::new(Authenticator::from_config(&config.auth).map_err(|e| e.to_string())?);
@@ -42,7 +62,7 @@ pub fn build_hooks(
         } else {
             Arc::new(validate::ValidatePhase::new(validators))
         },
-        rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config, cluster)),
+        rate_limit: Arc::new(ratelimit::RateLimitPhase::new(config, cluster, quotas)),
         escalation,
         observe: crate::observe::Observe::default(),
         authenticator: Some(authenticator),

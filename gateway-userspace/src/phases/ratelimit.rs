@@ -3,6 +3,13 @@
 //! `RateLimit-Policy` / `RateLimit` response headers; the first that
 //! rejects ends the request with 429 and `Retry-After`; in delay mode the
 //! request waits (throttling) before it goes on.
+//!
+//! A consumer's plan (`plan` on an API key, or the policy's `plan_claim`)
+//! adds the plan's rate and quota, keyed by identity, on top of the route's
+//! limits (both apply, as Kong's consumer and route plugins do). Quotas are
+//! counted after every rate limit allowed the request, so a request refused
+//! by a rate never uses quota; an over-quota request is 429 with reason
+//! `QuotaExceeded`, which is no escalation offence.
 
 #![forbid(unsafe_code)]
 
@@ -18,25 +25,42 @@ use crate::{
     cluster::{Cluster, SharedLimit},
     config::Config,
     proxy::{Phase, PhaseFuture, Reason, Rejection, RequestContext, body::ProxyBody},
-    ratelimit::{Decision, KeyContext, KeySpec, LimitConfig, Limiter, Mode, Rate, headers},
+    ratelimit::{
+        Decision, KeyContext, KeySpec, LimitConfig, Limiter, Mode, Rate, headers, key_of,
+        quota::{Quota, UtcOffset, window_bounds},
+        quota_store::{QuotaDecision, QuotaStore},
+    },
     xdp::clock,
 };
 
-/// One configured limit: this node's bucket, and for `shared` limits the
-/// cluster bucket in front of it (the local one decides while Redis is
-/// unavailable).
+/// One configured limit: this node's bucket (when it has a rate), for
+/// `shared` limits the cluster bucket in front of it (the local one decides
+/// while Redis is unavailable), and its calendar quota.
 struct Limit {
-    local: Limiter,
+    config: LimitConfig,
+    local: Option<Limiter>,
     shared: Option<SharedLimit>,
+    /// The quota and the name it is counted under (`limit:<name>`).
+    quota: Option<(Quota, String)>,
 }
 
 impl Limit {
-    fn local(config: LimitConfig) -> Self {
+    fn local(config: LimitConfig, rate: Rate) -> Self {
         Self {
-            local: Limiter::new(config),
+            local: Some(Limiter::new(config.clone(), rate)),
+            config,
             shared: None,
+            quota: None,
         }
     }
+}
+
+/// A `[[rate_limit.plans]]` entry: its rate limiter and its quota, both
+/// keyed by identity.
+struct Plan {
+    rate: Option<Arc<Limit>>,
+    /// The quota and the name it is counted under (`plan:<name>`).
+    quota: Option<(Quota, String)>,
 }
 
 pub struct RateLimitPhase {
@@ -46,26 +70,66 @@ pub struct RateLimitPhase {
     /// Own limits of API keys (`rate_limit = N` requests/s), one limiter per
     /// distinct rate, keyed by identity.
     per_key: Mutex<HashMap<u32, Arc<Limit>>>,
+    /// plan name → its limits
+    plans: HashMap<String, Plan>,
+    /// `[rate_limit] default_plan`: for identities without a known plan.
+    default_plan: Option<String>,
+    quotas: Arc<QuotaStore>,
+    time_zone: UtcOffset,
+    /// Quotas are counted in Redis when the cluster link is up.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl RateLimitPhase {
     /// `cluster`: the Redis link for `shared` limits (config validation
-    /// guarantees it exists when a limit is shared).
-    pub fn new(config: &Config, cluster: Option<Arc<Cluster>>) -> Self {
+    /// guarantees it exists when a limit is shared) and for quotas;
+    /// `quotas`: this node's quota counts, which outlive the phase.
+    pub fn new(config: &Config, cluster: Option<Arc<Cluster>>, quotas: Arc<QuotaStore>) -> Self {
         let by_name: HashMap<&str, Arc<Limit>> = config
             .rate_limit
             .limits
             .iter()
             .map(|l| {
-                let shared = cluster
-                    .as_ref()
-                    .filter(|_| l.shared)
-                    .map(|c| SharedLimit::new(c.clone(), l));
+                let shared = match (&cluster, l.rate) {
+                    (Some(c), Some(rate)) if l.shared => Some(SharedLimit::new(c.clone(), l, rate)),
+                    _ => None,
+                };
                 let limit = Limit {
-                    local: Limiter::new(l.clone()),
+                    config: l.clone(),
+                    local: l.rate.map(|rate| Limiter::new(l.clone(), rate)),
                     shared,
+                    quota: l.quota.map(|q| (q, format!("limit:{}", l.name))),
                 };
                 (l.name.as_str(), Arc::new(limit))
+            })
+            .collect();
+        let plans: HashMap<String, Plan> = config
+            .rate_limit
+            .plans
+            .iter()
+            .map(|p| {
+                let name = format!("plan:{}", p.name);
+                let rate = p.rate.map(|rate| {
+                    Arc::new(Limit::local(
+                        LimitConfig {
+                            name: name.clone(),
+                            rate: Some(rate),
+                            quota: None,
+                            burst: p.burst,
+                            mode: Mode::NoDelay,
+                            key: KeySpec::Identity,
+                            ipv6_prefix_len: 64,
+                            max_keys: 100_000,
+                            shared: false,
+                        },
+                        rate,
+                    ))
+                });
+                let plan = Plan {
+                    rate,
+                    quota: p.quota.map(|q| (q, name)),
+                };
+                (p.name.clone(), plan)
             })
             .collect();
         let pick = |names: &[String]| {
@@ -74,6 +138,7 @@ impl RateLimitPhase {
                 .filter_map(|n| by_name.get(n.as_str()).cloned())
                 .collect()
         };
+        quotas.set_configured(config.rate_limit.quotas(), config.rate_limit.time_zone);
         Self {
             global: pick(&config.rate_limit.global),
             routes: config
@@ -82,6 +147,11 @@ impl RateLimitPhase {
                 .map(|r| (r.id.get_ref().clone(), pick(&r.rate_limits)))
                 .collect(),
             per_key: Mutex::new(HashMap::new()),
+            plans,
+            default_plan: config.rate_limit.default_plan.clone(),
+            quotas,
+            time_zone: config.rate_limit.time_zone,
+            cluster,
         }
     }
 
@@ -89,18 +159,45 @@ impl RateLimitPhase {
         let mut map = self.per_key.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(rate)
             .or_insert_with(|| {
-                Arc::new(Limit::local(LimitConfig {
-                    name: "api-key".into(),
-                    rate: Rate::per_second(u64::from(rate.max(1))),
-                    burst: rate,
-                    mode: Mode::NoDelay,
-                    key: KeySpec::Identity,
-                    ipv6_prefix_len: 64,
-                    max_keys: 100_000,
-                    shared: false,
-                }))
+                let r = Rate::per_second(u64::from(rate.max(1)));
+                Arc::new(Limit::local(
+                    LimitConfig {
+                        name: "api-key".into(),
+                        rate: Some(r),
+                        quota: None,
+                        burst: rate,
+                        mode: Mode::NoDelay,
+                        key: KeySpec::Identity,
+                        ipv6_prefix_len: 64,
+                        max_keys: 100_000,
+                        shared: false,
+                    },
+                    r,
+                ))
             })
             .clone()
+    }
+
+    /// Counts one request of `consumer` against `quota`: in Redis in
+    /// cluster mode, on this node when Redis is unavailable or there is no
+    /// cluster.
+    async fn take_quota(&self, name: &str, consumer: &str, quota: Quota) -> QuotaDecision {
+        if let Some(c) = &self.cluster {
+            let (start, end) = window_bounds(self.quotas.now(), quota.window, self.time_zone);
+            if let Some((counted, used)) =
+                c.quota_take(name, consumer, quota.count, start, end).await
+            {
+                return self.quotas.record_shared(
+                    name,
+                    consumer,
+                    quota,
+                    self.time_zone,
+                    used,
+                    counted,
+                );
+            }
+        }
+        self.quotas.check(name, consumer, quota, self.time_zone)
     }
 }
 
@@ -131,26 +228,67 @@ impl Phase for RateLimitPhase {
             if let Some(rate) = identity.as_ref().and_then(|i| i.rate_limit) {
                 limits.push(self.key_limiter(rate));
             }
-            if limits.is_empty() {
+            // The consumer's plan; an unknown plan name (a claim naming a
+            // plan the config lacks) or none is the default plan, if any.
+            let plan = identity
+                .as_ref()
+                .filter(|i| !i.subject.is_empty())
+                .and_then(|i| {
+                    let named = i.plan.as_deref().and_then(|p| {
+                        let found = self.plans.get(p);
+                        if found.is_none() {
+                            tracing::debug!(plan = p, "identity names an unknown plan");
+                        }
+                        found
+                    });
+                    named.or_else(|| self.plans.get(self.default_plan.as_deref()?))
+                });
+            if let Some(rate) = plan.and_then(|p| p.rate.clone()) {
+                limits.push(rate);
+            }
+            let plan_quota = plan.and_then(|p| p.quota.as_ref());
+            if limits.is_empty() && plan_quota.is_none() {
                 return Ok(());
             }
             let keys = keys(ctx, req, &limits, identity.as_ref());
             let now = clock::monotonic_ns();
             let mut verdicts = Vec::with_capacity(limits.len());
-            for (l, key) in limits.iter().zip(keys) {
-                let d = match (key, &l.shared) {
-                    (None, _) => Decision::NotApplicable,
-                    (Some(k), None) => l.local.check_key(&k, now),
-                    (Some(k), Some(shared)) => shared.check(&k, &l.local).await,
+            let mut rate_rejected = false;
+            for (l, key) in limits.iter().zip(&keys) {
+                let d = match (key, &l.local, &l.shared) {
+                    (None, _, _) | (_, None, _) => Decision::NotApplicable,
+                    (Some(k), Some(local), None) => local.check_key(k, now),
+                    (Some(k), Some(local), Some(shared)) => shared.check(k, local).await,
                 };
                 let rejected = matches!(d, Decision::Reject { .. });
                 verdicts.push((l.clone(), d));
                 // A rejected request is not counted by the limits after it.
                 if rejected {
+                    rate_rejected = true;
                     break;
                 }
             }
-            let wait = respond(ctx, &verdicts)?;
+            // Quotas last: only requests every rate allowed use quota.
+            let mut quotas: Vec<(&str, QuotaDecision)> = Vec::new();
+            if !rate_rejected {
+                let subject = identity
+                    .as_ref()
+                    .map(|i| i.subject.as_str())
+                    .filter(|s| !s.is_empty());
+                let wanted = limits
+                    .iter()
+                    .zip(&keys)
+                    .filter_map(|(l, k)| Some((l.quota.as_ref()?, k.as_deref()?)))
+                    .chain(plan_quota.zip(subject));
+                for ((quota, name), consumer) in wanted {
+                    let d = self.take_quota(name, consumer, *quota).await;
+                    quotas.push((name, d));
+                    if !d.allowed {
+                        break;
+                    }
+                }
+            }
+            let wait = respond(ctx, &verdicts, &quotas)?;
             if !wait.is_zero() {
                 // Throttling: the burst is bounded, so is the wait.
                 tokio::time::sleep(wait).await;
@@ -188,7 +326,7 @@ fn keys(
         claim: Some(&claim_lookup),
         header: Some(&header_lookup),
     };
-    limits.iter().map(|l| l.local.key(&key_ctx)).collect()
+    limits.iter().map(|l| key_of(&l.config, &key_ctx)).collect()
 }
 
 /// Turns the verdicts into response headers, or the 429; returns how long
@@ -196,15 +334,19 @@ fn keys(
 fn respond(
     ctx: &RequestContext,
     verdicts: &[(Arc<Limit>, Decision)],
+    quotas: &[(&str, QuotaDecision)],
 ) -> Result<Duration, Rejection> {
     let (mut policies, mut states) = (Vec::new(), Vec::new());
     let mut wait = Duration::ZERO;
     let mut rejected: Option<Duration> = None;
     for (l, d) in verdicts {
-        let Some(state) = headers::state_item(&l.local, d) else {
+        let Some(local) = &l.local else {
             continue;
         };
-        policies.push(headers::policy_item(&l.local));
+        let Some(state) = headers::state_item(local, d) else {
+            continue;
+        };
+        policies.push(headers::policy_item(local));
         states.push(state);
         match *d {
             Decision::Reject { retry_after, .. } => {
@@ -215,15 +357,43 @@ fn respond(
             _ => {}
         }
     }
+    let mut over_quota: Option<u64> = None;
+    for (name, d) in quotas {
+        policies.push(headers::quota_policy_item(name, d));
+        states.push(headers::quota_state_item(name, d));
+        if !d.allowed {
+            over_quota = Some(d.reset_secs);
+        }
+    }
     let policy_h = HeaderName::from_static("ratelimit-policy");
     let state_h = HeaderName::from_static("ratelimit");
-    ctx.extras().rate_limit = Some(if rejected.is_some() {
+    ctx.extras().rate_limit = Some(if over_quota.is_some() {
+        "over_quota"
+    } else if rejected.is_some() {
         "rejected"
     } else if !wait.is_zero() {
         "delayed"
     } else {
         "allowed"
     });
+    if let Some(reset) = over_quota {
+        // Retry-After: when the window ends and the quota is whole again.
+        let mut r = Rejection::new(
+            Reason::QuotaExceeded,
+            "quota exceeded for the current window; retry when it resets",
+        )
+        .with_header(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&reset.max(1).to_string()).expect("digits"),
+        );
+        if let Some(v) = value(policies.join(", ")) {
+            r = r.with_header(policy_h, v);
+        }
+        if let Some(v) = value(states.join(", ")) {
+            r = r.with_header(state_h, v);
+        }
+        return Err(r);
+    }
     if let Some(retry) = rejected {
         let mut r = Rejection::new(Reason::RateLimited, "rate limit exceeded; slow down")
             .with_header(

@@ -669,6 +669,9 @@ fn offence_of(reason: Reason) -> Option<Offence> {
         // The client behind the trusted proxy is unknown, and the proxy
         // must not pay for its clients' headers.
         BadClientIp => None,
+        // Over its plan's quota, a client is a customer to bill or upgrade,
+        // not an attacker (Kong and AWS usage plans answer 429, nothing more).
+        QuotaExceeded => None,
         // A refused TRACE is a scanner's probe, like a 404.
         NoRoute | AuthMissing | Forbidden | Escalated | AuthUnavailable | NoHealthyUpstream
         | UpstreamFailed | UpstreamTimeout | Internal | MethodNotAllowed => None,

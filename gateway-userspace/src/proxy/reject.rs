@@ -69,6 +69,9 @@ pub enum Reason {
     Invalid,
     /// The rate-limit hook refused the request (429).
     RateLimited,
+    /// The consumer used up its quota for the current calendar window
+    /// (429); not an offence: a paying client over its plan is no attacker.
+    QuotaExceeded,
     /// The request body has a media type the route does not accept (415).
     UnsupportedMediaType,
     /// Malformed credentials (e.g. a broken Authorization header) (400).
@@ -116,7 +119,7 @@ impl Reason {
             BodyTimeout | HeaderTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthenticated | AuthMissing => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited | QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             NoHealthyUpstream | UpstreamFailed => StatusCode::BAD_GATEWAY,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,6 +158,7 @@ impl Reason {
             Forbidden => "forbidden",
             Invalid => "invalid",
             RateLimited => "rate_limited",
+            QuotaExceeded => "quota_exceeded",
             UnsupportedMediaType => "unsupported_media_type",
             AuthInvalidRequest => "auth_invalid_request",
             TooManyAuthFailures => "too_many_auth_failures",

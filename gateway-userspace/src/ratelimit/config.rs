@@ -1,20 +1,77 @@
 //! Configuration of the L7 limits: `[[rate_limit.limits]]` entries with a
-//! name, a rate, a burst, a mode and a key. Routes refer to limits by name;
-//! `global` lists limits applied to every request.
+//! name, a rate and/or a calendar quota, a burst, a mode and a key. Routes
+//! refer to limits by name; `global` lists limits applied to every request.
+//! `[[rate_limit.plans]]` give API keys and token claims that name a plan
+//! their rate and quota.
 
 #![forbid(unsafe_code)]
 
-use std::{fmt, str::FromStr};
+use std::{fmt, path::PathBuf, str::FromStr};
 
 use serde::Deserialize;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub use super::quota::{Quota, UtcOffset, Window};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSection {
     /// Named limits.
     pub limits: Vec<LimitConfig>,
     /// Names of limits applied to every request, before route limits.
     pub global: Vec<String>,
+    /// Plans that API keys (`plan = "gold"`) and token claims name.
+    pub plans: Vec<PlanConfig>,
+    /// The plan of an authenticated consumer that names none (or names a
+    /// plan the config lacks); none: such consumers get no plan limits.
+    pub default_plan: Option<String>,
+    /// Where quota counts are kept across restarts (relative paths are
+    /// resolved against the config file's directory).
+    pub quota_state: PathBuf,
+    /// What quota windows align to: `"UTC"` or a fixed offset `"+02:00"`.
+    pub time_zone: UtcOffset,
+    /// (quota, consumer) pairs counted at most on this node.
+    pub quota_max_consumers: usize,
+}
+
+#[allow(
+    clippy::derivable_impls,
+    reason = "hand-written so each default carries its comment (STYLE.md)"
+)]
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            // No limits, no global limits, no plans.
+            limits: Vec::new(),
+            global: Vec::new(),
+            plans: Vec::new(),
+            // None: a consumer without a plan has no plan limits (Kong).
+            default_plan: None,
+            // Beside other service state, as systemd's StateDirectory=gateway.
+            quota_state: PathBuf::from("/var/lib/gateway/quota.json"),
+            // UTC, as AWS usage plans and Kong count by default.
+            time_zone: UtcOffset(0),
+            // 1,000,000 pairs of ~100 bytes each: ~100 MiB at most.
+            quota_max_consumers: 1_000_000,
+        }
+    }
+}
+
+/// One plan: the rate and/or quota every consumer on it gets, each consumer
+/// counted apart (as Kong consumers and AWS usage-plan keys are).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// What API keys' `plan` and the plan claim name; metrics label.
+    pub name: String,
+    /// Requests per second or minute per consumer (`100r/s`), optional.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Requests above the rate accepted back to back (with `rate`).
+    #[serde(default)]
+    pub burst: u32,
+    /// Requests per calendar window per consumer (`10000/day`), optional.
+    #[serde(default)]
+    pub quota: Option<Quota>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -22,8 +79,14 @@ pub struct RateLimitSection {
 pub struct LimitConfig {
     /// Name used by routes, metrics and the `RateLimit-Policy` header.
     pub name: String,
-    /// `10r/s` or `600r/m`, as in NGINX `limit_req_zone`.
-    pub rate: Rate,
+    /// `10r/s` or `600r/m`, as in NGINX `limit_req_zone`; optional when
+    /// the limit has a `quota`.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Requests per calendar window per key (`10000/day`, `/hour`,
+    /// `/month`), counted on top of `rate`; see `docs/ratelimit.md`.
+    #[serde(default)]
+    pub quota: Option<Quota>,
     /// Requests above the rate accepted back to back (NGINX `burst`).
     #[serde(default)]
     pub burst: u32,
@@ -185,6 +248,23 @@ impl<'de> Deserialize<'de> for KeySpec {
 }
 
 impl RateLimitSection {
+    /// Every quota of this config under the name it is counted by
+    /// (`limit:<name>`, `plan:<name>`), sorted by name.
+    pub fn quotas(&self) -> Vec<(String, Quota)> {
+        let mut out: Vec<(String, Quota)> = self
+            .limits
+            .iter()
+            .filter_map(|l| Some((format!("limit:{}", l.name), l.quota?)))
+            .chain(
+                self.plans
+                    .iter()
+                    .filter_map(|p| Some((format!("plan:{}", p.name), p.quota?))),
+            )
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// Cross-checks: unique names, known global names, sane values.
     pub fn validate(&self) -> Result<(), String> {
         let mut seen = std::collections::HashSet::new();
@@ -207,6 +287,24 @@ impl RateLimitSection {
                     l.name
                 ));
             }
+            if l.rate.is_none() && l.quota.is_none() {
+                return Err(format!(
+                    "rate limit '{}' has neither rate nor quota; set rate = \"10r/s\" or quota = \"10000/day\"",
+                    l.name
+                ));
+            }
+            if l.rate.is_none() && (l.burst != 0 || l.mode != Mode::NoDelay) {
+                return Err(format!(
+                    "rate limit '{}': burst and mode need a rate",
+                    l.name
+                ));
+            }
+            if l.shared && l.rate.is_none() {
+                return Err(format!(
+                    "rate limit '{}': shared applies to rates; quotas are shared in cluster mode anyway",
+                    l.name
+                ));
+            }
             if let Mode::Delay { after } = l.mode
                 && after > l.burst
             {
@@ -218,6 +316,31 @@ impl RateLimitSection {
         }
         if let Some(g) = self.global.iter().find(|g| !seen.contains(g.as_str())) {
             return Err(format!("[rate_limit] global names unknown limit '{g}'"));
+        }
+        let mut plans = std::collections::HashSet::new();
+        for p in &self.plans {
+            if p.name.is_empty() || !plans.insert(p.name.as_str()) {
+                return Err(format!(
+                    "[[rate_limit.plans]] name '{}' is empty or used twice",
+                    p.name
+                ));
+            }
+            if p.rate.is_none() && p.quota.is_none() {
+                return Err(format!("plan '{}' has neither rate nor quota", p.name));
+            }
+            if p.rate.is_none() && p.burst != 0 {
+                return Err(format!("plan '{}': burst needs a rate", p.name));
+            }
+        }
+        if let Some(d) = &self.default_plan
+            && !plans.contains(d.as_str())
+        {
+            return Err(format!(
+                "[rate_limit] default_plan '{d}' is not a [[rate_limit.plans]] entry"
+            ));
+        }
+        if self.quota_max_consumers == 0 {
+            return Err("[rate_limit] quota_max_consumers must be at least 1".into());
         }
         Ok(())
     }

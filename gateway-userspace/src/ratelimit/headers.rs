@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use super::{Decision, Limiter};
+use super::{Decision, Limiter, quota_store::QuotaDecision};
 
 /// One `RateLimit-Policy` list member.
 pub fn policy_item(limiter: &Limiter) -> String {
-    let (per_window, window) = limiter.config.rate.per_window();
+    let (per_window, window) = limiter.rate.per_window();
     let quota = per_window + u64::from(limiter.config.burst);
     format!(
         "\"{}\";q={quota};w={window}",
@@ -39,6 +39,23 @@ pub fn state_item(limiter: &Limiter, decision: &Decision) -> Option<String> {
 /// `Retry-After` in whole seconds, at least 1.
 pub fn retry_after(wait: Duration) -> String {
     ceil_secs(wait).max(1).to_string()
+}
+
+/// The `RateLimit-Policy` member of a quota: `"plan:gold";q=10000;w=86400`
+/// (`w`: this window's length in seconds; a month's varies).
+pub fn quota_policy_item(name: &str, d: &QuotaDecision) -> String {
+    format!("\"{}\";q={};w={}", sf_string(name), d.limit, d.window_secs)
+}
+
+/// The `RateLimit` member of a quota: `"plan:gold";r=4;t=3600` (`t`:
+/// seconds until the window ends and the quota is whole again).
+pub fn quota_state_item(name: &str, d: &QuotaDecision) -> String {
+    format!(
+        "\"{}\";r={};t={}",
+        sf_string(name),
+        d.remaining(),
+        d.reset_secs
+    )
 }
 
 fn ceil_secs(d: Duration) -> u64 {

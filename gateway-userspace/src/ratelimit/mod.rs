@@ -8,16 +8,22 @@
 //! timestamp per key in a sharded map with a bounded number of keys, so a
 //! flood of distinct keys cannot grow memory and no global lock is taken on
 //! the request path.
+//!
+//! A limit may also carry a calendar quota (`quota = "10000/day"`,
+//! [`quota`]), counted in a [`quota_store::QuotaStore`] that survives
+//! reloads and restarts.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod headers;
+pub mod quota;
+pub mod quota_store;
 mod store;
 
 use std::{net::IpAddr, time::Duration};
 
-pub use config::{KeySpec, LimitConfig, Mode, Rate, RateLimitSection};
+pub use config::{KeySpec, LimitConfig, Mode, PlanConfig, Rate, RateLimitSection};
 use store::Store;
 
 /// Looks up a value by name (a claim of the verified token, a header).
@@ -60,16 +66,43 @@ pub enum Decision {
 /// One named limit with its state.
 pub struct Limiter {
     pub config: LimitConfig,
+    /// The rate this limiter enforces (the config's, or a plan's).
+    pub rate: Rate,
     store: Store,
     interval_ns: u64,
 }
 
+/// The key `config` uses for a request, if the request has one.
+pub fn key_of(config: &LimitConfig, ctx: &KeyContext<'_>) -> Option<String> {
+    match &config.key {
+        KeySpec::ClientIp => ctx
+            .client_ip
+            .map(|ip| group_ip(ip, config.ipv6_prefix_len).to_string()),
+        KeySpec::Identity => ctx.identity.map(str::to_owned),
+        KeySpec::Claim(name) => ctx.claim.and_then(|f| f(name)),
+        KeySpec::Header(name) => ctx.header.and_then(|f| f(name)),
+    }
+    .map(|mut k| {
+        // Bound what an attacker-chosen key can cost (at a char boundary).
+        if k.len() > 256 {
+            let mut end = 256;
+            while !k.is_char_boundary(end) {
+                end -= 1;
+            }
+            k.truncate(end);
+        }
+        k
+    })
+}
+
 impl Limiter {
-    pub fn new(config: LimitConfig) -> Self {
-        let interval_ns = config.rate.interval_ns();
+    /// A limiter of `rate` with the key, burst and mode of `config`.
+    pub fn new(config: LimitConfig, rate: Rate) -> Self {
+        let interval_ns = rate.interval_ns();
         let store = Store::new(config.max_keys);
         Self {
             config,
+            rate,
             store,
             interval_ns,
         }
@@ -77,19 +110,7 @@ impl Limiter {
 
     /// The key this limit uses for a request, if the request has one.
     pub fn key(&self, ctx: &KeyContext<'_>) -> Option<String> {
-        match &self.config.key {
-            KeySpec::ClientIp => ctx
-                .client_ip
-                .map(|ip| group_ip(ip, self.config.ipv6_prefix_len).to_string()),
-            KeySpec::Identity => ctx.identity.map(str::to_owned),
-            KeySpec::Claim(name) => ctx.claim.and_then(|f| f(name)),
-            KeySpec::Header(name) => ctx.header.and_then(|f| f(name)),
-        }
-        .map(|mut k| {
-            // Bound what an attacker-chosen key can cost.
-            k.truncate(256);
-            k
-        })
+        key_of(&self.config, ctx)
     }
 
     /// Checks and counts one request at monotonic time `now_ns`.

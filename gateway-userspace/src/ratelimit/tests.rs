@@ -1,16 +1,20 @@
 use super::*;
 
 fn limiter(rate: &str, burst: u32, mode: Mode) -> Limiter {
-    Limiter::new(LimitConfig {
-        name: "t".into(),
-        rate: rate.parse().unwrap(),
-        burst,
-        mode,
-        key: KeySpec::ClientIp,
-        ipv6_prefix_len: 64,
-        max_keys: 1000,
-        shared: false,
-    })
+    Limiter::new(
+        LimitConfig {
+            name: "t".into(),
+            rate: Some(rate.parse().unwrap()),
+            quota: None,
+            burst,
+            mode,
+            key: KeySpec::ClientIp,
+            ipv6_prefix_len: 64,
+            max_keys: 1000,
+            shared: false,
+        },
+        rate.parse().unwrap(),
+    )
 }
 
 const S: u64 = 1_000_000_000;
@@ -82,11 +86,14 @@ fn per_minute_rates_are_exact() {
 
 #[test]
 fn memory_is_bounded_under_a_flood_of_distinct_keys() {
-    let l = Limiter::new(LimitConfig {
-        max_keys: 640,
-        shared: false,
-        ..limiter("1r/s", 0, Mode::NoDelay).config
-    });
+    let l = Limiter::new(
+        LimitConfig {
+            max_keys: 640,
+            shared: false,
+            ..limiter("1r/s", 0, Mode::NoDelay).config
+        },
+        Rate::per_second(1),
+    );
     for i in 0..100_000u32 {
         l.check_key(&format!("k{i}"), 100 * S);
     }
@@ -138,7 +145,7 @@ fn parses_from_toml() {
     .unwrap();
     assert_eq!(s.limits[0].mode, Mode::Delay { after: 5 });
     assert_eq!(s.limits[0].key, KeySpec::Claim("sub".into()));
-    assert_eq!(s.limits[0].rate.interval_ns(), 100_000_000);
+    assert_eq!(s.limits[0].rate.unwrap().interval_ns(), 100_000_000);
     assert_eq!("7r/m".parse::<Rate>().unwrap().to_string(), "7r/m");
     s.validate().unwrap();
 }
@@ -160,6 +167,79 @@ fn config_errors_are_clear() {
     let s = RateLimitSection {
         limits: vec![],
         global: vec!["nope".into()],
+        ..RateLimitSection::default()
     };
     assert!(s.validate().unwrap_err().contains("unknown limit 'nope'"));
+}
+
+fn section(toml_text: &str) -> Result<RateLimitSection, String> {
+    #[derive(serde::Deserialize)]
+    struct W {
+        rate_limit: RateLimitSection,
+    }
+    let w: W = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    w.rate_limit.validate()?;
+    Ok(w.rate_limit)
+}
+
+#[test]
+fn quotas_and_plans_parse_and_bad_ones_are_refused() {
+    let s = section(
+        r#"
+[rate_limit]
+time_zone = "+02:00"
+quota_state = "state/quota.json"
+[[rate_limit.limits]]
+name = "daily"
+quota = "1000/day"
+key = "identity"
+[[rate_limit.limits]]
+name = "both"
+rate = "10r/s"
+quota = "50/hour"
+[[rate_limit.plans]]
+name = "gold"
+rate = "100r/s"
+burst = 10
+quota = "10000/month"
+[[rate_limit.plans]]
+name = "free"
+quota = "5/day"
+"#,
+    )
+    .unwrap();
+    assert_eq!(s.limits[0].rate, None);
+    assert_eq!(s.limits[0].quota.unwrap().to_string(), "1000/day");
+    assert_eq!(s.plans[0].quota.unwrap().count, 10_000);
+    assert_eq!(s.time_zone.0, 7200);
+    for (bad, needle) in [
+        (
+            "[[rate_limit.limits]]\nname = \"x\"\nkey = \"ip\"",
+            "neither rate nor quota",
+        ),
+        (
+            "[[rate_limit.limits]]\nname = \"x\"\nquota = \"5/day\"\nburst = 3",
+            "burst and mode need a rate",
+        ),
+        (
+            "[[rate_limit.limits]]\nname = \"x\"\nquota = \"5/week\"",
+            "must look like 10000/day",
+        ),
+        (
+            "[[rate_limit.plans]]\nname = \"p\"",
+            "neither rate nor quota",
+        ),
+        (
+            "[[rate_limit.plans]]\nname = \"p\"\nquota = \"1/day\"\n[[rate_limit.plans]]\nname = \"p\"\nquota = \"2/day\"",
+            "used twice",
+        ),
+        ("[rate_limit]\ntime_zone = \"Europe/Paris\"", "IANA names"),
+        (
+            "[[rate_limit.plans]]\nname = \"p\"\nquota = \"1/day\"\ncolour = 1",
+            "unknown field",
+        ),
+    ] {
+        let e = section(bad).unwrap_err();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
 }
