@@ -778,6 +778,14 @@ fn config_errors_say_where_and_what() {
             "[[routes]]\nid = \"r\"\npath = \"/u/x{id}\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/\" } ]\n",
             "whole segment",
         ),
+        (
+            "[[routes]]\nid = \"r\"\npath = \"/\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/\", headers = [\"Content-Length\"] } ]\n",
+            "cannot be copied",
+        ),
+        (
+            "[[routes]]\nid = \"r\"\npath = \"/\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/../{query.x}\" } ]\n",
+            "'..' segment",
+        ),
     ];
     for (route, want) in cases {
         let toml = format!("{up}{route}");

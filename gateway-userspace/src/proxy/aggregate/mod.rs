@@ -52,6 +52,23 @@ use crate::observe::{
 /// The response header naming the optional calls left out.
 pub const PARTIAL: &str = "gateway-partial";
 
+/// Headers a call may not copy from the client: they frame the client's
+/// message or connection (a copied `Content-Length` on a body-less call
+/// would desynchronize the upstream connection), or name its host.
+const FRAMING: [&str; 11] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "host",
+    "content-type",
+];
+
 /// A compiled aggregate route.
 #[derive(Debug)]
 pub struct Plan {
@@ -152,6 +169,15 @@ impl Plan {
                 c.after.as_ref().map(|a| a.get_ref().as_str()),
             )
             .map_err(|m| (c.path.span(), format!("call '{name}': {m}")))?;
+            if let Some(h) = c.headers.iter().find(|h| FRAMING.contains(&h.0.as_str())) {
+                return Err((
+                    c.name.span(),
+                    format!(
+                        "call '{name}': header '{}' describes the client's connection or body and cannot be copied to a call",
+                        h.0
+                    ),
+                ));
+            }
             let method = Method::from_bytes(c.method.0.as_bytes())
                 .map_err(|_| (c.name.span(), format!("call '{name}': bad method")))?;
             if method == Method::CONNECT {
@@ -315,7 +341,9 @@ pub async fn run(
                                 Kind::Dependency,
                                 format!("not sent: call '{}' failed", plan.calls[d].name),
                             );
-                            log.push(record(call, None, Duration::ZERO, Some(e.kind), None));
+                            let rec = record(call, None, Duration::ZERO, Some(e.kind), None);
+                            observe(metrics, inp.route, call, &rec);
+                            log.push(rec);
                             results[i] = Some(Err(e));
                             continue;
                         }
@@ -336,7 +364,9 @@ pub async fn run(
                     }
                     Err(RenderError::Upstream(m)) => {
                         let e = CallError::new(Kind::Failed, m);
-                        log.push(record(call, None, Duration::ZERO, Some(e.kind), None));
+                        let rec = record(call, None, Duration::ZERO, Some(e.kind), None);
+                        observe(metrics, inp.route, call, &rec);
+                        log.push(rec);
                         results[i] = Some(Err(e));
                         continue;
                     }
