@@ -306,6 +306,9 @@ async fn all_calls_succeed_and_are_merged_under_their_names() {
             "gateway_aggregate_call_duration_seconds_count{{route=\"profile\",call=\"{call}\",upstream=\"{up}\",outcome=\"ok\"}} 1"
         );
         assert!(m.contains(&series), "{series} missing in\n{m}");
+        let pool =
+            format!("gateway_upstream_request_duration_seconds_count{{upstream=\"{up}\"}} 1");
+        assert!(m.contains(&pool), "{pool} missing in\n{m}");
     }
 }
 

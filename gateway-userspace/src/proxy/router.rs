@@ -263,6 +263,44 @@ mod tests {
     }
 
     #[test]
+    fn aggregate_path_parameters() {
+        let agg = |id: &str, path: &str| {
+            format!(
+                "[[routes]]\nid = \"{id}\"\npath = \"{path}\"\naggregate = [ {{ name = \"a\", upstream = \"u\", path = \"/x\" }} ]\n"
+            )
+        };
+        let r = router(&format!(
+            "{UP}[[routes]]\nid = \"prefix\"\npath_prefix = \"/users/\"\nupstream = \"u\"\n\
+             [[routes]]\nid = \"me\"\npath = \"/users/me/orders\"\nupstream = \"u\"\n{}{}",
+            agg("one", "/users/{id}/orders"),
+            agg("two", "/users/{id}/orders/{order}")
+        ));
+        let find = |path| {
+            r.find(None, path, &Method::GET, &HeaderMap::new())
+                .unwrap()
+                .id
+                .to_string()
+        };
+        assert_eq!(find("/users/me/orders"), "me");
+        assert_eq!(find("/users/7/orders"), "one");
+        assert_eq!(find("/users/7/orders/9"), "two");
+        assert_eq!(find("/users/7/orders/9/x"), "prefix");
+        assert_eq!(find("/users//orders"), "prefix");
+        let two = r
+            .find(
+                None,
+                "/users/a%20b/orders/9",
+                &Method::GET,
+                &HeaderMap::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            two.path_params("/users/a%20b/orders/9").unwrap(),
+            ["a b", "9"]
+        );
+    }
+
+    #[test]
     fn rewrite_prefix() {
         let r = router(&format!(
             "{UP}[[routes]]\nid = \"v1\"\npath_prefix = \"/api/v1/\"\nrewrite_prefix = \"/\"\nupstream = \"u\"\n"

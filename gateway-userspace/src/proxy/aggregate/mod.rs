@@ -45,7 +45,7 @@ use super::{
 };
 use crate::observe::{
     access_log::CallRecord,
-    metrics::{CallLabels, Metrics},
+    metrics::{CallLabels, Metrics, UpstreamLabels},
     trace::TraceContext,
 };
 
@@ -386,6 +386,7 @@ pub async fn run(
                     target,
                     &total,
                     plan.max_total_bytes,
+                    metrics,
                 ));
             }
         }
@@ -576,6 +577,7 @@ fn observe(metrics: &Metrics, route: &Arc<str>, call: &Call, rec: &CallRecord) {
 }
 
 /// Sends one call and reads its JSON body, within its timeout.
+#[allow(clippy::too_many_arguments)]
 async fn exec(
     i: usize,
     call: &Call,
@@ -584,6 +586,7 @@ async fn exec(
     target: String,
     total: &AtomicUsize,
     max_total: usize,
+    metrics: &Metrics,
 ) -> Done {
     let started = Instant::now();
     let mut status = None;
@@ -599,6 +602,7 @@ async fn exec(
             max_total,
             &mut status,
             &mut addr,
+            metrics,
         ),
     )
     .await
@@ -635,12 +639,14 @@ async fn fetch(
     max_total: usize,
     status: &mut Option<u16>,
     addr: &mut Option<std::net::SocketAddr>,
+    metrics: &Metrics,
 ) -> Result<Value, CallError> {
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = call.method.clone();
     parts.headers = headers;
     let may_retry = upstream::retryable(&parts);
-    let (resp, at, lease) = upstream::forward(
+    let sent = Instant::now();
+    let forwarded = upstream::forward(
         pool,
         parts,
         target,
@@ -648,14 +654,22 @@ async fn fetch(
         may_retry,
         &Tripped::default(),
     )
-    .await
-    .map_err(|r| {
+    .await;
+    // The pool's latency series counts aggregate calls like forwarded
+    // requests (sending to the response head).
+    metrics
+        .upstream_duration
+        .get_or_create(&UpstreamLabels {
+            upstream: pool.name.clone(),
+        })
+        .observe(sent.elapsed().as_secs_f64());
+    let (resp, at, lease) = forwarded.map_err(|r| {
         let kind = if r.reason == Reason::UpstreamTimeout {
             Kind::Timeout
         } else {
             Kind::Failed
         };
-        CallError::new(kind, r.detail.clone())
+        CallError::new(kind, r.detail)
     })?;
     *addr = Some(at);
     *status = Some(resp.status().as_u16());
