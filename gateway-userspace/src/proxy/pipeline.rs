@@ -598,39 +598,22 @@ async fn aggregate_phase(
     let params = route
         .path_params(&checked.path)
         .map_err(|m| Rejection::new(Reason::BadPath, m))?;
-    let mut base = http::HeaderMap::new();
-    for name in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ] {
-        for v in parts.headers.get_all(name) {
-            base.append(name, v.clone());
-        }
-    }
     let authority = checked.authority.as_ref().map(ToString::to_string);
-    headers::set_forwarding(
-        &mut base,
-        &Forwarding {
-            peer: conn.peer.ip(),
-            peer_trusted: state.trusted.contains(conn.peer.ip()),
-            proto: if conn.tls { "https" } else { "http" },
-            host: authority.as_deref(),
-            chain: state.trusted.header(),
-        },
-    );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        base.insert("x-request-id", v);
-    }
-    {
+    let base = {
         let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(identity) = &extras.identity {
-            for (name, value) in &identity.claims_headers {
-                base.append(name.clone(), value.clone());
-            }
-        }
-    }
+        aggregate::base_headers(
+            &parts.headers,
+            &Forwarding {
+                peer: conn.peer.ip(),
+                peer_trusted: state.trusted.contains(conn.peer.ip()),
+                proto: if conn.tls { "https" } else { "http" },
+                host: authority.as_deref(),
+                chain: state.trusted.header(),
+            },
+            request_id,
+            extras.identity.as_ref(),
+        )
+    };
     let inputs = aggregate::Inputs {
         route: &route.id,
         params,
