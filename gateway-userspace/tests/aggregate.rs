@@ -789,6 +789,11 @@ fn config_errors_say_where_and_what() {
             "[[routes]]\nid = \"r\"\npath = \"/\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/../{query.x}\" } ]\n",
             "'..' segment",
         ),
+        (
+            "[[routes]]\nid = \"r\"\npath = \"/u/{id}\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/\" } ]\n\
+             [[routes]]\nid = \"s\"\npath = \"/u/{user}\"\naggregate = [ { name = \"a\", upstream = \"u\", path = \"/\" } ]\n",
+            "match the same requests",
+        ),
     ];
     for (route, want) in cases {
         let toml = format!("{up}{route}");
