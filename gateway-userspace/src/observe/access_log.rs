@@ -25,6 +25,7 @@ use std::{
     fs::{File, OpenOptions},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -75,6 +76,24 @@ pub struct Record<'a> {
     pub user: Option<&'a str>,
     pub rate_limit: Option<&'a str>,
     pub validation: Option<&'a str>,
+    /// The calls of an aggregate route (empty otherwise).
+    pub calls: &'a [CallRecord],
+}
+
+/// One call of an aggregate route, as logged (`gateway.aggregate.calls`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallRecord {
+    #[serde(serialize_with = "arc_str")]
+    pub name: Arc<str>,
+    #[serde(serialize_with = "arc_str")]
+    pub upstream: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: f64,
+    /// `ok`, or how it failed (`timeout`, `failed`, `too_large`...).
+    pub outcome: &'static str,
 }
 
 impl AccessLog {
@@ -197,6 +216,7 @@ impl AccessLog {
             fault: r.fault.as_deref(),
             rate_limit: r.rate_limit,
             validation: r.validation,
+            calls: r.calls,
         }
     }
 }
@@ -261,6 +281,15 @@ struct Line<'a> {
     rate_limit: Option<&'a str>,
     #[serde(rename = "gateway.validation", skip_serializing_if = "Option::is_none")]
     validation: Option<&'a str>,
+    #[serde(
+        rename = "gateway.aggregate.calls",
+        skip_serializing_if = "<[_]>::is_empty"
+    )]
+    calls: &'a [CallRecord],
+}
+
+fn arc_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v)
 }
 
 /// A time as RFC 3339 with microseconds, UTC (`2026-11-30T05:00:00.000000Z`),
@@ -578,6 +607,7 @@ mod tests {
             user: Some("alice"),
             rate_limit: Some("allowed"),
             validation: None,
+            calls: &[],
         };
         let v = log.line(&rec);
         assert_eq!(v["@timestamp"], "1970-01-01T00:00:00.000000Z");

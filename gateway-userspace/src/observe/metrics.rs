@@ -35,6 +35,16 @@ pub struct UpstreamLabels {
     pub upstream: Arc<str>,
 }
 
+/// One call of an aggregate route: `outcome` is `ok`, `timeout`,
+/// `failed`, `too_large`, `total_too_large` or `dependency_failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub route: Arc<str>,
+    pub call: Arc<str>,
+    pub upstream: Arc<str>,
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
@@ -67,6 +77,8 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Aggregate route calls, by route, call, upstream and outcome.
+    pub aggregate_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     pub validation_failures: Family<RouteLabels, Counter>,
     pub rate_limit_decisions: Family<DecisionLabels, Counter>,
     pub rejections: Family<ReasonLabels, Counter>,
@@ -94,6 +106,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             upstream_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             auth_failures: Family::default(),
+            aggregate_calls: Family::new_with_constructor(latency as fn() -> Histogram),
             validation_failures: Family::default(),
             rate_limit_decisions: Family::default(),
             rejections: Family::default(),
@@ -113,6 +126,11 @@ impl Metrics {
             "upstream_request_duration_seconds",
             "Time from sending to an upstream to its response head, by upstream pool",
             m.upstream_duration.clone(),
+        );
+        r.register(
+            "aggregate_call_duration_seconds",
+            "Calls made by aggregate routes, from start to the whole body read, by route, call, upstream and outcome",
+            m.aggregate_calls.clone(),
         );
         r.register(
             "auth_failures",

@@ -65,6 +65,15 @@ impl TraceContext {
         HeaderValue::from_bytes(&b).expect("hex digits and dashes are a valid header value")
     }
 
+    /// The same trace with a new span id: the parent of one of several
+    /// calls the gateway makes for one request (aggregation).
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: nonzero_u64(),
+            ..*self
+        }
+    }
+
     /// Sets `traceparent` (and drops `tracestate` of a broken trace) in
     /// the headers forwarded upstream.
     pub fn apply(&self, headers: &mut HeaderMap) {

@@ -10,7 +10,8 @@
 //! 3. route: most specific route on the normalized path (`router`);
 //! 4. authenticate, 5. validate, 6. rate limit: hooks owned by other
 //!    modules (`hooks`), no-ops by default;
-//! 7. forward: the body read whole first (request buffering, unless the
+//! 7. forward: on an aggregate route, the calls made and their JSON
+//!    merged instead (`aggregate`); otherwise the body read whole first (request buffering, unless the
 //!    route streams), headers rewritten, a target picked, retries,
 //!    WebSocket tunnel after 101 (`upstream`);
 //! 8. respond: upstream headers cleaned, security headers, request id;
@@ -33,7 +34,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use crate::{
     escalate::{Offence, Seen},
     observe::{
-        access_log::Record,
+        access_log::{CallRecord, Record},
         metrics::{DecisionLabels, ReasonLabels, RouteLabels, UpstreamLabels},
         trace::TraceContext,
     },
@@ -44,6 +45,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 use super::{
+    aggregate,
     body::{self, BoxError, Limited, ProxyBody, Tripped},
     check, client_ip,
     conn::ConnInfo,
@@ -72,6 +74,8 @@ struct Outcome<'a> {
     /// future is dropped before (the client closed the connection or reset
     /// the HTTP/2 stream), dropping the outcome logs and counts it.
     pending: Option<Pending<'a>>,
+    /// An aggregate route's calls (empty otherwise: no allocation).
+    calls: Vec<CallRecord>,
 }
 
 /// A request the client may still abandon. NGINX logs such a request with
@@ -128,6 +132,7 @@ impl Drop for Outcome<'_> {
             user: extras.identity.as_ref().map(|i| i.subject.as_str()),
             rate_limit: extras.rate_limit,
             validation: extras.validation,
+            calls: &self.calls,
         });
     }
 }
@@ -201,6 +206,7 @@ where
             request_id: &request_id,
             logged: logged.as_ref(),
         }),
+        calls: Vec::new(),
     };
 
     let result = match bad_client_ip {
@@ -358,6 +364,7 @@ where
             user: extras.identity.as_ref().map(|i| i.subject.as_str()),
             rate_limit: extras.rate_limit,
             validation: extras.validation,
+            calls: &outcome.calls,
         });
     }
     drop(extras);
@@ -517,6 +524,27 @@ where
             })?;
     }
 
+    // 7a. an aggregate route makes its calls instead of forwarding.
+    if let Some(plan) = &route.aggregate {
+        if framing.grpc || websocket {
+            return Err(Rejection::new(
+                Reason::BadRequest,
+                "an aggregate route answers plain HTTP requests, not gRPC or WebSocket",
+            ));
+        }
+        if framing.may_have_body {
+            return Err(Rejection::new(
+                Reason::BodyTooLarge,
+                "an aggregate route takes no request body",
+            ));
+        }
+        let (parts, _) = req.into_parts();
+        return aggregate_phase(
+            state, conn, &route, plan, &checked, &parts, request_id, outcome,
+        )
+        .await;
+    }
+
     // 6b. request buffering: the whole body is read (within its limits)
     // before the upstream is contacted, so a body that is too big or too
     // slow is the gateway's 413/408 and the upstream sees nothing. A body
@@ -639,6 +667,56 @@ where
         Some(call) => call.to_web(resp),
         None => resp,
     })
+}
+
+/// Step 7a: the calls of an aggregate route, with the headers every call
+/// carries (forwarding, request id, verified identity) built once.
+#[allow(clippy::too_many_arguments)]
+async fn aggregate_phase(
+    state: &ProxyState,
+    conn: &ConnInfo,
+    route: &super::router::Route,
+    plan: &aggregate::Plan,
+    checked: &check::Checked,
+    parts: &http::request::Parts,
+    request_id: &str,
+    outcome: &mut Outcome<'_>,
+) -> Result<Response<ProxyBody>, Rejection> {
+    let params = route
+        .path_params(&checked.path)
+        .map_err(|m| Rejection::new(Reason::BadPath, m))?;
+    let authority = checked.authority.as_ref().map(ToString::to_string);
+    let base = {
+        let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
+        aggregate::base_headers(
+            &parts.headers,
+            &Forwarding {
+                peer: conn.peer.ip(),
+                peer_trusted: state.trusted.contains(conn.peer.ip()),
+                proto: if conn.tls { "https" } else { "http" },
+                host: authority.as_deref(),
+                chain: state.trusted.header(),
+            },
+            request_id,
+            extras.identity.as_ref(),
+        )
+    };
+    let inputs = aggregate::Inputs {
+        route: &route.id,
+        params,
+        query: parts.uri.query(),
+        client: &parts.headers,
+        base,
+        trace: outcome.trace,
+    };
+    aggregate::run(
+        plan,
+        &state.pools,
+        &state.hooks.observe.metrics,
+        inputs,
+        &mut outcome.calls,
+    )
+    .await
 }
 
 /// The gateway's answer to `OPTIONS *` (RFC 9110 §9.3.7): 200, `Allow`

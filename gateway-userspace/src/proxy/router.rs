@@ -23,6 +23,8 @@ pub struct Route {
     pub security: Arc<super::config::SecurityHeaders>,
     /// The route's `request_buffering` (absent: the `[limits]` default).
     pub request_buffering: Option<bool>,
+    /// The calls of an aggregate route (`upstream` is then `-`).
+    pub aggregate: Option<Arc<super::aggregate::Plan>>,
     host: Option<HostPattern>,
     path: PathMatch,
     methods: Vec<Method>,
@@ -34,18 +36,44 @@ pub struct Route {
 enum PathMatch {
     Exact(String),
     Prefix(String),
+    /// An aggregate route's `path` with `{name}` segments: `None` matches
+    /// any one non-empty segment.
+    Template(Vec<Option<String>>),
 }
 
 impl Route {
     fn from_config(c: &RouteConfig, security: &super::config::SecurityHeaders) -> Self {
+        let aggregate = (!c.aggregate.is_empty()).then(|| {
+            let plan = super::aggregate::Plan::compile(
+                c,
+                &c.aggregate
+                    .iter()
+                    .map(|a| a.upstream.get_ref().clone())
+                    .collect(),
+            )
+            .expect("validated: the aggregate plan compiles");
+            Arc::new(plan)
+        });
         let path = match (&c.path, &c.path_prefix) {
+            (Some(p), _) if aggregate.as_ref().is_some_and(|a| !a.params.is_empty()) => {
+                PathMatch::Template(
+                    p.0.split('/')
+                        .map(|seg| (!seg.starts_with('{')).then(|| seg.to_owned()))
+                        .collect(),
+                )
+            }
             (Some(p), _) => PathMatch::Exact(p.0.clone()),
             (None, Some(p)) => PathMatch::Prefix(p.0.clone()),
             (None, None) => unreachable!("validated: one of path and path_prefix"),
         };
         Self {
             id: c.id.get_ref().as_str().into(),
-            upstream: c.upstream.get_ref().as_str().into(),
+            upstream: c
+                .upstream
+                .as_ref()
+                .map_or("-", |u| u.get_ref().as_str())
+                .into(),
+            aggregate,
             cors: c.cors.clone().map(Arc::new),
             security: Arc::new(security.merged(&c.security_headers)),
             request_buffering: c.request_buffering,
@@ -86,6 +114,14 @@ impl Route {
         let path_ok = match &self.path {
             PathMatch::Exact(p) => p == path,
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Template(segs) => {
+                let mut got = path.split('/');
+                segs.iter().all(|want| match (want, got.next()) {
+                    (Some(lit), Some(seg)) => lit == seg,
+                    (None, Some(seg)) => !seg.is_empty(),
+                    (_, None) => false,
+                }) && got.next().is_none()
+            }
         };
         path_ok
             && (self.methods.is_empty() || self.methods.contains(method))
@@ -95,6 +131,25 @@ impl Route {
                     .iter()
                     .any(|h| h.as_bytes() == v.as_bytes())
             })
+    }
+
+    /// The values of an aggregate route's `{name}` path parameters in
+    /// `path` (which matched), percent-decoded, in path order.
+    ///
+    /// # Errors
+    /// A value that does not decode to UTF-8 (400 at the caller).
+    pub fn path_params(&self, path: &str) -> Result<Vec<String>, String> {
+        let PathMatch::Template(segs) = &self.path else {
+            return Ok(Vec::new());
+        };
+        segs.iter()
+            .zip(path.split('/'))
+            .filter(|(want, _)| want.is_none())
+            .map(|(_, seg)| {
+                super::aggregate::template::decode(seg)
+                    .ok_or_else(|| format!("path segment '{seg}' is not UTF-8 text"))
+            })
+            .collect()
     }
 
     /// The path to forward: the prefix replaced when `rewrite_prefix` is set.
@@ -163,6 +218,8 @@ impl Route {
         };
         let path = match &self.path {
             PathMatch::Exact(_) => (0, 0),
+            // After exact paths, fewer parameters first; before prefixes.
+            PathMatch::Template(segs) => (0, 1 + segs.iter().filter(|s| s.is_none()).count()),
             PathMatch::Prefix(p) => (1, usize::MAX - p.len()),
         };
         (
@@ -203,6 +260,44 @@ mod tests {
         assert_eq!(find(None, "/api/x", &v2), "api2");
         assert_eq!(find(Some("a.example.com"), "/api/x", &h), "host");
         assert_eq!(find(Some("example.com"), "/api/x", &h), "api");
+    }
+
+    #[test]
+    fn aggregate_path_parameters() {
+        let agg = |id: &str, path: &str| {
+            format!(
+                "[[routes]]\nid = \"{id}\"\npath = \"{path}\"\naggregate = [ {{ name = \"a\", upstream = \"u\", path = \"/x\" }} ]\n"
+            )
+        };
+        let r = router(&format!(
+            "{UP}[[routes]]\nid = \"prefix\"\npath_prefix = \"/users/\"\nupstream = \"u\"\n\
+             [[routes]]\nid = \"me\"\npath = \"/users/me/orders\"\nupstream = \"u\"\n{}{}",
+            agg("one", "/users/{id}/orders"),
+            agg("two", "/users/{id}/orders/{order}")
+        ));
+        let find = |path| {
+            r.find(None, path, &Method::GET, &HeaderMap::new())
+                .unwrap()
+                .id
+                .to_string()
+        };
+        assert_eq!(find("/users/me/orders"), "me");
+        assert_eq!(find("/users/7/orders"), "one");
+        assert_eq!(find("/users/7/orders/9"), "two");
+        assert_eq!(find("/users/7/orders/9/x"), "prefix");
+        assert_eq!(find("/users//orders"), "prefix");
+        let two = r
+            .find(
+                None,
+                "/users/a%20b/orders/9",
+                &Method::GET,
+                &HeaderMap::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            two.path_params("/users/a%20b/orders/9").unwrap(),
+            ["a b", "9"]
+        );
     }
 
     #[test]

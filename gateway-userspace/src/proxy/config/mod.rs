@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod dns;
 pub mod limits;
 pub mod listener;
@@ -123,14 +124,39 @@ pub fn validate_and_resolve(
         if !ids.insert(id.clone()) {
             return Err(at(r.id.span(), format!("route '{id}' is defined twice")));
         }
-        if !names.contains(r.upstream.get_ref()) {
-            return Err(at(
-                r.upstream.span(),
-                format!(
-                    "route '{id}' uses upstream '{}', which is not defined in [[upstreams]]",
-                    r.upstream.get_ref()
-                ),
-            ));
+        match (&r.upstream, r.aggregate.is_empty()) {
+            (Some(u), true) => {
+                if !names.contains(u.get_ref()) {
+                    return Err(at(
+                        u.span(),
+                        format!(
+                            "route '{id}' uses upstream '{}', which is not defined in [[upstreams]]",
+                            u.get_ref()
+                        ),
+                    ));
+                }
+                if r.merge.is_some()
+                    || r.aggregate_deadline.is_some()
+                    || r.aggregate_max_bytes.is_some()
+                {
+                    return Err(at(
+                        r.id.span(),
+                        format!(
+                            "route '{id}': merge, aggregate_deadline and aggregate_max_bytes need `aggregate`"
+                        ),
+                    ));
+                }
+            }
+            (None, false) => {
+                crate::proxy::aggregate::Plan::compile(r, &names)
+                    .map_err(|(span, m)| at(span, format!("route '{id}': {m}")))?;
+            }
+            _ => {
+                return Err(at(
+                    r.id.span(),
+                    format!("route '{id}' needs exactly one of `upstream` and `aggregate`"),
+                ));
+            }
         }
         if let Some(cors) = &r.cors {
             cors.validate()
@@ -242,8 +268,23 @@ pub fn validate_and_resolve(
 
 /// Whether two routes could match one request with equal specificity.
 fn ambiguous(a: &Route, b: &Route) -> bool {
+    // `{id}` and `{user}` segments match the same requests.
+    let shape = |r: &Route| {
+        r.path.as_ref().map(|p| {
+            p.0.split('/')
+                .map(|seg| {
+                    if seg.starts_with('{') && !r.aggregate.is_empty() {
+                        "{}"
+                    } else {
+                        seg
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+    };
     let same_shape = a.host == b.host
-        && a.path == b.path
+        && shape(a) == shape(b)
         && a.path_prefix == b.path_prefix
         && a.headers.len() == b.headers.len()
         && a.methods.is_empty() == b.methods.is_empty();

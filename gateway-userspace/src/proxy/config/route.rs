@@ -33,8 +33,26 @@ pub struct Route {
     /// `{ "accept-version" = "2" }` to select an API version.
     #[serde(default)]
     pub headers: BTreeMap<HeaderName, String>,
-    /// Name of the upstream pool.
-    pub upstream: Spanned<String>,
+    /// Name of the upstream pool. Exactly one of `upstream` and
+    /// `aggregate` is set.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+    /// Backend calls whose JSON answers are merged into the response
+    /// instead of forwarding to one upstream (`docs/aggregation.md`). Then
+    /// `path` may contain `{name}` segments (one path segment each).
+    #[serde(default)]
+    pub aggregate: Vec<super::aggregate::AggregateCall>,
+    /// How an aggregate route merges the call bodies (default `named`).
+    #[serde(default)]
+    pub merge: Option<super::aggregate::Merge>,
+    /// Whole-request deadline of an aggregate route (default 10s): calls
+    /// still running then count as timed out.
+    #[serde(default, deserialize_with = "opt_dur")]
+    pub aggregate_deadline: Option<std::time::Duration>,
+    /// Most response bytes an aggregate route reads over all its calls
+    /// (default 4 MiB); beyond it the whole answer is 502.
+    #[serde(default)]
+    pub aggregate_max_bytes: Option<usize>,
     /// Replace the matched `path_prefix` with this before forwarding
     /// (`"/"` strips it). Only with `path_prefix`.
     #[serde(default)]
@@ -59,6 +77,12 @@ pub struct Route {
     /// body limits then apply mid-stream).
     #[serde(default)]
     pub request_buffering: Option<bool>,
+}
+
+fn opt_dur<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    super::upstream::dur::deserialize(d).map(Some)
 }
 
 /// A host pattern, lowercased: `example.com` or `*.example.com`.
