@@ -66,6 +66,17 @@ server_names = ["localhost"]
 name = "origin"
 targets = ["127.0.0.1:{origin}"]
 
+# The aggregation row: one client GET answered from 3 parallel calls to
+# the origin, merged (docs/aggregation.md).
+[[routes]]
+id = "aggregate"
+path = "/agg/{{id}}"
+aggregate = [
+  {{ name = "a", upstream = "origin", path = "/public/a/{{id}}" }},
+  {{ name = "b", upstream = "origin", path = "/public/b/{{id}}" }},
+  {{ name = "c", upstream = "origin", path = "/public/c/{{id}}" }},
+]
+
 # The gRPC row: h2c to the tonic origin (tests/src/bench/grpc.rs).
 [[upstreams]]
 name = "grpc"

@@ -20,7 +20,7 @@ use crate::guard::ChildGuard;
 const PROXIES: [Proxy; 3] = [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy];
 
 /// Number of progress steps `run` reports.
-pub const STEPS: usize = 11;
+pub const STEPS: usize = 12;
 /// Runs of each proxy row in full mode (ours and the peers interleaved);
 /// the tables show the median with the min–max.
 pub const REPEATS: usize = 3;
@@ -357,6 +357,39 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     }
     rows.push(v);
 
+    // Aggregation: one GET answered from 3 parallel calls to the origin,
+    // against the gateway's own single-upstream GET row (issue: the added
+    // latency over the slowest call; every call here hits the same origin,
+    // so the single GET's latency stands for the slowest call's).
+    progress.step("proxy: aggregation of 3 calls (gateway) vs its single-upstream GET");
+    let agg_target = vec![(
+        url(stack.port(Proxy::Gateway, false), false, "/agg/42"),
+        Some(stack.pid(Proxy::Gateway)),
+    )];
+    let single_target = vec![(
+        url(stack.port(Proxy::Gateway, false), false, "/public/hello"),
+        Some(stack.pid(Proxy::Gateway)),
+    )];
+    let (agg, single) = {
+        let mut both = Vec::new();
+        for t in [&agg_target, &single_target] {
+            both.push(interleaved(t, reps, warm, &make(false, vec![])).remove(0));
+        }
+        let single = both.pop().unwrap();
+        (both.pop().unwrap(), single)
+    };
+    let p50 = |s: &Samples| median(s.runs.iter().map(|r| r.p50_us as f64).collect());
+    let mut v = row(
+        "GET, aggregate of 3 parallel calls merged",
+        "gateway",
+        &agg,
+        Some(&single),
+    );
+    v["peer"] = json!("the gateway's single-upstream GET, same run");
+    v["peer_short"] = json!("vs single GET");
+    v["added_p50_us"] = json!((p50(&agg) - p50(&single)).round() as i64);
+    rows.push(v);
+
     // The access log on: ours to a file (its buffered writer thread) and
     // NGINX's `access_log ... buffer=64k flush=1s`, interleaved; the target
     // is the gateway at >= 0.9x of itself with the log off.
@@ -459,6 +492,14 @@ Each figure is the median of the runs, with the min–max in brackets. Ratios ar
             f(r, "cpu_ratio_vs_nginx"),
             f(r, "cpu_ratio_vs_haproxy"),
         ));
+    }
+    for r in v["rows"].as_array().into_iter().flatten() {
+        if let Some(added) = r.get("added_p50_us") {
+            out.push_str(&format!(
+                "\nAggregation: one GET answered from 3 parallel calls to the origin, merged as JSON, costs {added} µs at p50 over the gateway's single-upstream GET (every call hits the same origin, so the single GET stands for the slowest call), at {}x its requests/s.\n",
+                r["rps_ratio_vs_peer"]
+            ));
+        }
     }
     if let Some(note) = v["shared_limit"].as_str() {
         out.push_str(&format!("\nCluster mode: {note}.\n"));

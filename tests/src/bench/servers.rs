@@ -69,6 +69,7 @@ impl Ports {
     pub fn new() -> Self {
         // Below the ephemeral range (32768+), where client sockets live.
         let base = 20000 + (std::process::id() % 1000) as u16 * 10;
+        let grpc_base = 30000 + (std::process::id() % 1000) as u16 * 2;
         Self {
             origin: base,
             gw_http: base + 1,
@@ -77,8 +78,11 @@ impl Ports {
             ngx_https: base + 4,
             ha_http: base + 5,
             ha_https: base + 6,
-            origin_grpc: base + 7,
-            ngx_grpc: base + 8,
+            // base+7..=base+9 belong to the secondary gateways (cluster,
+            // logged, memory rows): the gRPC pair has its own range, also
+            // below the ephemeral ports.
+            origin_grpc: grpc_base,
+            ngx_grpc: grpc_base + 1,
         }
     }
 }
