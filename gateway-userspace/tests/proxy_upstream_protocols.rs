@@ -61,22 +61,9 @@ async fn gateway(upstream_extra: &str, targets: &[SocketAddr]) -> (Proxy, Socket
 
 #[tokio::test]
 async fn https_upstream_with_a_private_ca_and_server_name() {
-    let ca = Ca::new("test CA");
-    let dir = Dir::new("https");
-    let ca_file = dir.write("ca.pem", &ca.pem());
-    let backend = Backend::start(
-        Some(server_tls(&ca, &["backend.internal"], &[b"http/1.1"], None)),
-        Speaks::Http1,
-    )
-    .await;
-    let (_p, addr) = gateway(
-        &format!(
-            "tls = {{ ca_file = \"{}\", server_name = \"backend.internal\" }}",
-            ca_file.display()
-        ),
-        &[backend.addr],
-    )
-    .await;
+    let (ca, _dir, ca_file) = ca_in_dir("https");
+    let backend = tls_backend(&ca, "backend.internal", &[b"http/1.1"]).await;
+    let (_p, addr) = gateway(&tls_line(&ca_file, "backend.internal"), &[backend.addr]).await;
     let r = get(addr, "/x?y=1", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
     let got = backend.got();
@@ -262,28 +249,10 @@ async fn h2c_upstream_gets_http2_with_the_authority() {
 
 #[tokio::test]
 async fn auto_picks_http2_by_alpn_and_h2_refuses_a_backend_without_it() {
-    let ca = Ca::new("alpn CA");
-    let dir = Dir::new("alpn");
-    let ca_file = dir.write("ca.pem", &ca.pem());
-    let tls = format!(
-        "tls = {{ ca_file = \"{}\", server_name = \"b.internal\" }}",
-        ca_file.display()
-    );
-    let h2_backend = Backend::start(
-        Some(server_tls(
-            &ca,
-            &["b.internal"],
-            &[b"h2", b"http/1.1"],
-            None,
-        )),
-        Speaks::Http1,
-    )
-    .await;
-    let h1_backend = Backend::start(
-        Some(server_tls(&ca, &["b.internal"], &[b"http/1.1"], None)),
-        Speaks::Http1,
-    )
-    .await;
+    let (ca, _dir, ca_file) = ca_in_dir("alpn");
+    let tls = tls_line(&ca_file, "b.internal");
+    let h2_backend = tls_backend(&ca, "b.internal", &[b"h2", b"http/1.1"]).await;
+    let h1_backend = tls_backend(&ca, "b.internal", &[b"http/1.1"]).await;
 
     let (_p, addr) = gateway(&format!("protocol = \"auto\"\n{tls}"), &[h2_backend.addr]).await;
     assert_eq!(get(addr, "/a", "").await.body, "backend saw HTTP/2.0");
@@ -1035,18 +1004,12 @@ async fn slow_grpc_streams_are_not_cut_by_the_minimum_body_rate() {
 /// (UNAVAILABLE), never sent downgraded; plain requests still work.
 #[tokio::test]
 async fn auto_never_downgrades_grpc_to_http1() {
-    let ca = Ca::new("downgrade CA");
-    let dir = Dir::new("downgrade");
-    let ca_file = dir.write("ca.pem", &ca.pem());
-    let h1 = Backend::start(
-        Some(server_tls(&ca, &["b.internal"], &[b"http/1.1"], None)),
-        Speaks::Http1,
-    )
-    .await;
+    let (ca, _dir, ca_file) = ca_in_dir("downgrade");
+    let h1 = tls_backend(&ca, "b.internal", &[b"http/1.1"]).await;
     let (_p, addr) = gateway(
         &format!(
-            "protocol = \"auto\"\nretries = 0\ntls = {{ ca_file = \"{}\", server_name = \"b.internal\" }}",
-            ca_file.display()
+            "protocol = \"auto\"\nretries = 0\n{}",
+            tls_line(&ca_file, "b.internal")
         ),
         &[h1.addr],
     )

@@ -228,3 +228,26 @@ pub fn server_tls(
     config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     config
 }
+
+/// A private CA named `tag`, its PEM written to a fresh temp dir (kept
+/// alive by the returned [`Dir`]): (CA, dir, path of `ca.pem`).
+pub fn ca_in_dir(tag: &str) -> (Ca, Dir, PathBuf) {
+    let ca = Ca::new(&format!("{tag} CA"));
+    let dir = Dir::new(tag);
+    let ca_file = dir.write("ca.pem", &ca.pem());
+    (ca, dir, ca_file)
+}
+
+/// A TLS backend on loopback with a certificate for `name` signed by
+/// `ca`, offering `alpn` (HTTP/2 when it chooses `h2`).
+pub async fn tls_backend(ca: &Ca, name: &str, alpn: &[&[u8]]) -> Backend {
+    Backend::start(Some(server_tls(ca, &[name], alpn, None)), Speaks::Http1).await
+}
+
+/// The `tls = { ... }` line that trusts `ca_file` and checks `server_name`.
+pub fn tls_line(ca_file: &std::path::Path, server_name: &str) -> String {
+    format!(
+        "tls = {{ ca_file = \"{}\", server_name = \"{server_name}\" }}",
+        ca_file.display()
+    )
+}
