@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -81,6 +81,14 @@ pub enum Command {
     /// Re-read the config file of the running gateway (as SIGHUP does); a
     /// bad file is reported with file:line and the running config is kept.
     Reload,
+    /// Replace the running gateway by a new process without refusing a
+    /// connection: it starts the binary at its own path (install the new
+    /// build there first) with its own arguments, hands over the listening
+    /// sockets, and exits once the new one serves, after finishing its
+    /// requests in flight. If the new process cannot start (a bad config,
+    /// a missing binary), the running one goes on and this command fails
+    /// with the reason. `systemctl reload gateway` runs this.
+    Upgrade,
     /// The XDP attachment itself, read and changed on bpffs (no running
     /// gateway needed): the filter stays attached while no gateway runs.
     #[command(subcommand)]
@@ -395,6 +403,15 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         ),
         Command::Stats { json, top } => (Request::Stats { top }, json, render_stats),
         Command::Reload => (Request::Reload, false, |_| "reloaded".to_owned()),
+        Command::Upgrade => (Request::Upgrade, false, |v| {
+            format!(
+                "upgraded: pid {} -> {} ({}, {} sockets handed over); the old process exits after its requests in flight",
+                n(&v["old_pid"]),
+                n(&v["new_pid"]),
+                s(&v["program"]),
+                n(&v["sockets"])
+            )
+        }),
         Command::Quota(QuotaCmd::Get { consumer, json }) => {
             (Request::QuotaGet { consumer }, json, render_quota)
         }
@@ -421,7 +438,14 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
             unreachable!("not a client command")
         }
     };
-    let data = client::call(socket, &request)?;
+    // An upgrade waits for the new process to start (bounded on the
+    // gateway's side by upgrade::READY_TIMEOUT + SERVING_TIMEOUT).
+    let timeout = if request == Request::Upgrade {
+        crate::upgrade::READY_TIMEOUT + crate::upgrade::SERVING_TIMEOUT + Duration::from_secs(10)
+    } else {
+        Duration::from_secs(10)
+    };
+    let data = client::call_with_timeout(socket, &request, timeout)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&data)?);
     } else {

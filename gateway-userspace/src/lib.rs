@@ -21,5 +21,6 @@ pub mod query;
 pub mod ratelimit;
 pub mod run;
 pub mod runtime;
+pub mod upgrade;
 pub mod validate;
 pub mod xdp;

@@ -29,6 +29,11 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run(_)) {
         restore_sigpipe();
     }
+    if matches!(cli.command, Command::Run(_)) {
+        // Before anything could change the working directory: `gateway
+        // upgrade` starts this binary path with these arguments.
+        gateway::upgrade::remember_command();
+    }
     match cli.command {
         Command::Run(args) => {
             let config = match &args.config {
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("gateway: config error: {e}");
+                    gateway::upgrade::successor::report_failure(&format!("config error: {e}"));
                     return ExitCode::from(EX_USAGE);
                 }
             };
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!("{e:#}");
                     eprintln!("gateway: error: {e:#}");
+                    gateway::upgrade::successor::report_failure(&format!("{e:#}"));
                     ExitCode::FAILURE
                 }
             }

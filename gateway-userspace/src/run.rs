@@ -7,14 +7,21 @@
 //! stop accepting, let in-flight requests finish (up to
 //! `[limits] shutdown_grace`) and detach cleanly. The escalation state is
 //! loaded at start and saved in the background and at shutdown.
+//! `gateway upgrade` hands the sockets to a successor (`crate::upgrade`);
+//! started as one, `run` takes them over instead of binding.
 
 use std::{
-    path::PathBuf,
+    net::SocketAddr,
+    os::fd::{AsFd as _, OwnedFd},
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
 use anyhow::{Context as _, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
+};
 
 use crate::{
     admin::server::{AdminSocket, AdminState},
@@ -31,6 +38,7 @@ use crate::{
     phases,
     proxy::Proxy,
     ratelimit::quota_store::{QuotaStore, system_clock},
+    upgrade::{self, Offered, Role, Upgraded, successor::Takeover},
     xdp::{self, Loader, XdpMaps},
 };
 
@@ -41,6 +49,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default".into());
     tracing::info!(config = %origin, "starting gateway {}", env!("CARGO_PKG_VERSION"));
+    // Started by `gateway upgrade`: the running gateway's sockets are ours
+    // to take (it keeps accepting on them until we are ready).
+    let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
 
     let mut attached = None;
     let mut maps: Option<Arc<Mutex<XdpMaps>>> = None;
@@ -104,24 +115,31 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         system_clock(),
         config.rate_limit.quota_max_consumers,
     ));
-    let persister = tokio::spawn(
-        quotas
-            .clone()
-            .run_persister(std::time::Duration::from_secs(1)),
-    );
+    let mut persister = spawn_persister(&quotas);
 
-    let admin = AdminSocket::bind(&config.admin.socket)?;
-    tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
+    // A successor binds its admin socket beside the running gateway's and
+    // moves it into place when it takes over.
+    let admin = match &takeover {
+        None => AdminSocket::bind(&config.admin.socket)?,
+        Some(_) => AdminSocket::bind_beside(&config.admin.socket)?,
+    };
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(4);
+    let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel(1);
     let state = Arc::new(AdminState {
         reload: reload_tx,
+        upgrade: upgrade_tx,
         maps: maps.clone(),
         interface,
         mode,
         cluster: cluster.clone(),
         quotas: Some(quotas.clone()),
     });
-    let admin_task = tokio::spawn(admin.serve(state));
+    let mut admin = Some(admin);
+    let mut admin_task = None;
+    if takeover.is_none() {
+        tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
+        admin_task = admin.take().map(|a| tokio::spawn(a.serve(state.clone())));
+    }
     let sweeper = maps
         .clone()
         .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
@@ -143,14 +161,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         escalator.attach_cluster(c.clone());
     }
     let state_file = config.escalation.state_path(&config.admin.socket);
-    let saver = state_file.clone().map(|path| {
-        restore_escalations(&escalator, &path);
-        tokio::spawn(escalate::persist::keep_saved(
-            escalator.clone(),
-            path,
-            escalate::persist::SAVE_EVERY,
-        ))
-    });
+    if let (None, Some(path)) = (&takeover, &state_file) {
+        // A successor loads it once the running gateway saved it last.
+        restore_escalations(&escalator, path);
+    }
+    let mut saver = spawn_saver(&escalator, state_file.as_deref());
     let expire = tokio::spawn({
         let e = escalator.clone();
         async move {
@@ -178,9 +193,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
     hooks.observe = observe.clone();
-    let proxy = Proxy::start(&config, hooks)
-        .await
-        .context("starting the proxy listeners")?;
+    let proxy = match takeover.as_mut() {
+        None => Proxy::start(&config, hooks).await,
+        Some(t) => {
+            let demo = t.demo_socket(config.demo.address);
+            Proxy::bind(&config, hooks, t.proxy_sockets(), demo).await
+        }
+    }
+    .context("starting the proxy listeners")?;
     if config_path.is_none() {
         print_try_it();
     }
@@ -201,15 +221,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     metrics.register_collector(Box::new(QuotaCollector {
         store: quotas.clone(),
     }));
+    let mut observability_fd: Option<(SocketAddr, OwnedFd)> = None;
     let observability = if config.observability.enabled {
-        let listener = observe::http::bind(config.observability.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding the [observability] listener {}",
-                    config.observability.listen
-                )
-            })?;
+        let addr = config.observability.listen;
+        let listener = match takeover.as_mut().and_then(|t| t.observability_socket(addr)) {
+            Some(l) => l
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l)),
+            None => observe::http::bind(addr).await,
+        }
+        .with_context(|| format!("binding the [observability] listener {addr}"))?;
+        observability_fd = Some((addr, listener.as_fd().try_clone_to_owned()?));
         tracing::info!(
             address = %listener.local_addr()?,
             "admin HTTP listening (/metrics, /healthz, /readyz)"
@@ -228,13 +250,65 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         None
     };
 
+    match takeover.take() {
+        None => notify_systemd(&[sd_notify::NotifyState::Ready]),
+        Some(t) => {
+            // Built and bound: the running gateway stops accepting (what
+            // arrives waits in the shared queues) and saves its state.
+            tokio::task::block_in_place(|| t.ready())
+                .context("taking over from the running gateway")?;
+            if let Some(path) = &state_file {
+                restore_escalations(&escalator, path);
+            }
+            quotas.reload_file();
+            if let Some(mut a) = admin.take() {
+                match a.move_into_place(&config.admin.socket) {
+                    Ok(()) => {
+                        tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "the CLI cannot reach this gateway")
+                    }
+                }
+                admin_task = Some(tokio::spawn(a.serve(state.clone())));
+            }
+            proxy.serve();
+            notify_systemd(&[
+                sd_notify::NotifyState::MainPid(std::process::id()),
+                sd_notify::NotifyState::Ready,
+            ]);
+            tracing::info!(
+                from_pid = t.from_pid,
+                "upgrade: serving; the previous process finishes its requests in flight and exits"
+            );
+            t.serving();
+        }
+    }
+
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut current = config;
+    let mut handed_over = false;
     loop {
         tokio::select! {
+            Some(reply) = upgrade_rx.recv() => {
+                let r = hand_over(&proxy, observability_fd.as_ref(), &mut saver, &mut persister, &escalator, state_file.as_deref(), &quotas).await;
+                match r {
+                    Ok(u) => {
+                        tracing::info!(new_pid = u.new_pid, program = %u.program, "upgrade: the new process serves; finishing the requests in flight, then exiting");
+                        let _ = reply.send(Ok(u));
+                        handed_over = true;
+                        break;
+                    }
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        tracing::error!(error = %e, "upgrade failed; this gateway goes on serving");
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
@@ -257,8 +331,16 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         grace_secs = current.limits.shutdown_grace.as_secs(),
         "shutting down: no new connections, finishing in-flight requests"
     );
+    if !handed_over {
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    }
     proxy.shutdown(current.limits.shutdown_grace).await;
-    match &attached {
+    match attached.as_mut() {
+        Some(a) if handed_over => {
+            // The successor adopted the pinned link: never detach it.
+            a.detach_on_exit = false;
+            tracing::info!("shutting down: the XDP filter is the new process's now")
+        }
         Some(a) if a.detach_on_exit => {
             tracing::info!("shutting down: detaching XDP (pinned maps keep blocks and limits)")
         }
@@ -267,7 +349,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         ),
         None => tracing::info!("shutting down"),
     }
-    admin_task.abort();
+    if let Some(t) = &admin_task {
+        t.abort();
+    }
     expire.abort();
     if let (Some(t), Some(path)) = (saver, &state_file) {
         t.abort();
@@ -283,9 +367,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     }
     persister.abort();
     let _ = persister.await;
-    match quotas.save_if_changed() {
-        Ok(()) => {}
-        Err(e) => tracing::error!(error = %e, "saving the quota counts at shutdown failed"),
+    // After a handover the successor owns the state files: the counts of
+    // the requests that finished here since are not written over them.
+    if !handed_over && let Err(e) = quotas.save_if_changed() {
+        tracing::error!(error = %e, "saving the quota counts at shutdown failed");
     }
     if let Some(t) = observability {
         t.abort();
@@ -294,10 +379,133 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         s.abort();
     }
     // Let the aborted admin task drop its socket before we return.
-    let _ = admin_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    drop(admin);
     drop(attached);
     observe.access_log.close();
     Ok(())
+}
+
+/// Saves the escalation state in the background ([`escalate::persist`]).
+fn spawn_saver(escalator: &Arc<Escalator>, path: Option<&Path>) -> Option<JoinHandle<()>> {
+    path.map(|path| {
+        tokio::spawn(escalate::persist::keep_saved(
+            escalator.clone(),
+            path.to_owned(),
+            escalate::persist::SAVE_EVERY,
+        ))
+    })
+}
+
+/// Saves the quota counts in the background.
+fn spawn_persister(quotas: &Arc<QuotaStore>) -> JoinHandle<()> {
+    tokio::spawn(
+        quotas
+            .clone()
+            .run_persister(std::time::Duration::from_secs(1)),
+    )
+}
+
+/// Tells systemd (`Type=notify`, `NotifyAccess=all`) the service's state;
+/// does nothing when not started by systemd (no `NOTIFY_SOCKET`).
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// `gateway upgrade`, the running side: starts the successor and offers it
+/// every listening socket; once it is built, stops accepting, saves the
+/// escalation and quota state (the successor loads them) and lets it
+/// take over. On any failure the successor is stopped and this gateway
+/// goes on as before (accepting again if it had stopped).
+async fn hand_over(
+    proxy: &Proxy,
+    observability: Option<&(SocketAddr, OwnedFd)>,
+    saver: &mut Option<JoinHandle<()>>,
+    persister: &mut JoinHandle<()>,
+    escalator: &Arc<Escalator>,
+    state_file: Option<&Path>,
+    quotas: &Arc<QuotaStore>,
+) -> Result<Upgraded> {
+    let mut sockets = Vec::new();
+    for (name, configured, fd) in proxy.listening_sockets()? {
+        let role = Role::Proxy;
+        sockets.push((
+            Offered {
+                role,
+                name,
+                configured,
+            },
+            fd,
+        ));
+    }
+    if let Some((configured, fd)) = observability {
+        let (role, name) = (Role::Observability, String::new());
+        sockets.push((
+            Offered {
+                role,
+                name,
+                configured: *configured,
+            },
+            fd.try_clone()?,
+        ));
+    }
+    if let Some((configured, fd)) = proxy.demo_socket() {
+        let (role, name) = (Role::Demo, String::new());
+        sockets.push((
+            Offered {
+                role,
+                name,
+                configured,
+            },
+            fd.try_clone_to_owned()?,
+        ));
+    }
+    let count = sockets.len();
+    let mut successor = tokio::task::spawn_blocking(move || {
+        let mut s = upgrade::handover::spawn(sockets)?;
+        tracing::info!(pid = s.pid, program = %s.program, sockets = count, "upgrade: new process started; waiting until it is ready");
+        s.wait_ready(upgrade::READY_TIMEOUT)?;
+        anyhow::Ok(s)
+    })
+    .await??;
+    proxy.stop_accepting();
+    if let Some(t) = saver.take() {
+        t.abort();
+        let _ = t.await;
+    }
+    persister.abort();
+    let _ = (&mut *persister).await;
+    if let Some(path) = state_file
+        && let Err(e) = escalate::persist::save(path, &escalator.snapshot())
+    {
+        tracing::warn!(error = %e, "upgrade: saving the escalation state failed; the new process starts without the latest");
+    }
+    if let Err(e) = quotas.save() {
+        tracing::warn!(error = %e, "upgrade: saving the quota counts failed; the new process starts without the latest");
+    }
+    let (successor, taken) = tokio::task::spawn_blocking(move || {
+        let r = successor.go(upgrade::SERVING_TIMEOUT);
+        (successor, r)
+    })
+    .await?;
+    match taken {
+        Ok(new_pid) => Ok(Upgraded {
+            old_pid: std::process::id(),
+            new_pid,
+            program: successor.program,
+            sockets: count,
+        }),
+        Err(e) => {
+            proxy.resume_accepting();
+            *saver = spawn_saver(escalator, state_file);
+            *persister = spawn_persister(quotas);
+            Err(e)
+        }
+    }
 }
 
 /// Loads the escalation state a previous run saved (a missing file is a

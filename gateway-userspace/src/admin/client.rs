@@ -12,8 +12,17 @@ use anyhow::{Context as _, Result, bail};
 use super::protocol::{Request, Response};
 
 /// Sends one request to the running gateway and returns its data, or the
-/// gateway's error as an error.
+/// gateway's error as an error. Waits at most 10 s for the answer.
 pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+    call_with_timeout(socket, request, Duration::from_secs(10))
+}
+
+/// [`call`], waiting at most `timeout` for the answer.
+pub fn call_with_timeout(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
             "no gateway is running (nothing listens on {}); start one with `gateway run`",
@@ -25,7 +34,7 @@ pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value> {
         ),
         _ => anyhow::anyhow!("cannot reach the gateway at {}: {e}", socket.display()),
     })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_read_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream

@@ -58,6 +58,9 @@ pub enum Request {
     ClusterStatus,
     /// Re-read the config file, as SIGHUP does.
     Reload,
+    /// Hand the listeners to a new process started from this one's binary
+    /// path and arguments (`gateway upgrade`, `docs/operations.md`).
+    Upgrade,
     /// A consumer's usage of every quota it has a count for.
     QuotaGet {
         consumer: String,

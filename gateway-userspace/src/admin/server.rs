@@ -47,12 +47,26 @@ pub struct AdminState {
     pub quotas: Option<Arc<crate::ratelimit::quota_store::QuotaStore>>,
     /// Asks the run loop to reload the config file; answers with the outcome.
     pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    /// Asks the run loop to hand over to a new process (`gateway upgrade`).
+    pub upgrade: tokio::sync::mpsc::Sender<
+        tokio::sync::oneshot::Sender<Result<crate::upgrade::Upgraded, String>>,
+    >,
 }
 
-/// A bound admin socket; removes its file on drop.
+/// A bound admin socket; removes its file on drop, unless the file at that
+/// path is no longer this socket (a successor's, after `gateway upgrade`).
 pub struct AdminSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file this process bound.
+    file: (u64, u64),
+}
+
+/// Device and inode of `path`.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
 }
 
 impl AdminSocket {
@@ -71,13 +85,43 @@ impl AdminSocket {
             std::fs::remove_file(path)
                 .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
+        Self::bind_at(path)
+    }
+
+    fn bind_at(path: &Path) -> Result<Self> {
         let listener = UnixListener::bind(path)
             .with_context(|| format!("binding admin socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         Ok(Self {
             listener,
             path: path.to_owned(),
+            file: file_id(path)?,
         })
+    }
+
+    /// Binds a socket beside `path` (`<path>.new-<pid>`) for a successor
+    /// during `gateway upgrade`: the running gateway keeps answering at
+    /// `path` until [`AdminSocket::move_into_place`].
+    pub fn bind_beside(path: &Path) -> Result<Self> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".new-{}", std::process::id()));
+        let temp = path.with_file_name(name);
+        let _ = std::fs::remove_file(&temp);
+        Self::bind_at(&temp)
+    }
+
+    /// Renames the socket over `path` (atomic: a CLI reaches either the
+    /// old gateway or this one, never nothing).
+    pub fn move_into_place(&mut self, path: &Path) -> Result<()> {
+        std::fs::rename(&self.path, path).with_context(|| {
+            format!(
+                "moving the admin socket {} to {}",
+                self.path.display(),
+                path.display()
+            )
+        })?;
+        self.path = path.to_owned();
+        Ok(())
     }
 
     /// Serves requests until the task is dropped.
@@ -103,7 +147,9 @@ impl AdminSocket {
 
 impl Drop for AdminSocket {
     fn drop(&mut self) {
-        std::fs::remove_file(&self.path).ok();
+        if file_id(&self.path).is_ok_and(|id| id == self.file) {
+            std::fs::remove_file(&self.path).ok();
+        }
     }
 }
 
@@ -123,6 +169,10 @@ async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> Result<()> {
             Ok(Request::Reload) => {
                 tracing::info!("admin request: reload");
                 reload(state).await
+            }
+            Ok(Request::Upgrade) => {
+                tracing::info!("admin request: upgrade");
+                upgrade(state).await
             }
             Ok(req @ (Request::QuotaGet { .. } | Request::QuotaReset { .. })) => {
                 tracing::info!(request = %line.trim(), "admin request");
@@ -162,6 +212,20 @@ async fn reload(state: &AdminState) -> Response {
             "reload rejected, the running config is unchanged: {e}"
         )),
         _ => Response::err("the reload did not finish within 30 s"),
+    }
+}
+
+/// Hands over to a new process; answers once it serves (or why not: the
+/// running gateway then goes on unchanged).
+async fn upgrade(state: &AdminState) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if state.upgrade.send(tx).await.is_err() {
+        return Response::err("the gateway is shutting down");
+    }
+    match rx.await {
+        Ok(Ok(u)) => Response::ok(serde_json::to_value(u).unwrap_or_default()),
+        Ok(Err(e)) => Response::err(format!("upgrade failed, this gateway goes on serving: {e}")),
+        Err(_) => Response::err("the gateway stopped during the upgrade"),
     }
 }
 
@@ -449,6 +513,7 @@ fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Re
         }
         Request::Status
         | Request::Reload
+        | Request::Upgrade
         | Request::ClusterStatus
         | Request::QuotaGet { .. }
         | Request::QuotaReset { .. } => {

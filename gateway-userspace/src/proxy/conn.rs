@@ -17,7 +17,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -70,6 +70,9 @@ pub struct ConnInfo {
     scan_lost_at: AtomicU64,
     /// Where a slowloris (408 on the raw connection) is reported.
     escalation: Option<(Arc<crate::escalate::Escalator>, crate::escalate::Seen)>,
+    /// The listener drains (shutdown, upgrade, removed by a reload): each
+    /// HTTP/1 response from now on says `Connection: close`.
+    draining: AtomicBool,
 }
 
 impl ConnInfo {
@@ -93,7 +96,18 @@ impl ConnInfo {
             scanned_heads: AtomicU64::new(0),
             scan_lost_at: AtomicU64::new(u64::MAX),
             escalation: None,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, close after each response (see [`ConnInfo::is_draining`]).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection closes after its current response.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Reports header timeouts on this connection to the escalation engine.

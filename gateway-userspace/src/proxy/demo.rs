@@ -14,10 +14,22 @@ use tokio::{net::TcpListener, task::JoinHandle};
 
 use super::body::{self, ProxyBody};
 
-/// Binds the demo server and serves it in a task.
-pub async fn start(addr: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind(addr).await?;
+/// Binds the demo server (or serves on `inherited`, the socket a previous
+/// process handed over) and serves it in a task. Returns the bound
+/// address, the task and a duplicate of the socket (for a successor).
+pub async fn start(
+    addr: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>, std::os::fd::OwnedFd)> {
+    let listener = match inherited {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        }
+        None => TcpListener::bind(addr).await?,
+    };
     let local = listener.local_addr()?;
+    let fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
     tracing::info!(address = %local, "demo upstream listening (JSON echo)");
     let task = tokio::spawn(async move {
         loop {
@@ -33,7 +45,7 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<(SocketAddr, JoinHandle<
             });
         }
     });
-    Ok((local, task))
+    Ok((local, task, fd))
 }
 
 async fn echo(req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {

@@ -17,6 +17,11 @@
 //! connections; connections already open finish with the settings they
 //! were accepted with. The `listen(2)` backlog of a kept socket cannot
 //! change (a changed `backlog` is logged and waits for a restart).
+//!
+//! At start after `gateway upgrade`, the sockets the previous process
+//! handed over ([`Inherited`]) are matched the same way before anything is
+//! bound, so a listener that stays keeps its socket (and the connections
+//! waiting in its accept queue) across the upgrade.
 
 #![forbid(unsafe_code)]
 
@@ -88,6 +93,9 @@ pub struct Slot {
     pub local: SocketAddr,
     /// The `listen(2)` backlog the socket got.
     pub backlog: NonZeroU32,
+    /// The socket, shared with its accept loop (kept here to hand it to a
+    /// successor, or to accept again after a failed handover).
+    pub socket: Option<Arc<TcpListener>>,
     pub stop: watch::Sender<Lifecycle>,
     /// Connections accepted here and still open.
     pub open: Arc<AtomicUsize>,
@@ -117,13 +125,54 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// Listening sockets handed over by the previous process (`gateway
+/// upgrade`), each with the name and configured address of the listener it
+/// served there.
+#[derive(Default)]
+pub struct Inherited(Vec<(String, SocketAddr, std::net::TcpListener)>);
+
+impl Inherited {
+    pub fn new(sockets: Vec<(String, SocketAddr, std::net::TcpListener)>) -> Self {
+        Self(sockets)
+    }
+
+    /// The socket for `l`: the one of the same name and address, else (for
+    /// a fixed port) one at the same address, as [`plan`] keeps running
+    /// sockets.
+    fn take(&mut self, l: &Listener) -> Option<std::io::Result<TcpListener>> {
+        let name = l.display_name();
+        let i = self
+            .0
+            .iter()
+            .position(|(n, a, _)| *n == name && *a == l.address)
+            .or_else(|| {
+                (l.address.port() != 0)
+                    .then(|| self.0.iter().position(|(_, a, _)| *a == l.address))
+                    .flatten()
+            })?;
+        let (_, _, socket) = self.0.swap_remove(i);
+        Some(
+            socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket)),
+        )
+    }
+
+    /// Sockets no listener of the new config took (closed when dropped;
+    /// the previous process finishes what it accepted on them).
+    pub fn unused(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
+        self.0.iter().map(|(n, a, _)| (n.as_str(), *a))
+    }
+}
+
 /// Decides, for each listener of `wanted` in order, which running socket
-/// it keeps or binds its new one. Binds every new socket before returning;
-/// on the first failure the sockets bound so far are closed and nothing
-/// running is touched.
+/// it keeps, which inherited one it takes, or binds its new one. Binds
+/// every new socket before returning; on the first failure the sockets
+/// bound so far are closed and nothing running is touched.
 pub fn plan(
     table: &Table,
     wanted: &[Listener],
+    inherited: &mut Inherited,
 ) -> Result<Vec<(Arc<ListenerCfg>, Target)>, BindError> {
     let mut claimed = HashSet::new();
     let mut targets: Vec<Option<Target>> = wanted.iter().map(|_| None).collect();
@@ -163,7 +212,10 @@ pub fn plan(
                     addr: l.address,
                     source,
                 };
-                let socket = l.bind().map_err(err)?;
+                let socket = match inherited.take(l) {
+                    Some(socket) => socket.map_err(err)?,
+                    None => l.bind().map_err(err)?,
+                };
                 let local = socket.local_addr().map_err(err)?;
                 Target::Fresh(socket, local)
             }
@@ -231,6 +283,7 @@ impl Table {
                         configured: l.address,
                         local,
                         backlog: l.backlog,
+                        socket: None,
                         stop: watch::channel(Lifecycle::Serving).0,
                         open: Arc::default(),
                         task: None,

@@ -75,6 +75,11 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Mutex<Table>,
     tasks: Vec<JoinHandle<()>>,
+    /// The demo upstream's socket (configured address, a duplicate of the
+    /// descriptor), to hand to a successor.
+    demo: Option<(SocketAddr, std::os::fd::OwnedFd)>,
+    /// Accept loops bound by [`Proxy::bind`] and not started yet.
+    pending: Mutex<Vec<(u64, TcpListener, Arc<listeners::ListenerCfg>)>>,
 }
 
 struct Shared {
@@ -85,34 +90,124 @@ struct Shared {
 impl Proxy {
     /// Binds every listener (and the demo upstream) and starts serving.
     pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
+        let proxy = Self::bind(config, hooks, listeners::Inherited::default(), None).await?;
+        proxy.serve();
+        Ok(proxy)
+    }
+
+    /// Builds the first generation and binds every listener, taking the
+    /// sockets a previous process handed over (`gateway upgrade`) where
+    /// they match, without accepting yet: [`Proxy::serve`] starts. The
+    /// demo upstream (`[demo]`) serves at once, on `demo_socket` if given.
+    ///
+    /// # Errors
+    /// As [`Proxy::prepare`].
+    pub async fn bind(
+        config: &Config,
+        hooks: Hooks,
+        mut inherited: listeners::Inherited,
+        demo_socket: Option<std::net::TcpListener>,
+    ) -> Result<Proxy, ProxyError> {
         let mut state = ProxyState::build(config, hooks)?;
         // Upstream names get one bounded first lookup before serving.
         state.pools.settle(config.dns.timeout).await;
         let mut tasks = Vec::new();
+        let mut demo = None;
         if config.demo.enabled {
-            let (_, task) =
-                demo::start(config.demo.address)
-                    .await
-                    .map_err(|source| ProxyError::Bind {
-                        listener: "demo".into(),
-                        addr: config.demo.address,
-                        source,
-                    })?;
+            let (_, task, fd) = demo::start(config.demo.address, demo_socket)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    listener: "demo".into(),
+                    addr: config.demo.address,
+                    source,
+                })?;
             tasks.push(task);
+            demo = Some((config.demo.address, fd));
         }
         let mut table = Table::default();
-        let applied = table.apply(listeners::plan(&table, &config.listeners)?);
+        let applied = table.apply(listeners::plan(&table, &config.listeners, &mut inherited)?);
+        for (name, addr) in inherited.unused() {
+            tracing::info!(listener = name, address = %addr, "a listener of the previous process is not in this config; its socket is closed");
+        }
         state.listeners = applied.settings;
         let shared = Arc::new(Shared {
             state: ArcSwap::from_pointee(state),
             conns: Arc::default(),
         });
-        start_loops(&shared, &mut table, applied.start);
         Ok(Proxy {
             shared,
             listeners: Mutex::new(table),
             tasks,
+            demo,
+            pending: Mutex::new(applied.start),
         })
+    }
+
+    /// Starts the accept loops of the listeners bound by [`Proxy::bind`].
+    pub fn serve(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        start_loops(&self.shared, &mut self.table(), pending);
+    }
+
+    /// Every listening socket (duplicated descriptors), by listener name
+    /// and configured address, to hand to a successor; the demo upstream's
+    /// is [`Proxy::demo_socket`].
+    pub fn listening_sockets(
+        &self,
+    ) -> std::io::Result<Vec<(String, SocketAddr, std::os::fd::OwnedFd)>> {
+        use std::os::fd::AsFd as _;
+        let table = self.table();
+        let mut out = Vec::with_capacity(table.slots.len());
+        for s in &table.slots {
+            if let Some(socket) = &s.socket {
+                out.push((
+                    s.name.clone(),
+                    s.configured,
+                    socket.as_fd().try_clone_to_owned()?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The demo upstream's socket (configured address, descriptor).
+    pub fn demo_socket(&self) -> Option<(SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd as _;
+        self.demo.as_ref().map(|(a, fd)| (*a, fd.as_fd()))
+    }
+
+    /// Stops every accept loop (the sockets stay open: a successor accepts
+    /// on them now) and asks connections to finish their current request
+    /// and close (HTTP/1 `Connection: close`, HTTP/2 GOAWAY).
+    pub fn stop_accepting(&self) {
+        for s in &self.table().slots {
+            let _ = s.stop.send(Lifecycle::Draining);
+        }
+    }
+
+    /// Accepts again after [`Proxy::stop_accepting`] (a handover that
+    /// failed at its last step). Connections already told to close still
+    /// close after their current request.
+    pub fn resume_accepting(&self) {
+        let state = self.shared.state.load_full();
+        let mut table = self.table();
+        for s in &mut table.slots {
+            let _ = s.stop.send(Lifecycle::Serving);
+            let (Some(socket), Some(cfg)) = (s.socket.clone(), state.listeners.get(s.id)) else {
+                continue;
+            };
+            if s.task.as_ref().is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            s.task = Some(tokio::spawn(accept_loop(
+                socket,
+                s.id,
+                cfg.clone(),
+                self.shared.clone(),
+                s.open.clone(),
+                s.stop.subscribe(),
+            )));
+        }
     }
 
     /// A handle on the current config generation (metrics, readiness).
@@ -157,7 +252,7 @@ impl Proxy {
         // Names keep their last good addresses across the swap.
         state.pools.adopt(&self.shared.state.load().pools);
         let table = self.table();
-        let plan = listeners::plan(&table, &config.listeners)?;
+        let plan = listeners::plan(&table, &config.listeners, &mut Default::default())?;
         Ok(Prepared {
             shared: &self.shared,
             table,
@@ -243,6 +338,8 @@ fn start_loops(
         let slot = table.slot_mut(id).expect("applied to this table");
         let rx = slot.stop.subscribe();
         let open = slot.open.clone();
+        let socket = Arc::new(socket);
+        slot.socket = Some(socket.clone());
         slot.task = Some(tokio::spawn(accept_loop(
             socket,
             id,
@@ -269,7 +366,7 @@ impl StateWatch {
 /// connection is served with the listener settings of the generation
 /// current when it was accepted (`last` when a reload just removed it).
 async fn accept_loop(
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
     id: u64,
     mut last: Arc<listeners::ListenerCfg>,
     shared: Arc<Shared>,
@@ -565,9 +662,21 @@ async fn serve<S, H>(
         ))
         .await;
     }
+    let conn_info = info.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let answer = handler.call(req);
-        async move { Ok::<_, Infallible>(answer.await) }
+        let info = conn_info.clone();
+        async move {
+            let mut resp = answer.await;
+            // Draining: the client learns it from the response and opens
+            // its next connection elsewhere (to the upgraded process), so
+            // no request meets a connection closing under it.
+            if info.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = state
         .http1
@@ -576,6 +685,8 @@ async fn serve<S, H>(
     tokio::pin!(conn);
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
     let mut closing = false;
+    // While draining: how often an idle connection is looked at.
+    let mut drain_tick: Option<tokio::time::Interval> = None;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
@@ -588,7 +699,18 @@ async fn serve<S, H>(
                 if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
                     return;
                 }
-                if !closing {
+                // Draining (HAProxy's `idle-close-on-response`, Envoy's
+                // drain sequence): the next response closes the
+                // connection; one that stays idle for DRAIN_IDLE is closed.
+                // Closing idle keep-alive connections at once would race
+                // with the request a client is sending on them.
+                if *shutdown.borrow() == Lifecycle::Draining && drain_tick.is_none() {
+                    info.set_draining();
+                    drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                }
+            }
+            _ = async { drain_tick.as_mut().expect("guarded").tick().await }, if drain_tick.is_some() && !closing => {
+                if info.idle_for(DRAIN_IDLE) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -602,6 +724,10 @@ async fn serve<S, H>(
         }
     }
 }
+
+/// How long an HTTP/1 connection may stay idle while its listener drains
+/// before it is closed (Envoy's `drain_timeout` default).
+const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
 /// The redirect listener's answer: 308 to the same host and path over HTTPS.
 fn redirect<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {

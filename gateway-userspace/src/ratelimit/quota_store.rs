@@ -192,7 +192,27 @@ impl QuotaStore {
     /// and the store starts empty: the gateway still starts.
     pub fn open(path: PathBuf, clock: UnixClock, max_consumers: usize) -> Self {
         let store = Self::new(Some(path.clone()), clock, max_consumers);
-        match std::fs::read(&path) {
+        store.load(&path);
+        store
+    }
+
+    /// Replaces every count by those of the state file (after `gateway
+    /// upgrade`: the previous process saved its counts when it stopped
+    /// accepting, after this one had opened the file). Without a path,
+    /// does nothing.
+    pub fn reload_file(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        for s in self.shards.iter() {
+            *s.lock().unwrap_or_else(|p| p.into_inner()) = Shard::default();
+        }
+        self.load(path);
+    }
+
+    fn load(&self, path: &Path) {
+        let store = self;
+        match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
                 Ok(file) => {
                     let now = store.now();
@@ -207,7 +227,7 @@ impl QuotaStore {
                 }
                 Err(e) => {
                     let bad = path.with_extension("bad");
-                    let _ = std::fs::rename(&path, &bad);
+                    let _ = std::fs::rename(path, &bad);
                     tracing::warn!(path = %path.display(), moved_to = %bad.display(), error = %e,
                         "quota state file is not valid; starting with empty quota counts");
                 }
@@ -216,7 +236,6 @@ impl QuotaStore {
             Err(e) => tracing::warn!(path = %path.display(), error = %e,
                 "quota state file unreadable; starting with empty quota counts"),
         }
-        store
     }
 
     /// Notes the quotas of the config being applied: `(name, quota)` pairs

@@ -1,0 +1,152 @@
+//! The running process's side of an upgrade: starts the successor, offers
+//! it the sockets, and stops it again if it cannot take over. Blocking:
+//! run on the blocking pool.
+
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    ENV, Message, Offered,
+    channel::{Channel, ChannelError},
+    command,
+};
+
+/// A successor that was started and offered the sockets.
+pub struct Successor {
+    channel: Channel,
+    child: Child,
+    pub pid: u32,
+    pub program: String,
+}
+
+/// Starts the successor (this process's binary path and arguments, with
+/// the handover channel as standard input) and offers it `sockets`.
+///
+/// # Errors
+/// The binary cannot be started, or the offer cannot be sent (the child is
+/// then stopped).
+pub fn spawn(sockets: Vec<(Offered, OwnedFd)>) -> Result<Successor> {
+    let cmd = command().context("the command line of this process was not recorded")?;
+    let program = cmd.program.display().to_string();
+    if !cmd.program.is_file() {
+        bail!(
+            "{program} (the binary this gateway was started as) does not exist any more: install the new binary at that path"
+        );
+    }
+    let (ours, theirs) = Channel::pair().context("creating the handover channel")?;
+    let child = std::process::Command::new(&cmd.program)
+        .args(&cmd.args)
+        .env(ENV, "0")
+        .stdin(Stdio::from(theirs))
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    let pid = child.id();
+    let mut s = Successor {
+        channel: ours,
+        child,
+        pid,
+        program,
+    };
+    let (offered, fds): (Vec<Offered>, Vec<OwnedFd>) = sockets.into_iter().unzip();
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let offer = Message::Offer {
+        from_pid: std::process::id(),
+        sockets: offered,
+    };
+    if let Err(e) = s.channel.send(&offer, &borrowed) {
+        let status = s.stop();
+        return Err(anyhow::Error::new(e).context(format!(
+            "offering the sockets to the new process ({status})"
+        )));
+    }
+    Ok(s)
+}
+
+impl Successor {
+    /// Waits until the successor is built and bound ([`Message::Ready`]).
+    ///
+    /// # Errors
+    /// It failed (its error), exited, or was not ready within `timeout`;
+    /// in every case it is no longer running.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        match self.channel.recv::<Message>(timeout) {
+            Ok((Message::Ready, _)) => Ok(()),
+            Ok((Message::Failed { error }, _)) => {
+                let status = self.reap(Duration::from_secs(5));
+                bail!("the new process cannot take over ({status}): {error}")
+            }
+            Ok((other, _)) => {
+                let status = self.stop();
+                bail!("the new process sent {other:?} instead of ready ({status})")
+            }
+            Err(ChannelError::Closed) => {
+                let status = self.reap(Duration::from_secs(5));
+                bail!("the new process {status} before it was ready; its log says why")
+            }
+            Err(ChannelError::Timeout(t)) => {
+                let status = self.stop();
+                bail!("the new process was not ready within {t:?}; it was stopped ({status})")
+            }
+            Err(e) => {
+                let status = self.stop();
+                Err(anyhow::Error::new(e)
+                    .context(format!("waiting for the new process ({status})")))
+            }
+        }
+    }
+
+    /// Tells the successor to take over and waits until it accepts.
+    ///
+    /// # Errors
+    /// It did not confirm within `timeout` (it is then stopped).
+    pub fn go(&mut self, timeout: Duration) -> Result<u32> {
+        let answer = self
+            .channel
+            .send(&Message::Go, &[])
+            .and_then(|()| self.channel.recv::<Message>(timeout));
+        match answer {
+            Ok((Message::Serving { pid }, _)) => Ok(pid),
+            Ok((other, _)) => {
+                let status = self.stop();
+                bail!("the new process sent {other:?} instead of serving ({status})")
+            }
+            Err(e) => {
+                let status = self.stop();
+                Err(anyhow::Error::new(e)
+                    .context(format!("the new process did not take over ({status})")))
+            }
+        }
+    }
+
+    /// Stops the successor (our own child, by its handle) and reaps it.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        describe(self.child.wait())
+    }
+
+    /// Waits up to `within` for the successor to exit by itself, then
+    /// stops it.
+    fn reap(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return describe(Ok(status)),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return describe(Err(e)),
+            }
+        }
+        self.stop()
+    }
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => format!("exited with {s}"),
+        Err(e) => format!("not reaped: {e}"),
+    }
+}
