@@ -115,7 +115,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         system_clock(),
         config.rate_limit.quota_max_consumers,
     ));
-    let mut persister = spawn_persister(&quotas);
+    let mut persister = Some(spawn_persister(&quotas));
 
     // A successor binds its admin socket beside the running gateway's and
     // moves it into place when it takes over.
@@ -365,8 +365,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             }
         }
     }
-    persister.abort();
-    let _ = persister.await;
+    if let Some(p) = persister {
+        p.abort();
+        let _ = p.await;
+    }
     // After a handover the successor owns the state files: the counts of
     // the requests that finished here since are not written over them.
     if !handed_over && let Err(e) = quotas.save_if_changed() {
@@ -425,7 +427,7 @@ async fn hand_over(
     proxy: &Proxy,
     observability: Option<&(SocketAddr, OwnedFd)>,
     saver: &mut Option<JoinHandle<()>>,
-    persister: &mut JoinHandle<()>,
+    persister: &mut Option<JoinHandle<()>>,
     escalator: &Arc<Escalator>,
     state_file: Option<&Path>,
     quotas: &Arc<QuotaStore>,
@@ -477,8 +479,10 @@ async fn hand_over(
         t.abort();
         let _ = t.await;
     }
-    persister.abort();
-    let _ = (&mut *persister).await;
+    if let Some(p) = persister.take() {
+        p.abort();
+        let _ = p.await;
+    }
     if let Some(path) = state_file
         && let Err(e) = escalate::persist::save(path, &escalator.snapshot())
     {
@@ -502,7 +506,7 @@ async fn hand_over(
         Err(e) => {
             proxy.resume_accepting();
             *saver = spawn_saver(escalator, state_file);
-            *persister = spawn_persister(quotas);
+            *persister = Some(spawn_persister(quotas));
             Err(e)
         }
     }

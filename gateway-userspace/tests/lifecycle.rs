@@ -387,3 +387,227 @@ async fn the_ttl_ladder_position_survives_a_restart_and_blocks_expire_meanwhile(
     assert_eq!(origin.seen().len(), 1);
     drop(gw);
 }
+
+/// A process started by `gateway upgrade` (a successor, not our child):
+/// stopped by its pid on drop.
+struct Successor(u32);
+
+impl Successor {
+    fn alive(pid: u32) -> bool {
+        // Gone, or a zombie waiting for its parent.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let pid = self.0.to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Self::alive(self.0) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if Self::alive(self.0) {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    }
+}
+
+/// `gateway upgrade`, checked: returns the new pid.
+fn upgrade(socket: &Path, old: u32) -> u32 {
+    let out = cli(socket, &["upgrade"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "upgraded: pid A -> B (...)"
+    let pids: Vec<u32> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .take(2)
+        .collect();
+    assert_eq!(pids.first(), Some(&old), "{text}");
+    pids[1]
+}
+
+/// Bounded load on `addr` (at most 4,000 requests or 40 s, until `stop`):
+/// with `keep_alive` one connection is reused until a response says
+/// `Connection: close`. Returns the 200s and every failure.
+fn load(addr: std::net::SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>) -> (u64, Vec<String>) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let (mut ok, mut failed) = (0, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut conn: Option<BufReader<std::net::TcpStream>> = None;
+    for i in 0..4000 {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            break;
+        }
+        let result = (|| -> std::io::Result<(u16, bool)> {
+            if conn.is_none() {
+                let s = std::net::TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                conn = Some(BufReader::new(s));
+            }
+            let c = conn.as_mut().expect("connected");
+            let close = if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            };
+            write!(
+                c.get_mut(),
+                "GET /load/{i} HTTP/1.1\r\nHost: t\r\n{close}\r\n"
+            )?;
+            let mut line = String::new();
+            c.read_line(&mut line)?;
+            let status: u16 = line
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other(format!("status line {line:?}")))?;
+            let (mut length, mut closes) = (0usize, !keep_alive);
+            loop {
+                line.clear();
+                c.read_line(&mut line)?;
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if l == "connection: close" {
+                    closes = true;
+                }
+            }
+            let mut body = vec![0; length];
+            c.read_exact(&mut body)?;
+            Ok((status, closes))
+        })();
+        match result {
+            Ok((200, closes)) => {
+                ok += 1;
+                if closes {
+                    conn = None;
+                }
+            }
+            Ok((status, _)) => {
+                failed.push(format!("request {i}: status {status}"));
+                conn = None;
+            }
+            Err(e) => {
+                failed.push(format!("request {i}: {e}"));
+                conn = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_upgrades_under_load_lose_no_request() {
+    let origin = Origin::start("o").await;
+    let (mut gw, port, _config) = start(origin.addr);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = [true, false, true, false]
+        .into_iter()
+        .map(|keep_alive| {
+            let stop = stop.clone();
+            std::thread::spawn(move || load(addr, keep_alive, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut pids = vec![gw.child.id()];
+    let mut successors = Vec::new();
+    for _ in 0..3 {
+        let new = upgrade(&gw.socket, *pids.last().unwrap());
+        successors.push(Successor(new));
+        pids.push(new);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    assert!(ok > 200, "only {ok} requests");
+
+    // The last process serves; the three before it finished and exited.
+    assert_eq!(get(addr, "/after", "").await.status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the first process did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the first process exited with {status}");
+    for &pid in &pids[1..3] {
+        while Successor::alive(pid) {
+            assert!(Instant::now() < deadline, "process {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(Successor::alive(pids[3]));
+    let out = cli(&gw.socket, &["reload"]);
+    assert!(
+        out.status.success(),
+        "the admin socket is not the new process's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_cannot_start_leaves_the_running_gateway_serving() {
+    let origin = Origin::start("o").await;
+    let (mut gw, port, config) = start(origin.addr);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let good = std::fs::read_to_string(&config).unwrap();
+
+    // The successor reads the config file again: a broken one stops it.
+    std::fs::write(&config, "[[routes]]\nid = 5\n").unwrap();
+    let out = cli(&gw.socket, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("goes on serving"), "{err}");
+    assert!(err.contains(&format!("{}:2:", config.display())), "{err}");
+    assert!(err.contains("exit status: 64"), "{err}");
+    assert_eq!(get(addr, "/still", "").await.status, 200);
+    assert!(gw.child.try_wait().unwrap().is_none());
+
+    // Fixed: the next upgrade goes through.
+    std::fs::write(&config, good).unwrap();
+    let new = Successor(upgrade(&gw.socket, gw.child.id()));
+    assert_eq!(get(addr, "/upgraded", "").await.status, 200);
+    assert!(Successor::alive(new.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_survives_an_upgrade() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"1h\"]\n";
+    write_config_with(&config, port, &socket, origin.addr, "/", escalation);
+    let gw = spawn(dir.clone(), socket.clone(), &config, port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    // One offence before the upgrade, one after: the count carried over.
+    assert_eq!(raw(addr, smuggle).await.status, 400);
+    let _new = Successor(upgrade(&socket, gw.child.id()));
+    assert_eq!(get(addr, "/not-yet", "").await.status, 200);
+    assert_eq!(raw(addr, smuggle).await.status, 400);
+    let r = get(addr, "/blocked", "").await;
+    assert_eq!(r.status, 429, "the first offence was forgotten: {}", r.head);
+}
