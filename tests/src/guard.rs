@@ -181,6 +181,61 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A process this test caused to start but is not the parent of (a
+/// gateway started by `gateway upgrade`): stopped by its pid on drop
+/// (SIGTERM, then SIGKILL after 10 s), only while that pid is still the
+/// same process (its start time is checked, so a reused pid is never hit).
+pub struct PidGuard {
+    pub pid: u32,
+    started: Option<String>,
+}
+
+impl PidGuard {
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            started: start_time(pid),
+        }
+    }
+
+    /// Running (not gone, not a zombie) and still the same process.
+    pub fn alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        !rest.starts_with('Z') && start_time(self.pid) == self.started
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(") ")?.1;
+    rest.split(' ').nth(19).map(str::to_owned)
+}
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        for (signal, wait) in [("-TERM", 100), ("-KILL", 50)] {
+            if !self.alive() {
+                return;
+            }
+            Command::new("kill")
+                .args([signal, &self.pid.to_string()])
+                .stderr(Stdio::null())
+                .status()
+                .ok();
+            for _ in 0..wait {
+                if !self.alive() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// A temporary directory, removed with its contents on drop.
 pub struct TempDir(pub PathBuf);
 

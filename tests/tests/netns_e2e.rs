@@ -757,3 +757,163 @@ fn fragmented_syns_do_not_bypass_the_syn_budget() {
         "every fragment dropped"
     );
 }
+
+/// `gateway upgrade` three times while a client in the namespace makes
+/// requests through the gateway (a new connection each) and a blocked
+/// source sends a UDP datagram every 2 ms: no request fails, every
+/// response is the demo upstream's, and no datagram of the blocked source
+/// arrives (the successor adopts the pinned link and replaces the program
+/// atomically: the filter never leaves).
+#[test]
+fn upgrades_under_load_keep_serving_and_filtering() {
+    if !require_root("upgrades_under_load_keep_serving_and_filtering") {
+        return;
+    }
+    const HTTP_PORT: u16 = 18090;
+    let topo = Topology::new(subnet(3));
+    let server = Server::start(&topo.host_ip);
+    let (tmp, pin) = (TempDir::new(), PinDir::new());
+    let socket = tmp.0.join("admin.sock");
+    let demo = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = format!(
+        r#"
+[demo]
+enabled = true
+address = "{demo}"
+
+[[listeners]]
+name = "http"
+address = "{host}:{HTTP_PORT}"
+
+[[upstreams]]
+name = "demo"
+targets = ["{demo}"]
+
+[[routes]]
+id = "all"
+path_prefix = "/"
+upstream = "demo"
+"#,
+        host = topo.host_ip
+    );
+    let config = write_config(&tmp.0, &topo.link.veth.host, &pin.path, &socket, &extra);
+    let gw = Gateway::start(&config, &socket, &tmp.0.join("gw.log"));
+    gw.ok(&["block", "add", &topo.client_b, "--reason", "upgrade test"]);
+    let dropped_before = gw.counter("dropped_blocklist");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ns = topo.link.ns.name.clone();
+    // The blocked source: a datagram every 2 ms (at most 20,000 or 40 s).
+    let sender = {
+        let (stop, ns, src, dst) = (
+            stop.clone(),
+            ns.clone(),
+            topo.client_b.clone(),
+            topo.host_ip.clone(),
+        );
+        std::thread::spawn(move || {
+            tests::netns::enter(&ns);
+            let udp = UdpSocket::bind((src.as_str(), 0)).expect("bind UDP");
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && sent < 20_000 && Instant::now() < deadline {
+                if udp.send_to(b"probe", (dst.as_str(), PORT)).is_ok() {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            sent
+        })
+    };
+    // The client: GET through the gateway, a new connection each (at most
+    // 5,000 or 40 s).
+    let client = {
+        let (stop, ns) = (stop.clone(), ns.clone());
+        let src: std::net::Ipv4Addr = topo.client_a.parse().unwrap();
+        let dst: std::net::SocketAddrV4 = format!("{}:{HTTP_PORT}", topo.host_ip).parse().unwrap();
+        std::thread::spawn(move || {
+            tests::netns::enter(&ns);
+            let deadline = Instant::now() + Duration::from_secs(40);
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            for i in 0..5000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let r = connect_from(src, dst, Duration::from_secs(2)).and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    write!(
+                        s,
+                        "GET /u/{i} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+                    )?;
+                    let mut buf = String::new();
+                    s.read_to_string(&mut buf)?;
+                    Ok(buf)
+                });
+                match r {
+                    // The demo upstream echoes what it received.
+                    Ok(b) if b.starts_with("HTTP/1.1 200") && b.contains(&format!("/u/{i}")) => {
+                        ok += 1
+                    }
+                    Ok(b) => failed.push(format!("{i}: {}", b.lines().next().unwrap_or(""))),
+                    Err(e) => failed.push(format!("{i}: {e}")),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut pid = gw.process.pid();
+    let mut successors = Vec::new();
+    for _ in 0..3 {
+        let out = gw.ok(&["upgrade"]);
+        let pids: Vec<u32> = out
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .take(2)
+            .collect();
+        assert_eq!(pids.first(), Some(&pid), "{out}");
+        pid = pids[1];
+        successors.push(tests::guard::PidGuard::new(pid));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    let (ok, failed) = client.join().unwrap();
+
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 100, "only {ok} requests");
+    assert!(sent > 500, "only {sent} probes sent");
+    assert_eq!(
+        server.udp_received.load(Ordering::Relaxed),
+        0,
+        "datagrams of the blocked source got through during the upgrades"
+    );
+    let dropped = gw.counter("dropped_blocklist") - dropped_before;
+    assert!(dropped >= sent, "dropped {dropped} of {sent} probes");
+    // One filter on the interface, attached by the last process.
+    let status = xdp_cli(&["status", "--config", config.to_str().unwrap()]);
+    assert!(
+        status.contains(&format!("{}: attached", topo.link.veth.host)),
+        "{status}"
+    );
+    assert!(successors.last().unwrap().alive());
+    for s in &successors[..2] {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while s.alive() {
+            assert!(Instant::now() < deadline, "process {} did not exit", s.pid);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    drop(successors);
+    drop(gw);
+    drop(pin);
+}
