@@ -424,6 +424,7 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
         get(gw.addr, "/api/a", KEY1).await;
     }
     let (reload, _rx) = tokio::sync::mpsc::channel(1);
+    let (upgrade, _up) = tokio::sync::mpsc::channel(1);
     let state = AdminState {
         maps: None,
         interface: "-".into(),
@@ -431,6 +432,7 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
         cluster: None,
         quotas: Some(gw.quotas.clone()),
         reload,
+        upgrade,
     };
     let got = gateway::admin::quota::handle(
         &state,

@@ -73,6 +73,9 @@ pub struct ConnInfo {
     /// The listener drains (shutdown, upgrade, removed by a reload): each
     /// HTTP/1 response from now on says `Connection: close`.
     draining: AtomicBool,
+    /// An idle HTTP/1 connection is being parked: hyper's connection ends
+    /// without shutting the socket down (see `server::serve`).
+    parking: AtomicBool,
 }
 
 impl ConnInfo {
@@ -97,7 +100,19 @@ impl ConnInfo {
             scan_lost_at: AtomicU64::new(u64::MAX),
             escalation: None,
             draining: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
         }
+    }
+
+    /// While set, [`ConnIo`] does not shut the socket down when hyper ends
+    /// the connection: it is parked, not closed.
+    pub fn set_parking(&self, on: bool) {
+        self.parking.store(on, Ordering::Relaxed);
+    }
+
+    /// Requests started on this connection so far.
+    pub fn requests_started(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// From now on, close after each response (see [`ConnInfo::is_draining`]).
@@ -223,6 +238,9 @@ pub struct ConnIo<S> {
     budget: H2Budget,
     /// The HTTP/2 flood guard, once the preface arrived.
     h2: Option<H2State>,
+    /// Bytes read (and scanned) before an idle HTTP/1 connection was
+    /// parked that its next hyper connection must read first.
+    replay: Option<bytes::Bytes>,
 }
 
 /// The flood guard of an HTTP/2 connection.
@@ -263,6 +281,23 @@ impl<S> ConnIo<S> {
             preface: Some(Preface::default()),
             budget,
             h2: None,
+            replay: None,
+        }
+    }
+
+    /// Hands `bytes` (already read from the socket and scanned) to the next
+    /// reader before anything new from the socket.
+    pub fn replay(&mut self, bytes: bytes::Bytes) {
+        if !bytes.is_empty() {
+            self.replay = Some(bytes);
+        }
+    }
+
+    /// Frees what an idle connection does not need (the scanner's head
+    /// buffer).
+    pub fn release_idle(&mut self) {
+        if let Some(s) = &mut self.scanner {
+            s.release_idle();
         }
     }
 
@@ -429,6 +464,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
             std::task::ready!(self.poll_calm(cx));
             return Poll::Ready(Err(calmed()));
         }
+        if let Some(replay) = &mut self.replay {
+            // Read and scanned before the connection was parked.
+            let n = replay.len().min(buf.remaining());
+            buf.put_slice(&replay.split_to(n));
+            if replay.is_empty() {
+                self.replay = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
@@ -570,6 +614,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.info.parking.load(Ordering::Relaxed) {
+            // Parked, not closed: the socket stays open for the next request.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

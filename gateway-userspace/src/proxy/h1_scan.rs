@@ -145,6 +145,14 @@ impl Scanner {
         }
     }
 
+    /// Frees the head buffer between requests (an idle connection keeps
+    /// no memory for the head it no longer needs).
+    pub fn release_idle(&mut self) {
+        if self.line.is_empty() {
+            self.line = Vec::new();
+        }
+    }
+
     /// Whether part of a request head has arrived but not all of it.
     pub fn mid_head(&self) -> bool {
         matches!(self.state, State::Head) && !self.line.is_empty()

@@ -678,52 +678,149 @@ async fn serve<S, H>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = state
-        .http1
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
+    let mut io = TokioIo::new(io);
+    let mut svc = svc;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
-    let mut closing = false;
     // While draining: how often an idle connection is looked at.
     let mut drain_tick: Option<tokio::time::Interval> = None;
+    // Parking is tried once per burst of requests (`requests_started` moved
+    // since), so a client that stalls mid-head is not parked over and over.
+    let mut parked_at: Option<u64> = None;
     loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        // Boxed: dropped while the connection is parked, so a parked
+        // connection's task holds only the socket and a few fields.
+        let mut conn = Box::pin(state.http1.serve_connection(io, svc).with_upgrades());
+        let (mut closing, mut parking, mut ended_ok) = (false, false, false);
+        let mut park_tick = tokio::time::interval(PARK_AFTER);
+        park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    match r {
+                        Ok(()) => ended_ok = true,
+                        Err(e) => tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error"),
+                    }
+                    break;
                 }
-                return;
-            }
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
-                    return;
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
+                        return;
+                    }
+                    // Draining (HAProxy's `idle-close-on-response`, Envoy's
+                    // drain sequence): the next response closes the
+                    // connection; one that stays idle for DRAIN_IDLE is
+                    // closed. Closing idle keep-alive connections at once
+                    // would race with the request a client is sending on them.
+                    if *shutdown.borrow() == Lifecycle::Draining && drain_tick.is_none() {
+                        info.set_draining();
+                        drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                    }
                 }
-                // Draining (HAProxy's `idle-close-on-response`, Envoy's
-                // drain sequence): the next response closes the
-                // connection; one that stays idle for DRAIN_IDLE is closed.
-                // Closing idle keep-alive connections at once would race
-                // with the request a client is sending on them.
-                if *shutdown.borrow() == Lifecycle::Draining && drain_tick.is_none() {
-                    info.set_draining();
-                    drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                _ = async { drain_tick.as_mut().expect("guarded").tick().await }, if drain_tick.is_some() && !closing => {
+                    if info.idle_for(DRAIN_IDLE) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
-            }
-            _ = async { drain_tick.as_mut().expect("guarded").tick().await }, if drain_tick.is_some() && !closing => {
-                if info.idle_for(DRAIN_IDLE) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                _ = tick.tick(), if !closing => {
+                    if info.idle_for(idle) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
-            }
-            _ = tick.tick(), if !closing => {
-                if info.idle_for(idle) {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+                _ = park_tick.tick(), if !closing && drain_tick.is_none() && parked_at != Some(info.requests_started()) => {
+                    if info.idle_for(PARK_AFTER) {
+                        // hyper ends an idle connection at once on a
+                        // graceful shutdown; ConnIo skips the socket's
+                        // shutdown while `parking` is set.
+                        (closing, parking) = (true, true);
+                        info.set_parking(true);
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
             }
         }
+        info.set_parking(false);
+        // Only a connection hyper ended cleanly is parked: an error (a
+        // response body aborted by the upstream read timeout, say) closes
+        // it, as it would without parking.
+        if !parking || !ended_ok {
+            return;
+        }
+        // `None`: the connection was upgraded (WebSocket) meanwhile.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        (io, svc) = (parts.io, parts.service);
+        parked_at = Some(info.requests_started());
+        let mut next = parts.read_buf;
+        if next.is_empty() {
+            // An empty `Bytes` frozen from hyper's read buffer still owns
+            // its 8 KiB: let it go before waiting.
+            next = bytes::Bytes::new();
+            io.inner_mut().release_idle();
+            match wait_parked(io.inner_mut(), &info, &mut shutdown, idle).await {
+                Some(first) => next = first,
+                None => {
+                    use tokio::io::AsyncWriteExt as _;
+                    let _ = io.inner_mut().shutdown().await;
+                    return;
+                }
+            }
+        }
+        io.inner_mut().replay(next);
     }
 }
+
+/// A parked HTTP/1 connection (idle for [`PARK_AFTER`] after a response:
+/// hyper's connection and its 16 KiB of read and write buffers are
+/// dropped, as NGINX frees a keep-alive connection's buffers): waits for
+/// the client's next byte, returned to be replayed to a new hyper
+/// connection. `None`: close (the client closed, `idle` ran out, the
+/// listener was closed, or it drained for [`DRAIN_IDLE`]).
+async fn wait_parked<S>(
+    io: &mut ConnIo<S>,
+    info: &ConnInfo,
+    shutdown: &mut watch::Receiver<Lifecycle>,
+    idle: Duration,
+) -> Option<bytes::Bytes>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt as _;
+    let mut byte = [0u8; 1];
+    let idle_end = tokio::time::sleep(idle.saturating_sub(PARK_AFTER));
+    tokio::pin!(idle_end);
+    let mut drain_end = info
+        .is_draining()
+        .then(|| Box::pin(tokio::time::sleep(DRAIN_IDLE)));
+    loop {
+        tokio::select! {
+            r = io.read(&mut byte) => {
+                return match r {
+                    Ok(1) => Some(bytes::Bytes::copy_from_slice(&byte)),
+                    _ => None,
+                };
+            }
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
+                    return None;
+                }
+                if *shutdown.borrow() == Lifecycle::Draining && drain_end.is_none() {
+                    info.set_draining();
+                    drain_end = Some(Box::pin(tokio::time::sleep(DRAIN_IDLE)));
+                }
+            }
+            _ = &mut idle_end => return None,
+            _ = async { drain_end.as_mut().expect("guarded").await }, if drain_end.is_some() => return None,
+        }
+    }
+}
+
+/// How long an HTTP/1 keep-alive connection stays idle before it is
+/// parked ([`wait_parked`]). Busy connections (the next request within
+/// this time) keep their hyper connection and buffers.
+const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// How long an HTTP/1 connection may stay idle while its listener drains
 /// before it is closed (Envoy's `drain_timeout` default).

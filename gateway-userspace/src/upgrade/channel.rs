@@ -95,6 +95,30 @@ impl Channel {
         Ok(())
     }
 
+    /// Reads and drops every message already queued, without waiting (so
+    /// that closing this end does not reset the peer's connection while it
+    /// still has our last message to read).
+    pub fn drain(&self) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        loop {
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            match rustix::net::recvmsg(
+                &self.0,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(r) if r.bytes > 0 => {
+                    // Received descriptors are closed here.
+                    control.drain().for_each(drop);
+                }
+                Err(rustix::io::Errno::INTR) => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Receives one message and the sockets attached to it (close-on-exec),
     /// waiting at most `timeout`.
     pub fn recv<T: DeserializeOwned>(
@@ -116,6 +140,8 @@ impl Channel {
                 Ok(r) => break r,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => return Err(ChannelError::Timeout(timeout)),
+                // The peer closed with our message unread: it is gone.
+                Err(rustix::io::Errno::CONNRESET) => return Err(ChannelError::Closed),
                 Err(e) => return Err(ChannelError::Io(e.into())),
             }
         };

@@ -149,6 +149,10 @@ pub fn report_failure(error: &str) {
             },
             &[],
         );
+        // An offer not read yet (a config error comes before it is) would
+        // make our exit reset the channel before the running gateway reads
+        // the failure.
+        channel.drain();
     }
 }
 
