@@ -236,8 +236,9 @@ pub struct ConnIo<S> {
     /// Set until the first bytes said which protocol this is.
     preface: Option<Preface>,
     budget: H2Budget,
-    /// The HTTP/2 flood guard, once the preface arrived.
-    h2: Option<H2State>,
+    /// The HTTP/2 flood guard, once the preface arrived (boxed: HTTP/1
+    /// connections do not carry its size).
+    h2: Option<Box<H2State>>,
     /// Bytes read (and scanned) before an idle HTTP/1 connection was
     /// parked that its next hyper connection must read first.
     replay: Option<bytes::Bytes>,
@@ -322,11 +323,11 @@ impl<S> ConnIo<S> {
             (Sniffed::Http2 { frames_at }, _) => {
                 self.preface = None;
                 self.scanner = None;
-                self.h2 = Some(H2State {
+                self.h2 = Some(Box::new(H2State {
                     inbound: Inbound::new(self.budget),
                     outbound: Outbound::default(),
                     calm: None,
-                });
+                }));
                 self.guard_h2(&new[frames_at..]);
                 Ok(())
             }
@@ -383,7 +384,7 @@ impl<S: AsyncWrite + Unpin> ConnIo<S> {
             outbound,
             calm: Some(calm),
             ..
-        }) = &mut self.h2
+        }) = self.h2.as_deref_mut()
         else {
             return Poll::Ready(());
         };
@@ -408,7 +409,7 @@ impl<S: AsyncWrite + Unpin> ConnIo<S> {
     }
 
     fn calming(&self) -> bool {
-        matches!(&self.h2, Some(H2State { calm: Some(_), .. }))
+        matches!(self.h2.as_deref(), Some(H2State { calm: Some(_), .. }))
     }
 }
 
@@ -604,7 +605,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
             // deadline is checked here too.
             if let Some(H2State {
                 calm: Some(calm), ..
-            }) = &mut self.h2
+            }) = self.h2.as_deref_mut()
                 && calm.deadline.as_mut().poll(cx).is_ready()
             {
                 return Poll::Ready(Err(calmed()));

@@ -680,7 +680,6 @@ async fn serve<S, H>(
     });
     let mut io = TokioIo::new(io);
     let mut svc = svc;
-    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
     // While draining: how often an idle connection is looked at.
     let mut drain_tick: Option<tokio::time::Interval> = None;
     // Parking is tried once per burst of requests (`requests_started` moved
@@ -691,6 +690,8 @@ async fn serve<S, H>(
         // connection's task holds only the socket and a few fields.
         let mut conn = Box::pin(state.http1.serve_connection(io, svc).with_upgrades());
         let (mut closing, mut parking, mut ended_ok) = (false, false, false);
+        // Made per hyper connection (dropped while parked, with their timers).
+        let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
         let mut park_tick = tokio::time::interval(PARK_AFTER);
         park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -741,6 +742,7 @@ async fn serve<S, H>(
             }
         }
         info.set_parking(false);
+        drop((tick, park_tick));
         // Only a connection hyper ended cleanly is parked: an error (a
         // response body aborted by the upstream read timeout, say) closes
         // it, as it would without parking.
@@ -753,21 +755,23 @@ async fn serve<S, H>(
         };
         (io, svc) = (parts.io, parts.service);
         parked_at = Some(info.requests_started());
-        let mut next = parts.read_buf;
-        if next.is_empty() {
+        let unread = parts.read_buf;
+        let next = if unread.is_empty() {
             // An empty `Bytes` frozen from hyper's read buffer still owns
             // its 8 KiB: let it go before waiting.
-            next = bytes::Bytes::new();
+            drop(unread);
             io.inner_mut().release_idle();
             match wait_parked(io.inner_mut(), &info, &mut shutdown, idle).await {
-                Some(first) => next = first,
+                Some(first) => first,
                 None => {
                     use tokio::io::AsyncWriteExt as _;
                     let _ = io.inner_mut().shutdown().await;
                     return;
                 }
             }
-        }
+        } else {
+            unread
+        };
         io.inner_mut().replay(next);
     }
 }
