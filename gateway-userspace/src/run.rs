@@ -41,6 +41,16 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default".into());
     tracing::info!(config = %origin, "starting gateway {}", env!("CARGO_PKG_VERSION"));
+    let started_unix = xdp::clock::unix_now();
+    // The dashboard token is read before anything starts: a missing or
+    // short file is a start-up error naming the file.
+    let dashboard_token = match &config.observability.dashboard.token_file {
+        Some(p) if config.observability.enabled && config.observability.dashboard.enabled => Some(
+            observe::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
 
     let mut attached = None;
     let mut maps: Option<Arc<Mutex<XdpMaps>>> = None;
@@ -121,7 +131,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         cluster: cluster.clone(),
         quotas: Some(quotas.clone()),
     });
-    let admin_task = tokio::spawn(admin.serve(state));
+    let admin_task = tokio::spawn(admin.serve(state.clone()));
     let sweeper = maps
         .clone()
         .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
@@ -210,9 +220,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                     config.observability.listen
                 )
             })?;
+        let dash = &config.observability.dashboard;
         tracing::info!(
             address = %listener.local_addr()?,
-            "admin HTTP listening (/metrics, /healthz, /readyz)"
+            dashboard = dash.enabled,
+            dashboard_write = dash.enabled && dash.write,
+            "admin HTTP listening (/metrics, /healthz, /readyz{})",
+            if dash.enabled { ", /dashboard/" } else { "" }
         );
         let readiness = Arc::new(Readiness {
             xdp: if attached.is_some() {
@@ -223,7 +237,31 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             state: proxy.watch(),
             cluster: cluster.clone(),
         });
-        Some(observe::http::serve(listener, metrics.clone(), readiness))
+        let dashboard = dash.enabled.then(|| {
+            Arc::new(observe::dashboard::Dashboard::new(
+                observe::dashboard::state::Sources {
+                    admin: state.clone(),
+                    escalator: escalator.clone(),
+                    proxy: proxy.watch(),
+                    metrics: metrics.clone(),
+                    xdp: if attached.is_some() {
+                        "attached"
+                    } else {
+                        "off"
+                    },
+                    started_unix,
+                },
+                dash,
+                config.observability.listen,
+                dashboard_token.clone(),
+            ))
+        });
+        Some(observe::http::serve(
+            listener,
+            metrics.clone(),
+            readiness,
+            dashboard,
+        ))
     } else {
         None
     };

@@ -85,7 +85,10 @@ impl Phase for AuthPhase {
                         Ok(())
                     }
                     Err(f) => {
-                        ctx.extras().auth_failure = Some(f.reason());
+                        let mut extras = ctx.extras();
+                        extras.auth_failure = Some(f.reason());
+                        extras.auth_policy = Some(policy.clone());
+                        drop(extras);
                         Err(rejection(&f))
                     }
                 },
