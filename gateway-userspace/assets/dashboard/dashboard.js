@@ -14,8 +14,14 @@
     charts: {},
     // Poll history for rates: [{t, state}], newest last.
     history: [],
+    // Content-Security-Policy violations seen by this page (tests assert
+    // there are none).
+    cspViolations: [],
   };
   window.gatewayDashboard = dash;
+  document.addEventListener('securitypolicyviolation', (e) => {
+    dash.cspViolations.push(e.violatedDirective + ' ' + (e.blockedURI || ''));
+  });
 
   // ---- token (sessionStorage: gone when the tab closes) ----
   const tokenInput = $('token');
@@ -71,14 +77,22 @@
     const d = new Date(unix * 1000);
     return d.toTimeString().slice(0, 8);
   }
+  // Per-second rate between two polls; a series absent from the previous
+  // poll started from 0 (label sets appear with their first request).
   function rate(cur, prev, dt) {
-    if (prev === undefined || dt <= 0) return 0;
-    const d = cur - prev;
+    if (dt <= 0) return 0;
+    const d = cur - (prev || 0);
     return d < 0 ? 0 : d / dt; // a counter reset (reload, restart) is not negative traffic
   }
 
   // ---- charts ----
   const PALETTE = ['#3fb950', '#58a6ff', '#f85149', '#d29922', '#db6d28', '#a371f7', '#8a96a3', '#e5534b'];
+  const COLORS = {
+    passed: '#3fb950', allowlisted: '#58a6ff', dropped_blocklist: '#f85149', dropped_pps: '#d29922',
+    dropped_syn: '#db6d28', parse_pass: '#8a96a3', dropped_fragment: '#a371f7',
+    '2xx': '#3fb950', '3xx': '#58a6ff', '4xx': '#d29922', '5xx': '#f85149', '429': '#a371f7',
+    p50: '#3fb950', p99: '#58a6ff',
+  };
   function makeChart(id, names, yLabel) {
     const box = $(id);
     const opts = {
@@ -92,7 +106,7 @@
         { stroke: '#8a96a3', grid: { stroke: '#2a3440' }, ticks: { stroke: '#2a3440' }, label: yLabel, size: 60 },
       ],
       series: [{}].concat(names.map((n, i) => ({
-        label: n, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: false },
+        label: n, stroke: COLORS[n] || PALETTE[i % PALETTE.length], width: 1.5, points: { show: false },
       }))),
     };
     const data = [[]].concat(names.map(() => []));
