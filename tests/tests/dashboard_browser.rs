@@ -49,9 +49,7 @@ fn require_browser(test: &str) -> bool {
              install them with `apt-get install chromium chromium-driver` (cargo xtask test does)"
         );
     }
-    eprintln!(
-        "SKIPPED {test}: {missing:?} missing (apt-get install chromium chromium-driver)"
-    );
+    eprintln!("SKIPPED {test}: {missing:?} missing (apt-get install chromium chromium-driver)");
     false
 }
 
@@ -81,7 +79,10 @@ impl Driver {
         let d = Driver { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         d
@@ -113,7 +114,12 @@ macro_rules! within {
             if let Some(v) = $check {
                 break v;
             }
-            assert!(Instant::now() < deadline, "{}: not within {:?}", $what, $limit);
+            assert!(
+                Instant::now() < deadline,
+                "{}: not within {:?}",
+                $what,
+                $limit
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }};
@@ -250,7 +256,7 @@ ttl_ladder = ["10m"]
             "binary": CHROMIUM,
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2200", "--hide-scrollbars", "--no-first-run",
+                "--window-size=1400,1400", "--hide-scrollbars", "--no-first-run",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -265,40 +271,73 @@ ttl_ladder = ["10m"]
     let run = async {
         c.goto(&format!("http://{admin}/dashboard/")).await.unwrap();
         // The page polled at least once (it sets data-polls on <body>).
-        within!(Duration::from_secs(10), "first poll", async {
-            let polls = c.find(Locator::Css("body[data-polls]")).await.ok()?;
-            polls.attr("data-polls").await.ok()?
-        }
-        .await);
+        within!(
+            Duration::from_secs(10),
+            "first poll",
+            async {
+                let polls = c.find(Locator::Css("body[data-polls]")).await.ok()?;
+                polls.attr("data-polls").await.ok()?
+            }
+            .await
+        );
 
         // Some traffic from the client: a good request, then bad keys until
         // it is escalated (10 points each, threshold 50).
-        assert_eq!(get_from(&link.ns.name, &client_ip, addr, "demo-key"), Ok(200), "{}", gw.log_text());
+        assert_eq!(
+            get_from(&link.ns.name, &client_ip, addr, "demo-key"),
+            Ok(200),
+            "{}",
+            gw.log_text()
+        );
 
         // 1. An operator block appears within 2 s with its TTL.
-        gw.ok(&["block", "add", "192.0.2.77", "--ttl", "5m", "--reason", "scanner"]);
-        let ttl = within!(Duration::from_secs(2), "the operator block on the page", async {
-            text_of(&c, "#blocks tr[data-net='192.0.2.77'] .ttl").await
-        }
-        .await);
-        assert!(ttl.starts_with("4m") || ttl.starts_with("5m"), "TTL shown as {ttl:?}");
-        let row = text_of(&c, "#blocks tr[data-net='192.0.2.77']").await.unwrap();
+        gw.ok(&[
+            "block",
+            "add",
+            "192.0.2.77",
+            "--ttl",
+            "5m",
+            "--reason",
+            "scanner",
+        ]);
+        let ttl = within!(
+            Duration::from_secs(2),
+            "the operator block on the page",
+            async { text_of(&c, "#blocks tr[data-net='192.0.2.77'] .ttl").await }.await
+        );
+        assert!(
+            ttl.starts_with("4m") || ttl.starts_with("5m"),
+            "TTL shown as {ttl:?}"
+        );
+        let row = text_of(&c, "#blocks tr[data-net='192.0.2.77']")
+            .await
+            .unwrap();
         assert!(row.contains("operator") && row.contains("scanner"), "{row}");
 
         // 2. Bad API keys escalate the client; the timeline shows it.
         for i in 0..5 {
-            assert_eq!(get_from(&link.ns.name, &client_ip, addr, "wrong"), Ok(401), "request {i}");
+            assert_eq!(
+                get_from(&link.ns.name, &client_ip, addr, "wrong"),
+                Ok(401),
+                "request {i}"
+            );
         }
-        let entry = within!(Duration::from_secs(5), "the escalation in the timeline", async {
-            text_of(&c, &format!("#escalations li[data-source='{client_ip}']")).await
-        }
-        .await);
-        assert!(entry.contains("auth_failure") && entry.contains("50 points"), "{entry}");
+        let entry = within!(
+            Duration::from_secs(5),
+            "the escalation in the timeline",
+            async { text_of(&c, &format!("#escalations li[data-source='{client_ip}']")).await }
+                .await
+        );
+        assert!(
+            entry.contains("auth_failure") && entry.contains("50 points"),
+            "{entry}"
+        );
         assert!(entry.contains("in the kernel"), "{entry}");
-        let blocked = within!(Duration::from_secs(5), "the escalation block in the list", async {
-            text_of(&c, &format!("#blocks tr[data-net='{client_ip}']")).await
-        }
-        .await);
+        let blocked = within!(
+            Duration::from_secs(5),
+            "the escalation block in the list",
+            async { text_of(&c, &format!("#blocks tr[data-net='{client_ip}']")).await }.await
+        );
         assert!(blocked.contains("escalation"), "{blocked}");
 
         // 3. Its next packets are dropped in the kernel: the verdict chart
@@ -331,7 +370,9 @@ ttl_ladder = ["10m"]
             .unwrap();
         assert!(points >= 3);
         // uPlot drew its canvas.
-        c.find(Locator::Css("#verdict-chart canvas")).await.expect("a chart canvas");
+        c.find(Locator::Css("#verdict-chart canvas"))
+            .await
+            .expect("a chart canvas");
 
         // Another client keeps being served (a few wrong keys, below the
         // threshold, and calls of the dead upstream), so the traffic charts
@@ -349,35 +390,49 @@ ttl_ladder = ["10m"]
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(served, 20, "the other client was hurt: {}", gw.log_text());
-        within!(Duration::from_secs(5), "requests in the traffic chart", async {
-            let v = c
-                .execute(
-                    "const ch = window.gatewayDashboard.charts.rps; if (!ch) return null; \
+        within!(
+            Duration::from_secs(5),
+            "requests in the traffic chart",
+            async {
+                let v = c
+                    .execute(
+                        "const ch = window.gatewayDashboard.charts.rps; if (!ch) return null; \
                      const i = ch.names.indexOf('2xx'); \
                      return Math.max(0, ...ch.data[i + 1].filter(x => x !== null));",
-                    vec![],
-                )
-                .await
-                .ok()?;
-            (v.as_f64()? > 0.0).then_some(())
-        }
-        .await);
+                        vec![],
+                    )
+                    .await
+                    .ok()?;
+                (v.as_f64()? > 0.0).then_some(())
+            }
+            .await
+        );
 
         // 4. The upstream whose only target is down shows as unhealthy.
-        let health = within!(Duration::from_secs(10), "the dead upstream as unhealthy", async {
-            let row = c
-                .find(Locator::Css("#upstreams tr[data-upstream='billing']"))
-                .await
-                .ok()?;
-            row.attr("data-health").await.ok()?.filter(|h| h == "unhealthy")
-        }
-        .await);
+        let health = within!(
+            Duration::from_secs(10),
+            "the dead upstream as unhealthy",
+            async {
+                let row = c
+                    .find(Locator::Css("#upstreams tr[data-upstream='billing']"))
+                    .await
+                    .ok()?;
+                row.attr("data-health")
+                    .await
+                    .ok()?
+                    .filter(|h| h == "unhealthy")
+            }
+            .await
+        );
         assert_eq!(health, "unhealthy");
         let demo = c
             .find(Locator::Css("#upstreams tr[data-upstream='demo']"))
             .await
             .unwrap();
-        assert_eq!(demo.attr("data-health").await.unwrap().as_deref(), Some("healthy"));
+        assert_eq!(
+            demo.attr("data-health").await.unwrap().as_deref(),
+            Some("healthy")
+        );
 
         // The screenshot for the docs, during the escalation.
         let png = c.screenshot().await.expect("screenshot");
@@ -386,33 +441,72 @@ ttl_ladder = ["10m"]
         eprintln!("dashboard screenshot: {}", shot.display());
 
         // 5. A write action without the token is refused, and changes nothing.
-        c.find(Locator::Css("#block-net")).await.unwrap().send_keys("192.0.2.99").await.unwrap();
-        c.find(Locator::Css("#block-submit")).await.unwrap().click().await.unwrap();
-        let status = within!(Duration::from_secs(5), "the refusal", async {
-            text_of(&c, "#action-status").await.filter(|s| s.contains("refused"))
-        }
-        .await);
+        c.find(Locator::Css("#block-net"))
+            .await
+            .unwrap()
+            .send_keys("192.0.2.99")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#block-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let status = within!(
+            Duration::from_secs(5),
+            "the refusal",
+            async {
+                text_of(&c, "#action-status")
+                    .await
+                    .filter(|s| s.contains("refused"))
+            }
+            .await
+        );
         assert!(status.contains("401"), "{status}");
         let list = gw.ok(&["block", "list", "--json"]);
-        assert!(!list.contains("192.0.2.99"), "blocked without the token: {list}");
+        assert!(
+            !list.contains("192.0.2.99"),
+            "blocked without the token: {list}"
+        );
 
         // With the token, unblocking from the page works.
-        c.find(Locator::Css("#token")).await.unwrap().send_keys(TOKEN).await.unwrap();
-        c.find(Locator::Css("#block-net")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Css("#token"))
+            .await
+            .unwrap()
+            .send_keys(TOKEN)
+            .await
+            .unwrap();
+        c.find(Locator::Css("#block-net"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         // The table is re-rendered at each poll: find and click together.
-        within!(Duration::from_secs(5), "the unblock button", async {
-            let b = c
-                .find(Locator::Css("#blocks tr[data-net='192.0.2.77'] button.unblock"))
-                .await
-                .ok()?;
-            b.click().await.ok()
-        }
-        .await);
-        within!(Duration::from_secs(5), "the unblock", async {
-            let list = gw.ok(&["block", "list", "--json"]);
-            (!list.contains("192.0.2.77")).then_some(())
-        }
-        .await);
+        within!(
+            Duration::from_secs(5),
+            "the unblock button",
+            async {
+                let b = c
+                    .find(Locator::Css(
+                        "#blocks tr[data-net='192.0.2.77'] button.unblock",
+                    ))
+                    .await
+                    .ok()?;
+                b.click().await.ok()
+            }
+            .await
+        );
+        within!(
+            Duration::from_secs(5),
+            "the unblock",
+            async {
+                let list = gw.ok(&["block", "list", "--json"]);
+                (!list.contains("192.0.2.77")).then_some(())
+            }
+            .await
+        );
         assert!(
             gw.log_text().contains("dashboard action applied"),
             "the action is logged: {}",
