@@ -198,6 +198,15 @@ fn state_reports_known_state_and_never_a_secret() {
     assert!(lat["p50_seconds"].as_f64().unwrap() > 0.0);
     assert!(lat["p99_seconds"].as_f64().unwrap() >= lat["p50_seconds"].as_f64().unwrap());
 
+    // The same numbers in /metrics, under the two new families.
+    let metrics = get(gw.admin, "/metrics", &[]).body;
+    for line in [
+        r#"gateway_rate_limit_rejections_total{route="api",limit="tight"} 1"#,
+        r#"gateway_auth_policy_failures_total{policy="key",reason="invalid_credentials"} 3"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+
     // The escalation timeline.
     let recent = s["escalations"]["recent"].as_array().unwrap();
     assert_eq!(recent.len(), 1, "{s:#}");

@@ -91,8 +91,10 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // The process group we created (pgid = our child's pid).
-        let pgid = self.child.id() as i32;
+        // The process group we created (pgid = our child's pid, not yet
+        // reaped, so not reused): chromedriver and the browsers it started.
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals that process group.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
     }

@@ -335,10 +335,11 @@ fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, String> {
 /// say). `Origin` must name the `Host` it was sent to; `Sec-Fetch-Site`,
 /// when sent, must be `same-origin`.
 fn cross_site(h: &HeaderMap) -> Option<&'static str> {
-    if let Some(site) = h.get("sec-fetch-site") {
-        if site.as_bytes() != b"same-origin" && site.as_bytes() != b"none" {
-            return Some("Sec-Fetch-Site is not same-origin");
-        }
+    if let Some(site) = h.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+        && site.as_bytes() != b"none"
+    {
+        return Some("Sec-Fetch-Site is not same-origin");
     }
     if let Some(origin) = h.get(header::ORIGIN) {
         let host = h
