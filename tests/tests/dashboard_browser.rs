@@ -258,7 +258,7 @@ ttl_ladder = ["10m"]
             "binary": CHROMIUM,
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1400", "--hide-scrollbars", "--no-first-run",
+                "--window-size=1400,1560", "--hide-scrollbars", "--no-first-run",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),

@@ -297,10 +297,18 @@ struct UnblockBody {
 }
 
 /// The admin request an action body asks for; errors say what is wrong.
+/// `net` must parse as an address or CIDR here already, so nothing but a
+/// valid network reaches the handler or the log.
 fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, String> {
+    let valid_net = |net: &str| {
+        net.parse::<crate::net::Net>().map(|_| ()).map_err(|_| {
+            "net must be an IP address or CIDR, e.g. 192.0.2.7 or 2001:db8::/64".to_owned()
+        })
+    };
     if unblock {
         let b: UnblockBody =
             serde_json::from_slice(body).map_err(|e| format!("invalid unblock body: {e}"))?;
+        valid_net(&b.net)?;
         return Ok(AdminRequest::BlockDel {
             net: b.net,
             cluster: b.cluster,
@@ -308,6 +316,7 @@ fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, String> {
     }
     let b: BlockBody =
         serde_json::from_slice(body).map_err(|e| format!("invalid block body: {e}"))?;
+    valid_net(&b.net)?;
     if b.ttl_secs == 0 || b.ttl_secs > MAX_BLOCK_TTL.as_secs() {
         return Err(format!(
             "ttl_secs must be between 1 and {} (30 days); permanent blocks are for the CLI",
@@ -504,6 +513,9 @@ mod tests {
             br#"{"net":"192.0.2.1","ttl_secs":99999999}"#,
             br#"{"net":"192.0.2.1","ttl_secs":60,"reason":"a\nb"}"#,
             br#"{"net":"192.0.2.1","ttl_secs":60,"extra":1}"#,
+            br#"{"net":"192.0.2.1\nforged log line","ttl_secs":60}"#,
+            br#"{"net":"example.com","ttl_secs":60}"#,
+            br#"{"net":"192.0.2.0/33","ttl_secs":60}"#,
             b"net=192.0.2.1",
         ] {
             assert!(
@@ -513,5 +525,7 @@ mod tests {
             );
         }
         assert!(parse_action(br#"{"net":"192.0.2.1"}"#, true).is_ok());
+        assert!(parse_action(br#"{"net":"2001:db8::/64"}"#, true).is_ok());
+        assert!(parse_action(br#"{"net":"not an address"}"#, true).is_err());
     }
 }
