@@ -264,10 +264,10 @@ impl Metrics {
     }
 
     /// Counts an auth failure of `policy` (a configured name: bounded).
-    pub fn auth_policy_failure(&self, policy: &str, reason: &'static str) {
+    pub fn auth_policy_failure(&self, policy: &Arc<str>, reason: &'static str) {
         self.auth_policy_failures
             .get_or_create(&PolicyLabels {
-                policy: policy.into(),
+                policy: policy.clone(),
                 reason,
             })
             .inc();

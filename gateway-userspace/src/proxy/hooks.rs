@@ -54,7 +54,7 @@ pub struct Extras {
     pub auth_failure: Option<&'static str>,
     /// The auth policy the request failed (set with `auth_failure`), for
     /// the per-policy failure counts of metrics and the dashboard.
-    pub auth_policy: Option<String>,
+    pub auth_policy: Option<std::sync::Arc<str>>,
     /// The rate-limit outcome: `allowed`, `delayed` or `rejected` (absent
     /// when no limit applies), for the access log and metrics.
     pub rate_limit: Option<&'static str>,

@@ -242,8 +242,9 @@ mod tests {
             m.request(&api, &http::Method::GET, status, secs);
         }
         m.rate_limit_rejection(&api, "per-ip");
-        m.auth_policy_failure("keys", "invalid_credentials");
-        m.auth_policy_failure("keys", "invalid_credentials");
+        let keys: Arc<str> = "keys".into();
+        m.auth_policy_failure(&keys, "invalid_credentials");
+        m.auth_policy_failure(&keys, "invalid_credentials");
         m.validation_failures
             .get_or_create(&crate::observe::metrics::RouteLabels { route: api.clone() })
             .inc();
