@@ -274,11 +274,11 @@ impl Metrics {
     }
 
     /// Counts a 429 of `route` answered by `limit` (a configured name).
-    pub fn rate_limit_rejection(&self, route: &Arc<str>, limit: &str) {
+    pub fn rate_limit_rejection(&self, route: &Arc<str>, limit: &Arc<str>) {
         self.rate_limit_rejections
             .get_or_create(&LimitLabels {
                 route: route.clone(),
-                limit: limit.into(),
+                limit: limit.clone(),
             })
             .inc();
     }

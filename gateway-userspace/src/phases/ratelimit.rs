@@ -382,7 +382,7 @@ fn respond(
             "allowed"
         });
         if over_quota.is_some() || rejected.is_some() {
-            extras.rate_limited_by = rejected_by.map(str::to_owned);
+            extras.rate_limited_by = rejected_by.map(Arc::from);
         }
     }
     if let Some(reset) = over_quota {

@@ -60,7 +60,7 @@ pub struct Extras {
     pub rate_limit: Option<&'static str>,
     /// The limit that answered 429: a limit's name, or the quota's
     /// (`plan:<name>`, `limit:<name>`) when over quota.
-    pub rate_limited_by: Option<String>,
+    pub rate_limited_by: Option<std::sync::Arc<str>>,
     /// The validation outcome (`passed`, `failed`...), set by the validate
     /// phase when it checks the request.
     pub validation: Option<&'static str>,

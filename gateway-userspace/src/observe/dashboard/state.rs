@@ -241,7 +241,7 @@ mod tests {
         for (status, secs) in [(200, 0.003), (200, 0.004), (503, 0.2), (429, 0.001)] {
             m.request(&api, &http::Method::GET, status, secs);
         }
-        m.rate_limit_rejection(&api, "per-ip");
+        m.rate_limit_rejection(&api, &"per-ip".into());
         let keys: Arc<str> = "keys".into();
         m.auth_policy_failure(&keys, "invalid_credentials");
         m.auth_policy_failure(&keys, "invalid_credentials");
