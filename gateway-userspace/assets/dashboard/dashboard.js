@@ -161,7 +161,9 @@
     const blocks = (s.blocks || []).filter((b) => !b.expired);
     $('blocks-count').textContent = String(blocks.length);
     fill('blocks', blocks.map((b) => {
-      let origin = b.source;
+      // The block's origin: operator (CLI, page), static ([xdp] block in
+      // the config), escalation; cluster-wide ones name their node.
+      let origin = b.source === 'config' ? 'static (config)' : b.source;
       if (b.cluster) origin += b.origin ? ' (cluster, ' + b.origin + ')' : ' (cluster)';
       const ttl = el('span', fmtDur(b.ttl_secs_left), 'ttl');
       if (b.ttl_secs_left !== null) ttl.dataset.expires = String(Date.now() / 1000 + b.ttl_secs_left);
