@@ -97,6 +97,15 @@ impl Drop for Driver {
         // SAFETY: kill(2) with a negative pid signals that process group.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
+        // Until the browsers of the group are gone too (bounded: 5 s);
+        // signal 0 only checks that the group still has a member.
+        for _ in 0..50 {
+            // SAFETY: as above, signal 0 sends nothing.
+            if unsafe { libc::kill(-pgid, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -311,9 +320,11 @@ ttl_ladder = ["10m"]
             ttl.starts_with("4m") || ttl.starts_with("5m"),
             "TTL shown as {ttl:?}"
         );
-        let row = text_of(&c, "#blocks tr[data-net='192.0.2.77']")
-            .await
-            .unwrap();
+        let row = within!(
+            Duration::from_secs(5),
+            "the operator block's row",
+            async { text_of(&c, "#blocks tr[data-net='192.0.2.77']").await }.await
+        );
         assert!(row.contains("operator") && row.contains("scanner"), "{row}");
 
         // 2. Bad API keys escalate the client; the timeline shows it.
@@ -427,14 +438,21 @@ ttl_ladder = ["10m"]
             .await
         );
         assert_eq!(health, "unhealthy");
-        let demo = c
-            .find(Locator::Css("#upstreams tr[data-upstream='demo']"))
+        // (The tables are re-rendered at each poll: an element found may be
+        // stale when read, so each read is retried within a bound.)
+        let demo = within!(
+            Duration::from_secs(5),
+            "the demo upstream's row",
+            async {
+                let row = c
+                    .find(Locator::Css("#upstreams tr[data-upstream='demo']"))
+                    .await
+                    .ok()?;
+                row.attr("data-health").await.ok()?
+            }
             .await
-            .unwrap();
-        assert_eq!(
-            demo.attr("data-health").await.unwrap().as_deref(),
-            Some("healthy")
         );
+        assert_eq!(demo, "healthy");
 
         // The screenshot for the docs, during the escalation.
         let png = c.screenshot().await.expect("screenshot");
