@@ -349,6 +349,7 @@ impl Config {
         })?;
         config.validation.set_source(origin, text);
         config.validate(origin)?;
+        crate::observe::config::validate_dashboard(&config.observability, text, origin)?;
         crate::proxy::config::validate_and_resolve(&mut config, text, origin)?;
         Ok(config)
     }

@@ -52,6 +52,16 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // Started by `gateway upgrade`: the running gateway's sockets are ours
     // to take (it keeps accepting on them until we are ready).
     let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
+    let started_unix = xdp::clock::unix_now();
+    // The dashboard token is read before anything starts: a missing or
+    // short file is a start-up error naming the file.
+    let dashboard_token = match &config.observability.dashboard.token_file {
+        Some(p) if config.observability.enabled && config.observability.dashboard.enabled => Some(
+            observe::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))
+                .map_err(anyhow::Error::msg)?,
+        ),
+        _ => None,
+    };
 
     let mut attached = None;
     let mut maps: Option<Arc<Mutex<XdpMaps>>> = None;
@@ -232,9 +242,13 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         }
         .with_context(|| format!("binding the [observability] listener {addr}"))?;
         observability_fd = Some((addr, listener.as_fd().try_clone_to_owned()?));
+        let dash = &config.observability.dashboard;
         tracing::info!(
             address = %listener.local_addr()?,
-            "admin HTTP listening (/metrics, /healthz, /readyz)"
+            dashboard = dash.enabled,
+            dashboard_write = dash.enabled && dash.write,
+            "admin HTTP listening (/metrics, /healthz, /readyz{})",
+            if dash.enabled { ", /dashboard/" } else { "" }
         );
         let readiness = Arc::new(Readiness {
             xdp: if attached.is_some() {
@@ -245,7 +259,31 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             state: proxy.watch(),
             cluster: cluster.clone(),
         });
-        Some(observe::http::serve(listener, metrics.clone(), readiness))
+        let dashboard = dash.enabled.then(|| {
+            Arc::new(observe::dashboard::Dashboard::new(
+                observe::dashboard::state::Sources {
+                    admin: state.clone(),
+                    escalator: escalator.clone(),
+                    proxy: proxy.watch(),
+                    metrics: metrics.clone(),
+                    xdp: if attached.is_some() {
+                        "attached"
+                    } else {
+                        "off"
+                    },
+                    started_unix,
+                },
+                dash,
+                config.observability.listen,
+                dashboard_token.clone(),
+            ))
+        });
+        Some(observe::http::serve(
+            listener,
+            metrics.clone(),
+            readiness,
+            dashboard,
+        ))
     } else {
         None
     };

@@ -27,7 +27,11 @@ const LLVM_PACKAGES: &[&str] = &[
 /// Debian packages the privileged tests use: `ip` (netns, veth), `nsenter`,
 /// `mount` (bpffs), and for the cluster tests `redis-server` (a private
 /// Redis per test, started as a child process; apt's policy-rc.d keeps the
-/// system service from starting) with `redis-cli` from `redis-tools`.
+/// system service from starting) with `redis-cli` from `redis-tools`, and
+/// for the dashboard's browser test (`tests/tests/dashboard_browser.rs`)
+/// Debian's `chromium` with its WebDriver, `chromium-driver`
+/// (`/usr/bin/chromedriver`), driven headless, with `fonts-liberation` so
+/// its screenshot has legible text (apt installs without recommends).
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
@@ -35,6 +39,9 @@ const TEST_PACKAGES: &[&str] = &[
     "iputils-ping",
     "redis-server",
     "redis-tools",
+    "chromium",
+    "chromium-driver",
+    "fonts-liberation",
 ];
 
 /// Which set of prerequisites a command needs.

@@ -17,7 +17,7 @@ mod sink;
 mod tests;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{
         Arc, Mutex, OnceLock, Weak,
@@ -95,6 +95,34 @@ pub struct Escalation {
     pub reason: String,
 }
 
+/// How many escalations [`Escalator::recent`] keeps (the dashboard's
+/// timeline); older ones are forgotten first.
+pub const RECENT_ESCALATIONS: usize = 256;
+
+/// One entry of the recent-escalations timeline.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Escalated {
+    /// When it happened, Unix seconds.
+    pub at_unix: u64,
+    /// The source blocked (a host, or an IPv6 prefix).
+    pub source: String,
+    /// The offence that crossed the threshold (`auth_failure`...).
+    pub kind: &'static str,
+    /// Points the source had when it crossed (the threshold, for a
+    /// cluster-wide crossing).
+    pub points: u32,
+    /// What earned them ("auth_failure 60, rate_limited 40").
+    pub reason: String,
+    /// Escalations of this source within `forget_after` (the TTL-ladder step).
+    pub offences: u32,
+    /// The block's (or throttle's) TTL, seconds.
+    pub ttl_secs: u64,
+    /// `block` or `throttle`.
+    pub action: &'static str,
+    /// Written into the XDP maps (false: blocked at L7 only).
+    pub in_kernel: bool,
+}
+
 #[derive(Clone, Copy, Default)]
 struct SourceState {
     points: u32,
@@ -134,6 +162,8 @@ pub struct Escalator {
     /// Bumped by every change of the tracked state: the state file is
     /// rewritten only when it moved ([`persist`]).
     changes: AtomicU64,
+    /// The last [`RECENT_ESCALATIONS`] escalations, oldest first.
+    recent: Mutex<VecDeque<Escalated>>,
 }
 
 impl Escalator {
@@ -150,7 +180,19 @@ impl Escalator {
             escalation_errors_total: AtomicU64::new(0),
             cluster: OnceLock::new(),
             changes: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_ESCALATIONS)),
         }
+    }
+
+    /// The most recent escalations (at most [`RECENT_ESCALATIONS`]), oldest
+    /// first: the dashboard's timeline. Kept in memory only.
+    pub fn recent(&self) -> Vec<Escalated> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn weight(&self, o: Offence) -> u32 {
@@ -183,7 +225,7 @@ impl Escalator {
         self.changes.fetch_add(1, Ordering::Relaxed);
         let window = self.cfg.window.as_nanos() as u64;
         let w = self.weight(offence);
-        let (offences, by_offence) = {
+        let (offences, points, by_offence) = {
             let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
             if !shard.contains_key(&key) && shard.len() >= (self.cfg.max_sources / SHARDS).max(1) {
                 evict(&mut shard, now, window);
@@ -206,10 +248,12 @@ impl Escalator {
                 self.score_in_cluster(key, ip, offence, w, seen);
                 return None;
             }
+            let points = st.points;
             let offences = self.mark_escalated(st, now);
-            (offences, std::mem::take(&mut st.by_offence))
+            (offences, points, std::mem::take(&mut st.by_offence))
         };
-        self.escalate(key, ip, seen, offences, reason_text(&by_offence))
+        let crossing = (offence, points);
+        self.escalate(key, ip, seen, offences, reason_text(&by_offence), crossing)
     }
 
     /// Lets offences count across the cluster: a source whose points cross
@@ -258,7 +302,8 @@ impl Escalator {
             self.mark_escalated(st, now)
         };
         let reason = format!("cluster-wide {}", offence.name());
-        self.escalate(key, ip, Seen::Socket, offences, reason);
+        let crossing = (offence, self.cfg.threshold);
+        self.escalate(key, ip, Seen::Socket, offences, reason, crossing);
     }
 
     /// Counts an escalation of `st` at `now` (the TTL ladder's step) and
@@ -275,8 +320,9 @@ impl Escalator {
         st.offences
     }
 
-    /// Writes an escalation into the kernel (or keeps it at L7), logs it
-    /// and counts it.
+    /// Writes an escalation into the kernel (or keeps it at L7), logs it,
+    /// counts it and adds it to the timeline. `crossing`: the offence that
+    /// crossed the threshold and the points the source had then.
     fn escalate(
         &self,
         key: IpAddr,
@@ -284,6 +330,7 @@ impl Escalator {
         seen: Seen,
         offences: u32,
         reason: String,
+        crossing: (Offence, u32),
     ) -> Option<Escalation> {
         let ttl = self.ttl_for(offences);
         let source = source_net(key, self.cfg.ipv6_prefix_len);
@@ -316,6 +363,26 @@ impl Escalator {
             in_kernel,
             "source escalated"
         );
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() >= RECENT_ESCALATIONS {
+                recent.pop_front();
+            }
+            recent.push_back(Escalated {
+                at_unix: clock::unix_now(),
+                source: source.to_string(),
+                kind: crossing.0.name(),
+                points: crossing.1,
+                reason: reason.clone(),
+                offences,
+                ttl_secs: ttl.as_secs(),
+                action: match self.cfg.action {
+                    Action::Block => "block",
+                    Action::Throttle => "throttle",
+                },
+                in_kernel,
+            });
+        }
         Some(Escalation {
             source,
             ttl,

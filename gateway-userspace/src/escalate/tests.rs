@@ -189,3 +189,38 @@ fn disabled_escalates_nothing() {
     }
     assert!(rec.blocks.lock().unwrap().is_empty());
 }
+
+#[test]
+fn recent_escalations_are_a_bounded_timeline() {
+    let (e, _rec) = escalator(|c| c.ttl_ladder = vec![Duration::from_secs(600)], vec![]);
+    for _ in 0..4 {
+        e.record(ip("192.0.2.9"), Offence::AuthFailure, Seen::Socket);
+    }
+    let r = e.recent();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].source, "192.0.2.9");
+    assert_eq!(r[0].kind, "auth_failure");
+    assert_eq!(r[0].points, 30);
+    assert_eq!(r[0].reason, "auth_failure 30");
+    assert_eq!((r[0].ttl_secs, r[0].offences), (600, 1));
+    assert_eq!(r[0].action, "block");
+    assert!(r[0].in_kernel && r[0].at_unix > 0);
+    // More escalations than the ring holds: the oldest go first.
+    let n = RECENT_ESCALATIONS + 10;
+    for i in 0..n {
+        let a = IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+        for _ in 0..3 {
+            e.record(a, Offence::MalformedHttp, Seen::Socket);
+        }
+    }
+    let r = e.recent();
+    assert_eq!(r.len(), RECENT_ESCALATIONS);
+    assert_eq!(
+        r.last().unwrap().source,
+        format!("10.0.1.{}", (n - 1) % 256)
+    );
+    assert_eq!(
+        r[0].source, "10.0.0.10",
+        "the first 11 (192.0.2.9 and 10.0.0.0-9) were dropped"
+    );
+}

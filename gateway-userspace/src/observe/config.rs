@@ -76,8 +76,116 @@ pub struct ObservabilitySection {
     /// Serve `/metrics`, `/healthz`, `/readyz`.
     pub enabled: bool,
     /// Address of the admin HTTP listener; keep it on loopback or a
-    /// management network (it has no authentication).
+    /// management network (`/metrics`, `/healthz`, `/readyz` have no
+    /// authentication; the dashboard's API needs its token off loopback).
     pub listen: SocketAddr,
+    /// `[observability.dashboard]`: the live dashboard page on this listener.
+    pub dashboard: DashboardSection,
+}
+
+/// `[observability.dashboard]`: the live dashboard (`/dashboard/`) and its
+/// JSON API (`/dashboard/api/state`, `/dashboard/api/block`,
+/// `/dashboard/api/unblock`), served by the admin HTTP listener.
+/// docs/operations.md "Dashboard" describes the security model.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSection {
+    /// Serve the page and its API (read-only unless `write`).
+    pub enabled: bool,
+    /// Allow the write actions (block a source with a TTL, unblock one);
+    /// needs `token_file`.
+    pub write: bool,
+    /// File whose content (surrounding whitespace trimmed, at least 16
+    /// bytes) is the token the page sends in `X-Gateway-Token`; relative
+    /// paths are resolved against the config file's directory. Read at start.
+    pub token_file: Option<PathBuf>,
+    /// How often the page polls `/dashboard/api/state`.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for DashboardSection {
+    fn default() -> Self {
+        Self {
+            // On whenever the listener is: read-only, and the listener is
+            // on loopback by default (HAProxy's stats page and Envoy's admin
+            // page are likewise served by their admin listener).
+            enabled: true,
+            // Read-only: no state changes from a browser unless asked for.
+            write: false,
+            // No token: the API answers loopback clients only.
+            token_file: None,
+            // 1 s, as HAProxy's stats page "refresh" choices start at.
+            refresh_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The checks `[observability.dashboard]` needs beyond its types: a token
+/// when writes are on, and a token when the listener is not on loopback
+/// (anyone who can reach it could read the blocklist otherwise). Errors
+/// name the line of the offending key in `text`.
+pub(crate) fn validate_dashboard(
+    o: &ObservabilitySection,
+    text: &str,
+    origin: &str,
+) -> Result<(), crate::config::ConfigError> {
+    let d = &o.dashboard;
+    if !o.enabled || !d.enabled || d.token_file.is_some() {
+        return Ok(());
+    }
+    let (key, message) = if d.write {
+        (
+            "write",
+            "[observability.dashboard] write = true needs token_file: write actions are \
+             authorized by the token sent in the X-Gateway-Token header"
+                .to_owned(),
+        )
+    } else if !o.listen.ip().is_loopback() {
+        (
+            "listen",
+            format!(
+                "[observability] listen = \"{}\" is not a loopback address and the dashboard \
+                 is enabled without a token: set [observability.dashboard] token_file, set \
+                 [observability.dashboard] enabled = false, or listen on 127.0.0.1",
+                o.listen
+            ),
+        )
+    } else {
+        return Ok(());
+    };
+    let (line, column) = key_position(text, key).unwrap_or((1, 1));
+    Err(crate::config::ConfigError::Invalid {
+        path: origin.to_owned(),
+        line,
+        column,
+        message,
+    })
+}
+
+/// Line and column of `[observability] listen` or
+/// `[observability.dashboard] write` in the config text.
+fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    #[derive(Deserialize)]
+    struct Probe {
+        observability: Option<ProbeObs>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeObs {
+        listen: Option<toml::Spanned<toml::Value>>,
+        dashboard: Option<ProbeDash>,
+    }
+    #[derive(Deserialize)]
+    struct ProbeDash {
+        write: Option<toml::Spanned<toml::Value>>,
+    }
+    let probe: Probe = toml::from_str(text).ok()?;
+    let obs = probe.observability?;
+    let span = match key {
+        "listen" => obs.listen?.span(),
+        _ => obs.dashboard?.write?.span(),
+    };
+    Some(crate::config::line_col(text, span.start))
 }
 
 impl Default for ObservabilitySection {
@@ -88,6 +196,7 @@ impl Default for ObservabilitySection {
             enabled: false,
             // Loopback only, the Envoy-admin-like port.
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            dashboard: DashboardSection::default(),
         }
     }
 }
@@ -128,5 +237,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("gw.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn dashboard_off_loopback_needs_a_token() {
+        let e = Config::parse(
+            "[observability]\nenabled = true\nlisten = \"0.0.0.0:9901\"\n",
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("gw.toml:3:10") && e.contains("token_file"),
+            "{e}"
+        );
+        // [::] and a LAN address too; loopback (v4 and v6) is fine.
+        for listen in ["[::]:9901", "192.168.1.10:9901"] {
+            let t = format!("[observability]\nenabled = true\nlisten = \"{listen}\"\n");
+            assert!(Config::parse(&t, "t").is_err(), "{listen}");
+        }
+        for listen in ["127.0.0.1:9901", "[::1]:9901"] {
+            let t = format!("[observability]\nenabled = true\nlisten = \"{listen}\"\n");
+            Config::parse(&t, "t").unwrap();
+        }
+        // With a token, or with the dashboard off, it is allowed.
+        Config::parse(
+            "[observability]\nenabled = true\nlisten = \"0.0.0.0:9901\"\n\
+             [observability.dashboard]\ntoken_file = \"/etc/gateway/dashboard.token\"\n",
+            "t",
+        )
+        .unwrap();
+        Config::parse(
+            "[observability]\nenabled = true\nlisten = \"0.0.0.0:9901\"\n\
+             [observability.dashboard]\nenabled = false\n",
+            "t",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn dashboard_write_needs_a_token_and_unknown_keys_fail() {
+        let e = Config::parse(
+            "[observability]\nenabled = true\n[observability.dashboard]\nwrite = true\n",
+            "gw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("gw.toml:4:9") && e.contains("token_file"),
+            "{e}"
+        );
+        let e = Config::parse("[observability.dashboard]\nwirte = true\n", "gw.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("gw.toml:2:") && e.contains("wirte"), "{e}");
+        let d = Config::embedded_default().observability.dashboard;
+        assert!(d.enabled && !d.write && d.token_file.is_none());
     }
 }

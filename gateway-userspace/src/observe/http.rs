@@ -2,8 +2,10 @@
 //! (Prometheus text format), `GET /healthz` (200 while the process runs)
 //! and `GET /readyz` (200 only when the config is loaded, XDP is attached
 //! or deliberately off, and some pool has a healthy target; otherwise 503
-//! with a JSON body naming what is not ready). No authentication: bind it
-//! to loopback or a management network.
+//! with a JSON body naming what is not ready), and the live dashboard
+//! under `/dashboard/` (`/` redirects there; see [`super::dashboard`]).
+//! `/metrics`, `/healthz` and `/readyz` have no authentication: bind the
+//! listener to loopback or a management network.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use super::metrics::Metrics;
+use super::{dashboard::Dashboard, metrics::Metrics};
 use crate::proxy::server::StateWatch;
 
 /// What `/readyz` looks at.
@@ -82,23 +84,34 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until aborted.
+/// Serves until aborted; `dashboard`: `None` when it is disabled.
 pub fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    dashboard: Option<Arc<Dashboard>>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
+            let Ok((tcp, peer)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let (m, r) = (metrics.clone(), readiness.clone());
+            let (m, r, d) = (metrics.clone(), readiness.clone(), dashboard.clone());
             tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let resp = answer(&req, &m, &r);
-                    async move { Ok::<_, Infallible>(resp) }
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (m, r, d) = (m.clone(), r.clone(), d.clone());
+                    async move {
+                        let path = req.uri().path();
+                        let resp = match &d {
+                            Some(d) if path == "/dashboard" || path.starts_with("/dashboard/") => {
+                                d.answer(req, peer).await
+                            }
+                            Some(_) if path == "/" => super::dashboard::redirect("/dashboard/"),
+                            _ => answer(&req, &m, &r),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -141,7 +154,7 @@ fn answer(
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /metrics, /healthz, /readyz\n".into(),
+            "not found: /metrics, /healthz, /readyz, /dashboard/\n".into(),
         ),
     }
 }

@@ -56,6 +56,21 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+/// An auth policy (a config name) and the failure reason (a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: Arc<str>,
+    pub reason: &'static str,
+}
+
+/// A route and the limit (a config name, or `plan:<name>` /
+/// `limit:<name>` for a quota) that rejected a request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub route: Arc<str>,
+    pub limit: Arc<str>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
@@ -77,6 +92,10 @@ pub struct Metrics {
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Auth failures by policy and reason.
+    pub auth_policy_failures: Family<PolicyLabels, Counter>,
+    /// 429s by route and the limit or quota that answered them.
+    pub rate_limit_rejections: Family<LimitLabels, Counter>,
     /// Aggregate route calls, by route, call, upstream and outcome.
     pub aggregate_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
     pub validation_failures: Family<RouteLabels, Counter>,
@@ -106,6 +125,8 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             upstream_duration: Family::new_with_constructor(latency as fn() -> Histogram),
             auth_failures: Family::default(),
+            auth_policy_failures: Family::default(),
+            rate_limit_rejections: Family::default(),
             aggregate_calls: Family::new_with_constructor(latency as fn() -> Histogram),
             validation_failures: Family::default(),
             rate_limit_decisions: Family::default(),
@@ -136,6 +157,16 @@ impl Metrics {
             "auth_failures",
             "Requests that did not get an identity, by reason",
             m.auth_failures.clone(),
+        );
+        r.register(
+            "auth_policy_failures",
+            "Requests that failed authentication, by auth policy and reason",
+            m.auth_policy_failures.clone(),
+        );
+        r.register(
+            "rate_limit_rejections",
+            "Requests rejected (429) by a rate limit or quota, by route and limit",
+            m.rate_limit_rejections.clone(),
         );
         r.register(
             "validation_failures",
@@ -179,7 +210,42 @@ impl Metrics {
         out
     }
 
-    /// Counts one answered request.
+    /// The text exposition of the request-path families only (requests,
+    /// latency, auth, validation, rate limits, rejections), without the
+    /// collectors (which walk the XDP maps): what the dashboard polls.
+    pub fn encode_events(&self) -> String {
+        let mut r = Registry::with_prefix("gateway");
+        r.register("http_requests", "", self.requests.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "",
+            self.request_duration.clone(),
+        );
+        r.register("auth_failures", "", self.auth_failures.clone());
+        r.register(
+            "auth_policy_failures",
+            "",
+            self.auth_policy_failures.clone(),
+        );
+        r.register(
+            "rate_limit_rejections",
+            "",
+            self.rate_limit_rejections.clone(),
+        );
+        r.register("validation_failures", "", self.validation_failures.clone());
+        r.register(
+            "rate_limit_decisions",
+            "",
+            self.rate_limit_decisions.clone(),
+        );
+        r.register("rejections", "", self.rejections.clone());
+        let mut out = String::new();
+        if encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+
     /// Counts a finished request. Labels are shared (`Arc`) or static, so
     /// looking up the series allocates nothing.
     pub fn request(&self, route: &Arc<str>, method: &http::Method, status: u16, seconds: f64) {
@@ -195,6 +261,26 @@ impl Metrics {
                 route: route.clone(),
             })
             .observe(seconds);
+    }
+
+    /// Counts an auth failure of `policy` (a configured name: bounded).
+    pub fn auth_policy_failure(&self, policy: &Arc<str>, reason: &'static str) {
+        self.auth_policy_failures
+            .get_or_create(&PolicyLabels {
+                policy: policy.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a 429 of `route` answered by `limit` (a configured name).
+    pub fn rate_limit_rejection(&self, route: &Arc<str>, limit: &Arc<str>) {
+        self.rate_limit_rejections
+            .get_or_create(&LimitLabels {
+                route: route.clone(),
+                limit: limit.clone(),
+            })
+            .inc();
     }
 
     pub fn tls_handshake(&self, result: &'static str) {

@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod app_log;
 pub mod collect;
 pub mod config;
+pub mod dashboard;
 pub mod http;
 pub mod log_writer;
 pub mod metrics;

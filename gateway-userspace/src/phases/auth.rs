@@ -20,8 +20,9 @@ use crate::{
 
 pub struct AuthPhase {
     auth: Arc<Authenticator>,
-    /// route id → policy name
-    policies: HashMap<String, String>,
+    /// route id → policy name (shared: it labels the failure metrics
+    /// without a copy per failure)
+    policies: HashMap<String, Arc<str>>,
 }
 
 impl AuthPhase {
@@ -32,7 +33,7 @@ impl AuthPhase {
             .filter_map(|r| {
                 r.auth
                     .as_ref()
-                    .map(|p| (r.id.get_ref().clone(), p.get_ref().clone()))
+                    .map(|p| (r.id.get_ref().clone(), Arc::from(p.get_ref().as_str())))
             })
             .collect();
         Self { auth, policies }
@@ -85,7 +86,10 @@ impl Phase for AuthPhase {
                         Ok(())
                     }
                     Err(f) => {
-                        ctx.extras().auth_failure = Some(f.reason());
+                        let mut extras = ctx.extras();
+                        extras.auth_failure = Some(f.reason());
+                        extras.auth_policy = Some(Arc::clone(policy));
+                        drop(extras);
                         Err(rejection(&f))
                     }
                 },

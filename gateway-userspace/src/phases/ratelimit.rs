@@ -339,6 +339,7 @@ fn respond(
     let (mut policies, mut states) = (Vec::new(), Vec::new());
     let mut wait = Duration::ZERO;
     let mut rejected: Option<Duration> = None;
+    let mut rejected_by: Option<&str> = None;
     for (l, d) in verdicts {
         let Some(local) = &l.local else {
             continue;
@@ -351,6 +352,7 @@ fn respond(
         match *d {
             Decision::Reject { retry_after, .. } => {
                 rejected = Some(retry_after);
+                rejected_by = Some(&l.config.name);
                 break;
             }
             Decision::Delay { wait: w, .. } => wait = wait.max(w),
@@ -363,19 +365,26 @@ fn respond(
         states.push(headers::quota_state_item(name, d));
         if !d.allowed {
             over_quota = Some(d.reset_secs);
+            rejected_by = Some(name);
         }
     }
     let policy_h = HeaderName::from_static("ratelimit-policy");
     let state_h = HeaderName::from_static("ratelimit");
-    ctx.extras().rate_limit = Some(if over_quota.is_some() {
-        "over_quota"
-    } else if rejected.is_some() {
-        "rejected"
-    } else if !wait.is_zero() {
-        "delayed"
-    } else {
-        "allowed"
-    });
+    {
+        let mut extras = ctx.extras();
+        extras.rate_limit = Some(if over_quota.is_some() {
+            "over_quota"
+        } else if rejected.is_some() {
+            "rejected"
+        } else if !wait.is_zero() {
+            "delayed"
+        } else {
+            "allowed"
+        });
+        if over_quota.is_some() || rejected.is_some() {
+            extras.rate_limited_by = rejected_by.map(Arc::from);
+        }
+    }
     if let Some(reset) = over_quota {
         // Retry-After: when the window ends and the quota is whole again.
         let mut r = Rejection::new(

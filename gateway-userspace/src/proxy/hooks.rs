@@ -52,9 +52,15 @@ pub struct Extras {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Why authentication failed (`AuthFailure::reason`), for metrics.
     pub auth_failure: Option<&'static str>,
+    /// The auth policy the request failed (set with `auth_failure`), for
+    /// the per-policy failure counts of metrics and the dashboard.
+    pub auth_policy: Option<std::sync::Arc<str>>,
     /// The rate-limit outcome: `allowed`, `delayed` or `rejected` (absent
     /// when no limit applies), for the access log and metrics.
     pub rate_limit: Option<&'static str>,
+    /// The limit that answered 429: a limit's name, or the quota's
+    /// (`plan:<name>`, `limit:<name>`) when over quota.
+    pub rate_limited_by: Option<std::sync::Arc<str>>,
     /// The validation outcome (`passed`, `failed`...), set by the validate
     /// phase when it checks the request.
     pub validation: Option<&'static str>,

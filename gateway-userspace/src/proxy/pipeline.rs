@@ -332,6 +332,12 @@ where
         m.auth_failures
             .get_or_create(&ReasonLabels { reason: a })
             .inc();
+        if let Some(policy) = &extras.auth_policy {
+            m.auth_policy_failure(policy, a);
+        }
+    }
+    if let Some(limit) = &extras.rate_limited_by {
+        m.rate_limit_rejection(route, limit);
     }
     if let Some(d) = extras.rate_limit {
         m.rate_limit_decisions

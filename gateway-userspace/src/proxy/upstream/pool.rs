@@ -45,6 +45,8 @@ pub struct Target {
     /// Result of active health checks (true until a check says otherwise).
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
+    /// Failed requests (connect errors, timeouts) so far (dashboard).
+    failures: AtomicU64,
     /// Passive ejections so far (metrics).
     ejections: AtomicU64,
     ejected_until: Mutex<Option<Instant>>,
@@ -62,6 +64,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
+            failures: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
             conns: TargetConns::default(),
@@ -98,6 +101,28 @@ impl Target {
         if was != healthy {
             tracing::warn!(target = %self.addr, healthy, "upstream target health changed (active check)");
         }
+    }
+
+    /// The last active health check's verdict (true before the first
+    /// check and when active checks are off).
+    pub fn active_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Time left of a passive ejection (`None`: not ejected).
+    pub fn ejected_for(&self) -> Option<Duration> {
+        let ejected = self.ejected_until.lock().unwrap_or_else(|p| p.into_inner());
+        ejected.and_then(|until| until.checked_duration_since(Instant::now()))
+    }
+
+    /// Failed requests to this target so far (connect errors and timeouts).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Failures since the last success (ejection at the passive threshold).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
     }
 
     /// Passive ejections of this target so far.
@@ -380,6 +405,7 @@ impl Pool {
     /// A request to `t` failed to connect or timed out.
     pub fn record_failure(&self, t: &Target) {
         let limit = self.config.passive.consecutive_failures;
+        t.failures.fetch_add(1, Ordering::Relaxed);
         let n = t.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if limit > 0 && n >= limit {
             t.consecutive_failures.store(0, Ordering::Relaxed);
