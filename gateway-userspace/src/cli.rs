@@ -405,10 +405,11 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         Command::Reload => (Request::Reload, false, |_| "reloaded".to_owned()),
         Command::Upgrade => (Request::Upgrade, false, |v| {
             format!(
-                "upgraded: pid {} -> {} ({}, {} sockets handed over); the old process exits after its requests in flight",
+                "upgraded: pid {} -> {} ({}, {}, {} sockets handed over); the old process exits after its requests in flight",
                 n(&v["old_pid"]),
                 n(&v["new_pid"]),
                 s(&v["program"]),
+                s(&v["version"]),
                 n(&v["sockets"])
             )
         }),

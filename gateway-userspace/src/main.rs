@@ -81,6 +81,10 @@ fn main() -> ExitCode {
                     gateway::proxy::upstream::client::Connector::new(u)
                         .map_err(|e| format!("upstream '{}': {e}", u.name.get_ref()))?;
                 }
+                // Listener certificates and keys, as `run` loads them.
+                if c.listeners.iter().any(|l| l.tls) {
+                    gateway::proxy::tls::acceptor(&c.tls).map_err(|e| e.to_string())?;
+                }
                 Ok(())
             }) {
             Ok(_) => {

@@ -49,6 +49,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default".into());
     tracing::info!(config = %origin, "starting gateway {}", env!("CARGO_PKG_VERSION"));
+    // Signals are taken from the start: one that arrives while starting
+    // (`systemctl kill` signals every process of the unit, a successor
+    // still starting included) is handled once the loop runs, instead of
+    // ending the process by its default action.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     // Started by `gateway upgrade`: the running gateway's sockets are ours
     // to take (it keeps accepting on them until we are ready).
     let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
@@ -323,21 +331,23 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         }
     }
 
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sigusr1 = signal(SignalKind::user_defined1())?;
     let mut current = config;
     let mut handed_over = false;
     loop {
         tokio::select! {
             Some(reply) = upgrade_rx.recv() => {
-                let r = hand_over(&proxy, observability_fd.as_ref(), &mut saver, &mut persister, &escalator, state_file.as_deref(), &quotas).await;
+                upgrade::set_in_progress(true);
+                let r = hand_over(&proxy, observability_fd.as_ref(), &mut saver, &mut persister, &escalator, state_file.as_deref(), &quotas, &current.admin.socket).await;
+                upgrade::set_in_progress(false);
                 match r {
                     Ok(u) => {
-                        tracing::info!(new_pid = u.new_pid, program = %u.program, "upgrade: the new process serves; finishing the requests in flight, then exiting");
+                        tracing::info!(new_pid = u.new_pid, program = %u.program, version = %u.version, "upgrade: the new process serves; finishing the requests in flight, then exiting");
                         let _ = reply.send(Ok(u));
                         handed_over = true;
+                        // /metrics and the dashboard are the new process's.
+                        if let Some(t) = &observability {
+                            t.abort();
+                        }
                         break;
                     }
                     Err(e) => {
@@ -461,6 +471,10 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 /// escalation and quota state (the successor loads them) and lets it
 /// take over. On any failure the successor is stopped and this gateway
 /// goes on as before (accepting again if it had stopped).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the long-lived pieces of `run` a handover stops, saves or restarts"
+)]
 async fn hand_over(
     proxy: &Proxy,
     observability: Option<&(SocketAddr, OwnedFd)>,
@@ -469,6 +483,7 @@ async fn hand_over(
     escalator: &Arc<Escalator>,
     state_file: Option<&Path>,
     quotas: &Arc<QuotaStore>,
+    admin_socket: &Path,
 ) -> Result<Upgraded> {
     let mut sockets = Vec::new();
     for (name, configured, fd) in proxy.listening_sockets()? {
@@ -505,8 +520,9 @@ async fn hand_over(
         ));
     }
     let count = sockets.len();
+    let admin_socket = admin_socket.to_owned();
     let mut successor = tokio::task::spawn_blocking(move || {
-        let mut s = upgrade::handover::spawn(sockets)?;
+        let mut s = upgrade::handover::spawn(sockets, &admin_socket)?;
         tracing::info!(pid = s.pid, program = %s.program, sockets = count, "upgrade: new process started; waiting until it is ready");
         s.wait_ready(upgrade::READY_TIMEOUT)?;
         anyhow::Ok(s)
@@ -535,10 +551,11 @@ async fn hand_over(
     })
     .await?;
     match taken {
-        Ok(new_pid) => Ok(Upgraded {
+        Ok((new_pid, version)) => Ok(Upgraded {
             old_pid: std::process::id(),
             new_pid,
             program: successor.program,
+            version,
             sockets: count,
         }),
         Err(e) => {

@@ -611,3 +611,65 @@ async fn an_escalation_survives_an_upgrade() {
     let r = get(addr, "/blocked", "").await;
     assert_eq!(r.status, 429, "the first offence was forgotten: {}", r.head);
 }
+
+/// A successor that exits at once while something it started holds the
+/// handover channel (a wrapper script at the binary's path): the upgrade
+/// fails without waiting out its timeout, what the wrapper started is
+/// stopped with it (it held the offered listening sockets), and once the
+/// old gateway stops, its port is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapper_that_exits_leaves_no_process_holding_the_sockets() {
+    let origin = Origin::start("o").await;
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    write_config(&config, port, &socket, origin.addr, "/");
+    // Started through a symlink, which the upgrade follows again.
+    let link = dir.join("gateway");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gateway"), &link).unwrap();
+    let child = Command::new(&link)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gw = Gw {
+        child,
+        socket: socket.clone(),
+        dir: dir.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = dir.join("wrapper.sh");
+    std::fs::write(&script, "#!/bin/sh\nsleep 60 &\nexit 3\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&script, &link).unwrap();
+
+    let started = Instant::now();
+    let out = cli(&socket, &["upgrade"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited {:?} for a successor that had exited",
+        started.elapsed()
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/still", "").await.status, 200);
+    assert!(
+        !std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".new-")),
+        "the failed successor's admin socket was left behind"
+    );
+    assert!(stop(&mut gw).success());
+    // Nothing holds the listening socket any more.
+    std::net::TcpListener::bind(addr).expect("the port is still held after the gateway stopped");
+}

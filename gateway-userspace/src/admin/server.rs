@@ -58,15 +58,16 @@ pub struct AdminState {
 pub struct AdminSocket {
     listener: UnixListener,
     path: PathBuf,
-    /// Device and inode of the socket file this process bound.
-    file: (u64, u64),
+    /// [`file_id`] of the socket file this process bound.
+    file: (u64, u64, i64, i64),
 }
 
-/// Device and inode of `path`.
-fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+/// Device, inode and change time of `path` (an inode number can be
+/// reused by a later socket file; its change time then differs).
+fn file_id(path: &Path) -> std::io::Result<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::symlink_metadata(path)?;
-    Ok((m.dev(), m.ino()))
+    Ok((m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 impl AdminSocket {
@@ -103,6 +104,9 @@ impl AdminSocket {
     /// during `gateway upgrade`: the running gateway keeps answering at
     /// `path` until [`AdminSocket::move_into_place`].
     pub fn bind_beside(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".new-{}", std::process::id()));
         let temp = path.with_file_name(name);
@@ -166,6 +170,9 @@ async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> Result<()> {
     .await;
     let response = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Reload | Request::Upgrade) if crate::upgrade::in_progress() => {
+                Response::err("an upgrade is in progress; try again once it has finished")
+            }
             Ok(Request::Reload) => {
                 tracing::info!("admin request: reload");
                 reload(state).await

@@ -17,9 +17,13 @@ use super::body::{self, ProxyBody};
 /// Binds the demo server (or serves on `inherited`, the socket a previous
 /// process handed over) and serves it in a task. Returns the bound
 /// address, the task and a duplicate of the socket (for a successor).
+///
+/// `stop` turning true stops accepting and closes the connections once
+/// idle (a successor serves the demo from then on).
 pub async fn start(
     addr: SocketAddr,
     inherited: Option<std::net::TcpListener>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>, std::os::fd::OwnedFd)> {
     let listener = match inherited {
         Some(l) => {
@@ -33,15 +37,26 @@ pub async fn start(
     tracing::info!(address = %local, "demo upstream listening (JSON echo)");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+            let tcp = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => continue,
+                },
+                _ = stop.wait_for(|s| *s) => return,
             };
+            let mut stop = stop.clone();
             tokio::spawn(async move {
-                let _ = http1::Builder::new()
+                let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(tcp), service_fn(echo))
-                    .await;
+                    .serve_connection(TokioIo::new(tcp), service_fn(echo));
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
             });
         }
     });

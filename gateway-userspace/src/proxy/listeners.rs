@@ -47,8 +47,14 @@ pub enum Lifecycle {
     Serving,
     /// Stop accepting; finish the requests in flight, then close
     /// (HTTP/1 `Connection: close` after the current response, HTTP/2
-    /// GOAWAY).
+    /// GOAWAY); an HTTP/1 connection idle for `DRAIN_IDLE` is closed.
     Draining,
+    /// Another process accepts now (`gateway upgrade`): as `Draining`, but
+    /// an idle HTTP/1 keep-alive connection stays open until its next
+    /// request (answered with `Connection: close`) or the grace period
+    /// ends, so that a client idle for a while does not meet a connection
+    /// closed under its next request (HAProxy's `idle-close-on-response`).
+    HandedOver,
     /// The grace period is over: close now.
     Closed,
 }
@@ -151,9 +157,13 @@ impl Inherited {
                     .flatten()
             })?;
         let (_, _, socket) = self.0.swap_remove(i);
+        // listen(2) again on a listening socket sets its backlog: the
+        // configured one applies across upgrades too.
+        let backlog = i32::try_from(l.backlog.get()).unwrap_or(i32::MAX);
         Some(
-            socket
-                .set_nonblocking(true)
+            rustix::net::listen(&socket, backlog)
+                .map_err(std::io::Error::from)
+                .and_then(|()| socket.set_nonblocking(true))
                 .and_then(|()| TcpListener::from_std(socket)),
         )
     }

@@ -78,6 +78,8 @@ pub struct Proxy {
     /// The demo upstream's socket (configured address, a duplicate of the
     /// descriptor), to hand to a successor.
     demo: Option<(SocketAddr, std::os::fd::OwnedFd)>,
+    /// Stops the demo upstream (accepting, and its idle connections).
+    demo_stop: Mutex<Option<watch::Sender<bool>>>,
     /// Accept loops bound by [`Proxy::bind`] and not started yet.
     pending: Mutex<Vec<(u64, TcpListener, Arc<listeners::ListenerCfg>)>>,
 }
@@ -112,9 +114,11 @@ impl Proxy {
         // Upstream names get one bounded first lookup before serving.
         state.pools.settle(config.dns.timeout).await;
         let mut tasks = Vec::new();
-        let mut demo = None;
+        let (mut demo, mut demo_stop) = (None, None);
         if config.demo.enabled {
-            let (_, task, fd) = demo::start(config.demo.address, demo_socket)
+            let (stop_tx, stop_rx) = watch::channel(false);
+            demo_stop = Some(stop_tx);
+            let (_, task, fd) = demo::start(config.demo.address, demo_socket, stop_rx)
                 .await
                 .map_err(|source| ProxyError::Bind {
                     listener: "demo".into(),
@@ -139,6 +143,7 @@ impl Proxy {
             listeners: Mutex::new(table),
             tasks,
             demo,
+            demo_stop: Mutex::new(demo_stop),
             pending: Mutex::new(applied.start),
         })
     }
@@ -176,12 +181,17 @@ impl Proxy {
         self.demo.as_ref().map(|(a, fd)| (*a, fd.as_fd()))
     }
 
-    /// Stops every accept loop (the sockets stay open: a successor accepts
-    /// on them now) and asks connections to finish their current request
-    /// and close (HTTP/1 `Connection: close`, HTTP/2 GOAWAY).
+    /// Stops every accept loop, the demo upstream's included (the sockets
+    /// stay open: a successor accepts on them now), and asks connections to
+    /// finish their current request and close (HTTP/1 `Connection: close`,
+    /// HTTP/2 GOAWAY; [`Lifecycle::HandedOver`]). The demo upstream's idle
+    /// connections close at once, so a successor's pool keeps none of them.
     pub fn stop_accepting(&self) {
         for s in &self.table().slots {
-            let _ = s.stop.send(Lifecycle::Draining);
+            let _ = s.stop.send(Lifecycle::HandedOver);
+        }
+        if let Some(demo) = &*self.demo_stop.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = demo.send(true);
         }
     }
 
@@ -189,6 +199,22 @@ impl Proxy {
     /// failed at its last step). Connections already told to close still
     /// close after their current request.
     pub fn resume_accepting(&self) {
+        // The demo upstream serves again on its socket.
+        let mut demo_stop = self.demo_stop.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some((addr, fd)), Some(stop)) = (&self.demo, demo_stop.as_mut())
+            && *stop.borrow()
+            && let Ok(fd) = fd.try_clone()
+        {
+            let (tx, rx) = watch::channel(false);
+            *stop = tx;
+            let (addr, socket) = (*addr, std::net::TcpListener::from(fd));
+            tokio::spawn(async move {
+                if let Err(e) = demo::start(addr, Some(socket), rx).await {
+                    tracing::error!(error = %e, "the demo upstream could not serve again");
+                }
+            });
+        }
+        drop(demo_stop);
         let state = self.shared.state.load_full();
         let mut table = self.table();
         for s in &mut table.slots {
@@ -270,7 +296,14 @@ impl Proxy {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
         for s in &table.slots {
-            let _ = s.stop.send(Lifecycle::Draining);
+            // After a handover, connections keep `HandedOver`'s gentler rule.
+            s.stop.send_if_modified(|l| {
+                let serving = *l == Lifecycle::Serving;
+                if serving {
+                    *l = Lifecycle::Draining;
+                }
+                serving
+            });
         }
         let wait = async {
             while self.shared.conns.total.load(Ordering::Relaxed) > 0 {
@@ -712,9 +745,13 @@ async fn serve<S, H>(
                     // connection; one that stays idle for DRAIN_IDLE is
                     // closed. Closing idle keep-alive connections at once
                     // would race with the request a client is sending on them.
-                    if *shutdown.borrow() == Lifecycle::Draining && drain_tick.is_none() {
-                        info.set_draining();
-                        drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                    match *shutdown.borrow() {
+                        Lifecycle::Draining if drain_tick.is_none() => {
+                            info.set_draining();
+                            drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                        }
+                        Lifecycle::HandedOver => info.set_draining(),
+                        _ => {}
                     }
                 }
                 _ = async { drain_tick.as_mut().expect("guarded").tick().await }, if drain_tick.is_some() && !closing => {
@@ -729,7 +766,7 @@ async fn serve<S, H>(
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = park_tick.tick(), if !closing && drain_tick.is_none() && parked_at != Some(info.requests_started()) => {
+                _ = park_tick.tick(), if !closing && !info.is_draining() && parked_at != Some(info.requests_started()) => {
                     if info.idle_for(PARK_AFTER) {
                         // hyper ends an idle connection at once on a
                         // graceful shutdown; ConnIo skips the socket's
@@ -795,8 +832,7 @@ where
     let mut byte = [0u8; 1];
     let idle_end = tokio::time::sleep(idle.saturating_sub(PARK_AFTER));
     tokio::pin!(idle_end);
-    let mut drain_end = info
-        .is_draining()
+    let mut drain_end = (*shutdown.borrow() == Lifecycle::Draining)
         .then(|| Box::pin(tokio::time::sleep(DRAIN_IDLE)));
     loop {
         tokio::select! {
@@ -810,9 +846,13 @@ where
                 if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
                     return None;
                 }
-                if *shutdown.borrow() == Lifecycle::Draining && drain_end.is_none() {
-                    info.set_draining();
-                    drain_end = Some(Box::pin(tokio::time::sleep(DRAIN_IDLE)));
+                match *shutdown.borrow() {
+                    Lifecycle::Draining if drain_end.is_none() => {
+                        info.set_draining();
+                        drain_end = Some(Box::pin(tokio::time::sleep(DRAIN_IDLE)));
+                    }
+                    Lifecycle::HandedOver => info.set_draining(),
+                    _ => {}
                 }
             }
             _ = &mut idle_end => return None,

@@ -28,7 +28,7 @@ const MAX_MESSAGE: usize = 256 * 1024;
 /// Why the channel failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    #[error("handover channel: {0}")]
+    #[error("handover channel")]
     Io(#[from] std::io::Error),
     #[error("handover channel: the other process closed it")]
     Closed,

@@ -3,7 +3,11 @@
 //! run on the blocking pool.
 
 use std::{
-    os::fd::{AsFd as _, OwnedFd},
+    os::{
+        fd::{AsFd as _, OwnedFd},
+        unix::process::CommandExt as _,
+    },
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -22,15 +26,27 @@ pub struct Successor {
     child: Child,
     pub pid: u32,
     pub program: String,
+    /// The admin socket the successor binds beside the running one until
+    /// it takes over (removed here if it never does).
+    temp_socket: PathBuf,
 }
 
 /// Starts the successor (this process's binary path and arguments, with
-/// the handover channel as standard input) and offers it `sockets`.
+/// the handover channel as standard input, in a process group of its own
+/// so that stopping it also stops anything it started, such as the
+/// binary a wrapper script runs) and offers it `sockets`. `admin_socket`
+/// is the running gateway's admin socket.
 ///
 /// # Errors
-/// The binary cannot be started, or the offer cannot be sent (the child is
-/// then stopped).
-pub fn spawn(sockets: Vec<(Offered, OwnedFd)>) -> Result<Successor> {
+/// This process is PID 1 (its successor would die with it), the binary
+/// cannot be started, or the offer cannot be sent (the child is then
+/// stopped).
+pub fn spawn(sockets: Vec<(Offered, OwnedFd)>, admin_socket: &Path) -> Result<Successor> {
+    if std::process::id() == 1 {
+        bail!(
+            "this gateway is PID 1 (a container's init): the kernel stops every process of the namespace when it exits, its successor included; restart the container instead, or run the gateway under an init (docker run --init, tini)"
+        );
+    }
     let cmd = command().context("the command line of this process was not recorded")?;
     let program = cmd.program.display().to_string();
     if !cmd.program.is_file() {
@@ -43,14 +59,18 @@ pub fn spawn(sockets: Vec<(Offered, OwnedFd)>) -> Result<Successor> {
         .args(&cmd.args)
         .env(ENV, "0")
         .stdin(Stdio::from(theirs))
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {program}"))?;
     let pid = child.id();
+    let mut name = admin_socket.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{pid}"));
     let mut s = Successor {
         channel: ours,
         child,
         pid,
         program,
+        temp_socket: admin_socket.with_file_name(name),
     };
     let (offered, fds): (Vec<Offered>, Vec<OwnedFd>) = sockets.into_iter().unzip();
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
@@ -74,7 +94,28 @@ impl Successor {
     /// It failed (its error), exited, or was not ready within `timeout`;
     /// in every case it is no longer running.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        match self.channel.recv::<Message>(timeout) {
+        // The channel is watched in short steps, and the child between
+        // them: a wrapper that exits while something it started keeps the
+        // channel open must not make us wait out the whole timeout.
+        let deadline = Instant::now() + timeout;
+        let step = Duration::from_millis(200);
+        let answer = loop {
+            match self.channel.recv::<Message>(step) {
+                Err(ChannelError::Timeout(_)) => {}
+                other => break other,
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.cleanup();
+                bail!(
+                    "the new process {} before it was ready; its log says why",
+                    describe(Ok(status))
+                );
+            }
+            if Instant::now() >= deadline {
+                break Err(ChannelError::Timeout(timeout));
+            }
+        };
+        match answer {
             Ok((Message::Ready, _)) => Ok(()),
             Ok((Message::Failed { error }, _)) => {
                 let status = self.reap(Duration::from_secs(5));
@@ -100,17 +141,18 @@ impl Successor {
         }
     }
 
-    /// Tells the successor to take over and waits until it accepts.
+    /// Tells the successor to take over and waits until it accepts; returns
+    /// its pid and version.
     ///
     /// # Errors
     /// It did not confirm within `timeout` (it is then stopped).
-    pub fn go(&mut self, timeout: Duration) -> Result<u32> {
+    pub fn go(&mut self, timeout: Duration) -> Result<(u32, String)> {
         let answer = self
             .channel
             .send(&Message::Go, &[])
             .and_then(|()| self.channel.recv::<Message>(timeout));
         match answer {
-            Ok((Message::Serving { pid }, _)) => Ok(pid),
+            Ok((Message::Serving { pid, version }, _)) => Ok((pid, version)),
             Ok((other, _)) => {
                 let status = self.stop();
                 bail!("the new process sent {other:?} instead of serving ({status})")
@@ -123,10 +165,27 @@ impl Successor {
         }
     }
 
-    /// Stops the successor (our own child, by its handle) and reaps it.
+    /// Stops the successor and its process group (our own child, by its
+    /// handle and the group it leads), reaps it, and removes the admin
+    /// socket it bound beside ours.
     fn stop(&mut self) -> String {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
-        describe(self.child.wait())
+        let status = describe(self.child.wait());
+        self.cleanup();
+        status
+    }
+
+    /// What a successor that never took over leaves behind.
+    fn cleanup(&self) {
+        let _ = std::fs::remove_file(&self.temp_socket);
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            // Anything it started and left running (a wrapper's child)
+            // would hold the offered sockets.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
     }
 
     /// Waits up to `within` for the successor to exit by itself, then
@@ -135,7 +194,10 @@ impl Successor {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             match self.child.try_wait() {
-                Ok(Some(status)) => return describe(Ok(status)),
+                Ok(Some(status)) => {
+                    self.cleanup();
+                    return describe(Ok(status));
+                }
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return describe(Err(e)),
             }

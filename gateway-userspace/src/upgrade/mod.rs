@@ -54,8 +54,22 @@ pub const ENV: &str = "GATEWAY_UPGRADE_FD";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long the successor may take from [`Message::Go`] to
-/// [`Message::Serving`] (loading two state files).
-pub const SERVING_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`Message::Serving`] (loading two state files): no process accepts
+/// meanwhile (connections wait in the queues), so it is short.
+pub const SERVING_TIMEOUT: Duration = Duration::from_secs(5);
+
+static IN_PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks an upgrade as running (or over): reloads and further upgrades are
+/// refused meanwhile, instead of waiting behind it.
+pub fn set_in_progress(on: bool) {
+    IN_PROGRESS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process is handing over to a successor right now.
+pub fn in_progress() -> bool {
+    IN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The messages of the handover channel, in the order they are sent.
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,7 +87,7 @@ pub enum Message {
     /// Running → successor: stopped accepting, state saved; take over.
     Go,
     /// Successor → running: accepting.
-    Serving { pid: u32 },
+    Serving { pid: u32, version: String },
 }
 
 /// One socket of an [`Message::Offer`].
@@ -138,6 +152,8 @@ pub struct Upgraded {
     pub old_pid: u32,
     pub new_pid: u32,
     pub program: String,
+    /// The successor's version (`CARGO_PKG_VERSION` and eBPF build id).
+    pub version: String,
     /// Sockets handed over (proxy listeners, observability, demo).
     pub sockets: usize,
 }

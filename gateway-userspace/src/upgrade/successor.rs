@@ -133,8 +133,18 @@ impl Takeover {
     /// Accepting: the running gateway may answer `gateway upgrade` and exit.
     pub fn serving(self) {
         let pid = std::process::id();
-        if let Err(e) = self.channel.send(&Message::Serving { pid }, &[]) {
+        let version = format!(
+            "gateway {} (eBPF build {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::xdp::build_id()
+        );
+        if let Err(e) = self.channel.send(&Message::Serving { pid, version }, &[]) {
             tracing::warn!(error = %e, "upgrade: could not tell the previous process that this one serves; it exits after its timeout");
+        }
+        drop(self.channel);
+        // Standard input was the channel: /dev/null from now on.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdin(&null);
         }
     }
 }
