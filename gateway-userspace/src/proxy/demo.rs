@@ -18,8 +18,10 @@ use super::body::{self, ProxyBody};
 /// process handed over) and serves it in a task. Returns the bound
 /// address, the task and a duplicate of the socket (for a successor).
 ///
-/// `stop` turning true stops accepting and closes the connections once
-/// idle (a successor serves the demo from then on).
+/// `stop` turning true stops accepting (a successor serves the demo from
+/// then on); connections already accepted are served until this process
+/// exits, so this process's own pooled connections never race with a
+/// close.
 pub async fn start(
     addr: SocketAddr,
     inherited: Option<std::net::TcpListener>,
@@ -44,19 +46,12 @@ pub async fn start(
                 },
                 _ = stop.wait_for(|s| *s) => return,
             };
-            let mut stop = stop.clone();
             tokio::spawn(async move {
-                let conn = http1::Builder::new()
+                let _ = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(tcp), service_fn(echo));
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
+                    .serve_connection(TokioIo::new(tcp), service_fn(echo))
+                    .await;
             });
         }
     });

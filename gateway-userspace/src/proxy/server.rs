@@ -78,7 +78,7 @@ pub struct Proxy {
     /// The demo upstream's socket (configured address, a duplicate of the
     /// descriptor), to hand to a successor.
     demo: Option<(SocketAddr, std::os::fd::OwnedFd)>,
-    /// Stops the demo upstream (accepting, and its idle connections).
+    /// Stops the demo upstream accepting.
     demo_stop: Mutex<Option<watch::Sender<bool>>>,
     /// Accept loops bound by [`Proxy::bind`] and not started yet.
     pending: Mutex<Vec<(u64, TcpListener, Arc<listeners::ListenerCfg>)>>,
@@ -184,8 +184,9 @@ impl Proxy {
     /// Stops every accept loop, the demo upstream's included (the sockets
     /// stay open: a successor accepts on them now), and asks connections to
     /// finish their current request and close (HTTP/1 `Connection: close`,
-    /// HTTP/2 GOAWAY; [`Lifecycle::HandedOver`]). The demo upstream's idle
-    /// connections close at once, so a successor's pool keeps none of them.
+    /// HTTP/2 GOAWAY; [`Lifecycle::HandedOver`]). A successor, which opens
+    /// no upstream connection before it serves, then reaches only its own
+    /// demo upstream.
     pub fn stop_accepting(&self) {
         for s in &self.table().slots {
             let _ = s.stop.send(Lifecycle::HandedOver);
