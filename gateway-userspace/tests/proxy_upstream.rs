@@ -233,3 +233,99 @@ async fn shutdown_lets_in_flight_requests_finish() {
     // Nothing is accepted any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// An origin that answers the first request of each connection and closes
+/// the connection, unanswered, on the second: what a target whose
+/// keep-alive timeout ends while a request is on its way does. Returns its
+/// address and how many requests it read.
+async fn origin_closing_second_requests()
+-> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicU64::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for nth in 0..2 {
+                    // One request head (and a Content-Length body, if any).
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if nth == 1 {
+                        return; // closed, unanswered
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A keep-alive connection the target closes as a request arrives on it:
+/// an idempotent body-less request is sent again on a new connection
+/// (NGINX on a cached connection, Go's net/http on a reused one), so the
+/// client gets the answer instead of a 502; a POST is never sent twice.
+#[tokio::test]
+async fn a_request_on_a_pooled_connection_the_target_closed_is_sent_again_if_idempotent() {
+    use std::sync::atomic::Ordering;
+    let (origin, seen) = origin_closing_second_requests().await;
+    let toml = format!("{PLAIN}{}{}", upstream("u", &[origin], ""), route_all("u"));
+    let (_p, addr) = proxy(&toml).await;
+
+    assert_eq!(get(addr, "/first", "").await.status, 200);
+    // Idle past the point where a pooled connection may be stale.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get(addr, "/second", "").await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        3,
+        "the GET went out twice: once lost, once answered"
+    );
+
+    // The pooled connection (the retry's) is idle again; a POST on it is
+    // lost with it and not replayed: the target may have acted on it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let post = raw(
+        addr,
+        b"POST /third HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!(post.status, 502, "{}", post.head);
+    assert_eq!(seen.load(Ordering::Relaxed), 4, "the POST was sent once");
+}

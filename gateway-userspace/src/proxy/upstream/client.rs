@@ -440,12 +440,34 @@ impl Connector {
             if send.ready().await.is_err() {
                 continue;
             }
+            // A connection idle for a while may be closed by the target (its
+            // keep-alive timeout) while the request goes out: keep what a
+            // replay needs, for requests that may be replayed.
+            let replay = (c.since.elapsed() >= STALE_RISK)
+                .then(|| replayable_copy(&req))
+                .flatten();
             match send.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, Conn(Lent::Http1(send)))),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection was closed under us.
                     Some(r) => req = r,
-                    None => return Err((SendError::Http(e.into_error()), None)),
+                    None => {
+                        let e = e.into_error();
+                        match replay {
+                            // Sent on a connection the target closed before
+                            // answering: the request was not processed as far
+                            // as HTTP can tell (RFC 9112 §9.3.1); an idempotent
+                            // body-less one goes again, on another connection,
+                            // as NGINX does for a cached connection and Go's
+                            // net/http for a reused one. Not counted as a
+                            // retry or a target failure.
+                            Some(copy) if closed_before_answer(&e) => {
+                                tracing::debug!(target = %target.addr, error = %e, "a pooled connection was closed by the target; sending the request again");
+                                req = copy;
+                            }
+                            _ => return Err((SendError::Http(e), None)),
+                        }
+                    }
                 },
             }
         }
@@ -714,4 +736,54 @@ impl Connector {
         });
         Ok(Opened::Http1(send))
     }
+}
+
+/// How long a pooled HTTP/1.1 connection must have been idle before a
+/// request on it keeps a copy of its head for a replay ([`replayable_copy`]).
+/// A target closes idle connections after its keep-alive timeout (seconds:
+/// Node.js 5 s, NGINX 75 s), so a connection reused sooner is not at risk,
+/// and busy connections pay nothing.
+const STALE_RISK: Duration = Duration::from_secs(1);
+
+/// A copy of `req` to send again if its connection turns out closed: only
+/// for idempotent methods (RFC 9110 §9.2.2) without a body.
+fn replayable_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+    );
+    if !idempotent || !hyper::body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(crate::proxy::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether hyper's error says the target closed (or reset) the connection
+/// before any of its answer arrived.
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = s.source();
+    }
+    false
 }
