@@ -219,9 +219,14 @@ fn get(conn: &mut TcpStream, buf: &mut Vec<u8>) -> u16 {
     }
 }
 
-#[test]
-fn proxied_get_stays_within_its_allocation_budget() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+/// The origin on a runtime of its own, the proxy on one whose threads are
+/// counted; both runtimes are returned to keep them alive.
+fn start() -> (
+    [tokio::runtime::Runtime; 2],
+    Origin,
+    gateway::proxy::Proxy,
+    SocketAddr,
+) {
     let origin_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -238,7 +243,14 @@ fn proxied_get_stays_within_its_allocation_budget() {
         "{PLAIN}{}\n[[routes]]\nid = \"api\"\npath_prefix = \"/api/\"\nupstream = \"a\"\n",
         upstream("a", &[origin.addr], "")
     );
-    let (_proxy, addr): (_, SocketAddr) = proxy_rt.block_on(proxy(&toml));
+    let (proxy, addr) = proxy_rt.block_on(proxy(&toml));
+    ([origin_rt, proxy_rt], origin, proxy, addr)
+}
+
+#[test]
+fn proxied_get_stays_within_its_allocation_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (_rts, origin, _proxy, addr) = start();
 
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -291,23 +303,7 @@ const IDLE_CONNECTION_BYTES: i64 = 4096;
 #[test]
 fn idle_keep_alive_connections_are_parked_with_little_memory() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let origin_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let origin = origin_rt.block_on(Origin::start("a"));
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .on_thread_start(|| COUNTED.with(|c| c.set(true)))
-        .build()
-        .unwrap();
-    let toml = format!(
-        "{PLAIN}{}\n[[routes]]\nid = \"api\"\npath_prefix = \"/api/\"\nupstream = \"a\"\n",
-        upstream("a", &[origin.addr], "")
-    );
-    let (_proxy, addr): (_, SocketAddr) = proxy_rt.block_on(proxy(&toml));
+    let (_rts, _origin, _proxy, addr) = start();
     let mut buf = Vec::with_capacity(8192);
     // Warm up on a connection of its own (upstream connection pooled,
     // lazily built state in place), then close it and let it go.

@@ -105,7 +105,12 @@ fn stop(gw: &mut Gw) -> std::process::ExitStatus {
             .unwrap()
             .success()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_exit(gw, Duration::from_secs(10))
+}
+
+/// Waits up to `within` for the gateway to exit; its exit status.
+fn wait_exit(gw: &mut Gw, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(s) = gw.child.try_wait().unwrap() {
             return s;
@@ -212,14 +217,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     );
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "the in-flight request was cut: {}", r.head);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "gateway did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut gw, Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
@@ -545,13 +543,7 @@ async fn three_upgrades_under_load_lose_no_request() {
     // The last process serves; the three before it finished and exited.
     assert_eq!(get(addr, "/after", "").await.status, 200);
     let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the first process did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut gw, Duration::from_secs(15));
     assert!(status.success(), "the first process exited with {status}");
     for &pid in &pids[1..3] {
         while Successor::alive(pid) {
