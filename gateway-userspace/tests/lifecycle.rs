@@ -582,6 +582,11 @@ async fn an_upgrade_that_cannot_start_leaves_the_running_gateway_serving() {
     let new = Successor(upgrade(&gw.socket, gw.child.id()));
     assert_eq!(get(addr, "/upgraded", "").await.status, 200);
     assert!(Successor::alive(new.0));
+    // The successor owns the admin socket it moved into place: it removes
+    // it when it stops (and the old process did not).
+    assert!(gw.socket.exists());
+    drop(new);
+    assert!(!gw.socket.exists(), "the admin socket outlived the gateway");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,6 +125,8 @@ impl AdminSocket {
             )
         })?;
         self.path = path.to_owned();
+        // rename(2) changes the inode's change time: this is the file now.
+        self.file = file_id(path)?;
         Ok(())
     }
 
