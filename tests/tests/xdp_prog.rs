@@ -982,3 +982,46 @@ fn older_layout_entries_are_imported() {
         "the old directory is left for the operator"
     );
 }
+
+/// A bounded walk of the blocklist (the dashboard's, polled every second)
+/// stops at its bound and says there is more, CIDR blocks first; the full
+/// list still has every entry.
+#[test]
+fn a_bounded_block_list_stops_at_its_bound() {
+    let Some(mut h) = harness("a_bounded_block_list_stops_at_its_bound", |_| {}) else {
+        return;
+    };
+    let entry = BlockEntry {
+        expires_ns: 0,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    for i in 0..300u32 {
+        let ip = std::net::Ipv4Addr::from(0xC633_6400u32 + i); // 198.51.100.0 +
+        h.maps
+            .block_add(&ip.to_string().parse::<Net>().unwrap(), entry)
+            .unwrap();
+    }
+    h.maps
+        .block_add(&"203.0.113.0/24".parse().unwrap(), entry)
+        .unwrap();
+    h.maps
+        .block_add(&"2001:db8:77::/48".parse().unwrap(), entry)
+        .unwrap();
+
+    let (first, more) = h.maps.block_list_first(100).unwrap();
+    assert_eq!(first.len(), 100);
+    assert!(more);
+    for cidr in ["203.0.113.0/24", "2001:db8:77::/48"] {
+        assert!(
+            first.iter().any(|(n, _)| n.to_string() == cidr),
+            "{cidr} missing from the first 100"
+        );
+    }
+    let (all, more) = h.maps.block_list_first(1000).unwrap();
+    assert_eq!(all.len(), 302);
+    assert!(!more);
+    assert_eq!(h.maps.block_list().unwrap().len(), 302);
+}

@@ -238,6 +238,27 @@ async fn upgrade(state: &AdminState) -> Response {
     }
 }
 
+/// The first `max` blocks as `gateway block list --json` shows them, and
+/// whether there are more (a bounded walk, for views that poll: the
+/// dashboard). `None` when XDP is off. Blocking: map walks.
+pub fn block_list_first(state: &AdminState, max: usize) -> Option<Result<(Value, bool)>> {
+    let maps = state.maps.as_ref()?;
+    let maps = maps.lock().unwrap_or_else(|p| p.into_inner());
+    let now = clock::monotonic_ns();
+    let cluster_link = state.cluster.as_deref();
+    Some(maps.block_list_first(max).map(|(list, more)| {
+        let list = list
+            .iter()
+            .map(|(n, e)| {
+                let mut v = block_json(n, e, now);
+                v["origin"] = json!(cluster_link.and_then(|c| c.origin_of(n)));
+                v
+            })
+            .collect();
+        (Value::Array(list), more)
+    }))
+}
+
 /// Applies one request. Every input is validated before anything changes.
 pub fn handle(state: &AdminState, req: Request) -> Response {
     if let Request::Status = req {

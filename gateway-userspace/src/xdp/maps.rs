@@ -140,13 +140,19 @@ impl<V: Pod> Prefixes<V> {
         })
     }
 
-    /// Appends every entry, IPv4 first.
-    fn list(&self, out: &mut Vec<(Net, V)>) -> Result<()> {
+    /// Appends the entries, IPv4 first, until `out` holds `max`.
+    fn list(&self, out: &mut Vec<(Net, V)>, max: usize) -> Result<()> {
         for item in self.v4.iter() {
+            if out.len() >= max {
+                return Ok(());
+            }
             let (k, v) = item?;
             out.extend(net_of(k.data(), k.prefix_len()).map(|n| (n, v)));
         }
         for item in self.v6.iter() {
+            if out.len() >= max {
+                return Ok(());
+            }
             let (k, v) = item?;
             out.extend(net_of(k.data(), k.prefix_len()).map(|n| (n, v)));
         }
@@ -207,13 +213,20 @@ impl<V: Pod> Hosts<V> {
         })
     }
 
-    /// Appends every entry as a host [`Net`], IPv4 first.
-    fn list(&self, out: &mut Vec<(Net, V)>) -> Result<()> {
+    /// Appends the entries as host [`Net`]s, IPv4 first, until `out`
+    /// holds `max`.
+    fn list(&self, out: &mut Vec<(Net, V)>, max: usize) -> Result<()> {
         for item in self.v4.iter() {
+            if out.len() >= max {
+                return Ok(());
+            }
             let (k, v) = item?;
             out.extend(net_of(k, 32).map(|n| (n, v)));
         }
         for item in self.v6.iter() {
+            if out.len() >= max {
+                return Ok(());
+            }
             let (k, v) = item?;
             out.extend(net_of(k, 128).map(|n| (n, v)));
         }
@@ -382,7 +395,7 @@ impl XdpMaps {
     /// Every allowlist entry with who added it.
     pub fn allow_list(&self) -> Result<Vec<(Net, u32)>> {
         let mut out = Vec::new();
-        self.allow.list(&mut out)?;
+        self.allow.list(&mut out, usize::MAX)?;
         out.sort();
         Ok(out)
     }
@@ -428,11 +441,22 @@ impl XdpMaps {
 
     /// Every block entry, expired ones included (the sweeper removes those).
     pub fn block_list(&self) -> Result<Vec<(Net, BlockEntry)>> {
+        Ok(self.block_list_first(usize::MAX)?.0)
+    }
+
+    /// At most `max` blocks (CIDR blocks first, then hosts; sorted), and
+    /// whether there are more: a bounded walk (one system call per entry)
+    /// for views that poll, such as the dashboard, so that a blocklist of a
+    /// million entries never holds the maps' lock for long.
+    pub fn block_list_first(&self, max: usize) -> Result<(Vec<(Net, BlockEntry)>, bool)> {
         let mut out = Vec::new();
-        self.block_host.list(&mut out)?;
-        self.block_cidr.list(&mut out)?;
+        let probe = max.saturating_add(1);
+        self.block_cidr.list(&mut out, probe)?;
+        self.block_host.list(&mut out, probe)?;
+        let more = out.len() > max;
+        out.truncate(max);
         out.sort_by_key(|(n, _)| *n);
-        Ok(out)
+        Ok((out, more))
     }
 
     /// Removes blocks whose expiry has passed at monotonic `now_ns`; returns
@@ -480,7 +504,7 @@ impl XdpMaps {
 
     pub fn limit_list(&self) -> Result<Vec<(Net, LimitOverride)>> {
         let mut out = Vec::new();
-        self.limit.list(&mut out)?;
+        self.limit.list(&mut out, usize::MAX)?;
         out.sort_by_key(|(n, _)| *n);
         Ok(out)
     }

@@ -43,6 +43,7 @@ pub struct Sources {
 /// call it off the async workers (`spawn_blocking`).
 pub fn build(s: &Sources, write_enabled: bool, refresh_ms: u64) -> Value {
     let now = crate::xdp::clock::unix_now();
+    let (blocks, blocks_truncated) = blocks(s);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "now_unix": now,
@@ -50,7 +51,8 @@ pub fn build(s: &Sources, write_enabled: bool, refresh_ms: u64) -> Value {
         "refresh_ms": refresh_ms,
         "write_enabled": write_enabled,
         "xdp": xdp(s),
-        "blocks": blocks(s),
+        "blocks": blocks,
+        "blocks_truncated": blocks_truncated,
         "escalations": escalations(&s.escalator),
         "traffic": traffic(&s.metrics.encode_events()),
         "upstreams": upstreams(&s.proxy),
@@ -85,13 +87,19 @@ fn xdp(s: &Sources) -> Value {
 /// The kernel blocklist (the admin socket's `block list`): net, source
 /// (operator, config, escalation), reason, offences, TTL left, cluster
 /// flag and origin node.
-fn blocks(s: &Sources) -> Value {
-    if s.admin.maps.is_none() {
-        return json!([]);
+///
+/// At most [`MAX_BLOCKS`] (the second value says whether there are more):
+/// polled every second, the walk must not hold the maps' lock for long
+/// when the blocklist is large; `gateway block list` shows them all.
+fn blocks(s: &Sources) -> (Value, bool) {
+    match crate::admin::server::block_list_first(&s.admin, MAX_BLOCKS) {
+        Some(Ok(b)) => b,
+        _ => (json!([]), false),
     }
-    let r = handle(&s.admin, Request::BlockList);
-    if r.ok { r.data } else { json!([]) }
 }
+
+/// Blocks the dashboard lists.
+pub const MAX_BLOCKS: usize = 1000;
 
 fn escalations(e: &Escalator) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
