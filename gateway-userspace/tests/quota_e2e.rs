@@ -427,6 +427,7 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
     let (upgrade, _up) = tokio::sync::mpsc::channel(1);
     let state = AdminState {
         maps: None,
+        readers: None,
         interface: "-".into(),
         mode: "off".into(),
         cluster: None,

@@ -1025,3 +1025,32 @@ fn a_bounded_block_list_stops_at_its_bound() {
     assert!(!more);
     assert_eq!(h.maps.block_list().unwrap().len(), 302);
 }
+
+/// The readers' handle (`Loader::open_maps`, used by `gateway block list`,
+/// `stats` and the dashboard) is a second view of the same pinned maps: it
+/// sees what the writer adds and removes at once.
+#[test]
+fn the_readers_handle_sees_the_writers_changes() {
+    if !require_root("the_readers_handle_sees_the_writers_changes") {
+        return;
+    }
+    let pin = PinDir::new();
+    let loader = Loader::new(&pin.path);
+    let (_prog, mut writer) = loader.load().expect("program loads");
+    let readers = loader.open_maps().expect("a second handle on the pins");
+    let entry = BlockEntry {
+        expires_ns: 0,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    let net: Net = "192.0.2.77".parse().unwrap();
+    assert!(readers.block_list().unwrap().is_empty());
+    writer.block_add(&net, entry).unwrap();
+    assert_eq!(readers.block_list().unwrap().len(), 1);
+    assert!(readers.block_get(&net).unwrap().is_some());
+    writer.block_del(&net).unwrap();
+    assert!(readers.block_list().unwrap().is_empty());
+    assert!(!readers.counters().unwrap().is_empty());
+}

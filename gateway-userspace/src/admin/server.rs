@@ -38,6 +38,11 @@ use crate::{
 pub struct AdminState {
     /// `None` when the config turned the XDP fast path off.
     pub maps: Option<Arc<Mutex<XdpMaps>>>,
+    /// A second handle on the same pinned maps for the read-only requests
+    /// (lists, stats, the dashboard): their walks never wait for, nor hold
+    /// up, escalation's writes through `maps` (`Loader::open_maps`). `None`:
+    /// reads use `maps`.
+    pub readers: Option<Arc<Mutex<XdpMaps>>>,
     /// Shown by `status`.
     pub interface: String,
     pub mode: String,
@@ -242,7 +247,7 @@ async fn upgrade(state: &AdminState) -> Response {
 /// whether there are more (a bounded walk, for views that poll: the
 /// dashboard). `None` when XDP is off. Blocking: map walks.
 pub fn block_list_first(state: &AdminState, max: usize) -> Option<Result<(Value, bool)>> {
-    let maps = state.maps.as_ref()?;
+    let maps = state.readers.as_ref().or(state.maps.as_ref())?;
     let maps = maps.lock().unwrap_or_else(|p| p.into_inner());
     let now = clock::monotonic_ns();
     let cluster_link = state.cluster.as_deref();
@@ -280,10 +285,22 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
             None => json!({ "configured": false }),
         });
     }
-    let Some(maps) = &state.maps else {
+    let Some(writer) = &state.maps else {
         return Response::err(
             "the XDP fast path is disabled in this gateway's config ([xdp] enabled = false)",
         );
+    };
+    let read_only = matches!(
+        req,
+        Request::BlockList
+            | Request::AllowList
+            | Request::LimitList
+            | Request::LimitGet { .. }
+            | Request::Stats { .. }
+    );
+    let maps = match &state.readers {
+        Some(readers) if read_only => readers,
+        _ => writer,
     };
     let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
     match apply(&mut maps, req, state.cluster.as_deref()) {

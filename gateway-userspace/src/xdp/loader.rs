@@ -106,6 +106,22 @@ impl Loader {
 }
 
 impl Loader {
+    /// A second handle on the maps [`Loader::load`] pinned (descriptors of
+    /// its own, behind a lock of its own): for readers that walk whole maps
+    /// (`gateway block list`, `stats`, the dashboard), so that a long walk
+    /// never holds the lock escalation and the sweeper write through. The
+    /// kernel serializes the map operations themselves.
+    ///
+    /// # Errors
+    /// The object cannot be parsed or a pinned map cannot be opened.
+    pub fn open_maps(&self) -> Result<XdpMaps> {
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(self.pin_path())
+            .load(PROGRAM)
+            .context("opening the pinned XDP maps again for readers")?;
+        XdpMaps::take_from(&mut ebpf)
+    }
+
     /// A new map layout starts with empty maps in a new directory: carry
     /// the allow, block and limit entries over from the newest older one.
     /// A failed import is logged, never fatal (the file's static lists are
