@@ -2,6 +2,8 @@
 //! it to the XDP maps. A change takes effect on the next packet, because the
 //! XDP program reads the maps on every packet.
 
+#![forbid(unsafe_code)]
+
 use std::{
     net::IpAddr,
     os::unix::fs::PermissionsExt as _,

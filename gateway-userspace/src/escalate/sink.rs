@@ -2,6 +2,8 @@
 //! override for throttling), behind a trait so the escalation logic is
 //! testable without the kernel.
 
+#![forbid(unsafe_code)]
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},

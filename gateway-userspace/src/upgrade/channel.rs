@@ -6,6 +6,8 @@
 //! Blocking calls with a receive timeout: both sides run them on a thread
 //! of their own (or the blocking pool), never on a request worker.
 
+#![forbid(unsafe_code)]
+
 use std::{
     io::{IoSlice, IoSliceMut},
     mem::MaybeUninit,

@@ -2,6 +2,8 @@
 //! it the sockets, and stops it again if it cannot take over. Blocking:
 //! run on the blocking pool.
 
+#![forbid(unsafe_code)]
+
 use std::{
     os::{
         fd::{AsFd as _, OwnedFd},

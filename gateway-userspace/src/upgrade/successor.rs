@@ -1,6 +1,8 @@
 //! The new process's side of an upgrade: takes the offered sockets, says
 //! when it is ready, waits for the go, reports that it serves.
 
+#![forbid(unsafe_code)]
+
 use std::{
     net::SocketAddr,
     os::fd::{AsFd as _, OwnedFd},
