@@ -42,6 +42,8 @@ pub struct AdminState {
     pub maps: Option<Arc<Mutex<XdpMaps>>>,
     /// Shown by `status`.
     pub interface: String,
+    /// The XDP attach mode shown by `status` (`native`, `skb`; `off`
+    /// without XDP).
     pub mode: String,
     /// The cluster link, when `[cluster]` is configured.
     pub cluster: Option<Arc<Cluster>>,

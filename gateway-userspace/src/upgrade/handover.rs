@@ -26,7 +26,9 @@ use super::{
 pub struct Successor {
     channel: Channel,
     child: Child,
+    /// The successor's process id.
     pub pid: u32,
+    /// The binary it was started from.
     pub program: String,
     /// The admin socket the successor binds beside the running one until
     /// it takes over (removed here if it never does).

@@ -21,6 +21,7 @@ const GO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A takeover in progress: this process was started by `gateway upgrade`.
 pub struct Takeover {
     channel: Channel,
+    /// The process handing over (from its `Offer`).
     pub from_pid: u32,
     proxy: Vec<(String, SocketAddr, std::net::TcpListener)>,
     observability: Option<(SocketAddr, std::net::TcpListener)>,
