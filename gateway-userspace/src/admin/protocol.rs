@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct LimitArg {
     /// Sustained rate: packets (or new connections, for `syn`) per second per source.
     pub rate: u32,
-    /// Bucket depth in packets; `None` means the same as `rate` (one second's worth).
+    /// Events allowed back to back above the rate; `None` means the same as
+    /// `rate` (one second's worth).
     pub burst: Option<u32>,
 }
 
@@ -49,7 +50,8 @@ pub enum Request {
         /// The address or CIDR to allow.
         net: String,
     },
-    /// Removes an operator allowlist entry; an error if the network is not on it.
+    /// Removes an allowlist entry (operator or config); an error if the
+    /// network is not on it.
     AllowDel {
         /// The exact network the entry was added for.
         net: String,

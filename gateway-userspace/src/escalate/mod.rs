@@ -46,11 +46,14 @@ fn now_ns() -> u64 {
 pub enum Offence {
     /// A 429 from an L7 rate limit.
     RateLimited,
-    /// A failed authentication: 401, or 429 for too many failures.
+    /// A failed authentication: a bad credential (401), a malformed or
+    /// repeated one (400), or 429 for too many failures. A missing
+    /// credential is not an offence.
     AuthFailure,
     /// A request rejected by request validation (400, 415).
     ValidationFailure,
-    /// A request the HTTP parser or the request checks refused (bad path, host or framing).
+    /// A request the HTTP parser or the request checks refused (bad path,
+    /// host or header name, bad framing, a body cut short).
     MalformedHttp,
     /// A size or time limit broken (URI, headers or body too large, slow headers or body) or an
     /// unknown method.

@@ -56,7 +56,7 @@ pub struct CallLabels {
     pub outcome: &'static str,
 }
 
-/// `reason`: a fixed code, a `Rejection` reason or an auth failure reason.
+/// `reason`: a `Rejection` reason code, or an auth failure reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// The stable snake_case code of the reason.

@@ -154,7 +154,8 @@ pub enum ParamType {
     String,
     /// An integer: optional `-` and ASCII digits (leading zeros allowed), kept exact at any size.
     Integer,
-    /// A decimal number in JSON syntax, kept exact (no `NaN` or infinities).
+    /// A decimal number (JSON syntax, leading zeros allowed), kept exact; no
+    /// `NaN` or infinities.
     Number,
     /// `true` or `false`.
     Boolean,
