@@ -38,13 +38,21 @@ pub const PORT_WORDS: u32 = 65536 / 64;
 /// Rate limiting on protected ports is on. Off: only the ACLs apply.
 pub const FLAG_RATE_LIMIT: u32 = 1;
 
+/// `GW_ALLOW_V4` holds at least one entry.
 pub const PRESENT_ALLOW_V4: u32 = 1 << 0;
+/// `GW_ALLOW_V6` holds at least one entry.
 pub const PRESENT_ALLOW_V6: u32 = 1 << 1;
+/// `GW_BLOCK_V4` holds at least one entry.
 pub const PRESENT_BLOCK_V4: u32 = 1 << 2;
+/// `GW_BLOCK_V6` holds at least one entry.
 pub const PRESENT_BLOCK_V6: u32 = 1 << 3;
+/// `GW_BLOCK_CIDR_V4` holds at least one entry.
 pub const PRESENT_BLOCK_CIDR_V4: u32 = 1 << 4;
+/// `GW_BLOCK_CIDR_V6` holds at least one entry.
 pub const PRESENT_BLOCK_CIDR_V6: u32 = 1 << 5;
+/// `GW_LIMIT_V4` holds at least one entry.
 pub const PRESENT_LIMIT_V4: u32 = 1 << 6;
+/// `GW_LIMIT_V6` holds at least one entry.
 pub const PRESENT_LIMIT_V6: u32 = 1 << 7;
 
 crate::pod!(XdpConfig, Limit);

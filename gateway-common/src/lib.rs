@@ -20,18 +20,31 @@ pub const LAYOUT_VERSION: u32 = 3;
 
 /// Names of the maps, as pinned under the pin directory.
 pub mod maps {
+    /// Array of one [`config::XdpConfig`]: the program's settings.
     pub const CONFIG: &str = "GW_CONFIG";
+    /// Array of [`config::PORT_WORDS`] `u64` words: the protected-port bitmap.
     pub const PROTECTED_PORTS: &str = "GW_PORTS";
+    /// LPM trie, IPv4 prefix to [`acl::AllowValue`]: the allowlist.
     pub const ALLOW_V4: &str = "GW_ALLOW_V4";
+    /// LPM trie, IPv6 prefix to [`acl::AllowValue`]: the allowlist.
     pub const ALLOW_V6: &str = "GW_ALLOW_V6";
+    /// Hash map, exact IPv4 address to [`acl::BlockEntry`].
     pub const BLOCK_V4: &str = "GW_BLOCK_V4";
+    /// Hash map, exact IPv6 address to [`acl::BlockEntry`].
     pub const BLOCK_V6: &str = "GW_BLOCK_V6";
+    /// LPM trie, IPv4 prefix to [`acl::BlockEntry`].
     pub const BLOCK_CIDR_V4: &str = "GW_BLOCK_CIDR_V4";
+    /// LPM trie, IPv6 prefix to [`acl::BlockEntry`].
     pub const BLOCK_CIDR_V6: &str = "GW_BLOCK_CIDR_V6";
+    /// LPM trie, IPv4 prefix to [`ratelimit::LimitOverride`].
     pub const LIMIT_V4: &str = "GW_LIMIT_V4";
+    /// LPM trie, IPv6 prefix to [`ratelimit::LimitOverride`].
     pub const LIMIT_V6: &str = "GW_LIMIT_V6";
+    /// LRU hash, [`ratelimit::SourceKey`] to [`ratelimit::Buckets`]: the token buckets.
     pub const BUCKETS: &str = "GW_BUCKETS";
+    /// Per-CPU array of [`stats::Counter`], indexed by [`stats::Reason`].
     pub const COUNTERS: &str = "GW_COUNTERS";
+    /// Per-CPU LRU hash, [`ratelimit::SourceKey`] to [`stats::SourceDrops`].
     pub const DROPS_BY_SOURCE: &str = "GW_DROP_SRC";
 }
 

@@ -16,6 +16,7 @@ pub const LIMIT_MAX: u32 = 1 << 14;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SourceKey {
+    /// Network byte order; IPv4 as `::ffff:a.b.c.d`, IPv6 masked to the bucket prefix.
     pub addr: [u8; 16],
 }
 
@@ -34,7 +35,9 @@ pub struct Buckets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimitOverride {
+    /// Packets-per-second budget for sources under this prefix.
     pub pps: crate::config::Limit,
+    /// New-connection (SYN) budget for sources under this prefix.
     pub syn: crate::config::Limit,
 }
 

@@ -27,6 +27,7 @@ pub enum Reason {
 pub const REASONS: u32 = 7;
 
 impl Reason {
+    /// Every reason, in counter-index order.
     pub const ALL: [Reason; REASONS as usize] = [
         Reason::Passed,
         Reason::Allowlisted,
@@ -50,6 +51,7 @@ impl Reason {
         }
     }
 
+    /// Whether the verdict was `XDP_DROP` (every `Dropped*` reason).
     pub fn is_drop(self) -> bool {
         matches!(
             self,
@@ -65,7 +67,9 @@ impl Reason {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
+    /// Packets counted under this reason on this CPU.
     pub packets: u64,
+    /// Their bytes, from the Ethernet header on (the XDP frame length).
     pub bytes: u64,
 }
 
@@ -78,11 +82,13 @@ pub const DROP_SOURCES_MAX: u32 = 4096;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceDrops {
+    /// Packets dropped from this source on this CPU.
     pub packets: u64,
     /// Monotonic ns of the last drop.
     pub last_ns: u64,
     /// [`Reason`] of the last drop.
     pub last_reason: u32,
+    /// Explicit padding to 8-byte alignment; always 0.
     pub _pad: u32,
 }
 

@@ -20,6 +20,7 @@ use crate::{
     net::Net,
 };
 
+/// The `gateway` command line.
 #[derive(Parser)]
 #[command(
     name = "gateway",
@@ -30,10 +31,12 @@ pub struct Cli {
     /// Admin socket of the running gateway.
     #[arg(long, global = true, env = "GATEWAY_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
     pub socket: PathBuf,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands of `gateway`.
 #[derive(Subcommand)]
 pub enum Command {
     /// Start the gateway (XDP fast path, proxy, admin socket) in the foreground.
@@ -100,6 +103,7 @@ pub enum Command {
     HashKey,
 }
 
+/// The options of `gateway run`.
 #[derive(Args)]
 pub struct RunArgs {
     /// Config file (TOML). Without it the embedded default is used.
@@ -171,10 +175,12 @@ fn target_arg(s: &str) -> Result<String, String> {
     s.parse::<Net>().map(|n| n.to_string())
 }
 
+/// `gateway block ...`: the XDP blocklist, through the admin socket.
 #[derive(Subcommand)]
 pub enum BlockCmd {
     /// Block an address or CIDR (e.g. 203.0.113.7, 198.51.100.0/24, 2001:db8::/48).
     Add {
+        /// Address or CIDR to block.
         #[arg(value_parser = net_arg)]
         net: Net,
         /// Remove the block by itself after this long (30s, 10m, 1h, 7d).
@@ -189,6 +195,7 @@ pub enum BlockCmd {
     },
     /// Remove a block.
     Del {
+        /// The address or CIDR the block was added for.
         #[arg(value_parser = net_arg)]
         net: Net,
         /// Remove a cluster-wide block from every node.
@@ -197,20 +204,24 @@ pub enum BlockCmd {
     },
     /// List blocks with source, reason and TTL left.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// `gateway cluster ...`: cluster mode, through the admin socket.
 #[derive(Subcommand)]
 pub enum ClusterCmd {
     /// Whether Redis is reachable, this node's id, and the last error.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// `gateway quota ...`: quota counts, through the admin socket.
 #[derive(Subcommand)]
 pub enum QuotaCmd {
     /// Requests counted in the current window of every quota of a consumer.
@@ -218,11 +229,14 @@ pub enum QuotaCmd {
         /// The consumer: an API key's name, a token's `sub`, or the key of
         /// a `[[rate_limit.limits]]` quota.
         consumer: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Forget a consumer's counts, so its quotas are whole again.
     Reset {
+        /// The consumer: an API key's name, a token's `sub`, or the key of a
+        /// `[[rate_limit.limits]]` quota.
         consumer: String,
         /// Only this quota (`plan:<name>` or `limit:<name>`).
         #[arg(long)]
@@ -230,25 +244,30 @@ pub enum QuotaCmd {
     },
 }
 
+/// `gateway allow ...`: the XDP allowlist, through the admin socket.
 #[derive(Subcommand)]
 pub enum AllowCmd {
     /// Allowlist an address or CIDR.
     Add {
+        /// Address or CIDR to allowlist.
         #[arg(value_parser = net_arg)]
         net: Net,
     },
     /// Remove an allowlist entry.
     Del {
+        /// The address or CIDR the entry was added for.
         #[arg(value_parser = net_arg)]
         net: Net,
     },
     /// List allowlist entries.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// `gateway limit ...`: the XDP per-source budgets, through the admin socket.
 #[derive(Subcommand)]
 pub enum LimitCmd {
     /// Set the default limits or a per-source override. A rate of 0 means
@@ -272,18 +291,22 @@ pub enum LimitCmd {
     },
     /// Show the limits that apply to a source (or `default`).
     Get {
+        /// `default`, or an IP/CIDR.
         #[arg(value_parser = target_arg)]
         target: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// List the default limits and every override.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Remove one override, or all of them.
     Clear {
+        /// The override's IP/CIDR; without it every override is removed.
         #[arg(value_parser = net_arg)]
         net: Option<Net>,
     },

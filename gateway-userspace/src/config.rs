@@ -30,26 +30,41 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The config file's path as given.
         path: String,
+        /// Why reading it failed.
         source: std::io::Error,
     },
     /// The file is not valid TOML or a value is wrong.
     #[error("{path}:{line}:{column}: {message}")]
     Invalid {
+        /// The config file's path as given.
         path: String,
+        /// 1-based line of the offending value.
         line: usize,
+        /// 1-based column of the offending value.
         column: usize,
+        /// What is wrong, for the operator.
         message: String,
     },
     /// Values are individually fine but do not fit together.
     #[error("{path}: {message}")]
-    Inconsistent { path: String, message: String },
+    Inconsistent {
+        /// The config file's path as given.
+        path: String,
+        /// Which values clash and why.
+        message: String,
+    },
 }
 
+/// The whole config file: every section, each with its defaults (`gateway print-default-config`).
+/// Parsed by `Config::load`/`Config::parse`, which also run the cross-section checks.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// The kernel fast path (`[xdp]`).
     pub xdp: XdpSection,
+    /// The admin Unix socket (`[admin]`).
     pub admin: AdminSection,
     /// L7 rate limits (`[[rate_limit.limits]]`), see `ratelimit`.
     pub rate_limit: crate::ratelimit::RateLimitSection,
@@ -65,7 +80,9 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// How upstream targets given by name are resolved.
     pub dns: crate::proxy::config::DnsSection,
+    /// Request size, time and concurrency limits of the proxy (`[limits]`).
     pub limits: Limits,
+    /// Certificates for TLS listeners (`[tls]`).
     pub tls: TlsSection,
     /// Peers whose X-Forwarded-For, X-Request-Id and PROXY protocol header
     /// are believed. Everyone else is the client.
@@ -73,7 +90,9 @@ pub struct Config {
     /// The header a trusted proxy's client chain is read from:
     /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239). Never both.
     pub client_ip_header: crate::proxy::client_ip::ClientIpHeader,
+    /// Headers added to every response (`[security_headers]`); routes may override them.
     pub security_headers: SecurityHeaders,
+    /// The built-in JSON echo upstream (`[demo]`), off by default.
     pub demo: Demo,
     /// Per-route request validation (`docs/validation.md`).
     pub validation: crate::validate::ValidationSection,
@@ -107,6 +126,7 @@ pub struct XdpSection {
     pub protected_ports: Vec<NonZeroU16>,
     /// IPv6 sources share one bucket per prefix of this length.
     pub ipv6_prefix_len: V6PrefixLen,
+    /// Per-source packet and SYN budgets at the kernel (`[xdp.rate_limit]`).
     pub rate_limit: RateLimitSection,
     /// Sources that are never dropped (checked first).
     pub allow: Vec<Net>,
@@ -122,11 +142,15 @@ pub struct XdpSection {
     pub detach_on_exit: bool,
 }
 
+/// How the XDP program is attached (`[xdp] mode`).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
+    /// Native (driver) mode, falling back to generic (skb) mode with a warning.
     Auto,
+    /// Driver mode only; attaching fails on a driver without XDP support.
     Native,
+    /// Generic mode: works on every interface, after the kernel built an skb (slower).
     Skb,
 }
 
@@ -146,6 +170,7 @@ impl fmt::Display for XdpMode {
 pub struct V6PrefixLen(u8);
 
 impl V6PrefixLen {
+    /// The prefix length, 1..=128.
     pub fn get(self) -> u8 {
         self.0
     }
@@ -167,6 +192,7 @@ impl TryFrom<u8> for V6PrefixLen {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSection {
+    /// Off: the XDP program only applies the allow and block lists.
     pub enabled: bool,
     /// Packets per second per source.
     pub pps: LimitSpec,
@@ -178,7 +204,9 @@ pub struct RateLimitSection {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(try_from = "RawLimit")]
 pub struct LimitSpec {
+    /// Events per second per source; 0 means unlimited.
     pub rate: u32,
+    /// Events allowed back to back above the rate; at least 1 when `rate > 0`.
     pub burst: u32,
 }
 
@@ -198,6 +226,7 @@ impl TryFrom<RawLimit> for LimitSpec {
 }
 
 impl LimitSpec {
+    /// A rate and burst; an error when `rate > 0` and `burst == 0` (nothing could ever pass).
     pub fn new(rate: u32, burst: u32) -> Result<Self, String> {
         if rate > 0 && burst == 0 {
             return Err(format!(
@@ -207,6 +236,7 @@ impl LimitSpec {
         Ok(Self { rate, burst })
     }
 
+    /// No limit (`rate = 0`).
     pub const UNLIMITED: LimitSpec = LimitSpec { rate: 0, burst: 0 };
 }
 

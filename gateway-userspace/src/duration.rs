@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// Parses `30s`, `10m`, `1h30m`, `500ms` (humantime); surrounding whitespace is ignored. The error
+/// quotes the input and shows examples.
 pub fn parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("'{s}' is not a duration like 30s, 10m or 1h ({e})"))
 }
 
+/// `d` as humantime text in whole seconds (`1h 30m`); sub-second parts are dropped.
 pub fn format(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }

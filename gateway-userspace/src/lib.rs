@@ -5,6 +5,11 @@
 //! is the authenticate phase of the proxy (policies, JWT, introspection, API
 //! keys, Basic);
 //! `validate` checks requests against per-route rules (JSON Schema, OpenAPI).
+//!
+//! No `unsafe` outside `xdp/`: denied here, allowed with its reason only in
+//! the `xdp` modules that call libc, and forbidden in every other module.
+
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod auth;

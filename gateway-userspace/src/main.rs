@@ -2,6 +2,8 @@
 //! loaded and validated before any socket is bound or program loaded; a bad
 //! config exits with code 64 (EX_USAGE) and a `file:line:column: problem`.
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -236,6 +238,10 @@ fn init_logging(format: &str) {
 /// instead of Rust's default: SIGPIPE ignored, so `println!` panics on
 /// EPIPE. `run` keeps SIGPIPE ignored: a write to a socket whose peer went
 /// away must be an error for that connection, not the end of the process.
+#[allow(
+    unsafe_code,
+    reason = "signal(2) through libc: neither std nor rustix's enabled features set a signal disposition"
+)]
 fn restore_sigpipe() {
     // SAFETY: called before any thread is started; SIG_DFL is a valid
     // disposition for SIGPIPE.

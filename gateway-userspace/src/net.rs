@@ -15,6 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Net(IpNet);
 
 impl Net {
+    /// `addr/prefix_len`; an error when the prefix is longer than the family allows (32, 128) or
+    /// `addr` has bits set below it (the message suggests the network meant).
     pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, String> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         if prefix_len > max {
@@ -33,14 +35,17 @@ impl Net {
         Ok(Self(net))
     }
 
+    /// The network address (host bits are zero).
     pub fn addr(&self) -> IpAddr {
         self.0.addr()
     }
 
+    /// The prefix length, 0..=32 for IPv4, 0..=128 for IPv6.
     pub fn prefix_len(&self) -> u8 {
         self.0.prefix_len()
     }
 
+    /// Whether this is an IPv4 network.
     pub fn is_ipv4(&self) -> bool {
         self.addr().is_ipv4()
     }
@@ -50,10 +55,13 @@ impl Net {
         self.prefix_len() == self.0.max_prefix_len()
     }
 
+    /// Whether `addr` lies in this network (an address of the other family never does; IPv4-mapped
+    /// IPv6 is not unmapped).
     pub fn contains(&self, addr: &IpAddr) -> bool {
         self.0.contains(addr)
     }
 
+    /// The single-address network of `addr` (/32 or /128).
     pub fn host(addr: IpAddr) -> Self {
         Self(IpNet::from(addr))
     }

@@ -10,6 +10,8 @@
 //! `gateway upgrade` hands the sockets to a successor (`crate::upgrade`);
 //! started as one, `run` takes them over instead of binding.
 
+#![forbid(unsafe_code)]
+
 use std::{
     net::SocketAddr,
     os::fd::{AsFd as _, OwnedFd},

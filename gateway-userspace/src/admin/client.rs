@@ -1,5 +1,7 @@
 //! The CLI side of the admin socket.
 
+#![forbid(unsafe_code)]
+
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,

@@ -2,6 +2,8 @@
 //! it to the XDP maps. A change takes effect on the next packet, because the
 //! XDP program reads the maps on every packet.
 
+#![forbid(unsafe_code)]
+
 use std::{
     net::IpAddr,
     os::unix::fs::PermissionsExt as _,
@@ -45,6 +47,8 @@ pub struct AdminState {
     pub readers: Option<Arc<Mutex<XdpMaps>>>,
     /// Shown by `status`.
     pub interface: String,
+    /// The XDP attach mode shown by `status` (`native`, `skb`; `off`
+    /// without XDP).
     pub mode: String,
     /// The cluster link, when `[cluster]` is configured.
     pub cluster: Option<Arc<Cluster>>,

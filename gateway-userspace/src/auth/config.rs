@@ -26,11 +26,17 @@ pub struct AuthSection {
     pub realm: String,
     /// Longest accepted bearer token, API key or Basic credential, in bytes.
     pub max_credential_bytes: usize,
+    /// Per-source limit on failed authentications (`[auth.brute_force]`).
     pub brute_force: BruteForceSection,
+    /// JWT issuers by provider name (`[auth.jwt.NAME]`).
     pub jwt: BTreeMap<String, JwtIssuerConfig>,
+    /// RFC 7662 introspection endpoints by provider name (`[auth.introspection.NAME]`).
     pub introspection: BTreeMap<String, IntrospectionConfig>,
+    /// API key sets by provider name (`[auth.api_keys.NAME]`).
     pub api_keys: BTreeMap<String, ApiKeysConfig>,
+    /// HTTP Basic user sets by provider name (`[auth.basic.NAME]`).
     pub basic: BTreeMap<String, BasicConfig>,
+    /// Policies by name (`[auth.policies.NAME]`), referred to by routes' `auth`.
     pub policies: BTreeMap<String, PolicyConfig>,
 }
 
@@ -38,13 +44,21 @@ pub struct AuthSection {
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawAuthSection {
+    /// As [`AuthSection::realm`].
     pub realm: String,
+    /// As [`AuthSection::max_credential_bytes`].
     pub max_credential_bytes: usize,
+    /// As [`AuthSection::brute_force`].
     pub brute_force: BruteForceSection,
+    /// As [`AuthSection::jwt`].
     pub jwt: BTreeMap<String, JwtIssuerConfig>,
+    /// As [`AuthSection::introspection`].
     pub introspection: BTreeMap<String, IntrospectionConfig>,
+    /// As [`AuthSection::api_keys`].
     pub api_keys: BTreeMap<String, ApiKeysConfig>,
+    /// As [`AuthSection::basic`].
     pub basic: BTreeMap<String, BasicConfig>,
+    /// As [`AuthSection::policies`].
     pub policies: BTreeMap<String, PolicyConfig>,
 }
 
@@ -91,6 +105,7 @@ impl AuthSection {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BruteForceSection {
+    /// Off: failures are not counted and never answered with 429 (default on).
     pub enabled: bool,
     /// Failures (bad token, key or password) allowed per source per window.
     pub max_failures: u32,
@@ -216,7 +231,11 @@ fn d_leeway() -> Duration {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PemKeyFile {
+    /// The key file: a PEM public key (`public_key_files`) or raw HMAC secret bytes
+    /// (`hmac_secret_files`), read at load and reload.
     pub path: PathBuf,
+    /// The `kid` a token's header names this key by. A token with a `kid` needs a key with that
+    /// `kid`; a token without one is accepted only when a single key of its algorithm family fits.
     #[serde(default)]
     pub kid: Option<String>,
 }
@@ -245,15 +264,21 @@ impl TryFrom<String> for HttpsUrl {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
+    /// The introspection endpoint, `https://` only; the token is POSTed as `token=...` (RFC 7662
+    /// §2.1).
     pub endpoint: HttpsUrl,
     /// Client credentials sent with HTTP Basic.
     pub client_id: String,
+    /// The client secret inline; exactly one of this and `client_secret_file` is required.
     #[serde(default)]
     pub client_secret: Option<Secret>,
+    /// A file holding the client secret (trailing newline ignored), read at load and reload.
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for the endpoint instead of the system roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Longest one introspection call may take (default 5 s); past it the request gets 503.
     #[serde(
         default = "d_timeout",
         deserialize_with = "crate::duration::deserialize"
@@ -322,6 +347,7 @@ pub struct ApiKeysConfig {
     /// Query parameter carrying the key (off unless set: URLs end up in logs).
     #[serde(default)]
     pub query: Option<String>,
+    /// Keys written inline (`[[auth.api_keys.NAME.keys]]`).
     #[serde(default)]
     pub keys: Vec<ApiKeyEntry>,
     /// A TOML file with more `[[keys]]` entries of the same shape.
@@ -341,6 +367,7 @@ pub struct ApiKeyEntry {
     pub name: String,
     /// Lowercase hex SHA-256 of the key (`gateway hash-key`).
     pub sha256: Sha256Hex,
+    /// Scopes the identity holds, checked against a policy's `scopes`.
     #[serde(default)]
     pub scopes: Vec<String>,
     /// Requests per second for this key (applied by the rate limiter).
@@ -382,6 +409,7 @@ impl TryFrom<String> for Sha256Hex {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicConfig {
+    /// Users written inline (`[[auth.basic.NAME.users]]`).
     #[serde(default)]
     pub users: Vec<BasicUser>,
     /// An htpasswd file (`user:hash` lines, bcrypt or argon2 hashes only).
@@ -406,8 +434,11 @@ fn d_basic_ttl() -> Duration {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicUser {
+    /// The user name, compared exactly; also the identity's `sub`.
     pub name: String,
+    /// The password hash (bcrypt or argon2 PHC string); plain text is refused.
     pub hash: Secret,
+    /// Scopes the identity holds, checked against a policy's `scopes`.
     #[serde(default)]
     pub scopes: Vec<String>,
 }
@@ -453,6 +484,7 @@ pub struct PolicyConfig {
     /// Scopes (or roles, with `scope_claim`) the identity must hold.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Whether every listed scope (`all`, the default) or one (`any`) is required.
     #[serde(default)]
     pub scope_match: ScopeMatch,
     /// Claim holding scopes: default `scope` (space-separated), then `scp`.

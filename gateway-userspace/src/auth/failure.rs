@@ -81,22 +81,44 @@ pub enum TokenError {
 pub enum AuthFailure {
     /// No credential of any accepted kind was sent: 401 with bare challenges.
     #[error("no credentials")]
-    Missing { realm: String, schemes: Vec<Scheme> },
+    Missing {
+        /// The `realm` of the challenges (`[auth] realm`).
+        realm: String,
+        /// One `WWW-Authenticate` challenge per scheme the policy accepts.
+        schemes: Vec<Scheme>,
+    },
     /// A bearer token was sent but is not acceptable: 401 `invalid_token`.
     #[error("invalid token: {cause}")]
-    InvalidToken { realm: String, cause: TokenError },
+    InvalidToken {
+        /// The `realm` of the challenge.
+        realm: String,
+        /// Why the token was refused (logged; the client gets `invalid_token` only).
+        cause: TokenError,
+    },
     /// A Basic password or API key was wrong or unknown: 401.
     #[error("invalid credentials")]
-    InvalidCredentials { realm: String, scheme: Scheme },
+    InvalidCredentials {
+        /// The `realm` of the challenge.
+        realm: String,
+        /// The scheme whose credential was wrong.
+        scheme: Scheme,
+    },
     /// The credential is malformed (bad base64), repeated (two
     /// Authorization or key headers, a key parameter twice) or ambiguous
     /// (two credentials that disagree): 400 `invalid_request`.
     #[error("malformed credentials")]
-    InvalidRequest { realm: String, scheme: Scheme },
+    InvalidRequest {
+        /// The `realm` of the challenge.
+        realm: String,
+        /// The scheme whose credential was malformed.
+        scheme: Scheme,
+    },
     /// A valid identity lacks the required scopes: 403 `insufficient_scope`.
     #[error("insufficient scope")]
     InsufficientScope {
+        /// The `realm` of the challenge.
         realm: String,
+        /// The scheme whose identity lacked the scopes.
         scheme: Scheme,
         /// The scopes the policy requires (space-separated).
         required: String,
@@ -107,13 +129,18 @@ pub enum AuthFailure {
     ProviderUnavailable,
     /// The source sent too many bad credentials recently: 429.
     #[error("too many failed authentications")]
-    TooManyFailures { retry_after: Duration },
+    TooManyFailures {
+        /// Until the source's failure window ends; sent as `Retry-After` in whole seconds.
+        retry_after: Duration,
+    },
     /// The route names a policy that does not exist: 500 (a config bug).
     #[error("unknown auth policy")]
     UnknownPolicy,
 }
 
 impl AuthFailure {
+    /// The response status: 401, 400, 403, 503, 429 or 500 as each variant says (RFC 6750 §3.1 for
+    /// bearer tokens).
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Missing { .. } | Self::InvalidToken { .. } | Self::InvalidCredentials { .. } => {

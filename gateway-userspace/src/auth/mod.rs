@@ -48,11 +48,18 @@ pub use self::{
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethodKind {
+    /// No credential needed: every request gets an anonymous identity.
     None,
+    /// A JWT bearer token (RFC 6750, RFC 7519) from one of the policy's `providers`.
     Jwt,
+    /// An opaque bearer token checked by RFC 7662 introspection.
     Introspection,
+    /// An API key in a header or query parameter.
     ApiKey,
+    /// HTTP Basic (RFC 7617) against configured users.
     Basic,
+    /// The policies listed in `of`, tried in order: the first that accepts wins; otherwise the
+    /// first failure of a presented credential, or 401 naming every scheme.
     Any,
 }
 
@@ -62,13 +69,25 @@ pub enum AuthMethod {
     /// Policy `none`: nobody in particular.
     Anonymous,
     /// A JWT from the named issuer (`[auth.jwt.NAME]`).
-    Jwt { issuer: String },
+    Jwt {
+        /// The `[auth.jwt.NAME]` name of the issuer.
+        issuer: String,
+    },
     /// A token the named introspection endpoint called active.
-    Introspection { provider: String },
+    Introspection {
+        /// The `[auth.introspection.NAME]` name.
+        provider: String,
+    },
     /// An API key from the named key set.
-    ApiKey { provider: String },
+    ApiKey {
+        /// The `[auth.api_keys.NAME]` name.
+        provider: String,
+    },
     /// A Basic user from the named user set.
-    Basic { provider: String },
+    Basic {
+        /// The `[auth.basic.NAME]` name.
+        provider: String,
+    },
 }
 
 /// Where a credential travels, so it can be checked for repeats and
@@ -88,7 +107,10 @@ pub struct Identity {
     /// empty or blank (`identity::check_subject`), except for `none`
     /// policies, where it is `""`.
     pub subject: String,
+    /// Which method and provider established it.
     pub method: AuthMethod,
+    /// Scopes granted (the token's scope claim, or the key's or user's `scopes`), as checked
+    /// against the policy's `scopes`.
     pub scopes: Vec<String>,
     /// Headers to send upstream, from the policy's `headers` mapping.
     pub claims_headers: Vec<(HeaderName, HeaderValue)>,
@@ -110,7 +132,12 @@ pub enum AuthConfigError {
     /// A key, secret, user or key file is unreadable or invalid, or a TLS
     /// client could not be built.
     #[error("[auth.{provider}] {message}")]
-    Provider { provider: String, message: String },
+    Provider {
+        /// The provider as `KIND.NAME` (`jwt.corp`, `basic.staff`).
+        provider: String,
+        /// What is wrong with it (with the file path, for a file).
+        message: String,
+    },
 }
 
 /// Built once per config load; cheap to share behind an `Arc`.

@@ -33,16 +33,20 @@ pub struct BlockRecord {
     /// Cluster-clock ms after which the block no longer applies;
     /// [`PERMANENT`] for never.
     pub expires_ms: u64,
+    /// Cluster-clock ms when the block was made (shown as its age).
     pub created_ms: u64,
+    /// Free text, as for a local block (the kernel entry keeps its first 48 bytes).
     pub reason: String,
     /// `operator` or `escalation`.
     pub kind: String,
+    /// How many times the source has been blocked (the escalation TTL-ladder step).
     pub offences: u32,
     /// The node that made the block.
     pub origin: String,
 }
 
 impl BlockRecord {
+    /// Whether the block never expires (`expires_ms` is [`PERMANENT`]).
     pub fn is_permanent(&self) -> bool {
         self.expires_ms >= PERMANENT
     }
@@ -103,14 +107,27 @@ impl BlockRecord {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Event {
-    Add { net: String, record: BlockRecord },
-    Del { net: String, origin: String },
+    /// A block was added or changed by a node: apply it here.
+    Add {
+        /// The blocked address or CIDR, as text (`Net`'s display form).
+        net: String,
+        /// The block as stored in Redis.
+        record: BlockRecord,
+    },
+    /// A block was removed cluster-wide: remove it here.
+    Del {
+        /// The unblocked address or CIDR, as text.
+        net: String,
+        /// The node id that removed it (a node ignores its own events).
+        origin: String,
+    },
 }
 
 /// The cluster blocks this node knows, and the unblocks it has not yet
 /// delivered to Redis.
 #[derive(Default)]
 pub struct Registry {
+    /// Every cluster block known, by network.
     pub blocks: HashMap<Net, BlockRecord>,
     /// net → cluster ms when it was unblocked here.
     pub pending_unblocks: HashMap<Net, u64>,
@@ -119,6 +136,7 @@ pub struct Registry {
 /// The kernel side: where cluster blocks land.
 #[derive(Clone)]
 pub struct KernelBlocks {
+    /// The XDP maps the blocks are written into.
     pub maps: Arc<Mutex<XdpMaps>>,
 }
 

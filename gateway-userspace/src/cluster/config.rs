@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+/// `[cluster]`: shared rate limits and blocklists through one Redis (`docs/cluster.md`). Absent:
+/// the node stands alone.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
@@ -34,6 +36,7 @@ pub struct ClusterSection {
     /// mutual TLS (`tls-auth-clients yes`).
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`; the two go together.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
     /// Longest a request waits for Redis before it is decided by the local
@@ -94,6 +97,11 @@ fn default_retry_interval() -> Duration {
 }
 
 impl ClusterSection {
+    /// Checks what serde cannot; the error names the setting (a password in
+    /// the URL is redacted): the URL scheme, no `#insecure`, a `node_id` of
+    /// 1-64 `[A-Za-z0-9._-]`, a `key_prefix` without spaces, the client
+    /// certificate and key together, `tls_*` files only with `rediss://`, and
+    /// the timeouts and intervals within their ranges.
     pub fn validate(&self) -> Result<(), String> {
         let url = self.redis_url.trim();
         let scheme = url.split("://").next().unwrap_or_default();

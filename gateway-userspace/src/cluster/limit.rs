@@ -49,6 +49,9 @@ struct Lease {
     reset_at_ns: u64,
 }
 
+/// One `shared = true` limit: a GCRA bucket per key in Redis, served from local token leases (see
+/// the module docs for the overshoot bound), falling back to the node's own limiter while Redis is
+/// unreachable.
 pub struct SharedLimit {
     cluster: Arc<Cluster>,
     key_prefix: String,

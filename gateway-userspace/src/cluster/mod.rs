@@ -53,11 +53,19 @@ use crate::net::Net;
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct Stats {
+    /// Shared-limit requests decided by this node alone because Redis was unavailable
+    /// (`gateway_cluster_local_decisions_total`).
     pub local_decisions: AtomicU64,
+    /// Token leases asked of Redis for shared limits (`gateway_cluster_lease_requests_total`).
     pub lease_requests: AtomicU64,
+    /// Blocks and unblocks this node delivered to the cluster
+    /// (`gateway_cluster_blocks_published_total`).
     pub published: AtomicU64,
+    /// Blocks and unblocks applied from other nodes (`gateway_cluster_blocks_received_total`).
     pub received: AtomicU64,
+    /// Full blocklist reconciliations with Redis (`gateway_cluster_resyncs_total`).
     pub resyncs: AtomicU64,
+    /// Failed Redis connections and commands (`gateway_cluster_redis_errors_total`).
     pub errors: AtomicU64,
 }
 
@@ -104,6 +112,7 @@ pub struct Cluster {
     /// The Redis password, to scrub from error texts.
     secret: Option<String>,
     keys: Keys,
+    /// Counters for `/metrics`, updated without locks.
     pub stats: Stats,
 }
 
@@ -201,10 +210,12 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// This node's id (`[cluster] node_id`), the `origin` of the blocks it makes.
     pub fn node_id(&self) -> &str {
         &self.cfg.node_id
     }
 
+    /// The `[cluster]` section this handle was built from.
     pub fn config(&self) -> &ClusterSection {
         &self.cfg
     }

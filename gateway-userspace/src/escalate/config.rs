@@ -11,15 +11,19 @@ use serde::Deserialize;
 
 use crate::config::LimitSpec;
 
+/// `[escalation]`: L7 offences earn a source points (`weights`); reaching `threshold` within
+/// `window` blocks or throttles it in XDP for the next TTL of `ttl_ladder`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EscalationSection {
+    /// Off: offences are not counted and nothing escalates (default on).
     pub enabled: bool,
     /// Points are summed per source over this window, then start again.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub window: Duration,
     /// Points within one window that escalate a source.
     pub threshold: u32,
+    /// Points each kind of offence is worth.
     pub weights: Weights,
     /// Block TTL for the 1st, 2nd, ... escalation of a source; the last one
     /// repeats.
@@ -31,6 +35,7 @@ pub struct EscalationSection {
     /// `block` (drop every packet) or `throttle` (tighten the source's XDP
     /// packet-rate override to `throttle` for the TTL).
     pub action: Action,
+    /// The XDP budgets a throttled source gets for its TTL (`action = "throttle"`).
     pub throttle: ThrottleSpec,
     /// IPv6 offenders are escalated as the prefix of this length (a client
     /// owns a whole /64 and can rotate addresses inside it).
@@ -51,24 +56,37 @@ pub struct EscalationSection {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Weights {
+    /// A request rejected (429) by an L7 rate limit (default 1).
     pub rate_limited: u32,
+    /// A failed authentication: bad token, key or password (default 10).
     pub auth_failure: u32,
+    /// A request that failed request validation (default 5).
     pub validation_failure: u32,
+    /// A request the HTTP parser or the request checks refused: garbage, smuggling attempts
+    /// (default 20).
     pub malformed_http: u32,
+    /// A size or time limit broken: slow headers or body, oversize headers or body (default 20).
     pub limit_violation: u32,
 }
 
+/// What escalation does to a source in XDP.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// Drop every packet from it for the TTL.
     Block,
+    /// Give it a per-source override of `[escalation.throttle]` budgets for the TTL.
     Throttle,
 }
 
+/// The per-source XDP budgets of a throttled source (default 20 packets/s burst 40, 2 SYN/s burst
+/// 4).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleSpec {
+    /// Packets per second.
     pub pps: LimitSpec,
+    /// New TCP connections (SYN) per second.
     pub syn: LimitSpec,
 }
 
@@ -171,6 +189,8 @@ impl EscalationSection {
         Some(dir.join("escalation.state"))
     }
 
+    /// Checks what serde cannot: `threshold >= 1`, `ipv6_prefix_len` in 1..=128, `window >= 1s`;
+    /// the error names the setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.threshold == 0 {
             return Err("[escalation] threshold must be at least 1".into());

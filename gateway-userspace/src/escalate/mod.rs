@@ -44,14 +44,24 @@ fn now_ns() -> u64 {
 /// An L7 signal that earns penalty points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Offence {
+    /// A 429 from an L7 rate limit.
     RateLimited,
+    /// A failed authentication: a bad credential (401), a malformed or
+    /// repeated one (400), or 429 for too many failures. A missing
+    /// credential is not an offence.
     AuthFailure,
+    /// A request rejected by request validation (400, 415).
     ValidationFailure,
+    /// A request the HTTP parser or the request checks refused (bad path,
+    /// host or header name, bad framing, a body cut short).
     MalformedHttp,
+    /// A size or time limit broken (URI, headers or body too large, slow headers or body) or an
+    /// unknown method.
     LimitViolation,
 }
 
 impl Offence {
+    /// Every offence, in counter-index order (`offences_total`, the weights).
     pub const ALL: [Offence; 5] = [
         Offence::RateLimited,
         Offence::AuthFailure,
@@ -85,13 +95,18 @@ pub enum Seen {
 /// What an escalation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Escalation {
+    /// The source escalated: a host, or the IPv6 prefix of `ipv6_prefix_len`.
     pub source: Net,
+    /// How long the block or throttle lasts: the `ttl_ladder` step for `offences`.
     pub ttl: Duration,
     /// How many times this source has been escalated (within `forget_after`).
     pub offences: u32,
     /// Written into the kernel (false: L7 block only).
     pub in_kernel: bool,
+    /// Whether the source was blocked or throttled.
     pub action: Action,
+    /// The points per offence that crossed the threshold (`auth_failure 60, rate_limited 40`),
+    /// stored as the block's reason.
     pub reason: String,
 }
 
@@ -146,6 +161,10 @@ impl std::fmt::Debug for Escalator {
     }
 }
 
+/// Scores L7 offences per source and escalates a source over the threshold
+/// into the XDP maps (or an L7 block). The per-source state is split over 32
+/// mutex-guarded shards by address, so recording an offence takes one short
+/// lock.
 pub struct Escalator {
     cfg: EscalationSection,
     never: Vec<Net>,
@@ -154,7 +173,9 @@ pub struct Escalator {
     shards: Box<[Mutex<HashMap<IpAddr, SourceState>>]>,
     /// Offences recorded, by [`Offence`] index.
     pub offences_total: [AtomicU64; 5],
+    /// Escalations made (`gateway_escalations_total`).
     pub escalations_total: AtomicU64,
+    /// Escalations whose write into the XDP maps failed (the L7 block still applies).
     pub escalation_errors_total: AtomicU64,
     /// Cluster mode: the Redis link for cluster-wide scores, and a handle
     /// on this escalator for the callback when one crosses.

@@ -214,15 +214,23 @@ impl Escalator {
 /// Why the state file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistError {
+    /// The file could not be read or written (at load, a missing file is not an error).
     #[error("{path}: {source}")]
     Io {
+        /// The state file (also when its temporary sibling `<path>.tmp` failed).
         path: PathBuf,
+        /// Why the call failed.
         source: std::io::Error,
     },
     /// Not a state file of this version (damaged, or written by another
     /// build): ignored, and replaced at the next save.
     #[error("{path}: not a usable escalation state file: {reason}")]
-    Format { path: PathBuf, reason: String },
+    Format {
+        /// The state file.
+        path: PathBuf,
+        /// What did not fit: the JSON error, or the version it was written with.
+        reason: String,
+    },
 }
 
 /// Writes `snapshot` to `path` atomically (a temporary file beside it,

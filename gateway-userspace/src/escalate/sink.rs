@@ -2,6 +2,8 @@
 //! override for throttling), behind a trait so the escalation logic is
 //! testable without the kernel.
 
+#![forbid(unsafe_code)]
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -23,6 +25,8 @@ use crate::{
     xdp::{XdpMaps, clock},
 };
 
+/// Where escalations land: the XDP maps in production ([`XdpSink`]), a recorder in tests. Errors
+/// are reported by the escalator, which then blocks at L7 only.
 pub trait BlockSink: Send + Sync {
     /// Blocks `net` for `ttl`.
     fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()>;
@@ -61,6 +65,7 @@ pub struct XdpSink {
 }
 
 impl XdpSink {
+    /// A sink writing into `maps`, with no throttles yet and no cluster.
     pub fn new(maps: Arc<Mutex<XdpMaps>>) -> Self {
         Self {
             maps,

@@ -56,25 +56,49 @@ enum Sink {
 /// Everything one access log line says.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
+    /// When the request head arrived (`@timestamp`, RFC 3339 UTC with microseconds).
     pub timestamp: SystemTime,
+    /// The client as the gateway resolved it, through trusted proxies (`client.ip`).
     pub client_ip: IpAddr,
+    /// The TCP peer, or the address a PROXY protocol header named (`source.ip`, `source.port`).
     pub peer: SocketAddr,
+    /// The proxy listener's name from the config (`gateway.listener`).
     pub listener: &'a str,
+    /// The request method as sent (`http.request.method`).
     pub method: &'a str,
+    /// The path as the client sent it, before normalization; credential-like matrix parameters are
+    /// removed when written (`url.path`).
     pub path: &'a str,
+    /// The raw query without `?`; credential-like parameters are removed when written
+    /// (`url.query`).
     pub query: Option<&'a str>,
+    /// The status sent to the client (`http.response.status_code`; >= 400 makes `event.outcome`
+    /// `failure`).
     pub status: u16,
+    /// The client's HTTP version (`http.version`: `1.0`, `1.1`, `2`).
     pub version: http::Version,
+    /// Request head to response head, in nanoseconds (`event.duration`).
     pub duration_ns: u64,
+    /// The `User-Agent` header (`user_agent.original`).
     pub user_agent: Option<&'a str>,
+    /// The request id sent upstream and to the client (`http.request.id`).
     pub request_id: &'a str,
+    /// The W3C trace id, 32 hex digits (`trace.id`).
     pub trace_id: &'a str,
+    /// The matched route's id (`gateway.route`); `None` when no route matched.
     pub route: Option<&'a str>,
+    /// The upstream address the request went to (`gateway.upstream.target`).
     pub upstream_target: Option<SocketAddr>,
+    /// The code of the `Rejection` the gateway answered with itself (`gateway.reason`).
     pub reason: Option<&'a str>,
+    /// Who caused that rejection: `client`, `upstream` or `internal` (`gateway.fault`).
     pub fault: Option<String>,
+    /// The authenticated identity's subject, never the credential (`user.name`).
     pub user: Option<&'a str>,
+    /// The L7 rate-limit decision: `allowed`, `delayed`, `rejected` or `over_quota`
+    /// (`gateway.rate_limit`).
     pub rate_limit: Option<&'a str>,
+    /// The request validation outcome: `passed` or the rejection's code (`gateway.validation`).
     pub validation: Option<&'a str>,
     /// The calls of an aggregate route (empty otherwise).
     pub calls: &'a [CallRecord],
@@ -83,14 +107,19 @@ pub struct Record<'a> {
 /// One call of an aggregate route, as logged (`gateway.aggregate.calls`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CallRecord {
+    /// The call's name in the route's config.
     #[serde(serialize_with = "arc_str")]
     pub name: Arc<str>,
+    /// The upstream pool the call went to.
     #[serde(serialize_with = "arc_str")]
     pub upstream: Arc<str>,
+    /// The address the call was sent to, once one was chosen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<SocketAddr>,
+    /// The upstream's status, when a response head arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// From the call's start to its whole body read (or its failure), in milliseconds.
     pub duration_ms: f64,
     /// `ok`, or how it failed (`timeout`, `failed`, `too_large`...).
     pub outcome: &'static str,
@@ -130,6 +159,8 @@ impl AccessLog {
         }
     }
 
+    /// Whether lines are written (a stdout or file target); callers skip building a `Record` when
+    /// not.
     pub fn enabled(&self) -> bool {
         !matches!(self.sink, Sink::Off)
     }
@@ -349,6 +380,9 @@ const SECRET_NAMES: &[&str] = &["sig", "pass", "sid", "bearer"];
 const DECODE_ROUNDS: usize = 4;
 
 impl Redactor {
+    /// A redactor that, besides the built-in credential-like names, drops the query parameters in
+    /// `names` (compared normalized: lowercase, array suffix `[...]` removed, `.`/space/`[` as
+    /// `_`).
     pub fn new(names: Vec<String>) -> Self {
         Self {
             exact: names.iter().map(|n| normalize(n)).collect(),

@@ -61,6 +61,7 @@ type Labels = Vec<(&'static str, String)>;
 
 /// The XDP program's counters, read from its maps at every scrape.
 pub struct XdpCollector {
+    /// The pinned maps, locked for the length of one scrape's reads.
     pub maps: Arc<Mutex<XdpMaps>>,
 }
 
@@ -118,6 +119,7 @@ impl Collector for XdpCollector {
 
 /// Escalation counters and active blocks.
 pub struct EscalationCollector {
+    /// The escalator whose counters and active blocks are reported.
     pub escalator: Arc<Escalator>,
 }
 
@@ -176,6 +178,7 @@ impl Collector for EscalationCollector {
 /// fetch counters start from zero when a reload rebuilds the pools or the
 /// authenticator (Prometheus treats that as a counter reset).
 pub struct ProxyCollector {
+    /// The current proxy generation, read at each scrape.
     pub state: StateWatch,
 }
 
@@ -270,6 +273,7 @@ impl Collector for ProxyCollector {
 
 /// Cluster mode: the Redis link and what went through it.
 pub struct ClusterCollector {
+    /// The cluster handle whose link state and counters are reported.
     pub cluster: Arc<crate::cluster::Cluster>,
 }
 
@@ -333,6 +337,7 @@ impl Collector for ClusterCollector {
 /// store at each scrape. Labels: `kind` (`plan` or `limit`) and `name`;
 /// never a consumer (identities would make the series unbounded).
 pub struct QuotaCollector {
+    /// The quota counts, shared with the rate-limit phase.
     pub store: Arc<crate::ratelimit::quota_store::QuotaStore>,
 }
 

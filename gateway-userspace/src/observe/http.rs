@@ -27,6 +27,7 @@ pub struct Readiness {
     /// "attached" or "off" (deliberately disabled); `gateway run` fails
     /// instead of starting with a failed attach.
     pub xdp: &'static str,
+    /// The current proxy generation: ready when some upstream pool has a healthy target.
     pub state: StateWatch,
     /// Cluster mode's Redis link. Reported, but never a reason to be
     /// unready: without Redis the node serves with local limits.

@@ -20,18 +20,25 @@ use prometheus_client::{
 /// `route` ("-": no route matched), `method`, `status` class ("2xx").
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The route id from the config, `-` when no route matched.
     pub route: Arc<str>,
+    /// The request method, from [`method_label`]'s fixed set.
     pub method: &'static str,
+    /// The response status class, from [`status_class`].
     pub status: &'static str,
 }
 
+/// `route`: a configured route id (`-` when no route matched).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
+    /// The route id from the config, `-` when no route matched.
     pub route: Arc<str>,
 }
 
+/// `upstream`: a configured upstream pool name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
+    /// The upstream pool name from the config.
     pub upstream: Arc<str>,
 }
 
@@ -39,27 +46,38 @@ pub struct UpstreamLabels {
 /// `failed`, `too_large`, `total_too_large` or `dependency_failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
+    /// The aggregate route's id.
     pub route: Arc<str>,
+    /// The call's name within the route.
     pub call: Arc<str>,
+    /// The upstream pool the call went to.
     pub upstream: Arc<str>,
+    /// How the call ended (see the type's list).
     pub outcome: &'static str,
 }
 
+/// `reason`: a `Rejection` reason code, or an auth failure reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    /// The stable snake_case code of the reason.
     pub reason: &'static str,
 }
 
+/// `route` and the L7 rate-limit `decision`: `allowed`, `delayed`, `rejected` or `over_quota`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
+    /// The route id from the config.
     pub route: Arc<str>,
+    /// `allowed`, `delayed`, `rejected` or `over_quota`.
     pub decision: &'static str,
 }
 
 /// An auth policy (a config name) and the failure reason (a fixed set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
+    /// The auth policy's name from the config.
     pub policy: Arc<str>,
+    /// The auth failure reason's stable code.
     pub reason: &'static str,
 }
 
@@ -67,12 +85,16 @@ pub struct PolicyLabels {
 /// `limit:<name>` for a quota) that rejected a request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
+    /// The route id from the config.
     pub route: Arc<str>,
+    /// The limit's name, or `plan:<name>` / `limit:<name>` for a quota.
     pub limit: Arc<str>,
 }
 
+/// `result` of a TLS handshake: `ok`, `error` or `timeout`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// `ok`, `error` or `timeout`.
     pub result: &'static str,
 }
 
@@ -88,9 +110,15 @@ fn latency() -> Histogram {
 /// The process's metrics; one per process, shared by every config generation.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// `gateway_http_requests_total`: requests answered, by route, method and status class.
     pub requests: Family<RequestLabels, Counter>,
+    /// `gateway_http_request_duration_seconds`: request head to response head, by route (buckets 1
+    /// ms to 30 s).
     pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// `gateway_upstream_request_duration_seconds`: sending to an upstream until its response head,
+    /// by pool.
     pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    /// `gateway_auth_failures_total`: requests that got no identity, by failure reason.
     pub auth_failures: Family<ReasonLabels, Counter>,
     /// Auth failures by policy and reason.
     pub auth_policy_failures: Family<PolicyLabels, Counter>,
@@ -98,9 +126,15 @@ pub struct Metrics {
     pub rate_limit_rejections: Family<LimitLabels, Counter>,
     /// Aggregate route calls, by route, call, upstream and outcome.
     pub aggregate_calls: Family<CallLabels, Histogram, fn() -> Histogram>,
+    /// `gateway_validation_failures_total`: requests rejected by request validation (400, 415), by
+    /// route.
     pub validation_failures: Family<RouteLabels, Counter>,
+    /// `gateway_rate_limit_decisions_total`: L7 rate-limit outcomes, by route and decision.
     pub rate_limit_decisions: Family<DecisionLabels, Counter>,
+    /// `gateway_rejections_total`: requests the gateway answered itself, by `Rejection` reason
+    /// code.
     pub rejections: Family<ReasonLabels, Counter>,
+    /// `gateway_tls_handshakes_total`: TLS handshakes on the proxy listeners, by result.
     pub tls_handshakes: Family<ResultLabels, Counter>,
 }
 
@@ -117,6 +151,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every family, empty, registered under the `gateway_` prefix.
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("gateway");
         let m = Self {
@@ -283,6 +318,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a TLS handshake on a proxy listener; `result` is `ok`, `error` or `timeout`.
     pub fn tls_handshake(&self, result: &'static str) {
         self.tls_handshakes
             .get_or_create(&ResultLabels { result })
@@ -307,6 +343,7 @@ pub fn method_label(m: &http::Method) -> &'static str {
     }
 }
 
+/// The status class as a label: `1xx` to `4xx`, everything else (5xx and out-of-range codes) `5xx`.
 pub fn status_class(s: u16) -> &'static str {
     match s {
         100..=199 => "1xx",

@@ -26,7 +26,9 @@ pub use metrics::Metrics;
 /// reloads (counters must not restart; the log file stays open).
 #[derive(Clone)]
 pub struct Observe {
+    /// The Prometheus metrics the request path updates.
     pub metrics: Arc<Metrics>,
+    /// The access log the request path writes a line per request to.
     pub access_log: Arc<AccessLog>,
 }
 

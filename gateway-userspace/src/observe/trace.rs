@@ -9,7 +9,9 @@
 
 use http::{HeaderMap, HeaderValue};
 
+/// The W3C Trace Context header carrying version, trace id, parent id and flags.
 pub const TRACEPARENT: &str = "traceparent";
+/// The W3C Trace Context header carrying vendor state; forwarded only with a valid `traceparent`.
 pub const TRACESTATE: &str = "tracestate";
 
 /// The trace context of one request. Ids are kept as integers and written

@@ -18,6 +18,10 @@ use crate::{
     },
 };
 
+/// The authenticate phase: runs each route's auth policy (`docs/auth.md`),
+/// stores the identity in the request context, and turns a failure into 401,
+/// 400, 403, 429 or 503 (500 for an unknown policy) with its RFC 7235 /
+/// RFC 6750 challenge.
 pub struct AuthPhase {
     auth: Arc<Authenticator>,
     /// route id → policy name (shared: it labels the failure metrics
@@ -26,6 +30,7 @@ pub struct AuthPhase {
 }
 
 impl AuthPhase {
+    /// The phase for `config`'s routes, checking credentials with `auth`.
     pub fn new(auth: Arc<Authenticator>, config: &Config) -> Self {
         let policies = config
             .routes

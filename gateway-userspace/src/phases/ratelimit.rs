@@ -63,6 +63,7 @@ struct Plan {
     quota: Option<(Quota, String)>,
 }
 
+/// The L7 rate-limit phase (see the module docs): global, route, key and plan limits, then quotas.
 pub struct RateLimitPhase {
     global: Vec<Arc<Limit>>,
     /// route id → its limits

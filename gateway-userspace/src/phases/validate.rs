@@ -19,11 +19,14 @@ use crate::{
     validate::{self, Validators},
 };
 
+/// The validate phase: checks a request against its route's rules (JSON Schema, OpenAPI) and
+/// answers a violation 400, 413 or 415 with problem+json (`docs/validation.md`).
 pub struct ValidatePhase {
     validators: Validators,
 }
 
 impl ValidatePhase {
+    /// The phase for the compiled `validators`.
     pub fn new(validators: Validators) -> Self {
         Self { validators }
     }

@@ -79,6 +79,7 @@ struct TrippedState {
 }
 
 impl Tripped {
+    /// The reason the body was stopped (`BodyTooLarge`, `BodyTimeout`...), if it was.
     pub fn get(&self) -> Option<Reason> {
         *self.0.reason.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -101,6 +102,8 @@ impl Tripped {
     }
 }
 
+/// The error a [`Limited`] body yields when it stops the request: the [`Reason`] becomes the
+/// client's 413 or 408.
 #[derive(Debug, thiserror::Error)]
 #[error("request body stopped: {0:?}")]
 pub struct LimitError(pub Reason);
@@ -244,6 +247,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B, G> Guarded<B, G> {
+    /// Wraps `inner`, keeping `guard` alive until the body is finished or dropped.
     pub fn new(inner: B, guard: G) -> Self {
         Self {
             inner,

@@ -69,6 +69,7 @@ pub enum ClientIpError {
     /// garbage, zone id, leading zeros, bad port).
     #[error("the {header} entry {position} from the right is not an IP address")]
     NotAnAddress {
+        /// The header's name (`X-Forwarded-For` or `Forwarded`).
         header: &'static str,
         /// 1 is the rightmost entry.
         position: usize,
@@ -79,6 +80,7 @@ pub enum ClientIpError {
         "the {header} entry {position} from the right withholds the client address (obfuscated or not known to the proxy)"
     )]
     Hidden {
+        /// The header's name (`X-Forwarded-For` or `Forwarded`).
         header: &'static str,
         /// 1 is the rightmost entry.
         position: usize,
@@ -86,7 +88,10 @@ pub enum ClientIpError {
     /// The header is not a valid list: non-ASCII bytes, an unterminated
     /// quoted string, a `Forwarded` element without `for=` or with it twice.
     #[error("the {header} header is malformed")]
-    Malformed { header: &'static str },
+    Malformed {
+        /// The header's name (`X-Forwarded-For` or `Forwarded`).
+        header: &'static str,
+    },
 }
 
 /// Why one list entry is not an address.
@@ -126,6 +131,7 @@ impl Trusted {
         self.header
     }
 
+    /// Whether `ip` is a trusted proxy; an IPv4-mapped IPv6 address is compared as IPv4.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.nets.iter().any(|n| n.contains(&ip))

@@ -55,7 +55,9 @@ pub struct ConnInfo {
     /// The TCP peer (the load balancer) when `peer` came from a PROXY
     /// protocol header. Its packets, not the client's, are what XDP sees.
     pub proxied_by: Option<SocketAddr>,
+    /// Whether the client connection is TLS (the request's scheme is then `https`).
     pub tls: bool,
+    /// The listener's name (`display_name`), for logs and the access log.
     pub listener: Arc<str>,
     started: Instant,
     last_activity_ms: AtomicU64,
@@ -85,6 +87,7 @@ impl ConnInfo {
         self
     }
 
+    /// A fresh connection from `peer` on `listener`, with no request yet.
     pub fn new(peer: SocketAddr, tls: bool, listener: Arc<str>) -> Self {
         Self {
             peer,

@@ -44,7 +44,10 @@ pub enum Sniffed {
     /// Still a prefix of the preface.
     Undecided,
     /// The whole preface; frames start at this offset of the bytes fed.
-    Http2 { frames_at: usize },
+    Http2 {
+        /// Byte offset, in everything fed so far, where the first frame starts.
+        frames_at: usize,
+    },
     /// Not HTTP/2.
     Other,
 }
@@ -126,6 +129,7 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// A follower that has seen no frame yet, counting against `budget`.
     pub fn new(budget: H2Budget) -> Self {
         Self {
             budget,

@@ -117,8 +117,11 @@ impl Phase for Allow {
 /// escalation engine that every client-caused rejection is reported to.
 #[derive(Clone)]
 pub struct Hooks {
+    /// The authenticate phase (`phases::auth::AuthPhase`; a no-op in `Hooks::default`).
     pub authenticate: Arc<dyn Phase>,
+    /// The validate phase (`phases::validate::ValidatePhase`; a no-op without validation rules).
     pub validate: Arc<dyn Phase>,
+    /// The L7 rate-limit phase (`phases::ratelimit::RateLimitPhase`; a no-op in `Hooks::default`).
     pub rate_limit: Arc<dyn Phase>,
     /// `None`: offences are not scored.
     pub escalation: Option<Arc<crate::escalate::Escalator>>,

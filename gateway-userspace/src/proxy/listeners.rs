@@ -62,12 +62,14 @@ pub enum Lifecycle {
 /// One listener's settings as the accept loop uses them.
 #[derive(Debug)]
 pub struct ListenerCfg {
+    /// The listener's section of the config.
     pub listener: Listener,
     /// `display_name`, shared by every connection's `ConnInfo`.
     pub name: Arc<str>,
 }
 
 impl ListenerCfg {
+    /// The accept loop's copy of `listener`, named by its `display_name`.
     pub fn new(listener: &Listener) -> Arc<Self> {
         Arc::new(Self {
             name: listener.display_name().into(),
@@ -91,7 +93,9 @@ impl Settings {
 
 /// A running listener: one bound socket and its accept loop.
 pub struct Slot {
+    /// Stable across reloads: the key of [`Settings`] and of [`Table::slot_mut`].
     pub id: u64,
+    /// The listener's `display_name`; follows a rename on reload.
     pub name: String,
     /// The address as configured (port 0 stays 0).
     pub configured: SocketAddr,
@@ -102,15 +106,18 @@ pub struct Slot {
     /// The socket, shared with its accept loop (kept here to hand it to a
     /// successor, or to accept again after a failed handover).
     pub socket: Option<Arc<TcpListener>>,
+    /// Moves the accept loop and its connections through serving, draining and closed.
     pub stop: watch::Sender<Lifecycle>,
     /// Connections accepted here and still open.
     pub open: Arc<AtomicUsize>,
+    /// The accept loop, once started.
     pub task: Option<JoinHandle<()>>,
 }
 
 /// The running listeners.
 #[derive(Default)]
 pub struct Table {
+    /// The running slots, in config order after each reload.
     pub slots: Vec<Slot>,
     next_id: u64,
 }
@@ -126,8 +133,11 @@ pub enum Target {
 /// Why a listener could not be bound.
 #[derive(Debug)]
 pub struct BindError {
+    /// The listener's `display_name`.
     pub listener: String,
+    /// The address it was to listen on.
     pub addr: SocketAddr,
+    /// Why `bind(2)`/`listen(2)` (or taking an inherited socket) failed.
     pub source: std::io::Error,
 }
 
@@ -138,6 +148,7 @@ pub struct BindError {
 pub struct Inherited(Vec<(String, SocketAddr, std::net::TcpListener)>);
 
 impl Inherited {
+    /// The sockets received from the predecessor: (listener name, configured address, socket).
     pub fn new(sockets: Vec<(String, SocketAddr, std::net::TcpListener)>) -> Self {
         Self(sockets)
     }
@@ -238,9 +249,12 @@ pub fn plan(
 /// A planned change applied to the table: the settings of the new
 /// generation, the slots to start, and the slots that left the config.
 pub struct Applied {
+    /// The listener settings of the new generation.
     pub settings: Settings,
     /// New slots (already in the table) with their socket, to be started.
     pub start: Vec<(u64, TcpListener, Arc<ListenerCfg>)>,
+    /// Slots no listener of the new config kept, taken out of the table; the caller hands them to
+    /// [`retire`].
     pub retired: Vec<Slot>,
 }
 
@@ -317,6 +331,7 @@ impl Table {
         }
     }
 
+    /// The running slot with this id, if it is still in the table.
     pub fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
         self.slots.iter_mut().find(|s| s.id == id)
     }
@@ -348,6 +363,7 @@ pub fn retire(mut slot: Slot, grace: Duration) {
 pub struct OpenGuard(Arc<AtomicUsize>);
 
 impl OpenGuard {
+    /// Counts one more open connection on `open` until the guard drops.
     pub fn new(open: &Arc<AtomicUsize>) -> Self {
         open.fetch_add(1, Ordering::Relaxed);
         Self(open.clone())

@@ -3,6 +3,8 @@
 //! upstream pools with health checks, L7 limits and the security headers.
 //! `Proxy::start` runs it; `Proxy::reload` swaps in a new config.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod authority;
 pub mod body;

@@ -67,8 +67,11 @@ pub enum PathParameters {
 /// The path rules from `[limits]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PathRules {
+    /// `[limits] escaped_slashes`: `%2F`, `%5C` and `\` in paths.
     pub escaped_slashes: EscapedSlashes,
+    /// `[limits] escaped_controls`: `%00`-`%1F` and `%7F` in paths.
     pub escaped_controls: EscapedControls,
+    /// `[limits] path_parameters`: `;` matrix parameters in path segments.
     pub path_parameters: PathParameters,
 }
 

@@ -400,7 +400,10 @@ struct Framing {
     grpc: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the per-request values the phases share, borrowed from `handle`'s frame"
+)]
 async fn phases<B>(
     state: &ProxyState,
     conn: &ConnInfo,
@@ -677,7 +680,10 @@ where
 
 /// Step 7a: the calls of an aggregate route, with the headers every call
 /// carries (forwarding, request id, verified identity) built once.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the per-request values the phases share, borrowed from `handle`'s frame"
+)]
 async fn aggregate_phase(
     state: &ProxyState,
     conn: &ConnInfo,

@@ -178,6 +178,7 @@ impl Reason {
 /// A request ended by a phase: the reason and a detail for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
+    /// Why: the status, the problem `type` and the metrics label follow from it.
     pub reason: Reason,
     /// Shown to the client in the problem `detail`; never include secrets.
     pub detail: String,
@@ -189,6 +190,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// A rejection with `reason` and a client-facing `detail`, no extra headers, and the standard
+    /// problem body.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
         Self {
             reason,

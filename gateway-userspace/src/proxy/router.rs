@@ -15,7 +15,9 @@ use super::config::{HostPattern, Route as RouteConfig};
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// The route's `id` from the config (logs, metrics, the access log).
     pub id: Arc<str>,
+    /// The name of the upstream pool requests go to.
     pub upstream: Arc<str>,
     /// CORS, when the route allows cross-origin browser requests.
     pub cors: Option<Arc<super::cors::Cors>>,
@@ -175,6 +177,9 @@ pub struct Router {
 }
 
 impl Router {
+    /// Compiles the routes and sorts them most specific first: exact host before wildcard (longer
+    /// suffix first) before none, then exact path, templates with fewer parameters, longer
+    /// prefixes, then more header matches.
     pub fn new(configs: &[RouteConfig], security: &super::config::SecurityHeaders) -> Self {
         let mut routes: Vec<Route> = configs
             .iter()

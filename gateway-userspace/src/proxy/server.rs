@@ -52,7 +52,9 @@ pub enum ProxyError {
     Bind {
         /// The listener's name (`demo` for the demo upstream).
         listener: String,
+        /// The address it was to listen on.
         addr: SocketAddr,
+        /// Why `bind(2)` or `listen(2)` failed.
         source: std::io::Error,
     },
     /// Certificates could not be loaded.

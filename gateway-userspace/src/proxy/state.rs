@@ -22,11 +22,18 @@ use crate::config::Config;
 
 /// Everything a request needs, for one config generation.
 pub struct ProxyState {
+    /// Picks the route for a request (host, path, method).
     pub router: Router,
+    /// The upstream pools by name, with their connections and health.
     pub pools: Pools,
+    /// The `[limits]` section: sizes, timeouts, concurrency.
     pub limits: Limits,
+    /// The `[security_headers]` added to responses.
     pub security: SecurityHeaders,
+    /// The `trusted_proxies` and which forwarding header to believe from them.
     pub trusted: Trusted,
+    /// The request phases (authenticate, validate, rate limit) and the escalation, observability
+    /// and authenticator handles.
     pub hooks: Hooks,
     /// `None` when no listener uses TLS.
     pub tls: Option<TlsAcceptor>,

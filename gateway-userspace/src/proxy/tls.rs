@@ -24,11 +24,21 @@ use super::config::TlsSection;
 pub enum TlsError {
     /// A PEM file is missing, unreadable or holds nothing usable.
     #[error("{path}: {message}")]
-    Pem { path: String, message: String },
+    Pem {
+        /// The file as configured.
+        path: String,
+        /// What is wrong with it (unreadable, no certificate, no private key...).
+        message: String,
+    },
     /// The key type is not supported or does not fit (the reason is in the
     /// message, not a separate source, so it is printed once).
     #[error("{path}: unusable private key: {error}")]
-    Key { path: String, error: rustls::Error },
+    Key {
+        /// The key file as configured.
+        path: String,
+        /// rustls's reason (unsupported algorithm, key and certificate mismatch).
+        error: rustls::Error,
+    },
     /// Generating the self-signed certificate failed.
     #[error("generating a self-signed certificate: {0}")]
     SelfSigned(#[from] rcgen::Error),
@@ -38,7 +48,9 @@ pub enum TlsError {
     /// An upstream's `tls` settings cannot be used.
     #[error("upstream '{upstream}': {error}")]
     Upstream {
+        /// The upstream's name.
         upstream: String,
+        /// What is wrong with its CA, client certificate or key.
         error: Box<TlsError>,
     },
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use super::quota::{Quota, UtcOffset, Window};
 
+/// `[rate_limit]`: the L7 limits, plans and quota settings (`docs/ratelimit.md`).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitSection {
@@ -74,6 +75,8 @@ pub struct PlanConfig {
     pub quota: Option<Quota>,
 }
 
+/// One `[[rate_limit.limits]]` entry: a token bucket (NGINX `limit_req` semantics) and/or a
+/// calendar quota per key.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
@@ -128,6 +131,7 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `count` requests per second (`count > 0`; the parser refuses 0).
     pub fn per_second(count: u64) -> Self {
         Self {
             count,
@@ -180,13 +184,18 @@ impl fmt::Display for Rate {
     }
 }
 
+/// What happens to requests over the rate but within the burst (NGINX `limit_req` `nodelay` /
+/// `delay=N`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     /// Serve the burst at once, reject beyond it.
     #[default]
     NoDelay,
     /// Throttle: after `after` excess requests, delay the rest of the burst.
-    Delay { after: u32 },
+    Delay {
+        /// Excess requests served at once before the rest wait (`delay=N`; 0 for `delay`).
+        after: u32,
+    },
 }
 
 impl FromStr for Mode {
@@ -216,10 +225,15 @@ impl<'de> Deserialize<'de> for Mode {
 /// What a limit is keyed by: `ip`, `identity`, `claim:NAME`, `header:NAME`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum KeySpec {
+    /// `ip`: the client address (IPv6 grouped by `ipv6_prefix_len`), as NGINX's
+    /// `$binary_remote_addr`.
     #[default]
     ClientIp,
+    /// `identity`: the authenticated subject; the limit does not apply to anonymous requests.
     Identity,
+    /// `claim:NAME`: a claim of the verified token; the limit does not apply when it is absent.
     Claim(String),
+    /// `header:NAME`: a request header's value; the limit does not apply when it is absent.
     Header(String),
 }
 

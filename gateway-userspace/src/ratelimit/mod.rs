@@ -32,6 +32,7 @@ pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// What the proxy knows of a request when picking a key.
 #[derive(Default)]
 pub struct KeyContext<'a> {
+    /// The client address (through trusted proxies), for `key = "ip"`.
     pub client_ip: Option<IpAddr>,
     /// The authenticated identity (API key name, JWT `sub`, Basic user).
     pub identity: Option<&'a str>,
@@ -46,16 +47,26 @@ pub struct KeyContext<'a> {
 pub enum Decision {
     /// Serve now. `remaining` requests could still be served at once;
     /// the bucket is full again after `reset`.
-    Allow { remaining: u32, reset: Duration },
+    Allow {
+        /// Requests that could still be served at once (`RateLimit` header's `r`).
+        remaining: u32,
+        /// Until the bucket is full again (`RateLimit` header's `t`, rounded up to seconds).
+        reset: Duration,
+    },
     /// Throttled: serve after waiting `wait` (delay mode only).
     Delay {
+        /// How long the request is held before it goes upstream.
         wait: Duration,
+        /// Requests that could still be served at once after this one.
         remaining: u32,
+        /// Until the bucket is full again.
         reset: Duration,
     },
     /// Over rate and burst: answer 429 with `Retry-After`.
     Reject {
+        /// Until one request would be allowed again (`Retry-After`, rounded up to seconds).
         retry_after: Duration,
+        /// Until the bucket is full again.
         reset: Duration,
     },
     /// The request has no value for this limit's key (for example no
@@ -65,6 +76,7 @@ pub enum Decision {
 
 /// One named limit with its state.
 pub struct Limiter {
+    /// The `[[rate_limit.limits]]` entry (or the plan-derived one) this limiter enforces.
     pub config: LimitConfig,
     /// The rate this limiter enforces (the config's, or a plan's).
     pub rate: Rate,

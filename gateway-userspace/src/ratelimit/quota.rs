@@ -18,8 +18,11 @@ use serde::Deserialize;
 /// The calendar unit a quota counts over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Window {
+    /// From minute 0 of each hour (in `[rate_limit] time_zone`).
     Hour,
+    /// From midnight of each day (in `[rate_limit] time_zone`).
     Day,
+    /// From midnight of the 1st of each month (in `[rate_limit] time_zone`).
     Month,
 }
 
@@ -36,7 +39,9 @@ impl Window {
 /// `count` requests per calendar `window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
+    /// Requests allowed per window.
     pub count: u64,
+    /// The calendar window they are counted over.
     pub window: Window,
 }
 

@@ -51,12 +51,15 @@ pub fn system_clock() -> UnixClock {
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A clock standing at `unix_secs` (seconds since the Unix epoch).
     pub fn at(unix_secs: i64) -> Self {
         Self(Arc::new(AtomicI64::new(unix_secs)))
     }
+    /// Moves the clock to `unix_secs`, for every [`UnixClock`] made from it.
     pub fn set(&self, unix_secs: i64) {
         self.0.store(unix_secs, Ordering::Relaxed);
     }
+    /// A [`UnixClock`] reading this clock.
     pub fn clock(&self) -> UnixClock {
         let c = self.0.clone();
         Arc::new(move || c.load(Ordering::Relaxed))
@@ -70,15 +73,18 @@ pub struct Usage {
     pub window_start: i64,
     /// Unix seconds, exclusive.
     pub window_end: i64,
+    /// Requests counted in the window.
     pub used: u64,
 }
 
 /// The verdict of one quota for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuotaDecision {
+    /// Whether the request fits in the quota (it was counted).
     pub allowed: bool,
     /// Requests counted in this window, this one included when allowed.
     pub used: u64,
+    /// The quota's count per window.
     pub limit: u64,
     /// Seconds until the window ends (at least 1).
     pub reset_secs: u64,
@@ -87,6 +93,7 @@ pub struct QuotaDecision {
 }
 
 impl QuotaDecision {
+    /// Requests left in the window (0 when over).
     pub fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.used)
     }
@@ -95,7 +102,9 @@ impl QuotaDecision {
 /// Requests counted and refused per quota (for `/metrics`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Outcomes {
+    /// Requests counted within their quota.
     pub allowed: u64,
+    /// Requests refused (429) for an exhausted quota.
     pub rejected: u64,
 }
 

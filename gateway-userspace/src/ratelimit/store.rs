@@ -5,6 +5,8 @@
 //! oldest entry goes (its client starts with a full bucket: the limit fails
 //! open for that one key, memory never grows).
 
+#![forbid(unsafe_code)]
+
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use super::*;
 
 fn limiter(rate: &str, burst: u32, mode: Mode) -> Limiter {

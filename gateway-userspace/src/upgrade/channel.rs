@@ -6,6 +6,8 @@
 //! Blocking calls with a receive timeout: both sides run them on a thread
 //! of their own (or the blocking pool), never on a request worker.
 
+#![forbid(unsafe_code)]
+
 use std::{
     io::{IoSlice, IoSliceMut},
     mem::MaybeUninit,
@@ -28,16 +30,22 @@ const MAX_MESSAGE: usize = 256 * 1024;
 /// Why the channel failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
+    /// Reading or writing the socket pair failed (`sendmsg`/`recvmsg`).
     #[error("handover channel")]
     Io(#[from] std::io::Error),
+    /// The other process closed the channel (it exited or gave up).
     #[error("handover channel: the other process closed it")]
     Closed,
+    /// No message arrived within the given time.
     #[error("handover channel: no message within {0:?}")]
     Timeout(Duration),
+    /// A message is not the JSON of a [`super::Message`].
     #[error("handover channel: message not understood: {0}")]
     Decode(#[from] serde_json::Error),
+    /// A message carried more file descriptors than [`MAX_FDS`].
     #[error("handover channel: {0} sockets in one message, at most {MAX_FDS}")]
     TooManyFds(usize),
+    /// A message reached 256 KiB without ending.
     #[error("handover channel: message of {0} bytes or more, at most {MAX_MESSAGE}")]
     TooLarge(usize),
 }

@@ -2,6 +2,8 @@
 //! it the sockets, and stops it again if it cannot take over. Blocking:
 //! run on the blocking pool.
 
+#![forbid(unsafe_code)]
+
 use std::{
     os::{
         fd::{AsFd as _, OwnedFd},
@@ -24,7 +26,9 @@ use super::{
 pub struct Successor {
     channel: Channel,
     child: Child,
+    /// The successor's process id.
     pub pid: u32,
+    /// The binary it was started from.
     pub program: String,
     /// The admin socket the successor binds beside the running one until
     /// it takes over (removed here if it never does).

@@ -77,22 +77,34 @@ pub fn in_progress() -> bool {
 pub enum Message {
     /// Running → successor: the sockets, attached in this order.
     Offer {
+        /// The running (old) process's id.
         from_pid: u32,
+        /// What each passed file descriptor served, in the order of the `SCM_RIGHTS` descriptors.
         sockets: Vec<Offered>,
     },
     /// Successor → running: built and bound, not accepting.
     Ready,
     /// Successor → running: it cannot take over, and exits.
-    Failed { error: String },
+    Failed {
+        /// Why, as the successor's log says it (a config error with file:line:column, a bind
+        /// error...).
+        error: String,
+    },
     /// Running → successor: stopped accepting, state saved; take over.
     Go,
     /// Successor → running: accepting.
-    Serving { pid: u32, version: String },
+    Serving {
+        /// The successor's process id.
+        pid: u32,
+        /// The successor's version (`CARGO_PKG_VERSION` and eBPF build id).
+        version: String,
+    },
 }
 
 /// One socket of an [`Message::Offer`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Offered {
+    /// What the socket served.
     pub role: Role,
     /// The listener's name (`display_name`); empty for the other roles.
     pub name: String,
@@ -116,7 +128,9 @@ pub enum Role {
 /// the binary now at that path, with the same arguments.
 #[derive(Clone, Debug)]
 pub struct Command {
+    /// The absolute path of the binary to start (see [`remember_command`]).
     pub program: PathBuf,
+    /// The arguments after `argv[0]`, as this process got them.
     pub args: Vec<OsString>,
 }
 
@@ -149,8 +163,11 @@ pub fn command() -> Option<&'static Command> {
 /// What `gateway upgrade` reports.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Upgraded {
+    /// The process that handed over (and exits once its requests are done).
     pub old_pid: u32,
+    /// The successor now serving.
     pub new_pid: u32,
+    /// The binary the successor was started from.
     pub program: String,
     /// The successor's version (`CARGO_PKG_VERSION` and eBPF build id).
     pub version: String,

@@ -1,6 +1,8 @@
 //! The new process's side of an upgrade: takes the offered sockets, says
 //! when it is ready, waits for the go, reports that it serves.
 
+#![forbid(unsafe_code)]
+
 use std::{
     net::SocketAddr,
     os::fd::{AsFd as _, OwnedFd},
@@ -19,6 +21,7 @@ const GO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A takeover in progress: this process was started by `gateway upgrade`.
 pub struct Takeover {
     channel: Channel,
+    /// The process handing over (from its `Offer`).
     pub from_pid: u32,
     proxy: Vec<(String, SocketAddr, std::net::TcpListener)>,
     observability: Option<(SocketAddr, std::net::TcpListener)>,

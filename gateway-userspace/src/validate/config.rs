@@ -149,10 +149,15 @@ pub struct ParamConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
+    /// Kept as text (the default).
     #[default]
     String,
+    /// An integer: optional `-` and ASCII digits (leading zeros allowed), kept exact at any size.
     Integer,
+    /// A decimal number (JSON syntax, leading zeros allowed), kept exact; no
+    /// `NaN` or infinities.
     Number,
+    /// `true` or `false`.
     Boolean,
 }
 

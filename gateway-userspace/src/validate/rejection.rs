@@ -81,13 +81,19 @@ impl Reason {
 /// Which part of the request a violation is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
+    /// A path parameter (`{id}` of the route's path template).
     Path,
+    /// A query parameter.
     Query,
+    /// A request header.
     Header,
+    /// The JSON body.
     Body,
 }
 
 impl Part {
+    /// The part as the `in` member of the problem+json `errors` entries:
+    /// `path`, `query`, `header` or `body`.
     pub fn as_str(self) -> &'static str {
         match self {
             Part::Path => "path",
@@ -122,14 +128,17 @@ impl Violation {
         Self::new(part, &format!("/{}", pointer_token(name)), message)
     }
 
+    /// Which part of the request is wrong.
     pub fn part(&self) -> Part {
         self.part
     }
 
+    /// An RFC 6901 JSON pointer into the body, or `/name` of a parameter; at most 64 characters.
     pub fn pointer(&self) -> &str {
         &self.pointer
     }
 
+    /// What is wrong, for the client; at most 200 characters.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -12,6 +12,9 @@ use gateway_common::{
 use super::{XdpMaps, clock, maps::ALLOW_FROM_CONFIG};
 use crate::{admin::reason_bytes, config::XdpSection};
 
+/// Writes `[xdp]` into the maps: the settings and protected ports, then the config's allow and
+/// block lists, removing config entries the section no longer lists. Operator and escalation
+/// entries are left alone. Errors are map writes the kernel refused.
 pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<()> {
     let rl = &section.rate_limit;
     maps.set_config(XdpConfig {

@@ -1,6 +1,11 @@
 //! bpffs: maps are pinned there so they outlive the gateway process. A fresh
 //! machine may not have it mounted; mount it at /sys/fs/bpf if needed.
 
+#![allow(
+    unsafe_code,
+    reason = "statfs(2) and mount(2) through libc: neither std nor rustix's enabled features wrap them"
+)]
+
 use std::{ffi::CString, os::unix::ffi::OsStrExt as _, path::Path};
 
 use anyhow::{Context as _, Result, bail};

@@ -1,6 +1,11 @@
 //! `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`: block expiries and
 //! bucket timestamps in the maps are in this time base.
 
+#![allow(
+    unsafe_code,
+    reason = "clock_gettime(2) through libc: std's Instant hides the raw CLOCK_MONOTONIC value the maps store"
+)]
+
 use std::time::Duration;
 
 /// Nanoseconds of `CLOCK_MONOTONIC` now.

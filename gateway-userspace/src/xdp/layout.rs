@@ -22,6 +22,8 @@ type Spec = (&'static str, usize, usize, u32);
 const LPM4: usize = 4 + 4;
 const LPM6: usize = 4 + 16;
 
+/// Every pinned map as (name, key size, value size, max entries) in bytes and entries, as this
+/// build's program declares them.
 pub const MAPS: [Spec; 13] = [
     (names::CONFIG, 4, size_of::<XdpConfig>(), 1),
     (names::PROTECTED_PORTS, 4, 8, PORT_WORDS),

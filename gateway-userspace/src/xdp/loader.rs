@@ -51,6 +51,7 @@ pub struct AttachedXdp {
     /// `<pin_dir>/links/<interface>`; `None` when the link could not be
     /// pinned (then it detaches with the process, as before).
     pin_file: Option<PathBuf>,
+    /// The interface the program is attached to.
     pub interface: String,
     /// The mode it attached in (`auto` resolved); for an adopted link, the
     /// mode of the attachment it continues.
@@ -62,6 +63,8 @@ pub struct AttachedXdp {
 }
 
 impl Loader {
+    /// A loader pinning maps under `pin_dir` (the `[xdp] pin_dir`, which must be on bpffs; bpffs is
+    /// mounted at /sys/fs/bpf when the directory is below it and nothing is mounted there).
     pub fn new(pin_dir: impl Into<PathBuf>) -> Self {
         Self {
             pin_dir: pin_dir.into(),
@@ -73,6 +76,10 @@ impl Loader {
         self.pin_dir.join(format!("v{LAYOUT_VERSION}"))
     }
 
+    /// Loads and verifies the program, reusing the maps pinned by a previous run (same layout
+    /// version) or creating them, and importing entries from an older layout's pins when this
+    /// layout has none. Errors carry the verifier log when the kernel rejects the program, and the
+    /// pin directory otherwise.
     pub fn load(&self) -> Result<(LoadedXdp, XdpMaps)> {
         let pin_path = self.pin_path();
         bpffs::ensure_dir(&pin_path)?;
@@ -182,6 +189,7 @@ impl LoadedXdp {
             .expect("checked at load")
     }
 
+    /// The versioned directory the maps are pinned in (`<pin_dir>/v<LAYOUT_VERSION>`).
     pub fn pin_path(&self) -> &Path {
         &self.pin_path
     }
@@ -457,8 +465,11 @@ pub fn detach_pinned(pin_dir: &Path, interface: Option<&str>) -> Result<Vec<Stri
 /// One pinned XDP link, for `gateway xdp status`.
 #[derive(Debug)]
 pub struct LinkStatus {
+    /// The interface the link is attached to.
     pub interface: String,
+    /// The mode it was attached in.
     pub mode: XdpMode,
+    /// The link's pin file (`<pin_dir>/links/<interface>`).
     pub pin: PathBuf,
     /// The program the link runs now: kernel id, tag (a hash of its
     /// instructions: the same build has the same tag) and when it was

@@ -23,8 +23,13 @@ use crate::net::Net;
 
 /// Who put an address on the allowlist (the allowlist map's value).
 pub const ALLOW_FROM_CONFIG: u32 = 1;
+/// Added by an operator at runtime (`gateway allow add`); kept across config reloads.
 pub const ALLOW_FROM_OPERATOR: u32 = 2;
 
+/// Typed handles on the XDP program's pinned maps (names and layouts in `gateway_common`), one per
+/// family where the kernel needs two. Every method is one or a few `bpf(2)` calls; errors are aya's
+/// map errors carrying the kernel's errno (a full map, missing CAP_BPF). The config map's presence
+/// bits are kept in step with what the lookup maps hold.
 pub struct XdpMaps {
     config: Array<MapData, XdpConfig>,
     ports: Array<MapData, u64>,
@@ -305,6 +310,7 @@ impl XdpMaps {
 
     // ---- config and ports ----
 
+    /// The program's settings as stored (index 0 of `GW_CONFIG`).
     pub fn config(&self) -> Result<XdpConfig> {
         Ok(self.config.get(&0, 0)?)
     }
@@ -381,11 +387,14 @@ impl XdpMaps {
 
     // ---- allowlist ----
 
+    /// Adds or replaces an allowlist entry; `origin` is [`ALLOW_FROM_CONFIG`] or
+    /// [`ALLOW_FROM_OPERATOR`].
     pub fn allow_add(&mut self, net: &Net, origin: u32) -> Result<()> {
         let bit = self.allow.insert(net, origin)?;
         self.mark_present(bit)
     }
 
+    /// Removes the allowlist entry for exactly `net`; `false` if there was none.
     pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
         let removed = self.allow.remove(net)?;
         self.refresh_presence()?;
@@ -414,6 +423,8 @@ impl XdpMaps {
         self.mark_present(bit)
     }
 
+    /// The block stored for exactly `net` (a host in the exact map, a range in the trie), expired
+    /// or not.
     pub fn block_get(&self, net: &Net) -> Result<Option<BlockEntry>> {
         if net.is_host() {
             self.block_host.get(net.addr())
@@ -422,6 +433,7 @@ impl XdpMaps {
         }
     }
 
+    /// Removes the block for exactly `net`; `false` if there was none. A covering range stays.
     pub fn block_del(&mut self, net: &Net) -> Result<bool> {
         let removed = self.block_remove(net)?;
         self.refresh_presence()?;
@@ -491,17 +503,21 @@ impl XdpMaps {
 
     // ---- per-source limit overrides ----
 
+    /// Adds or replaces the per-source budget override for `net` (an LPM entry: the longest
+    /// matching prefix applies).
     pub fn limit_set(&mut self, net: &Net, limits: LimitOverride) -> Result<()> {
         let bit = self.limit.insert(net, limits)?;
         self.mark_present(bit)
     }
 
+    /// Removes the override for exactly `net`; `false` if there was none.
     pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
         let removed = self.limit.remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
     }
 
+    /// Every override, both families, sorted by network.
     pub fn limit_list(&self) -> Result<Vec<(Net, LimitOverride)>> {
         let mut out = Vec::new();
         self.limit.list(&mut out, usize::MAX)?;
@@ -520,10 +536,12 @@ impl XdpMaps {
 
     // ---- buckets (tests and diagnostics) ----
 
+    /// The token-bucket state of a source, if the program has seen it (and the LRU kept it).
     pub fn bucket(&self, key: &SourceKey) -> Result<Option<Buckets>> {
         found(self.buckets.get(key, 0))
     }
 
+    /// Overwrites the token-bucket state of a source (tests and diagnostics).
     pub fn set_bucket(&mut self, key: &SourceKey, b: Buckets) -> Result<()> {
         Ok(self.buckets.insert(key, b, 0)?)
     }

@@ -19,9 +19,13 @@ use crate::net::Net;
 /// What an import copied.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Imported {
+    /// Allowlist entries copied.
     pub allows: usize,
+    /// Blocks copied (with their remaining TTL).
     pub blocks: usize,
+    /// Blocks not copied because their TTL had passed.
     pub expired_skipped: usize,
+    /// Per-source limit overrides copied.
     pub limits: usize,
 }
 

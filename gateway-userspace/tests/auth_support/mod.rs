@@ -2,7 +2,10 @@
 //! CA (rcgen) that records requests and answers with a switchable handler,
 //! token signing with the test keys in `tests/data`, and request builders.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different subset"
+)]
 
 use std::{
     net::{IpAddr, SocketAddr},

@@ -3,7 +3,10 @@
 //! listener on), an origin that records headers and whose health check
 //! can be switched off, and a tiny HTTP/1.1 client.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different subset"
+)]
 
 use std::{
     convert::Infallible,

@@ -2,7 +2,10 @@
 //! received, the proxy started in-process from inline TOML (XDP off, admin
 //! socket unused), and a raw HTTP/1.1 client over loopback.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different subset"
+)]
 
 use std::{
     convert::Infallible,

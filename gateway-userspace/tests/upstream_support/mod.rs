@@ -2,7 +2,10 @@
 //! certificates, and a recording backend that speaks HTTP/1.1 or HTTP/2
 //! over plaintext or TLS (ALPN), with what each request looked like.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different subset"
+)]
 
 use std::{
     convert::Infallible,

@@ -7,7 +7,9 @@ use http::{HeaderMap, HeaderValue, header};
 
 /// One embedded file: its body and content type.
 pub struct Asset {
+    /// The file's bytes, as embedded at build time.
     pub body: &'static [u8],
+    /// Its `Content-Type` (with `charset=utf-8` for text).
     pub content_type: &'static str,
 }
 

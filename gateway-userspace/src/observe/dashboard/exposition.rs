@@ -11,8 +11,11 @@
 /// One sample: metric name, labels in exposition order, value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
+    /// The metric name as exposed, with its `_total`/`_bucket`/... suffix.
     pub name: String,
+    /// Label names and unescaped values.
     pub labels: Vec<(String, String)>,
+    /// The sample value (`+Inf`, `-Inf` and `NaN` included).
     pub value: f64,
 }
 

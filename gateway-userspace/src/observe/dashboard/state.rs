@@ -29,9 +29,13 @@ pub const TOP_DROPPED: usize = 20;
 
 /// What the state is read from; all shared with the rest of the gateway.
 pub struct Sources {
+    /// What the admin socket reaches: the XDP maps, cluster and quotas.
     pub admin: Arc<AdminState>,
+    /// The escalation engine (recent escalations, active blocks).
     pub escalator: Arc<Escalator>,
+    /// The current proxy generation (routes, upstream health).
     pub proxy: StateWatch,
+    /// The request-path metrics (the event families the charts poll).
     pub metrics: Arc<Metrics>,
     /// "attached" or "off".
     pub xdp: &'static str,

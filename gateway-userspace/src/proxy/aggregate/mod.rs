@@ -421,7 +421,10 @@ fn observe(metrics: &Metrics, route: &Arc<str>, call: &Call, rec: &CallRecord) {
 }
 
 /// Sends one call and reads its JSON body, within its timeout.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call's inputs: a struct for them would be built and taken apart per call"
+)]
 async fn exec(
     i: usize,
     call: &Call,
@@ -473,7 +476,10 @@ async fn exec(
     (i, result, rec)
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the inputs of `exec` plus the two slots it reads back after a timeout"
+)]
 async fn fetch(
     call: &Call,
     pool: &Pool,

@@ -34,7 +34,9 @@ const FRAMING: [&str; 11] = [
 /// A compiled aggregate route.
 #[derive(Debug)]
 pub struct Plan {
+    /// The calls, in config order (the order `keys` and `deep` merges apply them).
     pub calls: Vec<Call>,
+    /// How the successful bodies are combined.
     pub merge: Merge,
     /// Whole-request deadline.
     pub deadline: Duration,
@@ -47,7 +49,9 @@ pub struct Plan {
 /// One compiled call.
 #[derive(Debug)]
 pub struct Call {
+    /// The call's name: its key in a `named` merge, and a metrics and log label.
     pub name: Arc<str>,
+    /// The upstream pool the call goes to.
     pub upstream: Arc<str>,
     pub(super) method: Method,
     pub(super) path: Template,

@@ -168,6 +168,7 @@ pub enum UnderscoreHeaders {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityHeaders {
+    /// Off: no header is added (what the upstream sends passes unchanged). Default on.
     pub enabled: bool,
     /// `X-Content-Type-Options`.
     pub content_type_options: String,
@@ -250,11 +251,17 @@ impl Default for SecurityHeaders {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityHeadersOverride {
+    /// Replaces `enabled` for the route.
     pub enabled: Option<bool>,
+    /// Replaces `content_type_options` (`X-Content-Type-Options`).
     pub content_type_options: Option<String>,
+    /// Replaces `frame_options` (`X-Frame-Options`).
     pub frame_options: Option<String>,
+    /// Replaces `referrer_policy` (`Referrer-Policy`).
     pub referrer_policy: Option<String>,
+    /// Replaces `content_security_policy` (`Content-Security-Policy`).
     pub content_security_policy: Option<String>,
+    /// Replaces `hsts` (`Strict-Transport-Security`, on responses over TLS).
     pub hsts: Option<String>,
 }
 

@@ -134,6 +134,7 @@ impl TryFrom<String> for ServerName {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Demo {
+    /// Start the echo server (default off).
     pub enabled: bool,
     /// Where the echo server listens (loopback only).
     pub address: SocketAddr,

@@ -89,6 +89,7 @@ fn opt_dur<'de, D: serde::Deserializer<'de>>(
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(try_from = "String")]
 pub enum HostPattern {
+    /// The whole host, lowercased: `example.com`.
     Exact(String),
     /// The suffix including its leading dot: `.example.com`.
     Wildcard(String),

@@ -22,10 +22,18 @@ pub enum TargetSpec {
     /// `name:port`: every address the name resolves to, at `port`. The
     /// name as written in lowercase ASCII; a trailing dot makes it
     /// absolute (no resolv.conf search domains are tried).
-    Name { host: Arc<str>, port: u16 },
+    Name {
+        /// The name, lowercase ASCII as written (a trailing dot kept).
+        host: Arc<str>,
+        /// The port every resolved address is used with.
+        port: u16,
+    },
     /// `srv:_service._proto.name`: the SRV records of `name` (as written in
     /// lowercase, without `srv:`).
-    Srv { name: Arc<str> },
+    Srv {
+        /// The SRV owner name (`_service._proto.name`), lowercase.
+        name: Arc<str>,
+    },
 }
 
 impl TargetSpec {

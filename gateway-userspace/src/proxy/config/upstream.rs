@@ -25,6 +25,7 @@ pub struct Upstream {
     /// The `targets` entries as written, with their positions for errors.
     #[serde(rename = "targets")]
     target_entries: Vec<Spanned<String>>,
+    /// How a target is chosen among the healthy ones (`round_robin` by default).
     #[serde(default)]
     pub balance: Balance,
     /// Time allowed to establish a TCP connection to a target.
@@ -54,8 +55,10 @@ pub struct Upstream {
     /// idempotent requests without a body only.
     #[serde(default = "d::retries")]
     pub retries: u32,
+    /// Active health checks (`[upstreams.health_check]`), off by default.
     #[serde(default)]
     pub health_check: HealthCheck,
+    /// Passive ejection of targets that fail real requests (`[upstreams.passive]`).
     #[serde(default)]
     pub passive: PassiveHealth,
     /// How requests are spoken to the targets (`http1` by default).
@@ -175,8 +178,11 @@ impl Upstream {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
+    /// Each healthy target in turn, weighted by SRV weight (NGINX's default).
     #[default]
     RoundRobin,
+    /// The target with the fewest requests in flight per unit of weight (NGINX `least_conn`, Envoy
+    /// `LEAST_REQUEST`).
     LeastConnections,
 }
 
@@ -184,11 +190,14 @@ pub enum Balance {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheck {
+    /// Off (the default): targets are assumed healthy; passive ejection still applies.
     pub enabled: bool,
     /// Path requested; a 2xx answer is healthy.
     pub path: String,
+    /// Time between two checks of one target (default 5 s).
     #[serde(with = "dur")]
     pub interval: Duration,
+    /// Time a check may take to answer before it counts as a failure (default 2 s).
     #[serde(with = "dur")]
     pub timeout: Duration,
     /// Consecutive successes that bring an unhealthy target back.

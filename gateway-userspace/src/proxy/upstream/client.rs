@@ -92,7 +92,9 @@ pub enum SendError {
     /// nothing was sent, so an idempotent request may go to another target.
     #[error("connecting to {addr}: {source}")]
     Connect {
+        /// The target.
         addr: SocketAddr,
+        /// The OS error, or `TimedOut` after `connect_timeout`.
         source: std::io::Error,
     },
     /// The TLS handshake failed (untrusted or mismatched certificate, a
@@ -100,7 +102,9 @@ pub enum SendError {
     /// was sent.
     #[error("TLS handshake with {addr}: {source}")]
     Tls {
+        /// The target.
         addr: SocketAddr,
+        /// rustls's error, wrapped as I/O by tokio-rustls.
         source: std::io::Error,
     },
     /// The exchange failed after the request started going out (or the
@@ -110,7 +114,10 @@ pub enum SendError {
     /// A gRPC call to a target that chose HTTP/1.1 by ALPN (`auto`): never
     /// downgraded; nothing was sent.
     #[error("{addr} chose HTTP/1.1; gRPC needs HTTP/2")]
-    Http2Required { addr: SocketAddr },
+    Http2Required {
+        /// The target that chose HTTP/1.1.
+        addr: SocketAddr,
+    },
 }
 
 impl SendError {

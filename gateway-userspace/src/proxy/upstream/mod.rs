@@ -101,6 +101,7 @@ impl Pools {
         }
     }
 
+    /// The pool of the upstream named `name` (as routes name it).
     pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.get(name)
     }

@@ -32,6 +32,7 @@ use crate::proxy::{
 /// One upstream target and what we know about its health.
 #[derive(Debug)]
 pub struct Target {
+    /// The address connections go to.
     pub addr: SocketAddr,
     /// The DNS name the address came from (the `name` of `name:port`, or
     /// the target name of an SRV record), lowercase without a trailing
@@ -130,6 +131,7 @@ impl Target {
         self.ejections.load(Ordering::Relaxed)
     }
 
+    /// Requests sent to this target and not yet finished (what `least_connections` compares).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -149,6 +151,7 @@ impl Target {
 /// DNS answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// The address to connect to.
     pub addr: SocketAddr,
     /// The name it was resolved from (`None` for a literal address).
     pub host: Option<Arc<str>>,
@@ -173,7 +176,9 @@ impl Member {
 /// What a membership update changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Addresses that joined the pool.
     pub added: Vec<SocketAddr>,
+    /// Addresses that left the pool; requests already sent there finish.
     pub removed: Vec<SocketAddr>,
     /// Addresses beyond [`MAX_TARGETS`], not used.
     pub dropped: usize,
@@ -211,6 +216,7 @@ impl Drop for InFlight {
 
 /// A named pool of targets with its connections and settings.
 pub struct Pool {
+    /// The upstream's name from the config (routes refer to it; a metrics label).
     pub name: Arc<str>,
     /// The current targets; swapped whole by [`Pool::set_members`].
     targets: ArcSwap<Vec<Arc<Target>>>,
@@ -219,7 +225,9 @@ pub struct Pool {
     /// Addresses added and removed by membership changes (metrics).
     added_total: AtomicU64,
     removed_total: AtomicU64,
+    /// Opens and pools the connections to the targets (TCP or TLS, HTTP/1.1 or HTTP/2).
     pub connector: Connector,
+    /// The `[[upstreams]]` entry this pool was built from.
     pub config: UpstreamConfig,
     /// The pool's DNS names and their last good answers.
     pub dns: super::dns::Names,
@@ -422,6 +430,7 @@ impl Pool {
         }
     }
 
+    /// Time allowed from sending a request to its response head (`request_timeout`; 504 after it).
     pub fn request_timeout(&self) -> Duration {
         self.config.request_timeout
     }
