@@ -147,16 +147,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let (upgrade_tx, mut upgrade_rx) = tokio::sync::mpsc::channel(1);
     // Readers (lists, stats, the dashboard) walk maps on a handle of their
     // own, never holding the lock escalation writes through.
-    let readers = match (&maps, config.xdp.enabled) {
-        (Some(_), true) => match Loader::new(&config.xdp.pin_dir).open_maps() {
+    let readers = maps.as_ref().and_then(|_| {
+        match Loader::new(&config.xdp.pin_dir).open_maps() {
             Ok(r) => Some(Arc::new(Mutex::new(r))),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "a second handle on the XDP maps could not be opened; reads share the writers' lock");
                 None
             }
-        },
-        _ => None,
-    };
+        }
+    });
     let state = Arc::new(AdminState {
         reload: reload_tx,
         upgrade: upgrade_tx,

@@ -255,17 +255,22 @@ pub fn block_list_first(state: &AdminState, max: usize) -> Option<Result<(Value,
     let maps = maps.lock().unwrap_or_else(|p| p.into_inner());
     let now = clock::monotonic_ns();
     let cluster_link = state.cluster.as_deref();
-    Some(maps.block_list_first(max).map(|(list, more)| {
-        let list = list
-            .iter()
-            .map(|(n, e)| {
-                let mut v = block_json(n, e, now);
-                v["origin"] = json!(cluster_link.and_then(|c| c.origin_of(n)));
-                v
-            })
-            .collect();
-        (Value::Array(list), more)
-    }))
+    Some(
+        maps.block_list_first(max)
+            .map(|(list, more)| (blocks_json(&list, now, cluster_link), more)),
+    )
+}
+
+/// Blocks as `gateway block list --json` shows them: [`block_json`] plus
+/// the node a cluster-wide block came from.
+fn blocks_json(list: &[(Net, BlockEntry)], now_ns: u64, cluster: Option<&Cluster>) -> Value {
+    list.iter()
+        .map(|(n, e)| {
+            let mut v = block_json(n, e, now_ns);
+            v["origin"] = json!(cluster.and_then(|c| c.origin_of(n)));
+            v
+        })
+        .collect()
 }
 
 /// Applies one request. Every input is validated before anything changes.
@@ -421,16 +426,7 @@ fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Re
             }
             Ok(json!({ "net": net.to_string(), "removed": true }))
         }
-        Request::BlockList => Ok(Value::Array(
-            maps.block_list()?
-                .iter()
-                .map(|(n, e)| {
-                    let mut v = block_json(n, e, now);
-                    v["origin"] = json!(cluster_link.and_then(|c| c.origin_of(n)));
-                    v
-                })
-                .collect(),
-        )),
+        Request::BlockList => Ok(blocks_json(&maps.block_list()?, now, cluster_link)),
         Request::AllowAdd { net } => {
             let net = parse_net(&net)?;
             maps.allow_add(&net, ALLOW_FROM_OPERATOR)?;

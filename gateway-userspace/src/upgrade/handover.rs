@@ -173,16 +173,13 @@ impl Successor {
     /// handle and the group it leads), reaps it, and removes the admin
     /// socket it bound beside ours.
     fn stop(&mut self) -> String {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-        let _ = self.child.kill();
-        let status = describe(self.child.wait());
         self.cleanup();
-        status
+        let _ = self.child.kill();
+        describe(self.child.wait())
     }
 
-    /// What a successor that never took over leaves behind.
+    /// Stops the successor's process group (the successor itself and
+    /// anything it started) and removes the admin socket it bound.
     fn cleanup(&self) {
         let _ = std::fs::remove_file(&self.temp_socket);
         if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {

@@ -755,15 +755,7 @@ const STALE_RISK: Duration = Duration::from_secs(1);
 /// A copy of `req` to send again if its connection turns out closed: only
 /// for idempotent methods (RFC 9110 §9.2.2) without a body.
 fn replayable_copy(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
-    let idempotent = matches!(
-        *req.method(),
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::OPTIONS
-            | http::Method::PUT
-            | http::Method::DELETE
-    );
-    if !idempotent || !hyper::body::Body::is_end_stream(req.body()) {
+    if !super::idempotent(req.method()) || !hyper::body::Body::is_end_stream(req.body()) {
         return None;
     }
     let mut copy = Request::new(crate::proxy::body::empty());

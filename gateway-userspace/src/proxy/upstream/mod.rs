@@ -120,13 +120,19 @@ impl Drop for Pools {
     }
 }
 
+/// Whether a request with this method may be sent again (RFC 9110
+/// §9.2.2 idempotent methods).
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 /// Whether a failed connect may be retried on another target: the method is
 /// idempotent and there is no body to replay.
 pub fn retryable(parts: &Parts) -> bool {
-    let idempotent = matches!(
-        parts.method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    );
+    let idempotent = idempotent(&parts.method);
     let no_body = !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
         && parts
             .headers
