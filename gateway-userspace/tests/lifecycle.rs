@@ -69,17 +69,35 @@ fn write_config_with(
 }
 
 fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let (dir, port, socket, config) = fresh_dir();
     write_config(&config, port, &socket, origin, "/first/");
     let gw = spawn(dir, socket, &config, port);
     (gw, port, config)
 }
 
+/// A new directory for one gateway: (directory, listener port, admin
+/// socket path, config path); removed when its `Gw` is dropped.
+fn fresh_dir() -> (PathBuf, u16, PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    (dir, port, socket, config)
+}
+
 /// Runs `gateway run --config config` and waits until `port` listens.
 fn spawn(dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    spawn_program(
+        env!("CARGO_BIN_EXE_gateway").as_ref(),
+        dir,
+        socket,
+        config,
+        port,
+    )
+}
+
+/// [`spawn`] with the binary started as `program` (a path or symlink).
+fn spawn_program(program: &Path, dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
+    let child = Command::new(program)
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -317,9 +335,7 @@ async fn reload_adds_and_removes_listeners_and_a_bind_failure_keeps_the_old_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_survives_a_restart() {
     let origin = Origin::start("o").await;
-    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let (dir, port, socket, config) = fresh_dir();
     // Two malformed requests (20 points each) escalate; XDP is off, so the
     // block is enforced at L7 (429) and lives only in the escalator.
     let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"1h\"]\n";
@@ -353,9 +369,7 @@ async fn an_escalation_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ttl_ladder_position_survives_a_restart_and_blocks_expire_meanwhile() {
     let origin = Origin::start("o").await;
-    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let (dir, port, socket, config) = fresh_dir();
     let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"2s\", \"1h\"]\n";
     write_config_with(&config, port, &socket, origin.addr, "/", escalation);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -592,9 +606,7 @@ async fn an_upgrade_that_cannot_start_leaves_the_running_gateway_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_survives_an_upgrade() {
     let origin = Origin::start("o").await;
-    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let (dir, port, socket, config) = fresh_dir();
     let escalation = "[escalation]\nthreshold = 40\nttl_ladder = [\"1h\"]\n";
     write_config_with(&config, port, &socket, origin.addr, "/", escalation);
     let gw = spawn(dir.clone(), socket.clone(), &config, port);
@@ -617,30 +629,12 @@ async fn an_escalation_survives_an_upgrade() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrapper_that_exits_leaves_no_process_holding_the_sockets() {
     let origin = Origin::start("o").await;
-    let dir = std::env::temp_dir().join(format!("gw-life-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, socket, config) = (free_port(), dir.join("admin.sock"), dir.join("gw.toml"));
+    let (dir, port, socket, config) = fresh_dir();
     write_config(&config, port, &socket, origin.addr, "/");
     // Started through a symlink, which the upgrade follows again.
     let link = dir.join("gateway");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gateway"), &link).unwrap();
-    let child = Command::new(&link)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut gw = Gw {
-        child,
-        socket: socket.clone(),
-        dir: dir.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut gw = spawn_program(&link, dir.clone(), socket.clone(), &config, port);
     let script = dir.join("wrapper.sh");
     std::fs::write(&script, "#!/bin/sh\nsleep 60 &\nexit 3\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
