@@ -166,12 +166,10 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         cluster: cluster.clone(),
         quotas: Some(quotas.clone()),
     });
+    // Served once the proxy listens (below): a CLI that gets an answer
+    // talks to a gateway that serves.
     let mut admin = Some(admin);
     let mut admin_task = None;
-    if takeover.is_none() {
-        tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
-        admin_task = admin.take().map(|a| tokio::spawn(a.serve(state.clone())));
-    }
     let sweeper = maps
         .clone()
         .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
@@ -311,7 +309,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     };
 
     match takeover.take() {
-        None => notify_systemd(&[sd_notify::NotifyState::Ready]),
+        None => {
+            tracing::info!(socket = %config.admin.socket.display(), "admin socket ready (root only)");
+            admin_task = admin.take().map(|a| tokio::spawn(a.serve(state.clone())));
+            notify_systemd(&[sd_notify::NotifyState::Ready]);
+        }
         Some(t) => {
             // Built and bound: the running gateway stops accepting (what
             // arrives waits in the shared queues) and saves its state.
