@@ -74,12 +74,12 @@ impl Phase for AuthPhase {
 
     fn run<'a>(
         &'a self,
-        ctx: &'a RequestContext,
+        ctx: &'a mut RequestContext<'_>,
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
             let (mut parts, b) = std::mem::replace(req, Request::new(body::empty())).into_parts();
-            let result = match self.policies.get(&*ctx.route_id) {
+            let result = match self.policies.get(ctx.route_id) {
                 None => {
                     self.auth.strip_identity_headers(&mut parts);
                     Ok(())
@@ -87,14 +87,12 @@ impl Phase for AuthPhase {
                 Some(policy) => match self.auth.authenticate(policy, &parts, ctx.client_ip).await {
                     Ok(identity) => {
                         self.auth.apply_identity(&identity, &mut parts);
-                        ctx.extras().identity = Some(identity);
+                        ctx.extras.identity = Some(identity);
                         Ok(())
                     }
                     Err(f) => {
-                        let mut extras = ctx.extras();
-                        extras.auth_failure = Some(f.reason());
-                        extras.auth_policy = Some(Arc::clone(policy));
-                        drop(extras);
+                        ctx.extras.auth_failure = Some(f.reason());
+                        ctx.extras.auth_policy = Some(Arc::clone(policy));
                         Err(rejection(&f))
                     }
                 },

@@ -213,20 +213,33 @@ impl Phase for RateLimitPhase {
 
     fn run<'a>(
         &'a self,
-        ctx: &'a RequestContext,
+        ctx: &'a mut RequestContext<'_>,
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let identity = ctx.extras().identity.clone();
+            // Lent out and put back: the phase reads the identity while it
+            // writes its outcome into the same extras.
+            let identity = ctx.extras.identity.take();
+            let result = self.decide(ctx, req, identity.as_ref()).await;
+            ctx.extras.identity = identity;
+            result
+        })
+    }
+}
+
+impl RateLimitPhase {
+    /// The limits and quotas that apply to this request, checked in order;
+    /// the outcome goes into `ctx.extras`.
+    async fn decide(
+        &self,
+        ctx: &mut RequestContext<'_>,
+        req: &mut Request<ProxyBody>,
+        identity: Option<&crate::auth::Identity>,
+    ) -> Result<(), Rejection> {
+        {
             let mut limits: Vec<Arc<Limit>> = self.global.clone();
-            limits.extend(
-                self.routes
-                    .get(&*ctx.route_id)
-                    .into_iter()
-                    .flatten()
-                    .cloned(),
-            );
-            if let Some(rate) = identity.as_ref().and_then(|i| i.rate_limit) {
+            limits.extend(self.routes.get(ctx.route_id).into_iter().flatten().cloned());
+            if let Some(rate) = identity.and_then(|i| i.rate_limit) {
                 limits.push(self.key_limiter(rate));
             }
             // The consumer's plan; an unknown plan name (a claim naming a
@@ -251,7 +264,7 @@ impl Phase for RateLimitPhase {
             if limits.is_empty() && plan_quota.is_none() {
                 return Ok(());
             }
-            let keys = keys(ctx, req, &limits, identity.as_ref());
+            let keys = keys(ctx, req, &limits, identity);
             let now = clock::monotonic_ns();
             let mut verdicts = Vec::with_capacity(limits.len());
             let mut rate_rejected = false;
@@ -295,13 +308,13 @@ impl Phase for RateLimitPhase {
                 tokio::time::sleep(wait).await;
             }
             Ok(())
-        })
+        }
     }
 }
 
 /// The key of each limit for this request (`None`: the limit does not apply).
 fn keys(
-    ctx: &RequestContext,
+    ctx: &RequestContext<'_>,
     req: &Request<ProxyBody>,
     limits: &[Arc<Limit>],
     identity: Option<&crate::auth::Identity>,
@@ -333,7 +346,7 @@ fn keys(
 /// Turns the verdicts into response headers, or the 429; returns how long
 /// to delay the request.
 fn respond(
-    ctx: &RequestContext,
+    ctx: &mut RequestContext<'_>,
     verdicts: &[(Arc<Limit>, Decision)],
     quotas: &[(&str, QuotaDecision)],
 ) -> Result<Duration, Rejection> {
@@ -372,7 +385,7 @@ fn respond(
     let policy_h = HeaderName::from_static("ratelimit-policy");
     let state_h = HeaderName::from_static("ratelimit");
     {
-        let mut extras = ctx.extras();
+        let extras = &mut *ctx.extras;
         extras.rate_limit = Some(if over_quota.is_some() {
             "over_quota"
         } else if rejected.is_some() {
@@ -419,7 +432,7 @@ fn respond(
         return Err(r);
     }
     if !policies.is_empty() {
-        let mut extras = ctx.extras();
+        let extras = &mut *ctx.extras;
         if let Some(v) = value(policies.join(", ")) {
             extras.response_headers.push((policy_h, v));
         }

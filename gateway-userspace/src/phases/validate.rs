@@ -68,16 +68,16 @@ impl Phase for ValidatePhase {
 
     fn run<'a>(
         &'a self,
-        ctx: &'a RequestContext,
+        ctx: &'a mut RequestContext<'_>,
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let Some(v) = self.validators.for_route(&ctx.route_id, req.method()) else {
+            let Some(v) = self.validators.for_route(ctx.route_id, req.method()) else {
                 return Ok(());
             };
             let (parts, b) = std::mem::replace(req, Request::new(body::empty())).into_parts();
-            let result = self.check(v, &ctx.forward_path, parts, b, req).await;
-            ctx.extras().validation = Some(match &result {
+            let result = self.check(v, ctx.forward_path, parts, b, req).await;
+            ctx.extras.validation = Some(match &result {
                 Ok(()) => "passed",
                 Err(r) => r.reason.code(),
             });

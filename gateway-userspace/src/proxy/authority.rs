@@ -60,6 +60,46 @@ impl fmt::Display for Authority {
     }
 }
 
+impl Authority {
+    /// The authority as a field value (`Host`, `X-Forwarded-Host`): `sent`
+    /// itself (shared, not copied) when the client spelled it exactly so,
+    /// else formatted. `None` only if it cannot be a field value.
+    pub fn field_value(&self, sent: Option<&http::HeaderValue>) -> Option<http::HeaderValue> {
+        if let Some(v) = sent
+            && self.spelled_as(v.as_bytes())
+        {
+            return Some(v.clone());
+        }
+        super::headers::format_value(format_args!("{self}"))
+    }
+
+    /// Whether `raw` is this authority's `Display` text, byte for byte.
+    fn spelled_as(&self, raw: &[u8]) -> bool {
+        let Some(rest) = raw.strip_prefix(self.host.as_bytes()) else {
+            return false;
+        };
+        let Some(port) = self.port else {
+            return rest.is_empty();
+        };
+        let Some(digits) = rest.strip_prefix(b":") else {
+            return false;
+        };
+        // Canonical decimal, as `Display` writes it (no leading zeros).
+        let mut buf = [0u8; 5];
+        let mut at = buf.len();
+        let mut p = port;
+        loop {
+            at -= 1;
+            buf[at] = b'0' + (p % 10) as u8;
+            p /= 10;
+            if p == 0 {
+                break;
+            }
+        }
+        digits == &buf[at..]
+    }
+}
+
 /// Why an authority is refused (each answered with 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthorityError {

@@ -32,9 +32,11 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).map_err(|e| match e {}).boxed()
 }
 
-/// An empty body.
+/// An empty body (a zero-sized one: boxing it allocates nothing).
 pub fn empty() -> ProxyBody {
-    full(Bytes::new())
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|e| match e {})
+        .boxed()
 }
 
 /// Reads a request body whole (request buffering). The body is a
@@ -68,8 +70,16 @@ pub async fn buffer(mut body: ProxyBody, tripped: &Tripped) -> Result<Bytes, Rea
 }
 
 /// Why a [`Limited`] body stopped, shared with the code awaiting the upstream.
-#[derive(Clone, Default)]
-pub struct Tripped(Arc<TrippedState>);
+/// A request without a body shares nothing ([`Tripped::no_body`]: nothing
+/// to allocate, never tripped, always ended).
+#[derive(Clone)]
+pub struct Tripped(Option<Arc<TrippedState>>);
+
+impl Default for Tripped {
+    fn default() -> Self {
+        Self(Some(Arc::default()))
+    }
+}
 
 #[derive(Default)]
 struct TrippedState {
@@ -79,26 +89,39 @@ struct TrippedState {
 }
 
 impl Tripped {
+    /// For a request that has no body (its end of stream came with the
+    /// head): no wrapper can trip, and the body has ended.
+    pub fn no_body() -> Self {
+        Self(None)
+    }
+
     /// The reason the body was stopped (`BodyTooLarge`, `BodyTimeout`...), if it was.
     pub fn get(&self) -> Option<Reason> {
-        *self.0.reason.lock().unwrap_or_else(|p| p.into_inner())
+        let state = self.0.as_ref()?;
+        *state.reason.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records who stopped the body (the first reason a wrapper saw).
     pub(crate) fn set(&self, r: Reason) {
-        *self.0.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        if let Some(state) = &self.0 {
+            *state.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        }
     }
 
     /// Whether the client's body was read to its end (a streamed body the
     /// upstream is still waiting for makes its silence the client's doing).
     pub fn ended(&self) -> bool {
-        self.0.ended.load(std::sync::atomic::Ordering::Relaxed)
+        self.0
+            .as_ref()
+            .is_none_or(|s| s.ended.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn end(&self) {
-        self.0
-            .ended
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(state) = &self.0 {
+            state
+                .ended
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

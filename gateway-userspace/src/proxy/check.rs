@@ -25,11 +25,33 @@ pub struct Checked {
     /// `X-Forwarded-Host`/`Forwarded`. `None` only for HTTP/1.0 without Host.
     pub authority: Option<Authority>,
     /// Normalized path: the one routed and forwarded (`*` for `OPTIONS *`).
-    pub path: String,
-    /// Query string, unchanged.
-    pub query: Option<String>,
+    pub path: NormalPath,
     /// `OPTIONS *` (RFC 9110 §9.3.7): answered by the gateway itself.
     pub asterisk: bool,
+}
+
+/// A normalized request path. Most paths arrive normal: those are the
+/// request's own bytes, shared (a reference count), not copied.
+#[derive(Debug, Clone)]
+pub enum NormalPath {
+    /// The request's path as sent, already in normal form.
+    AsSent(http::uri::PathAndQuery),
+    /// The path after normalization changed it.
+    Normalized(String),
+    /// `*` of `OPTIONS *`.
+    Asterisk,
+}
+
+impl std::ops::Deref for NormalPath {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            Self::AsSent(pq) => pq.path(),
+            Self::Normalized(p) => p,
+            Self::Asterisk => "*",
+        }
+    }
 }
 
 impl Checked {
@@ -236,8 +258,7 @@ pub fn check<B>(
         }
         return Ok(Checked {
             authority,
-            path: "*".into(),
-            query: None,
+            path: NormalPath::Asterisk,
             asterisk: true,
         });
     }
@@ -246,12 +267,16 @@ pub fn check<B>(
         escaped_controls: limits.escaped_controls,
         path_parameters: limits.path_parameters,
     };
-    let path = path::normalize_with(uri.path(), rules)
-        .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?;
+    let path = match uri.path_and_query() {
+        Some(pq) if path::is_normal(pq.path()) => NormalPath::AsSent(pq.clone()),
+        _ => NormalPath::Normalized(
+            path::normalize_with(uri.path(), rules)
+                .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?,
+        ),
+    };
     Ok(Checked {
         authority,
         path,
-        query: uri.query().map(str::to_owned),
         asterisk: false,
     })
 }

@@ -78,6 +78,9 @@ pub struct ConnInfo {
     /// An idle HTTP/1 connection is being parked: hyper's connection ends
     /// without shutting the socket down (see `server::serve`).
     parking: AtomicBool,
+    /// `peer`'s address as a field value, made at the first request and
+    /// shared by every later one (`X-Forwarded-For`, `X-Real-IP`).
+    peer_value: std::sync::OnceLock<Option<http::HeaderValue>>,
 }
 
 impl ConnInfo {
@@ -104,7 +107,16 @@ impl ConnInfo {
             escalation: None,
             draining: AtomicBool::new(false),
             parking: AtomicBool::new(false),
+            peer_value: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The peer's address as a field value, made once per connection
+    /// (cloning it is a reference count).
+    pub fn peer_value(&self) -> Option<&http::HeaderValue> {
+        self.peer_value
+            .get_or_init(|| super::headers::ip_value(self.peer.ip()))
+            .as_ref()
     }
 
     /// While set, [`ConnIo`] does not shut the socket down when hyper ends

@@ -172,7 +172,11 @@ fn claim(name: &str) -> Option<Claim> {
 /// $remote_addr`). The forwarding fields the gateway rebuilds
 /// (`X-Forwarded-For/-Proto/-Host`, `Forwarded`) are left to
 /// [`set_forwarding`].
-pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_ip: IpAddr) {
+pub fn strip_client_claims(
+    headers: &mut HeaderMap,
+    peer_trusted: bool,
+    client_ip: Option<HeaderValue>,
+) {
     let remove: Vec<HeaderName> = headers
         .keys()
         .filter(|n| {
@@ -190,11 +194,13 @@ pub fn strip_client_claims(headers: &mut HeaderMap, peer_trusted: bool, client_i
     for name in remove {
         headers.remove(name);
     }
-    set(
-        headers,
-        HeaderName::from_static("x-real-ip"),
-        format_value(format_args!("{}", IpText(client_ip))),
-    );
+    set(headers, HeaderName::from_static("x-real-ip"), client_ip);
+}
+
+/// An address as a field value (`X-Real-IP`, `X-Forwarded-For`): IPv4
+/// dotted, IPv6 as std writes it.
+pub fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    format_value(format_args!("{}", IpText(ip)))
 }
 
 /// End-to-end fields that describe the request itself, never one
@@ -219,22 +225,49 @@ const NOT_CONNECTION_SPECIFIC: &[HeaderName] = &[
 /// `Connection` may only remove what the client itself sent (Traefik
 /// CVE-2024-45410).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        // `Connection: host` or `Connection: content-length` cannot remove
-        // the request's routing and framing fields.
-        .filter(|n| !NOT_CONNECTION_SPECIFIC.contains(n))
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (None, _) => {}
+        // The usual case, one `Connection` field: its value is shared with
+        // the request (cloning it is a reference count) and each token is
+        // removed by name as it is read, with nothing collected.
+        (Some(v), None) => {
+            let v = v.clone();
+            for token in v.to_str().unwrap_or_default().split(',') {
+                remove_connection_option(headers, token.trim());
+            }
+        }
+        (Some(_), Some(_)) => {
+            let named: Vec<HeaderValue> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            for v in &named {
+                for token in v.to_str().unwrap_or_default().split(',') {
+                    remove_connection_option(headers, token.trim());
+                }
+            }
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(*name);
     }
+}
+
+/// Removes the field a `Connection` option names, unless it is one of the
+/// request's routing and framing fields (`Connection: host` or
+/// `Connection: content-length` cannot remove those). Looked up by `&str`:
+/// nothing is allocated, and a token that is not a field name matches none.
+fn remove_connection_option(headers: &mut HeaderMap, token: &str) {
+    if token.is_empty()
+        || NOT_CONNECTION_SPECIFIC
+            .iter()
+            .any(|n| n.as_str().eq_ignore_ascii_case(token))
+    {
+        return;
+    }
+    headers.remove(token);
 }
 
 /// Joins several `Cookie` fields into one with `; ` (RFC 9113 §8.2.3: an
@@ -294,12 +327,15 @@ pub fn underscores(headers: &mut HeaderMap, policy: UnderscoreHeaders) -> Option
 pub struct Forwarding<'a> {
     /// The socket peer (or the PROXY protocol source).
     pub peer: IpAddr,
+    /// `peer` as a field value when the caller has it made already (the
+    /// connection keeps one); formatted here otherwise.
+    pub peer_value: Option<&'a HeaderValue>,
     /// Whether `peer` is a trusted proxy whose forwarding headers we extend.
     pub peer_trusted: bool,
     /// `http` or `https`, as the client reached us.
     pub proto: &'static str,
-    /// The Host the client asked for.
-    pub host: Option<&'a str>,
+    /// The Host the client asked for (the validated authority), as a field value.
+    pub host: Option<&'a HeaderValue>,
     /// The header whose chain the client IP was read from
     /// (`client_ip_header`): only that chain is extended from a trusted
     /// proxy. The other one was never validated, so it is replaced as if
@@ -329,7 +365,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let peer = f.peer;
     let xff_value = match extend_xff.then(|| joined(headers, &xff)).flatten() {
         Some(prev) => format_value(format_args!("{prev}, {}", IpText(peer))),
-        None => format_value(format_args!("{}", IpText(peer))),
+        None => match f.peer_value {
+            Some(v) => Some(v.clone()),
+            None => ip_value(peer),
+        },
     };
     let fwd_prev = if extend_fwd {
         joined(headers, &header::FORWARDED)
@@ -344,7 +383,9 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     }
     if !keep_host {
         match f.host {
-            Some(h) => insert(headers, xfh, h),
+            Some(h) => {
+                headers.insert(xfh, h.clone());
+            }
             None => {
                 headers.remove(xfh);
             }
@@ -354,6 +395,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let node = ForwardedNode(f.peer);
     let host = f
         .host
+        .and_then(|h| h.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
     let host_param = HostParam(host);
     let proto = f.proto;
@@ -489,22 +531,26 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// `X-Request-Id`, made once (a custom name built from a `&str` per use
+/// would be copied each time).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Keeps an incoming `X-Request-Id` from a trusted peer when it is short
-/// and printable; otherwise generates one. Returns the id in use.
-pub fn request_id(headers: &mut HeaderMap, peer_trusted: bool) -> String {
-    let name = HeaderName::from_static("x-request-id");
+/// and printable; otherwise generates one. Returns the id in use: a field
+/// value of visible ASCII, shared with the request's (cloning it is a
+/// reference count).
+pub fn request_id(headers: &mut HeaderMap, peer_trusted: bool) -> HeaderValue {
     if peer_trusted
-        && let Some(v) = headers.get(&name).and_then(|v| v.to_str().ok())
+        && let Some(v) = headers.get(&X_REQUEST_ID)
         && !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_graphic())
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
     {
-        return v.to_owned();
+        return v.clone();
     }
     let id = generate_id();
-    let text = id.to_str().unwrap_or_default().to_owned();
-    headers.insert(name, id);
-    text
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 /// 128 random bits as 32 hex digits (not a secret; unique enough to
@@ -569,9 +615,10 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         let f = Forwarding {
             peer: "10.0.0.1".parse().unwrap(),
+            peer_value: None,
             peer_trusted: false,
             proto: "http",
-            host: Some("a.example"),
+            host: Some(&HeaderValue::from_static("a.example")),
             chain: super::super::client_ip::ClientIpHeader::XForwardedFor,
         };
         set_forwarding(&mut h, &f);
@@ -600,6 +647,7 @@ mod tests {
         };
         let f = |chain| Forwarding {
             peer: "10.0.0.1".parse().unwrap(),
+            peer_value: None,
             peer_trusted: true,
             proto: "http",
             host: None,
@@ -631,7 +679,7 @@ mod tests {
             for n in forged {
                 h.insert(n, HeaderValue::from_static("6.6.6.6"));
             }
-            strip_client_claims(&mut h, trusted, "10.0.0.1".parse().unwrap());
+            strip_client_claims(&mut h, trusted, ip_value("10.0.0.1".parse().unwrap()));
             assert_eq!(h["x-real-ip"], "10.0.0.1");
             assert!(!h.contains_key("x-http-method-override"));
             assert!(!h.contains_key("x-original-url"));

@@ -6,23 +6,19 @@
 
 #![forbid(unsafe_code)]
 
-use std::{
-    future::Future,
-    net::IpAddr,
-    net::SocketAddr,
-    pin::Pin,
-    sync::{Arc, Mutex},
-};
+use std::{future::Future, net::IpAddr, net::SocketAddr, pin::Pin, sync::Arc};
 
 use http::{HeaderName, HeaderValue, Request};
 
 use super::{body::ProxyBody, reject::Rejection};
 
-/// What the gateway knows about a request when the hooks run.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
+/// What the gateway knows about a request when the phases run, and what
+/// they learn about it: owned by the request and lent to each phase in turn
+/// by `&mut` (Pingora's per-request `CTX`), so no phase locks or copies it.
+#[derive(Debug)]
+pub struct RequestContext<'r> {
     /// `X-Request-Id` as forwarded (generated unless a trusted proxy sent one).
-    pub request_id: String,
+    pub request_id: &'r str,
     /// The client: the socket peer, or what a trusted proxy said it was.
     pub client_ip: IpAddr,
     /// The TCP peer (after PROXY protocol from a trusted proxy).
@@ -30,17 +26,19 @@ pub struct RequestContext {
     /// Whether the client connection is TLS.
     pub tls: bool,
     /// The listener's name.
-    pub listener: Arc<str>,
+    pub listener: &'r str,
     /// The id of the matched route.
-    pub route_id: Arc<str>,
+    pub route_id: &'r str,
     /// The upstream pool the route sends to.
-    pub upstream: Arc<str>,
+    pub upstream: &'r str,
     /// The path as it is forwarded: normalized once (`proxy::path`), then
     /// the route's `rewrite_prefix` applied; no query. The request URI the
-    /// hooks get may still be the raw one: validate this, not that.
-    pub forward_path: Arc<str>,
-    /// What phases learn and leave for later phases and the response.
-    pub extras: Arc<Mutex<Extras>>,
+    /// phases get may still be the raw one: validate this, not that.
+    pub forward_path: &'r str,
+    /// What phases learn and leave for later phases and the response
+    /// (kept by the request: a client that goes away mid-phase is still
+    /// logged with what was learnt).
+    pub extras: &'r mut Extras,
 }
 
 /// Per-request state shared between phases.
@@ -66,13 +64,6 @@ pub struct Extras {
     pub validation: Option<&'static str>,
 }
 
-impl RequestContext {
-    /// Locks the per-request extras.
-    pub fn extras(&self) -> std::sync::MutexGuard<'_, Extras> {
-        self.extras.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The future a phase returns.
 pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Rejection>> + Send + 'a>>;
 
@@ -85,7 +76,7 @@ pub trait Phase: Send + Sync + 'static {
     /// Runs the phase for one request.
     fn run<'a>(
         &'a self,
-        ctx: &'a RequestContext,
+        ctx: &'a mut RequestContext<'_>,
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a>;
     /// Whether the phase lets every request through untouched; the
@@ -108,7 +99,11 @@ impl Phase for Allow {
         true
     }
 
-    fn run<'a>(&'a self, _: &'a RequestContext, _: &'a mut Request<ProxyBody>) -> PhaseFuture<'a> {
+    fn run<'a>(
+        &'a self,
+        _: &'a mut RequestContext<'_>,
+        _: &'a mut Request<ProxyBody>,
+    ) -> PhaseFuture<'a> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -130,7 +130,7 @@ pub fn normalize_with(path: &str, rules: PathRules) -> Result<String, PathError>
 /// `\`, `;`, `#` or `?`, and no empty, `.` or `..` segment except a final
 /// empty one (the trailing slash). Most request paths are; normalizing one
 /// would change nothing, so it is copied as is.
-fn is_normal(path: &str) -> bool {
+pub fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/')
         || !bytes

@@ -64,8 +64,8 @@ struct Outcome<'a> {
     route: Option<Arc<str>>,
     target: Option<std::net::SocketAddr>,
     reason: Option<Reason>,
-    /// Shared with the phases through the request context.
-    extras: Arc<std::sync::Mutex<Extras>>,
+    /// Lent to the phases through the request context.
+    extras: Extras,
     /// The matched route's security headers (global ones if no route).
     security: Option<Arc<super::config::SecurityHeaders>>,
     /// The matched route's CORS and the request's Origin.
@@ -110,7 +110,7 @@ impl Drop for Outcome<'_> {
         let Some(logged) = p.logged else {
             return;
         };
-        let extras = self.extras.lock().unwrap_or_else(|e| e.into_inner());
+        let extras = &self.extras;
         observe.access_log.write(&Record {
             timestamp: SystemTime::now() - elapsed,
             client_ip: p.client_ip,
@@ -169,14 +169,21 @@ where
     // The client's hop-by-hop fields go first, before the gateway adds any
     // header of its own, so `Connection` can only remove what the client sent.
     headers::strip_hop_by_hop(req.headers_mut());
-    let request_id = headers::request_id(req.headers_mut(), peer_trusted);
+    let request_id_value = headers::request_id(req.headers_mut(), peer_trusted);
+    // Visible ASCII: generated, or checked by `request_id`.
+    let request_id = request_id_value.to_str().unwrap_or("-");
     // A trusted proxy's chain that does not name the client is a 400; the
     // log then shows the proxy, which is never escalated for it.
     let (client_ip, bad_client_ip) = match state.trusted.client_ip(conn.peer.ip(), req.headers()) {
         Ok(ip) => (ip, None),
         Err(e) => (client_ip::canonical(conn.peer.ip()), Some(e)),
     };
-    headers::strip_client_claims(req.headers_mut(), peer_trusted, client_ip);
+    let real_ip = if client_ip == conn.peer.ip() {
+        conn.peer_value().cloned()
+    } else {
+        headers::ip_value(client_ip)
+    };
+    headers::strip_client_claims(req.headers_mut(), peer_trusted, real_ip);
     let (method, version) = (req.method().clone(), req.version());
     // Kept for the access log only: nothing is copied while it is off.
     let logged = state.hooks.observe.access_log.enabled().then(|| Logged {
@@ -193,7 +200,7 @@ where
         route: None,
         target: None,
         reason: None,
-        extras: Arc::default(),
+        extras: Extras::default(),
         security: None,
         cors: None,
         pending: Some(Pending {
@@ -203,7 +210,7 @@ where
             method: &method,
             version,
             client_ip,
-            request_id: &request_id,
+            request_id,
             logged: logged.as_ref(),
         }),
         calls: Vec::new(),
@@ -224,7 +231,7 @@ where
                 &conn,
                 index,
                 req,
-                &request_id,
+                request_id,
                 client_ip,
                 Framing {
                     may_have_body,
@@ -246,7 +253,7 @@ where
             let mut resp = if let Some(ct) = &grpc_type {
                 grpc::refusal(&rejection, ct)
             } else {
-                problem_response(&rejection, &request_id)
+                problem_response(&rejection, request_id)
             };
             if version <= Version::HTTP_11
                 && (may_have_body || rejection.reason == Reason::BadRequest)
@@ -290,11 +297,8 @@ where
     }
 
     // Headers the phases left for the response (e.g. RateLimit).
-    {
-        let mut extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
-        for (name, value) in extras.response_headers.drain(..) {
-            resp.headers_mut().append(name, value);
-        }
+    for (name, value) in outcome.extras.response_headers.drain(..) {
+        resp.headers_mut().append(name, value);
     }
 
     // Respond: security headers and the request id on every answer.
@@ -303,16 +307,15 @@ where
     if let Some((c, origin)) = &outcome.cors {
         cors::apply(c, origin.as_ref(), resp.headers_mut());
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID, request_id_value.clone());
 
     // Metrics and access log.
     let elapsed = started.elapsed();
     let reason = outcome.reason;
     let status = resp.status().as_u16();
     let route = outcome.route.as_ref().unwrap_or_else(|| no_route());
-    let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
+    let extras = &outcome.extras;
     let observe = &state.hooks.observe;
     let m = &observe.metrics;
     m.request(route, &method, status, elapsed.as_secs_f64());
@@ -361,7 +364,7 @@ where
             version,
             duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             user_agent: logged.user_agent.as_deref(),
-            request_id: &request_id,
+            request_id,
             trace_id: outcome.trace.trace_id_hex().as_str(),
             route: outcome.route.as_deref(),
             upstream_target: outcome.target,
@@ -373,7 +376,6 @@ where
             calls: &outcome.calls,
         });
     }
-    drop(extras);
     resp
 }
 
@@ -477,23 +479,36 @@ where
         }
         outcome.cors = Some((c.clone(), req.headers().get(header::ORIGIN).cloned()));
     }
-    let ctx = RequestContext {
-        request_id: request_id.to_owned(),
+    // The path sent upstream: the normalized one with the route's
+    // rewrite; borrowed when neither changed it.
+    let forward_path = route.rewrite(&checked.path);
+    let mut ctx = RequestContext {
+        request_id,
         client_ip,
         peer: conn.peer,
         tls: conn.tls,
-        listener: conn.listener.clone(),
-        route_id: route.id.clone(),
-        upstream: route.upstream.clone(),
-        forward_path: route.rewrite(&checked.path).into(),
-        extras: outcome.extras.clone(),
+        listener: &conn.listener,
+        route_id: &route.id,
+        upstream: &route.upstream,
+        forward_path: &forward_path,
+        extras: &mut outcome.extras,
     };
 
     let websocket = framing.websocket;
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let tripped = Tripped::default();
     let limits = &state.limits;
+    // A request whose head ended the stream has no body to limit (and
+    // nothing to share about it).
+    let bodiless = req.body().is_end_stream() && !framing.grpc;
+    let tripped = if bodiless {
+        Tripped::no_body()
+    } else {
+        Tripped::default()
+    };
     let mut req = req.map(|b| {
+        if bodiless {
+            return body::empty();
+        }
         Limited::new(
             b,
             limits.max_body_bytes,
@@ -523,7 +538,7 @@ where
         // A phase that read the body (validation) reports a body limit
         // that tripped as the limit (413/408), not as a broken body.
         phase
-            .run(&ctx, &mut req)
+            .run(&mut ctx, &mut req)
             .await
             .map_err(|r| match tripped.get() {
                 Some(reason) if r.reason == Reason::BodyIncomplete => {
@@ -593,25 +608,31 @@ where
     // not the expectation (Envoy's default, `proxy_100_continue: false`).
     parts.headers.remove(header::EXPECT);
     let may_retry = !framing.may_have_body && upstream::retryable(&parts);
-    let authority = checked.authority.as_ref().map(ToString::to_string);
+    // The validated authority as a field value: the client's own `Host`
+    // when it is already spelled so (shared, not copied).
+    let authority = checked
+        .authority
+        .as_ref()
+        .and_then(|a| a.field_value(parts.headers.get(header::HOST)));
     headers::set_forwarding(
         &mut parts.headers,
         &Forwarding {
             peer: conn.peer.ip(),
+            peer_value: conn.peer_value(),
             peer_trusted: state.trusted.contains(conn.peer.ip()),
             proto: if conn.tls { "https" } else { "http" },
-            host: authority.as_deref(),
+            host: authority.as_ref(),
             chain: state.trusted.header(),
         },
     );
     outcome.trace.apply(&mut parts.headers);
     headers::join_cookies(&mut parts.headers);
     // The Host sent upstream is the validated authority the route matched.
-    match authority.as_deref().map(HeaderValue::from_str) {
-        Some(Ok(v)) => {
+    match authority {
+        Some(v) => {
             parts.headers.insert(header::HOST, v);
         }
-        _ => {
+        None => {
             parts.headers.remove(header::HOST);
         }
     }
@@ -623,14 +644,24 @@ where
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
-    let mut target = route.rewrite(&checked.path);
     // The query as the phases left it (authentication strips credentials).
-    if let Some(q) = parts.uri.query() {
-        target.push('?');
-        target.push_str(q);
-    }
+    parts.uri = match parts.uri.path_and_query() {
+        // Nothing to change: the client's target, shared.
+        Some(pq) if pq.path() == forward_path => http::Uri::from(pq.clone()),
+        pq => {
+            let query = pq.and_then(|pq| pq.query());
+            let mut target =
+                String::with_capacity(forward_path.len() + query.map_or(0, |q| q.len() + 1));
+            target.push_str(&forward_path);
+            if let Some(q) = query {
+                target.push('?');
+                target.push_str(q);
+            }
+            upstream::origin_form(target)?
+        }
+    };
     let sent = Instant::now();
-    let forwarded = upstream::forward(pool, parts, &target, body, may_retry, &tripped).await;
+    let forwarded = upstream::forward(pool, parts, body, may_retry, &tripped).await;
     state
         .hooks
         .observe
@@ -697,22 +728,23 @@ async fn aggregate_phase(
     let params = route
         .path_params(&checked.path)
         .map_err(|m| Rejection::new(Reason::BadPath, m))?;
-    let authority = checked.authority.as_ref().map(ToString::to_string);
-    let base = {
-        let extras = outcome.extras.lock().unwrap_or_else(|p| p.into_inner());
-        aggregate::base_headers(
-            &parts.headers,
-            &Forwarding {
-                peer: conn.peer.ip(),
-                peer_trusted: state.trusted.contains(conn.peer.ip()),
-                proto: if conn.tls { "https" } else { "http" },
-                host: authority.as_deref(),
-                chain: state.trusted.header(),
-            },
-            request_id,
-            extras.identity.as_ref(),
-        )
-    };
+    let authority = checked
+        .authority
+        .as_ref()
+        .and_then(|a| a.field_value(parts.headers.get(header::HOST)));
+    let base = aggregate::base_headers(
+        &parts.headers,
+        &Forwarding {
+            peer: conn.peer.ip(),
+            peer_value: conn.peer_value(),
+            peer_trusted: state.trusted.contains(conn.peer.ip()),
+            proto: if conn.tls { "https" } else { "http" },
+            host: authority.as_ref(),
+            chain: state.trusted.header(),
+        },
+        request_id,
+        outcome.extras.identity.as_ref(),
+    );
     let inputs = aggregate::Inputs {
         route: &route.id,
         params,

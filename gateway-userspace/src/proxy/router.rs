@@ -155,7 +155,8 @@ impl Route {
     }
 
     /// The path to forward: the prefix replaced when `rewrite_prefix` is set.
-    pub fn rewrite(&self, path: &str) -> String {
+    /// Borrowed (no copy) when the route does not rewrite.
+    pub fn rewrite<'p>(&self, path: &'p str) -> std::borrow::Cow<'p, str> {
         match (&self.path, &self.rewrite_prefix) {
             (PathMatch::Prefix(p), Some(to)) => {
                 let rest = &path[p.len()..];
@@ -164,8 +165,9 @@ impl Route {
                     (false, false) if !rest.is_empty() => format!("{to}/{rest}"),
                     _ => format!("{to}{rest}"),
                 }
+                .into()
             }
-            _ => path.to_owned(),
+            _ => path.into(),
         }
     }
 }

@@ -496,15 +496,13 @@ async fn fetch(
     parts.headers = headers;
     let may_retry = upstream::retryable(&parts);
     let sent = Instant::now();
-    let forwarded = upstream::forward(
-        pool,
-        parts,
-        target,
-        body::empty(),
-        may_retry,
-        &Tripped::default(),
-    )
-    .await;
+    let forwarded = match upstream::origin_form(target.to_owned()) {
+        Ok(uri) => {
+            parts.uri = uri;
+            upstream::forward(pool, parts, body::empty(), may_retry, &Tripped::no_body()).await
+        }
+        Err(r) => Err(r),
+    };
     // The pool's latency series counts aggregate calls like forwarded
     // requests (sending to the response head).
     metrics

@@ -141,8 +141,15 @@ pub fn retryable(parts: &Parts) -> bool {
     idempotent && no_body
 }
 
-/// Sends the request to a target of `pool`. `path_and_query` is the
-/// normalized, rewritten target; `may_retry` comes from [`retryable`] on the
+/// An origin-form request target (RFC 9112 §3.2.1) from the normalized,
+/// rewritten path and query; a 400 when it is not a valid target.
+pub fn origin_form(path_and_query: impl Into<bytes::Bytes>) -> Result<Uri, Rejection> {
+    Uri::from_maybe_shared(path_and_query.into())
+        .map_err(|_| Rejection::new(Reason::BadPath, "the request target cannot be forwarded"))
+}
+
+/// Sends the request to a target of `pool`. `parts.uri` is the origin-form
+/// target to send (see [`origin_form`]); `may_retry` comes from [`retryable`] on the
 /// request as the client sent it (before hop-by-hop headers such as
 /// `Transfer-Encoding` were removed); `tripped` says whether the client body
 /// hit a limit. The returned target is the one that answered; the [`Lease`]
@@ -150,7 +157,6 @@ pub fn retryable(parts: &Parts) -> bool {
 pub async fn forward(
     pool: &Pool,
     parts: Parts,
-    path_and_query: &str,
     body: ProxyBody,
     may_retry: bool,
     tripped: &Tripped,
@@ -204,8 +210,7 @@ pub async fn forward(
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
     // Origin-form on the wire (RFC 9112 §3.2.1).
-    *req.uri_mut() = Uri::try_from(path_and_query)
-        .map_err(|_| Rejection::new(Reason::BadPath, "the request target cannot be forwarded"))?;
+    *req.uri_mut() = parts.uri;
     // `preserve`: the client's validated Host, or the target when the
     // client sent none (HTTP/1.0), as hyper-util's client did; it follows a
     // retry. `target`: always the target. A literal: set once.
