@@ -17,6 +17,28 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// A route's request series, resolved at the route's first request and
+/// kept by the route for its config generation: counting a request is then
+/// an index and an atomic add, not a lock and a hash of the labels per
+/// family per request. Empty until used, so a route no request reached
+/// exports no series (as before).
+#[derive(Debug, Default)]
+pub struct RouteSeries {
+    duration: std::sync::OnceLock<Histogram>,
+    /// By [`method_index`], then [`status_index`].
+    requests: [[std::sync::OnceLock<Counter>; 5]; METHODS.len()],
+}
+
+/// A pool's upstream latency series, resolved at its first request (see
+/// [`RouteSeries`]).
+#[derive(Debug, Default)]
+pub struct UpstreamSeries(std::sync::OnceLock<Histogram>);
+
+/// The method labels, in [`method_index`] order.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
 /// `route` ("-": no route matched), `method`, `status` class ("2xx").
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -298,6 +320,54 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// [`Metrics::request`] through the route's resolved series.
+    pub fn request_on(
+        &self,
+        series: &RouteSeries,
+        route: &Arc<str>,
+        method: &http::Method,
+        status: u16,
+        seconds: f64,
+    ) {
+        let (m, s) = (method_index(method), status_index(status));
+        series.requests[m][s]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        route: route.clone(),
+                        method: METHODS[m],
+                        status: status_class(status),
+                    })
+                    .clone()
+            })
+            .inc();
+        series
+            .duration
+            .get_or_init(|| {
+                self.request_duration
+                    .get_or_create(&RouteLabels {
+                        route: route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
+    /// Observes an upstream's latency (sending to its response head)
+    /// through the pool's resolved series.
+    pub fn upstream_on(&self, series: &UpstreamSeries, upstream: &Arc<str>, seconds: f64) {
+        series
+            .0
+            .get_or_init(|| {
+                self.upstream_duration
+                    .get_or_create(&UpstreamLabels {
+                        upstream: upstream.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+
     /// Counts an auth failure of `policy` (a configured name: bounded).
     pub fn auth_policy_failure(&self, policy: &Arc<str>, reason: &'static str) {
         self.auth_policy_failures
@@ -323,6 +393,34 @@ impl Metrics {
         self.tls_handshakes
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+}
+
+/// The method's place in [`METHODS`].
+fn method_index(m: &http::Method) -> usize {
+    use http::Method as M;
+    match *m {
+        M::GET => 0,
+        M::HEAD => 1,
+        M::POST => 2,
+        M::PUT => 3,
+        M::DELETE => 4,
+        M::PATCH => 5,
+        M::OPTIONS => 6,
+        M::CONNECT => 7,
+        M::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// The status class's place in a [`RouteSeries`] row.
+fn status_index(s: u16) -> usize {
+    match s {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 

@@ -35,7 +35,7 @@ use crate::{
     escalate::{Offence, Seen},
     observe::{
         access_log::{CallRecord, Record},
-        metrics::{DecisionLabels, ReasonLabels, RouteLabels, UpstreamLabels},
+        metrics::{DecisionLabels, ReasonLabels, RouteLabels},
         trace::TraceContext,
     },
 };
@@ -61,7 +61,8 @@ use super::{
 struct Outcome<'a> {
     /// The W3C trace context (continued or new), sent upstream.
     trace: TraceContext,
-    route: Option<Arc<str>>,
+    /// The matched route (its id labels metrics and the log).
+    route: Option<Arc<super::router::Route>>,
     target: Option<std::net::SocketAddr>,
     reason: Option<Reason>,
     /// Lent to the phases through the request context.
@@ -102,11 +103,14 @@ impl Drop for Outcome<'_> {
             return;
         };
         let elapsed = p.started.elapsed();
-        let route = self.route.as_ref().unwrap_or_else(|| no_route());
         let observe = &p.state.hooks.observe;
-        observe
-            .metrics
-            .request(route, p.method, CLIENT_CLOSED, elapsed.as_secs_f64());
+        count_request(
+            &observe.metrics,
+            self.route.as_deref(),
+            p.method,
+            CLIENT_CLOSED,
+            elapsed.as_secs_f64(),
+        );
         let Some(logged) = p.logged else {
             return;
         };
@@ -125,7 +129,7 @@ impl Drop for Outcome<'_> {
             user_agent: logged.user_agent.as_deref(),
             request_id: p.request_id,
             trace_id: self.trace.trace_id_hex().as_str(),
-            route: self.route.as_deref(),
+            route: self.route.as_ref().map(|r| &*r.id),
             upstream_target: self.target,
             reason: Some("client_closed"),
             fault: Some("client".to_owned()),
@@ -314,11 +318,20 @@ where
     let elapsed = started.elapsed();
     let reason = outcome.reason;
     let status = resp.status().as_u16();
-    let route = outcome.route.as_ref().unwrap_or_else(|| no_route());
+    let route: &Arc<str> = match &outcome.route {
+        Some(r) => &r.id,
+        None => no_route(),
+    };
     let extras = &outcome.extras;
     let observe = &state.hooks.observe;
     let m = &observe.metrics;
-    m.request(route, &method, status, elapsed.as_secs_f64());
+    count_request(
+        m,
+        outcome.route.as_deref(),
+        &method,
+        status,
+        elapsed.as_secs_f64(),
+    );
     if let Some(r) = reason {
         m.rejections
             .get_or_create(&ReasonLabels { reason: r.code() })
@@ -366,7 +379,7 @@ where
             user_agent: logged.user_agent.as_deref(),
             request_id,
             trace_id: outcome.trace.trace_id_hex().as_str(),
-            route: outcome.route.as_deref(),
+            route: outcome.route.as_ref().map(|r| &*r.id),
             upstream_target: outcome.target,
             reason: reason.map(|r| r.code()),
             fault: reason.map(|r| r.fault().to_string()),
@@ -384,6 +397,21 @@ struct Logged {
     path: String,
     query: Option<String>,
     user_agent: Option<String>,
+}
+
+/// Counts an answered request: through the route's resolved series, or
+/// under `-` when no route matched.
+fn count_request(
+    m: &crate::observe::metrics::Metrics,
+    route: Option<&super::router::Route>,
+    method: &Method,
+    status: u16,
+    seconds: f64,
+) {
+    match route {
+        Some(r) => m.request_on(&r.series, &r.id, method, status, seconds),
+        None => m.request(no_route(), method, status, seconds),
+    }
 }
 
 /// The route label of requests no route matched: `-`, made once.
@@ -470,7 +498,7 @@ where
         .router
         .find(checked.host(), &checked.path, &match_method, req.headers())
         .ok_or_else(|| Rejection::new(Reason::NoRoute, "no route matches this request"))?;
-    outcome.route = Some(route.id.clone());
+    outcome.route = Some(route.clone());
     outcome.security = Some(route.security.clone());
     if let Some(c) = &route.cors {
         // The gateway answers preflights itself, before authentication.
@@ -666,11 +694,7 @@ where
         .hooks
         .observe
         .metrics
-        .upstream_duration
-        .get_or_create(&UpstreamLabels {
-            upstream: pool.name.clone(),
-        })
-        .observe(sent.elapsed().as_secs_f64());
+        .upstream_on(&pool.series, &pool.name, sent.elapsed().as_secs_f64());
     let (mut resp, addr, in_flight) = forwarded?;
     outcome.target = Some(addr);
 

@@ -27,6 +27,8 @@ pub struct Route {
     pub request_buffering: Option<bool>,
     /// The calls of an aggregate route (`upstream` is then `-`).
     pub aggregate: Option<Arc<super::aggregate::Plan>>,
+    /// The route's request metrics, resolved at its first request.
+    pub series: crate::observe::metrics::RouteSeries,
     host: Option<HostPattern>,
     path: PathMatch,
     methods: Vec<Method>,
@@ -76,6 +78,7 @@ impl Route {
                 .map_or("-", |u| u.get_ref().as_str())
                 .into(),
             aggregate,
+            series: Default::default(),
             cors: c.cors.clone().map(Arc::new),
             security: Arc::new(security.merged(&c.security_headers)),
             request_buffering: c.request_buffering,

@@ -218,6 +218,8 @@ impl Drop for InFlight {
 pub struct Pool {
     /// The upstream's name from the config (routes refer to it; a metrics label).
     pub name: Arc<str>,
+    /// The pool's upstream latency series, resolved at its first request.
+    pub series: crate::observe::metrics::UpstreamSeries,
     /// The current targets; swapped whole by [`Pool::set_members`].
     targets: ArcSwap<Vec<Arc<Target>>>,
     /// Bumped at every membership change (the health checks follow it).
@@ -243,6 +245,7 @@ impl Pool {
         let connector = Connector::new(config)?;
         let pool = Self {
             name: config.name.get_ref().as_str().into(),
+            series: Default::default(),
             targets: ArcSwap::from_pointee(Vec::new()),
             generation: watch::Sender::new(0),
             added_total: AtomicU64::new(0),
