@@ -1,9 +1,10 @@
 //! RAII guards: whatever a test creates is removed in `Drop`, so a failing
-//! (panicking) test cleans up too.
+//! (panicking) test cleans up too. Temporary directories are
+//! [`crate::temp::TempDir`], child processes [`crate::process::ChildGuard`].
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 /// Runs a command and panics with its output if it fails.
@@ -134,53 +135,6 @@ impl Drop for Veth {
     }
 }
 
-/// A child process killed (SIGTERM, then SIGKILL) and reaped on drop.
-pub struct ChildGuard {
-    pub child: Option<Child>,
-}
-
-impl ChildGuard {
-    pub fn new(child: Child) -> Self {
-        Self { child: Some(child) }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Sends SIGTERM and waits up to 5 s; returns the exit status. A child
-    /// that already exited (and may have been reaped by a `try_wait`, so
-    /// its pid is gone) is not signalled: a failing `kill` here would panic
-    /// inside `Drop` during an unwind and abort the whole test binary,
-    /// skipping every other test's cleanup.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        // Our own unreaped child, by its pid: it cannot be reused yet.
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .ok();
-        for _ in 0..50 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        child.kill().ok();
-        child.wait().ok()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
 /// A process this test caused to start but is not the parent of (a
 /// gateway started by `gateway upgrade`): stopped by its pid on drop
 /// (SIGTERM, then SIGKILL after 10 s), only while that pid is still the
@@ -233,29 +187,6 @@ impl Drop for PidGuard {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
-    }
-}
-
-/// A temporary directory, removed with its contents on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(crate::unique_name("gw-test-"));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Default for TempDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
     }
 }
 

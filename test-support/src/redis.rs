@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::guard::{ChildGuard, TempDir};
+use crate::{process::ChildGuard, temp::TempDir};
 
 /// How long a fresh `redis-server` may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
