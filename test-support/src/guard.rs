@@ -24,6 +24,7 @@ pub fn sh(args: &[&str]) -> String {
 
 /// A bpffs directory for pinned maps, removed with everything in it.
 pub struct PinDir {
+    /// The directory (it need not exist yet).
     pub path: PathBuf,
 }
 
@@ -65,10 +66,12 @@ fn remove_tree(path: &Path) {
 
 /// A network namespace, deleted on drop.
 pub struct Netns {
+    /// The namespace's name (`ip netns` name, under /run/netns).
     pub name: String,
 }
 
 impl Netns {
+    /// A fresh namespace with a unique name.
     pub fn new() -> Self {
         let name = crate::unique_name("gwns");
         sh(&["ip", "netns", "add", &name]);
@@ -107,7 +110,9 @@ impl Drop for Netns {
 
 /// A veth pair; deleting one end deletes both.
 pub struct Veth {
+    /// The end in the current namespace.
     pub host: String,
+    /// The end moved into the namespace.
     pub peer: String,
 }
 
@@ -140,11 +145,13 @@ impl Drop for Veth {
 /// (SIGTERM, then SIGKILL after 10 s), only while that pid is still the
 /// same process (its start time is checked, so a reused pid is never hit).
 pub struct PidGuard {
+    /// The process id.
     pub pid: u32,
     started: Option<String>,
 }
 
 impl PidGuard {
+    /// Guards `pid`, remembering its start time.
     pub fn new(pid: u32) -> Self {
         Self {
             pid,
@@ -194,9 +201,13 @@ impl Drop for PidGuard {
 /// one /24: `host_ip` on the host end, `client_ips` on the namespace end.
 /// Dropping it deletes the namespace and the pair.
 pub struct Link {
+    /// The client namespace.
     pub ns: Netns,
+    /// The pair: `host` on the host, `peer` in `ns`.
     pub veth: Veth,
+    /// The host end's address (`<prefix>.1`).
     pub host_ip: String,
+    /// The namespace end's addresses (`<prefix>.2`, ...).
     pub client_ips: Vec<String>,
 }
 

@@ -17,6 +17,7 @@ use crate::{
 
 /// One gateway process of a cluster test, with the addresses it serves on.
 pub struct Node {
+    /// The `gateway run` process.
     pub gw: Gateway,
     /// The proxy listener.
     pub http: SocketAddr,
@@ -27,6 +28,7 @@ pub struct Node {
 
 /// What differs between the nodes of a test.
 pub struct NodeSpec<'a> {
+    /// `[cluster] node_id`.
     pub node_id: &'a str,
     /// The `[xdp]` table's body (`enabled = false`, or an interface).
     pub xdp: String,
@@ -41,6 +43,8 @@ pub struct NodeSpec<'a> {
 }
 
 impl Node {
+    /// Writes the node's config and starts it; returns once its
+    /// observability listener accepts connections.
     pub fn start(spec: NodeSpec<'_>) -> Self {
         let tmp = TempDir::new();
         let socket = tmp.0.join("admin.sock");

@@ -46,8 +46,11 @@ pub enum RedisAddr {
     /// TLS only on `127.0.0.1:<port>`, with this certificate and key (the
     /// certificate doubles as the CA clients verify it with).
     Tls {
+        /// The TLS port on 127.0.0.1.
         port: u16,
+        /// The certificate (also the CA clients trust).
         cert: PathBuf,
+        /// Its private key.
         key: PathBuf,
     },
 }
@@ -56,8 +59,11 @@ pub enum RedisAddr {
 pub struct RedisServer {
     // Declared first: dropped (killed) before its directory is removed.
     process: ChildGuard,
+    /// The server's working directory (config, socket, logs).
     pub dir: TempDir,
+    /// Where it listens.
     pub addr: RedisAddr,
+    /// The `requirepass`, if any.
     pub password: Option<String>,
     config: PathBuf,
     log: PathBuf,
