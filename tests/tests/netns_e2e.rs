@@ -21,6 +21,7 @@ use std::{
 use test_support::{
     gateway::{Gateway, cli},
     guard::{Link, PinDir},
+    http::{blocking::exchange_on, get_request},
     netns::{connect_from, in_netns},
     require_root,
     temp::TempDir,
@@ -847,15 +848,10 @@ upstream = "demo"
                 if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                     break;
                 }
-                let r = connect_from(src, dst, Duration::from_secs(2)).and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    write!(
-                        s,
-                        "GET /u/{i} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-                    )?;
-                    let mut buf = String::new();
-                    s.read_to_string(&mut buf)?;
-                    Ok(buf)
+                let r = connect_from(src, dst, Duration::from_secs(2)).and_then(|s| {
+                    let request = get_request(&format!("/u/{i}"), "gw", "");
+                    exchange_on(s, request.as_bytes(), Duration::from_secs(5))
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
                 });
                 match r {
                     // The demo upstream echoes what it received.
