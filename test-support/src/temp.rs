@@ -38,9 +38,10 @@ impl TempDir {
     }
 
     /// Writes `contents` to the file `name` in the directory; its path.
-    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    pub fn write(&self, name: &str, contents: &(impl AsRef<[u8]> + ?Sized)) -> PathBuf {
         let p = self.0.join(name);
-        std::fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        std::fs::write(&p, contents.as_ref())
+            .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         p
     }
 }
