@@ -22,6 +22,10 @@ pub mod guard;
 pub mod http;
 pub mod jwt;
 pub mod metrics;
+#[allow(
+    unsafe_code,
+    reason = "setns(2), and a socket bound to a chosen source before connect, through libc"
+)]
 pub mod netns;
 pub mod node;
 pub mod origin;

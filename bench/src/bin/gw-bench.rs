@@ -9,8 +9,28 @@ use gw_bench::{
     xdp_cost,
 };
 
+const USAGE: &str = "\
+usage: gw-bench [--quick] [--out DIR] [--only SCENARIO,...]
+       gw-bench --grpc-origin PORT
+
+Runs the benchmarks (root: XDP, network namespaces) and writes
+results.json and results.md to DIR (default: bench). `cargo xtask bench`
+builds and runs it with GATEWAY_BIN set to the release gateway.
+
+  --quick             short runs, single repeats, smaller maps (CI smoke)
+  --out DIR           where the results go
+  --only A,B          only these scenarios (xdp_cost, flood, attack,
+                      escalation, proxy, grpc, features, memory); needs --out
+  --grpc-origin PORT  serve as the gRPC row's origin (started by the
+                      gRPC scenario itself)
+  -h, --help          this text";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     // `--grpc-origin PORT`: run as the gRPC row's origin (started by the
     // gRPC scenario itself, pinned like the other servers).
     if let Some(port) = args
