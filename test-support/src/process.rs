@@ -14,7 +14,17 @@ const READY_WITHIN: Duration = Duration::from_secs(20);
 /// then polls `ready` every 50 ms until it is true. Panics, with the log,
 /// when the child exits first or is not ready within 20 s (the child is
 /// killed and reaped first).
-pub fn start_ready(mut cmd: Command, log: &Path, mut ready: impl FnMut() -> bool) -> Child {
+pub fn start_ready(cmd: Command, log: &Path, ready: impl FnMut() -> bool) -> Child {
+    start_ready_within(cmd, log, READY_WITHIN, ready)
+}
+
+/// [`start_ready`] with another limit than 20 s.
+pub fn start_ready_within(
+    mut cmd: Command,
+    log: &Path,
+    within: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Child {
     let out = std::fs::File::create(log)
         .unwrap_or_else(|e| panic!("create log file {}: {e}", log.display()));
     let mut child = cmd
@@ -23,7 +33,7 @@ pub fn start_ready(mut cmd: Command, log: &Path, mut ready: impl FnMut() -> bool
         .stdin(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let deadline = Instant::now() + READY_WITHIN;
+    let deadline = Instant::now() + within;
     let log_text = || std::fs::read_to_string(log).unwrap_or_default();
     loop {
         if ready() {
@@ -35,11 +45,7 @@ pub fn start_ready(mut cmd: Command, log: &Path, mut ready: impl FnMut() -> bool
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{cmd:?} was not ready within {} s:\n{}",
-                READY_WITHIN.as_secs(),
-                log_text()
-            );
+            panic!("{cmd:?} was not ready within {within:?}:\n{}", log_text());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
