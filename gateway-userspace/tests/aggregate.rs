@@ -29,6 +29,7 @@ use hyper::{body::Frame, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use proxy_common::{PLAIN, RawResponse, get, upstream};
 use serde_json::{Value, json};
+use test_support::temp::TempDir;
 use tokio::net::TcpListener;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -125,33 +126,12 @@ struct Gateway {
     _proxy: Proxy,
     addr: SocketAddr,
     observe: Observe,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "gw-aggregate-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    _dir: TempDir,
 }
 
 impl Gateway {
     async fn start(body: &str) -> Gateway {
-        let dir = tempdir::Dir::new();
+        let dir = TempDir::tagged("aggregate");
         let log = dir.0.join("access.log");
         let toml = format!(
             "{PLAIN}\n{body}\n[log]\naccess_log = \"{}\"\n[xdp]\nenabled = false\n",

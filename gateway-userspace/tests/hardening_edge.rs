@@ -12,9 +12,7 @@ use bytes::Bytes;
 use gateway::{config::Config, escalate::Escalator, phases::build_hooks, proxy::Proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proxy_common::AcceptAny;
 use proxy_common::*;
-use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 /// SHA-256 of `demo-key`.
@@ -287,19 +285,7 @@ async fn redirect_listener_uses_the_validated_host() {
 
 /// An HTTP/2 connection over TLS (ALPN h2) to the gateway.
 async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(addr, "localhost", &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))

@@ -16,10 +16,7 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use bytes::Bytes;
@@ -36,34 +33,13 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use proxy_common::*;
 use serde_json::Value;
+use test_support::temp::TempDir;
 
 /// SHA-256 of `demo-key`.
 const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c";
 /// SHA-256 of `other-key`.
 const PARTNER_HASH: &str = "580843d03d2216ff1a275d0991bad66e4d1af871171d929e9de604b7959f9bca";
 const HMAC_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
-
-/// A temp dir removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "gw-hardening-identity-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The proxy with auth, escalation and an access log file.
 struct Gw {
@@ -107,7 +83,7 @@ async fn start(
     extra: &str,
     exempt_proxies: bool,
 ) -> Gw {
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("hardening-identity");
     let log = dir.0.join("access.log");
     let secret = dir.0.join("hmac.key");
     std::fs::write(&secret, HMAC_SECRET).unwrap();
@@ -248,6 +224,7 @@ async fn reflector() -> Reflector {
                         s.lock().unwrap().push(Seen {
                             method: req.method().to_string(),
                             uri: req.uri().to_string(),
+                            version: req.version(),
                             headers: req.headers().clone(),
                             body: Vec::new(),
                         });

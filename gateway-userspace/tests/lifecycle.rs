@@ -10,7 +10,7 @@ mod proxy_common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,6 +19,7 @@ use std::{
 };
 
 use proxy_common::*;
+use test_support::{free_port, process::start_ready};
 
 struct Gw {
     child: Child,
@@ -32,14 +33,6 @@ impl Drop for Gw {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn write_config(path: &Path, port: u16, socket: &Path, origin: std::net::SocketAddr, prefix: &str) {
@@ -97,20 +90,12 @@ fn spawn(dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
 
 /// [`spawn`] with the binary started as `program` (a path or symlink).
 fn spawn_program(program: &Path, dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
-    let child = Command::new(program)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = Gw { child, socket, dir };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    gw
+    let mut cmd = Command::new(program);
+    cmd.args(["run", "--config"]).arg(config);
+    let child = start_ready(cmd, &dir.join("gateway.log"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Gw { child, socket, dir }
 }
 
 /// SIGTERM, then waits (at most 10 s) for the exit status.

@@ -20,7 +20,7 @@ fn config(origin: &Origin) -> String {
 
 #[test]
 fn request_is_logged_with_ecs_fields_and_without_credentials() {
-    let origin = Origin::start();
+    let origin = Origin::start_blocking("origin");
     let gw = Gateway::start(&config(&origin));
     let r = get(
         gw.proxy,
@@ -91,7 +91,7 @@ fn request_is_logged_with_ecs_fields_and_without_credentials() {
 
 #[test]
 fn sigusr1_reopens_the_file_after_rotation() {
-    let origin = Origin::start();
+    let origin = Origin::start_blocking("origin");
     let gw = Gateway::start(&route_to(&origin, ""));
     assert_eq!(get(gw.proxy, "/a", &[]).status, 200);
     assert_eq!(gw.wait_access_lines(1).len(), 1);

@@ -8,11 +8,7 @@
 
 mod observe_support;
 
-use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use observe_support::*;
 
@@ -20,36 +16,6 @@ use observe_support::*;
 const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c";
 const TOKEN: &str = "dash-token-0123456789abcdef";
 const REDIS_PASSWORD: &str = "dash-redis-secret-42";
-
-/// One HTTP/1.1 request; (status, head, body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Reply {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: {addr}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    Reply {
-        status: head.split_whitespace().nth(1).unwrap().parse().unwrap(),
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
 
 fn header<'a>(r: &'a Reply, name: &str) -> Option<&'a str> {
     r.head.lines().find_map(|l| {
@@ -151,8 +117,8 @@ fn find<'a>(rows: &'a serde_json::Value, key: &str, val: &str) -> Option<&'a ser
 
 #[test]
 fn state_reports_known_state_and_never_a_secret() {
-    let origin = Origin::start();
-    let dir = TempDir::new("dash-token");
+    let origin = Origin::start_blocking("origin");
+    let dir = TempDir::tagged("dash-token");
     let gw = gateway(&dir, &origin, true);
 
     // Known traffic: good requests until the limit answers 429, then 3
@@ -291,8 +257,8 @@ fn state_reports_known_state_and_never_a_secret() {
 
 #[test]
 fn page_and_assets_carry_a_strict_csp_and_security_headers() {
-    let origin = Origin::start();
-    let dir = TempDir::new("dash-token");
+    let origin = Origin::start_blocking("origin");
+    let dir = TempDir::tagged("dash-token");
     let gw = gateway(&dir, &origin, false);
     let root = request(gw.admin, "GET", "/", &[], "");
     assert_eq!(
@@ -370,8 +336,8 @@ fn page_and_assets_carry_a_strict_csp_and_security_headers() {
 
 #[test]
 fn reads_without_a_token_answer_a_loopback_host_only() {
-    let origin = Origin::start();
-    let dir = TempDir::new("dash-token");
+    let origin = Origin::start_blocking("origin");
+    let dir = TempDir::tagged("dash-token");
     let gw = gateway(&dir, &origin, false);
     let read = |headers: &[(&str, &str)]| {
         request(gw.admin, "GET", "/dashboard/api/state", headers, "").status
@@ -404,8 +370,8 @@ fn reads_without_a_token_answer_a_loopback_host_only() {
 
 #[test]
 fn write_actions_need_write_post_json_the_token_and_the_same_origin() {
-    let origin = Origin::start();
-    let dir = TempDir::new("dash-token");
+    let origin = Origin::start_blocking("origin");
+    let dir = TempDir::tagged("dash-token");
     let gw = gateway(&dir, &origin, true);
     let block = r#"{"net":"192.0.2.7","ttl_secs":60}"#;
     let json = ("content-type", "application/json");
@@ -502,8 +468,8 @@ fn write_actions_need_write_post_json_the_token_and_the_same_origin() {
 
 #[test]
 fn read_only_dashboard_refuses_actions_even_with_the_token() {
-    let origin = Origin::start();
-    let dir = TempDir::new("dash-token");
+    let origin = Origin::start_blocking("origin");
+    let dir = TempDir::tagged("dash-token");
     let gw = gateway(&dir, &origin, false);
     let r = request(
         gw.admin,
@@ -521,7 +487,7 @@ fn read_only_dashboard_refuses_actions_even_with_the_token() {
 
 #[test]
 fn short_or_missing_token_file_stops_the_start_naming_the_file() {
-    let dir = TempDir::new("dash-bad-token");
+    let dir = TempDir::tagged("dash-bad-token");
     let short = dir.0.join("short.token");
     std::fs::write(&short, "abc\n").unwrap();
     for (file, expect) in [

@@ -7,7 +7,7 @@ use observe_support::*;
 
 #[test]
 fn metrics_parse_and_move_with_requests() {
-    let origin = Origin::start();
+    let origin = Origin::start_blocking("origin");
     let gw = Gateway::start(&route_to(&origin, ""));
     let scrape = || {
         let r = get(gw.admin, "/metrics", &[]);

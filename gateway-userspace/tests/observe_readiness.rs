@@ -10,7 +10,7 @@ use observe_support::*;
 
 #[test]
 fn readiness_follows_upstream_health() {
-    let origin = Origin::start();
+    let origin = Origin::start_blocking("origin");
     let gw = Gateway::start(&route_to(&origin, ""));
     let ready = || get(gw.admin, "/readyz", &[]);
     wait_until("ready", 5, || ready().status == 200);

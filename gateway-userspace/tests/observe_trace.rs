@@ -20,7 +20,7 @@ fn parts(v: &str) -> Vec<String> {
 
 #[test]
 fn traceparent_is_propagated_or_generated() {
-    let origin = Origin::start();
+    let origin = Origin::start_blocking("origin");
     let gw = Gateway::start(&route_to(&origin, ""));
 
     let h = [("traceparent", INCOMING), ("tracestate", "vendor=1")];
@@ -35,7 +35,7 @@ fn traceparent_is_propagated_or_generated() {
     ];
     assert_eq!(get(gw.proxy, "/c", &bad).status, 200);
 
-    let seen = origin.seen();
+    let seen = origin.request_headers();
     assert_eq!(seen.len(), 3);
     let tp = |i: usize| seen[i]["traceparent"].to_str().unwrap().to_owned();
 

@@ -509,7 +509,7 @@ async fn https_target_by_name_is_verified_against_the_name() {
     use upstream_support::{Backend, Ca, Dir, Speaks, server_tls};
     let dns = Dns::start().await;
     let ca = Ca::new("dns test CA");
-    let dir = Dir::new("dns-tls");
+    let dir = Dir::tagged("upstream-dns-tls");
     let ca_file = dir.write("ca.pem", &ca.pem());
     let backend = Backend::on(
         "127.0.0.2:0",

@@ -78,7 +78,7 @@ async fn https_upstream_with_a_private_ca_and_server_name() {
 #[tokio::test]
 async fn https_upstream_signed_by_another_ca_is_502_and_never_receives_the_request() {
     let (ca, other) = (Ca::new("backend CA"), Ca::new("some other CA"));
-    let dir = Dir::new("wrong-ca");
+    let dir = Dir::tagged("upstream-wrong-ca");
     let ca_file = dir.write("other.pem", &other.pem());
     let backend = Backend::start(
         Some(server_tls(&ca, &["backend.internal"], &[b"http/1.1"], None)),
@@ -119,7 +119,7 @@ async fn https_upstream_signed_by_another_ca_is_502_and_never_receives_the_reque
 #[tokio::test]
 async fn mtls_upstream_gets_the_client_certificate() {
     let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
-    let dir = Dir::new("mtls");
+    let dir = Dir::tagged("upstream-mtls");
     let ca_file = dir.write("ca.pem", &server_ca.pem());
     let (chain, key) = client_ca.leaf(&["gateway.internal"]);
     let (cert_file, key_file) = (dir.write("gw.crt", &chain), dir.write("gw.key", &key));

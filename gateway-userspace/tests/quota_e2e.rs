@@ -8,14 +8,7 @@
 
 mod proxy_common;
 
-use std::{
-    path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use gateway::{
     admin::{protocol::Request, server::AdminState},
@@ -27,6 +20,7 @@ use gateway::{
     ratelimit::quota_store::{ManualClock, QuotaStore},
 };
 use proxy_common::*;
+use test_support::temp::TempDir;
 
 /// SHA-256 of `demo-key`.
 const KEY_HASH: &str = "c48a01f49fd0f2cc404bc3cbbc80e91457a3d41bb429a695243de4c61794155c";
@@ -38,28 +32,6 @@ const HMAC_SECRET: &[u8] = b"quota-e2e-hmac-secret-0123456789abcdef";
 const EVENING: i64 = 1_796_068_800;
 /// 2026-12-01T00:00:00Z.
 const MIDNIGHT: i64 = 1_796_083_200;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "gw-quota-e2e-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A config with two keys on plan `free` (`free` below), a JWT policy whose
 /// `plan` claim names the plan, and `extra` appended.
@@ -171,7 +143,7 @@ const KEY2: &str = "X-Api-Key: other-key\r\n";
 #[tokio::test]
 async fn key_on_a_5_per_day_plan_gets_5_then_429_until_midnight_utc() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let clock = ManualClock::at(EVENING);
     let cfg = config(&origin, &dir, "quota = \"5/day\"", "");
     let gw = start(&cfg, store(&dir, &clock)).await;
@@ -237,7 +209,7 @@ async fn key_on_a_5_per_day_plan_gets_5_then_429_until_midnight_utc() {
 #[tokio::test]
 async fn quota_counts_survive_a_gateway_restart() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let clock = ManualClock::at(EVENING);
     let cfg = config(&origin, &dir, "quota = \"5/day\"", "");
     let gw = start(&cfg, store(&dir, &clock)).await;
@@ -289,7 +261,7 @@ async fn quota_counts_survive_a_gateway_restart() {
 #[tokio::test]
 async fn a_plan_change_on_reload_applies_to_every_key_on_the_plan() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let clock = ManualClock::at(EVENING);
     let quotas = store(&dir, &clock);
     let cfg = config(&origin, &dir, "quota = \"5/day\"", "");
@@ -361,7 +333,7 @@ fn token(sub: &str, plan: Option<&str>) -> String {
 #[tokio::test]
 async fn a_token_plan_claim_and_a_route_quota_both_count() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     // 20:30 UTC: the hour window ends in 30 minutes.
     let clock = ManualClock::at(EVENING + 1800);
     // A route quota on top (keyed by identity): both apply, the tighter
@@ -416,7 +388,7 @@ key = "identity"
 #[tokio::test]
 async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let clock = ManualClock::at(EVENING);
     let cfg = config(&origin, &dir, "quota = \"2/day\"", "");
     let gw = start(&cfg, store(&dir, &clock)).await;
@@ -497,7 +469,7 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
 #[tokio::test]
 async fn an_api_key_naming_an_unknown_plan_is_a_config_error() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let cfg = config(&origin, &dir, "quota = \"5/day\"", "");
     let text = format!(
         "{PLAIN}\n{}\n[auth.api_keys.k]\nkeys = [{{ name = \"c\", sha256 = \"{KEY_HASH}\", plan = \"silver\" }}]\n[xdp]\nenabled = false\n",
@@ -511,7 +483,7 @@ async fn an_api_key_naming_an_unknown_plan_is_a_config_error() {
 #[tokio::test]
 async fn consumers_without_a_known_plan_get_the_default_plan() {
     let origin = Origin::start("o").await;
-    let dir = TempDir::new();
+    let dir = TempDir::tagged("quota-e2e");
     let clock = ManualClock::at(EVENING);
     let mut cfg = config(&origin, &dir, "quota = \"2/day\"", "");
     cfg.rate_limit.default_plan = Some("free".into());

@@ -8,12 +8,14 @@
 
 use std::time::{Duration, Instant};
 
-use tests::{
-    gateway::{metric, metric_sum, metrics, readyz},
-    guard::{Link, Netns, PinDir, TempDir},
+use test_support::{
+    gateway::{metrics, readyz},
+    guard::{Link, Netns, PinDir},
+    metrics::{metric, metric_sum},
     node::{Node, NodeSpec, get, get_from, wait_for},
     redis::{RedisAddr, RedisServer},
     require_root,
+    temp::TempDir,
     topology::TwoNodeLink,
 };
 
@@ -38,10 +40,10 @@ enabled = false
 
 #[test]
 fn shared_limit_spans_two_gateways() {
-    if !tests::redis::require_redis("shared_limit_spans_two_gateways") {
+    if !test_support::redis::require_redis("shared_limit_spans_two_gateways") {
         return;
     }
-    let mut redis = RedisServer::start_tcp(tests::test_port());
+    let mut redis = RedisServer::start_tcp(test_support::test_port());
     let start = |id| {
         Node::start(NodeSpec {
             node_id: id,
@@ -170,10 +172,10 @@ enabled = false
 
 #[test]
 fn two_gateways_share_one_quota() {
-    if !tests::redis::require_redis("two_gateways_share_one_quota") {
+    if !test_support::redis::require_redis("two_gateways_share_one_quota") {
         return;
     }
-    let redis = RedisServer::start_tcp(tests::test_port());
+    let redis = RedisServer::start_tcp(test_support::test_port());
     let state = TempDir::new();
     let rests: Vec<String> = ["a", "b"]
         .iter()
@@ -315,13 +317,13 @@ fn ttl(entry: &serde_json::Value) -> i64 {
 #[test]
 fn cluster_blocks_reach_every_node_and_survive_a_redis_restart() {
     let name = "cluster_blocks_reach_every_node_and_survive_a_redis_restart";
-    if !require_root(name) || !tests::redis::require_redis(name) {
+    if !require_root(name) || !test_support::redis::require_redis(name) {
         return;
     }
     // Three /24s on host-side veths, apart from the other tests' ranges
     // (198.18.0-239 and 198.19.20-219).
     let subnet = |k: u8| 220 + (std::process::id() % 11) as u8 * 3 + k;
-    let mut redis = RedisServer::start_tcp(tests::test_port());
+    let mut redis = RedisServer::start_tcp(test_support::test_port());
     let url = redis.url();
     let a = XdpNode::start("a", subnet(0), &url);
     let b = XdpNode::start("b", subnet(1), &url);
@@ -459,7 +461,7 @@ impl NetnsNodes {
 #[test]
 fn block_escalated_on_node_a_drops_on_node_b() {
     let name = "block_escalated_on_node_a_drops_on_node_b";
-    if !require_root(name) || !tests::redis::require_redis(name) {
+    if !require_root(name) || !test_support::redis::require_redis(name) {
         return;
     }
     let topo = TwoNodeLink::new();
@@ -519,7 +521,7 @@ fn block_escalated_on_node_a_drops_on_node_b() {
 #[test]
 fn offences_spread_over_two_nodes_add_up() {
     let name = "offences_spread_over_two_nodes_add_up";
-    if !require_root(name) || !tests::redis::require_redis(name) {
+    if !require_root(name) || !test_support::redis::require_redis(name) {
         return;
     }
     let topo = TwoNodeLink::new();
@@ -592,12 +594,12 @@ upstream = "demo"
 
 #[test]
 fn redis_auth_and_bad_url_are_reported() {
-    if !tests::redis::require_redis("redis_auth_and_bad_url_are_reported") {
+    if !test_support::redis::require_redis("redis_auth_and_bad_url_are_reported") {
         return;
     }
     let pid = std::process::id();
     let (right, wrong) = (format!("right-pw-{pid}-x7"), format!("wrong-pw-{pid}-q3"));
-    let redis_port = tests::test_port();
+    let redis_port = test_support::test_port();
     let redis = RedisServer::start(RedisAddr::Tcp(redis_port), Some(&right));
     let tmp = TempDir::new();
     let pw_file = |name: &str, pw: &str| {
@@ -711,7 +713,7 @@ fn redis_auth_and_bad_url_are_reported() {
     ] {
         let path = tmp.0.join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(tests::gateway::bin())
+        let out = std::process::Command::new(test_support::gateway::bin())
             .args(["check-config", "--config"])
             .arg(&path)
             .output()
@@ -737,7 +739,7 @@ fn documented_acl_user(password: &str) -> String {
 #[test]
 fn cluster_over_tls_as_the_documented_acl_user() {
     let name = "cluster_over_tls_as_the_documented_acl_user";
-    if !require_root(name) || !tests::redis::require_redis(name) {
+    if !require_root(name) || !test_support::redis::require_redis(name) {
         return;
     }
     // Redis speaks TLS only, with a certificate for 127.0.0.1 that the
@@ -753,7 +755,7 @@ fn cluster_over_tls_as_the_documented_acl_user() {
     std::fs::write(&pw_file, format!("{user_pw}\n")).unwrap();
     let redis = RedisServer::start_with(
         RedisAddr::Tls {
-            port: tests::test_port(),
+            port: test_support::test_port(),
             cert: cert.clone(),
             key,
         },

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{
+use test_support::{
     netns::{connect_from, in_netns},
     redis::{RedisAddr, RedisServer},
     require_root,
@@ -23,7 +23,7 @@ fn two_node_link_reaches_both_nodes_from_one_client_address() {
         return;
     }
     let link = TwoNodeLink::new();
-    let port = tests::test_port();
+    let port = test_support::test_port();
     for (node, ip) in [(&link.a, &link.ga_ip), (&link.b, &link.gb_ip)] {
         let bind_ip = ip.clone();
         let listener = in_netns(&node.name, move || {
@@ -57,11 +57,11 @@ fn two_node_link_reaches_both_nodes_from_one_client_address() {
         link.gb.clone(),
     ];
     drop(link);
-    let netns = tests::guard::sh(&["ip", "netns", "list"]);
+    let netns = test_support::guard::sh(&["ip", "netns", "list"]);
     for n in &names {
         assert!(!netns.contains(n.as_str()), "{n} left behind: {netns}");
     }
-    let links = tests::guard::sh(&["ip", "-o", "link", "show"]);
+    let links = test_support::guard::sh(&["ip", "-o", "link", "show"]);
     for i in &ifaces {
         assert!(
             !links.contains(i.as_str()),
@@ -75,10 +75,10 @@ fn two_node_link_reaches_both_nodes_from_one_client_address() {
 /// `restart`, and it enforces its password.
 #[test]
 fn private_redis_kills_and_restarts_at_the_same_address() {
-    if !tests::redis::require_redis("private_redis_kills_and_restarts_at_the_same_address") {
+    if !test_support::redis::require_redis("private_redis_kills_and_restarts_at_the_same_address") {
         return;
     }
-    let port = tests::test_port();
+    let port = test_support::test_port();
     let mut tcp = RedisServer::start_tcp(port);
     let mut unix = RedisServer::start_unix();
     assert_eq!(tcp.url(), format!("redis://127.0.0.1:{port}/0"));
@@ -96,7 +96,7 @@ fn private_redis_kills_and_restarts_at_the_same_address() {
         let get = r.cli(&["get", "k"]);
         assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "", "kept data");
     }
-    let secret_port = tests::test_port();
+    let secret_port = test_support::test_port();
     let secret = RedisServer::start(RedisAddr::Tcp(secret_port), Some("s3cret"));
     assert!(secret.ping(), "authenticated PING");
     let anon = std::process::Command::new("redis-cli")

@@ -20,11 +20,13 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use tests::{
+use test_support::{
     gateway::Gateway,
-    guard::{Link, PinDir, TempDir},
+    guard::{Link, PinDir},
     node::get_from,
-    require_root, test_port,
+    require_root,
+    temp::TempDir,
+    test_port,
 };
 
 /// SHA-256 of `demo-key`.
@@ -142,10 +144,10 @@ fn billing_from(ns: &str, src: &str, addr: SocketAddr) -> Result<u16, String> {
     let SocketAddr::V4(dst) = addr else {
         panic!("IPv4 only")
     };
-    tests::netns::in_netns(ns, move || {
-        let s = tests::netns::connect_from(src, dst, Duration::from_millis(1500))
+    test_support::netns::in_netns(ns, move || {
+        let s = test_support::netns::connect_from(src, dst, Duration::from_millis(1500))
             .map_err(|e| e.to_string())?;
-        tests::node::get_on(s, "/billing/x", "")
+        test_support::node::get_on(s, "/billing/x", "")
     })
 }
 

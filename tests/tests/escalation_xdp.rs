@@ -7,11 +7,12 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tests::{
+use test_support::{
     gateway::Gateway,
-    guard::{Link, PinDir, TempDir},
+    guard::{Link, PinDir},
     node::get_from,
     require_root,
+    temp::TempDir,
 };
 
 /// SHA-256 of `demo-key`.

@@ -18,11 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{
+use test_support::{
     gateway::{Gateway, cli},
-    guard::{Link, PinDir, TempDir},
+    guard::{Link, PinDir},
+    http::{blocking::exchange_on, get_request},
     netns::{connect_from, in_netns},
     require_root,
+    temp::TempDir,
 };
 
 const PORT: u16 = 18080;
@@ -260,7 +262,7 @@ fn block_unblock_ttl_and_restart() {
 
 /// `gateway xdp ...` with the test binary; stdout, or a panic with stderr.
 fn xdp_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new(tests::gateway::bin())
+    let out = std::process::Command::new(test_support::gateway::bin())
         .arg("xdp")
         .args(args)
         .output()
@@ -337,7 +339,7 @@ fn filter_outlives_kill_9_and_detach_removes_it() {
     assert!(xdp_cli(&["status", "--config", config_arg]).contains("no XDP filter"));
 
     // --xdp-detach-on-exit: filtering while it runs, nothing after.
-    let mut cmd = std::process::Command::new(tests::gateway::bin());
+    let mut cmd = std::process::Command::new(test_support::gateway::bin());
     cmd.args(["run", "--xdp-detach-on-exit", "--config", config_arg]);
     let out = std::fs::File::create(tmp.0.join("gw3.log")).unwrap();
     let child = cmd
@@ -345,7 +347,7 @@ fn filter_outlives_kill_9_and_detach_removes_it() {
         .stderr(out)
         .spawn()
         .expect("start gateway");
-    let mut child = tests::guard::ChildGuard::new(child);
+    let mut child = test_support::process::ChildGuard::new(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while cli(&socket, &["block", "list"]).status.code() != Some(0) {
         assert!(Instant::now() < deadline, "gateway did not start");
@@ -493,7 +495,7 @@ fn bad_config_reports_file_line_and_problem() {
         "[xdp]\ninterface = \"lo\"\nblock = [\"10.0.0.0/33\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(tests::gateway::bin())
+    let out = std::process::Command::new(test_support::gateway::bin())
         .args(["run", "--config"])
         .arg(&path)
         .output()
@@ -819,7 +821,7 @@ upstream = "demo"
             topo.host_ip.clone(),
         );
         std::thread::spawn(move || {
-            tests::netns::enter(&ns);
+            test_support::netns::enter(&ns);
             let udp = UdpSocket::bind((src.as_str(), 0)).expect("bind UDP");
             let deadline = Instant::now() + Duration::from_secs(40);
             let mut sent = 0u64;
@@ -839,22 +841,17 @@ upstream = "demo"
         let src: std::net::Ipv4Addr = topo.client_a.parse().unwrap();
         let dst: std::net::SocketAddrV4 = format!("{}:{HTTP_PORT}", topo.host_ip).parse().unwrap();
         std::thread::spawn(move || {
-            tests::netns::enter(&ns);
+            test_support::netns::enter(&ns);
             let deadline = Instant::now() + Duration::from_secs(40);
             let (mut ok, mut failed) = (0u64, Vec::new());
             for i in 0..5000 {
                 if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                     break;
                 }
-                let r = connect_from(src, dst, Duration::from_secs(2)).and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    write!(
-                        s,
-                        "GET /u/{i} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-                    )?;
-                    let mut buf = String::new();
-                    s.read_to_string(&mut buf)?;
-                    Ok(buf)
+                let r = connect_from(src, dst, Duration::from_secs(2)).and_then(|s| {
+                    let request = get_request(&format!("/u/{i}"), "gw", "");
+                    exchange_on(s, request.as_bytes(), Duration::from_secs(5))
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
                 });
                 match r {
                     // The demo upstream echoes what it received.
@@ -881,7 +878,7 @@ upstream = "demo"
             .collect();
         assert_eq!(pids.first(), Some(&pid), "{out}");
         pid = pids[1];
-        successors.push(tests::guard::PidGuard::new(pid));
+        successors.push(test_support::guard::PidGuard::new(pid));
         std::thread::sleep(Duration::from_millis(700));
     }
     std::thread::sleep(Duration::from_millis(300));

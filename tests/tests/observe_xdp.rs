@@ -13,37 +13,19 @@ use std::{
     time::Duration,
 };
 
-use tests::{
-    gateway::Gateway,
-    guard::{Link, PinDir, TempDir},
+use test_support::{
+    gateway::{Gateway, http_get},
+    guard::{Link, PinDir},
     netns::in_netns,
     require_root,
+    temp::TempDir,
 };
 
 const PORT: u16 = 18095;
 
-/// GET over plain HTTP/1.1 on the host's loopback; (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let (head, body) = buf.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
-}
-
 /// The value of `name{labels}` in Prometheus text, 0 if absent.
 fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
+    test_support::metrics::metric(text, name_and_labels).unwrap_or(0.0)
 }
 
 #[test]

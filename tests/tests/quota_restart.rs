@@ -5,7 +5,7 @@
 //! and the shutdown save keep; `gateway quota get|reset` work on the
 //! running gateway. No root, no Redis needed.
 
-use tests::{gateway::Gateway, guard::TempDir, node::get};
+use test_support::{gateway::Gateway, node::get, temp::TempDir};
 
 fn config(dir: &TempDir, port: u16, demo: u16) -> std::path::PathBuf {
     let path = dir.0.join("gateway.toml");
@@ -66,7 +66,7 @@ enabled = false
 #[test]
 fn quota_counts_survive_a_restart_of_the_gateway_process() {
     let dir = TempDir::new();
-    let (port, demo) = (tests::test_port(), tests::test_port());
+    let (port, demo) = (test_support::test_port(), test_support::test_port());
     let cfg = config(&dir, port, demo);
     let socket = dir.0.join("admin.sock");
     let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

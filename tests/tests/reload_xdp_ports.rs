@@ -8,11 +8,12 @@
 
 use std::{net::UdpSocket, path::Path, process::Command, time::Duration};
 
-use tests::{
+use test_support::{
     gateway::Gateway,
-    guard::{Link, PinDir, TempDir},
+    guard::{Link, PinDir},
     netns::in_netns,
     require_root,
+    temp::TempDir,
 };
 
 const MAIN: u16 = 18091;

@@ -1,6 +1,6 @@
 //! Fuzzing the XDP packet parser in the kernel: the real compiled program
 //! is run through BPF_PROG_TEST_RUN on random frames (well-formed frames
-//! from `tests::frames`, then truncated and with random header bytes
+//! from `test_support::frames`, then truncated and with random header bytes
 //! changed), and each verdict and counter is compared with an independent
 //! reference parser written here from the rules in `gateway-ebpf/src/parse.rs`
 //! (Ethernet, up to two VLAN tags, IPv4 with any IHL, IPv6 with up to eight
@@ -37,7 +37,7 @@ use gateway_common::{
     ratelimit::Buckets,
     stats::Reason,
 };
-use tests::{
+use test_support::{
     frames::{Frame, L4},
     guard::PinDir,
     require_root,

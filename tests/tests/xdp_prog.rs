@@ -17,7 +17,7 @@ use gateway_common::{
     ratelimit::{Buckets, LimitOverride},
     stats::Reason,
 };
-use tests::{
+use test_support::{
     frames::{Frame, TCP_ACK, TCP_SYN, arp},
     guard::PinDir,
     require_root,
@@ -311,7 +311,7 @@ fn non_protected_port_is_never_rate_limited() {
     );
     // ICMP has no port: never rate limited.
     let mut icmp = Frame::tcp("192.0.2.50", 0, 0);
-    icmp.l4 = tests::frames::L4::Icmp;
+    icmp.l4 = test_support::frames::L4::Icmp;
     assert_eq!(h.run(&icmp.build()), XDP_PASS);
 }
 
@@ -677,7 +677,7 @@ fn tiny_udp_first_fragment_and_header_overlaps_are_dropped() {
     assert_eq!(h.run(&udp_later), XDP_PASS, "UDP at byte 8");
     // ICMP has no ports: a short first fragment is not evasive.
     let mut icmp = Frame::tcp("192.0.2.114", 0, 0).fragment(0, true).l4_len(4);
-    icmp.l4 = tests::frames::L4::Icmp;
+    icmp.l4 = test_support::frames::L4::Icmp;
     assert_eq!(h.run(&icmp.build()), XDP_PASS);
     assert_eq!(h.count(Reason::DroppedFragment), 1 + 2 * 2);
 }
@@ -881,13 +881,13 @@ fn xdp_cost_table() {
     if !require_root("xdp_cost_table") {
         return;
     }
-    let opts = tests::bench::Opts {
+    let opts = gw_bench::Opts {
         quick: std::env::var("XDP_COST_QUICK").is_ok_and(|v| v == "1"),
         nofile: 1024,
     };
-    let mut progress = tests::bench::Progress::new(4);
-    let v = tests::bench::xdp_cost::run(opts, &mut progress);
-    println!("{}", tests::bench::xdp_cost::markdown(&v));
+    let mut progress = gw_bench::Progress::new(4);
+    let v = gw_bench::xdp_cost::run(opts, &mut progress);
+    println!("{}", gw_bench::xdp_cost::markdown(&v));
 }
 
 /// The protected ports are a bitmap (issue 16): the edges of every word and

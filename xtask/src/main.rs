@@ -260,7 +260,7 @@ fn bench(quick: bool) -> Result<()> {
         "build",
         "--release",
         "--package",
-        "tests",
+        "gw-bench",
         "--bin",
         "gw-bench",
     ]))?;

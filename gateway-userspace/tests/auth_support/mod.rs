@@ -1,15 +1,17 @@
 //! Shared helpers for the auth tests: a loopback HTTPS server with a fresh
 //! CA (rcgen) that records requests and answers with a switchable handler,
-//! token signing with the test keys in `tests/data`, and request builders.
+//! request builders, and (from test-support) token signing with the test
+//! keys in `test-support/data/` and temp dirs.
 
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test binary that includes this module uses a different subset"
 )]
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -23,18 +25,11 @@ use gateway::{
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
-
-pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
-
-pub fn now() -> u64 {
-    jsonwebtoken::get_current_timestamp()
-}
+pub use test_support::{
+    jwt::{data, jwks, now, rs256, rsa_key, rsa2_key, sign},
+    temp::TempDir,
+};
 
 /// Standard valid claims for issuer `https://issuer.test` and audience `api`.
 pub fn claims() -> Value {
@@ -47,40 +42,6 @@ pub fn claims() -> Value {
         "scope": "read write",
         "email": "u42@example.test",
     })
-}
-
-pub fn sign(header: Header, claims: &Value, key: &EncodingKey) -> String {
-    jsonwebtoken::encode(&header, claims, key).expect("signing works")
-}
-
-pub fn rsa_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&std::fs::read(data("rsa_private.pem")).unwrap()).unwrap()
-}
-
-pub fn rsa2_key() -> EncodingKey {
-    EncodingKey::from_rsa_pem(&std::fs::read(data("rsa2_private.pem")).unwrap()).unwrap()
-}
-
-pub fn rs256(kid: Option<&str>) -> Header {
-    let mut h = Header::new(Algorithm::RS256);
-    h.kid = kid.map(str::to_owned);
-    h
-}
-
-/// A JWK Set document with the public halves of the given (kid, key) pairs.
-pub fn jwks(keys: &[(&str, &EncodingKey)]) -> String {
-    let keys: Vec<Value> = keys
-        .iter()
-        .map(|(kid, k)| {
-            let mut jwk = serde_json::to_value(
-                jsonwebtoken::jwk::Jwk::from_encoding_key(k, Algorithm::RS256).unwrap(),
-            )
-            .unwrap();
-            jwk["kid"] = Value::String((*kid).to_owned());
-            jwk
-        })
-        .collect();
-    serde_json::json!({ "keys": keys }).to_string()
 }
 
 pub fn parse_auth(toml: &str) -> AuthSection {
@@ -218,34 +179,6 @@ impl MockServer {
 pub fn fixed(status: u16, body: impl Into<String>) -> Handler {
     let body = body.into();
     Arc::new(move |_| (status, body.clone()))
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "gateway-auth-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    pub fn write(&self, name: &str, content: &[u8]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, content).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Asserts a failure's body is problem+json and does not contain `secret`.

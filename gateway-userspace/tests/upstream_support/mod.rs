@@ -4,6 +4,7 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test binary that includes this module uses a different subset"
 )]
 
@@ -16,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -27,31 +28,8 @@ use tokio_rustls::TlsAcceptor;
 // ---------------------------------------------------------------------------
 // PKI made in the test.
 
-pub struct Dir(pub PathBuf);
-
-impl Dir {
-    pub fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "gw-upstream-{tag}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// A temp dir for certificates and keys.
+pub use test_support::temp::TempDir as Dir;
 
 /// A private CA that signs leaf certificates.
 pub struct Ca {
@@ -90,13 +68,8 @@ impl Ca {
 // ---------------------------------------------------------------------------
 // A recording backend: HTTP/1.1 or HTTP/2, plaintext or TLS.
 
-#[derive(Debug, Clone)]
-pub struct Got {
-    pub version: Version,
-    pub uri: String,
-    pub headers: http::HeaderMap,
-    pub body: Vec<u8>,
-}
+/// One request as a backend saw it.
+pub use test_support::origin::Seen as Got;
 
 #[derive(Clone, Copy, PartialEq)]
 pub enum Speaks {
@@ -180,18 +153,8 @@ async fn record(
     req: Request<Incoming>,
     got: Arc<Mutex<Vec<Got>>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes().to_vec())
-        .unwrap_or_default();
-    got.lock().unwrap().push(Got {
-        version: parts.version,
-        uri: parts.uri.to_string(),
-        headers: parts.headers,
-        body,
-    });
+    let (seen, parts) = Got::read(req).await;
+    got.lock().unwrap().push(seen);
     Ok(Response::new(Full::from(format!(
         "backend saw {:?}",
         parts.version
@@ -236,7 +199,7 @@ pub fn server_tls(
 /// alive by the returned [`Dir`]): (CA, dir, path of `ca.pem`).
 pub fn ca_in_dir(tag: &str) -> (Ca, Dir, PathBuf) {
     let ca = Ca::new(&format!("{tag} CA"));
-    let dir = Dir::new(tag);
+    let dir = Dir::tagged(&format!("upstream-{tag}"));
     let ca_file = dir.write("ca.pem", &ca.pem());
     (ca, dir, ca_file)
 }

@@ -31,23 +31,33 @@ use crate::guard::{Netns, sh};
 pub struct TwoNodeLink {
     // Declared first, dropped first: deleting nsC destroys cA and cB and so
     // gA and gB, even if a process still holds nsA or nsB open.
+    /// nsC, the client's namespace.
     pub client: Netns,
+    /// nsA, node a's namespace.
     pub a: Netns,
+    /// nsB, node b's namespace.
     pub b: Netns,
-    /// Interface names: client ends (in nsC) and gateway ends (gA in nsA,
-    /// gB in nsB).
+    /// cA, nsC's end towards node a (the interface names: client ends in
+    /// nsC, gateway ends gA in nsA and gB in nsB).
     pub ca: String,
+    /// cB, nsC's end towards node b.
     pub cb: String,
+    /// gA, node a's end (in nsA).
     pub ga: String,
+    /// gB, node b's end (in nsB).
     pub gb: String,
+    /// The client's address (on nsC's `lo`).
     pub client_ip: String,
     /// A bystander client in nsC, routed like `client_ip`.
     pub other_ip: String,
+    /// Node a's address on gA.
     pub ga_ip: String,
+    /// Node b's address on gB.
     pub gb_ip: String,
 }
 
 impl TwoNodeLink {
+    /// Creates the three namespaces, both pairs, the addresses and routes.
     pub fn new() -> Self {
         let s = (std::process::id() % 100) as u8 * 2;
         let (client, a, b) = (Netns::new(), Netns::new(), Netns::new());

@@ -1,7 +1,15 @@
 //! `cargo xtask bench`: measurements of our gateway beside the tools a user
 //! would pick instead, in one run on one machine, reported as ratios. Each
 //! scenario is bounded in time and count. Results go to
-//! `bench/results.json` and `bench/results.md`.
+//! `bench/results.json` and `bench/results.md`. The runner is the binary
+//! `gw-bench` (`src/bin/gw-bench.rs`); this library holds its scenarios,
+//! one module each, so the privileged tests can run one quickly
+//! (`tests/tests/xdp_prog.rs` runs [`xdp_cost`]).
+
+#![allow(
+    missing_docs,
+    reason = "the scenarios are the runner's own parts, not an API: each module's header documents what it measures and how, and the results' Markdown says what each row means"
+)]
 
 pub mod attack;
 pub mod cpu;

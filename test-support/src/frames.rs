@@ -3,17 +3,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// The TCP SYN flag bit.
 pub const TCP_SYN: u8 = 0x02;
+/// The TCP ACK flag bit.
 pub const TCP_ACK: u8 = 0x10;
 
 /// Transport header to append.
 #[derive(Clone, Copy, Debug)]
 pub enum L4 {
+    /// TCP to `dst_port` with the flag bits `flags`.
     Tcp {
+        /// The destination port.
         dst_port: u16,
+        /// The flag bits ([`TCP_SYN`], [`TCP_ACK`], ...).
         flags: u8,
     },
+    /// UDP to `dst_port`.
     Udp {
+        /// The destination port.
         dst_port: u16,
     },
     /// ICMP echo (no ports).
@@ -25,14 +32,18 @@ pub enum L4 {
 pub struct Frame {
     /// VLAN tags, outermost first: (TPID, VLAN id).
     pub vlans: Vec<(u16, u16)>,
+    /// Source address (its family picks IPv4 or IPv6).
     pub src: IpAddr,
+    /// Destination address (same family as `src`).
     pub dst: IpAddr,
     /// IPv4 options bytes (multiple of 4, at most 40).
     pub ipv4_options: usize,
     /// IPv6 extension headers to insert before the transport header
     /// (next-header values 0, 43, 60 as 8-byte headers, 44 as fragment).
     pub ipv6_ext: Vec<u8>,
+    /// The transport header.
     pub l4: L4,
+    /// Payload bytes after the transport header (zeros).
     pub payload: usize,
     /// Makes the frame an IP fragment: the IPv4 flags and offset, or, for
     /// IPv6, the contents of every fragment header in `ipv6_ext`.
@@ -47,11 +58,14 @@ pub struct Frame {
 /// Fragment fields: offset in 8-byte units and the More Fragments flag.
 #[derive(Clone, Copy, Debug)]
 pub struct Fragment {
+    /// The fragment offset in 8-byte units.
     pub offset: u16,
+    /// The More Fragments flag.
     pub more: bool,
 }
 
 impl Frame {
+    /// A TCP segment from `src` (IPv4 or IPv6 text) to 10.0.0.1 or 2001:db8::1.
     pub fn tcp(src: &str, dst_port: u16, flags: u8) -> Self {
         let src: IpAddr = src.parse().expect("test address");
         let dst = if src.is_ipv4() {
@@ -73,6 +87,7 @@ impl Frame {
         }
     }
 
+    /// A UDP datagram from `src`, otherwise as [`Frame::tcp`].
     pub fn udp(src: &str, dst_port: u16) -> Self {
         Self {
             l4: L4::Udp { dst_port },
@@ -80,22 +95,26 @@ impl Frame {
         }
     }
 
+    /// Adds a VLAN tag (inside the ones added before).
     pub fn vlan(mut self, tpid: u16, id: u16) -> Self {
         self.vlans.push((tpid, id));
         self
     }
 
+    /// IPv4 options of `bytes` bytes (a multiple of 4, at most 40).
     pub fn options(mut self, bytes: usize) -> Self {
         assert!(bytes.is_multiple_of(4) && bytes <= 40);
         self.ipv4_options = bytes;
         self
     }
 
+    /// Adds an IPv6 extension header of type `next_header`.
     pub fn ext(mut self, next_header: u8) -> Self {
         self.ipv6_ext.push(next_header);
         self
     }
 
+    /// `n` payload bytes.
     pub fn payload(mut self, n: usize) -> Self {
         self.payload = n;
         self

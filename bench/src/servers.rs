@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::guard::{ChildGuard, TempDir};
+use test_support::{process::ChildGuard, temp::TempDir};
 
 /// Core the system under test runs on.
 pub const SUT_CPU: usize = 1;
@@ -321,7 +321,9 @@ pub fn start_stack() -> Stack {
     ha_vars.push(("JWT_AUDIENCE", super::gwconf::JWT_AUDIENCE.to_owned()));
     ha_vars.push((
         "EC_PUBLIC_KEY",
-        super::gwconf::data("ec_public.pem").display().to_string(),
+        test_support::jwt::data("ec_public.pem")
+            .display()
+            .to_string(),
     ));
     let ha_conf = dir.0.join("haproxy.cfg");
     std::fs::write(&ha_conf, template("haproxy.cfg", &ha_vars)).unwrap();
@@ -338,7 +340,7 @@ pub fn start_stack() -> Stack {
     let gw_log = dir.0.join("gateway.out");
     let gateway = spawn_pinned_env(
         SUT_CPU,
-        &crate::gateway::bin(),
+        &test_support::gateway::bin(),
         &["run", "--config", gw_conf.to_str().unwrap()],
         &gw_log,
         &[("GATEWAY_LOG", "warn")],

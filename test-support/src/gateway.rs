@@ -1,18 +1,22 @@
 //! Running the real `gateway` binary (path from `GATEWAY_BIN`, set by
 //! `cargo xtask test`), on the host or inside a network namespace, its CLI
 //! against a test's own admin socket, and reading its `/metrics` and
-//! `/readyz` over plain HTTP.
+//! `/readyz` over plain HTTP (parse the former with [`crate::metrics`]).
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::guard::ChildGuard;
+use crate::{
+    http::{Reply, blocking::exchange, get_request},
+    process::{ChildGuard, start_ready},
+};
 
+/// The gateway binary: `GATEWAY_BIN`, else `target/debug/gateway` of this
+/// workspace. Panics when it does not exist.
 pub fn bin() -> PathBuf {
     let p = std::env::var_os("GATEWAY_BIN")
         .map(PathBuf::from)
@@ -27,8 +31,11 @@ pub fn bin() -> PathBuf {
 
 /// A running gateway, terminated on drop.
 pub struct Gateway {
+    /// The `gateway run` process.
     pub process: ChildGuard,
+    /// Its admin socket.
     pub socket: PathBuf,
+    /// The file its stdout and stderr go to.
     pub log: PathBuf,
 }
 
@@ -55,48 +62,16 @@ impl Gateway {
         Self::spawn(cmd, socket, log)
     }
 
-    fn spawn(mut cmd: Command, socket: &Path, log: &Path) -> Self {
-        let out = std::fs::File::create(log).expect("log file");
-        let child = cmd
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut gw = Self {
+    fn spawn(cmd: Command, socket: &Path, log: &Path) -> Self {
+        let child = start_ready(cmd, log, || admin_answers(socket));
+        Self {
             process: ChildGuard::new(child),
             socket: socket.to_owned(),
             log: log.to_owned(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if gw.admin_answers() {
-                return gw;
-            }
-            if let Some(child) = gw.process.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "gateway exited with {status} during start:\n{}",
-                    gw.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway did not answer within 20 s:\n{}",
-                gw.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Whether the admin socket answers. `cluster status` is answered by
-    /// every gateway, with XDP and cluster mode on or off (unlike `stats`,
-    /// which needs the XDP maps).
-    fn admin_answers(&self) -> bool {
-        self.cli(&["cluster", "status", "--json"]).status.success()
-    }
-
+    /// What the gateway logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -132,6 +107,15 @@ impl Gateway {
     }
 }
 
+/// Whether the admin socket answers. `cluster status` is answered by
+/// every gateway, with XDP and cluster mode on or off (unlike `stats`,
+/// which needs the XDP maps).
+fn admin_answers(socket: &Path) -> bool {
+    cli(socket, &["cluster", "status", "--json"])
+        .status
+        .success()
+}
+
 /// Runs the CLI with an explicit admin socket.
 pub fn cli(socket: &Path, args: &[&str]) -> Output {
     Command::new(bin())
@@ -146,26 +130,21 @@ pub fn cli(socket: &Path, args: &[&str]) -> Output {
 /// `GET <path>` over plain HTTP/1.1 (the `[observability] listen` address);
 /// (status, body). Panics with context when the listener does not answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("connect {addr} for GET {path}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    let request = get_request(path, "t", "");
+    let buf = exchange(
+        addr,
+        request.as_bytes(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
     )
     .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)
-        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
-    let (head, body) = buf
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path} from {addr}: not HTTP: {buf:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path} from {addr}: bad status line: {head:?}"));
-    (status, body.to_owned())
+    let reply = Reply::parse_complete(&buf).unwrap_or_else(|| {
+        panic!(
+            "GET {path} from {addr}: not HTTP: {:?}",
+            String::from_utf8_lossy(&buf)
+        )
+    });
+    (reply.status, reply.body)
 }
 
 /// The Prometheus text of `GET /metrics`, which must answer 200.
@@ -181,29 +160,4 @@ pub fn readyz(addr: SocketAddr) -> (u16, serde_json::Value) {
     let json = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("GET /readyz from {addr}: not JSON ({e}): {body}"));
     (status, json)
-}
-
-/// The value of the un-labelled sample `name` in Prometheus or OpenMetrics
-/// text (`name 3` or `name 3 <timestamp>`); `None` when absent.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let value = l.strip_prefix(name)?.strip_prefix(' ')?;
-        value.split_whitespace().next()?.parse().ok()
-    })
-}
-
-/// The sum of every sample of `name`, labelled or not (`name 1`,
-/// `name{a="x"} 2`); `None` when there is none. For a counter whose labels
-/// a test does not care about.
-pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let value = match rest.strip_prefix('{') {
-                Some(labelled) => labelled.split_once("} ")?.1,
-                None => rest.strip_prefix(' ')?,
-            };
-            value.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .fold(None, |sum, v| Some(sum.unwrap_or(0.0) + v))
 }

@@ -30,7 +30,7 @@ use super::{
     flood::{nft_ingress, receive_on_cpu1},
     servers::{LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, wait_addr},
 };
-use crate::{
+use test_support::{
     guard::{Netns, PinDir, Veth, sh},
     netns::enter,
 };
@@ -135,7 +135,7 @@ fn gateway_config(
         "[xdp]\nenabled = false\n".to_owned()
     };
     format!(
-        r#"# Written by gw-bench (tests/src/bench/attack.rs).
+        r#"# Written by gw-bench (bench/src/attack.rs).
 {xdp}
 [admin]
 socket = "{dir}/attack-admin.sock"
@@ -385,7 +385,7 @@ fn run_case(case: Case, secs: f64, stack: &Stack) -> Value {
     let dir = stack
         .dir
         .0
-        .join(format!("attack-{}", crate::unique_name("c")));
+        .join(format!("attack-{}", test_support::unique_name("c")));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("gateway.toml");
     std::fs::write(
@@ -396,7 +396,7 @@ fn run_case(case: Case, secs: f64, stack: &Stack) -> Value {
     let log = dir.join("gateway.out");
     let _gw = spawn_pinned_env(
         SUT_CPU,
-        &crate::gateway::bin(),
+        &test_support::gateway::bin(),
         &["run", "--config", conf.to_str().unwrap()],
         &log,
         &[("GATEWAY_LOG", "warn")],

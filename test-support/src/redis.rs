@@ -7,10 +7,13 @@
 use std::{
     path::PathBuf,
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use crate::guard::{ChildGuard, TempDir};
+use crate::{
+    process::{ChildGuard, start_ready_within},
+    temp::TempDir,
+};
 
 /// How long a fresh `redis-server` may take to answer PING.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,8 +49,11 @@ pub enum RedisAddr {
     /// TLS only on `127.0.0.1:<port>`, with this certificate and key (the
     /// certificate doubles as the CA clients verify it with).
     Tls {
+        /// The TLS port on 127.0.0.1.
         port: u16,
+        /// The certificate (also the CA clients trust).
         cert: PathBuf,
+        /// Its private key.
         key: PathBuf,
     },
 }
@@ -56,8 +62,11 @@ pub enum RedisAddr {
 pub struct RedisServer {
     // Declared first: dropped (killed) before its directory is removed.
     process: ChildGuard,
+    /// The server's working directory (config, socket, logs).
     pub dir: TempDir,
+    /// Where it listens.
     pub addr: RedisAddr,
+    /// The `requirepass`, if any.
     pub password: Option<String>,
     config: PathBuf,
     log: PathBuf,
@@ -138,35 +147,10 @@ impl RedisServer {
     fn spawn(&mut self) {
         self.log = self.dir.0.join(format!("redis-{}.log", self.runs));
         self.runs += 1;
-        let out = std::fs::File::create(&self.log).expect("redis log file");
-        let child = Command::new("redis-server")
-            .arg(&self.config)
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&self.config);
+        let child = start_ready_within(cmd, &self.log, READY_TIMEOUT, || self.ping());
         self.process = ChildGuard::new(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if self.ping() {
-                return;
-            }
-            if let Some(child) = self.process.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "redis-server exited with {status} during start:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING within {READY_TIMEOUT:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// The URL for `[cluster] redis_url` (no password in it).

@@ -30,7 +30,7 @@ use super::{
     Opts, Progress,
     cpu::{busy_ns, pin_current_thread, pin_tid, threads_named},
 };
-use crate::{
+use test_support::{
     guard::{Link, PinDir, sh},
     netns::in_netns,
 };
@@ -124,7 +124,7 @@ fn nft_table(t: &Topo, rule: &str) -> NftTable {
 
 /// A netdev table with one ingress chain on `dev` holding `rule`.
 pub fn nft_ingress(dev: &str, rule: &str) -> NftTable {
-    let name = crate::unique_name("gwb");
+    let name = test_support::unique_name("gwb");
     let script = format!(
         "table netdev {name} {{\n chain in {{\n  type filter hook ingress device \"{dev}\" priority -500;\n  {rule}\n }}\n}}\n"
     );
@@ -348,7 +348,7 @@ fn run_case(case: Case, secs: f64, max: u64) -> Sample {
             ))
         }
         Case::IptHashlimit => {
-            let name = crate::unique_name("gwb");
+            let name = test_support::unique_name("gwb");
             let rule: Vec<String> = [
                 "PREROUTING",
                 "-i",

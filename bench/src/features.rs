@@ -1,6 +1,6 @@
 //! Scenario 5: cost of features. JWT verification per algorithm on one core
 //! (`jsonwebtoken`, the library the gateway's `auth` module uses, with the
-//! keys from `gateway-userspace/tests/data/` and a generated Ed25519 key),
+//! keys from `test-support/data/` and a generated Ed25519 key),
 //! and TLS handshakes per second with and without session resumption
 //! (a rustls client on the load core against our listener, NGINX and HAProxy,
 //! all on the SUT core; each handshake is followed by one small request
@@ -9,13 +9,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
+use test_support::jwt::read_data;
 
 use super::{
     Opts, Progress,
@@ -25,13 +25,6 @@ use super::{
 
 /// Number of progress steps `run` reports.
 pub const STEPS: usize = 2;
-
-fn data(file: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../gateway-userspace/tests/data")
-        .join(file);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
 
 fn keys(alg: Algorithm) -> (EncodingKey, DecodingKey) {
     match alg {
@@ -43,12 +36,12 @@ fn keys(alg: Algorithm) -> (EncodingKey, DecodingKey) {
             )
         }
         Algorithm::RS256 => (
-            EncodingKey::from_rsa_pem(&data("rsa_private.pem")).unwrap(),
-            DecodingKey::from_rsa_pem(&data("rsa_public.pem")).unwrap(),
+            EncodingKey::from_rsa_pem(&read_data("rsa_private.pem")).unwrap(),
+            DecodingKey::from_rsa_pem(&read_data("rsa_public.pem")).unwrap(),
         ),
         Algorithm::ES256 => (
-            EncodingKey::from_ec_pem(&data("ec_private.pem")).unwrap(),
-            DecodingKey::from_ec_pem(&data("ec_public.pem")).unwrap(),
+            EncodingKey::from_ec_pem(&read_data("ec_private.pem")).unwrap(),
+            DecodingKey::from_ec_pem(&read_data("ec_public.pem")).unwrap(),
         ),
         Algorithm::EdDSA => {
             let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519 key");

@@ -15,7 +15,7 @@ use super::{
         spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
     },
 };
-use crate::guard::ChildGuard;
+use test_support::process::ChildGuard;
 
 const PROXIES: [Proxy; 3] = [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy];
 
@@ -436,7 +436,7 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
         "repeats": reps,
         "connections": conns,
         "load_generator": "wrk 4.1 (1 thread) with bench/wrk.lua",
-        "json_schema_validation": "the validated row runs the schema in tests/src/bench/gwconf.rs on every body; NGINX and HAProxy have no JSON Schema validation to compare with",
+        "json_schema_validation": "the validated row runs the schema in bench/src/gwconf.rs on every body; NGINX and HAProxy have no JSON Schema validation to compare with",
         "shared_limit": format!(
             "the cluster-mode row is the GET row through a second gateway whose per-IP limit (1,000,000 r/s) is one bucket in Redis (redis-server on CPU {LOAD_CPU}, loopback), taken in leases of rate x 50 ms; NGINX and HAProxy apply the same limit locally (neither has a cluster-wide limit); requests/s {shared_vs_local}x of the gateway's local-limit GET row"
         ),
@@ -554,7 +554,7 @@ impl LoggedGateway {
         let out = dir.join("gateway.out");
         let gateway = spawn_pinned_env(
             SUT_CPU,
-            &crate::gateway::bin(),
+            &test_support::gateway::bin(),
             &["run", "--config", conf.to_str().unwrap()],
             &out,
             &[("GATEWAY_LOG", "warn")],
@@ -624,7 +624,7 @@ impl ClusterGateway {
         let log = dir.join("gateway.out");
         let gateway = spawn_pinned_env(
             SUT_CPU,
-            &crate::gateway::bin(),
+            &test_support::gateway::bin(),
             &["run", "--config", conf.to_str().unwrap()],
             &log,
             &[("GATEWAY_LOG", "warn")],
@@ -634,7 +634,7 @@ impl ClusterGateway {
         let socket = dir.join("admin.sock");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            let out = crate::gateway::cli(&socket, &["cluster", "status", "--json"]);
+            let out = test_support::gateway::cli(&socket, &["cluster", "status", "--json"]);
             let status: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             if status["connected"] == true {
                 break;

@@ -28,7 +28,7 @@ use super::{
     flood::receive_on_cpu1,
     servers::{API_KEY, LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, tree_cpu_ns, wait_addr},
 };
-use crate::{
+use test_support::{
     guard::{Netns, PinDir, Veth, sh},
     netns::enter,
 };
@@ -97,7 +97,7 @@ fn gateway_config(dir: &std::path::Path, t: &Topo, pin: &PinDir, origin: u16, on
             .collect::<String>()
     };
     format!(
-        r#"# Written by gw-bench (tests/src/bench/escalation.rs).
+        r#"# Written by gw-bench (bench/src/escalation.rs).
 [xdp]
 enabled = true
 interface = "{dev}"
@@ -263,7 +263,7 @@ fn run_mode(stack: &Stack, on: bool) -> Value {
     let dir = stack
         .dir
         .0
-        .join(format!("escalation-{}", crate::unique_name("e")));
+        .join(format!("escalation-{}", test_support::unique_name("e")));
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("gateway.toml");
     std::fs::write(
@@ -274,7 +274,7 @@ fn run_mode(stack: &Stack, on: bool) -> Value {
     let log = dir.join("gateway.out");
     let gw = spawn_pinned_env(
         SUT_CPU,
-        &crate::gateway::bin(),
+        &test_support::gateway::bin(),
         &["run", "--config", conf.to_str().unwrap()],
         &log,
         &[("GATEWAY_LOG", "warn")],

@@ -7,34 +7,26 @@
 use std::path::{Path, PathBuf};
 
 use sha2::Digest as _;
+use test_support::jwt;
 
 use super::servers::{API_KEY, Certs, Ports};
 
 pub const JWT_ISSUER: &str = "https://bench.invalid/";
 pub const JWT_AUDIENCE: &str = "bench";
 
-/// A file of `gateway-userspace/tests/data/`.
-pub fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../gateway-userspace/tests/data")
-        .join(file)
-}
-
-/// A valid ES256 token for the bench issuer (one hour).
+/// A valid ES256 token for the bench issuer (one hour), signed with
+/// `test-support/data/ec_private.pem`.
 pub fn jwt_token() -> String {
-    let pem = std::fs::read(data("ec_private.pem")).expect("ec_private.pem");
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("EC key");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = jwt::now();
     let claims = serde_json::json!({
         "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "sub": "bench-user",
         "iat": now, "exp": now + 3600, "scope": "bench",
     });
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("k1".to_owned());
-    jsonwebtoken::encode(&header, &claims, &key).expect("sign JWT")
+    jwt::sign(
+        jwt::header(jsonwebtoken::Algorithm::ES256, Some("k1")),
+        &claims,
+        &jwt::ec_key(),
+    )
 }
 
 /// Extra top-level sections (e.g. `[xdp]` for the memory scenario); the
@@ -42,7 +34,7 @@ pub fn jwt_token() -> String {
 pub fn config_text(dir: &Path, ports: &Ports, certs: &Certs, xdp: &str) -> String {
     let key_hash = hex(&sha2::Sha256::digest(API_KEY.as_bytes()));
     format!(
-        r#"# Written by gw-bench (tests/src/bench/gwconf.rs).
+        r#"# Written by gw-bench (bench/src/gwconf.rs).
 {xdp}
 
 [admin]
@@ -77,7 +69,7 @@ aggregate = [
   {{ name = "c", upstream = "origin", path = "/public/c/{{id}}" }},
 ]
 
-# The gRPC row: h2c to the tonic origin (tests/src/bench/grpc.rs).
+# The gRPC row: h2c to the tonic origin (bench/src/grpc.rs).
 [[upstreams]]
 name = "grpc"
 targets = ["127.0.0.1:{origin_grpc}"]
@@ -110,7 +102,7 @@ id = "validated"
 path_prefix = "/validated/"
 upstream = "origin"
 
-# The schema of the benchmark's 1 KiB JSON body (tests/src/bench/proxy.rs).
+# The schema of the benchmark's 1 KiB JSON body (bench/src/proxy.rs).
 [[validation.rules]]
 route = "validated"
 method = "POST"
@@ -169,7 +161,7 @@ access_log = "off"
         key = certs.key.display(),
         iss = JWT_ISSUER,
         aud = JWT_AUDIENCE,
-        ec_pub = data("ec_public.pem").display(),
+        ec_pub = jwt::data("ec_public.pem").display(),
     )
 }
 

@@ -4,19 +4,20 @@
 //! pollers the tests wait with.
 
 use std::{
-    io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
 use crate::{
-    gateway::{Gateway, metric, metrics},
-    guard::TempDir,
+    gateway::{Gateway, metrics},
+    metrics::metric,
     netns::in_netns,
+    temp::TempDir,
 };
 
 /// One gateway process of a cluster test, with the addresses it serves on.
 pub struct Node {
+    /// The `gateway run` process.
     pub gw: Gateway,
     /// The proxy listener.
     pub http: SocketAddr,
@@ -27,6 +28,7 @@ pub struct Node {
 
 /// What differs between the nodes of a test.
 pub struct NodeSpec<'a> {
+    /// `[cluster] node_id`.
     pub node_id: &'a str,
     /// The `[xdp]` table's body (`enabled = false`, or an interface).
     pub xdp: String,
@@ -41,6 +43,8 @@ pub struct NodeSpec<'a> {
 }
 
 impl Node {
+    /// Writes the node's config and starts it; returns once its
+    /// observability listener accepts connections.
     pub fn start(spec: NodeSpec<'_>) -> Self {
         let tmp = TempDir::new();
         let socket = tmp.0.join("admin.sock");
@@ -180,22 +184,8 @@ pub fn get(addr: SocketAddr, path: &str, headers: &str) -> Result<u16, String> {
     get_on(s, path, headers)
 }
 
-/// Sends `GET <path>` (with extra `headers` lines, each ending in CRLF) on
-/// a connected stream and returns the response status.
-pub fn get_on(mut s: TcpStream, path: &str, headers: &str) -> Result<u16, String> {
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: gw\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
-    buf.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad response: {buf:?}"))
-}
+/// Sends `GET <path>` on a connected stream; the response status.
+pub use crate::http::blocking::get_status_on as get_on;
 
 /// One `GET /api/x` with API key `key` from inside namespace `ns`, from
 /// source `src`: the status, or the connect error when the kernel drops

@@ -20,7 +20,7 @@ use super::{
     Opts, Progress, gwconf,
     servers::{Ports, Proxy, SUT_CPU, Stack, spawn_pinned_env, wait_port},
 };
-use crate::guard::{Netns, PinDir, Veth};
+use test_support::guard::{Netns, PinDir, Veth};
 
 /// Number of progress steps `run` reports.
 pub const STEPS: usize = 2;
@@ -129,7 +129,7 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
     let entries: u32 = if opts.quick { 100_000 } else { 1_000_000 };
     let ns = Netns::new();
     let veth = Veth::new(&ns);
-    crate::guard::sh(&["ip", "link", "set", &veth.host, "up"]);
+    test_support::guard::sh(&["ip", "link", "set", &veth.host, "up"]);
     let pin = PinDir::new();
     let base = Ports::new();
     let ports = Ports {
@@ -149,7 +149,7 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
     let log = dir.join("gateway.out");
     let gw = spawn_pinned_env(
         SUT_CPU,
-        &crate::gateway::bin(),
+        &test_support::gateway::bin(),
         &["run", "--config", conf.to_str().unwrap()],
         &log,
         &[("GATEWAY_LOG", "warn")],

@@ -17,7 +17,7 @@ use gateway_common::{
 use serde_json::{Value, json};
 
 use super::{Opts, Progress};
-use crate::{
+use test_support::{
     frames::{Frame, TCP_ACK},
     guard::PinDir,
 };

@@ -1,9 +1,10 @@
 //! RAII guards: whatever a test creates is removed in `Drop`, so a failing
-//! (panicking) test cleans up too.
+//! (panicking) test cleans up too. Temporary directories are
+//! [`crate::temp::TempDir`], child processes [`crate::process::ChildGuard`].
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
 };
 
 /// Runs a command and panics with its output if it fails.
@@ -23,6 +24,7 @@ pub fn sh(args: &[&str]) -> String {
 
 /// A bpffs directory for pinned maps, removed with everything in it.
 pub struct PinDir {
+    /// The directory (it need not exist yet).
     pub path: PathBuf,
 }
 
@@ -64,10 +66,12 @@ fn remove_tree(path: &Path) {
 
 /// A network namespace, deleted on drop.
 pub struct Netns {
+    /// The namespace's name (`ip netns` name, under /run/netns).
     pub name: String,
 }
 
 impl Netns {
+    /// A fresh namespace with a unique name.
     pub fn new() -> Self {
         let name = crate::unique_name("gwns");
         sh(&["ip", "netns", "add", &name]);
@@ -106,7 +110,9 @@ impl Drop for Netns {
 
 /// A veth pair; deleting one end deletes both.
 pub struct Veth {
+    /// The end in the current namespace.
     pub host: String,
+    /// The end moved into the namespace.
     pub peer: String,
 }
 
@@ -134,63 +140,18 @@ impl Drop for Veth {
     }
 }
 
-/// A child process killed (SIGTERM, then SIGKILL) and reaped on drop.
-pub struct ChildGuard {
-    pub child: Option<Child>,
-}
-
-impl ChildGuard {
-    pub fn new(child: Child) -> Self {
-        Self { child: Some(child) }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    /// Sends SIGTERM and waits up to 5 s; returns the exit status. A child
-    /// that already exited (and may have been reaped by a `try_wait`, so
-    /// its pid is gone) is not signalled: a failing `kill` here would panic
-    /// inside `Drop` during an unwind and abort the whole test binary,
-    /// skipping every other test's cleanup.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        // Our own unreaped child, by its pid: it cannot be reused yet.
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .ok();
-        for _ in 0..50 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        child.kill().ok();
-        child.wait().ok()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
 /// A process this test caused to start but is not the parent of (a
 /// gateway started by `gateway upgrade`): stopped by its pid on drop
 /// (SIGTERM, then SIGKILL after 10 s), only while that pid is still the
 /// same process (its start time is checked, so a reused pid is never hit).
 pub struct PidGuard {
+    /// The process id.
     pub pid: u32,
     started: Option<String>,
 }
 
 impl PidGuard {
+    /// Guards `pid`, remembering its start time.
     pub fn new(pid: u32) -> Self {
         Self {
             pid,
@@ -236,36 +197,17 @@ impl Drop for PidGuard {
     }
 }
 
-/// A temporary directory, removed with its contents on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(crate::unique_name("gw-test-"));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Default for TempDir {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
-
 /// A client namespace wired to the host by a veth pair, with addresses in
 /// one /24: `host_ip` on the host end, `client_ips` on the namespace end.
 /// Dropping it deletes the namespace and the pair.
 pub struct Link {
+    /// The client namespace.
     pub ns: Netns,
+    /// The pair: `host` on the host, `peer` in `ns`.
     pub veth: Veth,
+    /// The host end's address (`<prefix>.1`).
     pub host_ip: String,
+    /// The namespace end's addresses (`<prefix>.2`, ...).
     pub client_ips: Vec<String>,
 }
 
