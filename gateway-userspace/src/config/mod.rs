@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// The embedded default configuration (`cargo xtask run` uses it).
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// A config that could not be loaded: where and why.
 #[derive(Debug, thiserror::Error)]
