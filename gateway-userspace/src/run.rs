@@ -62,7 +62,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // Started by `gateway upgrade`: the running gateway's sockets are ours
     // to take (it keeps accepting on them until we are ready).
     let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
-    let started_unix = xdp::clock::unix_now();
+    let started_unix = crate::clock::unix_now();
     // The dashboard token is read before anything starts: a missing or
     // short file is a start-up error naming the file.
     let dashboard_token = match &config.observability.dashboard.token_file {

@@ -30,7 +30,7 @@ use std::{
 use super::{Cluster, scripts};
 use crate::{
     ratelimit::{Decision, LimitConfig, Limiter, Rate},
-    xdp::clock,
+    clock,
 };
 
 const SHARDS: usize = 16;

@@ -362,7 +362,7 @@ impl Cluster {
                 return;
             }
         };
-        let (now_ms, now_ns) = (self.now_ms(), crate::xdp::clock::monotonic_ns());
+        let (now_ms, now_ns) = (self.now_ms(), crate::clock::monotonic_ns());
         let mut reg = self.registry();
         for (net, e) in entries {
             if let Some(r) = BlockRecord::from_entry(&e, now_ms, now_ns, &self.cfg.node_id) {

@@ -29,7 +29,10 @@ use std::{
 pub use config::{Action, EscalationSection};
 pub use sink::{BlockSink, XdpSink};
 
-use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+use crate::{
+    clock,
+    net::{Net, group_ip},
+};
 
 /// Added to `CLOCK_MONOTONIC` for the escalator's own timestamps (2^60 ns,
 /// about 36 years), so a time before this boot (restored from the state

@@ -26,7 +26,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{Escalator, SHARDS, SourceState, now_ns};
-use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+use crate::{
+    clock,
+    net::{Net, group_ip},
+};
 
 /// How often the background task looks for changes to save.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);

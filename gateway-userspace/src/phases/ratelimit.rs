@@ -30,7 +30,7 @@ use crate::{
         quota::{Quota, UtcOffset, window_bounds},
         quota_store::{QuotaDecision, QuotaStore},
     },
-    xdp::clock,
+    clock,
 };
 
 /// One configured limit: this node's bucket (when it has a rate), for

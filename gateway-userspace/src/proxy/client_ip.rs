@@ -29,36 +29,7 @@ use serde::Deserialize;
 
 use crate::net::Net;
 
-/// Which request header carries the chain of client addresses from a
-/// trusted proxy (`client_ip_header` in the config).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-pub enum ClientIpHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2` (NGINX's and Envoy's
-    /// default).
-    #[default]
-    #[serde(rename = "x-forwarded-for")]
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239), `for=` of each element.
-    #[serde(rename = "forwarded")]
-    Forwarded,
-}
-
-impl ClientIpHeader {
-    /// The header name.
-    pub fn name(self) -> HeaderName {
-        match self {
-            Self::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
-            Self::Forwarded => header::FORWARDED,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::XForwardedFor => "X-Forwarded-For",
-            Self::Forwarded => "Forwarded",
-        }
-    }
-}
+pub use super::config::client_ip::ClientIpHeader;
 
 /// Why the client address could not be read from a trusted proxy's header.
 /// Answered with 400 (`bad_client_ip`); the message is safe to show to the

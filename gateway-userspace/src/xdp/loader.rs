@@ -134,7 +134,7 @@ impl Loader {
     /// A failed import is logged, never fatal (the file's static lists are
     /// applied anyway), and says what to do by hand.
     fn import_older(&self, maps: &mut XdpMaps, version: u32, old: &Path) {
-        let now = super::clock::monotonic_ns();
+        let now = crate::clock::monotonic_ns();
         match super::migrate::import(maps, old, now) {
             Ok(got) => tracing::warn!(
                 old = %old.display(),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod client_ip;
 pub mod dns;
 pub mod limits;
 pub mod listener;
