@@ -24,9 +24,9 @@ use std::{
 /// A module path below the crate root: `["proxy", "config", "route"]`.
 type ModPath = Vec<String>;
 
-/// Top-level modules that depend on nothing else in the crate, which every
-/// module (sections included) may use.
-const LEAVES: &[&str] = &["clock", "duration", "net"];
+/// Top-level helpers every module (sections included) may use; each must
+/// stay a leaf (import nothing from the crate).
+const HELPERS: &[&str] = &["clock", "duration", "net"];
 
 // ---------------------------------------------------------------- tokens
 
@@ -370,6 +370,9 @@ struct Crate {
     modules: BTreeSet<ModPath>,
     /// from -> to, both modules.
     edges: BTreeSet<(ModPath, ModPath)>,
+    /// Modules that import nothing from the crate (no outgoing edge): they
+    /// cannot be part of a cycle, so anything may use them.
+    leaves: BTreeSet<ModPath>,
 }
 
 fn src_dir() -> PathBuf {
@@ -447,7 +450,16 @@ fn load() -> Crate {
             edges.insert((m[..m.len() - 1].to_vec(), m.clone()));
         }
     }
-    Crate { modules, edges }
+    let leaves = modules
+        .iter()
+        .filter(|m| !m.is_empty() && !edges.iter().any(|(f, _)| f == *m))
+        .cloned()
+        .collect();
+    Crate {
+        modules,
+        edges,
+        leaves,
+    }
 }
 
 /// A section module: `xdp::config`, `proxy::config::route`, …
@@ -461,9 +473,11 @@ fn is_root_config(m: &[String]) -> bool {
 }
 
 /// The node of a module in the top-level graph: its top-level module, or
-/// `x::config` for a section.
-fn node(m: &[String]) -> String {
-    if is_section(m) {
+/// `x::config` for a section, or the module itself for a leaf.
+fn node(c: &Crate, m: &[String]) -> String {
+    if c.leaves.contains(m) {
+        m.join("::")
+    } else if is_section(m) {
         format!("{}::config", m[0])
     } else {
         m[0].clone()
@@ -538,14 +552,14 @@ fn top_level(c: &Crate) -> BTreeMap<String, BTreeSet<String>> {
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for m in &c.modules {
         if !m.is_empty() {
-            g.entry(node(m)).or_default();
+            g.entry(node(c, m)).or_default();
         }
     }
     for (from, to) in &c.edges {
         if from.is_empty() {
             continue;
         }
-        let (a, b) = (node(from), node(to));
+        let (a, b) = (node(c, from), node(c, to));
         if a != b {
             g.entry(a).or_default().insert(b);
         }
@@ -565,7 +579,7 @@ fn show(g: &BTreeMap<String, BTreeSet<String>>) -> String {
 fn why(c: &Crate, a: &str, b: &str) -> Vec<String> {
     c.edges
         .iter()
-        .filter(|(f, t)| !f.is_empty() && node(f) == a && node(t) == b)
+        .filter(|(f, t)| !f.is_empty() && node(c, f) == a && node(c, t) == b)
         .map(|(f, t)| format!("{} -> {}", f.join("::"), t.join("::")))
         .collect()
 }
@@ -597,15 +611,13 @@ fn sections_import_no_aggregator_and_no_engine() {
         .edges
         .iter()
         .filter(|(from, to)| {
-            is_section(from)
-                && !is_section(to)
-                && !(to.len() == 1 && LEAVES.contains(&to[0].as_str()))
+            is_section(from) && !is_section(to) && !c.leaves.contains(to)
         })
         .map(|(f, t)| format!("{} -> {}", f.join("::"), t.join("::")))
         .collect();
     assert!(
         bad.is_empty(),
-        "section modules may import only other sections and {LEAVES:?}:\n{}",
+        "section modules may import only other sections and leaf modules:\n{}",
         bad.join("\n")
     );
 }
@@ -620,15 +632,29 @@ fn the_root_config_names_sections_not_engines() {
             is_root_config(from)
                 && !is_root_config(to)
                 && !is_section(to)
-                && !(to.len() == 1 && LEAVES.contains(&to[0].as_str()))
+                && !c.leaves.contains(to)
         })
         .map(|(f, t)| format!("{} -> {}", f.join("::"), t.join("::")))
         .collect();
     assert!(
         bad.is_empty(),
-        "the root config may import only sections and {LEAVES:?}:\n{}",
+        "the root config may import only sections and leaf modules:\n{}",
         bad.join("\n")
     );
+}
+
+#[test]
+fn the_helpers_are_leaves() {
+    let c = load();
+    for h in HELPERS {
+        let m = vec![(*h).to_owned()];
+        assert!(c.modules.contains(&m), "no module {h}");
+        assert!(
+            c.leaves.contains(&m),
+            "{h} imports from the crate: {:?}",
+            c.edges.iter().filter(|(f, _)| *f == m).collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]

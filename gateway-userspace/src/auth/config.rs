@@ -15,7 +15,24 @@ use serde::Deserialize;
 
 use jsonwebtoken::Algorithm;
 
-use super::AuthMethodKind;
+/// The kind of a policy, as written in `type = "..."`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethodKind {
+    /// No credential needed: every request gets an anonymous identity.
+    None,
+    /// A JWT bearer token (RFC 6750, RFC 7519) from one of the policy's `providers`.
+    Jwt,
+    /// An opaque bearer token checked by RFC 7662 introspection.
+    Introspection,
+    /// An API key in a header or query parameter.
+    ApiKey,
+    /// HTTP Basic (RFC 7617) against configured users.
+    Basic,
+    /// The policies listed in `of`, tried in order: the first that accepts wins; otherwise the
+    /// first failure of a presented credential, or 401 naming every scheme.
+    Any,
+}
 
 /// Authentication providers and policies. Empty by default: no policy exists
 /// until one is configured.

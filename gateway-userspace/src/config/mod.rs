@@ -4,21 +4,41 @@
 //! that fails to load changes nothing: the running gateway keeps the old one.
 //!
 //! `gateway print-default-config` prints the embedded default with every knob.
+//!
+//! This module only aggregates: each section's types live in its engine's
+//! `config` module (`xdp::config`, `proxy::config`, …), which imports
+//! neither this module nor an engine; the checks that span sections are in
+//! [`validate`], the error type in [`error`]. The module graph test
+//! (`tests/module_graph.rs`) keeps it that way.
 
 #![forbid(unsafe_code)]
 
-use std::{
-    fmt,
-    num::NonZeroU16,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+pub mod error;
+mod validate;
+
+use std::path::Path;
 
 use serde::Deserialize;
 
+pub use self::error::{ConfigError, line_col};
+// Re-exported for the engines and the tests crate, which name them here.
+pub use crate::{
+    admin::config::{AdminSection, DEFAULT_ADMIN_SOCKET},
+    xdp::config::{LimitSpec, RateLimitSection, V6PrefixLen, XdpMode, XdpSection},
+};
 use crate::{
+    auth::config::AuthSection,
+    cluster::config::ClusterSection,
+    escalate::config::EscalationSection,
     net::Net,
-    proxy::config::{Demo, Limits, Listener, Route, SecurityHeaders, TlsSection, Upstream},
+    observe::config::{LogSection, ObservabilitySection},
+    proxy::config::{
+        Demo, DnsSection, Limits, Listener, Route, SecurityHeaders, TlsSection, Upstream,
+        client_ip::ClientIpHeader,
+    },
+    ratelimit::config::RateLimitSection as L7RateLimitSection,
+    runtime::RuntimeSection,
+    validate::config::ValidationSection,
 };
 
 /// The embedded default configuration (`cargo xtask run` uses it).
@@ -34,11 +54,11 @@ pub struct Config {
     /// The admin Unix socket (`[admin]`).
     pub admin: AdminSection,
     /// L7 rate limits (`[[rate_limit.limits]]`), see `ratelimit`.
-    pub rate_limit: crate::ratelimit::RateLimitSection,
+    pub rate_limit: L7RateLimitSection,
     /// How L7 offences escalate into XDP blocks, see `escalate`.
-    pub escalation: crate::escalate::EscalationSection,
+    pub escalation: EscalationSection,
     /// Authentication providers and policies (`docs/auth.md`).
-    pub auth: crate::auth::AuthSection,
+    pub auth: AuthSection,
     /// Sockets the proxy accepts client connections on.
     pub listeners: Vec<Listener>,
     /// Where requests go; the most specific match wins.
@@ -46,7 +66,7 @@ pub struct Config {
     /// Named pools of upstream targets.
     pub upstreams: Vec<Upstream>,
     /// How upstream targets given by name are resolved.
-    pub dns: crate::proxy::config::DnsSection,
+    pub dns: DnsSection,
     /// Request size, time and concurrency limits of the proxy (`[limits]`).
     pub limits: Limits,
     /// Certificates for TLS listeners (`[tls]`).
@@ -56,22 +76,22 @@ pub struct Config {
     pub trusted_proxies: Vec<Net>,
     /// The header a trusted proxy's client chain is read from:
     /// `"x-forwarded-for"` or `"forwarded"` (RFC 7239). Never both.
-    pub client_ip_header: crate::proxy::client_ip::ClientIpHeader,
+    pub client_ip_header: ClientIpHeader,
     /// Headers added to every response (`[security_headers]`); routes may override them.
     pub security_headers: SecurityHeaders,
     /// The built-in JSON echo upstream (`[demo]`), off by default.
     pub demo: Demo,
     /// Per-route request validation (`docs/validation.md`).
-    pub validation: crate::validate::ValidationSection,
+    pub validation: ValidationSection,
     /// The access log (`docs/operations.md`).
-    pub log: crate::observe::LogSection,
+    pub log: LogSection,
     /// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
-    pub observability: crate::observe::ObservabilitySection,
+    pub observability: ObservabilitySection,
     /// Cluster mode: shared limits and blocklists through Redis
     /// (`docs/cluster.md`). Absent: this node stands alone.
-    pub cluster: Option<crate::cluster::ClusterSection>,
+    pub cluster: Option<ClusterSection>,
     /// Worker threads (`docs/operations.md`); read at start only.
-    pub runtime: crate::runtime::RuntimeSection,
+    pub runtime: RuntimeSection,
 }
 
 #[allow(
@@ -90,30 +110,30 @@ impl Default for Config {
             // No pools.
             upstreams: Vec::new(),
             // /etc/resolv.conf, answers kept for their TTL within 5 s..300 s.
-            dns: crate::proxy::config::DnsSection::default(),
+            dns: DnsSection::default(),
             limits: Limits::default(),
             tls: TlsSection::default(),
             // No trusted proxies: the socket peer is always the client.
             trusted_proxies: Vec::new(),
             // X-Forwarded-For, as NGINX's real_ip_header and Envoy default to.
-            client_ip_header: crate::proxy::client_ip::ClientIpHeader::XForwardedFor,
+            client_ip_header: ClientIpHeader::XForwardedFor,
             security_headers: SecurityHeaders::default(),
             demo: Demo::default(),
             // No L7 limits unless the file declares some.
-            rate_limit: crate::ratelimit::RateLimitSection::default(),
-            escalation: crate::escalate::EscalationSection::default(),
+            rate_limit: L7RateLimitSection::default(),
+            escalation: EscalationSection::default(),
             // No auth providers or policies unless the file declares some.
-            auth: crate::auth::AuthSection::default(),
+            auth: AuthSection::default(),
             // No validation rules unless the file declares some.
-            validation: crate::validate::ValidationSection::default(),
+            validation: ValidationSection::default(),
             // Access log as JSON lines on stdout.
-            log: crate::observe::LogSection::default(),
+            log: LogSection::default(),
             // No admin HTTP listener unless the file turns it on.
-            observability: crate::observe::ObservabilitySection::default(),
+            observability: ObservabilitySection::default(),
             // One node on its own.
             cluster: None,
             // One worker thread per available CPU.
-            runtime: crate::runtime::RuntimeSection::default(),
+            runtime: RuntimeSection::default(),
         }
     }
 }
@@ -147,11 +167,10 @@ impl Config {
         })?;
         config.validation.set_source(origin, text);
         config.validate(origin)?;
-        crate::observe::config::validate_dashboard(&config.observability, text, origin)?;
-        crate::proxy::config::validate_and_resolve(&mut config, text, origin)?;
+        validate::dashboard(&config, text, origin)?;
+        validate::proxy(&mut config, text, origin)?;
         Ok(config)
     }
-
 }
 
 #[cfg(test)]

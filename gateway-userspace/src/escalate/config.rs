@@ -9,7 +9,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::config::LimitSpec;
+use crate::xdp::config::LimitSpec;
 
 /// `[escalation]`: L7 offences earn a source points (`weights`); reaching `threshold` within
 /// `window` blocks or throttles it in XDP for the next TTL of `ttl_ladder`.

@@ -123,13 +123,13 @@ impl Default for DashboardSection {
 
 /// The checks `[observability.dashboard]` needs beyond its types: a token
 /// when writes are on, and a token when the listener is not on loopback
-/// (anyone who can reach it could read the blocklist otherwise). Errors
-/// name the line of the offending key in `text`.
-pub(crate) fn validate_dashboard(
+/// (anyone who can reach it could read the blocklist otherwise). The error
+/// is the byte offset of the offending key in `text` (when found) and what
+/// is wrong; `config::validate` turns it into a line and column.
+pub(crate) fn dashboard_problem(
     o: &ObservabilitySection,
     text: &str,
-    origin: &str,
-) -> Result<(), crate::config::ConfigError> {
+) -> Result<(), (Option<usize>, String)> {
     let d = &o.dashboard;
     if !o.enabled || !d.enabled || d.token_file.is_some() {
         return Ok(());
@@ -154,18 +154,12 @@ pub(crate) fn validate_dashboard(
     } else {
         return Ok(());
     };
-    let (line, column) = key_position(text, key).unwrap_or((1, 1));
-    Err(crate::config::ConfigError::Invalid {
-        path: origin.to_owned(),
-        line,
-        column,
-        message,
-    })
+    Err((key_offset(text, key), message))
 }
 
-/// Line and column of `[observability] listen` or
+/// Byte offset of `[observability] listen` or
 /// `[observability.dashboard] write` in the config text.
-fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+fn key_offset(text: &str, key: &str) -> Option<usize> {
     #[derive(Deserialize)]
     struct Probe {
         observability: Option<ProbeObs>,
@@ -185,7 +179,7 @@ fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
         "listen" => obs.listen?.span(),
         _ => obs.dashboard?.write?.span(),
     };
-    Some(crate::config::line_col(text, span.start))
+    Some(span.start)
 }
 
 impl Default for ObservabilitySection {

@@ -24,8 +24,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use http::{HeaderMap, HeaderName, header};
-use serde::Deserialize;
+use http::HeaderMap;
 
 use crate::net::Net;
 

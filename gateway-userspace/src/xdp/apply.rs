@@ -11,7 +11,7 @@ use gateway_common::{
 
 use super::{XdpMaps, maps::ALLOW_FROM_CONFIG};
 use crate::clock;
-use crate::config::XdpSection;
+use super::config::XdpSection;
 
 /// Writes `[xdp]` into the maps: the settings and protected ports, then the config's allow and
 /// block lists, removing config entries the section no longer lists. Operator and escalation

@@ -27,7 +27,7 @@ use aya::{
 use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
 use super::{PROGRAM, XdpMaps, bpffs};
-use crate::config::XdpMode;
+use super::config::XdpMode;
 
 /// Loads the program into the kernel (where the verifier checks it).
 pub struct Loader {

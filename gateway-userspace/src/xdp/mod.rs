@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod bpffs;
+pub mod config;
 mod expiry;
 pub mod layout;
 pub mod loader;

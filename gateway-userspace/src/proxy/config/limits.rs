@@ -139,18 +139,6 @@ impl Default for Limits {
     }
 }
 
-impl Limits {
-    /// The HTTP/2 flood budgets of a connection.
-    pub fn h2_budget(&self) -> crate::proxy::h2_guard::H2Budget {
-        crate::proxy::h2_guard::H2Budget {
-            control_per_second: self.h2_control_frames_per_second.0,
-            control_burst: self.h2_control_frames_burst.0,
-            max_consecutive_empty: self.h2_max_consecutive_empty_frames,
-            window_updates_per_data_frame: self.h2_window_updates_per_data_frame,
-        }
-    }
-}
-
 /// Handling of header names with underscores (they can alias `-` names in
 /// CGI-style backends).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -68,7 +68,7 @@ pub struct Route {
     /// CORS for browser clients; absent: no CORS headers, preflights are
     /// forwarded like any request.
     #[serde(default)]
-    pub cors: Option<crate::proxy::cors::Cors>,
+    pub cors: Option<super::cors::Cors>,
     /// Changes to `[security_headers]` for this route.
     #[serde(default)]
     pub security_headers: super::limits::SecurityHeadersOverride,

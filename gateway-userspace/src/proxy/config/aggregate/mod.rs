@@ -1,9 +1,15 @@
 //! The `aggregate` part of a route: the backend calls one client request
 //! fans out to, how their JSON bodies are merged, and the bounds (per-call
 //! timeout and size, whole-request deadline and size). Templates are
-//! checked when the config is validated (`proxy::aggregate::Plan::compile`).
+//! checked when the config is validated: [`plan::Plan::compile`] turns a
+//! route into the plan `proxy::aggregate` runs, with its `template`s and
+//! `merge` (they live here because the config checks call them).
 
 #![forbid(unsafe_code)]
+
+pub mod merge;
+pub mod plan;
+pub mod template;
 
 use std::time::Duration;
 

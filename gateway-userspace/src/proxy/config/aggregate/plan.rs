@@ -53,14 +53,14 @@ pub struct Call {
     pub name: Arc<str>,
     /// The upstream pool the call goes to.
     pub upstream: Arc<str>,
-    pub(super) method: Method,
-    pub(super) path: Template,
-    pub(super) required: bool,
-    pub(super) timeout: Duration,
+    pub(in crate::proxy) method: Method,
+    pub(in crate::proxy) path: Template,
+    pub(in crate::proxy) required: bool,
+    pub(in crate::proxy) timeout: Duration,
     /// Index of the call this one waits for.
-    pub(super) after: Option<usize>,
-    pub(super) headers: Vec<HeaderName>,
-    pub(super) max_bytes: usize,
+    pub(in crate::proxy) after: Option<usize>,
+    pub(in crate::proxy) headers: Vec<HeaderName>,
+    pub(in crate::proxy) max_bytes: usize,
 }
 
 impl Plan {
