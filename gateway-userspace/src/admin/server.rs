@@ -27,10 +27,10 @@ use tokio::{
 
 use super::protocol::{LimitArg, Request, Response};
 use crate::{
+    clock,
     cluster::Cluster,
     config::LimitSpec,
     net::Net,
-    clock,
     xdp::{XdpMaps, maps::ALLOW_FROM_OPERATOR},
 };
 

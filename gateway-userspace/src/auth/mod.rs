@@ -353,7 +353,7 @@ impl Authenticator {
             .filter(|k| {
                 self.identity_headers
                     .iter()
-                    .any(|want| crate::proxy::headers::same_name(k.as_str(), want.as_str()))
+                    .any(|want| crate::proxy::header_name::same_name(k.as_str(), want.as_str()))
             })
             .cloned()
             .collect();

@@ -18,11 +18,7 @@ use anyhow::Result;
 use gateway_common::acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    net::Net,
-    clock,
-    xdp::XdpMaps,
-};
+use crate::{clock, net::Net, xdp::XdpMaps};
 
 /// Expiry score of a permanent block (2^53 - 1 ms: exact in a double).
 pub const PERMANENT: u64 = (1 << 53) - 1;

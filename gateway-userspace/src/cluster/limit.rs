@@ -29,8 +29,8 @@ use std::{
 
 use super::{Cluster, scripts};
 use crate::{
-    ratelimit::{Decision, LimitConfig, Limiter, Rate},
     clock,
+    ratelimit::{Decision, LimitConfig, Limiter, Rate},
 };
 
 const SHARDS: usize = 16;

@@ -91,11 +91,7 @@ pub(super) fn dashboard(config: &Config, text: &str, origin: &str) -> Result<(),
 
 /// Checks the proxy sections of a parsed config against each other and
 /// fills in derived values (`[xdp] protected_ports` from the listeners).
-pub(super) fn proxy(
-    config: &mut Config,
-    text: &str,
-    origin: &str,
-) -> Result<(), ConfigError> {
+pub(super) fn proxy(config: &mut Config, text: &str, origin: &str) -> Result<(), ConfigError> {
     let at = |span: std::ops::Range<usize>, message: String| {
         let (line, column) = line_col(text, span.start);
         ConfigError::Invalid {

@@ -18,12 +18,7 @@ use gateway_common::{
 };
 
 use super::config::ThrottleSpec;
-use crate::{
-    cluster::Cluster,
-    net::Net,
-    clock,
-    xdp::XdpMaps,
-};
+use crate::{clock, cluster::Cluster, net::Net, xdp::XdpMaps};
 
 /// Where escalations land: the XDP maps in production ([`XdpSink`]), a recorder in tests. Errors
 /// are reported by the escalator, which then blocks at L7 only.

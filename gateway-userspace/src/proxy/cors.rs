@@ -13,7 +13,6 @@
 
 #![forbid(unsafe_code)]
 
-
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::body::{self, ProxyBody};

@@ -9,9 +9,9 @@ use gateway_common::{
     config::{FLAG_RATE_LIMIT, Limit, XdpConfig},
 };
 
+use super::config::XdpSection;
 use super::{XdpMaps, maps::ALLOW_FROM_CONFIG};
 use crate::clock;
-use super::config::XdpSection;
 
 /// Writes `[xdp]` into the maps: the settings and protected ports, then the config's allow and
 /// block lists, removing config entries the section no longer lists. Operator and escalation

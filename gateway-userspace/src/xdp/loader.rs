@@ -26,8 +26,8 @@ use aya::{
 };
 use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
-use super::{PROGRAM, XdpMaps, bpffs};
 use super::config::XdpMode;
+use super::{PROGRAM, XdpMaps, bpffs};
 
 /// Loads the program into the kernel (where the verifier checks it).
 pub struct Loader {

@@ -22,4 +22,3 @@ pub use listener::{Certificate, Demo, Listener, ServerName, TlsSection};
 pub use route::{HostPattern, PathPattern, Route};
 pub use target::TargetSpec;
 pub use upstream::{Balance, HealthCheck, PassiveHealth, Upstream};
-
