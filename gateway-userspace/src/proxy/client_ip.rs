@@ -313,6 +313,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderName;
+
     use super::*;
 
     fn headers(name: &str, lines: &[&str]) -> HeaderMap {
