@@ -172,7 +172,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let mut admin_task = None;
     let sweeper = maps
         .clone()
-        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
+        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval.get())));
 
     let never: Vec<crate::net::Net> = config
         .xdp
@@ -398,7 +398,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if !handed_over {
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
     }
-    proxy.shutdown(current.limits.shutdown_grace).await;
+    proxy.shutdown(current.limits.shutdown_grace.get()).await;
     match attached.as_mut() {
         Some(a) if handed_over => {
             // The successor adopted the pinned link: never detach it.

@@ -313,7 +313,7 @@ impl Cluster {
             return;
         };
         let key = format!("{}:esc:{source}", self.keys.prefix);
-        let budget = self.cfg.command_timeout;
+        let budget = self.cfg.command_timeout.get();
         let window_ms = window.as_millis().max(1) as u64;
         runtime.spawn(async move {
             let mut call = scripts::SCORE.key(key);

@@ -302,7 +302,7 @@ impl Escalator {
             key,
             points,
             self.cfg.threshold,
-            self.cfg.window,
+            self.cfg.window.get(),
             move || {
                 if let Some(e) = me.upgrade() {
                     e.escalate_from_cluster(key, ip, offence);

@@ -3,9 +3,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Deserializer};
+
+use crate::duration::Span;
 
 /// Where access log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +51,7 @@ pub struct LogSection {
     /// per full buffer, on a dedicated thread; NGINX `buffer=`).
     pub buffer_bytes: usize,
     /// Longest time a line waits in the buffer (NGINX `flush=`).
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub flush_interval: Duration,
+    pub flush_interval: Span,
 }
 
 impl Default for LogSection {
@@ -64,7 +65,7 @@ impl Default for LogSection {
             buffer_bytes: 64 * 1024,
             // 200 ms: at low request rates a line shows up quickly; at high
             // rates the buffer fills first and the interval does not matter.
-            flush_interval: Duration::from_millis(200),
+            flush_interval: Span::from_millis(200),
         }
     }
 }
@@ -100,8 +101,7 @@ pub struct DashboardSection {
     /// paths are resolved against the config file's directory. Read at start.
     pub token_file: Option<PathBuf>,
     /// How often the page polls `/dashboard/api/state`.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub refresh_interval: Duration,
+    pub refresh_interval: Span,
 }
 
 impl Default for DashboardSection {
@@ -116,7 +116,7 @@ impl Default for DashboardSection {
             // No token: the API answers loopback clients only.
             token_file: None,
             // 1 s, as HAProxy's stats page "refresh" choices start at.
-            refresh_interval: Duration::from_secs(1),
+            refresh_interval: Span::from_secs(1),
         }
     }
 }

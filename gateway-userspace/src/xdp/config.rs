@@ -4,11 +4,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fmt, num::NonZeroU16, path::PathBuf, time::Duration};
+use std::{fmt, num::NonZeroU16, path::PathBuf};
 
 use serde::Deserialize;
 
-use crate::net::Net;
+use crate::{duration::Span, net::Net};
 
 /// The kernel fast path.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -36,8 +36,7 @@ pub struct XdpSection {
     /// Sources that are always dropped (unless allowlisted).
     pub block: Vec<Net>,
     /// How often expired blocks are removed from the maps.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub sweep_interval: Duration,
+    pub sweep_interval: Span,
     /// Detach the XDP program when the gateway exits. Off by default: the
     /// link is pinned and the filter keeps enforcing the pinned maps while
     /// no gateway runs (restarts, upgrades, crashes); the next start adopts
@@ -165,7 +164,7 @@ impl Default for XdpSection {
             rate_limit: RateLimitSection::default(),
             allow: Vec::new(),
             block: Vec::new(),
-            sweep_interval: Duration::from_secs(1),
+            sweep_interval: Span::from_secs(1),
             detach_on_exit: false,
         }
     }

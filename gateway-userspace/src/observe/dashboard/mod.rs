@@ -98,7 +98,7 @@ impl Dashboard {
             write: cfg.write,
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             loopback: listen.ip().is_loopback(),
-            refresh: cfg.refresh_interval,
+            refresh: cfg.refresh_interval.get(),
         }
     }
 

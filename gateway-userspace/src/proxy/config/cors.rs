@@ -3,10 +3,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 use http::Method;
 use serde::Deserialize;
+
+use crate::duration::Span;
 
 /// `[routes.cors]`
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -23,8 +23,7 @@ pub struct Cors {
     /// Send `Access-Control-Allow-Credentials: true` (not with `"*"`).
     pub allow_credentials: bool,
     /// How long a browser may cache a preflight answer.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub max_age: Duration,
+    pub max_age: Span,
 }
 
 impl Default for Cors {
@@ -39,7 +38,7 @@ impl Default for Cors {
             expose_headers: Vec::new(),
             allow_credentials: false,
             // 10 minutes: Chrome's cap is 2 hours, Firefox's 24 hours.
-            max_age: Duration::from_secs(600),
+            max_age: Span::from_secs(600),
         }
     }
 }

@@ -158,7 +158,7 @@ impl Plan {
                 method,
                 path,
                 required: c.required,
-                timeout: c.timeout,
+                timeout: c.timeout.get(),
                 after,
                 headers: c
                     .headers
@@ -171,7 +171,7 @@ impl Plan {
         Ok(Plan {
             calls,
             merge: r.merge.unwrap_or_default(),
-            deadline: r.aggregate_deadline.unwrap_or_else(cfg::d::deadline),
+            deadline: r.aggregate_deadline.unwrap_or_else(cfg::d::deadline).get(),
             max_total_bytes: r
                 .aggregate_max_bytes
                 .unwrap_or_else(cfg::d::max_total_bytes),
