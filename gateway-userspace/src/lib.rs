@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod admin_http;
 pub mod auth;
 pub mod cli;
 pub mod clock;

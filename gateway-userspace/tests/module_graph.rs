@@ -590,28 +590,12 @@ fn why(c: &Crate, a: &str, b: &str) -> Vec<String> {
         .collect()
 }
 
-/// Cycles not broken yet, each with the edges that close it (issue 21;
-/// docs/architecture.md "Module graph"). The test fails when one grows,
-/// when another appears, and when one is gone (then remove it here).
-///
-/// {admin, observe, proxy, upgrade}: `observe` is both the instrumentation
-/// the proxy writes to (`access_log`, `metrics`, `trace`) and the reporting
-/// surface that reads the engines (`collect`, `http`, `dashboard` ->
-/// `proxy::server`, `admin::server`); `admin::server` -> `upgrade` ->
-/// `proxy::listeners` closes the rest. Splitting the reporting surface into
-/// its own top-level module breaks it.
-const KNOWN_CYCLES: &[&[&str]] = &[&["admin", "observe", "proxy", "upgrade"]];
-
 #[test]
 fn top_level_modules_form_no_cycle() {
     let c = load();
     let g = top_level(&c);
     println!("{}", show(&g));
     let sccs = cycles(&g);
-    let known: Vec<Vec<String>> = KNOWN_CYCLES
-        .iter()
-        .map(|k| k.iter().map(|s| (*s).to_owned()).collect())
-        .collect();
     let mut report = String::new();
     for scc in &sccs {
         report.push_str(&format!("cycle among {{{}}}:\n", scc.join(", ")));
@@ -623,7 +607,7 @@ fn top_level_modules_form_no_cycle() {
             }
         }
     }
-    assert_eq!(sccs, known, "{report}");
+    assert!(sccs.is_empty(), "{report}");
 }
 
 #[test]

@@ -89,7 +89,7 @@ impl Dashboard {
     /// `token`: the content of `token_file` ([`read_token`]).
     pub fn new(
         sources: state::Sources,
-        cfg: &super::config::DashboardSection,
+        cfg: &crate::observe::config::DashboardSection,
         listen: SocketAddr,
         token: Option<String>,
     ) -> Self {
