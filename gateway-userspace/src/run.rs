@@ -36,7 +36,7 @@ use crate::{
     cluster::{Cluster, KernelBlocks},
     config::Config,
     escalate::{self, Escalator, XdpSink},
-    observe::{self, AccessLog, Metrics, Observe},
+    observe::{AccessLog, Metrics, Observe},
     phases,
     proxy::Proxy,
     ratelimit::quota_store::{QuotaStore, system_clock},

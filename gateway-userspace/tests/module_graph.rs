@@ -660,25 +660,22 @@ fn the_helpers_are_leaves() {
 
 #[test]
 fn the_scanner_reads_paths() {
-    let toks = tokenize(
-        r#"use crate::{a::b, c::{d, e::F}}; // crate::x
-        #[serde(with = "super::dur")] let s = "crate::no thing"; 'a' '\n' x::<T>"#,
-    );
-    let module = vec!["m".to_owned(), "n".to_owned()];
-    let s = scan(
-        &module,
-        &format!(
-            "{}",
-            r#"use crate::{a::b, c::{d, e::F}};
+    let src = r#"use crate::{a::b, c::{d, e::F}};
         // crate::x
-        #[serde(with = "super::dur")] fn f<'a>(c: char) { let _ = '{'; kid::g(); }
-        #[cfg(test)] mod tests { use crate::z; }"#
-        ),
-        &["kid".to_owned()].into(),
-    );
+        /* crate::y */ let s = "crate::not a path";
+        #[serde(with = "super::dur")] fn f<'a>(c: char) { let _ = '{'; kid::g(); x::<T>(); }
+        pub(in crate::w) struct S;
+        #[cfg(test)] mod tests { use crate::z; }
+        mod inline { use super::super::v; }"#;
+    let module = vec!["m".to_owned(), "n".to_owned()];
+    let s = scan(&module, src, &["kid".to_owned()].into());
     let got: BTreeSet<String> = s.refs.iter().map(|(_, p)| p.join("::")).collect();
-    let want: BTreeSet<String> = ["a::b", "c::d", "c::e::F", "m::dur", "m::n::kid::g"]
+    let want: BTreeSet<String> = ["a::b", "c::d", "c::e::F", "m::dur", "m::n::kid::g", "m::v"]
         .map(String::from)
         .into();
-    assert_eq!(got, want, "{toks:?}");
+    assert_eq!(got, want);
+    assert_eq!(
+        s.inline_mods,
+        vec![vec!["m".to_owned(), "n".to_owned(), "inline".to_owned()]]
+    );
 }
