@@ -8,7 +8,7 @@
 //! This module only aggregates: each section's types live in its engine's
 //! `config` module (`xdp::config`, `proxy::config`, …), which imports
 //! neither this module nor an engine; the checks that span sections are in
-//! [`validate`], the error type in [`error`]. The module graph test
+//! `validate`, the error type in [`error`]. The module graph test
 //! (`tests/module_graph.rs`) keeps it that way.
 
 #![forbid(unsafe_code)]

@@ -1,8 +1,9 @@
 //! The proxy's part of the config file (`[[listeners]]`, `[[routes]]`,
-//! `[[upstreams]]`, `[limits]`, `[tls]`, `trusted_proxies`,
-//! `[security_headers]`, `[demo]`) and the checks that need the whole file:
-//! cross-references and ambiguous routes, reported with the line and column
-//! of the route or pool they concern.
+//! `[[upstreams]]`, `[dns]`, `[limits]`, `[tls]`, `client_ip_header`,
+//! `[security_headers]`, `[demo]`, a route's `cors` and `aggregate`). Each
+//! value is checked while parsing; the checks that need the whole file
+//! (cross-references, ambiguous routes) are in `config::validate`, reported
+//! with the line and column of the route or pool they concern.
 
 #![forbid(unsafe_code)]
 
