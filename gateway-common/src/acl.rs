@@ -69,6 +69,30 @@ impl BlockEntry {
     pub fn is_cluster(&self) -> bool {
         self.source & BLOCK_FLAG_CLUSTER != 0
     }
+
+    /// The stored reason: the bytes of [`BlockEntry::reason`] before the
+    /// first NUL (all of them when it is full). UTF-8 when written by
+    /// [`encode_reason`]; show it with a lossy conversion.
+    pub fn reason_bytes(&self) -> &[u8] {
+        let end = self
+            .reason
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(REASON_LEN);
+        &self.reason[..end]
+    }
+}
+
+/// `reason` as the NUL-padded [`BlockEntry::reason`] field: cut to
+/// [`REASON_LEN`] bytes at a char boundary, so the stored bytes stay UTF-8.
+pub fn encode_reason(reason: &str) -> [u8; REASON_LEN] {
+    let mut out = [0u8; REASON_LEN];
+    let mut end = reason.len().min(REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[..end].copy_from_slice(&reason.as_bytes()[..end]);
+    out
 }
 
 /// The value of the allowlist tries: a `u32` marker (1), present = allowed.

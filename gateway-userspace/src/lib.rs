@@ -3,7 +3,7 @@
 //! socket the CLI talks to; `config` parses the TOML file; `run` ties them
 //! together in the `gateway run` process; `cli` is the command line; `auth`
 //! is the authenticate phase of the proxy (policies, JWT, introspection, API
-//! keys, Basic);
+//! keys, Basic); `clock` is `CLOCK_MONOTONIC`, the time base of the XDP maps;
 //! `validate` checks requests against per-route rules (JSON Schema, OpenAPI).
 //!
 //! No `unsafe` outside `xdp/`: denied here, allowed with its reason only in
@@ -12,8 +12,10 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod admin_http;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod duration;

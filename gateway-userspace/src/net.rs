@@ -118,6 +118,25 @@ impl<'de> Deserialize<'de> for Net {
     }
 }
 
+/// The IPv6 address masked to `prefix_len`; IPv4 unchanged.
+pub fn group_ip(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6);
+            let mask = if prefix_len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix_len.min(128)))
+            };
+            IpAddr::V6((bits & mask).into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

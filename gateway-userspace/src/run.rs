@@ -27,16 +27,16 @@ use tokio::{
 
 use crate::{
     admin::server::{AdminSocket, AdminState},
-    cluster::{Cluster, KernelBlocks},
-    config::Config,
-    escalate::{self, Escalator, XdpSink},
-    observe::{
-        self, AccessLog, Metrics, Observe,
+    admin_http::{
+        self, Readiness,
         collect::{
             ClusterCollector, EscalationCollector, ProxyCollector, QuotaCollector, XdpCollector,
         },
-        http::Readiness,
     },
+    cluster::{Cluster, KernelBlocks},
+    config::Config,
+    escalate::{self, Escalator, XdpSink},
+    observe::{AccessLog, Metrics, Observe},
     phases,
     proxy::Proxy,
     ratelimit::quota_store::{QuotaStore, system_clock},
@@ -62,12 +62,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // Started by `gateway upgrade`: the running gateway's sockets are ours
     // to take (it keeps accepting on them until we are ready).
     let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
-    let started_unix = xdp::clock::unix_now();
+    let started_unix = crate::clock::unix_now();
     // The dashboard token is read before anything starts: a missing or
     // short file is a start-up error naming the file.
     let dashboard_token = match &config.observability.dashboard.token_file {
         Some(p) if config.observability.enabled && config.observability.dashboard.enabled => Some(
-            observe::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))
+            admin_http::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))
                 .map_err(anyhow::Error::msg)?,
         ),
         _ => None,
@@ -172,7 +172,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let mut admin_task = None;
     let sweeper = maps
         .clone()
-        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval)));
+        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval.get())));
 
     let never: Vec<crate::net::Net> = config
         .xdp
@@ -258,7 +258,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             Some(l) => l
                 .set_nonblocking(true)
                 .and_then(|()| tokio::net::TcpListener::from_std(l)),
-            None => observe::http::bind(addr).await,
+            None => admin_http::bind(addr).await,
         }
         .with_context(|| format!("binding the [observability] listener {addr}"))?;
         observability_fd = Some((addr, listener.as_fd().try_clone_to_owned()?));
@@ -280,8 +280,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             cluster: cluster.clone(),
         });
         let dashboard = dash.enabled.then(|| {
-            Arc::new(observe::dashboard::Dashboard::new(
-                observe::dashboard::state::Sources {
+            Arc::new(admin_http::dashboard::Dashboard::new(
+                admin_http::dashboard::state::Sources {
                     admin: state.clone(),
                     escalator: escalator.clone(),
                     proxy: proxy.watch(),
@@ -298,7 +298,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 dashboard_token.clone(),
             ))
         });
-        Some(observe::http::serve(
+        Some(admin_http::serve(
             listener,
             metrics.clone(),
             readiness,
@@ -398,7 +398,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if !handed_over {
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
     }
-    proxy.shutdown(current.limits.shutdown_grace).await;
+    proxy.shutdown(current.limits.shutdown_grace.get()).await;
     match attached.as_mut() {
         Some(a) if handed_over => {
             // The successor adopted the pinned link: never detach it.

@@ -422,7 +422,7 @@ async fn slowloris_is_an_offence() {
     use tokio::io::AsyncWriteExt as _;
     let origin = Origin::start("o").await;
     let mut config = config(&origin, "");
-    config.limits.header_read_timeout = std::time::Duration::from_millis(500);
+    config.limits.header_read_timeout = gateway::duration::NonZeroSpan::from_millis(500);
     config.escalation.threshold = 20;
     let (_proxy, addr, esc) = start(&config).await;
     // Half a request head, then nothing: 408 on the raw connection.

@@ -188,7 +188,7 @@ fn pool(p: &Proxy) -> Arc<gateway::proxy::upstream::pool::Pool> {
 /// The proxy's `/metrics` text (the collector the admin listener uses).
 fn metrics(p: &Proxy) -> String {
     let m = gateway::observe::metrics::Metrics::new();
-    m.register_collector(Box::new(gateway::observe::collect::ProxyCollector {
+    m.register_collector(Box::new(gateway::admin_http::collect::ProxyCollector {
         state: p.watch(),
     }));
     m.encode()

@@ -219,7 +219,7 @@ async fn a_removed_listener_finishes_its_requests_then_closes() {
     }
 
     let mut cfg = config(&main, origin.addr, "");
-    cfg.limits.shutdown_grace = Duration::from_secs(10);
+    cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_secs(10);
     proxy.reload(&cfg, Hooks::default()).unwrap();
     until_refused(second).await;
 
@@ -410,7 +410,7 @@ async fn a_removed_listener_sends_http2_goaway_and_finishes_open_streams() {
     }
 
     let mut cfg = config(&main, origin.addr, "");
-    cfg.limits.shutdown_grace = Duration::from_secs(10);
+    cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_secs(10);
     proxy.reload(&cfg, Hooks::default()).unwrap();
 
     let resp = in_flight.await.unwrap().expect("the open stream finished");
@@ -445,7 +445,7 @@ async fn connections_still_busy_after_the_grace_period_are_closed() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut cfg = config(&main, origin.addr, "");
-    cfg.limits.shutdown_grace = Duration::from_millis(300);
+    cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_millis(300);
     proxy.reload(&cfg, Hooks::default()).unwrap();
     // The origin answers after 6 s; the grace period ended long before, and
     // the connection was closed without a response.

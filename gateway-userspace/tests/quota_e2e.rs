@@ -12,9 +12,10 @@ use std::{sync::Arc, time::Duration};
 
 use gateway::{
     admin::{protocol::Request, server::AdminState},
+    admin_http::collect::QuotaCollector,
     config::Config,
     escalate::Escalator,
-    observe::{Metrics, collect::QuotaCollector},
+    observe::Metrics,
     phases::build_hooks_with_quotas,
     proxy::Proxy,
     ratelimit::quota_store::{ManualClock, QuotaStore},

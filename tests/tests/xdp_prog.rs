@@ -7,9 +7,10 @@
 use std::num::NonZeroU16;
 
 use gateway::{
+    clock,
     config::{LimitSpec, XdpSection},
     net::Net,
-    xdp::{Loader, XdpMaps, apply::apply, clock, loader::LoadedXdp, maps::source_key},
+    xdp::{Loader, XdpMaps, apply::apply, loader::LoadedXdp, maps::source_key},
 };
 use gateway_common::{
     acl::{BlockEntry, BlockSource},

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use gateway_common::{
-    acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource},
+    acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource, encode_reason},
     config::Limit,
     ratelimit::LimitOverride,
     stats::Reason,
@@ -25,15 +25,13 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use super::{
-    protocol::{LimitArg, Request, Response},
-    reason_bytes, reason_text,
-};
+use super::protocol::{LimitArg, Request, Response};
 use crate::{
+    clock,
     cluster::Cluster,
     config::LimitSpec,
     net::Net,
-    xdp::{XdpMaps, clock, maps::ALLOW_FROM_OPERATOR},
+    xdp::{XdpMaps, maps::ALLOW_FROM_OPERATOR},
 };
 
 /// What the admin server can reach.
@@ -349,7 +347,7 @@ pub fn block_json(net: &Net, e: &BlockEntry, now_ns: u64) -> Value {
             BlockSource::Config => "config",
             BlockSource::Escalation => "escalation",
         },
-        "reason": reason_text(e),
+        "reason": String::from_utf8_lossy(e.reason_bytes()),
         "offences": e.offences,
         "created_unix": e.created_unix,
         "ttl_secs_left": ttl_left,
@@ -389,7 +387,7 @@ fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Re
                 created_unix: clock::unix_now(),
                 source: BlockSource::Operator as u32 | if cluster { BLOCK_FLAG_CLUSTER } else { 0 },
                 offences: previous.map(|p| p.offences).unwrap_or(0) + 1,
-                reason: reason_bytes(reason),
+                reason: encode_reason(reason),
             };
             maps.block_add(&net, entry)?;
             let mut v = block_json(&net, &entry, now);

@@ -93,7 +93,7 @@ impl BasicUsers {
             decoy: users.values().next().cloned(),
             users,
             cache: TtlCache::new(c.cache_size),
-            cache_ttl: c.cache_ttl,
+            cache_ttl: c.cache_ttl.get(),
             hmac_key,
             limit: Arc::new(Semaphore::new(cores)),
             verifications: AtomicU64::new(0),

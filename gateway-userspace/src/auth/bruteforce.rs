@@ -46,7 +46,7 @@ impl BruteForce {
         Self {
             enabled: cfg.enabled,
             max_failures: cfg.max_failures,
-            window: cfg.window,
+            window: cfg.window.get(),
             counters: TtlCache::new(cfg.max_sources),
         }
     }
@@ -122,7 +122,7 @@ mod tests {
         let bf = BruteForce::new(&BruteForceSection {
             enabled: true,
             max_failures: 3,
-            window: Duration::from_secs(60),
+            window: crate::duration::Span::from_secs(60),
             max_sources: 10,
         });
         let reports = Arc::new(Mutex::new(Vec::new()));

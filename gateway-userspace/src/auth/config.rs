@@ -8,14 +8,33 @@
 
 #![forbid(unsafe_code)]
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use http::HeaderName;
 use serde::Deserialize;
 
 use jsonwebtoken::Algorithm;
 
-use super::AuthMethodKind;
+use crate::duration::Span;
+
+/// The kind of a policy, as written in `type = "..."`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethodKind {
+    /// No credential needed: every request gets an anonymous identity.
+    None,
+    /// A JWT bearer token (RFC 6750, RFC 7519) from one of the policy's `providers`.
+    Jwt,
+    /// An opaque bearer token checked by RFC 7662 introspection.
+    Introspection,
+    /// An API key in a header or query parameter.
+    ApiKey,
+    /// HTTP Basic (RFC 7617) against configured users.
+    Basic,
+    /// The policies listed in `of`, tried in order: the first that accepts wins; otherwise the
+    /// first failure of a presented credential, or 401 naming every scheme.
+    Any,
+}
 
 /// Authentication providers and policies. Empty by default: no policy exists
 /// until one is configured.
@@ -110,8 +129,7 @@ pub struct BruteForceSection {
     /// Failures (bad token, key or password) allowed per source per window.
     pub max_failures: u32,
     /// Length of the fixed counting window; also the longest Retry-After.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub window: Duration,
+    pub window: Span,
     /// Sources tracked at once (memory bound); IPv6 is counted per /64.
     pub max_sources: usize,
 }
@@ -122,7 +140,7 @@ impl Default for BruteForceSection {
             enabled: true,
             // 20 failures per minute per source.
             max_failures: 20,
-            window: Duration::from_secs(60),
+            window: Span::from_secs(60),
             // 100k sources, ~50 bytes each.
             max_sources: 100_000,
         }
@@ -167,29 +185,17 @@ pub struct JwtIssuerConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// How often `jwks_url` is fetched again.
-    #[serde(
-        default = "d_refresh",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub refresh_interval: Duration,
+    #[serde(default = "d_refresh")]
+    pub refresh_interval: Span,
     /// Minimum time between two fetches of `jwks_url` (unknown `kid`s, failures).
-    #[serde(
-        default = "d_refetch",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub min_refetch_interval: Duration,
+    #[serde(default = "d_refetch")]
+    pub min_refetch_interval: Span,
     /// Timeout for one fetch of `jwks_url`.
-    #[serde(
-        default = "d_timeout",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub fetch_timeout: Duration,
+    #[serde(default = "d_timeout")]
+    pub fetch_timeout: Span,
     /// Clock skew allowed for `exp`, `nbf` and `iat`.
-    #[serde(
-        default = "d_leeway",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub leeway: Duration,
+    #[serde(default = "d_leeway")]
+    pub leeway: Span,
     /// Claims that must be present besides `exp`, `iss`, `aud` and `sub`.
     #[serde(default)]
     pub required_claims: Vec<String>,
@@ -201,30 +207,27 @@ pub struct JwtIssuerConfig {
     /// Longest time a verified token is remembered; never past its `exp`
     /// (plus `leeway`), nor past the key that verified it leaving the JWK
     /// Set.
-    #[serde(
-        default = "d_jwt_cache_ttl",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub cache_ttl: Duration,
+    #[serde(default = "d_jwt_cache_ttl")]
+    pub cache_ttl: Span,
 }
 
 fn d_jwt_cache_size() -> usize {
     4096 // tokens per issuer
 }
-fn d_jwt_cache_ttl() -> Duration {
-    Duration::from_secs(300) // 5 minutes
+fn d_jwt_cache_ttl() -> Span {
+    Span::from_secs(300) // 5 minutes
 }
-fn d_refresh() -> Duration {
-    Duration::from_secs(600) // 10 minutes
+fn d_refresh() -> Span {
+    Span::from_secs(600) // 10 minutes
 }
-fn d_refetch() -> Duration {
-    Duration::from_secs(30) // at most one fetch per 30 s per issuer
+fn d_refetch() -> Span {
+    Span::from_secs(30) // at most one fetch per 30 s per issuer
 }
-fn d_timeout() -> Duration {
-    Duration::from_secs(5) // one HTTPS fetch
+fn d_timeout() -> Span {
+    Span::from_secs(5) // one HTTPS fetch
 }
-fn d_leeway() -> Duration {
-    Duration::from_secs(30) // clock skew
+fn d_leeway() -> Span {
+    Span::from_secs(30) // clock skew
 }
 
 /// A key file, optionally with the `kid` tokens name it by.
@@ -279,23 +282,14 @@ pub struct IntrospectionConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Longest one introspection call may take (default 5 s); past it the request gets 503.
-    #[serde(
-        default = "d_timeout",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub timeout: Duration,
+    #[serde(default = "d_timeout")]
+    pub timeout: Span,
     /// Longest an active answer is cached (never past the token's `exp`).
-    #[serde(
-        default = "d_pos_ttl",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub cache_ttl: Duration,
+    #[serde(default = "d_pos_ttl")]
+    pub cache_ttl: Span,
     /// How long an inactive answer is cached.
-    #[serde(
-        default = "d_neg_ttl",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub negative_cache_ttl: Duration,
+    #[serde(default = "d_neg_ttl")]
+    pub negative_cache_ttl: Span,
     /// Cached answers at most (keyed by SHA-256 of the token).
     #[serde(default = "d_cache_size")]
     pub cache_size: usize,
@@ -312,11 +306,8 @@ pub struct IntrospectionConfig {
     pub token_types: Vec<String>,
     /// Clock skew allowed for `nbf` and `iat` (as `[auth.jwt.NAME] leeway`;
     /// `exp` gets none: a cached answer never outlives it).
-    #[serde(
-        default = "d_leeway",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub leeway: Duration,
+    #[serde(default = "d_leeway")]
+    pub leeway: Span,
     /// Largest accepted answer, in bytes; a longer one is a provider
     /// failure (503), never a verdict.
     #[serde(default = "d_max_answer")]
@@ -327,11 +318,11 @@ fn d_max_answer() -> usize {
     64 * 1024 // 64 KiB: real answers are well under 4 KiB
 }
 
-fn d_pos_ttl() -> Duration {
-    Duration::from_secs(300) // 5 minutes
+fn d_pos_ttl() -> Span {
+    Span::from_secs(300) // 5 minutes
 }
-fn d_neg_ttl() -> Duration {
-    Duration::from_secs(10) // 10 seconds
+fn d_neg_ttl() -> Span {
+    Span::from_secs(10) // 10 seconds
 }
 fn d_cache_size() -> usize {
     10_000
@@ -416,18 +407,15 @@ pub struct BasicConfig {
     #[serde(default)]
     pub htpasswd_file: Option<PathBuf>,
     /// How long a successful check is remembered (0 disables the cache).
-    #[serde(
-        default = "d_basic_ttl",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub cache_ttl: Duration,
+    #[serde(default = "d_basic_ttl")]
+    pub cache_ttl: Span,
     /// Remembered successful checks at most.
     #[serde(default = "d_cache_size")]
     pub cache_size: usize,
 }
 
-fn d_basic_ttl() -> Duration {
-    Duration::from_secs(60)
+fn d_basic_ttl() -> Span {
+    Span::from_secs(60)
 }
 
 /// One Basic user: a bcrypt (`$2y$`, `$2b$`, `$2a$`) or argon2 PHC hash.

@@ -62,7 +62,7 @@ pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
     }) {
         return Err("token_types must be non-empty printable ASCII names".into());
     }
-    if c.leeway > Duration::from_secs(300) {
+    if c.leeway.get() > Duration::from_secs(300) {
         return Err("leeway above 5m is not accepted".into());
     }
     if !(1024..=1 << 20).contains(&c.max_answer_bytes) {
@@ -115,12 +115,12 @@ impl Introspector {
         Ok(Self {
             endpoint: c.endpoint.0.clone(),
             authorization,
-            client: HttpsClient::new(c.ca_file.as_deref(), c.timeout)
+            client: HttpsClient::new(c.ca_file.as_deref(), c.timeout.get())
                 .map_err(err)?
                 .with_max_body(c.max_answer_bytes),
             cache: TtlCache::new(c.cache_size),
-            cache_ttl: c.cache_ttl,
-            negative_ttl: c.negative_cache_ttl,
+            cache_ttl: c.cache_ttl.get(),
+            negative_ttl: c.negative_cache_ttl.get(),
             max_answer_bytes: c.max_answer_bytes,
             expect: Expect {
                 issuer: c.issuer.clone(),

@@ -77,7 +77,7 @@ pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), Str
     } else if !has_public {
         return Err(at("needs public_key_files, jwks_file or jwks_url"));
     }
-    if c.min_refetch_interval < std::time::Duration::from_secs(1) {
+    if c.min_refetch_interval.get() < std::time::Duration::from_secs(1) {
         return Err(at("min_refetch_interval must be at least 1s"));
     }
     if c.refresh_interval < c.min_refetch_interval {
@@ -85,7 +85,7 @@ pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), Str
             "refresh_interval must not be shorter than min_refetch_interval",
         ));
     }
-    if c.leeway > std::time::Duration::from_secs(300) {
+    if c.leeway.get() > std::time::Duration::from_secs(300) {
         return Err(at("leeway above 5m is not accepted"));
     }
     if c.ca_file.is_some() && c.jwks_url.is_none() {
@@ -147,13 +147,13 @@ impl Issuer {
         let remote = match &c.jwks_url {
             Some(url) => {
                 let client =
-                    HttpsClient::new(c.ca_file.as_deref(), c.fetch_timeout).map_err(err)?;
+                    HttpsClient::new(c.ca_file.as_deref(), c.fetch_timeout.get()).map_err(err)?;
                 Some(RemoteJwks::new(
                     url.0.clone(),
                     client,
                     c.algorithms.clone(),
-                    c.refresh_interval,
-                    c.min_refetch_interval,
+                    c.refresh_interval.get(),
+                    c.min_refetch_interval.get(),
                 ))
             }
             None => None,
@@ -178,7 +178,7 @@ impl Issuer {
             leeway: c.leeway.as_secs(),
             keys: KeyStore::new(static_keys, remote),
             verified: (c.cache_size > 0).then(|| TtlCache::new(c.cache_size)),
-            cache_ttl: c.cache_ttl,
+            cache_ttl: c.cache_ttl.get(),
         })
     }
 

@@ -31,7 +31,6 @@ mod validate;
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Instant};
 
 use http::{HeaderName, HeaderValue};
-use serde::Deserialize;
 
 use self::{
     api_key::ApiKeys, basic::BasicUsers, bruteforce::BruteForce, introspection::Introspector,
@@ -40,28 +39,9 @@ use self::{
 pub use self::{
     api_key::hash_key,
     bruteforce::{AbuseHook, AbuseReport},
-    config::AuthSection,
+    config::{AuthMethodKind, AuthSection},
     failure::{AuthFailure, Scheme, TokenError},
 };
-
-/// The kind of a policy, as written in `type = "..."`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethodKind {
-    /// No credential needed: every request gets an anonymous identity.
-    None,
-    /// A JWT bearer token (RFC 6750, RFC 7519) from one of the policy's `providers`.
-    Jwt,
-    /// An opaque bearer token checked by RFC 7662 introspection.
-    Introspection,
-    /// An API key in a header or query parameter.
-    ApiKey,
-    /// HTTP Basic (RFC 7617) against configured users.
-    Basic,
-    /// The policies listed in `of`, tried in order: the first that accepts wins; otherwise the
-    /// first failure of a presented credential, or 401 naming every scheme.
-    Any,
-}
 
 /// How an identity was established.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -373,7 +353,7 @@ impl Authenticator {
             .filter(|k| {
                 self.identity_headers
                     .iter()
-                    .any(|want| crate::proxy::headers::same_name(k.as_str(), want.as_str()))
+                    .any(|want| crate::proxy::header_name::same_name(k.as_str(), want.as_str()))
             })
             .cloned()
             .collect();

@@ -337,7 +337,7 @@ headers = { "x-user-id" = "sub" }
         .unwrap();
         assert_eq!(c.auth.realm, "api");
         assert_eq!(
-            c.auth.jwt["corp"].leeway,
+            c.auth.jwt["corp"].leeway.get(),
             std::time::Duration::from_secs(30)
         );
     }

@@ -18,11 +18,7 @@ use anyhow::Result;
 use gateway_common::acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    admin::{reason_bytes, reason_text},
-    net::Net,
-    xdp::{XdpMaps, clock},
-};
+use crate::{clock, net::Net, xdp::XdpMaps};
 
 /// Expiry score of a permanent block (2^53 - 1 ms: exact in a double).
 pub const PERMANENT: u64 = (1 << 53) - 1;
@@ -74,7 +70,7 @@ impl BlockRecord {
             created_unix: self.created_ms / 1000,
             source: self.source() as u32 | BLOCK_FLAG_CLUSTER,
             offences: self.offences,
-            reason: reason_bytes(&self.reason),
+            reason: gateway_common::acl::encode_reason(&self.reason),
         })
     }
 
@@ -91,7 +87,7 @@ impl BlockRecord {
         Some(Self {
             expires_ms,
             created_ms: e.created_unix * 1000,
-            reason: reason_text(e),
+            reason: String::from_utf8_lossy(e.reason_bytes()).into_owned(),
             kind: match BlockSource::from_u32(e.source) {
                 BlockSource::Escalation => "escalation",
                 _ => "operator",
@@ -201,7 +197,7 @@ mod tests {
         assert_eq!(BlockSource::from_u32(e.source), BlockSource::Escalation);
         let left = e.expires_ns - now_ns;
         assert!((59_000_000_000..=60_500_000_000).contains(&left), "{left}");
-        assert_eq!(reason_text(&e), "auth_failure 50");
+        assert_eq!(e.reason_bytes(), b"auth_failure 50");
         assert!(rec(9_000).entry(10_000).is_none(), "expired record");
         assert_eq!(rec(PERMANENT).entry(10_000).unwrap().expires_ns, 0);
     }

@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
+use crate::duration::Span;
+
 /// `[cluster]`: shared rate limits and blocklists through one Redis (`docs/cluster.md`). Absent:
 /// the node stands alone.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -41,31 +43,19 @@ pub struct ClusterSection {
     pub tls_key_file: Option<PathBuf>,
     /// Longest a request waits for Redis before it is decided by the local
     /// limit instead (fail-open for limits).
-    #[serde(
-        default = "default_command_timeout",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub command_timeout: Duration,
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout: Span,
     /// How long a node may hold tokens leased from a shared limit; also
     /// sets the lease size (rate × lease) and the overshoot bound.
-    #[serde(
-        default = "default_lease",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub lease: Duration,
+    #[serde(default = "default_lease")]
+    pub lease: Span,
     /// Period of the full blocklist reconciliation with Redis (events keep
     /// nodes in step between two; this catches anything missed).
-    #[serde(
-        default = "default_sync_interval",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub sync_interval: Duration,
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: Span,
     /// First reconnect delay after Redis is lost; doubles up to 2 s.
-    #[serde(
-        default = "default_retry_interval",
-        deserialize_with = "crate::duration::deserialize"
-    )]
-    pub retry_interval: Duration,
+    #[serde(default = "default_retry_interval")]
+    pub retry_interval: Span,
 }
 
 fn default_node_id() -> String {
@@ -80,20 +70,20 @@ fn default_prefix() -> String {
     "gateway".to_owned()
 }
 
-fn default_command_timeout() -> Duration {
-    Duration::from_millis(50)
+fn default_command_timeout() -> Span {
+    Span::from_millis(50)
 }
 
-fn default_lease() -> Duration {
-    Duration::from_millis(50)
+fn default_lease() -> Span {
+    Span::from_millis(50)
 }
 
-fn default_sync_interval() -> Duration {
-    Duration::from_secs(30)
+fn default_sync_interval() -> Span {
+    Span::from_secs(30)
 }
 
-fn default_retry_interval() -> Duration {
-    Duration::from_millis(500)
+fn default_retry_interval() -> Span {
+    Span::from_millis(500)
 }
 
 impl ClusterSection {
@@ -216,7 +206,7 @@ mod tests {
     #[test]
     fn defaults_are_sane() {
         let s = section("redis://h");
-        assert_eq!(s.command_timeout, Duration::from_millis(50));
+        assert_eq!(s.command_timeout.get(), Duration::from_millis(50));
         assert_eq!(s.key_prefix, "gateway");
         assert!(s.validate().is_ok());
     }

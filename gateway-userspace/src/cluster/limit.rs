@@ -29,8 +29,8 @@ use std::{
 
 use super::{Cluster, scripts};
 use crate::{
+    clock,
     ratelimit::{Decision, LimitConfig, Limiter, Rate},
-    xdp::clock,
 };
 
 const SHARDS: usize = 16;
@@ -75,7 +75,7 @@ impl SharedLimit {
     /// The shared bucket of `config` at `rate` (its configured rate).
     pub fn new(cluster: Arc<Cluster>, config: &LimitConfig, rate: Rate) -> Self {
         let interval_us = (rate.interval_ns() / 1000).max(1);
-        let lease = cluster.config().lease;
+        let lease = cluster.config().lease.get();
         Self {
             key_prefix: format!("{}:rl:{}:", cluster.keys.prefix, config.name),
             interval_us,
@@ -114,7 +114,7 @@ impl SharedLimit {
             .arg(self.burst)
             .arg(self.lease_size);
         let reply = tokio::time::timeout(
-            self.cluster.config().command_timeout,
+            self.cluster.config().command_timeout.get(),
             call.invoke_async::<(u64, u64, u64, u64)>(&mut conn),
         )
         .await;

@@ -26,13 +26,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(cluster: Arc<Cluster>, mut ops: mpsc::UnboundedReceiver<Op>) {
-    let mut backoff = cluster.cfg.retry_interval;
+    let mut backoff = cluster.cfg.retry_interval.get();
     let mut was_up = false;
     let mut last_complaint: Option<std::time::Instant> = None;
     loop {
         match connect(&cluster).await {
             Ok((conn, pubsub)) => {
-                backoff = cluster.cfg.retry_interval;
+                backoff = cluster.cfg.retry_interval.get();
                 let reason = session(&cluster, conn, pubsub, &mut ops).await;
                 cluster.up.store(false, Ordering::Release);
                 cluster.conn.store(None);
@@ -146,7 +146,7 @@ async fn session(
         "cluster: connected to Redis; blocklist in step"
     );
     let mut ping = tokio::time::interval(PING_EVERY);
-    let mut sync = tokio::time::interval(cluster.cfg.sync_interval);
+    let mut sync = tokio::time::interval(cluster.cfg.sync_interval.get());
     sync.tick().await;
     ping.tick().await;
     loop {

@@ -313,7 +313,7 @@ impl Cluster {
             return;
         };
         let key = format!("{}:esc:{source}", self.keys.prefix);
-        let budget = self.cfg.command_timeout;
+        let budget = self.cfg.command_timeout.get();
         let window_ms = window.as_millis().max(1) as u64;
         runtime.spawn(async move {
             let mut call = scripts::SCORE.key(key);
@@ -362,7 +362,7 @@ impl Cluster {
                 return;
             }
         };
-        let (now_ms, now_ns) = (self.now_ms(), crate::xdp::clock::monotonic_ns());
+        let (now_ms, now_ns) = (self.now_ms(), crate::clock::monotonic_ns());
         let mut reg = self.registry();
         for (net, e) in entries {
             if let Some(r) = BlockRecord::from_entry(&e, now_ms, now_ns, &self.cfg.node_id) {

@@ -40,7 +40,7 @@ impl Cluster {
         let mut call = scripts::QUOTA.key(self.quota_key(quota, start, consumer));
         call.arg(limit).arg(end + GRACE_SECS);
         let reply = tokio::time::timeout(
-            self.cfg.command_timeout,
+            self.cfg.command_timeout.get(),
             call.invoke_async::<(u64, u64)>(&mut conn),
         )
         .await;
@@ -64,7 +64,7 @@ impl Cluster {
             .arg(self.quota_key(quota, start, consumer))
             .to_owned();
         let v: Option<u64> =
-            tokio::time::timeout(self.cfg.command_timeout, cmd.query_async(&mut conn))
+            tokio::time::timeout(self.cfg.command_timeout.get(), cmd.query_async(&mut conn))
                 .await
                 .map_err(|_| "Redis did not answer in time".to_owned())?
                 .map_err(|e| self.scrub(&e))?;
@@ -83,10 +83,11 @@ impl Cluster {
         let cmd = redis::cmd("DEL")
             .arg(self.quota_key(quota, start, consumer))
             .to_owned();
-        let n: u64 = tokio::time::timeout(self.cfg.command_timeout, cmd.query_async(&mut conn))
-            .await
-            .map_err(|_| "Redis did not answer in time".to_owned())?
-            .map_err(|e| self.scrub(&e))?;
+        let n: u64 =
+            tokio::time::timeout(self.cfg.command_timeout.get(), cmd.query_async(&mut conn))
+                .await
+                .map_err(|_| "Redis did not answer in time".to_owned())?
+                .map_err(|e| self.scrub(&e))?;
         Ok(n > 0)
     }
 }

@@ -9,7 +9,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::config::LimitSpec;
+use crate::{duration::Span, xdp::config::LimitSpec};
 
 /// `[escalation]`: L7 offences earn a source points (`weights`); reaching `threshold` within
 /// `window` blocks or throttles it in XDP for the next TTL of `ttl_ladder`.
@@ -19,19 +19,16 @@ pub struct EscalationSection {
     /// Off: offences are not counted and nothing escalates (default on).
     pub enabled: bool,
     /// Points are summed per source over this window, then start again.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub window: Duration,
+    pub window: Span,
     /// Points within one window that escalate a source.
     pub threshold: u32,
     /// Points each kind of offence is worth.
     pub weights: Weights,
     /// Block TTL for the 1st, 2nd, ... escalation of a source; the last one
     /// repeats.
-    #[serde(deserialize_with = "durations")]
-    pub ttl_ladder: Vec<Duration>,
+    pub ttl_ladder: TtlLadder,
     /// After this long without escalation a source's offence count resets.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub forget_after: Duration,
+    pub forget_after: Span,
     /// `block` (drop every packet) or `throttle` (tighten the source's XDP
     /// packet-rate override to `throttle` for the TTL).
     pub action: Action,
@@ -95,19 +92,19 @@ impl Default for EscalationSection {
         Self {
             enabled: true,
             // One minute of memory per source.
-            window: Duration::from_secs(60),
+            window: Span::from_secs(60),
             // 100 points/minute: 100 rate-limit rejections, or 10 failed
             // logins, or 5 malformed requests.
             threshold: 100,
             weights: Weights::default(),
             // 1 minute, then 10 minutes, then 1 hour for each repeat.
-            ttl_ladder: vec![
+            ttl_ladder: TtlLadder(vec![
                 Duration::from_secs(60),
                 Duration::from_secs(600),
                 Duration::from_secs(3600),
-            ],
+            ]),
             // A day of good behaviour resets the ladder.
-            forget_after: Duration::from_secs(86_400),
+            forget_after: Span::from_secs(86_400),
             action: Action::Block,
             throttle: ThrottleSpec::default(),
             ipv6_prefix_len: 64,
@@ -152,23 +149,46 @@ impl Default for ThrottleSpec {
     }
 }
 
-fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    let raw = Vec::<String>::deserialize(d)?;
-    if raw.is_empty() {
-        return Err(serde::de::Error::custom(
-            "ttl_ladder needs at least one duration",
-        ));
+/// `ttl_ladder`: at least one TTL, each at least 1 s; dereferences to the
+/// TTLs in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TtlLadder(Vec<Duration>);
+
+impl From<Vec<Duration>> for TtlLadder {
+    /// The rungs as given (tests; the config file's are checked).
+    fn from(rungs: Vec<Duration>) -> Self {
+        Self(rungs)
     }
-    raw.iter()
-        .map(|s| {
-            let d = crate::duration::parse(s)?;
-            if d.as_secs() == 0 {
-                return Err(format!("ttl_ladder entry '{s}' must be at least 1s"));
-            }
-            Ok(d)
-        })
-        .collect::<Result<_, String>>()
-        .map_err(serde::de::Error::custom)
+}
+
+impl std::ops::Deref for TtlLadder {
+    type Target = [Duration];
+
+    fn deref(&self) -> &[Duration] {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for TtlLadder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Vec::<String>::deserialize(d)?;
+        if raw.is_empty() {
+            return Err(serde::de::Error::custom(
+                "ttl_ladder needs at least one duration",
+            ));
+        }
+        raw.iter()
+            .map(|s| {
+                let d = crate::duration::parse(s)?;
+                if d.as_secs() == 0 {
+                    return Err(format!("ttl_ladder entry '{s}' must be at least 1s"));
+                }
+                Ok(d)
+            })
+            .collect::<Result<_, String>>()
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl EscalationSection {

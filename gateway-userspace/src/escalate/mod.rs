@@ -29,7 +29,10 @@ use std::{
 pub use config::{Action, EscalationSection};
 pub use sink::{BlockSink, XdpSink};
 
-use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+use crate::{
+    clock,
+    net::{Net, group_ip},
+};
 
 /// Added to `CLOCK_MONOTONIC` for the escalator's own timestamps (2^60 ns,
 /// about 36 years), so a time before this boot (restored from the state
@@ -299,7 +302,7 @@ impl Escalator {
             key,
             points,
             self.cfg.threshold,
-            self.cfg.window,
+            self.cfg.window.get(),
             move || {
                 if let Some(e) = me.upgrade() {
                     e.escalate_from_cluster(key, ip, offence);

@@ -26,7 +26,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{Escalator, SHARDS, SourceState, now_ns};
-use crate::{net::Net, ratelimit::group_ip, xdp::clock};
+use crate::{
+    clock,
+    net::{Net, group_ip},
+};
 
 /// How often the background task looks for changes to save.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -366,7 +369,7 @@ mod tests {
     fn cfg(tune: impl FnOnce(&mut EscalationSection)) -> EscalationSection {
         let mut c = EscalationSection {
             threshold: 30,
-            ttl_ladder: vec![Duration::from_millis(50), Duration::from_secs(600)],
+            ttl_ladder: vec![Duration::from_millis(50), Duration::from_secs(600)].into(),
             ..Default::default()
         };
         tune(&mut c);
@@ -429,7 +432,7 @@ mod tests {
 
     #[test]
     fn l7_blocks_survive_a_restart_and_expire_on_time() {
-        let c = cfg(|c| c.ttl_ladder = vec![Duration::from_secs(600)]);
+        let c = cfg(|c| c.ttl_ladder = vec![Duration::from_secs(600)].into());
         let (before, _) = escalator(c.clone(), vec![]);
         before.record(ip("198.51.100.9"), Offence::MalformedHttp, Seen::Forwarded);
         before
@@ -443,7 +446,7 @@ mod tests {
 
     #[test]
     fn what_ran_out_while_stopped_is_not_restored() {
-        let c = cfg(|c| c.forget_after = Duration::from_secs(3600));
+        let c = cfg(|c| c.forget_after = Duration::from_secs(3600).into());
         let (before, _) = escalator(c.clone(), vec![]);
         for a in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
             before.record(ip(a), Offence::MalformedHttp, Seen::Socket);
@@ -502,7 +505,7 @@ mod tests {
     fn throttles_go_back_to_the_sink_with_their_expiry() {
         let c = cfg(|c| {
             c.action = Action::Throttle;
-            c.ttl_ladder = vec![Duration::from_secs(600)];
+            c.ttl_ladder = vec![Duration::from_secs(600)].into();
         });
         let (before, old_sink) = escalator(c.clone(), vec![]);
         before.record(ip("192.0.2.4"), Offence::MalformedHttp, Seen::Socket);

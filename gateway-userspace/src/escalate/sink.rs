@@ -18,12 +18,7 @@ use gateway_common::{
 };
 
 use super::config::ThrottleSpec;
-use crate::{
-    admin::reason_bytes,
-    cluster::Cluster,
-    net::Net,
-    xdp::{XdpMaps, clock},
-};
+use crate::{clock, cluster::Cluster, net::Net, xdp::XdpMaps};
 
 /// Where escalations land: the XDP maps in production ([`XdpSink`]), a recorder in tests. Errors
 /// are reported by the escalator, which then blocks at L7 only.
@@ -93,7 +88,7 @@ impl BlockSink for XdpSink {
             created_unix: clock::unix_now(),
             source: BlockSource::Escalation as u32 | flag,
             offences,
-            reason: reason_bytes(reason),
+            reason: gateway_common::acl::encode_reason(reason),
         };
         {
             let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());

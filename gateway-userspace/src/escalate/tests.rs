@@ -45,7 +45,7 @@ fn escalator(
         threshold: 30,
         ..Default::default()
     };
-    cfg.ttl_ladder = vec![Duration::from_millis(50), Duration::from_secs(600)];
+    cfg.ttl_ladder = vec![Duration::from_millis(50), Duration::from_secs(600)].into();
     tune(&mut cfg);
     let rec = Arc::new(Recorder {
         allow: vec!["192.0.2.200".parse().unwrap()],
@@ -194,7 +194,10 @@ fn disabled_escalates_nothing() {
 
 #[test]
 fn recent_escalations_are_a_bounded_timeline() {
-    let (e, _rec) = escalator(|c| c.ttl_ladder = vec![Duration::from_secs(600)], vec![]);
+    let (e, _rec) = escalator(
+        |c| c.ttl_ladder = vec![Duration::from_secs(600)].into(),
+        vec![],
+    );
     for _ in 0..4 {
         e.record(ip("192.0.2.9"), Offence::AuthFailure, Seen::Socket);
     }

@@ -132,7 +132,7 @@ impl AccessLog {
     pub fn open(cfg: &LogSection, extra_secrets: &[String]) -> std::io::Result<Self> {
         let buffering = Buffering {
             buffer_bytes: cfg.buffer_bytes.max(1),
-            flush_interval: cfg.flush_interval,
+            flush_interval: cfg.flush_interval.get(),
             max_pending_bytes: cfg.buffer_bytes.saturating_mul(4).max(MAX_PENDING_BYTES),
         };
         let sink = match &cfg.access_log {

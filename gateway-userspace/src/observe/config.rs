@@ -3,9 +3,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Deserializer};
+
+use crate::duration::Span;
 
 /// Where access log lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,8 +51,7 @@ pub struct LogSection {
     /// per full buffer, on a dedicated thread; NGINX `buffer=`).
     pub buffer_bytes: usize,
     /// Longest time a line waits in the buffer (NGINX `flush=`).
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub flush_interval: Duration,
+    pub flush_interval: Span,
 }
 
 impl Default for LogSection {
@@ -64,7 +65,7 @@ impl Default for LogSection {
             buffer_bytes: 64 * 1024,
             // 200 ms: at low request rates a line shows up quickly; at high
             // rates the buffer fills first and the interval does not matter.
-            flush_interval: Duration::from_millis(200),
+            flush_interval: Span::from_millis(200),
         }
     }
 }
@@ -100,8 +101,7 @@ pub struct DashboardSection {
     /// paths are resolved against the config file's directory. Read at start.
     pub token_file: Option<PathBuf>,
     /// How often the page polls `/dashboard/api/state`.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub refresh_interval: Duration,
+    pub refresh_interval: Span,
 }
 
 impl Default for DashboardSection {
@@ -116,20 +116,20 @@ impl Default for DashboardSection {
             // No token: the API answers loopback clients only.
             token_file: None,
             // 1 s, as HAProxy's stats page "refresh" choices start at.
-            refresh_interval: Duration::from_secs(1),
+            refresh_interval: Span::from_secs(1),
         }
     }
 }
 
 /// The checks `[observability.dashboard]` needs beyond its types: a token
 /// when writes are on, and a token when the listener is not on loopback
-/// (anyone who can reach it could read the blocklist otherwise). Errors
-/// name the line of the offending key in `text`.
-pub(crate) fn validate_dashboard(
+/// (anyone who can reach it could read the blocklist otherwise). The error
+/// is the byte offset of the offending key in `text` (when found) and what
+/// is wrong; `config::validate` turns it into a line and column.
+pub(crate) fn dashboard_problem(
     o: &ObservabilitySection,
     text: &str,
-    origin: &str,
-) -> Result<(), crate::config::ConfigError> {
+) -> Result<(), (Option<usize>, String)> {
     let d = &o.dashboard;
     if !o.enabled || !d.enabled || d.token_file.is_some() {
         return Ok(());
@@ -154,18 +154,12 @@ pub(crate) fn validate_dashboard(
     } else {
         return Ok(());
     };
-    let (line, column) = key_position(text, key).unwrap_or((1, 1));
-    Err(crate::config::ConfigError::Invalid {
-        path: origin.to_owned(),
-        line,
-        column,
-        message,
-    })
+    Err((key_offset(text, key), message))
 }
 
-/// Line and column of `[observability] listen` or
+/// Byte offset of `[observability] listen` or
 /// `[observability.dashboard] write` in the config text.
-fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+fn key_offset(text: &str, key: &str) -> Option<usize> {
     #[derive(Deserialize)]
     struct Probe {
         observability: Option<ProbeObs>,
@@ -185,7 +179,7 @@ fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
         "listen" => obs.listen?.span(),
         _ => obs.dashboard?.write?.span(),
     };
-    Some(crate::config::line_col(text, span.start))
+    Some(span.start)
 }
 
 impl Default for ObservabilitySection {

@@ -1,17 +1,14 @@
-//! Logging, monitoring and operations: the ECS JSON access log
-//! (`access_log`), Prometheus metrics (`metrics`, and `collect` for what is
-//! read at scrape time), W3C trace context (`trace`), the admin HTTP
-//! listener with `/metrics`, `/healthz`, `/readyz` (`http`), and the
-//! application log format (`app_log`).
+//! Logging and monitoring, as the request path writes them: the ECS JSON
+//! access log (`access_log`), Prometheus metrics (`metrics`), W3C trace
+//! context (`trace`), and the application log format (`app_log`). The admin
+//! HTTP listener that serves them, with the collectors read at scrape time
+//! and the dashboard, is `admin_http`.
 
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod app_log;
-pub mod collect;
 pub mod config;
-pub mod dashboard;
-pub mod http;
 pub mod log_writer;
 pub mod metrics;
 pub mod trace;

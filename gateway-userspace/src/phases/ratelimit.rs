@@ -22,6 +22,7 @@ use std::{
 use http::{HeaderName, HeaderValue, Request, header};
 
 use crate::{
+    clock,
     cluster::{Cluster, SharedLimit},
     config::Config,
     proxy::{Phase, PhaseFuture, Reason, Rejection, RequestContext, body::ProxyBody},
@@ -30,7 +31,6 @@ use crate::{
         quota::{Quota, UtcOffset, window_bounds},
         quota_store::{QuotaDecision, QuotaStore},
     },
-    xdp::clock,
 };
 
 /// One configured limit: this node's bucket (when it has a rate), for

@@ -24,41 +24,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use http::{HeaderMap, HeaderName, header};
-use serde::Deserialize;
+use http::HeaderMap;
 
 use crate::net::Net;
 
-/// Which request header carries the chain of client addresses from a
-/// trusted proxy (`client_ip_header` in the config).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-pub enum ClientIpHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2` (NGINX's and Envoy's
-    /// default).
-    #[default]
-    #[serde(rename = "x-forwarded-for")]
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239), `for=` of each element.
-    #[serde(rename = "forwarded")]
-    Forwarded,
-}
-
-impl ClientIpHeader {
-    /// The header name.
-    pub fn name(self) -> HeaderName {
-        match self {
-            Self::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
-            Self::Forwarded => header::FORWARDED,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::XForwardedFor => "X-Forwarded-For",
-            Self::Forwarded => "Forwarded",
-        }
-    }
-}
+pub use super::config::client_ip::ClientIpHeader;
 
 /// Why the client address could not be read from a trusted proxy's header.
 /// Answered with 400 (`bad_client_ip`); the message is safe to show to the
@@ -343,6 +313,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderName;
+
     use super::*;
 
     fn headers(name: &str, lines: &[&str]) -> HeaderMap {

@@ -13,73 +13,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use serde::Deserialize;
 
 use super::body::{self, ProxyBody};
 
-/// `[routes.cors]`
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Cors {
-    /// Exact origins (`https://app.example.com`), or `"*"` for any.
-    pub allowed_origins: Vec<String>,
-    /// Methods allowed in a cross-origin request.
-    pub allowed_methods: Vec<String>,
-    /// Request headers a cross-origin request may send.
-    pub allowed_headers: Vec<String>,
-    /// Response headers the browser may expose to scripts.
-    pub expose_headers: Vec<String>,
-    /// Send `Access-Control-Allow-Credentials: true` (not with `"*"`).
-    pub allow_credentials: bool,
-    /// How long a browser may cache a preflight answer.
-    #[serde(deserialize_with = "crate::duration::deserialize")]
-    pub max_age: Duration,
-}
+pub use super::config::cors::Cors;
 
-impl Default for Cors {
-    fn default() -> Self {
-        Self {
-            // No origin allowed until listed.
-            allowed_origins: Vec::new(),
-            // The CORS-safelisted methods.
-            allowed_methods: vec!["GET".into(), "HEAD".into(), "POST".into()],
-            // What API clients send most.
-            allowed_headers: vec!["content-type".into(), "authorization".into()],
-            expose_headers: Vec::new(),
-            allow_credentials: false,
-            // 10 minutes: Chrome's cap is 2 hours, Firefox's 24 hours.
-            max_age: Duration::from_secs(600),
-        }
-    }
-}
-
+// Here rather than in the section: it is how the engine answers.
 impl Cors {
-    /// Checks what a browser would reject anyway.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.allow_credentials && self.allowed_origins.iter().any(|o| o == "*") {
-            return Err("cors: allow_credentials cannot be used with allowed_origins = [\"*\"]; list the origins".into());
-        }
-        for m in &self.allowed_methods {
-            Method::from_bytes(m.as_bytes())
-                .map_err(|_| format!("cors: '{m}' is not an HTTP method"))?;
-        }
-        for h in self.allowed_headers.iter().chain(&self.expose_headers) {
-            http::HeaderName::from_bytes(h.as_bytes())
-                .map_err(|_| format!("cors: '{h}' is not a header name"))?;
-        }
-        for o in &self.allowed_origins {
-            if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
-                return Err(format!(
-                    "cors: origin '{o}' must be \"*\" or scheme://host[:port]"
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// The value for `Access-Control-Allow-Origin`, if `origin` is allowed.
     fn allow_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         let o = origin.to_str().ok()?;

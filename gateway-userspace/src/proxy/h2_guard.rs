@@ -326,6 +326,20 @@ pub fn goaway(last_stream: u32) -> [u8; 17] {
 /// take the GOAWAY before it is closed without one.
 pub const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
+// Here rather than beside `Limits`: the section stays a leaf, the guard
+// knows its own budget.
+impl super::config::Limits {
+    /// The HTTP/2 flood budgets of a connection.
+    pub fn h2_budget(&self) -> H2Budget {
+        H2Budget {
+            control_per_second: self.h2_control_frames_per_second.0,
+            control_burst: self.h2_control_frames_burst.0,
+            max_consecutive_empty: self.h2_max_consecutive_empty_frames,
+            window_updates_per_data_frame: self.h2_window_updates_per_data_frame,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

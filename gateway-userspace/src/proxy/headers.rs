@@ -12,7 +12,11 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::config::{SecurityHeaders, UnderscoreHeaders};
+pub use super::header_name::same_name;
+use super::{
+    config::{SecurityHeaders, UnderscoreHeaders},
+    header_name::starts_with_name,
+};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
 /// plus the non-standard ones proxies traditionally strip).
@@ -114,23 +118,6 @@ const SET_BY_GATEWAY: &[&str] = &[
     "forwarded",
     "x-request-id",
 ];
-
-/// Whether header names `name` and `want` (lowercase) are equal when `_`
-/// and `-` are read as the same byte, as CGI, WSGI and PHP backends read names
-/// (`X_User_Id` and `X-User-Id` are both `HTTP_X_USER_ID`). `HeaderName`s
-/// are already lowercase. No allocation.
-pub fn same_name(name: &str, want: &str) -> bool {
-    name.len() == want.len() && starts_with_name(name, want)
-}
-
-/// [`same_name`] for a prefix.
-fn starts_with_name(name: &str, prefix: &str) -> bool {
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(a, b)| a == b || (matches!(a, b'_' | b'-') && matches!(b, b'_' | b'-')))
-}
 
 /// Which claim family a header name belongs to, `_` read as `-`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod grpc_web;
 pub mod h1_scan;
 pub mod h2_guard;
 pub mod h2_server;
+pub mod header_name;
 pub mod headers;
 pub mod hooks;
 pub mod listeners;

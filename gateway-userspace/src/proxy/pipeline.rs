@@ -540,7 +540,7 @@ where
         Limited::new(
             b,
             limits.max_body_bytes,
-            limits.body_read_timeout,
+            limits.body_read_timeout.get(),
             tripped.clone(),
         )
         // A gRPC stream may idle between messages for as long as the call

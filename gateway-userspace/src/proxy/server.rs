@@ -114,7 +114,7 @@ impl Proxy {
     ) -> Result<Proxy, ProxyError> {
         let mut state = ProxyState::build(config, hooks)?;
         // Upstream names get one bounded first lookup before serving.
-        state.pools.settle(config.dns.timeout).await;
+        state.pools.settle(config.dns.timeout.get()).await;
         let mut tasks = Vec::new();
         let (mut demo, mut demo_stop) = (None, None);
         if config.demo.enabled {
@@ -287,7 +287,7 @@ impl Proxy {
             table,
             state,
             plan,
-            grace: config.limits.shutdown_grace,
+            grace: config.limits.shutdown_grace.get(),
         })
     }
 
@@ -451,7 +451,7 @@ async fn accept_conn(
 ) {
     let _ = tcp.set_nodelay(true);
     let (cfg, name) = (&lcfg.listener, lcfg.name.clone());
-    let handshake_timeout = state.limits.header_read_timeout;
+    let handshake_timeout = state.limits.header_read_timeout.get();
     let mut proxied_by = None;
     if cfg.proxy_protocol {
         if !state.trusted.contains(peer.ip()) {
@@ -603,8 +603,8 @@ async fn serve_plain<H: Handler>(
     shutdown: watch::Receiver<Lifecycle>,
 ) {
     let limits = &state.limits;
-    let first = limits.idle_timeout + limits.header_read_timeout;
-    let protocol = match sniff_preface(&tcp, first, limits.header_read_timeout).await {
+    let first = limits.idle_timeout.get() + limits.header_read_timeout.get();
+    let protocol = match sniff_preface(&tcp, first, limits.header_read_timeout.get()).await {
         Sniff::Decided(p) => p,
         Sniff::Closed => return,
         Sniff::Stalled => {
@@ -680,12 +680,12 @@ async fn serve<S, H>(
         io,
         info.clone(),
         protocol,
-        limits.header_read_timeout,
+        limits.header_read_timeout.get(),
         limits.h2_budget(),
     );
-    let idle = limits.idle_timeout;
+    let idle = limits.idle_timeout.get();
     if protocol == Protocol::Http2 {
-        let handshake = limits.header_read_timeout;
+        let handshake = limits.header_read_timeout.get();
         // Boxed, so that HTTP/1 connections' tasks are not sized for h2.
         return Box::pin(super::h2_server::serve(
             io,

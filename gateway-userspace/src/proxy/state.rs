@@ -82,7 +82,7 @@ fn http1_builder(l: &Limits) -> http1::Builder {
         // included, and closes without answering: it is only the backstop.
         // `conn::ConnIo` answers 408 `header_read_timeout` after a head's
         // first byte.
-        .header_read_timeout(l.idle_timeout + l.header_read_timeout)
+        .header_read_timeout(l.idle_timeout.get() + l.header_read_timeout.get())
         .keep_alive(true)
         .max_buf_size(head)
         .max_headers(l.max_headers);

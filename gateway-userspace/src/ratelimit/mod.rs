@@ -89,7 +89,7 @@ pub fn key_of(config: &LimitConfig, ctx: &KeyContext<'_>) -> Option<String> {
     match &config.key {
         KeySpec::ClientIp => ctx
             .client_ip
-            .map(|ip| group_ip(ip, config.ipv6_prefix_len).to_string()),
+            .map(|ip| crate::net::group_ip(ip, config.ipv6_prefix_len).to_string()),
         KeySpec::Identity => ctx.identity.map(str::to_owned),
         KeySpec::Claim(name) => ctx.claim.and_then(|f| f(name)),
         KeySpec::Header(name) => ctx.header.and_then(|f| f(name)),
@@ -177,25 +177,6 @@ impl Limiter {
     /// Keys currently tracked (for metrics and tests).
     pub fn tracked_keys(&self) -> usize {
         self.store.len()
-    }
-}
-
-/// The IPv6 address masked to `prefix_len`; IPv4 unchanged.
-pub fn group_ip(ip: IpAddr, prefix_len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let bits = u128::from(v6);
-            let mask = if prefix_len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix_len.min(128)))
-            };
-            IpAddr::V6((bits & mask).into())
-        }
     }
 }
 

@@ -13,7 +13,7 @@
 
 #![forbid(unsafe_code)]
 
-mod config;
+pub mod config;
 mod decimal;
 mod error;
 mod exact;

@@ -9,8 +9,9 @@ use gateway_common::{
     config::{FLAG_RATE_LIMIT, Limit, XdpConfig},
 };
 
-use super::{XdpMaps, clock, maps::ALLOW_FROM_CONFIG};
-use crate::{admin::reason_bytes, config::XdpSection};
+use super::config::XdpSection;
+use super::{XdpMaps, maps::ALLOW_FROM_CONFIG};
+use crate::clock;
 
 /// Writes `[xdp]` into the maps: the settings and protected ports, then the config's allow and
 /// block lists, removing config entries the section no longer lists. Operator and escalation
@@ -55,7 +56,7 @@ pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<()> {
                 created_unix: clock::unix_now(),
                 source: BlockSource::Config as u32,
                 offences: 1,
-                reason: reason_bytes("config"),
+                reason: gateway_common::acl::encode_reason("config"),
             },
         )?;
     }

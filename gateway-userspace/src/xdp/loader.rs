@@ -26,8 +26,8 @@ use aya::{
 };
 use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
+use super::config::XdpMode;
 use super::{PROGRAM, XdpMaps, bpffs};
-use crate::config::XdpMode;
 
 /// Loads the program into the kernel (where the verifier checks it).
 pub struct Loader {
@@ -134,7 +134,7 @@ impl Loader {
     /// A failed import is logged, never fatal (the file's static lists are
     /// applied anyway), and says what to do by hand.
     fn import_older(&self, maps: &mut XdpMaps, version: u32, old: &Path) {
-        let now = super::clock::monotonic_ns();
+        let now = crate::clock::monotonic_ns();
         match super::migrate::import(maps, old, now) {
             Ok(got) => tracing::warn!(
                 old = %old.display(),

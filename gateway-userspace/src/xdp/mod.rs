@@ -1,11 +1,11 @@
 //! The kernel fast path from userspace: loading and attaching the XDP
-//! program (`loader`), typed access to its maps (`maps`), the monotonic clock
-//! the program uses (`clock`), bpffs handling (`bpffs`) and the sweeper that
+//! program (`loader`), typed access to its maps (`maps`), bpffs handling
+//! (`bpffs`) and the sweeper that
 //! removes expired blocks (`sweeper`). This is the only module with `unsafe`.
 
 pub mod apply;
 pub mod bpffs;
-pub mod clock;
+pub mod config;
 mod expiry;
 pub mod layout;
 pub mod loader;

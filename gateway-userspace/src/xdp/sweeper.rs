@@ -6,7 +6,8 @@ use std::{
     time::Duration,
 };
 
-use super::{XdpMaps, clock};
+use super::XdpMaps;
+use crate::clock;
 
 /// Sweeps every `interval` until the task is dropped.
 pub async fn run(maps: Arc<Mutex<XdpMaps>>, interval: Duration) {
@@ -23,7 +24,7 @@ pub async fn run(maps: Arc<Mutex<XdpMaps>>, interval: Duration) {
                 for (net, entry) in expired {
                     tracing::info!(
                         source = %net,
-                        reason = %super::super::admin::reason_text(&entry),
+                        reason = %String::from_utf8_lossy(entry.reason_bytes()),
                         "block expired; source may send again"
                     );
                 }

@@ -14,11 +14,9 @@
 
 #![forbid(unsafe_code)]
 
-pub mod merge;
-mod plan;
-pub mod template;
+pub use super::config::aggregate::{merge, template};
 
-pub use plan::{Call, Plan};
+pub use super::config::aggregate::plan::{Call, Plan};
 
 use std::{
     sync::{

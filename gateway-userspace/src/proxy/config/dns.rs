@@ -5,12 +5,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
+
+use crate::duration::NonZeroSpan;
 
 /// The `[dns]` section.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -22,12 +21,12 @@ pub struct DnsSection {
     /// Shortest time an answer is used before the name is looked up again
     /// (a record TTL below it is raised to it); also the wait before a
     /// failed lookup is retried.
-    pub min_ttl: Duration,
+    pub min_ttl: NonZeroSpan,
     /// Longest time an answer is used before the name is looked up again
     /// (a record TTL above it is lowered to it).
-    pub max_ttl: Duration,
+    pub max_ttl: NonZeroSpan,
     /// Time one query to one nameserver may take (resolv.conf `timeout`).
-    pub timeout: Duration,
+    pub timeout: NonZeroSpan,
 }
 
 impl Default for DnsSection {
@@ -38,14 +37,14 @@ impl Default for DnsSection {
             nameservers: Vec::new(),
             // 5 seconds at least between lookups of one name (Envoy's
             // dns_min_refresh_rate; its dns_refresh_rate is also 5 s).
-            min_ttl: Duration::from_secs(5),
+            min_ttl: NonZeroSpan::from_secs(5),
             // 300 seconds at most (Envoy respect_dns_ttl = true follows the
             // TTL; NGINX `resolver valid=` overrides it; we follow the TTL
             // but re-check a long-lived answer every 5 minutes).
-            max_ttl: Duration::from_secs(300),
+            max_ttl: NonZeroSpan::from_secs(300),
             // 5 seconds per query (glibc's resolv.conf default; NGINX
             // resolver_timeout is 30 s).
-            timeout: Duration::from_secs(5),
+            timeout: NonZeroSpan::from_secs(5),
         }
     }
 }
@@ -55,12 +54,9 @@ impl Default for DnsSection {
 #[serde(default, deny_unknown_fields)]
 struct RawDns {
     nameservers: Vec<Nameserver>,
-    #[serde(with = "super::upstream::dur")]
-    min_ttl: Duration,
-    #[serde(with = "super::upstream::dur")]
-    max_ttl: Duration,
-    #[serde(with = "super::upstream::dur")]
-    timeout: Duration,
+    min_ttl: NonZeroSpan,
+    max_ttl: NonZeroSpan,
+    timeout: NonZeroSpan,
 }
 
 impl Default for RawDns {
@@ -82,8 +78,7 @@ impl TryFrom<RawDns> for DnsSection {
         if raw.min_ttl > raw.max_ttl {
             return Err(format!(
                 "[dns] min_ttl ({}) is longer than max_ttl ({})",
-                humantime::format_duration(raw.min_ttl),
-                humantime::format_duration(raw.max_ttl)
+                raw.min_ttl, raw.max_ttl
             ));
         }
         Ok(Self {

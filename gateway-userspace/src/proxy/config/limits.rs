@@ -4,11 +4,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use crate::duration::NonZeroSpan;
 
 use serde::Deserialize;
 
-use super::upstream::{NonZero, dur};
+use super::upstream::NonZero;
 
 /// Request size, time and concurrency limits.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -23,14 +23,11 @@ pub struct Limits {
     /// Request body bytes, declared or streamed; 413 beyond.
     pub max_body_bytes: u64,
     /// Time to receive a request's complete headers; 408 after it.
-    #[serde(with = "dur")]
-    pub header_read_timeout: Duration,
+    pub header_read_timeout: NonZeroSpan,
     /// Longest wait for the next piece of a request body; 408 after it.
-    #[serde(with = "dur")]
-    pub body_read_timeout: Duration,
+    pub body_read_timeout: NonZeroSpan,
     /// A connection with no request in flight and no traffic is closed after this.
-    #[serde(with = "dur")]
-    pub idle_timeout: Duration,
+    pub idle_timeout: NonZeroSpan,
     /// Open client connections across all listeners; more are closed at accept.
     pub max_connections: usize,
     /// Open client connections from one client IP; more are closed at accept.
@@ -45,8 +42,7 @@ pub struct Limits {
     pub underscore_headers: UnderscoreHeaders,
     /// On shutdown, and on a listener a reload removed, how long in-flight
     /// requests may take to finish before their connections are closed.
-    #[serde(with = "dur")]
-    pub shutdown_grace: Duration,
+    pub shutdown_grace: NonZeroSpan,
     /// Longest request method in bytes; 501 beyond.
     pub max_method_length: usize,
     /// `%2F`, `%5C` and a raw `\` in the path: `reject` (400), `keep` or `decode`.
@@ -93,11 +89,11 @@ impl Default for Limits {
             // 1 MiB (NGINX client_max_body_size).
             max_body_bytes: 1024 * 1024,
             // 10 seconds (HAProxy uses 5 s, NGINX 60 s).
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: NonZeroSpan::from_secs(10),
             // 60 seconds between body reads (NGINX client_body_timeout).
-            body_read_timeout: Duration::from_secs(60),
+            body_read_timeout: NonZeroSpan::from_secs(60),
             // 75 seconds (NGINX keepalive_timeout).
-            idle_timeout: Duration::from_secs(75),
+            idle_timeout: NonZeroSpan::from_secs(75),
             // 10,000 connections in total.
             max_connections: 10_000,
             // 256 connections per client IP.
@@ -111,7 +107,7 @@ impl Default for Limits {
             // Dropped silently (NGINX underscores_in_headers off).
             underscore_headers: UnderscoreHeaders::Drop,
             // 30 seconds for in-flight requests at shutdown.
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: NonZeroSpan::from_secs(30),
             // 32 bytes (the longest registered method, UPDATEREDIRECTREF, has 17).
             max_method_length: 32,
             // Refused with 400 (Envoy edge guidance: REJECT_REQUEST).
@@ -135,18 +131,6 @@ impl Default for Limits {
             h2_max_consecutive_empty_frames: 1,
             // 10 per DATA frame sent (Envoy max_inbound_window_update_frames_per_data_frame_sent).
             h2_window_updates_per_data_frame: 10,
-        }
-    }
-}
-
-impl Limits {
-    /// The HTTP/2 flood budgets of a connection.
-    pub fn h2_budget(&self) -> crate::proxy::h2_guard::H2Budget {
-        crate::proxy::h2_guard::H2Budget {
-            control_per_second: self.h2_control_frames_per_second.0,
-            control_burst: self.h2_control_frames_burst.0,
-            max_consecutive_empty: self.h2_max_consecutive_empty_frames,
-            window_updates_per_data_frame: self.h2_window_updates_per_data_frame,
         }
     }
 }

@@ -47,8 +47,8 @@ pub struct Route {
     pub merge: Option<super::aggregate::Merge>,
     /// Whole-request deadline of an aggregate route (default 10s): calls
     /// still running then count as timed out.
-    #[serde(default, deserialize_with = "opt_dur")]
-    pub aggregate_deadline: Option<std::time::Duration>,
+    #[serde(default)]
+    pub aggregate_deadline: Option<crate::duration::NonZeroSpan>,
     /// Most response bytes an aggregate route reads over all its calls
     /// (default 4 MiB); beyond it the whole answer is 502.
     #[serde(default)]
@@ -68,7 +68,7 @@ pub struct Route {
     /// CORS for browser clients; absent: no CORS headers, preflights are
     /// forwarded like any request.
     #[serde(default)]
-    pub cors: Option<crate::proxy::cors::Cors>,
+    pub cors: Option<super::cors::Cors>,
     /// Changes to `[security_headers]` for this route.
     #[serde(default)]
     pub security_headers: super::limits::SecurityHeadersOverride,
@@ -77,12 +77,6 @@ pub struct Route {
     /// body limits then apply mid-stream).
     #[serde(default)]
     pub request_buffering: Option<bool>,
-}
-
-fn opt_dur<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<std::time::Duration>, D::Error> {
-    super::upstream::dur::deserialize(d).map(Some)
 }
 
 /// A host pattern, lowercased: `example.com` or `*.example.com`.

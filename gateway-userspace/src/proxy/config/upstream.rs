@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use crate::duration::NonZeroSpan;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,21 +29,21 @@ pub struct Upstream {
     #[serde(default)]
     pub balance: Balance,
     /// Time allowed to establish a TCP connection to a target.
-    #[serde(default = "d::connect_timeout", with = "dur")]
-    pub connect_timeout: Duration,
+    #[serde(default = "d::connect_timeout")]
+    pub connect_timeout: NonZeroSpan,
     /// Time allowed from sending the request to receiving response headers
     /// (504 after it).
-    #[serde(default = "d::request_timeout", with = "dur")]
-    pub request_timeout: Duration,
+    #[serde(default = "d::request_timeout")]
+    pub request_timeout: NonZeroSpan,
     /// How long an unused pooled connection to a target is kept.
-    #[serde(default = "d::idle_timeout", with = "dur")]
-    pub idle_timeout: Duration,
+    #[serde(default = "d::idle_timeout")]
+    pub idle_timeout: NonZeroSpan,
     /// Longest wait for the next piece of a response body once the headers
     /// arrived (Envoy's stream idle timeout, NGINX `proxy_read_timeout`
     /// between reads); when it passes, the client's response is aborted and
     /// the upstream connection closed.
-    #[serde(default = "d::read_timeout", with = "dur")]
-    pub read_timeout: Duration,
+    #[serde(default = "d::read_timeout")]
+    pub read_timeout: NonZeroSpan,
     /// Largest response header section (status line and headers) in bytes;
     /// a bigger one is answered 502 (Envoy's 60 KiB). At least 8192.
     #[serde(
@@ -195,11 +195,9 @@ pub struct HealthCheck {
     /// Path requested; a 2xx answer is healthy.
     pub path: String,
     /// Time between two checks of one target (default 5 s).
-    #[serde(with = "dur")]
-    pub interval: Duration,
+    pub interval: NonZeroSpan,
     /// Time a check may take to answer before it counts as a failure (default 2 s).
-    #[serde(with = "dur")]
-    pub timeout: Duration,
+    pub timeout: NonZeroSpan,
     /// Consecutive successes that bring an unhealthy target back.
     pub healthy_threshold: NonZero,
     /// Consecutive failures that take a target out.
@@ -214,9 +212,9 @@ impl Default for HealthCheck {
             // Requested with GET; any 2xx is healthy.
             path: "/healthz".into(),
             // 5 seconds between checks of one target.
-            interval: Duration::from_secs(5),
+            interval: NonZeroSpan::from_secs(5),
             // 2 seconds for a check to answer.
-            timeout: Duration::from_secs(2),
+            timeout: NonZeroSpan::from_secs(2),
             // 2 consecutive successes to come back.
             healthy_threshold: NonZero(2),
             // 3 consecutive failures to be taken out.
@@ -232,8 +230,7 @@ pub struct PassiveHealth {
     /// Consecutive connect failures or timeouts before ejection; 0 disables.
     pub consecutive_failures: u32,
     /// How long an ejected target is skipped.
-    #[serde(with = "dur")]
-    pub ejection_time: Duration,
+    pub ejection_time: NonZeroSpan,
 }
 
 impl Default for PassiveHealth {
@@ -242,7 +239,7 @@ impl Default for PassiveHealth {
             // 5 consecutive failures (Envoy's outlier detection default).
             consecutive_failures: 5,
             // 30 seconds out (Envoy's base ejection time).
-            ejection_time: Duration::from_secs(30),
+            ejection_time: NonZeroSpan::from_secs(30),
         }
     }
 }
@@ -266,24 +263,24 @@ impl TryFrom<u32> for NonZero {
 
 /// Defaults of the optional upstream fields.
 mod d {
-    use std::time::Duration;
+    use crate::duration::NonZeroSpan;
 
     /// 5 seconds to connect (NGINX proxy_connect_timeout is 60 s; Envoy 5 s).
-    pub fn connect_timeout() -> Duration {
-        Duration::from_secs(5)
+    pub fn connect_timeout() -> NonZeroSpan {
+        NonZeroSpan::from_secs(5)
     }
     /// 60 seconds until response headers (NGINX proxy_read_timeout).
-    pub fn request_timeout() -> Duration {
-        Duration::from_secs(60)
+    pub fn request_timeout() -> NonZeroSpan {
+        NonZeroSpan::from_secs(60)
     }
     /// 60 seconds an idle pooled connection is kept.
-    pub fn idle_timeout() -> Duration {
-        Duration::from_secs(60)
+    pub fn idle_timeout() -> NonZeroSpan {
+        NonZeroSpan::from_secs(60)
     }
     /// 60 seconds between two reads of a response body (NGINX
     /// proxy_read_timeout; Envoy's stream_idle_timeout is 5 minutes).
-    pub fn read_timeout() -> Duration {
-        Duration::from_secs(60)
+    pub fn read_timeout() -> NonZeroSpan {
+        NonZeroSpan::from_secs(60)
     }
     /// 60 KiB of response headers (Envoy max_response_headers_kb).
     pub fn max_response_header_bytes() -> usize {
@@ -308,20 +305,5 @@ mod d {
     /// 2 extra attempts on connect failure (Envoy's default is 1, NGINX tries each target).
     pub fn retries() -> u32 {
         2
-    }
-}
-
-/// Serde helper for duration fields that also have a default.
-pub(crate) mod dur {
-    use std::time::Duration;
-
-    use serde::Deserializer;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = crate::duration::deserialize(d)?;
-        if v.is_zero() {
-            return Err(serde::de::Error::custom("duration must be greater than 0"));
-        }
-        Ok(v)
     }
 }

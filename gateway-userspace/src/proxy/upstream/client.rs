@@ -373,8 +373,8 @@ impl Connector {
             }
         };
         Ok(Self {
-            connect_timeout: config.connect_timeout,
-            idle_timeout: config.idle_timeout,
+            connect_timeout: config.connect_timeout.get(),
+            idle_timeout: config.idle_timeout.get(),
             protocol: config.protocol,
             http1,
             http2,

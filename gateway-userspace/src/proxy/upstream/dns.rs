@@ -75,10 +75,10 @@ impl Resolver {
         };
         let inner = builder.and_then(|mut b| {
             let o = b.options_mut();
-            o.timeout = cfg.timeout;
+            o.timeout = cfg.timeout.get();
             o.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
-            o.positive_max_ttl = Some(cfg.max_ttl);
-            o.negative_max_ttl = Some(cfg.min_ttl);
+            o.positive_max_ttl = Some(cfg.max_ttl.get());
+            o.negative_max_ttl = Some(cfg.min_ttl.get());
             b.build()
                 .map_err(|e| format!("building the DNS resolver: {e}"))
         });
@@ -87,9 +87,9 @@ impl Resolver {
         }
         Self {
             inner: inner.map_err(Into::into),
-            min_ttl: cfg.min_ttl,
-            max_ttl: cfg.max_ttl,
-            bound: cfg.timeout * 10,
+            min_ttl: cfg.min_ttl.get(),
+            max_ttl: cfg.max_ttl.get(),
+            bound: cfg.timeout.get() * 10,
         }
     }
 

@@ -64,11 +64,11 @@ async fn check_loop(pool: Arc<Pool>, target: Arc<Target>) {
     let name = pool.name.clone();
     {
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
-        let mut tick = tokio::time::interval(cfg.interval);
+        let mut tick = tokio::time::interval(cfg.interval.get());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let ok = check(&pool, &target, &cfg.path, cfg.timeout).await;
+            let ok = check(&pool, &target, &cfg.path, cfg.timeout.get()).await;
             if ok {
                 ok_run += 1;
                 fail_run = 0;

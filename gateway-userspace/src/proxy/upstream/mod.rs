@@ -262,7 +262,7 @@ pub async fn forward(
                     in_flight,
                     conn: Some(conn),
                     idle_timeout: pool.connector.idle_timeout(),
-                    read_timeout: pool.config.read_timeout,
+                    read_timeout: pool.config.read_timeout.get(),
                 };
                 return Ok((resp, target.addr, lease));
             }

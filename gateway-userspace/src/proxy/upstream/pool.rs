@@ -421,7 +421,7 @@ impl Pool {
         if limit > 0 && n >= limit {
             t.consecutive_failures.store(0, Ordering::Relaxed);
             t.ejections.fetch_add(1, Ordering::Relaxed);
-            let until = Instant::now() + self.config.passive.ejection_time;
+            let until = Instant::now() + self.config.passive.ejection_time.get();
             *t.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
             tracing::warn!(
                 upstream = %self.name,
@@ -435,7 +435,7 @@ impl Pool {
 
     /// Time allowed from sending a request to its response head (`request_timeout`; 504 after it).
     pub fn request_timeout(&self) -> Duration {
-        self.config.request_timeout
+        self.config.request_timeout.get()
     }
 }
 

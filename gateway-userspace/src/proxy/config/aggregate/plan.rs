@@ -53,14 +53,14 @@ pub struct Call {
     pub name: Arc<str>,
     /// The upstream pool the call goes to.
     pub upstream: Arc<str>,
-    pub(super) method: Method,
-    pub(super) path: Template,
-    pub(super) required: bool,
-    pub(super) timeout: Duration,
+    pub(in crate::proxy) method: Method,
+    pub(in crate::proxy) path: Template,
+    pub(in crate::proxy) required: bool,
+    pub(in crate::proxy) timeout: Duration,
     /// Index of the call this one waits for.
-    pub(super) after: Option<usize>,
-    pub(super) headers: Vec<HeaderName>,
-    pub(super) max_bytes: usize,
+    pub(in crate::proxy) after: Option<usize>,
+    pub(in crate::proxy) headers: Vec<HeaderName>,
+    pub(in crate::proxy) max_bytes: usize,
 }
 
 impl Plan {
@@ -158,7 +158,7 @@ impl Plan {
                 method,
                 path,
                 required: c.required,
-                timeout: c.timeout,
+                timeout: c.timeout.get(),
                 after,
                 headers: c
                     .headers
@@ -171,7 +171,7 @@ impl Plan {
         Ok(Plan {
             calls,
             merge: r.merge.unwrap_or_default(),
-            deadline: r.aggregate_deadline.unwrap_or_else(cfg::d::deadline),
+            deadline: r.aggregate_deadline.unwrap_or_else(cfg::d::deadline).get(),
             max_total_bytes: r
                 .aggregate_max_bytes
                 .unwrap_or_else(cfg::d::max_total_bytes),

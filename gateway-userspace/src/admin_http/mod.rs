@@ -3,11 +3,18 @@
 //! and `GET /readyz` (200 only when the config is loaded, XDP is attached
 //! or deliberately off, and some pool has a healthy target; otherwise 503
 //! with a JSON body naming what is not ready), and the live dashboard
-//! under `/dashboard/` (`/` redirects there; see [`super::dashboard`]).
+//! under `/dashboard/` (`/` redirects there; see [`dashboard`]).
 //! `/metrics`, `/healthz` and `/readyz` have no authentication: bind the
 //! listener to loopback or a management network.
+//!
+//! It reads the engines (`collect` at scrape time, `dashboard` per poll);
+//! `observe` is what the request path writes to (access log, metrics,
+//! trace), so the proxy depends on `observe` and this module on both.
 
 #![forbid(unsafe_code)]
+
+pub mod collect;
+pub mod dashboard;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -19,8 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use super::{dashboard::Dashboard, metrics::Metrics};
-use crate::proxy::server::StateWatch;
+use self::dashboard::Dashboard;
+use crate::{observe::metrics::Metrics, proxy::server::StateWatch};
 
 /// What `/readyz` looks at.
 pub struct Readiness {
@@ -108,7 +115,7 @@ pub fn serve(
                             Some(d) if path == "/dashboard" || path.starts_with("/dashboard/") => {
                                 d.answer(req, peer).await
                             }
-                            Some(_) if path == "/" => super::dashboard::redirect("/dashboard/"),
+                            Some(_) if path == "/" => dashboard::redirect("/dashboard/"),
                             _ => answer(&req, &m, &r),
                         };
                         Ok::<_, Infallible>(resp)

@@ -1,11 +1,17 @@
 //! The `aggregate` part of a route: the backend calls one client request
 //! fans out to, how their JSON bodies are merged, and the bounds (per-call
 //! timeout and size, whole-request deadline and size). Templates are
-//! checked when the config is validated (`proxy::aggregate::Plan::compile`).
+//! checked when the config is validated: [`plan::Plan::compile`] turns a
+//! route into the plan `proxy::aggregate` runs, with its `template`s and
+//! `merge` (they live here because the config checks call them).
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+pub mod merge;
+pub mod plan;
+pub mod template;
+
+use crate::duration::NonZeroSpan;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -39,8 +45,8 @@ pub struct AggregateCall {
     #[serde(default = "d::required")]
     pub required: bool,
     /// Time for the whole call: response head and body (default 5s).
-    #[serde(default = "d::timeout", with = "super::upstream::dur")]
-    pub timeout: Duration,
+    #[serde(default = "d::timeout")]
+    pub timeout: NonZeroSpan,
     /// Name of an earlier call of this route whose response this call
     /// needs (for `{CALL.field}` variables): it starts when that one
     /// succeeded, and fails without being sent when that one failed.
@@ -74,7 +80,7 @@ pub enum Merge {
 
 /// Defaults of the aggregate fields.
 pub(crate) mod d {
-    use std::time::Duration;
+    use crate::duration::NonZeroSpan;
 
     pub fn method() -> super::Method {
         super::Method("GET".into())
@@ -83,16 +89,16 @@ pub(crate) mod d {
         true
     }
     /// 5 s per call.
-    pub fn timeout() -> Duration {
-        Duration::from_secs(5)
+    pub fn timeout() -> NonZeroSpan {
+        NonZeroSpan::from_secs(5)
     }
     /// 1 MiB per call.
     pub fn max_response_bytes() -> usize {
         1 << 20
     }
     /// 10 s for the whole aggregate request.
-    pub fn deadline() -> Duration {
-        Duration::from_secs(10)
+    pub fn deadline() -> NonZeroSpan {
+        NonZeroSpan::from_secs(10)
     }
     /// 4 MiB over all calls.
     pub fn max_total_bytes() -> usize {

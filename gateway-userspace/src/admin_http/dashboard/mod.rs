@@ -89,7 +89,7 @@ impl Dashboard {
     /// `token`: the content of `token_file` ([`read_token`]).
     pub fn new(
         sources: state::Sources,
-        cfg: &super::config::DashboardSection,
+        cfg: &crate::observe::config::DashboardSection,
         listen: SocketAddr,
         token: Option<String>,
     ) -> Self {
@@ -98,7 +98,7 @@ impl Dashboard {
             write: cfg.write,
             token: token.map(|t| Sha256::digest(t.as_bytes()).into()),
             loopback: listen.ip().is_loopback(),
-            refresh: cfg.refresh_interval,
+            refresh: cfg.refresh_interval.get(),
         }
     }
 

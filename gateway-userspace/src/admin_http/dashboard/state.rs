@@ -46,7 +46,7 @@ pub struct Sources {
 /// The whole state document. Walks the XDP maps (system calls per entry):
 /// call it off the async workers (`spawn_blocking`).
 pub fn build(s: &Sources, write_enabled: bool, refresh_ms: u64) -> Value {
-    let now = crate::xdp::clock::unix_now();
+    let now = crate::clock::unix_now();
     let (blocks, blocks_truncated) = blocks(s);
     json!({
         "version": env!("CARGO_PKG_VERSION"),

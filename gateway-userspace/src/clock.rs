@@ -1,22 +1,17 @@
 //! `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`: block expiries and
-//! bucket timestamps in the maps are in this time base.
+//! bucket timestamps in the XDP maps are in this time base, and the L7 code
+//! (escalation, rate limits, cluster) uses it so its deadlines compare with
+//! theirs. Also the wall clock in Unix seconds, for display.
 
-#![allow(
-    unsafe_code,
-    reason = "clock_gettime(2) through libc: std's Instant hides the raw CLOCK_MONOTONIC value the maps store"
-)]
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
 /// Nanoseconds of `CLOCK_MONOTONIC` now.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
+    // clock_gettime(2) through rustix: std's Instant hides the raw
+    // CLOCK_MONOTONIC value the maps store.
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
