@@ -70,7 +70,8 @@ impl Authority {
         {
             return Some(v.clone());
         }
-        super::headers::format_value(format_args!("{self}"))
+        // Rare (the client spelled it otherwise): formatted on the heap.
+        http::HeaderValue::from_str(&self.to_string()).ok()
     }
 
     /// Whether `raw` is this authority's `Display` text, byte for byte.
