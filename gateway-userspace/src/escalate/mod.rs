@@ -20,12 +20,13 @@ use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use parking_lot::Mutex;
 pub use config::{Action, EscalationSection};
 pub use sink::{BlockSink, XdpSink};
 
@@ -210,7 +211,6 @@ impl Escalator {
     pub fn recent(&self) -> Vec<Escalated> {
         self.recent
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .cloned()
             .collect()
@@ -247,7 +247,7 @@ impl Escalator {
         let window = self.cfg.window.as_nanos() as u64;
         let w = self.weight(offence);
         let (offences, points, by_offence) = {
-            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = self.shard(&key).lock();
             if !shard.contains_key(&key) && shard.len() >= (self.cfg.max_sources / SHARDS).max(1) {
                 evict(&mut shard, now, window);
             }
@@ -314,7 +314,7 @@ impl Escalator {
         let now = now_ns();
         self.changes.fetch_add(1, Ordering::Relaxed);
         let offences = {
-            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = self.shard(&key).lock();
             let st = shard.entry(key).or_default();
             if st.blocked_until > now {
                 return;
@@ -385,7 +385,7 @@ impl Escalator {
             "source escalated"
         );
         {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = self.recent.lock();
             if recent.len() >= RECENT_ESCALATIONS {
                 recent.pop_front();
             }
@@ -423,7 +423,6 @@ impl Escalator {
         self.changes.fetch_add(1, Ordering::Relaxed);
         self.shard(&key)
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
     }
 
@@ -436,7 +435,7 @@ impl Escalator {
         }
         let key = group_ip(ip, self.cfg.ipv6_prefix_len);
         let now = now_ns();
-        let shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+        let shard = self.shard(&key).lock();
         shard
             .get(&key)
             .filter(|s| s.blocked_until > now)
@@ -450,7 +449,6 @@ impl Escalator {
             .iter()
             .map(|s| {
                 s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .values()
                     .filter(|v| v.blocked_until > now)
                     .count()
@@ -462,7 +460,7 @@ impl Escalator {
     pub fn tracked(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().len())
             .sum()
     }
 
