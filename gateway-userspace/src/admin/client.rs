@@ -11,20 +11,23 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::protocol::{Request, Response};
+use serde::de::DeserializeOwned;
 
-/// Sends one request to the running gateway and returns its data, or the
-/// gateway's error as an error. Waits at most 10 s for the answer.
-pub fn call(socket: &Path, request: &Request) -> Result<serde_json::Value> {
+use super::protocol::{Envelope, PROTOCOL_VERSION, Request, Response, version_mismatch};
+
+/// Sends one request to the running gateway and returns its reply payload
+/// (`T`, the `admin::protocol` type of that request), or the gateway's
+/// error as an error. Waits at most 10 s for the answer.
+pub fn call<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
     call_with_timeout(socket, request, Duration::from_secs(10))
 }
 
 /// [`call`], waiting at most `timeout` for the answer.
-pub fn call_with_timeout(
+pub fn call_with_timeout<T: DeserializeOwned>(
     socket: &Path,
     request: &Request,
     timeout: Duration,
-) -> Result<serde_json::Value> {
+) -> Result<T> {
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
             "no gateway is running (nothing listens on {}); start one with `gateway run`",
@@ -37,7 +40,7 @@ pub fn call_with_timeout(
         _ => anyhow::anyhow!("cannot reach the gateway at {}: {e}", socket.display()),
     })?;
     stream.set_read_timeout(Some(timeout))?;
-    let mut line = serde_json::to_string(request)?;
+    let mut line = serde_json::to_string(&Envelope::new(request.clone()))?;
     line.push('\n');
     stream
         .write_all(line.as_bytes())
@@ -48,6 +51,16 @@ pub fn call_with_timeout(
         .context("reading the gateway's answer")?;
     let response: Response = serde_json::from_str(&reply)
         .context("the gateway sent an answer this CLI does not understand")?;
+    if response.version != PROTOCOL_VERSION {
+        bail!(
+            "{}",
+            version_mismatch(
+                &format!("the gateway at {}", socket.display()),
+                response.version,
+                "this CLI"
+            )
+        );
+    }
     if !response.ok {
         bail!(
             "{}",
@@ -56,5 +69,6 @@ pub fn call_with_timeout(
                 .unwrap_or_else(|| "the gateway refused the request".into())
         );
     }
-    Ok(response.data)
+    serde_json::from_value(response.data)
+        .context("the gateway sent an answer this CLI does not understand")
 }

@@ -41,7 +41,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwapOption;
 use redis::{IntoConnectionInfo as _, aio::MultiplexedConnection};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 pub use blocks::{BlockRecord, KernelBlocks, PERMANENT};
@@ -49,6 +49,28 @@ pub use config::ClusterSection;
 pub use limit::SharedLimit;
 
 use crate::net::Net;
+
+/// The Redis link's state, as `gateway cluster status` and the dashboard
+/// show it (beside `"configured": true`: `admin::protocol::ClusterStatus`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Whether Redis answers now.
+    pub connected: bool,
+    /// This node's id.
+    pub node_id: String,
+    /// The Redis URL with its password replaced.
+    pub redis: String,
+    /// The prefix of every key this cluster writes.
+    pub key_prefix: String,
+    /// The last link error (`null` once connected).
+    pub error: Option<String>,
+    /// Cluster-wide blocks this node knows.
+    pub cluster_blocks: usize,
+    /// Whether cluster blocks reach this node's kernel (XDP on).
+    pub kernel_blocks: bool,
+    /// Redis clock minus this node's, in milliseconds.
+    pub clock_skew_ms: i64,
+}
 
 /// Counters for `/metrics`.
 #[derive(Default)]
@@ -333,19 +355,22 @@ impl Cluster {
     }
 
     /// What `gateway cluster status` shows.
-    pub fn status_json(&self) -> serde_json::Value {
+    pub fn status(&self) -> LinkStatus {
         let blocks = self.registry().blocks.len();
-        json!({
-            "configured": true,
-            "connected": self.is_up(),
-            "node_id": self.cfg.node_id,
-            "redis": self.cfg.redacted_url(),
-            "key_prefix": self.keys.prefix,
-            "error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            "cluster_blocks": blocks,
-            "kernel_blocks": self.kernel.is_some(),
-            "clock_skew_ms": self.skew_ms.load(Ordering::Relaxed),
-        })
+        LinkStatus {
+            connected: self.is_up(),
+            node_id: self.cfg.node_id.clone(),
+            redis: self.cfg.redacted_url(),
+            key_prefix: self.keys.prefix.clone(),
+            error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            cluster_blocks: blocks,
+            kernel_blocks: self.kernel.is_some(),
+            clock_skew_ms: self.skew_ms.load(Ordering::Relaxed),
+        }
     }
 
     /// Blocks this node holds in its kernel with the cluster flag (from

@@ -26,8 +26,8 @@ use std::{
     time::Duration,
 };
 
-use parking_lot::Mutex;
 pub use config::{Action, EscalationSection};
+use parking_lot::Mutex;
 pub use sink::{BlockSink, XdpSink};
 
 use crate::{net::Net, ratelimit::group_ip, xdp::clock};
@@ -209,11 +209,7 @@ impl Escalator {
     /// The most recent escalations (at most [`RECENT_ESCALATIONS`]), oldest
     /// first: the dashboard's timeline. Kept in memory only.
     pub fn recent(&self) -> Vec<Escalated> {
-        self.recent
-            .lock()
-            .iter()
-            .cloned()
-            .collect()
+        self.recent.lock().iter().cloned().collect()
     }
 
     fn weight(&self, o: Offence) -> u32 {
@@ -421,9 +417,7 @@ impl Escalator {
 
     fn forgive(&self, key: IpAddr) {
         self.changes.fetch_add(1, Ordering::Relaxed);
-        self.shard(&key)
-            .lock()
-            .remove(&key);
+        self.shard(&key).lock().remove(&key);
     }
 
     /// Time left of an escalation of `ip`, for sources the kernel cannot
@@ -447,21 +441,13 @@ impl Escalator {
         let now = now_ns();
         self.shards
             .iter()
-            .map(|s| {
-                s.lock()
-                    .values()
-                    .filter(|v| v.blocked_until > now)
-                    .count()
-            })
+            .map(|s| s.lock().values().filter(|v| v.blocked_until > now).count())
             .sum()
     }
 
     /// Sources currently tracked.
     pub fn tracked(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Ends throttles whose TTL passed (blocks expire in the kernel).

@@ -134,10 +134,7 @@ fn forwarded_clients_are_blocked_at_l7_only() {
         .record(ip("198.51.100.9"), Offence::MalformedHttp, Seen::Forwarded)
         .unwrap();
     assert!(!esc.in_kernel);
-    assert!(
-        rec.blocks.lock().is_empty(),
-        "nothing written to XDP"
-    );
+    assert!(rec.blocks.lock().is_empty(), "nothing written to XDP");
     assert!(e.l7_blocked(ip("198.51.100.9")).is_some());
     assert!(e.l7_blocked(ip("198.51.100.10")).is_none());
 }
@@ -154,10 +151,7 @@ fn ipv6_offenders_are_escalated_as_their_prefix() {
         )
         .unwrap();
     assert_eq!(esc.source.to_string(), "2001:db8:1:2::/64");
-    assert_eq!(
-        rec.blocks.lock()[0].0.to_string(),
-        "2001:db8:1:2::/64"
-    );
+    assert_eq!(rec.blocks.lock()[0].0.to_string(), "2001:db8:1:2::/64");
 }
 
 #[test]

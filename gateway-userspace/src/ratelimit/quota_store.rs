@@ -256,9 +256,7 @@ impl QuotaStore {
 
     /// The quotas of the running config and its time zone.
     pub fn configured(&self) -> (Vec<(String, Quota)>, UtcOffset) {
-        self.configured
-            .lock()
-            .clone()
+        self.configured.lock().clone()
     }
 
     /// The path counts are persisted to, if any.
@@ -281,9 +279,7 @@ impl QuotaStore {
     pub fn check(&self, name: &str, consumer: &str, quota: Quota, tz: UtcOffset) -> QuotaDecision {
         let now = self.now();
         let (start, end) = window_bounds(now, quota.window, tz);
-        let mut shard = self
-            .shard(name, consumer)
-            .lock();
+        let mut shard = self.shard(name, consumer).lock();
         let fresh = Usage {
             window_start: start,
             window_end: end,
@@ -386,9 +382,7 @@ impl QuotaStore {
     }
 
     fn put(&self, name: &str, consumer: &str, usage: Usage) {
-        let mut shard = self
-            .shard(name, consumer)
-            .lock();
+        let mut shard = self.shard(name, consumer).lock();
         if shard.get_mut(name, consumer).is_none() && shard.len >= self.per_shard {
             let now = self.now();
             shard.retain(|_, _, u| u.window_end > now);
