@@ -37,7 +37,10 @@ use crate::{
     cluster::Cluster,
     config::LimitSpec,
     net::Net,
-    xdp::{XdpMaps, clock, maps::ALLOW_FROM_OPERATOR},
+    xdp::{
+        XdpMaps, clock,
+        maps::{ALLOW_FROM_OPERATOR, MapsError},
+    },
 };
 
 /// What the admin server can reach.
@@ -276,8 +279,20 @@ pub enum AdminError {
     #[error("{0}")]
     NotConfigured(&'static str),
     /// Reading or writing the kernel maps failed (the gateway's side).
-    #[error("{0:#}")]
-    Maps(#[from] anyhow::Error),
+    #[error("{}", chain(.0))]
+    Maps(#[from] MapsError),
+}
+
+/// An error and its sources, `outer: inner: ...` (as anyhow's `{:#}`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
 }
 
 /// What a request needs and this gateway's config turned off.

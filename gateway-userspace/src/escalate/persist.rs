@@ -336,7 +336,13 @@ mod tests {
     struct Sink(Mutex<Vec<(Net, u64)>>);
 
     impl BlockSink for Arc<Sink> {
-        fn block(&self, _: &Net, _: Duration, _: &str, _: u32) -> anyhow::Result<()> {
+        fn block(
+            &self,
+            _: &Net,
+            _: Duration,
+            _: &str,
+            _: u32,
+        ) -> Result<(), crate::xdp::maps::MapsError> {
             Ok(())
         }
         fn throttle(
@@ -346,7 +352,7 @@ mod tests {
             _: &ThrottleSpec,
             _: &str,
             _: u32,
-        ) -> anyhow::Result<()> {
+        ) -> Result<(), crate::xdp::maps::MapsError> {
             let until = clock::deadline_ns(ttl);
             self.0.lock().push((*net, until));
             Ok(())

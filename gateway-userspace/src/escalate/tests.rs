@@ -13,7 +13,13 @@ struct Recorder {
 }
 
 impl BlockSink for Arc<Recorder> {
-    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> anyhow::Result<()> {
+    fn block(
+        &self,
+        net: &Net,
+        ttl: Duration,
+        reason: &str,
+        offences: u32,
+    ) -> Result<(), crate::xdp::maps::MapsError> {
         self.blocks
             .lock()
             .push((*net, ttl, reason.to_owned(), offences));
@@ -26,7 +32,7 @@ impl BlockSink for Arc<Recorder> {
         _: &config::ThrottleSpec,
         _: &str,
         _: u32,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), crate::xdp::maps::MapsError> {
         self.throttles.lock().push(*net);
         Ok(())
     }

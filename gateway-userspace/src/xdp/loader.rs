@@ -126,7 +126,7 @@ impl Loader {
             .default_map_pin_directory(self.pin_path())
             .load(PROGRAM)
             .context("opening the pinned XDP maps again for readers")?;
-        XdpMaps::take_from(&mut ebpf)
+        Ok(XdpMaps::take_from(&mut ebpf)?)
     }
 
     /// A new map layout starts with empty maps in a new directory: carry
