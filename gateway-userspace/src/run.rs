@@ -578,7 +578,7 @@ async fn hand_over(
             proxy.resume_accepting();
             *saver = spawn_saver(escalator, state_file);
             *persister = Some(spawn_persister(quotas));
-            Err(e)
+            Err(e.into())
         }
     }
 }
