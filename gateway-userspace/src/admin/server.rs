@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
 use gateway_common::{
     acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource},
     config::Limit,
@@ -69,6 +68,37 @@ pub struct AdminState {
     >,
 }
 
+/// Why the admin socket could not be bound or moved.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Another gateway answers on the socket (the operator's: stop it, or
+    /// give this one another `[admin] socket`).
+    #[error(
+        "another gateway is already running with admin socket {}; stop it or set [admin] socket",
+        .0.display()
+    )]
+    InUse(PathBuf),
+    /// A file system step failed (`what` says which, with the path).
+    #[error("{what}")]
+    Io {
+        /// The step that failed.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Setting the socket's mode or reading its identity failed.
+    #[error(transparent)]
+    Sys(#[from] std::io::Error),
+}
+
+type Result<T, E = SocketError> = std::result::Result<T, E>;
+
+/// Adds `what` to an I/O error.
+fn step(what: String) -> impl FnOnce(std::io::Error) -> SocketError {
+    move |source| SocketError::Io { what, source }
+}
+
 /// A bound admin socket; removes its file on drop, unless the file at that
 /// path is no longer this socket (a successor's, after `gateway upgrade`).
 pub struct AdminSocket {
@@ -90,24 +120,21 @@ impl AdminSocket {
     /// Binds `path` with mode 0600, refusing if another gateway answers there.
     pub fn bind(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(step(format!("creating {}", dir.display())))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                bail!(
-                    "another gateway is already running with admin socket {}; stop it or set [admin] socket",
-                    path.display()
-                );
+                return Err(SocketError::InUse(path.to_owned()));
             }
             std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
+                .map_err(step(format!("removing stale socket {}", path.display())))?;
         }
         Self::bind_at(path)
     }
 
     fn bind_at(path: &Path) -> Result<Self> {
         let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding admin socket {}", path.display()))?;
+            .map_err(step(format!("binding admin socket {}", path.display())))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         Ok(Self {
             listener,
@@ -121,7 +148,7 @@ impl AdminSocket {
     /// `path` until [`AdminSocket::move_into_place`].
     pub fn bind_beside(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(step(format!("creating {}", dir.display())))?;
         }
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".new-{}", std::process::id()));
@@ -133,13 +160,11 @@ impl AdminSocket {
     /// Renames the socket over `path` (atomic: a CLI reaches either the
     /// old gateway or this one, never nothing).
     pub fn move_into_place(&mut self, path: &Path) -> Result<()> {
-        std::fs::rename(&self.path, path).with_context(|| {
-            format!(
-                "moving the admin socket {} to {}",
-                self.path.display(),
-                path.display()
-            )
-        })?;
+        std::fs::rename(&self.path, path).map_err(step(format!(
+            "moving the admin socket {} to {}",
+            self.path.display(),
+            path.display()
+        )))?;
         self.path = path.to_owned();
         // rename(2) changes the inode's change time: this is the file now.
         self.file = file_id(path)?;
@@ -178,7 +203,7 @@ impl Drop for AdminSocket {
 /// Largest request accepted, in bytes.
 const MAX_REQUEST: u64 = 64 * 1024;
 
-async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> Result<()> {
+async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let read = tokio::time::timeout(
