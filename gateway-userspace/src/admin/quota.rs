@@ -10,9 +10,12 @@ use super::{
     protocol::{QuotaCleared, QuotaRow, QuotaUsage, Request, Response},
     server::AdminState,
 };
-use crate::ratelimit::{
-    quota::window_bounds,
-    quota_store::{QuotaStore, Usage},
+use crate::{
+    cluster::RedisQuotaError,
+    ratelimit::{
+        quota::window_bounds,
+        quota_store::{QuotaStore, Usage},
+    },
 };
 
 /// Longest consumer accepted (identities are at most 1 KiB).
@@ -47,8 +50,8 @@ pub enum QuotaAdminError {
     UnknownQuota(String),
     /// Redis refused or did not answer the reset (the cluster's side);
     /// this node's counts are untouched.
-    #[error("{0}")]
-    Cluster(String),
+    #[error(transparent)]
+    Cluster(#[from] RedisQuotaError),
 }
 
 fn check(consumer: &str) -> Result<(), QuotaAdminError> {
@@ -107,7 +110,7 @@ async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> QuotaUsa
                     ));
                 }
                 Err(e) => {
-                    cluster_error = Some(e);
+                    cluster_error = Some(e.to_string());
                     break;
                 }
             }

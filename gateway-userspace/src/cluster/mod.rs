@@ -47,6 +47,7 @@ use tokio::sync::{Notify, mpsc};
 pub use blocks::{BlockRecord, KernelBlocks, PERMANENT};
 pub use config::ClusterSection;
 pub use limit::SharedLimit;
+pub use quota::RedisQuotaError;
 
 use crate::net::Net;
 
