@@ -92,7 +92,10 @@ pub fn call_with_timeout<T: DeserializeOwned>(
         .read_line(&mut reply)
         .map_err(io("reading the gateway's answer"))?;
     let response: Response = serde_json::from_str(&reply).map_err(ClientError::Garbled)?;
-    if response.version != PROTOCOL_VERSION {
+    // `upgrade` works across versions (its request and reply keep their
+    // shape in every release): the new release's CLI replaces an older
+    // gateway with it.
+    if response.version != PROTOCOL_VERSION && *request != Request::Upgrade {
         return Err(ClientError::Version(version_mismatch(
             &format!("the gateway at {}", socket.display()),
             response.version,
@@ -107,4 +110,66 @@ pub fn call_with_timeout<T: DeserializeOwned>(
         ));
     }
     serde_json::from_value(response.data).map_err(ClientError::Garbled)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+    use crate::admin::protocol::{Reloaded, Upgraded};
+
+    /// Serves one connection at a fresh socket with `answer`; returns its path.
+    fn gateway_answering(answer: &'static str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "gw-client-test-{}-{}.sock",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            s.write_all(answer.as_bytes()).unwrap();
+        });
+        path
+    }
+
+    #[test]
+    fn a_gateway_of_another_version_is_a_clear_error() {
+        let path = gateway_answering("{\"ok\":true,\"data\":{\"reloaded\":true}}\n");
+        let e = call::<Reloaded>(&path, &Request::Reload).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        let text = e.to_string();
+        assert!(matches!(e, ClientError::Version(_)), "{e:?}");
+        assert!(
+            text.contains("speaks version none")
+                && text.contains(&format!("this CLI speaks version {PROTOCOL_VERSION}")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn upgrade_answers_of_any_version_are_read() {
+        let path = gateway_answering(
+            "{\"ok\":true,\"data\":{\"old_pid\":1,\"new_pid\":2,\"program\":\"/g\",\"version\":\"v\",\"sockets\":3}}\n",
+        );
+        let u = call::<Upgraded>(&path, &Request::Upgrade);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(u.unwrap().new_pid, 2);
+    }
+
+    #[test]
+    fn a_renamed_field_is_an_error_not_a_question_mark() {
+        let path = gateway_answering(
+            "{\"version\":1,\"ok\":true,\"data\":{\"reloaded_ok\":true}}\n",
+        );
+        let e = call::<Reloaded>(&path, &Request::Reload).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(e, ClientError::Garbled(_)), "{e:?}");
+    }
 }

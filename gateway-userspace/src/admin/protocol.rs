@@ -9,7 +9,10 @@
 //! Both directions carry [`PROTOCOL_VERSION`] as `"version"`; a side that
 //! sees another version (or none: a release from before versioning) stops
 //! with an error naming both versions, instead of misreading the other's
-//! fields. `gateway ... --json` prints a reply's payload as the gateway sent
+//! fields. One exception: `upgrade` (`{"op":"upgrade"}`, answered with
+//! [`Upgraded`]) keeps its shape in every release and is served across
+//! versions, so the CLI of a newly installed release can replace a running
+//! gateway of an older one (`systemctl reload gateway`). `gateway ... --json` prints a reply's payload as the gateway sent
 //! it (keys in alphabetical order).
 
 #![forbid(unsafe_code)]
@@ -20,7 +23,9 @@ pub use crate::{cluster::LinkStatus, upgrade::Upgraded};
 
 /// The admin protocol version this build speaks. Bump it when a request or
 /// reply changes shape in a way the other side would misread (a renamed or
-/// retyped field, a new required field); both sides refuse another version.
+/// retyped field, a new required field); both sides refuse another version
+/// (except for `upgrade`, whose request and [`Upgraded`] reply must never
+/// change incompatibly).
 /// Replies from before versioning carry no version and read as 0.
 pub const PROTOCOL_VERSION: u32 = 1;
 

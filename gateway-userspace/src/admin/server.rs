@@ -213,7 +213,11 @@ async fn serve_one(stream: UnixStream, state: &Arc<AdminState>) -> std::io::Resu
     .await;
     let response = match read {
         Ok(Ok(_)) => match serde_json::from_str::<Envelope>(&line) {
-            Ok(Envelope { version, .. }) if version != PROTOCOL_VERSION => {
+            // `upgrade` is served whatever the client's version: the CLI of
+            // a new release replaces a gateway of an older one with it.
+            Ok(Envelope { version, request })
+                if version != PROTOCOL_VERSION && request != Request::Upgrade =>
+            {
                 Response::err(version_mismatch("the client", version, "this gateway"))
             }
             Ok(Envelope { request, .. }) => serve_request(state, request, &line).await,
@@ -778,4 +782,89 @@ fn stats(maps: &XdpMaps, top: usize) -> Result<Stats, AdminError> {
         counters,
         top_dropped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+    use super::*;
+
+    /// A state without XDP or cluster; upgrade requests are answered by a
+    /// task that refuses them with "test refusal".
+    fn state() -> Arc<AdminState> {
+        let (reload, _) = tokio::sync::mpsc::channel(1);
+        let (upgrade, mut upgrades) = tokio::sync::mpsc::channel::<
+            tokio::sync::oneshot::Sender<std::result::Result<crate::upgrade::Upgraded, String>>,
+        >(1);
+        tokio::spawn(async move {
+            while let Some(reply) = upgrades.recv().await {
+                let _ = reply.send(Err("test refusal".into()));
+            }
+        });
+        Arc::new(AdminState {
+            maps: None,
+            readers: None,
+            interface: "-".into(),
+            mode: "off".into(),
+            cluster: None,
+            quotas: None,
+            reload,
+            upgrade,
+        })
+    }
+
+    /// Sends `line` to a served connection and reads the answer.
+    async fn ask(state: &Arc<AdminState>, line: &str) -> Response {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let state = state.clone();
+        tokio::spawn(async move { serve_one(theirs, &state).await });
+        let (read, mut write) = ours.into_split();
+        write.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(read).read_line(&mut answer).await.unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn another_protocol_version_is_refused_naming_both() {
+        let state = state();
+        let ok = ask(&state, &format!(r#"{{"version":{PROTOCOL_VERSION},"op":"status"}}"#)).await;
+        assert!(ok.ok, "{ok:?}");
+        assert_eq!(ok.version, PROTOCOL_VERSION);
+        let status: Status = serde_json::from_value(ok.data).unwrap();
+        assert_eq!((status.xdp, status.mode.as_str()), (false, "off"));
+
+        for (line, theirs) in [
+            (r#"{"op":"status"}"#.to_owned(), "version none"),
+            (r#"{"version":99,"op":"block_list"}"#.to_owned(), "version 99"),
+            (
+                format!(r#"{{"version":{},"op":"stats","top":1}}"#, PROTOCOL_VERSION + 1),
+                "speaks version",
+            ),
+        ] {
+            let r = ask(&state, &line).await;
+            let e = r.error.unwrap_or_default();
+            assert!(!r.ok, "{line}");
+            assert!(
+                e.contains("admin protocol mismatch: the client speaks ")
+                    && e.contains(theirs)
+                    && e.contains(&format!("this gateway speaks version {PROTOCOL_VERSION}")),
+                "{line}: {e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn upgrade_is_served_whatever_the_clients_version() {
+        let state = state();
+        for line in [r#"{"op":"upgrade"}"#, r#"{"version":99,"op":"upgrade"}"#] {
+            let r = ask(&state, line).await;
+            assert_eq!(
+                r.error.as_deref(),
+                Some("upgrade failed, this gateway goes on serving: test refusal"),
+                "{line}"
+            );
+        }
+    }
 }
