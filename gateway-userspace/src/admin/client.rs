@@ -165,9 +165,8 @@ mod tests {
 
     #[test]
     fn a_renamed_field_is_an_error_not_a_question_mark() {
-        let path = gateway_answering(
-            "{\"version\":1,\"ok\":true,\"data\":{\"reloaded_ok\":true}}\n",
-        );
+        let path =
+            gateway_answering("{\"version\":1,\"ok\":true,\"data\":{\"reloaded_ok\":true}}\n");
         let e = call::<Reloaded>(&path, &Request::Reload).unwrap_err();
         let _ = std::fs::remove_file(&path);
         assert!(matches!(e, ClientError::Garbled(_)), "{e:?}");

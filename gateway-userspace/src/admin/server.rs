@@ -820,7 +820,10 @@ mod tests {
         let state = state.clone();
         tokio::spawn(async move { serve_one(theirs, &state).await });
         let (read, mut write) = ours.into_split();
-        write.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        write
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
         let mut answer = String::new();
         BufReader::new(read).read_line(&mut answer).await.unwrap();
         serde_json::from_str(&answer).unwrap()
@@ -829,7 +832,11 @@ mod tests {
     #[tokio::test]
     async fn another_protocol_version_is_refused_naming_both() {
         let state = state();
-        let ok = ask(&state, &format!(r#"{{"version":{PROTOCOL_VERSION},"op":"status"}}"#)).await;
+        let ok = ask(
+            &state,
+            &format!(r#"{{"version":{PROTOCOL_VERSION},"op":"status"}}"#),
+        )
+        .await;
         assert!(ok.ok, "{ok:?}");
         assert_eq!(ok.version, PROTOCOL_VERSION);
         let status: Status = serde_json::from_value(ok.data).unwrap();
@@ -837,9 +844,15 @@ mod tests {
 
         for (line, theirs) in [
             (r#"{"op":"status"}"#.to_owned(), "version none"),
-            (r#"{"version":99,"op":"block_list"}"#.to_owned(), "version 99"),
             (
-                format!(r#"{{"version":{},"op":"stats","top":1}}"#, PROTOCOL_VERSION + 1),
+                r#"{"version":99,"op":"block_list"}"#.to_owned(),
+                "version 99",
+            ),
+            (
+                format!(
+                    r#"{{"version":{},"op":"stats","top":1}}"#,
+                    PROTOCOL_VERSION + 1
+                ),
                 "speaks version",
             ),
         ] {

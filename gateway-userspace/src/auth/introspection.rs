@@ -116,7 +116,7 @@ impl Introspector {
             endpoint: c.endpoint.0.clone(),
             authorization,
             client: HttpsClient::new(c.ca_file.as_deref(), c.timeout)
-                .map_err(err)?
+                .map_err(|e| err(e.to_string()))?
                 .with_max_body(c.max_answer_bytes),
             cache: TtlCache::new(c.cache_size),
             cache_ttl: c.cache_ttl,
