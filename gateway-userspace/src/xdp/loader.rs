@@ -51,9 +51,9 @@ pub enum XdpError {
     Object {
         /// The step that failed.
         what: String,
-        /// aya's error.
+        /// aya's error (boxed: it is large).
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// The eBPF object lacks a program this build expects.
     #[error("the XDP object has no program {0}")]
@@ -180,7 +180,7 @@ impl Loader {
                     "loading the XDP program (maps pinned in {})",
                     pin_path.display()
                 ),
-                source,
+                source: Box::new(source),
             })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -213,7 +213,7 @@ impl Loader {
             .load(PROGRAM)
             .map_err(|source| XdpError::Object {
                 what: "opening the pinned XDP maps again for readers".into(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(XdpMaps::take_from(&mut ebpf)?)
     }
