@@ -38,7 +38,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
 use arc_swap::ArcSwapOption;
 use redis::{IntoConnectionInfo as _, aio::MultiplexedConnection};
 use serde::{Deserialize, Serialize};
@@ -148,6 +147,40 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Why the cluster link could not be set up from `[cluster]` (the config's
+/// or its files' to fix; the texts never carry the password).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// A password, certificate or key file cannot be read.
+    #[error("[cluster] reading {}", .path.display())]
+    Read {
+        /// The file, resolved against the config's directory.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `redis_url` does not parse as a Redis URL.
+    #[error("[cluster] redis_url {url} is not usable: {error}")]
+    Url {
+        /// The URL, password replaced.
+        url: String,
+        /// redis-rs's reason.
+        error: redis::RedisError,
+    },
+    /// The password file is not UTF-8.
+    #[error("[cluster] password_file is not UTF-8")]
+    PasswordNotUtf8(#[source] std::string::FromUtf8Error),
+    /// The client could not be built (TLS material redis-rs refuses).
+    #[error("[cluster] Redis client for {url}: {error}")]
+    Client {
+        /// The URL, password replaced.
+        url: String,
+        /// redis-rs's reason.
+        error: redis::RedisError,
+    },
+}
+
 impl Cluster {
     /// Prepares the Redis client (reading the password and TLS files
     /// relative to `base_dir`) and starts the link task. Returns at once:
@@ -156,24 +189,25 @@ impl Cluster {
         cfg: ClusterSection,
         base_dir: &Path,
         kernel: Option<KernelBlocks>,
-    ) -> Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, ClusterStartError> {
         let read = |p: &Path| {
-            let p = base_dir.join(p);
-            std::fs::read(&p).with_context(|| format!("[cluster] reading {}", p.display()))
+            let path = base_dir.join(p);
+            std::fs::read(&path).map_err(|source| ClusterStartError::Read { path, source })
         };
-        let mut info = cfg.redis_url.as_str().into_connection_info().map_err(|e| {
-            anyhow::anyhow!(
-                "[cluster] redis_url {} is not usable: {e}",
-                cfg.redacted_url()
-            )
-        })?;
+        let mut info = cfg
+            .redis_url
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| ClusterStartError::Url {
+                url: cfg.redacted_url(),
+                error,
+            })?;
         let mut settings = info.redis_settings().clone();
         if let Some(user) = &cfg.username {
             settings = settings.set_username(user);
         }
         if let Some(p) = &cfg.password_file {
-            let text =
-                String::from_utf8(read(p)?).context("[cluster] password_file is not UTF-8")?;
+            let text = String::from_utf8(read(p)?).map_err(ClusterStartError::PasswordNotUtf8)?;
             let pw = text.strip_suffix('\n').unwrap_or(&text);
             let pw = pw.strip_suffix('\r').unwrap_or(pw);
             settings = settings.set_password(pw);
@@ -202,7 +236,10 @@ impl Cluster {
         } else {
             redis::Client::open(info)
         }
-        .map_err(|e| anyhow::anyhow!("[cluster] Redis client for {}: {e}", cfg.redacted_url()))?;
+        .map_err(|error| ClusterStartError::Client {
+            url: cfg.redacted_url(),
+            error,
+        })?;
 
         let p = cfg.key_prefix.clone();
         let keys = Keys {
