@@ -9,12 +9,16 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     admin::{
         client,
-        protocol::{LimitArg, Request},
+        protocol::{
+            AllowAdded, AllowEntry, AllowRemoved, BlockAdded, ClusterStatus, LimitArg, LimitTable,
+            LimitView, Limits, LimitsCleared, ListedBlock, QuotaCleared, QuotaUsage, Reloaded,
+            Request, Stats, Unblocked, Upgraded,
+        },
     },
     config::DEFAULT_ADMIN_SOCKET,
     net::Net,
@@ -330,13 +334,14 @@ pub fn hash_key_from(mut input: impl std::io::Read) -> Result<String> {
 
 /// Runs a client command against the admin socket and prints its result.
 pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
-    let (request, json, render): (Request, bool, fn(&Value) -> String) = match command {
+    match command {
         Command::Block(BlockCmd::Add {
             net,
             ttl,
             reason,
             cluster,
-        }) => (
+        }) => exec(
+            socket,
             Request::BlockAdd {
                 net: net.to_string(),
                 ttl_secs: ttl.map(|d| d.as_secs()),
@@ -344,49 +349,57 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
                 cluster,
             },
             false,
-            |v| {
+            |v: &BlockAdded| {
                 format!(
                     "blocked {} ({}){}",
-                    v["net"].as_str().unwrap_or("?"),
-                    ttl_text(&v["ttl_secs_left"]),
-                    cluster_note(v)
+                    v.block.net,
+                    ttl_text(v.block.ttl_secs_left),
+                    cluster_note(v.published)
                 )
             },
         ),
-        Command::Block(BlockCmd::Del { net, cluster }) => (
+        Command::Block(BlockCmd::Del { net, cluster }) => exec(
+            socket,
             Request::BlockDel {
                 net: net.to_string(),
                 cluster,
             },
             false,
-            |v| format!("unblocked {}{}", s(&v["net"]), cluster_note(v)),
+            |v: &Unblocked| format!("unblocked {}{}", v.net, cluster_note(v.published)),
         ),
         Command::Cluster(ClusterCmd::Status { json }) => {
-            (Request::ClusterStatus, json, render_cluster)
+            exec(socket, Request::ClusterStatus, json, render_cluster)
         }
-        Command::Block(BlockCmd::List { json }) => (Request::BlockList, json, render_blocks),
-        Command::Allow(AllowCmd::Add { net }) => (
+        Command::Block(BlockCmd::List { json }) => {
+            exec(socket, Request::BlockList, json, render_blocks)
+        }
+        Command::Allow(AllowCmd::Add { net }) => exec(
+            socket,
             Request::AllowAdd {
                 net: net.to_string(),
             },
             false,
-            |v| format!("allowlisted {}", s(&v["net"])),
+            |v: &AllowAdded| format!("allowlisted {}", v.net),
         ),
-        Command::Allow(AllowCmd::Del { net }) => (
+        Command::Allow(AllowCmd::Del { net }) => exec(
+            socket,
             Request::AllowDel {
                 net: net.to_string(),
             },
             false,
-            |v| format!("removed {} from the allowlist", s(&v["net"])),
+            |v: &AllowRemoved| format!("removed {} from the allowlist", v.net),
         ),
-        Command::Allow(AllowCmd::List { json }) => (Request::AllowList, json, render_allow),
+        Command::Allow(AllowCmd::List { json }) => {
+            exec(socket, Request::AllowList, json, render_allow)
+        }
         Command::Limit(LimitCmd::Set {
             target,
             pps,
             burst,
             syn_rate,
             syn_burst,
-        }) => (
+        }) => exec(
+            socket,
             Request::LimitSet {
                 target,
                 pps: pps.map(|rate| LimitArg { rate, burst }),
@@ -396,63 +409,67 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
                 }),
             },
             false,
-            |v| {
+            |v: &Limits| {
                 format!(
                     "{}: pps {}, syn {}",
-                    s(&v["target"]),
-                    limit_text(&v["pps"]),
-                    limit_text(&v["syn"])
+                    v.target,
+                    limit_text(&v.limits.pps),
+                    limit_text(&v.limits.syn)
                 )
             },
         ),
         Command::Limit(LimitCmd::Get { target, json }) => {
-            (Request::LimitGet { target }, json, |v| {
+            exec(socket, Request::LimitGet { target }, json, |v: &Limits| {
                 format!(
                     "{} (from {}): pps {}, syn {}",
-                    s(&v["target"]),
-                    v["matched"].as_str().unwrap_or("default"),
-                    limit_text(&v["pps"]),
-                    limit_text(&v["syn"])
+                    v.target,
+                    v.matched.as_deref().unwrap_or("default"),
+                    limit_text(&v.limits.pps),
+                    limit_text(&v.limits.syn)
                 )
             })
         }
-        Command::Limit(LimitCmd::List { json }) => (Request::LimitList, json, render_limits),
-        Command::Limit(LimitCmd::Clear { net }) => (
+        Command::Limit(LimitCmd::List { json }) => {
+            exec(socket, Request::LimitList, json, render_limits)
+        }
+        Command::Limit(LimitCmd::Clear { net }) => exec(
+            socket,
             Request::LimitClear {
                 target: net.map(|n| n.to_string()),
             },
             false,
-            |v| format!("removed {} override(s)", v["removed"]),
+            |v: &LimitsCleared| format!("removed {} override(s)", v.removed),
         ),
-        Command::Stats { json, top } => (Request::Stats { top }, json, render_stats),
-        Command::Reload => (Request::Reload, false, |_| "reloaded".to_owned()),
-        Command::Upgrade => (Request::Upgrade, false, |v| {
+        Command::Stats { json, top } => exec(socket, Request::Stats { top }, json, render_stats),
+        Command::Reload => exec(socket, Request::Reload, false, |_: &Reloaded| {
+            "reloaded".to_owned()
+        }),
+        Command::Upgrade => exec(socket, Request::Upgrade, false, |v: &Upgraded| {
             format!(
                 "upgraded: pid {} -> {} ({}, {}, {} sockets handed over); the old process exits after its requests in flight",
-                n(&v["old_pid"]),
-                n(&v["new_pid"]),
-                s(&v["program"]),
-                s(&v["version"]),
-                n(&v["sockets"])
+                v.old_pid, v.new_pid, v.program, v.version, v.sockets
             )
         }),
         Command::Quota(QuotaCmd::Get { consumer, json }) => {
-            (Request::QuotaGet { consumer }, json, render_quota)
+            exec(socket, Request::QuotaGet { consumer }, json, render_quota)
         }
-        Command::Quota(QuotaCmd::Reset { consumer, quota }) => {
-            (Request::QuotaReset { consumer, quota }, false, |v| {
+        Command::Quota(QuotaCmd::Reset { consumer, quota }) => exec(
+            socket,
+            Request::QuotaReset { consumer, quota },
+            false,
+            |v: &QuotaCleared| {
                 format!(
                     "reset {}: {} count(s) on this node{}",
-                    s(&v["consumer"]),
-                    n(&v["removed"]),
-                    if v["cluster"] == true {
-                        format!(", {} in the cluster", n(&v["cluster_removed"]))
+                    v.consumer,
+                    v.removed,
+                    if v.cluster {
+                        format!(", {} in the cluster", v.cluster_removed)
                     } else {
                         String::new()
                     }
                 )
-            })
-        }
+            },
+        ),
         Command::Run(_)
         | Command::CheckConfig { .. }
         | Command::PrintDefaultConfig
@@ -461,7 +478,18 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
         | Command::HashKey => {
             unreachable!("not a client command")
         }
-    };
+    }
+}
+
+/// Sends `request`, reads its reply as `T` (the `admin::protocol` payload
+/// of that request) and prints it: as JSON (keys in alphabetical order, as
+/// the gateway sent them) with `json`, else as `render` says.
+fn exec<T: Serialize + DeserializeOwned>(
+    socket: &std::path::Path,
+    request: Request,
+    json: bool,
+    render: impl FnOnce(&T) -> String,
+) -> Result<()> {
     // An upgrade waits for the new process to start (bounded on the
     // gateway's side by upgrade::READY_TIMEOUT + SERVING_TIMEOUT).
     let timeout = if request == Request::Upgrade {
@@ -469,25 +497,19 @@ pub fn run_client(socket: &std::path::Path, command: Command) -> Result<()> {
     } else {
         Duration::from_secs(10)
     };
-    let data = client::call_with_timeout(socket, &request, timeout)?;
+    let data: T = client::call_with_timeout(socket, &request, timeout)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        // Through a `Value`: its map keeps keys sorted.
+        let value = serde_json::to_value(&data)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("{}", render(&data));
     }
     Ok(())
 }
 
-fn n(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
-}
-
-fn ttl_text(v: &Value) -> String {
-    match v.as_u64() {
+fn ttl_text(secs: Option<u64>) -> String {
+    match secs {
         Some(secs) => format!(
             "expires in {}",
             crate::duration::format(std::time::Duration::from_secs(secs))
@@ -496,55 +518,49 @@ fn ttl_text(v: &Value) -> String {
     }
 }
 
-fn limit_text(v: &Value) -> String {
-    if v["rate"].as_u64() == Some(0) {
+fn limit_text(l: &LimitView) -> String {
+    if l.rate == 0 {
         "unlimited".to_owned()
     } else {
-        format!("{}/s burst {}", v["rate"], v["burst"])
+        format!("{}/s burst {}", l.rate, l.burst)
     }
 }
 
-/// What a `--cluster` change did beyond this node.
-fn cluster_note(v: &Value) -> &'static str {
-    match v["published"].as_bool() {
+/// What a `--cluster` change did beyond this node (`published` is set for
+/// `--cluster` changes only).
+fn cluster_note(published: Option<bool>) -> &'static str {
+    match published {
         Some(true) => "; published to the cluster",
         Some(false) => "; Redis is unreachable: published when it returns",
         None => "",
     }
 }
 
-fn render_quota(v: &Value) -> String {
-    let rows = v["quotas"].as_array().cloned().unwrap_or_default();
-    let mut out = if rows.is_empty() {
+fn render_quota(v: &QuotaUsage) -> String {
+    let mut out = if v.quotas.is_empty() {
         format!(
             "{}: no requests counted in any current quota window",
-            s(&v["consumer"])
+            v.consumer
         )
     } else {
         let mut t = format!(
             "{:<24} {:>10} {:>10} {:>10} {:>12}  SOURCE",
             "QUOTA", "USED", "LIMIT", "REMAINING", "RESETS IN"
         );
-        for r in rows {
+        for r in &v.quotas {
             t.push_str(&format!(
                 "\n{:<24} {:>10} {:>10} {:>10} {:>11}s  {}",
-                s(&r["quota"]),
-                n(&r["used"]),
-                r["limit"]
-                    .as_u64()
-                    .map(|l| l.to_string())
-                    .unwrap_or("-".into()),
-                r["remaining"]
-                    .as_u64()
-                    .map(|l| l.to_string())
-                    .unwrap_or("-".into()),
-                n(&r["resets_in_secs"]),
-                s(&r["source"]),
+                r.quota,
+                r.used,
+                r.limit.map(|l| l.to_string()).unwrap_or("-".into()),
+                r.remaining.map(|l| l.to_string()).unwrap_or("-".into()),
+                r.resets_in_secs.max(0),
+                r.source,
             ));
         }
         t
     };
-    if let Some(e) = v["cluster_error"].as_str() {
+    if let Some(e) = &v.cluster_error {
         out.push_str(&format!(
             "\ncluster counts unavailable ({e}): showing this node's"
         ));
@@ -552,29 +568,28 @@ fn render_quota(v: &Value) -> String {
     out
 }
 
-fn render_cluster(v: &Value) -> String {
-    if v["configured"] != true {
+fn render_cluster(v: &ClusterStatus) -> String {
+    let Some(link) = v.link.as_ref().filter(|_| v.configured) else {
         return "cluster mode is off (no [cluster] section)".to_owned();
-    }
+    };
     format!(
         "node {}\nredis {} ({})\ncluster blocks {}{}",
-        s(&v["node_id"]),
-        s(&v["redis"]),
-        if v["connected"] == true {
+        link.node_id,
+        link.redis,
+        if link.connected {
             "connected"
         } else {
             "DISCONNECTED: limits are local, blocks queue"
         },
-        n(&v["cluster_blocks"]),
-        v["error"]
-            .as_str()
+        link.cluster_blocks,
+        link.error
+            .as_ref()
             .map(|e| format!("\nlast error: {e}"))
             .unwrap_or_default()
     )
 }
 
-fn render_blocks(v: &Value) -> String {
-    let rows = v.as_array().cloned().unwrap_or_default();
+fn render_blocks(rows: &Vec<ListedBlock>) -> String {
     if rows.is_empty() {
         return "no blocks".to_owned();
     }
@@ -583,86 +598,77 @@ fn render_blocks(v: &Value) -> String {
         "SOURCE", "ORIGIN", "OFFENCES", "TTL"
     );
     for r in rows {
-        let ttl = if r["expired"].as_bool() == Some(true) {
+        let b = &r.block;
+        let ttl = if b.expired {
             "expired".to_owned()
         } else {
-            ttl_text(&r["ttl_secs_left"])
+            ttl_text(b.ttl_secs_left)
         };
-        let origin = match r["origin"].as_str() {
-            Some(node) => format!("{}@{node}", s(&r["source"])),
-            None if r["cluster"] == true => format!("{}@cluster", s(&r["source"])),
-            None => s(&r["source"]).to_owned(),
+        let source = b.source.name();
+        let origin = match &r.origin {
+            Some(node) => format!("{source}@{node}"),
+            None if b.cluster => format!("{source}@cluster"),
+            None => source.to_owned(),
         };
         out.push_str(&format!(
             "\n{:<40} {:<11} {:>8} {:<20} {}",
-            s(&r["net"]),
-            origin,
-            n(&r["offences"]),
-            ttl,
-            s(&r["reason"])
+            b.net, origin, b.offences, ttl, b.reason
         ));
     }
     out
 }
 
-fn render_allow(v: &Value) -> String {
-    let rows = v.as_array().cloned().unwrap_or_default();
+fn render_allow(rows: &Vec<AllowEntry>) -> String {
     if rows.is_empty() {
         return "allowlist is empty".to_owned();
     }
     let mut out = format!("{:<40} ORIGIN", "SOURCE");
     for r in rows {
-        out.push_str(&format!("\n{:<40} {}", s(&r["net"]), s(&r["source"])));
+        out.push_str(&format!("\n{:<40} {}", r.net, r.source.name()));
     }
     out
 }
 
-fn render_limits(v: &Value) -> String {
+fn render_limits(v: &LimitTable) -> String {
     let mut out = format!(
         "{:<40} {:<24} SYN\n{:<40} {:<24} {}",
         "TARGET",
         "PPS",
         "default",
-        limit_text(&v["default"]["pps"]),
-        limit_text(&v["default"]["syn"])
+        limit_text(&v.default.pps),
+        limit_text(&v.default.syn)
     );
-    for r in v["overrides"].as_array().cloned().unwrap_or_default() {
+    for r in &v.overrides {
         out.push_str(&format!(
             "\n{:<40} {:<24} {}",
-            s(&r["target"]),
-            limit_text(&r["pps"]),
-            limit_text(&r["syn"])
+            r.target,
+            limit_text(&r.limits.pps),
+            limit_text(&r.limits.syn)
         ));
     }
     out
 }
 
-fn render_stats(v: &Value) -> String {
+fn render_stats(v: &Stats) -> String {
     let mut out = format!("{:<20} {:>16} {:>18}", "VERDICT", "PACKETS", "BYTES");
-    for c in v["counters"].as_array().cloned().unwrap_or_default() {
+    for c in &v.counters {
         out.push_str(&format!(
             "\n{:<20} {:>16} {:>18}",
-            s(&c["reason"]),
-            n(&c["packets"]),
-            n(&c["bytes"])
+            c.reason, c.packets, c.bytes
         ));
     }
-    let top = v["top_dropped"].as_array().cloned().unwrap_or_default();
     out.push_str("\n\nTOP DROPPED SOURCES");
-    if top.is_empty() {
+    if v.top_dropped.is_empty() {
         out.push_str("\n(none)");
     } else {
         out.push_str(&format!(
             "\n{:<40} {:>14} {:<18} LAST DROP",
             "SOURCE", "PACKETS", "LAST REASON"
         ));
-        for t in top {
+        for t in &v.top_dropped {
             out.push_str(&format!(
                 "\n{:<40} {:>14} {:<18} {}s ago",
-                s(&t["source"]),
-                n(&t["packets"]),
-                s(&t["last_reason"]),
-                n(&t["last_drop_secs_ago"])
+                t.source, t.packets, t.last_reason, t.last_drop_secs_ago
             ));
         }
     }

@@ -578,7 +578,7 @@ async fn hand_over(
             proxy.resume_accepting();
             *saver = spawn_saver(escalator, state_file);
             *persister = Some(spawn_persister(quotas));
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -702,7 +702,8 @@ fn try_reload(
         Some(escalator.clone()),
         cluster.cloned(),
         quotas.clone(),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     hooks.observe = observe.clone();
     // Every new listener socket is bound here, before anything changes: one
     // that cannot bind fails the reload and the old listeners keep serving.

@@ -25,7 +25,13 @@ use proxy_common::{Origin, raw, upstream};
 struct Recorder(Arc<Mutex<Vec<Net>>>);
 
 impl BlockSink for Recorder {
-    fn block(&self, net: &Net, _: Duration, _: &str, _: u32) -> anyhow::Result<()> {
+    fn block(
+        &self,
+        net: &Net,
+        _: Duration,
+        _: &str,
+        _: u32,
+    ) -> Result<(), gateway::xdp::maps::MapsError> {
         self.0.lock().unwrap().push(*net);
         Ok(())
     }
@@ -36,7 +42,7 @@ impl BlockSink for Recorder {
         _: &ThrottleSpec,
         _: &str,
         _: u32,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), gateway::xdp::maps::MapsError> {
         self.0.lock().unwrap().push(*net);
         Ok(())
     }

@@ -6,15 +6,16 @@
 
 #![forbid(unsafe_code)]
 
-use serde_json::{Value, json};
-
 use super::{
-    protocol::{Request, Response},
+    protocol::{QuotaCleared, QuotaRow, QuotaUsage, Request, Response},
     server::AdminState,
 };
-use crate::ratelimit::{
-    quota::window_bounds,
-    quota_store::{QuotaStore, Usage},
+use crate::{
+    cluster::RedisQuotaError,
+    ratelimit::{
+        quota::window_bounds,
+        quota_store::{QuotaStore, Usage},
+    },
 };
 
 /// Longest consumer accepted (identities are at most 1 KiB).
@@ -28,42 +29,52 @@ pub async fn handle(state: &AdminState, req: Request) -> Response {
     match req {
         Request::QuotaGet { consumer } => match check(&consumer) {
             Ok(()) => Response::ok(get(state, store, &consumer).await),
-            Err(e) => Response::err(e),
+            Err(e) => Response::err(e.to_string()),
         },
         Request::QuotaReset { consumer, quota } => match check(&consumer) {
-            Ok(()) => match reset(state, store, &consumer, quota.as_deref()).await {
-                Ok(v) => Response::ok(v),
-                Err(e) => Response::err(e),
-            },
-            Err(e) => Response::err(e),
+            Ok(()) => Response::from_result(reset(state, store, &consumer, quota.as_deref()).await),
+            Err(e) => Response::err(e.to_string()),
         },
         _ => Response::err("not a quota request"),
     }
 }
 
-fn check(consumer: &str) -> Result<(), String> {
+/// Why a quota request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaAdminError {
+    /// The consumer is empty or too long (the operator's input).
+    #[error("the consumer must be 1 to {MAX_CONSUMER} bytes (an API key name or token subject)")]
+    Consumer,
+    /// `--quota` names no configured or counted quota (the operator's input).
+    #[error("no quota named '{0}'; quotas are named plan:<plan> or limit:<limit>")]
+    UnknownQuota(String),
+    /// Redis refused or did not answer the reset (the cluster's side);
+    /// this node's counts are untouched.
+    #[error(transparent)]
+    Cluster(#[from] RedisQuotaError),
+}
+
+fn check(consumer: &str) -> Result<(), QuotaAdminError> {
     if consumer.is_empty() || consumer.len() > MAX_CONSUMER {
-        return Err(format!(
-            "the consumer must be 1 to {MAX_CONSUMER} bytes (an API key name or token subject)"
-        ));
+        return Err(QuotaAdminError::Consumer);
     }
     Ok(())
 }
 
-fn row(quota: &str, limit: Option<u64>, u: Usage, now: i64, source: &str) -> Value {
-    json!({
-        "quota": quota,
-        "used": u.used,
-        "limit": limit,
-        "remaining": limit.map(|l| l.saturating_sub(u.used)),
-        "window_start_unix": u.window_start,
-        "window_end_unix": u.window_end,
-        "resets_in_secs": (u.window_end - now).max(0),
-        "source": source,
-    })
+fn row(quota: &str, limit: Option<u64>, u: Usage, now: i64, source: &str) -> QuotaRow {
+    QuotaRow {
+        quota: quota.to_owned(),
+        used: u.used,
+        limit,
+        remaining: limit.map(|l| l.saturating_sub(u.used)),
+        window_start_unix: u.window_start,
+        window_end_unix: u.window_end,
+        resets_in_secs: (u.window_end - now).max(0),
+        source: source.to_owned(),
+    }
 }
 
-async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> Value {
+async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> QuotaUsage {
     let now = store.now();
     let (configured, tz) = store.configured();
     let limit_of = |name: &str| {
@@ -72,7 +83,7 @@ async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> Value {
             .find(|(n, _)| n == name)
             .map(|(_, q)| q.count)
     };
-    let mut rows: Vec<(String, Value)> = store
+    let mut rows: Vec<(String, QuotaRow)> = store
         .get(consumer)
         .into_iter()
         .map(|(q, u)| {
@@ -99,18 +110,18 @@ async fn get(state: &AdminState, store: &QuotaStore, consumer: &str) -> Value {
                     ));
                 }
                 Err(e) => {
-                    cluster_error = Some(e);
+                    cluster_error = Some(e.to_string());
                     break;
                 }
             }
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    json!({
-        "consumer": consumer,
-        "quotas": rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
-        "cluster_error": cluster_error,
-    })
+    QuotaUsage {
+        consumer: consumer.to_owned(),
+        quotas: rows.into_iter().map(|(_, v)| v).collect(),
+        cluster_error,
+    }
 }
 
 async fn reset(
@@ -118,15 +129,13 @@ async fn reset(
     store: &QuotaStore,
     consumer: &str,
     quota: Option<&str>,
-) -> Result<Value, String> {
+) -> Result<QuotaCleared, QuotaAdminError> {
     let (configured, tz) = store.configured();
     if let Some(q) = quota
         && !configured.iter().any(|(n, _)| n == q)
         && store.get(consumer).iter().all(|(n, _)| n != q)
     {
-        return Err(format!(
-            "no quota named '{q}'; quotas are named plan:<plan> or limit:<limit>"
-        ));
+        return Err(QuotaAdminError::UnknownQuota(q.to_owned()));
     }
     let mut cluster_removed = 0usize;
     if let Some(c) = &state.cluster {
@@ -136,7 +145,10 @@ async fn reset(
             .filter(|(n, _)| quota.is_none_or(|want| want == n))
         {
             let (start, _) = window_bounds(now, q.window, tz);
-            if c.quota_reset(name, start, consumer).await? {
+            if c.quota_reset(name, start, consumer)
+                .await
+                .map_err(QuotaAdminError::Cluster)?
+            {
                 cluster_removed += 1;
             }
         }
@@ -149,10 +161,10 @@ async fn reset(
         cluster_removed,
         "quota counts reset"
     );
-    Ok(json!({
-        "consumer": consumer,
-        "removed": removed,
-        "cluster_removed": cluster_removed,
-        "cluster": state.cluster.is_some(),
-    }))
+    Ok(QuotaCleared {
+        consumer: consumer.to_owned(),
+        removed,
+        cluster_removed,
+        cluster: state.cluster.is_some(),
+    })
 }

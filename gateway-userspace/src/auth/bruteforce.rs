@@ -113,7 +113,7 @@ fn key(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use super::*;
 
@@ -127,7 +127,7 @@ mod tests {
         });
         let reports = Arc::new(Mutex::new(Vec::new()));
         let r = reports.clone();
-        let hook: AbuseHook = Arc::new(move |a| r.lock().unwrap().push(a));
+        let hook: AbuseHook = Arc::new(move |a| r.lock().push(a));
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
         let now = Instant::now();
         for _ in 0..2 {
@@ -138,9 +138,9 @@ mod tests {
         let retry = bf.check(ip, now).expect("same /64 is over the limit");
         assert!(retry <= Duration::from_secs(60) && retry >= Duration::from_secs(1));
         bf.record_failure(ip, now, Some(&hook));
-        assert_eq!(reports.lock().unwrap().len(), 1, "reported once per window");
+        assert_eq!(reports.lock().len(), 1, "reported once per window");
         assert_eq!(
-            reports.lock().unwrap()[0].source,
+            reports.lock()[0].source,
             "2001:db8::".parse::<IpAddr>().unwrap()
         );
         assert_eq!(bf.check(ip, now + Duration::from_secs(61)), None);

@@ -38,6 +38,29 @@ pub enum FetchError {
     TooLarge(usize),
 }
 
+/// Why the TLS client for an identity provider could not be built (the
+/// config's `ca_file`, or the system's roots).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The CA file cannot be read or is not PEM.
+    #[error("{}: {error}", .path.display())]
+    CaFile {
+        /// The configured `ca_file`.
+        path: std::path::PathBuf,
+        /// The reader's error.
+        error: rustls_pki_types::pem::Error,
+    },
+    /// The CA file holds no certificate rustls accepts.
+    #[error("{}: no usable CA certificate", .0.display())]
+    NoUsableCa(std::path::PathBuf),
+    /// No `ca_file` and the system has no CA certificates.
+    #[error("no system CA certificates found; set ca_file")]
+    NoSystemRoots,
+    /// rustls refused the protocol versions.
+    #[error(transparent)]
+    Tls(#[from] rustls::Error),
+}
+
 /// Clones share the TLS config.
 #[derive(Clone)]
 pub struct HttpsClient {
@@ -56,31 +79,34 @@ impl std::fmt::Debug for HttpsClient {
 
 impl HttpsClient {
     /// Trusts only the certificates in `ca_file` if given, else the system roots.
-    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Self, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         match ca_file {
             Some(path) => {
+                let ca_file = |error| TlsSetupError::CaFile {
+                    path: path.to_owned(),
+                    error,
+                };
                 let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .map_err(ca_file)?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(ca_file)?;
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(format!("{}: no usable CA certificate", path.display()));
+                    return Err(TlsSetupError::NoUsableCa(path.to_owned()));
                 }
             }
             None => {
                 let found = rustls_native_certs::load_native_certs();
                 roots.add_parsable_certificates(found.certs);
                 if roots.is_empty() {
-                    return Err("no system CA certificates found; set ca_file".into());
+                    return Err(TlsSetupError::NoSystemRoots);
                 }
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -26,7 +26,7 @@ use super::{
     cache::TtlCache,
     config::IntrospectionConfig,
     failure::TokenError,
-    https::HttpsClient,
+    https::{FetchError, HttpsClient},
     numeric_date::{self, TimeError},
 };
 
@@ -116,7 +116,7 @@ impl Introspector {
             endpoint: c.endpoint.0.clone(),
             authorization,
             client: HttpsClient::new(c.ca_file.as_deref(), c.timeout.get())
-                .map_err(err)?
+                .map_err(|e| err(e.to_string()))?
                 .with_max_body(c.max_answer_bytes),
             cache: TtlCache::new(c.cache_size),
             cache_ttl: c.cache_ttl.get(),
@@ -134,7 +134,7 @@ impl Introspector {
     /// The verdict for `token`, from the cache or the endpoint. `Err` means
     /// the endpoint could not be asked or answered nonsense (the message
     /// never contains the token or the answer).
-    pub async fn introspect(&self, token: &str) -> Result<Verdict, String> {
+    pub async fn introspect(&self, token: &str) -> Result<Verdict, IntrospectionError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = Instant::now();
         if let Some(v) = self.cache.get(&key, now) {
@@ -149,13 +149,13 @@ impl Introspector {
             )
             .header(http::header::ACCEPT, "application/json")
             .body(Bytes::from(body))
-            .map_err(|e| e.to_string())?;
-        let answer = self.client.send(req).await.map_err(|e| e.to_string())?;
+            .map_err(IntrospectionError::Request)?;
+        let answer = self.client.send(req).await?;
         if answer.len() > self.max_answer_bytes {
-            return Err(format!(
+            return Err(IntrospectionError::Answer(format!(
                 "answer larger than {} bytes",
                 self.max_answer_bytes
-            ));
+            )));
         }
         let (verdict, exp) = judge(&answer, &self.expect, numeric_date::now())?;
         let ttl = match (&verdict, exp) {
@@ -175,26 +175,50 @@ impl Introspector {
     }
 }
 
+/// Why the endpoint gave no verdict (for the log: never the token or the
+/// answer). The request then fails as `provider_unavailable` (503).
+#[derive(Debug, thiserror::Error)]
+pub enum IntrospectionError {
+    /// The request could not be built (the gateway's side: an endpoint or
+    /// credential the `http` crate refuses).
+    #[error("{0}")]
+    Request(http::Error),
+    /// The endpoint could not be reached, timed out or answered with an
+    /// error status (the endpoint's or the network's side).
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The endpoint answered something that is not an RFC 7662 answer:
+    /// too large, not strict JSON, no boolean `active`, a time claim that
+    /// is not a NumericDate (the endpoint's side).
+    #[error("{0}")]
+    Answer(String),
+}
+
 /// Reads one answer at time `now` (a NumericDate): the verdict and, for an
 /// active answer, its `exp`. `Err` for an answer that is not a strict JSON
 /// object with a boolean `active` and numeric time claims.
-fn judge(answer: &[u8], expect: &Expect, now: f64) -> Result<(Verdict, Option<f64>), String> {
+fn judge(
+    answer: &[u8],
+    expect: &Expect,
+    now: f64,
+) -> Result<(Verdict, Option<f64>), IntrospectionError> {
+    let bad = |m: String| IntrospectionError::Answer(m);
     let value = crate::validate::parse_strict(answer, MAX_ANSWER_DEPTH)
-        .map_err(|r| format!("answer is not strict JSON ({})", r.reason()))?;
+        .map_err(|r| bad(format!("answer is not strict JSON ({})", r.reason())))?;
     let Value::Object(answer) = value else {
-        return Err("answer is not a JSON object".into());
+        return Err(bad("answer is not a JSON object".into()));
     };
     let active = answer
         .get("active")
         .and_then(Value::as_bool)
-        .ok_or("answer has no boolean `active`")?;
+        .ok_or_else(|| bad("answer has no boolean `active`".into()))?;
     if !active {
         return Ok((Verdict::Inactive, None));
     }
     let exp = match numeric_date::check(&answer, now, 0.0, expect.leeway) {
         Ok(exp) => exp,
         Err(TimeError::Malformed(claim)) => {
-            return Err(format!("`{claim}` is not a NumericDate"));
+            return Err(bad(format!("`{claim}` is not a NumericDate")));
         }
         Err(TimeError::Expired) => return Ok((Verdict::Inactive, None)),
         Err(TimeError::NotYetValid) => {
@@ -270,7 +294,8 @@ mod tests {
 
     fn verdict(answer: &str) -> Result<&'static str, String> {
         let now = 1_000_000.0;
-        judge(answer.as_bytes(), &expect(), now).map(|(v, _)| match v {
+        let judged = judge(answer.as_bytes(), &expect(), now).map_err(|e| e.to_string());
+        judged.map(|(v, _)| match v {
             Verdict::Active(_) => "active",
             Verdict::Inactive => "inactive",
             Verdict::Refused(TokenError::NotYetValid) => "not_yet_valid",

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Bytes;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, jwk::Jwk};
 
-use super::https::HttpsClient;
+use super::https::{FetchError, HttpsClient};
 
 /// A key a token may be verified with.
 pub struct VerifyKey {
@@ -194,7 +194,7 @@ impl RemoteJwks {
             .expect("a GET with a valid URI builds");
         let result = match self.client.send(req).await {
             Ok(body) => parse_jwks(&body, &self.allowed),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(JwksError::Fetch(e)),
         };
         match result {
             Ok(keys) => {
@@ -212,15 +212,58 @@ impl RemoteJwks {
     }
 }
 
+/// Why a JWK Set gave no keys (the issuer's document, or fetching it).
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The document is not JSON with a `keys` array.
+    #[error("not a JWK Set: {0}")]
+    NotASet(serde_json::Error),
+    /// No key of the set is a signature key for the allowed algorithms.
+    #[error("the JWK Set has no signature key usable with the allowed algorithms")]
+    NoUsableKey,
+    /// The `jwks_url` could not be fetched (the issuer's or the network's
+    /// side).
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+}
+
+/// Why a key file of `[auth.jwt.NAME]` is not usable (the config's or the
+/// file's to fix). The text starts with the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The file cannot be read.
+    #[error("{}: {error}", .path.display())]
+    Read {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// The PEM is not a public key of an allowed algorithm's family.
+    #[error("{}: not a public key for the allowed algorithms", .0.display())]
+    NotAPublicKey(std::path::PathBuf),
+    /// The HMAC secret is shorter than the largest allowed hash (RFC 7518 §3.2).
+    #[error("{}: HMAC secret is shorter than {min} bytes", .path.display())]
+    ShortSecret {
+        /// The secret file.
+        path: std::path::PathBuf,
+        /// The least length, in bytes.
+        min: usize,
+    },
+    /// The secret file holds a PEM key.
+    #[error("{}: looks like a PEM key, not an HMAC secret", .0.display())]
+    PemAsSecret(std::path::PathBuf),
+}
+
 /// Parses a JWK Set, keeping the signature keys usable with `allowed`.
 /// Symmetric (`oct`) keys are never taken from a JWK Set. Keys that do not
 /// parse are skipped; a document without usable keys is an error.
-pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<VerifyKey>, String> {
+pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<VerifyKey>, JwksError> {
     #[derive(serde::Deserialize)]
     struct Set {
         keys: Vec<serde_json::Value>,
     }
-    let set: Set = serde_json::from_slice(body).map_err(|e| format!("not a JWK Set: {e}"))?;
+    let set: Set = serde_json::from_slice(body).map_err(JwksError::NotASet)?;
     let mut out = Vec::new();
     for raw in set.keys {
         if raw.get("use").is_some_and(|u| u != "sig") {
@@ -256,7 +299,7 @@ pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<VerifyKey>, 
         });
     }
     if out.is_empty() {
-        return Err("the JWK Set has no signature key usable with the allowed algorithms".into());
+        return Err(JwksError::NoUsableKey);
     }
     Ok(out)
 }
@@ -266,8 +309,11 @@ pub fn public_key_from_pem(
     path: &Path,
     kid: Option<String>,
     allowed: &[Algorithm],
-) -> Result<VerifyKey, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<VerifyKey, KeyFileError> {
+    let pem = std::fs::read(path).map_err(|error| KeyFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let mut families: Vec<AlgorithmFamily> = allowed.iter().map(|a| a.family()).collect();
     families.dedup();
     for family in families {
@@ -286,10 +332,7 @@ pub fn public_key_from_pem(
             });
         }
     }
-    Err(format!(
-        "{}: not a public key for the allowed algorithms",
-        path.display()
-    ))
+    Err(KeyFileError::NotAPublicKey(path.to_owned()))
 }
 
 /// Reads an HMAC secret file (trailing newline removed) and checks it is at
@@ -298,8 +341,11 @@ pub fn hmac_key_from_file(
     path: &Path,
     kid: Option<String>,
     allowed: &[Algorithm],
-) -> Result<VerifyKey, String> {
-    let mut secret = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+) -> Result<VerifyKey, KeyFileError> {
+    let mut secret = std::fs::read(path).map_err(|error| KeyFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         secret.pop();
     }
@@ -313,16 +359,13 @@ pub fn hmac_key_from_file(
         .max()
         .unwrap_or(32);
     if secret.len() < min {
-        return Err(format!(
-            "{}: HMAC secret is shorter than {min} bytes",
-            path.display()
-        ));
+        return Err(KeyFileError::ShortSecret {
+            path: path.to_owned(),
+            min,
+        });
     }
     if secret.starts_with(b"-----BEGIN") {
-        return Err(format!(
-            "{}: looks like a PEM key, not an HMAC secret",
-            path.display()
-        ));
+        return Err(KeyFileError::PemAsSecret(path.to_owned()));
     }
     Ok(VerifyKey {
         kid,

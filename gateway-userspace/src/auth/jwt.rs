@@ -130,12 +130,14 @@ impl Issuer {
         let mut static_keys = Vec::new();
         for f in &c.public_key_files {
             static_keys.push(
-                jwks::public_key_from_pem(&f.path, f.kid.clone(), &c.algorithms).map_err(err)?,
+                jwks::public_key_from_pem(&f.path, f.kid.clone(), &c.algorithms)
+                    .map_err(|e| err(e.to_string()))?,
             );
         }
         for f in &c.hmac_secret_files {
             static_keys.push(
-                jwks::hmac_key_from_file(&f.path, f.kid.clone(), &c.algorithms).map_err(err)?,
+                jwks::hmac_key_from_file(&f.path, f.kid.clone(), &c.algorithms)
+                    .map_err(|e| err(e.to_string()))?,
             );
         }
         if let Some(path) = &c.jwks_file {
@@ -146,8 +148,8 @@ impl Issuer {
         }
         let remote = match &c.jwks_url {
             Some(url) => {
-                let client =
-                    HttpsClient::new(c.ca_file.as_deref(), c.fetch_timeout.get()).map_err(err)?;
+                let client = HttpsClient::new(c.ca_file.as_deref(), c.fetch_timeout.get())
+                    .map_err(|e| err(e.to_string()))?;
                 Some(RemoteJwks::new(
                     url.0.clone(),
                     client,

@@ -14,11 +14,14 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
 use gateway_common::acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource};
 use serde::{Deserialize, Serialize};
 
-use crate::{clock, net::Net, xdp::XdpMaps};
+use crate::{
+    clock,
+    net::Net,
+    xdp::{XdpMaps, maps::MapsError},
+};
 
 /// Expiry score of a permanent block (2^53 - 1 ms: exact in a double).
 pub const PERMANENT: u64 = (1 << 53) - 1;
@@ -139,7 +142,7 @@ pub struct KernelBlocks {
 impl KernelBlocks {
     /// Writes a cluster block unless a stronger local one is there: a
     /// permanent block of this node's own (operator or config) stays.
-    pub fn apply(&self, net: &Net, record: &BlockRecord, now_ms: u64) -> Result<bool> {
+    pub fn apply(&self, net: &Net, record: &BlockRecord, now_ms: u64) -> Result<bool, MapsError> {
         let Some(entry) = record.entry(now_ms) else {
             return Ok(false);
         };
@@ -155,7 +158,7 @@ impl KernelBlocks {
     }
 
     /// Removes a cluster block (a local block of the same net stays).
-    pub fn remove(&self, net: &Net) -> Result<bool> {
+    pub fn remove(&self, net: &Net) -> Result<bool, MapsError> {
         let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         match maps.block_get(net)? {
             Some(e) if e.is_cluster() => maps.block_del(net),
@@ -164,7 +167,7 @@ impl KernelBlocks {
     }
 
     /// The cluster-flagged entries in the kernel maps.
-    pub fn cluster_entries(&self) -> Result<Vec<(Net, BlockEntry)>> {
+    pub fn cluster_entries(&self) -> Result<Vec<(Net, BlockEntry)>, MapsError> {
         let maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         Ok(maps
             .block_list()?

@@ -38,17 +38,39 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result};
 use arc_swap::ArcSwapOption;
 use redis::{IntoConnectionInfo as _, aio::MultiplexedConnection};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 pub use blocks::{BlockRecord, KernelBlocks, PERMANENT};
 pub use config::ClusterSection;
 pub use limit::SharedLimit;
+pub use quota::RedisQuotaError;
 
 use crate::net::Net;
+
+/// The Redis link's state, as `gateway cluster status` and the dashboard
+/// show it (beside `"configured": true`: `admin::protocol::ClusterStatus`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Whether Redis answers now.
+    pub connected: bool,
+    /// This node's id.
+    pub node_id: String,
+    /// The Redis URL with its password replaced.
+    pub redis: String,
+    /// The prefix of every key this cluster writes.
+    pub key_prefix: String,
+    /// The last link error (`null` once connected).
+    pub error: Option<String>,
+    /// Cluster-wide blocks this node knows.
+    pub cluster_blocks: usize,
+    /// Whether cluster blocks reach this node's kernel (XDP on).
+    pub kernel_blocks: bool,
+    /// Redis clock minus this node's, in milliseconds.
+    pub clock_skew_ms: i64,
+}
 
 /// Counters for `/metrics`.
 #[derive(Default)]
@@ -125,6 +147,40 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// Why the cluster link could not be set up from `[cluster]` (the config's
+/// or its files' to fix; the texts never carry the password).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterStartError {
+    /// A password, certificate or key file cannot be read.
+    #[error("[cluster] reading {}", .path.display())]
+    Read {
+        /// The file, resolved against the config's directory.
+        path: std::path::PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `redis_url` does not parse as a Redis URL.
+    #[error("[cluster] redis_url {url} is not usable: {error}")]
+    Url {
+        /// The URL, password replaced.
+        url: String,
+        /// redis-rs's reason.
+        error: redis::RedisError,
+    },
+    /// The password file is not UTF-8.
+    #[error("[cluster] password_file is not UTF-8")]
+    PasswordNotUtf8(#[source] std::string::FromUtf8Error),
+    /// The client could not be built (TLS material redis-rs refuses).
+    #[error("[cluster] Redis client for {url}: {error}")]
+    Client {
+        /// The URL, password replaced.
+        url: String,
+        /// redis-rs's reason.
+        error: redis::RedisError,
+    },
+}
+
 impl Cluster {
     /// Prepares the Redis client (reading the password and TLS files
     /// relative to `base_dir`) and starts the link task. Returns at once:
@@ -133,24 +189,25 @@ impl Cluster {
         cfg: ClusterSection,
         base_dir: &Path,
         kernel: Option<KernelBlocks>,
-    ) -> Result<Arc<Self>> {
+    ) -> Result<Arc<Self>, ClusterStartError> {
         let read = |p: &Path| {
-            let p = base_dir.join(p);
-            std::fs::read(&p).with_context(|| format!("[cluster] reading {}", p.display()))
+            let path = base_dir.join(p);
+            std::fs::read(&path).map_err(|source| ClusterStartError::Read { path, source })
         };
-        let mut info = cfg.redis_url.as_str().into_connection_info().map_err(|e| {
-            anyhow::anyhow!(
-                "[cluster] redis_url {} is not usable: {e}",
-                cfg.redacted_url()
-            )
-        })?;
+        let mut info = cfg
+            .redis_url
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| ClusterStartError::Url {
+                url: cfg.redacted_url(),
+                error,
+            })?;
         let mut settings = info.redis_settings().clone();
         if let Some(user) = &cfg.username {
             settings = settings.set_username(user);
         }
         if let Some(p) = &cfg.password_file {
-            let text =
-                String::from_utf8(read(p)?).context("[cluster] password_file is not UTF-8")?;
+            let text = String::from_utf8(read(p)?).map_err(ClusterStartError::PasswordNotUtf8)?;
             let pw = text.strip_suffix('\n').unwrap_or(&text);
             let pw = pw.strip_suffix('\r').unwrap_or(pw);
             settings = settings.set_password(pw);
@@ -179,7 +236,10 @@ impl Cluster {
         } else {
             redis::Client::open(info)
         }
-        .map_err(|e| anyhow::anyhow!("[cluster] Redis client for {}: {e}", cfg.redacted_url()))?;
+        .map_err(|error| ClusterStartError::Client {
+            url: cfg.redacted_url(),
+            error,
+        })?;
 
         let p = cfg.key_prefix.clone();
         let keys = Keys {
@@ -333,19 +393,22 @@ impl Cluster {
     }
 
     /// What `gateway cluster status` shows.
-    pub fn status_json(&self) -> serde_json::Value {
+    pub fn status(&self) -> LinkStatus {
         let blocks = self.registry().blocks.len();
-        json!({
-            "configured": true,
-            "connected": self.is_up(),
-            "node_id": self.cfg.node_id,
-            "redis": self.cfg.redacted_url(),
-            "key_prefix": self.keys.prefix,
-            "error": self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            "cluster_blocks": blocks,
-            "kernel_blocks": self.kernel.is_some(),
-            "clock_skew_ms": self.skew_ms.load(Ordering::Relaxed),
-        })
+        LinkStatus {
+            connected: self.is_up(),
+            node_id: self.cfg.node_id.clone(),
+            redis: self.cfg.redacted_url(),
+            key_prefix: self.keys.prefix.clone(),
+            error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            cluster_blocks: blocks,
+            kernel_blocks: self.kernel.is_some(),
+            clock_skew_ms: self.skew_ms.load(Ordering::Relaxed),
+        }
     }
 
     /// Blocks this node holds in its kernel with the cluster flag (from

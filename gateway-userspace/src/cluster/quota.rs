@@ -13,6 +13,21 @@
 
 use super::{Cluster, scripts};
 
+/// Why Redis could not read or reset a quota count (the cluster's side;
+/// the message never carries the Redis password).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisQuotaError {
+    /// The link to Redis is down.
+    #[error("Redis is unavailable")]
+    Unavailable,
+    /// Redis did not answer within `[cluster] command_timeout`.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// Redis refused the command (its message, password scrubbed).
+    #[error("{0}")]
+    Redis(String),
+}
+
 /// Seconds a window's counter outlives the window (so `gateway quota get`
 /// still sees a count just after a window ended and skewed nodes agree).
 const GRACE_SECS: i64 = 3600;
@@ -58,16 +73,21 @@ impl Cluster {
     }
 
     /// The cluster's count of `consumer` in the window starting at `start`.
-    pub async fn quota_get(&self, quota: &str, start: i64, consumer: &str) -> Result<u64, String> {
-        let mut conn = self.connection().ok_or("Redis is unavailable")?;
+    pub async fn quota_get(
+        &self,
+        quota: &str,
+        start: i64,
+        consumer: &str,
+    ) -> Result<u64, RedisQuotaError> {
+        let mut conn = self.connection().ok_or(RedisQuotaError::Unavailable)?;
         let cmd = redis::cmd("GET")
             .arg(self.quota_key(quota, start, consumer))
             .to_owned();
         let v: Option<u64> =
             tokio::time::timeout(self.cfg.command_timeout.get(), cmd.query_async(&mut conn))
                 .await
-                .map_err(|_| "Redis did not answer in time".to_owned())?
-                .map_err(|e| self.scrub(&e))?;
+                .map_err(|_| RedisQuotaError::Timeout)?
+                .map_err(|e| RedisQuotaError::Redis(self.scrub(&e)))?;
         Ok(v.unwrap_or(0))
     }
 
@@ -78,16 +98,16 @@ impl Cluster {
         quota: &str,
         start: i64,
         consumer: &str,
-    ) -> Result<bool, String> {
-        let mut conn = self.connection().ok_or("Redis is unavailable")?;
+    ) -> Result<bool, RedisQuotaError> {
+        let mut conn = self.connection().ok_or(RedisQuotaError::Unavailable)?;
         let cmd = redis::cmd("DEL")
             .arg(self.quota_key(quota, start, consumer))
             .to_owned();
         let n: u64 =
             tokio::time::timeout(self.cfg.command_timeout.get(), cmd.query_async(&mut conn))
                 .await
-                .map_err(|_| "Redis did not answer in time".to_owned())?
-                .map_err(|e| self.scrub(&e))?;
+                .map_err(|_| RedisQuotaError::Timeout)?
+                .map_err(|e| RedisQuotaError::Redis(self.scrub(&e)))?;
         Ok(n > 0)
     }
 }

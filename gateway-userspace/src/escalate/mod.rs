@@ -20,13 +20,14 @@ use std::{
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, OnceLock, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 pub use config::{Action, EscalationSection};
+use parking_lot::Mutex;
 pub use sink::{BlockSink, XdpSink};
 
 use crate::{
@@ -211,12 +212,7 @@ impl Escalator {
     /// The most recent escalations (at most [`RECENT_ESCALATIONS`]), oldest
     /// first: the dashboard's timeline. Kept in memory only.
     pub fn recent(&self) -> Vec<Escalated> {
-        self.recent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.recent.lock().iter().cloned().collect()
     }
 
     fn weight(&self, o: Offence) -> u32 {
@@ -250,7 +246,7 @@ impl Escalator {
         let window = self.cfg.window.as_nanos() as u64;
         let w = self.weight(offence);
         let (offences, points, by_offence) = {
-            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = self.shard(&key).lock();
             if !shard.contains_key(&key) && shard.len() >= (self.cfg.max_sources / SHARDS).max(1) {
                 evict(&mut shard, now, window);
             }
@@ -317,7 +313,7 @@ impl Escalator {
         let now = now_ns();
         self.changes.fetch_add(1, Ordering::Relaxed);
         let offences = {
-            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = self.shard(&key).lock();
             let st = shard.entry(key).or_default();
             if st.blocked_until > now {
                 return;
@@ -388,7 +384,7 @@ impl Escalator {
             "source escalated"
         );
         {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = self.recent.lock();
             if recent.len() >= RECENT_ESCALATIONS {
                 recent.pop_front();
             }
@@ -424,10 +420,7 @@ impl Escalator {
 
     fn forgive(&self, key: IpAddr) {
         self.changes.fetch_add(1, Ordering::Relaxed);
-        self.shard(&key)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        self.shard(&key).lock().remove(&key);
     }
 
     /// Time left of an escalation of `ip`, for sources the kernel cannot
@@ -439,7 +432,7 @@ impl Escalator {
         }
         let key = group_ip(ip, self.cfg.ipv6_prefix_len);
         let now = now_ns();
-        let shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+        let shard = self.shard(&key).lock();
         shard
             .get(&key)
             .filter(|s| s.blocked_until > now)
@@ -451,22 +444,13 @@ impl Escalator {
         let now = now_ns();
         self.shards
             .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .filter(|v| v.blocked_until > now)
-                    .count()
-            })
+            .map(|s| s.lock().values().filter(|v| v.blocked_until > now).count())
             .sum()
     }
 
     /// Sources currently tracked.
     pub fn tracked(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// Ends throttles whose TTL passed (blocks expire in the kernel).

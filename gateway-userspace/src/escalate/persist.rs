@@ -126,7 +126,7 @@ impl Escalator {
         let at = Clocks::now(now_ns());
         let mut sources = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let shard = shard.lock();
             sources.extend(shard.iter().map(|(ip, s)| Saved {
                 source: *ip,
                 points: s.points,
@@ -191,7 +191,7 @@ impl Escalator {
                 continue;
             }
             let key = group_ip(s.source, self.cfg.ipv6_prefix_len);
-            let mut shard = self.shard(&key).lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = self.shard(&key).lock();
             if shard.contains_key(&key) || shard.len() >= per_shard {
                 continue;
             }
@@ -326,7 +326,7 @@ pub async fn keep_saved(escalator: Arc<Escalator>, path: PathBuf, every: Duratio
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use parking_lot::Mutex;
 
     use super::*;
     use crate::escalate::{
@@ -339,7 +339,13 @@ mod tests {
     struct Sink(Mutex<Vec<(Net, u64)>>);
 
     impl BlockSink for Arc<Sink> {
-        fn block(&self, _: &Net, _: Duration, _: &str, _: u32) -> anyhow::Result<()> {
+        fn block(
+            &self,
+            _: &Net,
+            _: Duration,
+            _: &str,
+            _: u32,
+        ) -> Result<(), crate::xdp::maps::MapsError> {
             Ok(())
         }
         fn throttle(
@@ -349,9 +355,9 @@ mod tests {
             _: &ThrottleSpec,
             _: &str,
             _: u32,
-        ) -> anyhow::Result<()> {
+        ) -> Result<(), crate::xdp::maps::MapsError> {
             let until = clock::deadline_ns(ttl);
-            self.0.lock().unwrap().push((*net, until));
+            self.0.lock().push((*net, until));
             Ok(())
         }
         fn allowlisted(&self, _: &IpAddr) -> bool {
@@ -359,10 +365,10 @@ mod tests {
         }
         fn expire_throttles(&self, _: u64) {}
         fn throttles(&self) -> Vec<(Net, u64)> {
-            self.0.lock().unwrap().clone()
+            self.0.lock().clone()
         }
         fn adopt_throttles(&self, t: &[(Net, u64)]) {
-            self.0.lock().unwrap().extend_from_slice(t);
+            self.0.lock().extend_from_slice(t);
         }
     }
 
@@ -512,10 +518,10 @@ mod tests {
         before
             .record(ip("192.0.2.4"), Offence::MalformedHttp, Seen::Socket)
             .unwrap();
-        let was = old_sink.0.lock().unwrap()[0].1;
+        let was = old_sink.0.lock()[0].1;
         let (after, new_sink) = escalator(c, vec![]);
         assert_eq!(restart(&before, &after, "throttle").throttles, 1);
-        let got = new_sink.0.lock().unwrap().clone();
+        let got = new_sink.0.lock().clone();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0.to_string(), "192.0.2.4");
         // Same monotonic clock here: the expiry comes back within 1 s.

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::Result;
 use gateway_common::{
     acl::{BLOCK_FLAG_CLUSTER, BlockEntry, BlockSource},
     config::Limit,
@@ -18,13 +17,19 @@ use gateway_common::{
 };
 
 use super::config::ThrottleSpec;
-use crate::{clock, cluster::Cluster, net::Net, xdp::XdpMaps};
+use crate::{
+    clock,
+    cluster::Cluster,
+    net::Net,
+    xdp::{XdpMaps, maps::MapsError},
+};
 
 /// Where escalations land: the XDP maps in production ([`XdpSink`]), a recorder in tests. Errors
 /// are reported by the escalator, which then blocks at L7 only.
 pub trait BlockSink: Send + Sync {
     /// Blocks `net` for `ttl`.
-    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()>;
+    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32)
+    -> Result<(), MapsError>;
     /// Tightens the packet-rate override of `net` for `ttl`.
     fn throttle(
         &self,
@@ -33,7 +38,7 @@ pub trait BlockSink: Send + Sync {
         spec: &ThrottleSpec,
         reason: &str,
         offences: u32,
-    ) -> Result<()>;
+    ) -> Result<(), MapsError>;
     /// Whether `ip` is on the runtime allowlist (never escalated).
     fn allowlisted(&self, ip: &std::net::IpAddr) -> bool;
     /// Removes throttles whose TTL passed.
@@ -77,7 +82,13 @@ impl XdpSink {
 }
 
 impl BlockSink for XdpSink {
-    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> Result<()> {
+    fn block(
+        &self,
+        net: &Net,
+        ttl: Duration,
+        reason: &str,
+        offences: u32,
+    ) -> Result<(), MapsError> {
         let flag = if self.cluster.is_some() {
             BLOCK_FLAG_CLUSTER
         } else {
@@ -115,7 +126,7 @@ impl BlockSink for XdpSink {
         spec: &ThrottleSpec,
         _reason: &str,
         _offences: u32,
-    ) -> Result<()> {
+    ) -> Result<(), MapsError> {
         let o = LimitOverride {
             pps: Limit {
                 rate: spec.pps.rate,

@@ -13,10 +13,15 @@ struct Recorder {
 }
 
 impl BlockSink for Arc<Recorder> {
-    fn block(&self, net: &Net, ttl: Duration, reason: &str, offences: u32) -> anyhow::Result<()> {
+    fn block(
+        &self,
+        net: &Net,
+        ttl: Duration,
+        reason: &str,
+        offences: u32,
+    ) -> Result<(), crate::xdp::maps::MapsError> {
         self.blocks
             .lock()
-            .unwrap()
             .push((*net, ttl, reason.to_owned(), offences));
         Ok(())
     }
@@ -27,8 +32,8 @@ impl BlockSink for Arc<Recorder> {
         _: &config::ThrottleSpec,
         _: &str,
         _: u32,
-    ) -> anyhow::Result<()> {
-        self.throttles.lock().unwrap().push(*net);
+    ) -> Result<(), crate::xdp::maps::MapsError> {
+        self.throttles.lock().push(*net);
         Ok(())
     }
     fn allowlisted(&self, ip: &IpAddr) -> bool {
@@ -80,7 +85,7 @@ fn crossing_the_threshold_blocks_with_reason_and_ttl() {
     assert!(esc.in_kernel);
     assert_eq!(esc.offences, 1);
     assert_eq!(esc.ttl, Duration::from_millis(50));
-    let blocks = rec.blocks.lock().unwrap();
+    let blocks = rec.blocks.lock();
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].0.to_string(), "192.0.2.1");
     assert_eq!(blocks[0].2, "auth_failure 30, rate_limited 1");
@@ -108,7 +113,7 @@ fn repeat_offences_climb_the_ttl_ladder() {
     let second = hit(2).expect("second escalation after expiry");
     assert_eq!(second.offences, 2);
     assert_eq!(second.ttl, Duration::from_secs(600));
-    assert_eq!(rec.blocks.lock().unwrap().len(), 2);
+    assert_eq!(rec.blocks.lock().len(), 2);
 }
 
 #[test]
@@ -124,7 +129,7 @@ fn allowlisted_and_trusted_sources_are_never_escalated() {
                 .is_none()
         );
     }
-    assert!(rec.blocks.lock().unwrap().is_empty());
+    assert!(rec.blocks.lock().is_empty());
 }
 
 #[test]
@@ -135,10 +140,7 @@ fn forwarded_clients_are_blocked_at_l7_only() {
         .record(ip("198.51.100.9"), Offence::MalformedHttp, Seen::Forwarded)
         .unwrap();
     assert!(!esc.in_kernel);
-    assert!(
-        rec.blocks.lock().unwrap().is_empty(),
-        "nothing written to XDP"
-    );
+    assert!(rec.blocks.lock().is_empty(), "nothing written to XDP");
     assert!(e.l7_blocked(ip("198.51.100.9")).is_some());
     assert!(e.l7_blocked(ip("198.51.100.10")).is_none());
 }
@@ -155,10 +157,7 @@ fn ipv6_offenders_are_escalated_as_their_prefix() {
         )
         .unwrap();
     assert_eq!(esc.source.to_string(), "2001:db8:1:2::/64");
-    assert_eq!(
-        rec.blocks.lock().unwrap()[0].0.to_string(),
-        "2001:db8:1:2::/64"
-    );
+    assert_eq!(rec.blocks.lock()[0].0.to_string(), "2001:db8:1:2::/64");
 }
 
 #[test]
@@ -167,8 +166,8 @@ fn throttle_action_tightens_instead_of_blocking() {
     e.record(ip("192.0.2.4"), Offence::MalformedHttp, Seen::Socket);
     e.record(ip("192.0.2.4"), Offence::MalformedHttp, Seen::Socket)
         .unwrap();
-    assert_eq!(rec.throttles.lock().unwrap().len(), 1);
-    assert!(rec.blocks.lock().unwrap().is_empty());
+    assert_eq!(rec.throttles.lock().len(), 1);
+    assert!(rec.blocks.lock().is_empty());
 }
 
 #[test]
@@ -189,7 +188,7 @@ fn disabled_escalates_nothing() {
                 .is_none()
         );
     }
-    assert!(rec.blocks.lock().unwrap().is_empty());
+    assert!(rec.blocks.lock().is_empty());
 }
 
 #[test]

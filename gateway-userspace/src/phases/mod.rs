@@ -14,13 +14,26 @@ pub mod validate;
 use std::{path::Path, sync::Arc};
 
 use crate::{
-    auth::Authenticator,
+    auth::{AuthConfigError, Authenticator},
     config::Config,
     escalate::Escalator,
     proxy::{Hooks, hooks::Allow},
     ratelimit::quota_store::{QuotaStore, system_clock},
-    validate::Validators,
+    validate::{ValidationConfigError, Validators},
 };
+
+/// Why the request phases could not be built from a config (a key file,
+/// schema or rule the config names is unusable); the caller keeps its
+/// running phases.
+#[derive(Debug, thiserror::Error)]
+pub enum PhasesError {
+    /// An authentication provider could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// A validation rule, schema or OpenAPI document is unusable.
+    #[error(transparent)]
+    Validation(#[from] ValidationConfigError),
+}
 
 /// Builds the hooks for `config`; `base_dir` is where relative files
 /// (schemas, OpenAPI documents) are looked up: the config file's directory.
@@ -33,7 +46,7 @@ pub fn build_hooks(
     base_dir: &Path,
     escalation: Option<Arc<Escalator>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
-) -> Result<Hooks, String> {
+) -> Result<Hooks, PhasesError> {
     let quotas = Arc::new(QuotaStore::new(
         None,
         system_clock(),
@@ -50,11 +63,9 @@ pub fn build_hooks_with_quotas(
     escalation: Option<Arc<Escalator>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     quotas: Arc<QuotaStore>,
-) -> Result<Hooks, String> {
-    let authenticator =
-        Arc::new(Authenticator::from_config(&config.auth).map_err(|e| e.to_string())?);
-    let validators =
-        Validators::from_config(&config.validation, base_dir).map_err(|e| e.to_string())?;
+) -> Result<Hooks, PhasesError> {
+    let authenticator = Arc::new(Authenticator::from_config(&config.auth)?);
+    let validators = Validators::from_config(&config.validation, base_dir)?;
     Ok(Hooks {
         authenticate: Arc::new(auth::AuthPhase::new(authenticator.clone(), config)),
         validate: if validators.is_empty() {

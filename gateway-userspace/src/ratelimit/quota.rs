@@ -45,17 +45,33 @@ pub struct Quota {
     pub window: Window,
 }
 
-impl FromStr for Quota {
-    type Err = String;
+/// Why a quota or time zone in the config does not parse (the text quotes
+/// the value and says what is accepted).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuotaParseError {
+    /// Not `COUNT/hour|day|month`.
+    #[error("quota '{0}' must look like 10000/day, 500/hour or 100000/month")]
+    Shape(String),
+    /// A count of 0 or above 10^12.
+    #[error("quota '{0}' must be from 1 to 1000000000000 requests")]
+    Count(String),
+    /// Not `UTC` or a fixed offset within ±18:00.
+    #[error(
+        "time_zone '{0}' must be \"UTC\" or a fixed offset such as \"+02:00\" \
+         (IANA names like Europe/Paris are not supported)"
+    )]
+    TimeZone(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("quota '{s}' must look like 10000/day, 500/hour or 100000/month");
+impl FromStr for Quota {
+    type Err = QuotaParseError;
+
+    fn from_str(s: &str) -> Result<Self, QuotaParseError> {
+        let bad = || QuotaParseError::Shape(s.to_owned());
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let count: u64 = n.trim().parse().map_err(|_| bad())?;
         if count == 0 || count > 1_000_000_000_000 {
-            return Err(format!(
-                "quota '{s}' must be from 1 to 1000000000000 requests"
-            ));
+            return Err(QuotaParseError::Count(s.to_owned()));
         }
         let window = match unit.trim() {
             "hour" => Window::Hour,
@@ -87,15 +103,10 @@ impl fmt::Display for Quota {
 pub struct UtcOffset(pub i32);
 
 impl FromStr for UtcOffset {
-    type Err = String;
+    type Err = QuotaParseError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "time_zone '{s}' must be \"UTC\" or a fixed offset such as \"+02:00\" \
-                 (IANA names like Europe/Paris are not supported)"
-            )
-        };
+    fn from_str(s: &str) -> Result<Self, QuotaParseError> {
+        let bad = || QuotaParseError::TimeZone(s.to_owned());
         let t = s.trim();
         if t.eq_ignore_ascii_case("utc") || t == "Z" {
             return Ok(Self(0));

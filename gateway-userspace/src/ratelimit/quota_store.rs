@@ -20,12 +20,13 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::quota::{Quota, UtcOffset, window_bounds};
@@ -214,7 +215,7 @@ impl QuotaStore {
             return;
         };
         for s in self.shards.iter() {
-            *s.lock().unwrap_or_else(|p| p.into_inner()) = Shard::default();
+            *s.lock() = Shard::default();
         }
         self.load(path);
     }
@@ -250,15 +251,12 @@ impl QuotaStore {
     /// Notes the quotas of the config being applied: `(name, quota)` pairs
     /// such as `("plan:gold", 10000/day)`, and the time zone.
     pub fn set_configured(&self, quotas: Vec<(String, Quota)>, tz: UtcOffset) {
-        *self.configured.lock().unwrap_or_else(|p| p.into_inner()) = (quotas, tz);
+        *self.configured.lock() = (quotas, tz);
     }
 
     /// The quotas of the running config and its time zone.
     pub fn configured(&self) -> (Vec<(String, Quota)>, UtcOffset) {
-        self.configured
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.configured.lock().clone()
     }
 
     /// The path counts are persisted to, if any.
@@ -281,10 +279,7 @@ impl QuotaStore {
     pub fn check(&self, name: &str, consumer: &str, quota: Quota, tz: UtcOffset) -> QuotaDecision {
         let now = self.now();
         let (start, end) = window_bounds(now, quota.window, tz);
-        let mut shard = self
-            .shard(name, consumer)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shard(name, consumer).lock();
         let fresh = Usage {
             window_start: start,
             window_end: end,
@@ -374,7 +369,7 @@ impl QuotaStore {
     }
 
     fn count_outcome(&self, name: &str, allowed: bool) {
-        let mut o = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self.outcomes.lock();
         let e = match o.get_mut(name) {
             Some(e) => e,
             None => o.entry(name.into()).or_default(),
@@ -387,10 +382,7 @@ impl QuotaStore {
     }
 
     fn put(&self, name: &str, consumer: &str, usage: Usage) {
-        let mut shard = self
-            .shard(name, consumer)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut shard = self.shard(name, consumer).lock();
         if shard.get_mut(name, consumer).is_none() && shard.len >= self.per_shard {
             let now = self.now();
             shard.retain(|_, _, u| u.window_end > now);
@@ -409,7 +401,7 @@ impl QuotaStore {
             .shards
             .iter()
             .flat_map(|s| {
-                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let s = s.lock();
                 s.iter()
                     .filter(|(_, c, u)| *c == consumer && u.window_end > now)
                     .map(|(q, _, u)| (q.to_owned(), *u))
@@ -425,7 +417,7 @@ impl QuotaStore {
     pub fn reset(&self, consumer: &str, quota: Option<&str>) -> usize {
         let mut removed = 0;
         for s in self.shards.iter() {
-            let mut s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = s.lock();
             let before = s.len;
             s.retain(|q, c, _| !(c == consumer && quota.is_none_or(|want| q == want)));
             removed += before - s.len;
@@ -442,14 +434,14 @@ impl QuotaStore {
         let now = self.now();
         let mut sums: HashMap<String, (u64, u64)> = HashMap::new();
         for s in self.shards.iter() {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let s = s.lock();
             for (q, _, u) in s.iter().filter(|(_, _, u)| u.window_end > now) {
                 let e = sums.entry(q.to_owned()).or_default();
                 e.0 += 1;
                 e.1 += u.used;
             }
         }
-        let outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        let outcomes = self.outcomes.lock();
         let mut names: Vec<String> = sums
             .keys()
             .cloned()
@@ -477,7 +469,7 @@ impl QuotaStore {
         let now = self.now();
         let mut entries = Vec::new();
         for s in self.shards.iter() {
-            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let s = s.lock();
             entries.extend(
                 s.iter()
                     .filter(|(_, _, u)| u.window_end > now)
@@ -643,7 +635,7 @@ mod tests {
         for i in 0..10_000 {
             s.check("plan:p", &format!("c{i}"), q("5/day"), UtcOffset(0));
         }
-        let total: usize = s.shards.iter().map(|x| x.lock().unwrap().len).sum();
+        let total: usize = s.shards.iter().map(|x| x.lock().len).sum();
         assert!(total <= 64, "{total}");
     }
 }

@@ -14,13 +14,56 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
-
 use super::{
     ENV, Message, Offered,
     channel::{Channel, ChannelError},
     command,
 };
+
+/// Why a successor could not take over; in every case it is no longer
+/// running and this gateway goes on serving.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    /// This process is PID 1: the deployment's to change (run under an init).
+    #[error(
+        "this gateway is PID 1 (a container's init): the kernel stops every process of the namespace when it exits, its successor included; restart the container instead, or run the gateway under an init (docker run --init, tini)"
+    )]
+    Pid1,
+    /// The command line was not recorded at start (not started by `gateway
+    /// run`): nothing to start again.
+    #[error("the command line of this process was not recorded")]
+    NoCommand,
+    /// The binary is gone: the operator's to install.
+    #[error(
+        "{0} (the binary this gateway was started as) does not exist any more: install the new binary at that path"
+    )]
+    BinaryMissing(String),
+    /// A system call of this process failed (`what` says which).
+    #[error("{what}")]
+    Io {
+        /// The step that failed.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handover channel failed (`what` says at which step and how the
+    /// successor ended).
+    #[error("{what}")]
+    Channel {
+        /// The step that failed.
+        what: String,
+        /// The channel's error.
+        #[source]
+        source: ChannelError,
+    },
+    /// The successor refused, failed, exited or did not answer in time (its
+    /// side: its log says why).
+    #[error("{0}")]
+    Successor(String),
+}
+
+type Result<T, E = HandoverError> = std::result::Result<T, E>;
 
 /// A successor that was started and offered the sockets.
 pub struct Successor {
@@ -47,25 +90,27 @@ pub struct Successor {
 /// stopped).
 pub fn spawn(sockets: Vec<(Offered, OwnedFd)>, admin_socket: &Path) -> Result<Successor> {
     if std::process::id() == 1 {
-        bail!(
-            "this gateway is PID 1 (a container's init): the kernel stops every process of the namespace when it exits, its successor included; restart the container instead, or run the gateway under an init (docker run --init, tini)"
-        );
+        return Err(HandoverError::Pid1);
     }
-    let cmd = command().context("the command line of this process was not recorded")?;
+    let cmd = command().ok_or(HandoverError::NoCommand)?;
     let program = cmd.program.display().to_string();
     if !cmd.program.is_file() {
-        bail!(
-            "{program} (the binary this gateway was started as) does not exist any more: install the new binary at that path"
-        );
+        return Err(HandoverError::BinaryMissing(program));
     }
-    let (ours, theirs) = Channel::pair().context("creating the handover channel")?;
+    let (ours, theirs) = Channel::pair().map_err(|source| HandoverError::Io {
+        what: "creating the handover channel".into(),
+        source,
+    })?;
     let child = std::process::Command::new(&cmd.program)
         .args(&cmd.args)
         .env(ENV, "0")
         .stdin(Stdio::from(theirs))
         .process_group(0)
         .spawn()
-        .with_context(|| format!("starting {program}"))?;
+        .map_err(|source| HandoverError::Io {
+            what: format!("starting {program}"),
+            source,
+        })?;
     let pid = child.id();
     let mut name = admin_socket.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".new-{pid}"));
@@ -84,9 +129,10 @@ pub fn spawn(sockets: Vec<(Offered, OwnedFd)>, admin_socket: &Path) -> Result<Su
     };
     if let Err(e) = s.channel.send(&offer, &borrowed) {
         let status = s.stop();
-        return Err(anyhow::Error::new(e).context(format!(
-            "offering the sockets to the new process ({status})"
-        )));
+        return Err(HandoverError::Channel {
+            what: format!("offering the sockets to the new process ({status})"),
+            source: e,
+        });
     }
     Ok(s)
 }
@@ -110,10 +156,10 @@ impl Successor {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.cleanup();
-                bail!(
+                return Err(HandoverError::Successor(format!(
                     "the new process {} before it was ready; its log says why",
                     describe(Ok(status))
-                );
+                )));
             }
             if Instant::now() >= deadline {
                 break Err(ChannelError::Timeout(timeout));
@@ -123,24 +169,34 @@ impl Successor {
             Ok((Message::Ready, _)) => Ok(()),
             Ok((Message::Failed { error }, _)) => {
                 let status = self.reap(Duration::from_secs(5));
-                bail!("the new process cannot take over ({status}): {error}")
+                Err(HandoverError::Successor(format!(
+                    "the new process cannot take over ({status}): {error}"
+                )))
             }
             Ok((other, _)) => {
                 let status = self.stop();
-                bail!("the new process sent {other:?} instead of ready ({status})")
+                Err(HandoverError::Successor(format!(
+                    "the new process sent {other:?} instead of ready ({status})"
+                )))
             }
             Err(ChannelError::Closed) => {
                 let status = self.reap(Duration::from_secs(5));
-                bail!("the new process {status} before it was ready; its log says why")
+                Err(HandoverError::Successor(format!(
+                    "the new process {status} before it was ready; its log says why"
+                )))
             }
             Err(ChannelError::Timeout(t)) => {
                 let status = self.stop();
-                bail!("the new process was not ready within {t:?}; it was stopped ({status})")
+                Err(HandoverError::Successor(format!(
+                    "the new process was not ready within {t:?}; it was stopped ({status})"
+                )))
             }
             Err(e) => {
                 let status = self.stop();
-                Err(anyhow::Error::new(e)
-                    .context(format!("waiting for the new process ({status})")))
+                Err(HandoverError::Channel {
+                    what: format!("waiting for the new process ({status})"),
+                    source: e,
+                })
             }
         }
     }
@@ -159,12 +215,16 @@ impl Successor {
             Ok((Message::Serving { pid, version }, _)) => Ok((pid, version)),
             Ok((other, _)) => {
                 let status = self.stop();
-                bail!("the new process sent {other:?} instead of serving ({status})")
+                Err(HandoverError::Successor(format!(
+                    "the new process sent {other:?} instead of serving ({status})"
+                )))
             }
             Err(e) => {
                 let status = self.stop();
-                Err(anyhow::Error::new(e)
-                    .context(format!("the new process did not take over ({status})")))
+                Err(HandoverError::Channel {
+                    what: format!("the new process did not take over ({status})"),
+                    source: e,
+                })
             }
         }
     }

@@ -9,14 +9,69 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
-
-use super::{ENV, Message, Offered, Role, channel::Channel};
+use super::{
+    ENV, Message, Offered, Role,
+    channel::{Channel, ChannelError},
+};
 use crate::proxy::listeners::Inherited;
 
 /// How long the running gateway may take to stop accepting and save its
 /// state after [`Message::Ready`].
 const GO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why this process cannot take over from the running gateway (which then
+/// goes on serving).
+#[derive(Debug, thiserror::Error)]
+pub enum TakeoverError {
+    /// The handover variable holds something `gateway upgrade` never sets
+    /// (whoever started this process set it).
+    #[error("{ENV}={0:?}: only 0 (standard input) is used by gateway upgrade")]
+    BadVariable(std::ffi::OsString),
+    /// Standard input is not the handover socket, or cannot be used (`what`
+    /// says which).
+    #[error("{what}")]
+    Stdin {
+        /// The step that failed.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No valid offer arrived.
+    #[error("reading the sockets offered by the running gateway")]
+    Offer(#[source] ChannelError),
+    /// The running gateway sent something out of order (its side).
+    #[error("{0}")]
+    Protocol(String),
+    /// An offered socket is not a listening TCP socket (`what` names it).
+    #[error("{what}")]
+    Socket {
+        /// The offered socket.
+        what: String,
+        /// What it is instead.
+        #[source]
+        source: NotAListener,
+    },
+    /// The channel to the running gateway failed after the offer.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+/// Why an offered descriptor is not a listening TCP socket.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAListener {
+    /// Its type could not be read.
+    #[error(transparent)]
+    Sys(#[from] rustix::io::Errno),
+    /// Not a stream socket, or not listening.
+    #[error("not a listening stream socket")]
+    NotListening,
+    /// A listening stream socket of another family (a Unix socket).
+    #[error("not a TCP socket")]
+    NotTcp(#[source] std::io::Error),
+}
+
+type Result<T, E = TakeoverError> = std::result::Result<T, E>;
 
 /// A takeover in progress: this process was started by `gateway upgrade`.
 pub struct Takeover {
@@ -34,14 +89,20 @@ fn inherited_channel() -> Result<Option<Channel>> {
         return Ok(None);
     };
     if v != "0" {
-        bail!("{ENV}={v:?}: only 0 (standard input) is used by gateway upgrade");
+        return Err(TakeoverError::BadVariable(v));
     }
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .context("duplicating standard input")?;
-    let channel = Channel::from_fd(fd).with_context(|| {
-        format!("{ENV} is set but standard input is not the handover socket of `gateway upgrade`")
+        .map_err(|source| TakeoverError::Stdin {
+            what: "duplicating standard input".into(),
+            source,
+        })?;
+    let channel = Channel::from_fd(fd).map_err(|source| TakeoverError::Stdin {
+        what: format!(
+            "{ENV} is set but standard input is not the handover socket of `gateway upgrade`"
+        ),
+        source,
     })?;
     Ok(Some(channel))
 }
@@ -59,16 +120,18 @@ impl Takeover {
         };
         let (msg, fds) = channel
             .recv::<Message>(Duration::from_secs(10))
-            .context("reading the sockets offered by the running gateway")?;
+            .map_err(TakeoverError::Offer)?;
         let Message::Offer { from_pid, sockets } = msg else {
-            bail!("the running gateway sent {msg:?} instead of its sockets");
+            return Err(TakeoverError::Protocol(format!(
+                "the running gateway sent {msg:?} instead of its sockets"
+            )));
         };
         if sockets.len() != fds.len() {
-            bail!(
+            return Err(TakeoverError::Protocol(format!(
                 "the running gateway named {} sockets but sent {}",
                 sockets.len(),
                 fds.len()
-            );
+            )));
         }
         let mut t = Takeover {
             channel,
@@ -86,8 +149,10 @@ impl Takeover {
             fd,
         ) in sockets.into_iter().zip(fds)
         {
-            let socket = listening_tcp(fd)
-                .with_context(|| format!("the offered {role:?} socket {name} {configured}"))?;
+            let socket = listening_tcp(fd).map_err(|source| TakeoverError::Socket {
+                what: format!("the offered {role:?} socket {name} {configured}"),
+                source,
+            })?;
             match role {
                 Role::Proxy => t.proxy.push((name, configured, socket)),
                 Role::Observability => t.observability = Some((configured, socket)),
@@ -129,7 +194,9 @@ impl Takeover {
         self.channel.send(&Message::Ready, &[])?;
         match self.channel.recv::<Message>(GO_TIMEOUT)? {
             (Message::Go, _) => Ok(()),
-            (other, _) => bail!("the running gateway sent {other:?} instead of the go"),
+            (other, _) => Err(TakeoverError::Protocol(format!(
+                "the running gateway sent {other:?} instead of the go"
+            ))),
         }
     }
 
@@ -170,13 +237,13 @@ pub fn report_failure(error: &str) {
 }
 
 /// `fd` as a listening TCP socket, or why it is not one.
-fn listening_tcp(fd: OwnedFd) -> Result<std::net::TcpListener> {
+fn listening_tcp(fd: OwnedFd) -> Result<std::net::TcpListener, NotAListener> {
     if rustix::net::sockopt::socket_type(&fd)? != rustix::net::SocketType::STREAM
         || !rustix::net::sockopt::socket_acceptconn(&fd)?
     {
-        bail!("not a listening stream socket");
+        return Err(NotAListener::NotListening);
     }
     let socket = std::net::TcpListener::from(fd);
-    socket.local_addr().context("not a TCP socket")?;
+    socket.local_addr().map_err(NotAListener::NotTcp)?;
     Ok(socket)
 }

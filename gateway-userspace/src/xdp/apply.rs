@@ -3,20 +3,22 @@
 //! escalation added at runtime are left alone; static entries that left the
 //! config are removed. Used at start and on reload.
 
-use anyhow::Result;
 use gateway_common::{
     acl::{BlockEntry, BlockSource},
     config::{FLAG_RATE_LIMIT, Limit, XdpConfig},
 };
 
 use super::config::XdpSection;
-use super::{XdpMaps, maps::ALLOW_FROM_CONFIG};
+use super::{
+    XdpMaps,
+    maps::{ALLOW_FROM_CONFIG, MapsError},
+};
 use crate::clock;
 
 /// Writes `[xdp]` into the maps: the settings and protected ports, then the config's allow and
 /// block lists, removing config entries the section no longer lists. Operator and escalation
 /// entries are left alone. Errors are map writes the kernel refused.
-pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<()> {
+pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<(), MapsError> {
     let rl = &section.rate_limit;
     maps.set_config(XdpConfig {
         pps: Limit {

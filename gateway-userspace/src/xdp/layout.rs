@@ -5,7 +5,6 @@
 
 use std::{mem::size_of, path::Path};
 
-use anyhow::{Result, bail};
 use aya::maps::MapInfo;
 use gateway_common::{
     acl::{ALLOW_MAX, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
@@ -65,8 +64,34 @@ pub const MAPS: [Spec; 13] = [
     ),
 ];
 
+/// Why the maps pinned by an earlier run cannot be reused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// A pinned map's description could not be read.
+    #[error(transparent)]
+    Info(#[from] aya::maps::MapError),
+    /// A pinned map was created by a build with another layout (`Display`
+    /// says what to move away).
+    #[error(
+        "pinned map {} has key/value size {}/{} and {} entries, but this gateway expects {}/{} and {}; \
+         it was created by a different build. Move {} away to start with empty maps (its blocks are lost), \
+         or set another [xdp] pin_dir",
+        .path.display(), .found.0, .found.1, .found.2, .want.0, .want.1, .want.2, .dir.display()
+    )]
+    Mismatch {
+        /// The pinned map.
+        path: std::path::PathBuf,
+        /// Its key size, value size and entries.
+        found: (usize, usize, u32),
+        /// This build's.
+        want: (usize, usize, u32),
+        /// The pin directory.
+        dir: std::path::PathBuf,
+    },
+}
+
 /// Fails if a map pinned in `dir` does not match the layout of this build.
-pub fn check_pins(dir: &Path) -> Result<()> {
+pub fn check_pins(dir: &Path) -> Result<(), LayoutError> {
     for (name, key, value, max) in MAPS {
         let path = dir.join(name);
         if !path.exists() {
@@ -79,19 +104,12 @@ pub fn check_pins(dir: &Path) -> Result<()> {
             info.max_entries(),
         );
         if found != (key, value, max) {
-            bail!(
-                "pinned map {} has key/value size {}/{} and {} entries, but this gateway expects {}/{} and {}; \
-                 it was created by a different build. Move {} away to start with empty maps (its blocks are lost), \
-                 or set another [xdp] pin_dir",
-                path.display(),
-                found.0,
-                found.1,
-                found.2,
-                key,
-                value,
-                max,
-                dir.display()
-            );
+            return Err(LayoutError::Mismatch {
+                path,
+                found,
+                want: (key, value, max),
+                dir: dir.to_owned(),
+            });
         }
     }
     Ok(())

@@ -15,19 +15,104 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfError, EbpfLoader,
+    pin::PinError,
     programs::{
         ProgramError, Xdp,
-        links::{FdLink, PinnedLink},
+        links::{FdLink, LinkError, PinnedLink},
         xdp::{XdpLink, XdpLinkId},
     },
 };
 use gateway_common::{BASELINE_PROGRAM_NAME, LAYOUT_VERSION, PROGRAM_NAME};
 
 use super::config::XdpMode;
-use super::{PROGRAM, XdpMaps, bpffs};
+use super::{
+    PROGRAM, XdpMaps,
+    bpffs::{self, BpffsError},
+    layout::LayoutError,
+    maps::MapsError,
+};
+
+/// Why the XDP program could not be loaded, attached or detached. The
+/// variants say where to look: the pin directory, the eBPF object (another
+/// build), the verifier, the interface, or the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The pin directory is not usable (bpffs not mounted, not creatable).
+    #[error(transparent)]
+    Bpffs(#[from] BpffsError),
+    /// Maps pinned by another build are in the way.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// The eBPF object could not be parsed or its maps created or opened
+    /// (`what` says which step).
+    #[error("{what}")]
+    Object {
+        /// The step that failed.
+        what: String,
+        /// aya's error (boxed: it is large).
+        #[source]
+        source: Box<EbpfError>,
+    },
+    /// The eBPF object lacks a program this build expects.
+    #[error("the XDP object has no program {0}")]
+    MissingProgram(&'static str),
+    /// The kernel verifier rejected the program; the text carries its log.
+    #[error("the kernel verifier rejected the XDP program: {0}")]
+    Verifier(String),
+    /// Loading the program failed otherwise.
+    #[error("loading the XDP program into the kernel")]
+    Load(#[source] ProgramError),
+    /// A program operation failed (a test run, a detach, a type check).
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    /// The maps could not be taken from the object.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    /// Attaching to the interface failed; `hint` says what to check.
+    #[error("{hint}")]
+    Attach {
+        /// What to check (the interface name, another XDP program).
+        hint: String,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// A pinned link could not be opened, adopted or written (`what` says
+    /// which).
+    #[error("{what}")]
+    Link {
+        /// The step that failed.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A pin file could not be removed.
+    #[error("removing {}", .path.display())]
+    Remove {
+        /// The pin file.
+        path: PathBuf,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = XdpError> = std::result::Result<T, E>;
+
+/// `e` and its sources, `outer: inner: ...`, for logs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        next = s.source();
+    }
+    out
+}
 
 /// Loads the program into the kernel (where the verifier checks it).
 pub struct Loader {
@@ -90,15 +175,16 @@ impl Loader {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&pin_path)
             .load(PROGRAM)
-            .with_context(|| {
-                format!(
+            .map_err(|source| XdpError::Object {
+                what: format!(
                     "loading the XDP program (maps pinned in {})",
                     pin_path.display()
-                )
+                ),
+                source: Box::new(source),
             })?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| anyhow!("the XDP object has no program {PROGRAM_NAME}"))?
+            .ok_or(XdpError::MissingProgram(PROGRAM_NAME))?
             .try_into()?;
         program.load().map_err(verifier_context)?;
         if reused {
@@ -125,8 +211,11 @@ impl Loader {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(self.pin_path())
             .load(PROGRAM)
-            .context("opening the pinned XDP maps again for readers")?;
-        XdpMaps::take_from(&mut ebpf)
+            .map_err(|source| XdpError::Object {
+                what: "opening the pinned XDP maps again for readers".into(),
+                source: Box::new(source),
+            })?;
+        Ok(XdpMaps::take_from(&mut ebpf)?)
     }
 
     /// A new map layout starts with empty maps in a new directory: carry
@@ -150,7 +239,7 @@ impl Loader {
             ),
             Err(e) => tracing::error!(
                 old = %old.display(),
-                error = %format!("{e:#}"),
+                error = %chain(&e),
                 "XDP map layout changed from v{version} to v{LAYOUT_VERSION} and the old entries could not be \
                  copied: inspect them with `bpftool map dump pinned {0}/GW_BLOCK_V4` (also GW_BLOCK_V6, \
                  GW_BLOCK_CIDR_V4, GW_BLOCK_CIDR_V6, GW_LIMIT_V4, GW_LIMIT_V6), re-add what is still wanted \
@@ -162,15 +251,13 @@ impl Loader {
 }
 
 /// Adds the verifier log to a load error, which is where the reason is.
-fn verifier_context(e: ProgramError) -> anyhow::Error {
+fn verifier_context(e: ProgramError) -> XdpError {
     match e {
         ProgramError::LoadError {
             io_error,
             verifier_log,
-        } => {
-            anyhow!("the kernel verifier rejected the XDP program: {io_error}\n{verifier_log}")
-        }
-        other => anyhow!(other).context("loading the XDP program into the kernel"),
+        } => XdpError::Verifier(format!("{io_error}\n{verifier_log}")),
+        other => XdpError::Load(other),
     }
 }
 
@@ -212,7 +299,7 @@ impl LoadedXdp {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(BASELINE_PROGRAM_NAME)
-            .ok_or_else(|| anyhow!("the XDP object has no program {BASELINE_PROGRAM_NAME}"))?
+            .ok_or(XdpError::MissingProgram(BASELINE_PROGRAM_NAME))?
             .try_into()?;
         if prog.fd().is_err() {
             prog.load().map_err(verifier_context)?;
@@ -240,7 +327,7 @@ impl LoadedXdp {
                     tracing::warn!(pin = %pin_file.display(), interface, "the pinned XDP link no longer points at this interface (it was recreated); attaching afresh");
                 }
                 Err(e) => {
-                    tracing::warn!(pin = %pin_file.display(), error = %format!("{e:#}"), "the pinned XDP link cannot be adopted; attaching afresh");
+                    tracing::warn!(pin = %pin_file.display(), error = %chain(&e), "the pinned XDP link cannot be adopted; attaching afresh");
                 }
             }
             let _ = std::fs::remove_file(&pin_file);
@@ -255,14 +342,20 @@ impl LoadedXdp {
         pin_file: &Path,
         mode: XdpMode,
     ) -> Result<AttachedXdp> {
-        let link = XdpLink::try_from(fd_link)
-            .map_err(|e| anyhow!("the pinned link is not an XDP link: {e}"))?;
-        let id = self.program_mut().attach_to_link(link).with_context(|| {
-            format!(
-                "replacing the program of the XDP link pinned at {}",
-                pin_file.display()
-            )
+        let link = XdpLink::try_from(fd_link).map_err(|e| XdpError::Link {
+            what: "the pinned link is not an XDP link".into(),
+            source: Box::new(e),
         })?;
+        let id = self
+            .program_mut()
+            .attach_to_link(link)
+            .map_err(|e| XdpError::Link {
+                what: format!(
+                    "replacing the program of the XDP link pinned at {}",
+                    pin_file.display()
+                ),
+                source: Box::new(e),
+            })?;
         Ok(AttachedXdp {
             ebpf: self.ebpf,
             link: Some(id),
@@ -310,19 +403,22 @@ impl LoadedXdp {
         let pinned = self
             .program_mut()
             .take_link(link)
-            .map_err(anyhow::Error::from)
-            .and_then(|l| FdLink::try_from(l).map_err(|e| anyhow!("{e}")))
+            .map_err(PinStep::Take)
+            .and_then(|l| FdLink::try_from(l).map_err(PinStep::Fd))
             .and_then(|l| {
                 bpffs::ensure_dir(links)?;
-                l.pin(&pin_file).map_err(anyhow::Error::from)
+                l.pin(&pin_file).map_err(PinStep::Pin)
             });
         let (link, pinned, pin_file) = match pinned {
             Ok(p) => (None, Some(p), Some(pin_file)),
             Err(e) => {
                 // The program's link was taken; without a pin it detaches
                 // when this process exits (a netlink attachment, old kernels).
-                tracing::warn!(error = %format!("{e:#}"), "the XDP link could not be pinned: the filter will detach when the gateway exits");
-                return Err(e.context("pinning the XDP link"));
+                tracing::warn!(error = %chain(&e), "the XDP link could not be pinned: the filter will detach when the gateway exits");
+                return Err(XdpError::Link {
+                    what: "pinning the XDP link".into(),
+                    source: Box::new(e),
+                });
             }
         };
         Ok(AttachedXdp {
@@ -336,6 +432,23 @@ impl LoadedXdp {
             detach_on_exit: false,
         })
     }
+}
+
+/// The step of pinning a fresh link that failed.
+#[derive(Debug, thiserror::Error)]
+enum PinStep {
+    /// Taking the link from the program.
+    #[error(transparent)]
+    Take(ProgramError),
+    /// Turning it into a link that can be pinned.
+    #[error("{0}")]
+    Fd(LinkError),
+    /// The links directory.
+    #[error(transparent)]
+    Dir(#[from] BpffsError),
+    /// Writing the pin.
+    #[error(transparent)]
+    Pin(PinError),
 }
 
 /// The link pins under `links` (for one interface, or all), with the mode
@@ -366,9 +479,18 @@ fn pins_of(links: &Path, interface: Option<&str>) -> Vec<(PathBuf, XdpMode)> {
 /// `interface` (same ifindex), `None` when it points elsewhere or nowhere.
 fn adoptable(pin_file: &Path, interface: &str) -> Result<Option<FdLink>> {
     let link: FdLink = PinnedLink::from_pin(pin_file)
-        .with_context(|| format!("opening the pinned link {}", pin_file.display()))?
+        .map_err(|e| XdpError::Link {
+            what: format!("opening the pinned link {}", pin_file.display()),
+            source: Box::new(e),
+        })?
         .into();
-    let id = link.info().map_err(|e| anyhow!("{e}"))?.id();
+    let id = link
+        .info()
+        .map_err(|e| XdpError::Link {
+            what: format!("reading the pinned link {}", pin_file.display()),
+            source: Box::new(e),
+        })?
+        .id();
     let want = std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
@@ -397,7 +519,7 @@ fn link_ifindex(id: u32) -> Option<u32> {
     None
 }
 
-fn attach_error(e: ProgramError, interface: &str, mode: &str) -> anyhow::Error {
+fn attach_error(e: ProgramError, interface: &str, mode: &str) -> XdpError {
     let hint = match &e {
         ProgramError::UnknownInterface { .. } => {
             format!("there is no interface named {interface:?}; `ip link` lists them")
@@ -406,7 +528,7 @@ fn attach_error(e: ProgramError, interface: &str, mode: &str) -> anyhow::Error {
             "attaching XDP in {mode} mode to {interface} failed (another XDP program attached? try mode = \"skb\")"
         ),
     };
-    anyhow!(e).context(hint)
+    XdpError::Attach { hint, source: e }
 }
 
 impl AttachedXdp {
@@ -417,7 +539,7 @@ impl AttachedXdp {
             match std::fs::remove_file(&pin) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow!(e).context(format!("removing {}", pin.display()))),
+                Err(source) => return Err(XdpError::Remove { path: pin, source }),
             }
         }
         self.pinned.take();
@@ -425,7 +547,7 @@ impl AttachedXdp {
             let prog: &mut Xdp = self
                 .ebpf
                 .program_mut(PROGRAM_NAME)
-                .ok_or_else(|| anyhow!("program vanished"))?
+                .ok_or(XdpError::MissingProgram(PROGRAM_NAME))?
                 .try_into()?;
             prog.detach(link)?;
         }
@@ -452,7 +574,10 @@ impl Drop for AttachedXdp {
 pub fn detach_pinned(pin_dir: &Path, interface: Option<&str>) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (pin, _) in pins_of(&pin_dir.join("links"), interface) {
-        std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        std::fs::remove_file(&pin).map_err(|source| XdpError::Remove {
+            path: pin.clone(),
+            source,
+        })?;
         removed.push(
             pin.file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -5,7 +5,6 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Pod,
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
@@ -71,14 +70,43 @@ fn source_addr(key: &SourceKey) -> IpAddr {
     }
 }
 
+/// Why a map operation failed: the kernel refused it, or the loaded
+/// object is not the one this build expects. Never the caller's input (a
+/// missing key is `None` or `false`, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    /// The loaded XDP object lacks a map this build expects (an eBPF
+    /// object from another build).
+    #[error("the XDP object has no map {0}")]
+    Missing(String),
+    /// A map's type or key/value layout differs from this build's.
+    #[error("map {name} has an unexpected type or layout")]
+    Layout {
+        /// The map's name.
+        name: String,
+        /// What aya found.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A system call on a map failed (a lookup, update, delete or walk).
+    #[error(transparent)]
+    Kernel(#[from] aya::maps::MapError),
+}
+
+/// A map operation's outcome.
+pub type Result<T, E = MapsError> = std::result::Result<T, E>;
+
 fn take<T>(ebpf: &mut aya::Ebpf, name: &str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let map = ebpf
         .take_map(name)
-        .ok_or_else(|| anyhow!("the XDP object has no map {name}"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type or layout"))
+        .ok_or_else(|| MapsError::Missing(name.to_owned()))?;
+    T::try_from(map).map_err(|source| MapsError::Layout {
+        name: name.to_owned(),
+        source,
+    })
 }
 
 /// Whether a map operation failed because the key was absent.

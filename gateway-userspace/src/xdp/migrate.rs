@@ -9,7 +9,6 @@
 
 use std::{net::IpAddr, path::Path};
 
-use anyhow::{Context as _, Result};
 use aya::maps::{HashMap, LpmTrie, Map, MapData, MapInfo};
 use gateway_common::{LAYOUT_VERSION, acl::BlockEntry, maps as names, ratelimit::LimitOverride};
 
@@ -48,6 +47,30 @@ pub fn older_layout_dir(pin_dir: &Path) -> Option<(u32, std::path::PathBuf)> {
         .max_by_key(|(v, _)| *v)
 }
 
+/// Why the entries of an older layout's maps could not be copied (the
+/// gateway starts with the config's lists; the log says what to do by
+/// hand).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// An old pinned map could not be opened.
+    #[error("opening {}", .path.display())]
+    Open {
+        /// The old map's pin.
+        path: std::path::PathBuf,
+        /// aya's error.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Reading an old map failed.
+    #[error(transparent)]
+    Old(#[from] aya::maps::MapError),
+    /// Writing into the new maps failed.
+    #[error(transparent)]
+    New(#[from] super::maps::MapsError),
+}
+
+type Result<T, E = MigrateError> = std::result::Result<T, E>;
+
 /// Opens a pinned map of `old` if it exists and has this build's layout.
 fn open<T>(old: &Path, name: &str) -> Result<Option<T>>
 where
@@ -70,7 +93,10 @@ where
         tracing::warn!(map = %path.display(), "not imported: its layout differs from this build's");
         return Ok(None);
     }
-    let data = MapData::from_pin(&path).with_context(|| format!("opening {}", path.display()))?;
+    let data = MapData::from_pin(&path).map_err(|source| MigrateError::Open {
+        path: path.clone(),
+        source,
+    })?;
     Ok(Some(T::try_from(Map::from_map_data(data)?)?))
 }
 

@@ -67,20 +67,46 @@ impl std::fmt::Debug for Dashboard {
     }
 }
 
+/// Why the dashboard's token file cannot be used (a start-up error; the
+/// config's or the file system's to fix). Never carries the token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file cannot be read.
+    #[error("reading the dashboard token_file {}: {error}", .path.display())]
+    Read {
+        /// The configured `token_file`.
+        path: std::path::PathBuf,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// The token is shorter than [`MIN_TOKEN_LEN`] bytes.
+    #[error(
+        "the dashboard token_file {} holds {len} bytes; use at least {MIN_TOKEN_LEN} \
+         (e.g. `openssl rand -hex 32 > {}`)",
+        .path.display(),
+        .path.display()
+    )]
+    TooShort {
+        /// The configured `token_file`.
+        path: std::path::PathBuf,
+        /// Its length after trimming, in bytes.
+        len: usize,
+    },
+}
+
 /// Reads the token from `path`: surrounding whitespace trimmed, at least
 /// [`MIN_TOKEN_LEN`] bytes. The error names the file, never the content.
-pub fn read_token(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("reading the dashboard token_file {}: {e}", path.display()))?;
+pub fn read_token(path: &Path) -> Result<String, TokenFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| TokenFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let token = text.trim();
     if token.len() < MIN_TOKEN_LEN {
-        return Err(format!(
-            "the dashboard token_file {} holds {} bytes; use at least {MIN_TOKEN_LEN} \
-             (e.g. `openssl rand -hex 32 > {}`)",
-            path.display(),
-            token.len(),
-            path.display()
-        ));
+        return Err(TokenFileError::TooShort {
+            path: path.to_owned(),
+            len: token.len(),
+        });
     }
     Ok(token.to_owned())
 }

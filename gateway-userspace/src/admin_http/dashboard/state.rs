@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::exposition::{self, Sample};
 use crate::{
     admin::{
-        protocol::Request,
-        server::{AdminState, handle},
+        protocol::ClusterStatus,
+        server::{AdminState, read_stats},
     },
     escalate::Escalator,
     observe::Metrics,
@@ -60,9 +60,9 @@ pub fn build(s: &Sources, write_enabled: bool, refresh_ms: u64) -> Value {
         "escalations": escalations(&s.escalator),
         "traffic": traffic(&s.metrics.encode_events()),
         "upstreams": upstreams(&s.proxy),
-        "cluster": match &s.admin.cluster {
-            Some(c) => c.status_json(),
-            None => json!({ "configured": false }),
+        "cluster": ClusterStatus {
+            configured: s.admin.cluster.is_some(),
+            link: s.admin.cluster.as_ref().map(|c| c.status()),
         },
     })
 }
@@ -76,14 +76,13 @@ fn xdp(s: &Sources) -> Value {
         "interface": s.admin.interface,
         "mode": s.admin.mode,
     });
-    if s.admin.maps.is_some() {
-        let r = handle(&s.admin, Request::Stats { top: TOP_DROPPED });
-        if r.ok {
-            v["counters"] = r.data["counters"].clone();
-            v["top_dropped"] = r.data["top_dropped"].clone();
-        } else {
-            v["error"] = json!(r.error);
+    match read_stats(&s.admin, TOP_DROPPED) {
+        Some(Ok(stats)) => {
+            v["counters"] = json!(stats.counters);
+            v["top_dropped"] = json!(stats.top_dropped);
         }
+        Some(Err(e)) => v["error"] = json!(e.to_string()),
+        None => {}
     }
     v
 }
@@ -97,7 +96,7 @@ fn xdp(s: &Sources) -> Value {
 /// when the blocklist is large; `gateway block list` shows them all.
 fn blocks(s: &Sources) -> (Value, bool) {
     match crate::admin::server::block_list_first(&s.admin, MAX_BLOCKS) {
-        Some(Ok(b)) => b,
+        Some(Ok((blocks, more))) => (json!(blocks), more),
         _ => (json!([]), false),
     }
 }

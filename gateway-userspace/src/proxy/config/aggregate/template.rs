@@ -58,6 +58,63 @@ pub enum RenderError {
     Upstream(String),
 }
 
+/// Why a call's `path` template is refused (a config error; the text
+/// quotes the path).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    /// It does not start with `/`.
+    #[error("path '{0}' must start with '/'")]
+    NoLeadingSlash(String),
+    /// A literal `.` or `..` segment.
+    #[error("path '{0}' has a '.' or '..' segment")]
+    DotSegment(String),
+    /// A `{` that is never closed.
+    #[error("path '{0}': '{{' without '}}'")]
+    Unclosed(String),
+    /// A `}` that was never opened.
+    #[error("path '{0}': '}}' without '{{'")]
+    Unopened(String),
+    /// A character that is not visible ASCII, or a `#`.
+    #[error("path '{0}' may contain only visible ASCII characters and no '#'")]
+    BadCharacter(String),
+    /// A second `?`.
+    #[error("path '{0}' has more than one '?'")]
+    TwoQueries(String),
+    /// A variable that names nothing usable.
+    #[error("path '{path}': {problem}")]
+    Variable {
+        /// The template.
+        path: String,
+        /// What is wrong with the variable.
+        problem: VarError,
+    },
+}
+
+/// What is wrong with one `{variable}` of a template.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VarError {
+    /// `{query.}` without a name.
+    #[error("{{query.}} needs a parameter name")]
+    EmptyQueryName,
+    /// `{header.X}` where X is not a header name.
+    #[error("'{0}' is not a header name")]
+    NotAHeader(String),
+    /// A name that is not a path parameter of the route.
+    #[error("'{{{0}}}' is not a path parameter of the route")]
+    NotAParameter(String),
+    /// A response field of a call that `after` does not name.
+    #[error("'{{{name}}}' uses call '{call}', which must be named by `after`")]
+    CallNotAfter {
+        /// The variable.
+        name: String,
+        /// The call it names.
+        call: String,
+    },
+    /// `{call.a..b}`: an empty field name.
+    #[error("'{{{0}}}' has an empty field name")]
+    EmptyField(String),
+}
+
 impl Template {
     /// Parses `s`. `params` are the route's path parameter names; `after`
     /// the call whose fields may be used.
@@ -65,16 +122,16 @@ impl Template {
     /// # Errors
     /// A message for the config error: unbalanced braces, an unknown
     /// variable, a literal part that is not a valid request target.
-    pub fn parse(s: &str, params: &[String], after: Option<&str>) -> Result<Self, String> {
+    pub fn parse(s: &str, params: &[String], after: Option<&str>) -> Result<Self, TemplateError> {
         if !s.starts_with('/') {
-            return Err(format!("path '{s}' must start with '/'"));
+            return Err(TemplateError::NoLeadingSlash(s.to_owned()));
         }
         let path = s.split('?').next().unwrap_or("");
         if path
             .split('/')
             .any(|seg| matches!(decode(seg).as_deref(), Some(".") | Some("..")))
         {
-            return Err(format!("path '{s}' has a '.' or '..' segment"));
+            return Err(TemplateError::DotSegment(s.to_owned()));
         }
         let mut pieces = Vec::new();
         let mut in_query = false;
@@ -84,10 +141,15 @@ impl Template {
                 Some(0) => {
                     let end = rest
                         .find('}')
-                        .ok_or_else(|| format!("path '{s}': '{{' without '}}'"))?;
+                        .ok_or_else(|| TemplateError::Unclosed(s.to_owned()))?;
                     let name = &rest[1..end];
                     pieces.push(Piece::Var {
-                        var: var(name, params, after).map_err(|m| format!("path '{s}': {m}"))?,
+                        var: var(name, params, after).map_err(|problem| {
+                            TemplateError::Variable {
+                                path: s.to_owned(),
+                                problem,
+                            }
+                        })?,
                         in_query,
                     });
                     rest = &rest[end + 1..];
@@ -96,16 +158,14 @@ impl Template {
                     let end = found.unwrap_or(rest.len());
                     let lit = &rest[..end];
                     if lit.contains('}') {
-                        return Err(format!("path '{s}': '}}' without '{{'"));
+                        return Err(TemplateError::Unopened(s.to_owned()));
                     }
                     if !lit.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-                        return Err(format!(
-                            "path '{s}' may contain only visible ASCII characters and no '#'"
-                        ));
+                        return Err(TemplateError::BadCharacter(s.to_owned()));
                     }
                     if lit.contains('?') {
                         if in_query || lit.matches('?').count() > 1 {
-                            return Err(format!("path '{s}' has more than one '?'"));
+                            return Err(TemplateError::TwoQueries(s.to_owned()));
                         }
                         in_query = true;
                     }
@@ -169,33 +229,34 @@ impl Template {
     }
 }
 
-fn var(name: &str, params: &[String], after: Option<&str>) -> Result<Var, String> {
+fn var(name: &str, params: &[String], after: Option<&str>) -> Result<Var, VarError> {
     if let Some(q) = name.strip_prefix("query.") {
         if q.is_empty() {
-            return Err("{query.} needs a parameter name".into());
+            return Err(VarError::EmptyQueryName);
         }
         return Ok(Var::Query(q.to_owned()));
     }
     if let Some(h) = name.strip_prefix("header.") {
         return http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
             .map(Var::Header)
-            .map_err(|_| format!("'{h}' is not a header name"));
+            .map_err(|_| VarError::NotAHeader(h.to_owned()));
     }
     match name.split_once('.') {
         None => params
             .iter()
             .position(|p| p == name)
             .map(Var::Param)
-            .ok_or_else(|| format!("'{{{name}}}' is not a path parameter of the route")),
+            .ok_or_else(|| VarError::NotAParameter(name.to_owned())),
         Some((call, fields)) => {
             if after != Some(call) {
-                return Err(format!(
-                    "'{{{name}}}' uses call '{call}', which must be named by `after`"
-                ));
+                return Err(VarError::CallNotAfter {
+                    name: name.to_owned(),
+                    call: call.to_owned(),
+                });
             }
             let fields: Vec<String> = fields.split('.').map(str::to_owned).collect();
             if fields.iter().any(String::is_empty) {
-                return Err(format!("'{{{name}}}' has an empty field name"));
+                return Err(VarError::EmptyField(name.to_owned()));
             }
             Ok(Var::Field(fields))
         }
@@ -364,5 +425,29 @@ mod tests {
         assert!(Template::parse("/u/../{id}", &p, None).is_err());
         assert!(Template::parse("/u/%2e/{id}", &p, None).is_err());
         assert!(Template::parse("/u/{id}?a={query.a}&h={header.x-a}", &p, None).is_ok());
+    }
+
+    #[test]
+    fn template_errors_say_what_the_config_must_change() {
+        let p = vec!["id".to_owned()];
+        let text = |t: &str, after| Template::parse(t, &p, after).unwrap_err().to_string();
+        assert_eq!(
+            text("/u/{nope}", None),
+            "path '/u/{nope}': '{nope}' is not a path parameter of the route"
+        );
+        assert_eq!(text("/u/{id", None), "path '/u/{id': '{' without '}'");
+        assert_eq!(text("/u/}", None), "path '/u/}': '}' without '{'");
+        assert_eq!(
+            text("/u/{other.x}", Some("user")),
+            "path '/u/{other.x}': '{other.x}' uses call 'other', which must be named by `after`"
+        );
+        assert_eq!(
+            text("/u?a={query.}", None),
+            "path '/u?a={query.}': {query.} needs a parameter name"
+        );
+        assert_eq!(
+            text("/u/{user..x}", Some("user")),
+            "path '/u/{user..x}': '{user..x}' has an empty field name"
+        );
     }
 }
