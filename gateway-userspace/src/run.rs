@@ -213,7 +213,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
         ),
     };
-    let mut hooks = phases::build_hooks_with_quotas(
+    let mut engines = phases::build_engines_with_quotas(
         &config,
         &base_dir(config_path.as_ref()),
         Some(escalator.clone()),
@@ -222,12 +222,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)
     .context("building the request phases")?;
-    hooks.observe = observe.clone();
+    engines.observe = observe.clone();
     let proxy = match takeover.as_mut() {
-        None => Proxy::start(&config, hooks).await,
+        None => Proxy::start(&config, engines).await,
         Some(t) => {
             let demo = t.demo_socket(config.demo.address);
-            Proxy::bind(&config, hooks, t.proxy_sockets(), demo).await
+            Proxy::bind(&config, engines, t.proxy_sockets(), demo).await
         }
     }
     .context("starting the proxy listeners")?;
@@ -696,7 +696,7 @@ fn try_reload(
                 .into(),
         );
     }
-    let mut hooks = phases::build_hooks_with_quotas(
+    let mut engines = phases::build_engines_with_quotas(
         &new,
         &base_dir(Some(path)),
         Some(escalator.clone()),
@@ -704,10 +704,10 @@ fn try_reload(
         quotas.clone(),
     )
     .map_err(|e| e.to_string())?;
-    hooks.observe = observe.clone();
+    engines.observe = observe.clone();
     // Every new listener socket is bound here, before anything changes: one
     // that cannot bind fails the reload and the old listeners keep serving.
-    let prepared = match proxy.prepare(&new, hooks) {
+    let prepared = match proxy.prepare(&new, engines) {
         Ok(p) => p,
         Err(e) => {
             // The quota names `gateway quota` sees stay those of the running config.

@@ -20,8 +20,8 @@ use bytes::Bytes;
 use gateway::{
     config::Config,
     observe::{Observe, access_log::AccessLog},
-    phases::build_hooks,
-    proxy::{Hooks, Proxy},
+    phases::build_engines,
+    proxy::{Engines, Proxy},
 };
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -120,7 +120,7 @@ fn chunked(total: usize) -> Response<Body> {
         .unwrap()
 }
 
-/// The gateway with the given routes and upstreams, hooks built from the
+/// The gateway with the given routes and upstreams, engines built from the
 /// config (auth, rate limits), metrics and an access log we can read.
 struct Gateway {
     _proxy: Proxy,
@@ -138,14 +138,14 @@ impl Gateway {
             log.display()
         );
         let config = Config::parse(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let mut hooks: Hooks =
-            build_hooks(&config, std::path::Path::new("."), None, None).expect("hooks");
-        hooks.observe = Observe {
-            metrics: hooks.observe.metrics.clone(),
+        let mut engines: Engines =
+            build_engines(&config, std::path::Path::new("."), None, None).expect("engines");
+        engines.observe = Observe {
+            metrics: engines.observe.metrics.clone(),
             access_log: Arc::new(AccessLog::open(&config.log, &[]).unwrap()),
         };
-        let observe = hooks.observe.clone();
-        let proxy = Proxy::start(&config, hooks).await.unwrap();
+        let observe = engines.observe.clone();
+        let proxy = Proxy::start(&config, engines).await.unwrap();
         let addr = proxy.local_addr("main").unwrap();
         Gateway {
             _proxy: proxy,

@@ -509,9 +509,11 @@ async fn validated_proxy(origin: &Origin, limits: &str) -> (gateway::proxy::Prox
         upstream("o", &[origin.addr], "")
     );
     let config = gateway::config::Config::parse(&toml, "t.toml").unwrap_or_else(|e| panic!("{e}"));
-    let hooks = gateway::phases::build_hooks(&config, std::path::Path::new("."), None, None)
-        .expect("hooks");
-    let proxy = gateway::proxy::Proxy::start(&config, hooks).await.unwrap();
+    let engines = gateway::phases::build_engines(&config, std::path::Path::new("."), None, None)
+        .expect("engines");
+    let proxy = gateway::proxy::Proxy::start(&config, engines)
+        .await
+        .unwrap();
     let addr = proxy.local_addr("main").unwrap();
     (proxy, addr)
 }

@@ -9,7 +9,7 @@ mod proxy_common;
 use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use gateway::{config::Config, escalate::Escalator, phases::build_hooks, proxy::Proxy};
+use gateway::{config::Config, escalate::Escalator, phases::build_engines, proxy::Proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_common::*;
@@ -103,9 +103,9 @@ async fn start_with(threshold: u32, extra: &str) -> Gw {
     let origin = Origin::start("o").await;
     let config = config(&origin, "", threshold, extra);
     let esc = Arc::new(Escalator::new(config.escalation.clone(), vec![], None));
-    let hooks =
-        build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
-    let proxy = Proxy::start(&config, hooks).await.expect("proxy starts");
+    let engines = build_engines(&config, std::path::Path::new("."), Some(esc.clone()), None)
+        .expect("engines");
+    let proxy = Proxy::start(&config, engines).await.expect("proxy starts");
     Gw {
         addr: proxy.local_addr("main").expect("main listener"),
         tls: proxy.local_addr("tls").expect("tls listener"),
@@ -583,7 +583,7 @@ async fn trusted_proxies_keep_the_forwarded_family_but_never_overrides() {
         1_000_000,
         "",
     );
-    let proxy = Proxy::start(&config, gateway::proxy::Hooks::default())
+    let proxy = Proxy::start(&config, gateway::proxy::Engines::default())
         .await
         .unwrap();
     let addr = proxy.local_addr("main").unwrap();

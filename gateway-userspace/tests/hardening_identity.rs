@@ -24,7 +24,7 @@ use gateway::{
     config::Config,
     escalate::Escalator,
     observe::{AccessLog, Metrics, Observe},
-    phases::build_hooks,
+    phases::build_engines,
     proxy::Proxy,
 };
 use http::{Request, Response};
@@ -175,14 +175,14 @@ enabled = false
         Vec::new()
     };
     let esc = Arc::new(Escalator::new(config.escalation.clone(), never, None));
-    let mut hooks =
-        build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
+    let mut engines = build_engines(&config, std::path::Path::new("."), Some(esc.clone()), None)
+        .expect("engines");
     let access_log = Arc::new(AccessLog::open(&config.log, &["api_key".to_owned()]).unwrap());
-    hooks.observe = Observe {
+    engines.observe = Observe {
         metrics: Arc::new(Metrics::new()),
         access_log: access_log.clone(),
     };
-    let proxy = Proxy::start(&config, hooks).await.expect("proxy starts");
+    let proxy = Proxy::start(&config, engines).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     Gw {
         _proxy: proxy,

@@ -10,15 +10,15 @@ mod proxy_common;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use auth_support::{Handler, MockServer, now, rs256, rsa_key, sign};
-use gateway::{config::Config, phases::build_hooks, proxy::Proxy};
+use gateway::{config::Config, phases::build_engines, proxy::Proxy};
 use proxy_common::*;
 use serde_json::{Value, json};
 
 async fn start(toml: &str, base_dir: &Path) -> (Proxy, SocketAddr) {
     let full = format!("{toml}\n[xdp]\nenabled = false\n");
     let config = Config::parse(&full, "test.toml").unwrap_or_else(|e| panic!("{e}\n{full}"));
-    let hooks = build_hooks(&config, base_dir, None, None).expect("hooks");
-    let proxy = Proxy::start(&config, hooks).await.expect("proxy starts");
+    let engines = build_engines(&config, base_dir, None, None).expect("engines");
+    let proxy = Proxy::start(&config, engines).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     (proxy, addr)
 }

@@ -15,7 +15,7 @@ use gateway::{
     escalate::{BlockSink, Escalator, config::ThrottleSpec},
     net::Net,
     observe::{AccessLog, LogSection, Observe, config::AccessLogTarget},
-    phases::build_hooks,
+    phases::build_engines,
     proxy::Proxy,
 };
 use proxy_common::{Origin, raw, upstream};
@@ -76,14 +76,14 @@ async fn proxied_clients_are_logged_apart_from_the_balancer_and_blocked_at_l7() 
         vec![],
         Some(Box::new(rec.clone())),
     ));
-    let mut hooks =
-        build_hooks(&config, std::path::Path::new("."), Some(esc.clone()), None).unwrap();
+    let mut engines =
+        build_engines(&config, std::path::Path::new("."), Some(esc.clone()), None).unwrap();
     let access_log = Arc::new(AccessLog::open(&section, &[]).unwrap());
-    hooks.observe = Observe {
+    engines.observe = Observe {
         access_log: access_log.clone(),
         ..Observe::default()
     };
-    let proxy = Proxy::start(&config, hooks).await.unwrap();
+    let proxy = Proxy::start(&config, engines).await.unwrap();
     let addr = proxy.local_addr("main").unwrap();
 
     let pp = "PROXY TCP4 192.0.2.7 10.0.0.1 5555 80\r\n";

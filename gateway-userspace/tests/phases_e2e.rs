@@ -7,7 +7,7 @@ mod proxy_common;
 
 use std::sync::Arc;
 
-use gateway::{config::Config, escalate::Escalator, phases::build_hooks, proxy::Proxy};
+use gateway::{config::Config, escalate::Escalator, phases::build_engines, proxy::Proxy};
 use proxy_common::*;
 
 /// SHA-256 of `demo-key`.
@@ -61,9 +61,9 @@ enabled = false
 
 async fn start(config: &Config) -> (Proxy, std::net::SocketAddr, Arc<Escalator>) {
     let esc = Arc::new(Escalator::new(config.escalation.clone(), vec![], None));
-    let hooks =
-        build_hooks(config, std::path::Path::new("."), Some(esc.clone()), None).expect("hooks");
-    let proxy = Proxy::start(config, hooks).await.expect("proxy starts");
+    let engines =
+        build_engines(config, std::path::Path::new("."), Some(esc.clone()), None).expect("engines");
+    let proxy = Proxy::start(config, engines).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     (proxy, addr, esc)
 }

@@ -448,7 +448,8 @@ async fn reload_keeps_resolved_addresses_while_dns_is_down() {
     // The new generation cannot resolve; it starts from the old answer.
     let full = format!("{toml}\n[xdp]\nenabled = false\n");
     let config = Config::parse(&full, "test.toml").unwrap();
-    p.reload(&config, gateway::proxy::Hooks::default()).unwrap();
+    p.reload(&config, gateway::proxy::Engines::default())
+        .unwrap();
     let before = a.requests().len();
     for _ in 0..5 {
         assert_eq!(get(addr, "/", "").await.status, 200);

@@ -15,7 +15,7 @@ use std::{
 
 use gateway::{
     config::Config,
-    proxy::{Hooks, Proxy},
+    proxy::{Engines, Proxy},
 };
 use proxy_common::*;
 use tokio::{
@@ -85,7 +85,7 @@ async fn reload_adds_a_listener_then_removes_it() {
     let origin = Origin::start("o").await;
     let main = listener("main", "127.0.0.1:0", "");
     let second = listener("second", "127.0.0.1:0", "");
-    let proxy = Proxy::start(&config(&main, origin.addr, ""), Hooks::default())
+    let proxy = Proxy::start(&config(&main, origin.addr, ""), Engines::default())
         .await
         .unwrap();
     let main_addr = proxy.local_addr("main").unwrap();
@@ -101,7 +101,7 @@ async fn reload_adds_a_listener_then_removes_it() {
     proxy
         .reload(
             &config(&format!("{main}{second}"), origin.addr, ""),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     let second_addr = proxy.local_addr("second").expect("added by the reload");
@@ -114,7 +114,7 @@ async fn reload_adds_a_listener_then_removes_it() {
     );
 
     proxy
-        .reload(&config(&main, origin.addr, ""), Hooks::default())
+        .reload(&config(&main, origin.addr, ""), Engines::default())
         .unwrap();
     assert_eq!(proxy.local_addr("second"), None);
     until_refused(second_addr).await;
@@ -133,7 +133,7 @@ async fn reload_adds_a_listener_then_removes_it() {
 async fn a_listener_that_cannot_bind_fails_the_reload_and_nothing_changes() {
     let (old, new) = (Origin::start("old").await, Origin::start("new").await);
     let main = listener("main", "127.0.0.1:0", "");
-    let proxy = Proxy::start(&config(&main, old.addr, ""), Hooks::default())
+    let proxy = Proxy::start(&config(&main, old.addr, ""), Engines::default())
         .await
         .unwrap();
     let main_addr = proxy.local_addr("main").unwrap();
@@ -151,7 +151,7 @@ async fn a_listener_that_cannot_bind_fails_the_reload_and_nothing_changes() {
         "",
     );
     let e = proxy
-        .reload(&bad, Hooks::default())
+        .reload(&bad, Engines::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("'third'"), "{e}");
@@ -173,7 +173,7 @@ async fn a_listener_that_cannot_bind_fails_the_reload_and_nothing_changes() {
         new.addr,
         "",
     );
-    proxy.reload(&good, Hooks::default()).unwrap();
+    proxy.reload(&good, Engines::default()).unwrap();
     assert_eq!(proxy.local_addr("third"), Some(taken));
     assert_eq!(get(taken, "/third", "").await.status, 200);
     assert_eq!(new.seen().len(), 1);
@@ -192,7 +192,7 @@ async fn a_removed_listener_finishes_its_requests_then_closes() {
     .await;
     let main = listener("main", "127.0.0.1:0", "");
     let both = format!("{main}{}", listener("second", "127.0.0.1:0", ""));
-    let proxy = Proxy::start(&config(&both, origin.addr, ""), Hooks::default())
+    let proxy = Proxy::start(&config(&both, origin.addr, ""), Engines::default())
         .await
         .unwrap();
     let second = proxy.local_addr("second").unwrap();
@@ -220,7 +220,7 @@ async fn a_removed_listener_finishes_its_requests_then_closes() {
 
     let mut cfg = config(&main, origin.addr, "");
     cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_secs(10);
-    proxy.reload(&cfg, Hooks::default()).unwrap();
+    proxy.reload(&cfg, Engines::default()).unwrap();
     until_refused(second).await;
 
     let (head, closed) = in_flight.await.unwrap();
@@ -245,7 +245,7 @@ async fn changed_settings_apply_to_new_connections_on_the_same_socket() {
     let origin = Origin::start("o").await;
     let proxy = Proxy::start(
         &config(&listener("main", "127.0.0.1:0", ""), origin.addr, ""),
-        Hooks::default(),
+        Engines::default(),
     )
     .await
     .unwrap();
@@ -260,7 +260,7 @@ async fn changed_settings_apply_to_new_connections_on_the_same_socket() {
     // Proxying listener → redirect listener, same address.
     let redirect = listener("main", "127.0.0.1:0", "redirect_https_port = 8443");
     proxy
-        .reload(&config(&redirect, origin.addr, ""), Hooks::default())
+        .reload(&config(&redirect, origin.addr, ""), Engines::default())
         .unwrap();
     assert_eq!(proxy.local_addr("main"), Some(addr), "not re-bound");
     let r = get(addr, "/x", "").await;
@@ -283,7 +283,7 @@ async fn changed_settings_apply_to_new_connections_on_the_same_socket() {
     proxy
         .reload(
             &config(&tls, origin.addr, "[tls]\nself_signed = true\n"),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     assert_eq!(proxy.local_addr("main"), Some(addr));
@@ -306,7 +306,7 @@ async fn changed_settings_apply_to_new_connections_on_the_same_socket() {
                 origin.addr,
                 "",
             ),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     let r = raw(
@@ -339,7 +339,7 @@ async fn moved_and_renamed_listeners() {
     let fixed = format!("127.0.0.1:{}", free_port());
     let proxy = Proxy::start(
         &config(&listener("a", &fixed, ""), origin.addr, ""),
-        Hooks::default(),
+        Engines::default(),
     )
     .await
     .unwrap();
@@ -350,7 +350,7 @@ async fn moved_and_renamed_listeners() {
     proxy
         .reload(
             &config(&listener("b", &fixed, ""), origin.addr, ""),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     assert_eq!(proxy.local_addr("a"), None);
@@ -362,7 +362,7 @@ async fn moved_and_renamed_listeners() {
     proxy
         .reload(
             &config(&listener("b", &other, ""), origin.addr, ""),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     let b = proxy.local_addr("b").unwrap();
@@ -386,7 +386,7 @@ async fn a_removed_listener_sends_http2_goaway_and_finishes_open_streams() {
     .await;
     let main = listener("main", "127.0.0.1:0", "");
     let both = format!("{main}{}", listener("second", "127.0.0.1:0", ""));
-    let proxy = Proxy::start(&config(&both, origin.addr, ""), Hooks::default())
+    let proxy = Proxy::start(&config(&both, origin.addr, ""), Engines::default())
         .await
         .unwrap();
     let second = proxy.local_addr("second").unwrap();
@@ -411,7 +411,7 @@ async fn a_removed_listener_sends_http2_goaway_and_finishes_open_streams() {
 
     let mut cfg = config(&main, origin.addr, "");
     cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_secs(10);
-    proxy.reload(&cfg, Hooks::default()).unwrap();
+    proxy.reload(&cfg, Engines::default()).unwrap();
 
     let resp = in_flight.await.unwrap().expect("the open stream finished");
     assert_eq!(resp.status(), 200);
@@ -434,7 +434,7 @@ async fn connections_still_busy_after_the_grace_period_are_closed() {
     .await;
     let main = listener("main", "127.0.0.1:0", "");
     let both = format!("{main}{}", listener("second", "127.0.0.1:0", ""));
-    let proxy = Proxy::start(&config(&both, origin.addr, ""), Hooks::default())
+    let proxy = Proxy::start(&config(&both, origin.addr, ""), Engines::default())
         .await
         .unwrap();
     let second = proxy.local_addr("second").unwrap();
@@ -446,7 +446,7 @@ async fn connections_still_busy_after_the_grace_period_are_closed() {
     }
     let mut cfg = config(&main, origin.addr, "");
     cfg.limits.shutdown_grace = gateway::duration::NonZeroSpan::from_millis(300);
-    proxy.reload(&cfg, Hooks::default()).unwrap();
+    proxy.reload(&cfg, Engines::default()).unwrap();
     // The origin answers after 6 s; the grace period ended long before, and
     // the connection was closed without a response.
     let r = in_flight.await.unwrap();

@@ -6,7 +6,7 @@ mod proxy_common;
 use std::{net::SocketAddr, path::PathBuf};
 
 use bytes::Bytes;
-use gateway::{config::Config, proxy::Hooks};
+use gateway::{config::Config, proxy::Engines};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_common::*;
@@ -179,7 +179,7 @@ async fn reload_swaps_routes_and_keeps_state_on_error() {
         )
     };
     let first = Config::parse(&make(old.addr, ""), "t").unwrap();
-    let proxy = gateway::proxy::Proxy::start(&first, Hooks::default())
+    let proxy = gateway::proxy::Proxy::start(&first, Engines::default())
         .await
         .unwrap();
     let addr = proxy.local_addr("main").unwrap();
@@ -193,14 +193,14 @@ async fn reload_swaps_routes_and_keeps_state_on_error() {
          [[tls.certificates]]\nchain = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\nserver_names = [\"x\"]\n",
     );
     let broken = Config::parse(&broken, "t").unwrap();
-    assert!(proxy.reload(&broken, Hooks::default()).is_err());
+    assert!(proxy.reload(&broken, Engines::default()).is_err());
     get(addr, "/", "").await;
     assert_eq!(old.requests().len(), 2);
 
     proxy
         .reload(
             &Config::parse(&make(new.addr, ""), "t").unwrap(),
-            Hooks::default(),
+            Engines::default(),
         )
         .unwrap();
     get(addr, "/", "").await;

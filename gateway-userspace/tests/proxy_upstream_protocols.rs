@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gateway::{config::Config, phases::build_hooks, proxy::Proxy};
+use gateway::{config::Config, phases::build_engines, proxy::Proxy};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -206,7 +206,7 @@ async fn a_missing_ca_file_fails_the_start_with_the_path() {
         route_all("b")
     );
     let config = Config::parse(&toml, "gw.toml").unwrap();
-    let e = Proxy::start(&config, gateway::proxy::Hooks::default())
+    let e = Proxy::start(&config, gateway::proxy::Engines::default())
         .await
         .err()
         .expect("a missing CA file must fail the start")
@@ -480,8 +480,8 @@ enabled = false
         ),
     );
     let config = Config::parse(&toml, "test.toml").unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    let hooks = build_hooks(&config, Path::new("."), None, None).expect("hooks");
-    let proxy = Proxy::start(&config, hooks).await.expect("proxy starts");
+    let engines = build_engines(&config, Path::new("."), None, None).expect("engines");
+    let proxy = Proxy::start(&config, engines).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     (proxy, addr)
 }

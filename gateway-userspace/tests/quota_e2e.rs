@@ -16,7 +16,7 @@ use gateway::{
     config::Config,
     escalate::Escalator,
     observe::Metrics,
-    phases::build_hooks_with_quotas,
+    phases::build_engines_with_quotas,
     proxy::Proxy,
     ratelimit::quota_store::{ManualClock, QuotaStore},
 };
@@ -112,15 +112,15 @@ struct Gw {
 
 async fn start(config: &Config, quotas: Arc<QuotaStore>) -> Gw {
     let esc = Arc::new(Escalator::new(config.escalation.clone(), vec![], None));
-    let hooks = build_hooks_with_quotas(
+    let engines = build_engines_with_quotas(
         config,
         std::path::Path::new("."),
         Some(esc.clone()),
         None,
         quotas.clone(),
     )
-    .expect("hooks");
-    let proxy = Proxy::start(config, hooks).await.expect("proxy starts");
+    .expect("engines");
+    let proxy = Proxy::start(config, engines).await.expect("proxy starts");
     let addr = proxy.local_addr("main").expect("listener");
     Gw {
         proxy,
@@ -275,7 +275,7 @@ async fn a_plan_change_on_reload_applies_to_every_key_on_the_plan() {
     // One line changes: free becomes 3/day. Both keys keep what they used
     // (2) and get exactly one more.
     let cfg2 = config(&origin, &dir, "quota = \"3/day\"", "");
-    let hooks = build_hooks_with_quotas(
+    let engines = build_engines_with_quotas(
         &cfg2,
         std::path::Path::new("."),
         Some(gw.esc.clone()),
@@ -283,7 +283,7 @@ async fn a_plan_change_on_reload_applies_to_every_key_on_the_plan() {
         quotas.clone(),
     )
     .unwrap();
-    gw.proxy.reload(&cfg2, hooks).unwrap();
+    gw.proxy.reload(&cfg2, engines).unwrap();
     for key in [KEY1, KEY2] {
         let r = get(gw.addr, "/api/a", key).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -296,7 +296,7 @@ async fn a_plan_change_on_reload_applies_to_every_key_on_the_plan() {
     assert_eq!(origin.seen().len(), 6);
     // And a plan's rate applies to every key on it too: 1r/m, no burst.
     let cfg3 = config(&origin, &dir, "rate = \"1r/m\"", "");
-    let hooks = build_hooks_with_quotas(
+    let engines = build_engines_with_quotas(
         &cfg3,
         std::path::Path::new("."),
         Some(gw.esc.clone()),
@@ -304,7 +304,7 @@ async fn a_plan_change_on_reload_applies_to_every_key_on_the_plan() {
         quotas.clone(),
     )
     .unwrap();
-    gw.proxy.reload(&cfg3, hooks).unwrap();
+    gw.proxy.reload(&cfg3, engines).unwrap();
     for key in [KEY1, KEY2] {
         assert_eq!(get(gw.addr, "/api/a", key).await.status, 200);
         let r = get(gw.addr, "/api/a", key).await;

@@ -254,7 +254,7 @@ impl Collector for ProxyCollector {
             "Failed DNS lookups of a target name (the last good addresses were kept)",
             &failures,
         )?;
-        if let Some(auth) = &state.hooks.authenticator {
+        if let Some(auth) = &state.engines.authenticator {
             let rows: Vec<(Labels, u64)> = auth
                 .jwks_fetch_counts()
                 .into_iter()

@@ -151,7 +151,7 @@ impl AccessLog {
         })
     }
 
-    /// No access log (tests, and `Hooks::default`).
+    /// No access log (tests, and `Engines::default`).
     pub fn off() -> Self {
         Self {
             sink: Sink::Off,

@@ -22,9 +22,9 @@ pub mod h2_guard;
 pub mod h2_server;
 pub mod header_name;
 pub mod headers;
-pub mod hooks;
 pub mod listeners;
 pub mod path;
+pub mod phase;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod reject;
@@ -34,6 +34,6 @@ pub mod state;
 pub mod tls;
 pub mod upstream;
 
-pub use hooks::{Hooks, Phase, PhaseFuture, RequestContext};
+pub use phase::{Engines, Phase, PhaseFuture, Phases, RequestContext};
 pub use reject::{Fault, Reason, Rejection};
 pub use server::{Proxy, ProxyError};

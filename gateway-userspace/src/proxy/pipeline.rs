@@ -8,8 +8,8 @@
 //!    authority (`authority`), fragments, `OPTIONS *` (answered here), path
 //!    normalization (`check`);
 //! 3. route: most specific route on the normalized path (`router`);
-//! 4. authenticate, 5. validate, 6. rate limit: hooks owned by other
-//!    modules (`hooks`), no-ops by default;
+//! 4. authenticate, 5. validate, 6. rate limit: engines owned by other
+//!    modules (`engines`), no-ops by default;
 //! 7. forward: on an aggregate route, the calls made and their JSON
 //!    merged instead (`aggregate`); otherwise the body read whole first (request buffering, unless the
 //!    route streams), headers rewritten, a target picked, retries,
@@ -51,7 +51,7 @@ use super::{
     conn::ConnInfo,
     cors, grpc, grpc_web,
     headers::{self, Forwarding},
-    hooks::{Extras, RequestContext},
+    phase::{Extras, RequestContext},
     reject::{Reason, Rejection},
     state::ProxyState,
     upstream,
@@ -103,7 +103,7 @@ impl Drop for Outcome<'_> {
             return;
         };
         let elapsed = p.started.elapsed();
-        let observe = &p.state.hooks.observe;
+        let observe = &p.state.engines.observe;
         count_request(
             &observe.metrics,
             self.route.as_deref(),
@@ -190,7 +190,7 @@ where
     headers::strip_client_claims(req.headers_mut(), peer_trusted, real_ip);
     let (method, version) = (req.method().clone(), req.version());
     // Kept for the access log only: nothing is copied while it is off.
-    let logged = state.hooks.observe.access_log.enabled().then(|| Logged {
+    let logged = state.engines.observe.access_log.enabled().then(|| Logged {
         path: req.uri().path().to_owned(),
         query: req.uri().query().map(str::to_owned),
         user_agent: req
@@ -285,7 +285,7 @@ where
     // A gRPC stream that idled past the body timeout is a long call, not
     // a slowloris: no offence.
     let grpc_idle = grpc && outcome.reason == Some(Reason::BodyTimeout);
-    if let (Some(esc), Some(reason)) = (&state.hooks.escalation, outcome.reason)
+    if let (Some(esc), Some(reason)) = (&state.engines.escalation, outcome.reason)
         && !grpc_idle
         && let Some(offence) = offence_of(reason)
     {
@@ -323,7 +323,7 @@ where
         None => no_route(),
     };
     let extras = &outcome.extras;
-    let observe = &state.hooks.observe;
+    let observe = &state.engines.observe;
     let m = &observe.metrics;
     count_request(
         m,
@@ -451,7 +451,7 @@ where
     // 1b. a source escalated at L7 (seen through a trusted proxy, or with
     // XDP off) is turned away before any work.
     if let Some(left) = state
-        .hooks
+        .engines
         .escalation
         .as_ref()
         .and_then(|e| e.l7_blocked(client_ip))
@@ -554,12 +554,8 @@ where
         .boxed()
     });
 
-    // 4-6. hooks
-    for phase in [
-        &state.hooks.authenticate,
-        &state.hooks.validate,
-        &state.hooks.rate_limit,
-    ] {
+    // 4-6. engines
+    for phase in state.engines.phases.in_order() {
         if phase.is_noop() {
             continue;
         }
@@ -690,11 +686,11 @@ where
     };
     let sent = Instant::now();
     let forwarded = upstream::forward(pool, parts, body, may_retry, &tripped).await;
-    state
-        .hooks
-        .observe
-        .metrics
-        .upstream_on(&pool.series, &pool.name, sent.elapsed().as_secs_f64());
+    state.engines.observe.metrics.upstream_on(
+        &pool.series,
+        &pool.name,
+        sent.elapsed().as_secs_f64(),
+    );
     let (mut resp, addr, in_flight) = forwarded?;
     outcome.target = Some(addr);
 
@@ -780,7 +776,7 @@ async fn aggregate_phase(
     aggregate::run(
         plan,
         &state.pools,
-        &state.hooks.observe.metrics,
+        &state.engines.observe.metrics,
         inputs,
         &mut outcome.calls,
     )

@@ -59,15 +59,15 @@ pub enum Reason {
     HeaderTimeout,
     /// The client stopped sending its body for longer than `body_read_timeout`.
     BodyTimeout,
-    /// The authentication hook refused the request (401): wrong credentials.
+    /// The authenticate phase refused the request (401): wrong credentials.
     Unauthenticated,
     /// No credentials were sent to a protected route (401); not an offence.
     AuthMissing,
-    /// The authentication hook refused the identity (403).
+    /// The authenticate phase refused the identity (403).
     Forbidden,
-    /// The validation hook refused the request (400).
+    /// The validate phase refused the request (400).
     Invalid,
-    /// The rate-limit hook refused the request (429).
+    /// The rate-limit phase refused the request (429).
     RateLimited,
     /// The consumer used up its quota for the current calendar window
     /// (429); not an offence: a paying client over its plan is no attacker.

@@ -35,8 +35,8 @@ use super::{
     config::Limits,
     conn::{ConnInfo, ConnIo, Protocol},
     demo,
-    hooks::Hooks,
     listeners::{self, Lifecycle, OpenGuard, Table},
+    phase::Engines,
     pipeline, proxy_protocol,
     reject::{Reason, Rejection},
     state::ProxyState,
@@ -93,8 +93,8 @@ struct Shared {
 
 impl Proxy {
     /// Binds every listener (and the demo upstream) and starts serving.
-    pub async fn start(config: &Config, hooks: Hooks) -> Result<Proxy, ProxyError> {
-        let proxy = Self::bind(config, hooks, listeners::Inherited::default(), None).await?;
+    pub async fn start(config: &Config, engines: Engines) -> Result<Proxy, ProxyError> {
+        let proxy = Self::bind(config, engines, listeners::Inherited::default(), None).await?;
         proxy.serve();
         Ok(proxy)
     }
@@ -108,11 +108,11 @@ impl Proxy {
     /// As [`Proxy::prepare`].
     pub async fn bind(
         config: &Config,
-        hooks: Hooks,
+        engines: Engines,
         mut inherited: listeners::Inherited,
         demo_socket: Option<std::net::TcpListener>,
     ) -> Result<Proxy, ProxyError> {
-        let mut state = ProxyState::build(config, hooks)?;
+        let mut state = ProxyState::build(config, engines)?;
         // Upstream names get one bounded first lookup before serving.
         state.pools.settle(config.dns.timeout.get()).await;
         let mut tasks = Vec::new();
@@ -258,12 +258,12 @@ impl Proxy {
         self.listeners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Swaps in a new generation built from `config` with `hooks` (built
+    /// Swaps in a new generation built from `config` with `engines` (built
     /// from the same config by the caller): routes, pools, limits,
     /// certificates and listeners (see [`Proxy::prepare`]). On error
     /// nothing changes.
-    pub fn reload(&self, config: &Config, hooks: Hooks) -> Result<(), ProxyError> {
-        self.prepare(config, hooks)?.commit();
+    pub fn reload(&self, config: &Config, engines: Engines) -> Result<(), ProxyError> {
+        self.prepare(config, engines)?.commit();
         Ok(())
     }
 
@@ -276,8 +276,8 @@ impl Proxy {
     /// # Errors
     /// [`ProxyError::Tls`] when certificate or key files cannot be used;
     /// [`ProxyError::Bind`] naming the first listener that could not bind.
-    pub fn prepare(&self, config: &Config, hooks: Hooks) -> Result<Prepared<'_>, ProxyError> {
-        let state = ProxyState::build(config, hooks)?;
+    pub fn prepare(&self, config: &Config, engines: Engines) -> Result<Prepared<'_>, ProxyError> {
+        let state = ProxyState::build(config, engines)?;
         // Names keep their last good addresses across the swap.
         state.pools.adopt(&self.shared.state.load().pools);
         let table = self.table();
@@ -481,7 +481,7 @@ async fn accept_conn(
         let info = Arc::new(
             ConnInfo::new(peer, false, name)
                 .proxied_by(proxied_by)
-                .with_escalation(state.hooks.escalation.clone(), seen),
+                .with_escalation(state.engines.escalation.clone(), seen),
         );
         let handler = Proxied {
             shared,
@@ -492,7 +492,7 @@ async fn accept_conn(
     let Some(acceptor) = state.tls.clone() else {
         return;
     };
-    let metrics = &state.hooks.observe.metrics;
+    let metrics = &state.engines.observe.metrics;
     // Boxed: the handshake state (with rustls' buffers) is not kept in
     // every connection's task after the handshake.
     let handshake = Box::pin(acceptor.accept(tcp));
@@ -520,7 +520,7 @@ async fn accept_conn(
     let info = Arc::new(
         ConnInfo::new(peer, true, name)
             .proxied_by(proxied_by)
-            .with_escalation(state.hooks.escalation.clone(), seen),
+            .with_escalation(state.engines.escalation.clone(), seen),
     );
     let handler = Proxied {
         shared,

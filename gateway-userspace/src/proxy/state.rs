@@ -1,5 +1,5 @@
 //! One generation of proxy state built from a validated config: routes,
-//! pools (with their health checks), limits, TLS certificates, hooks and
+//! pools (with their health checks), limits, TLS certificates, engines and
 //! the HTTP server settings, and the listeners' settings. A reload builds a new generation and swaps it
 //! in atomically; requests in flight finish on the generation they started.
 
@@ -12,8 +12,8 @@ use tokio_rustls::TlsAcceptor;
 use super::{
     client_ip::Trusted,
     config::{Limits, SecurityHeaders},
-    hooks::Hooks,
     listeners::Settings,
+    phase::Engines,
     router::Router,
     tls::{self, TlsError},
     upstream::Pools,
@@ -34,7 +34,7 @@ pub struct ProxyState {
     pub trusted: Trusted,
     /// The request phases (authenticate, validate, rate limit) and the escalation, observability
     /// and authenticator handles.
-    pub hooks: Hooks,
+    pub engines: Engines,
     /// `None` when no listener uses TLS.
     pub tls: Option<TlsAcceptor>,
     /// hyper's HTTP/1 server settings.
@@ -49,7 +49,7 @@ pub struct ProxyState {
 impl ProxyState {
     /// Builds a generation; fails only on certificate files (the rest was
     /// validated with the config). Must run inside the tokio runtime.
-    pub fn build(config: &Config, hooks: Hooks) -> Result<Self, TlsError> {
+    pub fn build(config: &Config, engines: Engines) -> Result<Self, TlsError> {
         let tls = if config.listeners.iter().any(|l| l.tls) {
             Some(tls::acceptor(&config.tls)?)
         } else {
@@ -62,7 +62,7 @@ impl ProxyState {
             security: config.security_headers.clone(),
             trusted: Trusted::new(config.trusted_proxies.clone())
                 .with_header(config.client_ip_header),
-            hooks,
+            engines,
             tls,
             http1: http1_builder(&config.limits),
             http2: super::h2_server::builder(&config.limits),

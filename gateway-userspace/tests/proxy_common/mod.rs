@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use gateway::{
     config::Config,
-    proxy::{Hooks, Proxy},
+    proxy::{Engines, Proxy},
 };
 pub use test_support::{
     http::{
@@ -33,7 +33,7 @@ pub fn parse(buf: &[u8]) -> RawResponse {
 pub async fn proxy(toml: &str) -> (Proxy, SocketAddr) {
     let full = format!("{toml}\n[xdp]\nenabled = false\n");
     let config = Config::parse(&full, "test.toml").unwrap_or_else(|e| panic!("{e}\n{full}"));
-    let proxy = Proxy::start(&config, Hooks::default()).await.unwrap();
+    let proxy = Proxy::start(&config, Engines::default()).await.unwrap();
     let addr = proxy.local_addr("main").expect("a listener named main");
     (proxy, addr)
 }

@@ -1,6 +1,7 @@
-//! Extension points for the phases other modules own: authenticate,
-//! validate and rate limit. Each is a [`Phase`] that sees the request
-//! context (client IP, route id, request id) and the request, and either
+//! The request phases other modules own: authenticate, validate and rate
+//! limit (the gateway's one name for a step of a request is *phase*, as in
+//! Pingora; `pipeline` runs them all in order). Each is a [`Phase`] that
+//! borrows the request's [`RequestContext`] and the request, and either
 //! lets it continue or ends it with a [`Rejection`]. The defaults let every
 //! request through.
 
@@ -108,33 +109,47 @@ impl Phase for Allow {
     }
 }
 
-/// The hook phases, in the order the pipeline runs them, and the
-/// escalation engine that every client-caused rejection is reported to.
+/// The phases other modules own, in the order the pipeline runs them
+/// (steps 4-6 of `pipeline`, after routing). Each defaults to [`Allow`].
 #[derive(Clone)]
-pub struct Hooks {
-    /// The authenticate phase (`phases::auth::AuthPhase`; a no-op in `Hooks::default`).
+pub struct Phases {
+    /// The authenticate phase (`phases::auth::AuthPhase`).
     pub authenticate: Arc<dyn Phase>,
-    /// The validate phase (`phases::validate::ValidatePhase`; a no-op without validation rules).
+    /// The validate phase (`phases::validate::ValidatePhase`; [`Allow`] without validation rules).
     pub validate: Arc<dyn Phase>,
-    /// The L7 rate-limit phase (`phases::ratelimit::RateLimitPhase`; a no-op in `Hooks::default`).
+    /// The L7 rate-limit phase (`phases::ratelimit::RateLimitPhase`).
     pub rate_limit: Arc<dyn Phase>,
-    /// `None`: offences are not scored.
-    pub escalation: Option<Arc<crate::escalate::Escalator>>,
-    /// Metrics and the access log (kept across reloads by the caller).
-    pub observe: crate::observe::Observe,
-    /// The authenticator behind `authenticate`, for metrics (JWKS fetches).
-    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
 }
 
-impl Default for Hooks {
+impl Default for Phases {
     fn default() -> Self {
         Self {
             authenticate: Arc::new(Allow),
             validate: Arc::new(Allow),
             rate_limit: Arc::new(Allow),
-            escalation: None,
-            observe: crate::observe::Observe::default(),
-            authenticator: None,
         }
     }
+}
+
+impl Phases {
+    /// The three, in the order they run.
+    pub fn in_order(&self) -> [&Arc<dyn Phase>; 3] {
+        [&self.authenticate, &self.validate, &self.rate_limit]
+    }
+}
+
+/// What a proxy is built with besides its config: the [`Phases`] other
+/// modules own, and the engines every request reports to (escalation,
+/// metrics and the access log). `Engines::default()` lets every request
+/// through and scores nothing.
+#[derive(Clone, Default)]
+pub struct Engines {
+    /// The pluggable phases (`phases::build_engines` makes them from a config).
+    pub phases: Phases,
+    /// `None`: offences are not scored.
+    pub escalation: Option<Arc<crate::escalate::Escalator>>,
+    /// Metrics and the access log (kept across reloads by the caller).
+    pub observe: crate::observe::Observe,
+    /// The authenticator behind the authenticate phase, for metrics (JWKS fetches).
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
 }
