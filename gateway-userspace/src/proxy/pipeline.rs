@@ -632,22 +632,10 @@ where
     // not the expectation (Envoy's default, `proxy_100_continue: false`).
     parts.headers.remove(header::EXPECT);
     let may_retry = !framing.may_have_body && upstream::retryable(&parts);
-    // The validated authority as a field value: the client's own `Host`
-    // when it is already spelled so (shared, not copied).
-    let authority = checked
-        .authority
-        .as_ref()
-        .and_then(|a| a.field_value(parts.headers.get(header::HOST)));
+    let authority = authority_value(&checked, &parts.headers);
     headers::set_forwarding(
         &mut parts.headers,
-        &Forwarding {
-            peer: conn.peer.ip(),
-            peer_value: conn.peer_value(),
-            peer_trusted: state.trusted.contains(conn.peer.ip()),
-            proto: if conn.tls { "https" } else { "http" },
-            host: authority.as_ref(),
-            chain: state.trusted.header(),
-        },
+        &forwarding(state, conn, authority.as_ref()),
     );
     outcome.trace.apply(&mut parts.headers);
     headers::join_cookies(&mut parts.headers);
@@ -748,20 +736,10 @@ async fn aggregate_phase(
     let params = route
         .path_params(&checked.path)
         .map_err(|m| Rejection::new(Reason::BadPath, m))?;
-    let authority = checked
-        .authority
-        .as_ref()
-        .and_then(|a| a.field_value(parts.headers.get(header::HOST)));
+    let authority = authority_value(checked, &parts.headers);
     let base = aggregate::base_headers(
         &parts.headers,
-        &Forwarding {
-            peer: conn.peer.ip(),
-            peer_value: conn.peer_value(),
-            peer_trusted: state.trusted.contains(conn.peer.ip()),
-            proto: if conn.tls { "https" } else { "http" },
-            host: authority.as_ref(),
-            chain: state.trusted.header(),
-        },
+        &forwarding(state, conn, authority.as_ref()),
         request_id,
         outcome.extras.identity.as_ref(),
     );
@@ -781,6 +759,32 @@ async fn aggregate_phase(
         &mut outcome.calls,
     )
     .await
+}
+
+/// The validated authority as a field value: the client's own `Host` when
+/// it is already spelled so (shared, not copied).
+fn authority_value(checked: &check::Checked, headers: &http::HeaderMap) -> Option<HeaderValue> {
+    checked
+        .authority
+        .as_ref()
+        .and_then(|a| a.field_value(headers.get(header::HOST)))
+}
+
+/// What the forwarding headers (`X-Forwarded-*`, `Forwarded`) say of this
+/// connection, with `host` as the forwarded Host.
+fn forwarding<'a>(
+    state: &ProxyState,
+    conn: &'a ConnInfo,
+    host: Option<&'a HeaderValue>,
+) -> Forwarding<'a> {
+    Forwarding {
+        peer: conn.peer.ip(),
+        peer_value: conn.peer_value(),
+        peer_trusted: state.trusted.contains(conn.peer.ip()),
+        proto: if conn.tls { "https" } else { "http" },
+        host,
+        chain: state.trusted.header(),
+    }
 }
 
 /// The gateway's answer to `OPTIONS *` (RFC 9110 §9.3.7): 200, `Allow`
