@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use super::{
     Opts, Progress,
     cpu::{busy_ns, napi_threads, pin_current_thread, pin_tid, thread_cpu_ns},
-    framegen::{Generator, host_mac, ns_device, rx_counters, set_gro, udp_frame},
+    framegen::{DropAll, Generator, host_mac, ns_device, rx_counters, set_gro, udp_frame},
 };
 use test_support::{
     guard::{Link, PinDir, sh},
@@ -57,6 +57,8 @@ pub const STEPS: usize = CASES.len() * REPEATS;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Filter {
+    /// `return XDP_DROP` and nothing else: the floor of the frame path.
+    DropAll,
     XdpBlock,
     NftBlock,
     XdpRateLimit,
@@ -86,7 +88,8 @@ const fn case(filter: Filter, input: Input) -> Case {
 
 /// Every case, in the order of a round; the frame-sourced ones are the
 /// NIC-like comparison, the socket pair the earlier input.
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
+    case(Filter::DropAll, Input::Frames),
     case(Filter::XdpBlock, Input::Frames),
     case(Filter::NftBlock, Input::Frames),
     case(Filter::XdpRateLimit, Input::Frames),
@@ -100,6 +103,7 @@ const CASES: [Case; 8] = [
 impl Filter {
     fn name(self) -> &'static str {
         match self {
+            Filter::DropAll => "floor: a bare XDP_DROP program (native)",
             Filter::XdpBlock => "gateway XDP blocklist (native)",
             Filter::NftBlock => "nftables netdev ingress drop",
             Filter::XdpRateLimit => "gateway XDP rate limit (native)",
@@ -110,7 +114,10 @@ impl Filter {
     }
 
     fn is_xdp(self) -> bool {
-        matches!(self, Filter::XdpBlock | Filter::XdpRateLimit)
+        matches!(
+            self,
+            Filter::DropAll | Filter::XdpBlock | Filter::XdpRateLimit
+        )
     }
 }
 
@@ -308,14 +315,10 @@ fn flood_frames(t: &Topo, napi: &[i32], secs: f64, max: u64) -> Outcome {
     let (rx1, drop1) = rx_counters(&t.link.veth.host);
     stop.store(true, Ordering::Relaxed);
     reader.join().ok();
-    eprintln!(
-        "  frames: generated {} rx_packets +{} rx_dropped +{}",
-        sent.frames,
-        rx1 - rx0,
-        drop1 - drop0
-    );
     Outcome {
-        sent: sent.frames.saturating_sub(drop1 - drop0),
+        // veth counts a frame in rx_packets when its NAPI poll takes it
+        // from the ring (XDP_DROP included); a full ring, in rx_dropped.
+        sent: rx1 - rx0,
         generated: sent.frames,
         ring_full: drop1 - drop0,
         received: received.load(Ordering::Relaxed),
@@ -419,9 +422,36 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
                 v["napi_thread_ns_per_packet"] =
                     json!(round1(median(runs.iter().map(napi_ns).collect())));
             }
+            // Over the floor: each run minus the bare XDP_DROP run of the
+            // same round (the frame path every filter pays on veth).
+            let floor = cases
+                .iter()
+                .position(|c| c.filter == Filter::DropAll && c.input == Input::Frames)
+                .map(|f| &samples[f]);
+            let over = |runs: &[Sample]| -> Option<Vec<f64>> {
+                let floor = floor?;
+                Some(runs.iter().zip(floor).map(|(a, f)| ns(a) - ns(f)).collect())
+            };
+            if case.input == Input::Frames
+                && case.filter != Filter::DropAll
+                && let Some(o) = over(runs)
+            {
+                v["over_floor_ns_per_packet"] = json!(round1(median(o)));
+            }
             if let Some(peer) = case.peer()
                 && let Some(j) = cases.iter().position(|c| *c == peer)
             {
+                if case.input == Input::Frames
+                    && let (Some(a), Some(b)) = (over(runs), over(&samples[j]))
+                {
+                    let per: Vec<f64> = a
+                        .iter()
+                        .zip(&b)
+                        .map(|(x, y)| ((x / y.max(1e-9)) * 100.0).round() / 100.0)
+                        .collect();
+                    v["over_floor_ratio_vs_peer"] = json!(median(per.clone()));
+                    v["over_floor_ratio_per_run"] = json!(per);
+                }
                 let peer_runs = &samples[j];
                 let peer_mid = median(peer_runs.iter().map(ns).collect());
                 let per_run: Vec<f64> = runs
@@ -430,7 +460,8 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
                     .map(|(a, b)| ((ns(a) / ns(b).max(1e-9)) * 100.0).round() / 100.0)
                     .collect();
                 v["peer"] = json!(peer.name());
-                v["cpu_ratio_vs_peer"] = json!(((mid / peer_mid.max(1e-9)) * 100.0).round() / 100.0);
+                v["cpu_ratio_vs_peer"] =
+                    json!(((mid / peer_mid.max(1e-9)) * 100.0).round() / 100.0);
                 v["cpu_ratio_per_run"] = json!(per_run);
             }
             v
@@ -457,12 +488,18 @@ fn run_case(case: Case, secs: f64, max: u64) -> Sample {
     let mut xdp = None;
     let mut nft = None;
     let mut ipt = None;
+    let mut drop_all = None;
     if case.input == Input::Frames {
         // NAPI on the host end in every frame-sourced case, filter or not:
         // veth takes redirected frames only into a NAPI ring.
         set_gro(&t.link.veth.host, true).expect("GRO on the host end (SIOCETHTOOL)");
     }
     match case.filter {
+        Filter::DropAll => {
+            drop_all = Some(
+                DropAll::attach(&t.link.veth.host).expect("attach the XDP_DROP floor program"),
+            );
+        }
         Filter::XdpBlock | Filter::XdpRateLimit => {
             let (loaded, mut maps) = Loader::new(&pin.path).load().expect("load XDP");
             let mut s = XdpSection {
@@ -564,7 +601,7 @@ fn run_case(case: Case, secs: f64, max: u64) -> Sample {
         Filter::NftBlock | Filter::NftRateLimit => nft_counter(nft.as_ref().unwrap()),
         _ => o.sent.saturating_sub(o.received),
     };
-    drop((xdp, nft, ipt));
+    drop((xdp, nft, ipt, drop_all));
     Sample {
         sent: o.sent,
         generated: o.generated,
@@ -597,8 +634,9 @@ Medians of the runs; the receive CPU per packet also as min–max, and the ratio
 **frames (NIC-like)**: the flood arrives as raw frames, as from a NIC: an XDP program in the client namespace redirects BPF_PROG_TEST_RUN live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`, what xdp-tools' `xdp-trafficgen` does) into the veth, which queues them as `xdp_frame`s in the host end's NAPI ring; native XDP then runs on the raw frame before any skb exists, and without an XDP program veth builds the skb that nftables, iptables and the socket see. NAPI (GRO on) is on and threaded, pinned to CPU 1, in every frame case, so all filters get the same frames through the same ring. \
 These are the rows that compare the filters as on a NIC. \
 **skb-sourced (socket) flood**: the earlier input, kept for the blocklist pair: UDP `send()` from a socket, so each packet is an skb before it reaches the host end, and native XDP on veth first copies it into a page-pool page (`skb_pp_cow_data`, `memcpy`), a cost nftables' hook on the same skb does not pay (the skb paths use RPS to CPU 1). \
-Into the host end: frames that found room in the ring (or socket sends); lost on a full ring: frames veth dropped before any hook because the receiving core fell behind. Receive kernel CPU: CPU 1's system + irq + softirq time over the flood per packet into the host end; NAPI thread: the CPU time of the host end's NAPI thread alone (less exposed to other work on CPU 1).\n\n\
-| case | input | into host end pps | lost on full ring | dropped by filter | reached socket | receive kernel CPU ns/packet | NAPI thread ns/packet | CPU vs peer (median) | CPU vs peer per run |\n|---|---|---|---|---|---|---|---|---|---|\n",
+Into the host end: frames that found room in the ring (or socket sends); lost on a full ring: frames veth dropped before any hook because the receiving core fell behind. Receive kernel CPU: CPU 1's system + irq + softirq time over the flood per packet into the host end; NAPI thread: the CPU time of the host end's NAPI thread alone (less exposed to other work on CPU 1). \
+**Floor**: a bare `XDP_DROP` program on the same frames: what every frame costs the receiving core on veth whatever the filter, mostly returning the frame's page to the generator's page pool on the other core (page-pool ring lock, contended by the generator recycling the frames that found the ring full; a NIC recycles into its own pool on the receiving core). Over floor: each run minus the floor run of its round, and that difference against the peer's.\n\n\
+| case | input | into host end pps | lost on full ring | dropped by filter | reached socket | receive kernel CPU ns/packet | NAPI thread ns/packet | CPU vs peer (median) | CPU vs peer per run | over floor ns/packet | over floor vs peer (median) | over floor vs peer per run |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         v["repeats"], v["seconds_per_case"]
     );
     for r in v["rows"].as_array().into_iter().flatten() {
@@ -616,8 +654,17 @@ Into the host end: frames that found room in the ring (or socket sends); lost on
                 .map(|x| x.to_string())
                 .unwrap_or_else(|| "-".into())
         };
+        let over_per_run = r["over_floor_ratio_per_run"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{x}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} | {per_run} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} | {per_run} | {} | {} | {over_per_run} |\n",
             r["filter"].as_str().unwrap_or(""),
             r["input"].as_str().unwrap_or(""),
             r["sent_pps"],
@@ -628,7 +675,9 @@ Into the host end: frames that found room in the ring (or socket sends); lost on
             r["receive_cpu_ns_min"],
             r["receive_cpu_ns_max"],
             or_dash("napi_thread_ns_per_packet"),
-            super::ratio_cell(r, "cpu_ratio_vs_peer")
+            super::ratio_cell(r, "cpu_ratio_vs_peer"),
+            or_dash("over_floor_ns_per_packet"),
+            super::ratio_cell(r, "over_floor_ratio_vs_peer"),
         ));
     }
     out
