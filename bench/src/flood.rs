@@ -64,7 +64,7 @@ enum Filter {
     XdpRateLimit,
     NftRateLimit,
     IptHashlimit,
-    NoFilter,
+    Unfiltered,
 }
 
 /// How the flood reaches the host end of the veth.
@@ -95,7 +95,7 @@ const CASES: [Case; 9] = [
     case(Filter::XdpRateLimit, Input::Frames),
     case(Filter::NftRateLimit, Input::Frames),
     case(Filter::IptHashlimit, Input::Frames),
-    case(Filter::NoFilter, Input::Frames),
+    case(Filter::Unfiltered, Input::Frames),
     case(Filter::XdpBlock, Input::Socket),
     case(Filter::NftBlock, Input::Socket),
 ];
@@ -109,7 +109,7 @@ impl Filter {
             Filter::XdpRateLimit => "gateway XDP rate limit (native)",
             Filter::NftRateLimit => "nftables per-source meter limit",
             Filter::IptHashlimit => "iptables raw hashlimit",
-            Filter::NoFilter => "no filtering (userspace socket)",
+            Filter::Unfiltered => "no filtering (userspace socket)",
         }
     }
 
@@ -571,7 +571,7 @@ fn run_case(case: Case, secs: f64, max: u64) -> Sample {
             sh(&args);
             ipt = Some(IptRule(rule));
         }
-        Filter::NoFilter => {}
+        Filter::Unfiltered => {}
     }
     let o = match case.input {
         Input::Frames => {
