@@ -11,6 +11,20 @@
 //! scheduled send time (no coordinated omission). The gateway and the
 //! receive work run on the SUT core; client and flooder on the load core,
 //! the flooder at nice 19 so it does not starve the client's own timing.
+//!
+//! The multi-queue cases judge native XDP on something closer to a NIC: a
+//! veth pair with [`QUEUES`] queues per direction, the flood on one
+//! receive queue and the client on another, each queue with its own NAPI
+//! thread (both pinned to the SUT core). The flood there is frame-sourced
+//! ([`super::framegen`]: raw UDP frames from the blocked source, redirected
+//! into the host end from the load core, so into receive queue 0, as a
+//! NIC's RSS would put one flow on one queue); the namespace's sockets (the
+//! client) are steered to queue 1 by XPS. Compared: no flood (the
+//! multi-queue baseline), our native XDP blocklist, and nftables' netdev
+//! ingress drop with NAPI on the same queues (GRO on, which veth needs for
+//! redirected frames). Every case runs [`REPEATS`] times in full mode, the
+//! cases interleaved; the rows show medians with min-max, and each run's
+//! p99 is compared with the baseline of its own round.
 
 use std::{
     io::{Read as _, Write as _},
@@ -26,17 +40,24 @@ use serde_json::{Value, json};
 
 use super::{
     Opts, Progress,
-    cpu::pin_current_thread,
-    flood::{nft_ingress, receive_on_cpu1},
+    cpu::{CpuSplit, pin_current_thread},
+    flood::{napi_on_cpu1, nft_ingress, receive_on_cpu1},
+    framegen::{Generator, host_mac, ns_device, rx_counters, set_gro, set_tso, udp_frame},
     servers::{LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, wait_addr},
 };
 use test_support::{
     guard::{Netns, PinDir, Veth, sh},
-    netns::enter,
+    netns::{enter, in_netns},
 };
 
-/// Number of progress steps `run` reports.
-pub const STEPS: usize = 5;
+/// Runs of each case in full mode (the cases interleaved).
+pub const REPEATS: usize = 5;
+/// Number of progress steps `run` reports in full mode.
+pub const STEPS: usize = CASES.len() * REPEATS;
+/// Queues per direction of the multi-queue cases' veth pair.
+pub const QUEUES: usize = 2;
+/// Upper bound on the frames of one multi-queue flood.
+const MAX_FLOOD_FRAMES: u64 = 100_000_000;
 
 const PORT: u16 = 18080;
 /// The client's request rate, requests per second (all connections).
@@ -47,14 +68,29 @@ const CLIENT_CONNS: u32 = 4;
 const LIMIT_RPS: u32 = 300;
 const FLOOD_THREADS: usize = 6;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Case {
     Baseline,
     L7Only,
     Xdp,
     XdpNative,
     Nft,
+    MqBaseline,
+    MqXdpNative,
+    MqNft,
 }
+
+/// One round, in order: each baseline before the cases compared with it.
+const CASES: [Case; 8] = [
+    Case::Baseline,
+    Case::L7Only,
+    Case::Xdp,
+    Case::Nft,
+    Case::XdpNative,
+    Case::MqBaseline,
+    Case::MqXdpNative,
+    Case::MqNft,
+];
 
 impl Case {
     fn name(self) -> &'static str {
@@ -64,6 +100,34 @@ impl Case {
             Case::Xdp => "flood, source in gateway XDP blocklist (skb mode)",
             Case::XdpNative => "flood, source in gateway XDP blocklist (native mode on veth)",
             Case::Nft => "flood, source dropped by nftables netdev ingress",
+            Case::MqBaseline => "2 queues: no flood (baseline)",
+            Case::MqXdpNative => {
+                "2 queues: frame flood on queue 0, source in gateway XDP blocklist (native)"
+            }
+            Case::MqNft => {
+                "2 queues: frame flood on queue 0, source dropped by nftables netdev ingress"
+            }
+        }
+    }
+
+    fn multi_queue(self) -> bool {
+        matches!(self, Case::MqBaseline | Case::MqXdpNative | Case::MqNft)
+    }
+
+    /// The no-flood case of the same topology, each run's reference.
+    fn baseline(self) -> Case {
+        if self.multi_queue() {
+            Case::MqBaseline
+        } else {
+            Case::Baseline
+        }
+    }
+
+    fn xdp_mode(self) -> Option<&'static str> {
+        match self {
+            Case::Xdp => Some("skb"),
+            Case::XdpNative | Case::MqXdpNative => Some("native"),
+            _ => None,
         }
     }
 }
@@ -77,9 +141,43 @@ struct Topo {
     flood_ip: String,
 }
 
-fn topo() -> Topo {
+/// A veth pair with `queues` transmit and receive queues on each end,
+/// `peer` moved into `ns`; deleted on drop ([`Veth`]'s guard).
+fn veth_with_queues(ns: &Netns, queues: usize) -> Veth {
+    let host = test_support::unique_name("gwh");
+    let peer = test_support::unique_name("gwp");
+    let q = queues.to_string();
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &host,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ]);
+    let v = Veth { host, peer };
+    sh(&["ip", "link", "set", &v.peer, "netns", &ns.name]);
+    v
+}
+
+fn topo(queues: usize) -> Topo {
     let ns = Netns::new();
-    let veth = Veth::new(&ns);
+    let veth = if queues > 1 {
+        veth_with_queues(&ns, queues)
+    } else {
+        Veth::new(&ns)
+    };
     let sub = (std::process::id() % 200) as u8 + 20;
     let host_ip = format!("198.18.{sub}.1");
     let host_b = format!("198.18.{sub}.11");
@@ -123,11 +221,10 @@ fn gateway_config(
     pin: &PinDir,
     origin: u16,
 ) -> String {
-    let xdp = if matches!(case, Case::Xdp | Case::XdpNative) {
+    let xdp = if let Some(mode) = case.xdp_mode() {
         format!(
-            "[xdp]\nenabled = true\ninterface = \"{}\"\nmode = \"{}\"\npin_dir = \"{}\"\nblock = [\"{}\"]\n\n[xdp.rate_limit]\nenabled = false\n",
+            "[xdp]\nenabled = true\ninterface = \"{}\"\nmode = \"{mode}\"\npin_dir = \"{}\"\nblock = [\"{}\"]\n\n[xdp.rate_limit]\nenabled = false\n",
             t.veth.host,
-            if case == Case::Xdp { "skb" } else { "native" },
             pin.path.display(),
             t.flood_ip
         )
@@ -379,8 +476,55 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn run_case(case: Case, secs: f64, stack: &Stack) -> Value {
-    let t = topo();
+/// One run of one case.
+struct Sample {
+    requests: u64,
+    ok: u64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    flood_requests: u64,
+    flood_429: u64,
+    flood_connect_failures: u64,
+    /// UDP packets sent by the socket flood, or frames that found room in
+    /// the host end's rings (multi-queue cases).
+    flood_udp_packets: u64,
+    /// Frames veth dropped on a full ring (multi-queue cases).
+    ring_full: u64,
+    /// The SUT core's time over the client's run, per second of it.
+    cpu1: CpuSplit,
+    secs: f64,
+}
+
+/// Steers every socket of the namespace to transmit queue 1 of `dev` (so
+/// to receive queue 1 of its peer): XPS maps all CPUs to that queue.
+fn steer_sockets_to_queue_1(ns: &Netns, dev: &str) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(63);
+    let mask = format!("{:x}", (1u64 << cpus) - 1);
+    ns.sh(&[
+        "sh",
+        "-c",
+        &format!("echo {mask} > /sys/class/net/{dev}/queues/tx-1/xps_cpus"),
+    ]);
+}
+
+fn run_case(case: Case, secs: f64, stack: &Stack) -> Sample {
+    let t = topo(if case.multi_queue() { QUEUES } else { 1 });
+    if case.multi_queue() {
+        // NAPI on every receive queue in every multi-queue case (veth
+        // takes redirected frames only into a NAPI ring), the client's TCP
+        // through the ring too (no TSO on the sending end, which an XDP
+        // program on the host end would force anyway), and the client on
+        // queue 1, the flood (sent from the load core) on queue 0.
+        set_gro(&t.veth.host, true).expect("GRO on the host end (SIOCETHTOOL)");
+        let peer = t.veth.peer.clone();
+        in_netns(&t.ns.name, move || set_tso(&peer, false))
+            .expect("TSO off on the namespace end (SIOCETHTOOL)");
+        steer_sockets_to_queue_1(&t.ns, &t.veth.peer);
+    }
     let pin = PinDir::new();
     let dir = stack
         .dir
@@ -402,71 +546,174 @@ fn run_case(case: Case, secs: f64, stack: &Stack) -> Value {
         &[("GATEWAY_LOG", "warn")],
     );
     wait_addr(&format!("{}:{PORT}", t.host_ip), "gateway (attack)", &log);
-    let _nft = (case == Case::Nft).then(|| {
+    let _nft = matches!(case, Case::Nft | Case::MqNft).then(|| {
         nft_ingress(
             &t.veth.host,
             &format!("ip saddr {} counter drop", t.flood_ip),
         )
     });
-    receive_on_cpu1(&t.veth.host, case == Case::XdpNative);
+    if case.multi_queue() {
+        let napi = napi_on_cpu1(&t.veth.host);
+        assert!(
+            napi.len() >= QUEUES,
+            "{} NAPI threads for {} (want one per queue, {QUEUES})",
+            napi.len(),
+            t.veth.host
+        );
+    } else {
+        receive_on_cpu1(&t.veth.host, case == Case::XdpNative);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new(FloodCounts::default());
     let flood_target: SocketAddr = format!("{}:{PORT}", t.host_b).parse().unwrap();
-    let flood = if case == Case::Baseline {
-        Vec::new()
-    } else {
-        let f = flooder(&t.ns.name, flood_target, secs, stop.clone(), counts.clone());
-        // Let the flood ramp up before measuring.
-        std::thread::sleep(Duration::from_millis(300));
-        f
+    let (rx0, drop0) = rx_counters(&t.veth.host);
+    let mut frame_flood = None;
+    let flood = match case {
+        Case::Baseline | Case::MqBaseline => Vec::new(),
+        Case::MqXdpNative | Case::MqNft => {
+            let (ifindex, peer_mac) = ns_device(&t.ns, &t.veth.peer);
+            let frame = udp_frame(
+                host_mac(&t.veth.host),
+                peer_mac,
+                t.flood_ip.parse().unwrap(),
+                t.host_b.parse().unwrap(),
+                40000,
+                PORT,
+                64,
+            );
+            let generator = Generator {
+                ns: t.ns.name.clone(),
+                ifindex,
+                frame,
+                cpu: LOAD_CPU,
+                nice: 19,
+            };
+            frame_flood = Some(generator.spawn(secs + 5.0, MAX_FLOOD_FRAMES, stop.clone()));
+            std::thread::sleep(Duration::from_millis(300));
+            Vec::new()
+        }
+        _ => {
+            let f = flooder(&t.ns.name, flood_target, secs, stop.clone(), counts.clone());
+            // Let the flood ramp up before measuring.
+            std::thread::sleep(Duration::from_millis(300));
+            f
+        }
     };
     let target: SocketAddr = format!("{}:{PORT}", t.host_ip).parse().unwrap();
+    let cpu_before = CpuSplit::now(SUT_CPU);
+    let started = Instant::now();
     let mut r = client(&t.ns.name, target, secs);
+    let client_secs = started.elapsed().as_secs_f64();
+    let cpu1 = CpuSplit::now(SUT_CPU).since(cpu_before);
     stop.store(true, Ordering::Relaxed);
     for f in flood {
         f.join().ok();
     }
+    let (mut udp, mut ring_full) = (counts.udp_packets.load(Ordering::Relaxed), 0);
+    if let Some(f) = frame_flood {
+        f.join().expect("frame generator");
+        let (rx1, drop1) = rx_counters(&t.veth.host);
+        udp = rx1 - rx0;
+        ring_full = drop1 - drop0;
+    }
     r.latencies_us.sort_unstable();
-    let total = r.ok + r.failed;
     let _ = &t.client_ip;
-    json!({
-        "case": case.name(),
-        "requests": total,
-        "ok": r.ok,
-        "success_rate": if total > 0 { ((r.ok as f64 / total as f64) * 10000.0).round() / 10000.0 } else { 0.0 },
-        "p50_us": percentile(&r.latencies_us, 50.0),
-        "p99_us": percentile(&r.latencies_us, 99.0),
-        "p999_us": percentile(&r.latencies_us, 99.9),
-        "flood_requests": counts.requests.load(Ordering::Relaxed),
-        "flood_429": counts.limited.load(Ordering::Relaxed),
-        "flood_connect_failures": counts.connect_failures.load(Ordering::Relaxed),
-        "flood_udp_packets": counts.udp_packets.load(Ordering::Relaxed),
-    })
+    Sample {
+        requests: r.ok + r.failed,
+        ok: r.ok,
+        p50_us: percentile(&r.latencies_us, 50.0),
+        p99_us: percentile(&r.latencies_us, 99.0),
+        p999_us: percentile(&r.latencies_us, 99.9),
+        flood_requests: counts.requests.load(Ordering::Relaxed),
+        flood_429: counts.limited.load(Ordering::Relaxed),
+        flood_connect_failures: counts.connect_failures.load(Ordering::Relaxed),
+        flood_udp_packets: udp,
+        ring_full,
+        cpu1,
+        secs: client_secs,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     let secs = if opts.quick { 2.0 } else { 8.0 };
-    let mut rows = Vec::new();
-    for case in [
-        Case::Baseline,
-        Case::L7Only,
-        Case::Xdp,
-        Case::Nft,
-        Case::XdpNative,
-    ] {
-        progress.step(&format!("under attack: {} ({secs}s)", case.name()));
-        rows.push(run_case(case, secs, stack));
-    }
-    let base_p99 = rows[0]["p99_us"].as_f64().unwrap_or(0.0);
-    for r in rows.iter_mut() {
-        if base_p99 > 0.0 {
-            r["p99_vs_baseline"] =
-                json!(((r["p99_us"].as_f64().unwrap_or(0.0) / base_p99) * 100.0).round() / 100.0);
+    let reps = if opts.quick { 1 } else { REPEATS };
+    // Every case `reps` times, the cases interleaved (each round runs its
+    // baselines first), so a slow phase of the machine hits every case
+    // alike; each run's p99 is compared with its own round's baseline.
+    let mut samples: Vec<Vec<Sample>> = CASES.iter().map(|_| Vec::new()).collect();
+    for rep in 0..reps {
+        for (i, case) in CASES.iter().enumerate() {
+            progress.step(&format!(
+                "under attack: {} ({secs}s, run {} of {reps})",
+                case.name(),
+                rep + 1
+            ));
+            samples[i].push(run_case(*case, secs, stack));
         }
     }
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let rows: Vec<Value> = CASES
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let runs = &samples[i];
+            let base = &samples[CASES.iter().position(|c| *c == case.baseline()).unwrap()];
+            let pick = |f: &dyn Fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+            let p99: Vec<f64> = runs.iter().map(|s| s.p99_us as f64).collect();
+            let ratios: Vec<f64> = runs
+                .iter()
+                .zip(base)
+                .map(|(a, b)| r2(a.p99_us as f64 / (b.p99_us as f64).max(1.0)))
+                .collect();
+            let per_s = |f: &dyn Fn(&CpuSplit) -> u64| {
+                pick(&|s: &Sample| f(&s.cpu1) as f64 / 1e6 / s.secs.max(1e-9)).round()
+            };
+            let total: u64 = runs.iter().map(|s| s.requests).sum();
+            let ok: u64 = runs.iter().map(|s| s.ok).sum();
+            json!({
+                "case": case.name(),
+                "queues": if case.multi_queue() { QUEUES } else { 1 },
+                "runs": runs.len(),
+                "requests": pick(&|s| s.requests as f64) as u64,
+                "success_rate": if total > 0 { ((ok as f64 / total as f64) * 10000.0).round() / 10000.0 } else { 0.0 },
+                "p50_us": pick(&|s| s.p50_us as f64) as u64,
+                "p99_us": median(p99.clone()) as u64,
+                "p99_us_min": p99.iter().copied().fold(f64::INFINITY, f64::min) as u64,
+                "p99_us_max": p99.iter().copied().fold(0.0, f64::max) as u64,
+                "p99_us_per_run": p99.iter().map(|x| *x as u64).collect::<Vec<_>>(),
+                "p999_us": pick(&|s| s.p999_us as f64) as u64,
+                "baseline": case.baseline().name(),
+                "p99_vs_baseline": r2(median(ratios.clone())),
+                "p99_vs_baseline_per_run": ratios,
+                "flood_requests": pick(&|s| s.flood_requests as f64) as u64,
+                "flood_429": pick(&|s| s.flood_429 as f64) as u64,
+                "flood_connect_failures": pick(&|s| s.flood_connect_failures as f64) as u64,
+                "flood_udp_packets": pick(&|s| s.flood_udp_packets as f64) as u64,
+                "flood_ring_full": pick(&|s| s.ring_full as f64) as u64,
+                "sut_cpu_user_ms_per_s": per_s(&|c| c.user_ns),
+                "sut_cpu_system_ms_per_s": per_s(&|c| c.system_ns),
+                "sut_cpu_softirq_ms_per_s": per_s(&|c| c.softirq_ns),
+            })
+        })
+        .collect();
     json!({
         "seconds_per_case": secs,
+        "repeats": reps,
+        "queues": QUEUES,
         "client_rps": CLIENT_RPS,
         "client_connections": CLIENT_CONNS,
         "l7_limit_rps": LIMIT_RPS,
@@ -477,33 +724,52 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
 
 pub fn markdown(v: &Value) -> String {
     let mut out = format!(
-        "### Legitimate traffic under attack ({}s per case; client: {} req/s over {} keep-alive connections, per-IP L7 limit {} r/s; flooder: {} HTTP connections as fast as they go + a UDP flood to the listener port, from another address of the same namespace)\n\n\
-| case | client requests | success rate | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | flood requests (429) | flood connect failures | flood UDP packets |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "### Legitimate traffic under attack ({} runs of {}s per case with the cases interleaved; client: {} req/s over {} keep-alive connections, per-IP L7 limit {} r/s; flooder: {} HTTP connections as fast as they go + a UDP flood to the listener port, from another address of the same namespace; the {}-queue cases: a frame-sourced UDP flood instead, see below)\n\n\
+Medians of the runs; the p99 also as min–max, and its ratio to the baseline of the same round (the single-queue or the {}-queue one) as the median and per run. SUT core CPU: the core running the gateway and the receive work, over the client's run, user / system / irq+softirq ms per second.\n\n\
+| case | client requests | success rate | p50 µs | p99 µs | p99.9 µs | p99 vs baseline | p99 vs baseline per run | SUT CPU ms/s user / sys / softirq | flood requests (429) | flood connect failures | flood UDP packets (lost on full ring) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        v["repeats"],
         v["seconds_per_case"],
         v["client_rps"],
         v["client_connections"],
         v["l7_limit_rps"],
         v["flood_http_threads"],
+        v["queues"],
+        v["queues"],
     );
     for r in v["rows"].as_array().into_iter().flatten() {
+        let per_run = r["p99_vs_baseline_per_run"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{x}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |\n",
+            "| {} | {} | {} | {} | {} ({}–{}) | {} | {} | {per_run} | {} / {} / {} | {} ({}) | {} | {} ({}) |\n",
             r["case"].as_str().unwrap_or(""),
             r["requests"],
             r["success_rate"],
             r["p50_us"],
             r["p99_us"],
+            r["p99_us_min"],
+            r["p99_us_max"],
             r["p999_us"],
             super::ratio_cell(r, "p99_vs_baseline"),
+            r["sut_cpu_user_ms_per_s"],
+            r["sut_cpu_system_ms_per_s"],
+            r["sut_cpu_softirq_ms_per_s"],
             r["flood_requests"],
             r["flood_429"],
             r["flood_connect_failures"],
             r["flood_udp_packets"],
+            r["flood_ring_full"],
         ));
     }
     out.push_str("\nLatency is measured from each request's scheduled send time. In the blocked cases the flooder's SYNs are dropped, so its HTTP load becomes connection attempts (100 ms timeout each) and only the UDP flood keeps the pressure on. \
 The skb-mode XDP row is the like-for-like peer of nftables on a veth (both run in the same receive path); \
-native XDP on a veth moves all receive work into the veth's NAPI ring, which the flood and the client share \
-(our reading of a slow native row: it says more about veth than about a NIC with several queues).\n");
+native XDP on a single-queue veth moves all receive work into the veth's one NAPI ring, which the flood and the client share. \
+The multi-queue rows are the NIC-like comparison: a veth pair with several queues, the flood as raw frames (an XDP program in the namespace redirects BPF_PROG_TEST_RUN live frames into the veth, from the load core, at nice 19) into receive queue 0, the client's sockets steered to queue 1 by XPS, one NAPI thread per queue pinned to the SUT core, GRO on (NAPI for nftables too) and TSO off on the sending end (so the client's TCP goes through its ring in every case). No HTTP flood there: the blocked source's whole flood is frames, on its own queue, as a NIC's RSS would put it. The flood UDP packets column counts, for these rows, the frames that found room in the rings.\n");
     out
 }

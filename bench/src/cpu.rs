@@ -57,3 +57,67 @@ pub fn threads_named(prefix: &str) -> Vec<i32> {
     }
     out
 }
+
+/// The threaded-NAPI kernel threads of `dev` (named `napi/<dev>-<napi id>`),
+/// matched on the name as the kernel keeps it: 15 bytes, so a long device
+/// name loses its tail (and the id) and a prefix of 16 or more would never
+/// match.
+pub fn napi_threads(dev: &str) -> Vec<i32> {
+    let full = format!("napi/{dev}-");
+    threads_named(&full[..full.len().min(15)])
+}
+
+/// CPU time (user + system) of a thread so far, in nanoseconds.
+pub fn thread_cpu_ns(tid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // USER_HZ is 100 on Linux: one tick is 10 ms.
+    f.iter().sum::<u64>() * 10_000_000
+}
+
+/// Time `cpu` spent in user, system and interrupt (irq + softirq) mode
+/// since boot, in nanoseconds, from /proc/stat.
+#[derive(Clone, Copy, Default)]
+pub struct CpuSplit {
+    pub user_ns: u64,
+    pub system_ns: u64,
+    pub softirq_ns: u64,
+}
+
+impl CpuSplit {
+    pub fn now(cpu: usize) -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        let name = format!("cpu{cpu} ");
+        let line = stat
+            .lines()
+            .find(|l| l.starts_with(&name))
+            .expect("cpu line");
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // Fields: user nice system idle iowait irq softirq ...; 10 ms ticks.
+        Self {
+            user_ns: (f[0] + f[1]) * 10_000_000,
+            system_ns: f[2] * 10_000_000,
+            softirq_ns: (f[5] + f[6]) * 10_000_000,
+        }
+    }
+
+    /// The time spent between `earlier` and `self`.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            user_ns: self.user_ns.saturating_sub(earlier.user_ns),
+            system_ns: self.system_ns.saturating_sub(earlier.system_ns),
+            softirq_ns: self.softirq_ns.saturating_sub(earlier.softirq_ns),
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod escalation;
 pub mod features;
 pub mod flood;
+pub mod framegen;
 pub mod grpc;
 pub mod gwconf;
 pub mod memory;
