@@ -420,12 +420,13 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
 }
 
 fn parse_net(s: &str) -> Result<Net, AdminError> {
-    s.parse::<Net>().map_err(AdminError::Request)
+    s.parse::<Net>()
+        .map_err(|e| AdminError::Request(e.to_string()))
 }
 
 fn limit(arg: LimitArg) -> Result<Limit, AdminError> {
-    let spec =
-        LimitSpec::new(arg.rate, arg.burst.unwrap_or(arg.rate)).map_err(AdminError::Request)?;
+    let spec = LimitSpec::new(arg.rate, arg.burst.unwrap_or(arg.rate))
+        .map_err(|e| AdminError::Request(e.to_string()))?;
     Ok(Limit {
         rate: spec.rate,
         burst: spec.burst,

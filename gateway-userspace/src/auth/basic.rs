@@ -26,20 +26,35 @@ use tokio::sync::Semaphore;
 
 use super::{AuthConfigError, cache::TtlCache, config::BasicConfig};
 
+/// A password hash the gateway cannot verify: the config's or the
+/// htpasswd file's to fix (the hash itself is never quoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HashFormatError {
+    /// `$2a$`, `$2b$` or `$2y$` but not a whole bcrypt hash.
+    #[error("malformed bcrypt hash")]
+    Bcrypt,
+    /// `$argon2` but not a PHC string.
+    #[error("malformed argon2 PHC hash")]
+    Argon2,
+    /// Neither bcrypt nor argon2 (plain text, MD5 or SHA crypt).
+    #[error("unsupported hash: use bcrypt ($2y$, htpasswd -B) or argon2 ($argon2id$)")]
+    Unsupported,
+}
+
 /// Checks that `hash` is a bcrypt or argon2 hash we can verify.
-pub fn check_hash_format(hash: &str) -> Result<(), String> {
+pub fn check_hash_format(hash: &str) -> Result<(), HashFormatError> {
     if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
         return hash
             .parse::<bcrypt::HashParts>()
             .map(|_| ())
-            .map_err(|_| "malformed bcrypt hash".to_owned());
+            .map_err(|_| HashFormatError::Bcrypt);
     }
     if hash.starts_with("$argon2") {
         return PasswordHash::new(hash)
             .map(|_| ())
-            .map_err(|_| "malformed argon2 PHC hash".to_owned());
+            .map_err(|_| HashFormatError::Argon2);
     }
-    Err("unsupported hash: use bcrypt ($2y$, htpasswd -B) or argon2 ($argon2id$)".to_owned())
+    Err(HashFormatError::Unsupported)
 }
 
 struct User {

@@ -46,13 +46,34 @@ pub enum Verdict {
     Refused(TokenError),
 }
 
+/// What is wrong with an `[auth.introspection.NAME]` provider's settings:
+/// the config's to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IntrospectionConfigError {
+    /// `issuer = ""`.
+    #[error("issuer must not be empty (leave it out to accept any)")]
+    EmptyIssuer,
+    /// An empty audience.
+    #[error("audiences must not contain an empty audience")]
+    EmptyAudience,
+    /// A token type that is empty or not printable ASCII.
+    #[error("token_types must be non-empty printable ASCII names")]
+    TokenTypes,
+    /// `leeway` above 5 minutes.
+    #[error("leeway above 5m is not accepted")]
+    Leeway,
+    /// `max_answer_bytes` outside 1 KiB..=1 MiB.
+    #[error("max_answer_bytes must be 1024-1048576")]
+    MaxAnswerBytes,
+}
+
 /// Checks a provider's settings while the config is parsed.
-pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
+pub fn validate_config(c: &IntrospectionConfig) -> Result<(), IntrospectionConfigError> {
     if c.issuer.as_deref().is_some_and(str::is_empty) {
-        return Err("issuer must not be empty (leave it out to accept any)".into());
+        return Err(IntrospectionConfigError::EmptyIssuer);
     }
     if c.audiences.iter().any(String::is_empty) {
-        return Err("audiences must not contain an empty audience".into());
+        return Err(IntrospectionConfigError::EmptyAudience);
     }
     if c.token_types.iter().any(|t| {
         t.is_empty()
@@ -60,13 +81,13 @@ pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     }) {
-        return Err("token_types must be non-empty printable ASCII names".into());
+        return Err(IntrospectionConfigError::TokenTypes);
     }
     if c.leeway.get() > Duration::from_secs(300) {
-        return Err("leeway above 5m is not accepted".into());
+        return Err(IntrospectionConfigError::Leeway);
     }
     if !(1024..=1 << 20).contains(&c.max_answer_bytes) {
-        return Err("max_answer_bytes must be 1024-1048576".into());
+        return Err(IntrospectionConfigError::MaxAnswerBytes);
     }
     Ok(())
 }

@@ -41,6 +41,7 @@ pub use self::{
     bruteforce::{AbuseHook, AbuseReport},
     config::{AuthMethodKind, AuthSection},
     failure::{AuthFailure, Scheme, TokenError},
+    validate::{AuthSectionError, PolicyError},
 };
 
 /// How an identity was established.

@@ -31,10 +31,10 @@ impl Config {
                     .into(),
             ));
         }
-        self.rate_limit.validate().map_err(bad)?;
-        self.escalation.validate().map_err(bad)?;
+        self.rate_limit.validate().map_err(|e| bad(e.to_string()))?;
+        self.escalation.validate().map_err(|e| bad(e.to_string()))?;
         if let Some(c) = &self.cluster {
-            c.validate().map_err(bad)?;
+            c.validate().map_err(|e| bad(e.to_string()))?;
         }
         for l in self.rate_limit.limits.iter().filter(|l| l.shared) {
             if self.cluster.is_none() {
