@@ -107,7 +107,8 @@ pub(super) fn proxy(config: &mut Config, text: &str, origin: &str) -> Result<(),
     };
 
     for u in &mut config.upstreams {
-        u.parse_targets().map_err(|(span, m)| at(span, m))?;
+        u.parse_targets()
+            .map_err(|(span, e)| at(span, e.to_string()))?;
     }
     let mut names = HashSet::new();
     for u in &config.upstreams {
