@@ -351,19 +351,19 @@ enum ActionError {
 /// valid network reaches the handler or the log.
 fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, ActionError> {
     let valid_net = |net: &str| {
-        net.parse::<crate::net::Net>().map(|_| ()).map_err(|_| ActionError::Net)
+        net.parse::<crate::net::Net>()
+            .map(|_| ())
+            .map_err(|_| ActionError::Net)
     };
     if unblock {
-        let b: UnblockBody =
-            serde_json::from_slice(body).map_err(ActionError::UnblockBody)?;
+        let b: UnblockBody = serde_json::from_slice(body).map_err(ActionError::UnblockBody)?;
         valid_net(&b.net)?;
         return Ok(AdminRequest::BlockDel {
             net: b.net,
             cluster: b.cluster,
         });
     }
-    let b: BlockBody =
-        serde_json::from_slice(body).map_err(ActionError::BlockBody)?;
+    let b: BlockBody = serde_json::from_slice(body).map_err(ActionError::BlockBody)?;
     valid_net(&b.net)?;
     if b.ttl_secs == 0 || b.ttl_secs > MAX_BLOCK_TTL.as_secs() {
         return Err(ActionError::Ttl);
