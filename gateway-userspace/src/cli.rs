@@ -148,7 +148,7 @@ pub enum XdpCmd {
     },
 }
 
-fn net_arg(s: &str) -> Result<Net, String> {
+fn net_arg(s: &str) -> Result<Net, crate::net::NetError> {
     s.parse()
 }
 
@@ -164,7 +164,7 @@ fn count_arg(s: &str) -> Result<u32, String> {
 }
 
 fn ttl_arg(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::duration::parse(s)?;
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
     if d.as_secs() == 0 {
         return Err("a TTL must be at least 1s; omit --ttl for a permanent block".into());
     }
@@ -176,7 +176,9 @@ fn target_arg(s: &str) -> Result<String, String> {
     if s == "default" {
         return Ok(s.to_owned());
     }
-    s.parse::<Net>().map(|n| n.to_string())
+    s.parse::<Net>()
+        .map(|n| n.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// `gateway block ...`: the XDP blocklist, through the admin socket.

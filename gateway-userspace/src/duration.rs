@@ -14,11 +14,24 @@ use std::{fmt, ops::Deref, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
+/// A text that is not a duration (the writer's: a config value or a CLI
+/// argument); the message quotes it and shows examples.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("'{input}' is not a duration like 30s, 10m or 1h ({reason})")]
+pub struct DurationError {
+    /// The text as written.
+    pub input: String,
+    /// humantime's reason.
+    pub reason: humantime::DurationError,
+}
+
 /// Parses `30s`, `10m`, `1h30m`, `500ms` (humantime); surrounding whitespace is ignored. The error
 /// quotes the input and shows examples.
-pub fn parse(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("'{s}' is not a duration like 30s, 10m or 1h ({e})"))
+pub fn parse(s: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(s.trim()).map_err(|reason| DurationError {
+        input: s.to_owned(),
+        reason,
+    })
 }
 
 /// `d` as humantime text in whole seconds (`1h 30m`); sub-second parts are dropped.

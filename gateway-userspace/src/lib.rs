@@ -26,6 +26,7 @@ pub mod phases;
 pub mod proxy;
 pub mod query;
 pub mod ratelimit;
+pub mod reload;
 pub mod run;
 pub mod runtime;
 pub mod upgrade;

@@ -55,9 +55,10 @@ fn main() -> ExitCode {
             }
             init_logging(&args.log_format);
             let runtime = config.runtime.build();
-            let result = runtime
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(gateway::run::run(args.config.clone(), config)));
+            let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+                rt.block_on(gateway::run::run(args.config.clone(), config))
+                    .map_err(anyhow::Error::from)
+            });
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

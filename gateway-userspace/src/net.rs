@@ -10,6 +10,39 @@ use std::{fmt, net::IpAddr, str::FromStr};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Why a text or an (address, prefix) pair is not a network: the writer's
+/// (a config value, a CLI argument, an admin request). The texts say what
+/// was meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// The address part is not an IPv4 or IPv6 address.
+    #[error("'{0}' is not an IPv4 or IPv6 address")]
+    Address(String),
+    /// The part after `/` is not a number.
+    #[error("'/{0}' is not a prefix length (a number 0-128)")]
+    PrefixNotNumber(String),
+    /// The prefix is longer than the family allows.
+    #[error("prefix length /{prefix_len} is out of range for {family} (0-{max})")]
+    PrefixOutOfRange {
+        /// The prefix length written.
+        prefix_len: u8,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// 32 or 128.
+        max: u8,
+    },
+    /// Bits are set below the prefix.
+    #[error("{addr}/{prefix_len} has host bits set; did you mean {meant}?")]
+    HostBits {
+        /// The address written.
+        addr: IpAddr,
+        /// The prefix length written.
+        prefix_len: u8,
+        /// The network with the host bits cleared.
+        meant: IpNet,
+    },
+}
+
 /// A validated network (address with prefix length, no host bits set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Net(IpNet);
@@ -17,20 +50,23 @@ pub struct Net(IpNet);
 impl Net {
     /// `addr/prefix_len`; an error when the prefix is longer than the family allows (32, 128) or
     /// `addr` has bits set below it (the message suggests the network meant).
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, String> {
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, NetError> {
         let max = if addr.is_ipv4() { 32 } else { 128 };
+        let out_of_range = NetError::PrefixOutOfRange {
+            prefix_len,
+            family: if addr.is_ipv4() { "IPv4" } else { "IPv6" },
+            max,
+        };
         if prefix_len > max {
-            return Err(format!(
-                "prefix length /{prefix_len} is out of range for {} (0-{max})",
-                if addr.is_ipv4() { "IPv4" } else { "IPv6" }
-            ));
+            return Err(out_of_range);
         }
-        let net = IpNet::new(addr, prefix_len).map_err(|e| e.to_string())?;
+        let net = IpNet::new(addr, prefix_len).map_err(|_| out_of_range)?;
         if net.trunc() != net {
-            return Err(format!(
-                "{addr}/{prefix_len} has host bits set; did you mean {}?",
-                net.trunc()
-            ));
+            return Err(NetError::HostBits {
+                addr,
+                prefix_len,
+                meant: net.trunc(),
+            });
         }
         Ok(Self(net))
     }
@@ -68,7 +104,7 @@ impl Net {
 }
 
 impl FromStr for Net {
-    type Err = String;
+    type Err = NetError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
@@ -78,7 +114,7 @@ impl FromStr for Net {
         };
         let addr: IpAddr = addr
             .parse()
-            .map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+            .map_err(|_| NetError::Address(addr.to_owned()))?;
         let prefix_len = match prefix {
             None => {
                 if addr.is_ipv4() {
@@ -89,7 +125,7 @@ impl FromStr for Net {
             }
             Some(p) => p
                 .parse::<u8>()
-                .map_err(|_| format!("'/{p}' is not a prefix length (a number 0-128)"))?,
+                .map_err(|_| NetError::PrefixNotNumber(p.to_owned()))?,
         };
         Net::new(addr, prefix_len)
     }
@@ -155,11 +191,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_a_reason() {
-        let e = "10.0.0.0/33".parse::<Net>().unwrap_err();
+        let e = "10.0.0.0/33".parse::<Net>().unwrap_err().to_string();
         assert!(e.contains("out of range for IPv4"), "{e}");
-        let e = "10.0.0.1/8".parse::<Net>().unwrap_err();
+        let e = "10.0.0.1/8".parse::<Net>().unwrap_err().to_string();
         assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
-        let e = "10.0.0.300".parse::<Net>().unwrap_err();
+        let e = "10.0.0.300".parse::<Net>().unwrap_err().to_string();
         assert!(e.contains("not an IPv4 or IPv6 address"), "{e}");
         assert!("::/129".parse::<Net>().is_err());
     }

@@ -19,33 +19,98 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use anyhow::{Context as _, Result};
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
 };
 
 use crate::{
-    admin::server::{AdminSocket, AdminState},
+    admin::server::{AdminSocket, AdminState, SocketError, chain},
     admin_http::{
         self, Readiness,
         collect::{
             ClusterCollector, EscalationCollector, ProxyCollector, QuotaCollector, XdpCollector,
         },
     },
-    cluster::{Cluster, KernelBlocks},
+    cluster::{Cluster, ClusterStartError, KernelBlocks},
     config::Config,
     escalate::{self, Escalator, XdpSink},
-    observe::{AccessLog, Metrics, Observe},
-    phases,
-    proxy::Proxy,
+    observe::{AccessLog, Metrics, Observe, config::AccessLogTarget},
+    phases::{self, PhasesError},
+    proxy::{Proxy, ProxyError},
     ratelimit::quota_store::{QuotaStore, system_clock},
-    upgrade::{self, Offered, Role, Upgraded, successor::Takeover},
-    xdp::{self, Loader, XdpMaps},
+    reload::{reloaded, try_reload},
+    upgrade::{
+        self, Offered, Role, UpgradeError, Upgraded,
+        successor::{Takeover, TakeoverError},
+    },
+    xdp::{self, Loader, XdpMaps, loader::XdpError, maps::MapsError},
 };
 
+/// Why the gateway could not start; `main` prints it with its causes
+/// (`gateway: error: ...`). The variants say whose it is: the config's
+/// files, the kernel's, the machine's.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The signal handlers could not be installed (the runtime's).
+    #[error(transparent)]
+    Signals(std::io::Error),
+    /// A successor could not take the running gateway's sockets over, or
+    /// tell it that it is ready.
+    #[error("taking over from the running gateway")]
+    Takeover(#[source] TakeoverError),
+    /// The dashboard's `token_file` is unreadable or too short (the
+    /// config's).
+    #[error(transparent)]
+    DashboardToken(#[from] crate::admin_http::dashboard::TokenFileError),
+    /// The XDP program could not be loaded or attached (the kernel's).
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// The config could not be written into the XDP maps (the kernel's).
+    #[error("writing the config into the XDP maps")]
+    XdpConfig(#[source] MapsError),
+    /// The cluster link could not be set up from `[cluster]`.
+    #[error(transparent)]
+    Cluster(#[from] ClusterStartError),
+    /// The admin socket could not be bound (its directory, or another
+    /// gateway holding it).
+    #[error(transparent)]
+    AdminSocket(#[from] SocketError),
+    /// The access log file could not be opened (the config's path or its
+    /// permissions).
+    #[error("opening the access log {target:?}")]
+    AccessLog {
+        /// `[log] access_log`.
+        target: AccessLogTarget,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The request phases could not be built: a key file, schema or
+    /// OpenAPI document the config names is unusable.
+    #[error("building the request phases: {0}")]
+    Phases(PhasesError),
+    /// A proxy listener could not bind or load its certificates.
+    #[error("starting the proxy listeners")]
+    Proxy(#[source] ProxyError),
+    /// The `[observability]` listener could not bind (the address is taken
+    /// or not this machine's).
+    #[error("binding the [observability] listener {addr}")]
+    Observability {
+        /// `[observability] listen`.
+        addr: SocketAddr,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bound `[observability]` socket could not be inspected or
+    /// duplicated (the process's file descriptors).
+    #[error(transparent)]
+    ObservabilitySocket(std::io::Error),
+}
+
 /// Starts the gateway and runs until SIGINT or SIGTERM.
-pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
+pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), RunError> {
     let origin = config_path
         .as_ref()
         .map(|p| p.display().to_string())
@@ -55,20 +120,19 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     // (`systemctl kill` signals every process of the unit, a successor
     // still starting included) is handled once the loop runs, instead of
     // ending the process by its default action.
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(RunError::Signals)?;
     // Started by `gateway upgrade`: the running gateway's sockets are ours
     // to take (it keeps accepting on them until we are ready).
-    let mut takeover = Takeover::from_env().context("taking over from the running gateway")?;
+    let mut takeover = Takeover::from_env().map_err(RunError::Takeover)?;
     let started_unix = crate::clock::unix_now();
     // The dashboard token is read before anything starts: a missing or
     // short file is a start-up error naming the file.
     let dashboard_token = match &config.observability.dashboard.token_file {
         Some(p) if config.observability.enabled && config.observability.dashboard.enabled => Some(
-            admin_http::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))
-                .map_err(anyhow::Error::msg)?,
+            admin_http::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))?,
         ),
         _ => None,
     };
@@ -79,7 +143,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     if config.xdp.enabled {
         let loader = Loader::new(&config.xdp.pin_dir);
         let (loaded, mut m) = loader.load()?;
-        xdp::apply::apply(&mut m, &config.xdp).context("writing the config into the XDP maps")?;
+        xdp::apply::apply(&mut m, &config.xdp).map_err(RunError::XdpConfig)?;
         let mut a = loaded.attach(&config.xdp.interface, config.xdp.mode, &config.xdp.pin_dir)?;
         a.detach_on_exit = config.xdp.detach_on_exit;
         tracing::info!(
@@ -209,8 +273,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
     let observe = Observe {
         metrics: Arc::new(Metrics::new()),
         access_log: Arc::new(
-            AccessLog::open(&config.log, &credential_params(&config))
-                .with_context(|| format!("opening the access log {:?}", config.log.access_log))?,
+            AccessLog::open(&config.log, &credential_params(&config)).map_err(|source| {
+                RunError::AccessLog {
+                    target: config.log.access_log.clone(),
+                    source,
+                }
+            })?,
         ),
     };
     let mut engines = phases::build_engines_with_quotas(
@@ -220,8 +288,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         cluster.clone(),
         quotas.clone(),
     )
-    .map_err(anyhow::Error::msg)
-    .context("building the request phases")?;
+    .map_err(RunError::Phases)?;
     engines.observe = observe.clone();
     let proxy = match takeover.as_mut() {
         None => Proxy::start(&config, engines).await,
@@ -230,7 +297,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             Proxy::bind(&config, engines, t.proxy_sockets(), demo).await
         }
     }
-    .context("starting the proxy listeners")?;
+    .map_err(RunError::Proxy)?;
     if config_path.is_none() {
         print_try_it();
     }
@@ -260,11 +327,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                 .and_then(|()| tokio::net::TcpListener::from_std(l)),
             None => admin_http::bind(addr).await,
         }
-        .with_context(|| format!("binding the [observability] listener {addr}"))?;
-        observability_fd = Some((addr, listener.as_fd().try_clone_to_owned()?));
+        .map_err(|source| RunError::Observability { addr, source })?;
+        observability_fd = Some((
+            addr,
+            listener
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(RunError::ObservabilitySocket)?,
+        ));
         let dash = &config.observability.dashboard;
         tracing::info!(
-            address = %listener.local_addr()?,
+            address = %listener.local_addr().map_err(RunError::ObservabilitySocket)?,
             dashboard = dash.enabled,
             dashboard_write = dash.enabled && dash.write,
             "admin HTTP listening (/metrics, /healthz, /readyz{})",
@@ -317,8 +390,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
         Some(t) => {
             // Built and bound: the running gateway stops accepting (what
             // arrives waits in the shared queues) and saves its state.
-            tokio::task::block_in_place(|| t.ready())
-                .context("taking over from the running gateway")?;
+            tokio::task::block_in_place(|| t.ready()).map_err(RunError::Takeover)?;
             if let Some(path) = &state_file {
                 restore_escalations(&escalator, path);
             }
@@ -367,8 +439,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
                         break;
                     }
                     Err(e) => {
-                        let e = format!("{e:#}");
-                        tracing::error!(error = %e, "upgrade failed; this gateway goes on serving");
+                        tracing::error!(error = %chain(&e), "upgrade failed; this gateway goes on serving");
                         let _ = reply.send(Err(e));
                     }
                 }
@@ -376,11 +447,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
+                let r = try_reload(config_path.as_deref(), &base_dir(config_path.as_ref()), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_ref(), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
+                let r = try_reload(config_path.as_deref(), &base_dir(config_path.as_ref()), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
@@ -500,9 +571,9 @@ async fn hand_over(
     state_file: Option<&Path>,
     quotas: &Arc<QuotaStore>,
     admin_socket: &Path,
-) -> Result<Upgraded> {
+) -> Result<Upgraded, UpgradeError> {
     let mut sockets = Vec::new();
-    for (name, configured, fd) in proxy.listening_sockets()? {
+    for (name, configured, fd) in proxy.listening_sockets().map_err(UpgradeError::Sockets)? {
         let role = Role::Proxy;
         sockets.push((
             Offered {
@@ -521,7 +592,7 @@ async fn hand_over(
                 name,
                 configured: *configured,
             },
-            fd.try_clone()?,
+            fd.try_clone().map_err(UpgradeError::Sockets)?,
         ));
     }
     if let Some((configured, fd)) = proxy.demo_socket() {
@@ -532,7 +603,7 @@ async fn hand_over(
                 name,
                 configured,
             },
-            fd.try_clone_to_owned()?,
+            fd.try_clone_to_owned().map_err(UpgradeError::Sockets)?,
         ));
     }
     let count = sockets.len();
@@ -541,7 +612,7 @@ async fn hand_over(
         let mut s = upgrade::handover::spawn(sockets, &admin_socket)?;
         tracing::info!(pid = s.pid, program = %s.program, sockets = count, "upgrade: new process started; waiting until it is ready");
         s.wait_ready(upgrade::READY_TIMEOUT)?;
-        anyhow::Ok(s)
+        Ok::<_, UpgradeError>(s)
     })
     .await??;
     proxy.stop_accepting();
@@ -634,112 +705,6 @@ fn print_try_it() {
          \n    gateway block add 127.0.0.2 --ttl 1m && curl --interface 127.0.0.2 --max-time 2 http://127.0.0.1:8080/public/x\
          \n    gateway stats\n"
     );
-}
-
-/// Re-reads the config file and swaps it in. A bad file (or certificate,
-/// or key file) is an error naming file, line and problem, and nothing
-/// changes: the running config stays.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the long-lived pieces a reload hands to the new generation"
-)]
-fn try_reload(
-    path: Option<&PathBuf>,
-    current: &Config,
-    maps: Option<&Arc<Mutex<XdpMaps>>>,
-    proxy: &Proxy,
-    escalator: &Arc<Escalator>,
-    cluster: Option<&Arc<Cluster>>,
-    observe: &Observe,
-    quotas: &Arc<QuotaStore>,
-) -> Result<Config, String> {
-    let Some(path) = path else {
-        return Err(
-            "running on the embedded default config; start with --config FILE to reload".into(),
-        );
-    };
-    let new = Config::load(path).map_err(|e| e.to_string())?;
-    let restart_only = [
-        (new.xdp.enabled != current.xdp.enabled, "xdp.enabled"),
-        (new.xdp.interface != current.xdp.interface, "xdp.interface"),
-        (new.xdp.mode != current.xdp.mode, "xdp.mode"),
-        (new.xdp.pin_dir != current.xdp.pin_dir, "xdp.pin_dir"),
-        (new.admin.socket != current.admin.socket, "admin.socket"),
-        (new.demo != current.demo, "demo"),
-        (new.escalation != current.escalation, "escalation"),
-        (new.log != current.log, "log"),
-        (new.observability != current.observability, "observability"),
-        (new.cluster != current.cluster, "cluster"),
-        (new.runtime != current.runtime, "runtime"),
-        (
-            new.rate_limit.quota_state != current.rate_limit.quota_state,
-            "rate_limit.quota_state",
-        ),
-        (
-            new.rate_limit.quota_max_consumers != current.rate_limit.quota_max_consumers,
-            "rate_limit.quota_max_consumers",
-        ),
-    ];
-    for (changed, key) in restart_only {
-        if changed {
-            tracing::warn!(
-                setting = key,
-                "changed in the config file; takes effect after a restart"
-            );
-        }
-    }
-    // Build the new proxy generation first: if certificates or key files
-    // fail to load, nothing (XDP maps included) changes.
-    if cluster.is_none() && new.rate_limit.limits.iter().any(|l| l.shared) {
-        return Err(
-            "shared rate limits need the [cluster] link, which starts with the gateway; restart it"
-                .into(),
-        );
-    }
-    let mut engines = phases::build_engines_with_quotas(
-        &new,
-        &base_dir(Some(path)),
-        Some(escalator.clone()),
-        cluster.cloned(),
-        quotas.clone(),
-    )
-    .map_err(|e| e.to_string())?;
-    engines.observe = observe.clone();
-    // Every new listener socket is bound here, before anything changes: one
-    // that cannot bind fails the reload and the old listeners keep serving.
-    let prepared = match proxy.prepare(&new, engines) {
-        Ok(p) => p,
-        Err(e) => {
-            // The quota names `gateway quota` sees stay those of the running config.
-            quotas.set_configured(current.rate_limit.quotas(), current.rate_limit.time_zone);
-            return Err(e.to_string());
-        }
-    };
-    if let Some(maps) = maps {
-        // The protected ports follow the new listeners (derived at load
-        // unless `[xdp] protected_ports` is set).
-        let mut m = maps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = xdp::apply::apply(&mut m, &new.xdp) {
-            quotas.set_configured(current.rate_limit.quotas(), current.rate_limit.time_zone);
-            return Err(format!(
-                "applying the reloaded config to the XDP maps failed: {e:#}"
-            ));
-        }
-    }
-    prepared.commit();
-    tracing::info!(config = %path.display(), "config reloaded");
-    Ok(new)
-}
-
-/// Logs the outcome of a reload and keeps whichever config is now running.
-fn reloaded(current: Config, result: Result<Config, String>) -> (Config, Result<(), String>) {
-    match result {
-        Ok(new) => (new, Ok(())),
-        Err(e) => {
-            tracing::error!(error = %e, "config reload rejected; keeping the running config");
-            (current, Err(e))
-        }
-    }
 }
 
 /// Query parameters that carry API keys in this config: never logged.

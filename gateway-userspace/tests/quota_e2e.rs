@@ -520,6 +520,7 @@ async fn consumers_without_a_known_plan_get_the_default_plan() {
         cfg.rate_limit
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("default_plan 'nope'")
     );
 }

@@ -59,10 +59,14 @@ pub struct AdminState {
     /// The quota counts (`gateway quota get|reset`).
     pub quotas: Option<Arc<crate::ratelimit::quota_store::QuotaStore>>,
     /// Asks the run loop to reload the config file; answers with the outcome.
-    pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    pub reload: tokio::sync::mpsc::Sender<
+        tokio::sync::oneshot::Sender<Result<(), crate::reload::ReloadError>>,
+    >,
     /// Asks the run loop to hand over to a new process (`gateway upgrade`).
     pub upgrade: tokio::sync::mpsc::Sender<
-        tokio::sync::oneshot::Sender<Result<crate::upgrade::Upgraded, String>>,
+        tokio::sync::oneshot::Sender<
+            Result<crate::upgrade::Upgraded, crate::upgrade::UpgradeError>,
+        >,
     >,
 }
 
@@ -287,7 +291,10 @@ async fn upgrade(state: &AdminState) -> Response {
     }
     match rx.await {
         Ok(Ok(u)) => Response::ok(u),
-        Ok(Err(e)) => Response::err(format!("upgrade failed, this gateway goes on serving: {e}")),
+        Ok(Err(e)) => Response::err(format!(
+            "upgrade failed, this gateway goes on serving: {}",
+            chain(&e)
+        )),
         Err(_) => Response::err("the gateway stopped during the upgrade"),
     }
 }
@@ -311,7 +318,7 @@ pub enum AdminError {
 }
 
 /// An error and its sources, `outer: inner: ...` (as anyhow's `{:#}`).
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();
     while let Some(s) = next {
@@ -413,12 +420,13 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
 }
 
 fn parse_net(s: &str) -> Result<Net, AdminError> {
-    s.parse::<Net>().map_err(AdminError::Request)
+    s.parse::<Net>()
+        .map_err(|e| AdminError::Request(e.to_string()))
 }
 
 fn limit(arg: LimitArg) -> Result<Limit, AdminError> {
-    let spec =
-        LimitSpec::new(arg.rate, arg.burst.unwrap_or(arg.rate)).map_err(AdminError::Request)?;
+    let spec = LimitSpec::new(arg.rate, arg.burst.unwrap_or(arg.rate))
+        .map_err(|e| AdminError::Request(e.to_string()))?;
     Ok(Limit {
         rate: spec.rate,
         burst: spec.burst,
@@ -793,11 +801,15 @@ mod tests {
     fn state() -> Arc<AdminState> {
         let (reload, _) = tokio::sync::mpsc::channel(1);
         let (upgrade, mut upgrades) = tokio::sync::mpsc::channel::<
-            tokio::sync::oneshot::Sender<std::result::Result<crate::upgrade::Upgraded, String>>,
+            tokio::sync::oneshot::Sender<
+                std::result::Result<crate::upgrade::Upgraded, crate::upgrade::UpgradeError>,
+            >,
         >(1);
         tokio::spawn(async move {
             while let Some(reply) = upgrades.recv().await {
-                let _ = reply.send(Err("test refusal".into()));
+                let _ = reply.send(Err(crate::upgrade::UpgradeError::Sockets(
+                    std::io::Error::other("test refusal"),
+                )));
             }
         });
         Arc::new(AdminState {

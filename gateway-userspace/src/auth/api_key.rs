@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
 use super::{
-    AuthConfigError,
+    AuthConfigError, CredentialFileError,
     config::{ApiKeyEntry, ApiKeysConfig},
 };
 
@@ -43,12 +43,10 @@ impl ApiKeys {
     pub fn from_config(name: &str, c: &ApiKeysConfig) -> Result<Self, AuthConfigError> {
         let mut entries = c.keys.clone();
         if let Some(path) = &c.keys_file {
-            entries.extend(
-                load_keys_file(path).map_err(|message| AuthConfigError::Provider {
-                    provider: format!("api_keys.{name}"),
-                    message,
-                })?,
-            );
+            entries.extend(load_keys_file(path).map_err(|e| AuthConfigError::Provider {
+                provider: format!("api_keys.{name}"),
+                message: e.to_string(),
+            })?);
         }
         Ok(Self {
             header: c.header.0.clone(),
@@ -80,18 +78,31 @@ impl ApiKeys {
     }
 }
 
-fn load_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn load_keys_file(path: &Path) -> Result<Vec<ApiKeyEntry>, CredentialFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| CredentialFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let file: KeysFile = toml::from_str(&text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before.rfind('\n').map_or(offset + 1, |i| offset - i);
-        format!("{}:{line}:{col}: {}", path.display(), e.message().trim())
+        let column = before.rfind('\n').map_or(offset + 1, |i| offset - i);
+        CredentialFileError::Syntax {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
     })?;
     for k in &file.keys {
-        super::identity::check_subject(&k.name)
-            .map_err(|e| format!("{}: key name {:?}: {e}", path.display(), k.name))?;
+        super::identity::check_subject(&k.name).map_err(|problem| {
+            CredentialFileError::KeyName {
+                path: path.to_owned(),
+                name: k.name.clone(),
+                problem,
+            }
+        })?;
     }
     Ok(file.keys)
 }

@@ -24,22 +24,37 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
-use super::{AuthConfigError, cache::TtlCache, config::BasicConfig};
+use super::{AuthConfigError, CredentialFileError, cache::TtlCache, config::BasicConfig};
+
+/// A password hash the gateway cannot verify: the config's or the
+/// htpasswd file's to fix (the hash itself is never quoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HashFormatError {
+    /// `$2a$`, `$2b$` or `$2y$` but not a whole bcrypt hash.
+    #[error("malformed bcrypt hash")]
+    Bcrypt,
+    /// `$argon2` but not a PHC string.
+    #[error("malformed argon2 PHC hash")]
+    Argon2,
+    /// Neither bcrypt nor argon2 (plain text, MD5 or SHA crypt).
+    #[error("unsupported hash: use bcrypt ($2y$, htpasswd -B) or argon2 ($argon2id$)")]
+    Unsupported,
+}
 
 /// Checks that `hash` is a bcrypt or argon2 hash we can verify.
-pub fn check_hash_format(hash: &str) -> Result<(), String> {
+pub fn check_hash_format(hash: &str) -> Result<(), HashFormatError> {
     if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
         return hash
             .parse::<bcrypt::HashParts>()
             .map(|_| ())
-            .map_err(|_| "malformed bcrypt hash".to_owned());
+            .map_err(|_| HashFormatError::Bcrypt);
     }
     if hash.starts_with("$argon2") {
         return PasswordHash::new(hash)
             .map(|_| ())
-            .map_err(|_| "malformed argon2 PHC hash".to_owned());
+            .map_err(|_| HashFormatError::Argon2);
     }
-    Err("unsupported hash: use bcrypt ($2y$, htpasswd -B) or argon2 ($argon2id$)".to_owned())
+    Err(HashFormatError::Unsupported)
 }
 
 struct User {
@@ -75,7 +90,7 @@ impl BasicUsers {
             );
         }
         if let Some(path) = &c.htpasswd_file {
-            for (user, hash) in load_htpasswd(path).map_err(err)? {
+            for (user, hash) in load_htpasswd(path).map_err(|e| err(e.to_string()))? {
                 users.insert(
                     user,
                     Arc::new(User {
@@ -150,20 +165,37 @@ fn verify_hash(hash: &str, password: &[u8]) -> bool {
     }
 }
 
-fn load_htpasswd(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn load_htpasswd(path: &Path) -> Result<Vec<(String, String)>, CredentialFileError> {
+    let text = std::fs::read_to_string(path).map_err(|error| CredentialFileError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |m: &str| format!("{}:{}:1: {m}", path.display(), i + 1);
         let (user, hash) = line
             .split_once(':')
-            .ok_or_else(|| at("expected user:hash"))?;
-        super::identity::check_subject(user).map_err(|e| at(&format!("user {user:?}: {e}")))?;
-        check_hash_format(hash).map_err(|e| at(&format!("user '{user}': {e}")))?;
+            .ok_or_else(|| CredentialFileError::Syntax {
+                path: path.to_owned(),
+                line: i + 1,
+                column: 1,
+                message: "expected user:hash".into(),
+            })?;
+        super::identity::check_subject(user).map_err(|problem| CredentialFileError::UserName {
+            path: path.to_owned(),
+            line: i + 1,
+            user: user.to_owned(),
+            problem,
+        })?;
+        check_hash_format(hash).map_err(|problem| CredentialFileError::Hash {
+            path: path.to_owned(),
+            line: i + 1,
+            user: user.to_owned(),
+            problem,
+        })?;
         out.push((user.to_owned(), hash.to_owned()));
     }
     Ok(out)

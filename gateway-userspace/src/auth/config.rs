@@ -249,15 +249,46 @@ pub struct PemKeyFile {
 #[serde(try_from = "String")]
 pub struct HttpsUrl(pub http::Uri);
 
+/// A value of `[auth]` that does not parse: the config's to fix. The text
+/// quotes URLs and header names, never a secret or its digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthValueError {
+    /// Not a URL (as written, with http's reason).
+    #[error("'{url}' is not a URL ({reason})")]
+    NotUrl {
+        /// The text written.
+        url: String,
+        /// http's reason.
+        reason: String,
+    },
+    /// A URL that is not `https://`.
+    #[error("'{0}' must be an https:// URL")]
+    NotHttps(String),
+    /// A URL without a host.
+    #[error("'{0}' has no host")]
+    NoHost(String),
+    /// A `sha256` that is not 64 hex digits.
+    #[error("sha256 must be 64 hex digits (run `gateway hash-key`)")]
+    Sha256,
+    /// Not a header name (as written).
+    #[error("'{0}' is not a valid header name")]
+    HeaderName(String),
+}
+
 impl TryFrom<String> for HttpsUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("'{s}' is not a URL ({e})"))?;
+    type Error = AuthValueError;
+    fn try_from(s: String) -> Result<Self, AuthValueError> {
+        let uri: http::Uri =
+            s.parse()
+                .map_err(|e: http::uri::InvalidUri| AuthValueError::NotUrl {
+                    url: s.clone(),
+                    reason: e.to_string(),
+                })?;
         if uri.scheme_str() != Some("https") {
-            return Err(format!("'{s}' must be an https:// URL"));
+            return Err(AuthValueError::NotHttps(s));
         }
         if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("'{s}' has no host"));
+            return Err(AuthValueError::NoHost(s));
         }
         Ok(Self(uri))
     }
@@ -381,9 +412,9 @@ impl fmt::Debug for Sha256Hex {
 }
 
 impl TryFrom<String> for Sha256Hex {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        let bad = || "sha256 must be 64 hex digits (run `gateway hash-key`)".to_owned();
+    type Error = AuthValueError;
+    fn try_from(s: String) -> Result<Self, AuthValueError> {
+        let bad = || AuthValueError::Sha256;
         if s.len() != 64 {
             return Err(bad());
         }
@@ -437,11 +468,11 @@ pub struct BasicUser {
 pub struct HeaderNameConf(pub HeaderName);
 
 impl TryFrom<String> for HeaderNameConf {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = AuthValueError;
+    fn try_from(s: String) -> Result<Self, AuthValueError> {
         HeaderName::from_bytes(s.as_bytes())
             .map(Self)
-            .map_err(|_| format!("'{s}' is not a valid header name"))
+            .map_err(|_| AuthValueError::HeaderName(s))
     }
 }
 

@@ -46,13 +46,34 @@ pub enum Verdict {
     Refused(TokenError),
 }
 
+/// What is wrong with an `[auth.introspection.NAME]` provider's settings:
+/// the config's to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IntrospectionConfigError {
+    /// `issuer = ""`.
+    #[error("issuer must not be empty (leave it out to accept any)")]
+    EmptyIssuer,
+    /// An empty audience.
+    #[error("audiences must not contain an empty audience")]
+    EmptyAudience,
+    /// A token type that is empty or not printable ASCII.
+    #[error("token_types must be non-empty printable ASCII names")]
+    TokenTypes,
+    /// `leeway` above 5 minutes.
+    #[error("leeway above 5m is not accepted")]
+    Leeway,
+    /// `max_answer_bytes` outside 1 KiB..=1 MiB.
+    #[error("max_answer_bytes must be 1024-1048576")]
+    MaxAnswerBytes,
+}
+
 /// Checks a provider's settings while the config is parsed.
-pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
+pub fn validate_config(c: &IntrospectionConfig) -> Result<(), IntrospectionConfigError> {
     if c.issuer.as_deref().is_some_and(str::is_empty) {
-        return Err("issuer must not be empty (leave it out to accept any)".into());
+        return Err(IntrospectionConfigError::EmptyIssuer);
     }
     if c.audiences.iter().any(String::is_empty) {
-        return Err("audiences must not contain an empty audience".into());
+        return Err(IntrospectionConfigError::EmptyAudience);
     }
     if c.token_types.iter().any(|t| {
         t.is_empty()
@@ -60,13 +81,13 @@ pub fn validate_config(c: &IntrospectionConfig) -> Result<(), String> {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
     }) {
-        return Err("token_types must be non-empty printable ASCII names".into());
+        return Err(IntrospectionConfigError::TokenTypes);
     }
     if c.leeway.get() > Duration::from_secs(300) {
-        return Err("leeway above 5m is not accepted".into());
+        return Err(IntrospectionConfigError::Leeway);
     }
     if !(1024..=1 << 20).contains(&c.max_answer_bytes) {
-        return Err("max_answer_bytes must be 1024-1048576".into());
+        return Err(IntrospectionConfigError::MaxAnswerBytes);
     }
     Ok(())
 }
@@ -292,9 +313,9 @@ mod tests {
         }
     }
 
-    fn verdict(answer: &str) -> Result<&'static str, String> {
+    fn verdict(answer: &str) -> Result<&'static str, IntrospectionError> {
         let now = 1_000_000.0;
-        let judged = judge(answer.as_bytes(), &expect(), now).map_err(|e| e.to_string());
+        let judged = judge(answer.as_bytes(), &expect(), now);
         judged.map(|(v, _)| match v {
             Verdict::Active(_) => "active",
             Verdict::Inactive => "inactive",
@@ -312,16 +333,19 @@ mod tests {
     #[test]
     fn answers() {
         let a = |extra: &str| format!(r#"{{"active":true,{OK}{extra}}}"#);
-        assert_eq!(verdict(&a("")), Ok("active"));
+        assert_eq!(verdict(&a("")).ok(), Some("active"));
         assert_eq!(
-            verdict(&a(r#","exp":1000600.5,"nbf":999999.5,"iat":1000010"#)),
-            Ok("active")
+            verdict(&a(r#","exp":1000600.5,"nbf":999999.5,"iat":1000010"#)).ok(),
+            Some("active")
         );
-        assert_eq!(verdict(&a(r#","exp":999999.9"#)), Ok("inactive"));
-        assert_eq!(verdict(&a(r#","nbf":1000031"#)), Ok("not_yet_valid"));
-        assert_eq!(verdict(&a(r#","nbf":1000029.5"#)), Ok("active"));
-        assert_eq!(verdict(&a(r#","iat":1000100"#)), Ok("issued_in_future"));
-        assert_eq!(verdict(r#"{"active":false}"#), Ok("inactive"));
+        assert_eq!(verdict(&a(r#","exp":999999.9"#)).ok(), Some("inactive"));
+        assert_eq!(verdict(&a(r#","nbf":1000031"#)).ok(), Some("not_yet_valid"));
+        assert_eq!(verdict(&a(r#","nbf":1000029.5"#)).ok(), Some("active"));
+        assert_eq!(
+            verdict(&a(r#","iat":1000100"#)).ok(),
+            Some("issued_in_future")
+        );
+        assert_eq!(verdict(r#"{"active":false}"#).ok(), Some("inactive"));
         // Duplicates at any depth, in any order, escaped or not.
         for dup in [
             r#"{"active":false,"active":true,"sub":"a"}"#,
@@ -329,7 +353,13 @@ mod tests {
             r#"{"active":true,"sub":"a","\u0073ub":"b"}"#,
             r#"{"active":true,"ext":{"role":"user","role":"admin"}}"#,
         ] {
-            assert!(verdict(dup).unwrap_err().contains("duplicate_key"), "{dup}");
+            assert!(
+                verdict(dup)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("duplicate_key"),
+                "{dup}"
+            );
         }
         for broken in [
             r#"[]"#,
@@ -343,30 +373,36 @@ mod tests {
         }
         let wrong = |m: &str, to: &str| a("").replace(m, to);
         assert_eq!(
-            verdict(&wrong("https://idp.test", "https://evil.test")),
-            Ok("wrong_issuer")
+            verdict(&wrong("https://idp.test", "https://evil.test")).ok(),
+            Some("wrong_issuer")
         );
         assert_eq!(
-            verdict(&wrong(r#""iss":"https://idp.test","#, "")),
-            Ok("wrong_issuer")
+            verdict(&wrong(r#""iss":"https://idp.test","#, "")).ok(),
+            Some("wrong_issuer")
         );
         assert_eq!(
-            verdict(&wrong(r#""aud":"api""#, r#""aud":["x","api"]"#)),
-            Ok("active")
+            verdict(&wrong(r#""aud":"api""#, r#""aud":["x","api"]"#)).ok(),
+            Some("active")
         );
         assert_eq!(
-            verdict(&wrong(r#""aud":"api""#, r#""aud":["x"]"#)),
-            Ok("wrong_audience")
+            verdict(&wrong(r#""aud":"api""#, r#""aud":["x"]"#)).ok(),
+            Some("wrong_audience")
         );
         assert_eq!(
-            verdict(&wrong(r#""aud":"api""#, r#""aud":"apix""#)),
-            Ok("wrong_audience")
+            verdict(&wrong(r#""aud":"api""#, r#""aud":"apix""#)).ok(),
+            Some("wrong_audience")
         );
-        assert_eq!(verdict(&wrong(r#""aud":"api","#, "")), Ok("wrong_audience"));
-        assert_eq!(verdict(&wrong("bearer", "refresh_token")), Ok("wrong_type"));
         assert_eq!(
-            verdict(&wrong(r#""token_type":"bearer","#, "")),
-            Ok("wrong_type")
+            verdict(&wrong(r#""aud":"api","#, "")).ok(),
+            Some("wrong_audience")
+        );
+        assert_eq!(
+            verdict(&wrong("bearer", "refresh_token")).ok(),
+            Some("wrong_type")
+        );
+        assert_eq!(
+            verdict(&wrong(r#""token_type":"bearer","#, "")).ok(),
+            Some("wrong_type")
         );
     }
 }

@@ -38,19 +38,77 @@ use super::{
     numeric_date::{self, TimeError},
 };
 
+/// An `[auth.jwt.NAME]` issuer whose settings cannot work: the config's
+/// to fix. The text names the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[auth.jwt.{issuer}] {problem}")]
+pub struct JwtConfigError {
+    /// The issuer's table name.
+    pub issuer: String,
+    /// What is wrong with it.
+    pub problem: JwtConfigProblem,
+}
+
+/// What is wrong with an issuer's settings ([`JwtConfigError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwtConfigProblem {
+    /// `issuer = ""`.
+    #[error("issuer must not be empty")]
+    EmptyIssuer,
+    /// No audience, or an empty one: `aud` is always checked.
+    #[error("audiences must list at least one non-empty audience (aud is always checked)")]
+    Audiences,
+    /// No algorithm listed.
+    #[error("algorithms must list the accepted algorithms")]
+    NoAlgorithms,
+    /// HMAC and public-key algorithms in one issuer.
+    #[error(
+        "HMAC (HS*) and public-key algorithms cannot be mixed in one issuer; define two issuers"
+    )]
+    MixedAlgorithms,
+    /// HS* algorithms with public keys, or without secrets.
+    #[error("HS* algorithms take hmac_secret_files only (no public keys or JWK Sets)")]
+    HmacKeys,
+    /// Secrets with public-key algorithms.
+    #[error(
+        "hmac_secret_files need HS* algorithms; public-key algorithms never accept a shared secret"
+    )]
+    SecretWithoutHmac,
+    /// Public-key algorithms and no key source.
+    #[error("needs public_key_files, jwks_file or jwks_url")]
+    NoPublicKeys,
+    /// `min_refetch_interval` under a second.
+    #[error("min_refetch_interval must be at least 1s")]
+    MinRefetchInterval,
+    /// `refresh_interval` below `min_refetch_interval`.
+    #[error("refresh_interval must not be shorter than min_refetch_interval")]
+    RefreshInterval,
+    /// `leeway` above 5 minutes.
+    #[error("leeway above 5m is not accepted")]
+    Leeway,
+    /// `ca_file` without `jwks_url`.
+    #[error("ca_file is only used with jwks_url")]
+    CaFileWithoutUrl,
+}
+
 /// Checks an issuer's settings while the config is parsed.
-pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), String> {
-    let at = |m: &str| format!("[auth.jwt.{name}] {m}");
+pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), JwtConfigError> {
+    check_issuer(c).map_err(|problem| JwtConfigError {
+        issuer: name.to_owned(),
+        problem,
+    })
+}
+
+fn check_issuer(c: &JwtIssuerConfig) -> Result<(), JwtConfigProblem> {
+    use JwtConfigProblem as P;
     if c.issuer.is_empty() {
-        return Err(at("issuer must not be empty"));
+        return Err(P::EmptyIssuer);
     }
     if c.audiences.is_empty() || c.audiences.iter().any(String::is_empty) {
-        return Err(at(
-            "audiences must list at least one non-empty audience (aud is always checked)",
-        ));
+        return Err(P::Audiences);
     }
     if c.algorithms.is_empty() {
-        return Err(at("algorithms must list the accepted algorithms"));
+        return Err(P::NoAlgorithms);
     }
     let hmac = c
         .algorithms
@@ -60,36 +118,28 @@ pub fn validate_issuer_config(name: &str, c: &JwtIssuerConfig) -> Result<(), Str
     let has_public =
         !c.public_key_files.is_empty() || c.jwks_file.is_some() || c.jwks_url.is_some();
     if hmac > 0 && hmac < c.algorithms.len() {
-        return Err(at(
-            "HMAC (HS*) and public-key algorithms cannot be mixed in one issuer; define two issuers",
-        ));
+        return Err(P::MixedAlgorithms);
     }
     if hmac > 0 {
         if c.hmac_secret_files.is_empty() || has_public {
-            return Err(at(
-                "HS* algorithms take hmac_secret_files only (no public keys or JWK Sets)",
-            ));
+            return Err(P::HmacKeys);
         }
     } else if !c.hmac_secret_files.is_empty() {
-        return Err(at(
-            "hmac_secret_files need HS* algorithms; public-key algorithms never accept a shared secret",
-        ));
+        return Err(P::SecretWithoutHmac);
     } else if !has_public {
-        return Err(at("needs public_key_files, jwks_file or jwks_url"));
+        return Err(P::NoPublicKeys);
     }
     if c.min_refetch_interval.get() < std::time::Duration::from_secs(1) {
-        return Err(at("min_refetch_interval must be at least 1s"));
+        return Err(P::MinRefetchInterval);
     }
     if c.refresh_interval < c.min_refetch_interval {
-        return Err(at(
-            "refresh_interval must not be shorter than min_refetch_interval",
-        ));
+        return Err(P::RefreshInterval);
     }
     if c.leeway.get() > std::time::Duration::from_secs(300) {
-        return Err(at("leeway above 5m is not accepted"));
+        return Err(P::Leeway);
     }
     if c.ca_file.is_some() && c.jwks_url.is_none() {
-        return Err(at("ca_file is only used with jwks_url"));
+        return Err(P::CaFileWithoutUrl);
     }
     Ok(())
 }

@@ -38,9 +38,13 @@ use self::{
 };
 pub use self::{
     api_key::hash_key,
+    basic::HashFormatError,
     bruteforce::{AbuseHook, AbuseReport},
-    config::{AuthMethodKind, AuthSection},
+    config::{AuthMethodKind, AuthSection, AuthValueError},
     failure::{AuthFailure, Scheme, TokenError},
+    introspection::IntrospectionConfigError,
+    jwt::{JwtConfigError, JwtConfigProblem},
+    validate::{AuthSectionError, PolicyError},
 };
 
 /// How an identity was established.
@@ -104,6 +108,68 @@ pub struct Identity {
     /// Every carrier of the route's policy when the winning policy has
     /// `strip_credential`; empty otherwise.
     strip: Vec<Credential>,
+}
+
+/// A credentials file (`keys_file`, `htpasswd_file`) that cannot be used:
+/// the file's (or its permissions') to fix. The texts point at the file,
+/// line and column and never quote a key or a hash.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialFileError {
+    /// The file cannot be read.
+    #[error("{}: {error}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// A line or value does not parse (TOML's message, or what an
+    /// htpasswd line should look like).
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    Syntax {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An API key's name is not a usable identity.
+    #[error("{}: key name {name:?}: {problem}", .path.display())]
+    KeyName {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The key's name.
+        name: String,
+        /// Why it is not an identity.
+        problem: identity::SubjectError,
+    },
+    /// An htpasswd user name is not a usable identity.
+    #[error("{}:{line}:1: user {user:?}: {problem}", .path.display())]
+    UserName {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The user name.
+        user: String,
+        /// Why it is not an identity.
+        problem: identity::SubjectError,
+    },
+    /// An htpasswd hash the gateway cannot verify.
+    #[error("{}:{line}:1: user '{user}': {problem}", .path.display())]
+    Hash {
+        /// The file.
+        path: std::path::PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The user name.
+        user: String,
+        /// What is wrong with the hash.
+        problem: basic::HashFormatError,
+    },
 }
 
 /// A provider named in the config could not be set up.

@@ -9,8 +9,142 @@ use http::HeaderName;
 
 use super::{
     AuthMethodKind,
+    basic::HashFormatError,
     config::{AuthSection, PolicyConfig, RawAuthSection},
+    identity::SubjectError,
+    introspection::IntrospectionConfigError,
+    jwt::JwtConfigError,
 };
+
+/// An `[auth]` section that cannot work: the config's to fix. The text
+/// names the offending table (and becomes a `file:line:column` message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthSectionError {
+    /// `realm` is empty or not printable ASCII without quotes.
+    #[error("[auth] realm must be printable ASCII without '\"' or '\\'")]
+    Realm,
+    /// `max_credential_bytes` outside 256..=65536.
+    #[error("[auth] max_credential_bytes must be 256-65536")]
+    MaxCredentialBytes,
+    /// Brute-force protection on with a zero limit.
+    #[error("[auth.brute_force] max_failures, window and max_sources must be above 0")]
+    BruteForce,
+    /// A JWT issuer's settings.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+    /// An introspection provider with both or neither secret settings.
+    #[error("[auth.introspection.{0}] set exactly one of client_secret or client_secret_file")]
+    IntrospectionSecret(String),
+    /// An introspection provider with `cache_size = 0`.
+    #[error("[auth.introspection.{0}] cache_size must be above 0")]
+    IntrospectionCacheSize(String),
+    /// An introspection provider's other settings.
+    #[error("[auth.introspection.{name}] {problem}")]
+    Introspection {
+        /// The provider's table name.
+        name: String,
+        /// What is wrong.
+        problem: IntrospectionConfigError,
+    },
+    /// An API-key provider without keys.
+    #[error("[auth.api_keys.{0}] has no keys and no keys_file")]
+    NoApiKeys(String),
+    /// An API-key provider whose `query` is not a parameter name.
+    #[error("[auth.api_keys.{0}] query is not a parameter name")]
+    ApiKeyQuery(String),
+    /// An API key whose name is not a usable identity.
+    #[error("[auth.api_keys.{provider}] key name {key:?}: {problem}")]
+    ApiKeyName {
+        /// The provider's table name.
+        provider: String,
+        /// The key's name as written.
+        key: String,
+        /// Why it is not an identity.
+        problem: SubjectError,
+    },
+    /// A Basic user whose name is not a usable identity.
+    #[error("[auth.basic.{provider}] user {user:?}: {problem}")]
+    BasicUserName {
+        /// The provider's table name.
+        provider: String,
+        /// The user name as written.
+        user: String,
+        /// Why it is not an identity.
+        problem: SubjectError,
+    },
+    /// A Basic provider without users.
+    #[error("[auth.basic.{0}] has no users and no htpasswd_file")]
+    NoBasicUsers(String),
+    /// A Basic user's hash the gateway cannot verify.
+    #[error("[auth.basic.{provider}] user '{user}': {problem}")]
+    BasicHash {
+        /// The provider's table name.
+        provider: String,
+        /// The user name.
+        user: String,
+        /// What is wrong with the hash.
+        problem: HashFormatError,
+    },
+    /// A policy that cannot work.
+    #[error("[auth.policies.{name}] {problem}")]
+    Policy {
+        /// The policy's name.
+        name: String,
+        /// What is wrong.
+        problem: PolicyError,
+    },
+}
+
+/// What is wrong with an `[auth.policies.NAME]` entry ([`AuthSectionError::Policy`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A provider-backed policy without `providers`.
+    #[error("needs providers = [...] naming [auth.{0}.NAME] entries")]
+    NoProviders(&'static str),
+    /// A provider that is not defined in its table.
+    #[error("provider '{provider}' is not defined in [auth.{table}]")]
+    UnknownProvider {
+        /// The provider table (`jwt`, `basic`, ...).
+        table: &'static str,
+        /// The name written.
+        provider: String,
+    },
+    /// `of` on a policy that is not `any`.
+    #[error("`of` is only for type = \"any\"")]
+    OfWithoutAny,
+    /// `type = "any"` without `of`.
+    #[error("type = \"any\" needs of = [\"policy\", ...]")]
+    AnyWithoutOf,
+    /// `of` names a policy that does not exist.
+    #[error("policy '{0}' in `of` is not defined")]
+    UnknownOf(String),
+    /// `of` names an `any` or `none` policy.
+    #[error("policy '{0}' in `of` is of type any or none; list concrete policies")]
+    AbstractOf(String),
+    /// `type = "any"` with its own providers, scopes, headers or stripping.
+    #[error(
+        "type = \"any\" takes only `of`; scopes, headers and strip_credential come from the listed policies"
+    )]
+    AnyWithSettings,
+    /// `type = "none"` with providers, `of` or scopes.
+    #[error("type = \"none\" takes no providers, of or scopes")]
+    NoneWithSettings,
+    /// A scope that is not an RFC 6749 scope token.
+    #[error("scope '{0}' is not a valid scope token (RFC 6749 §3.3)")]
+    Scope(String),
+    /// `scope_claim` on a policy without claims.
+    #[error("scope_claim is only for jwt and introspection policies")]
+    ScopeClaim,
+    /// An identity header name that is not a header name.
+    #[error("'{0}' is not a valid header name")]
+    HeaderName(String),
+    /// An identity header that would replace a protected one.
+    #[error("'{0}' cannot be set from an identity")]
+    ProtectedHeader(String),
+    /// An identity header mapped to an empty claim.
+    #[error("header '{0}' maps to an empty claim name")]
+    EmptyClaim(String),
+}
 
 /// Headers an identity header may never replace.
 const PROTECTED_HEADERS: &[&str] = &[
@@ -31,81 +165,91 @@ const PROTECTED_HEADERS: &[&str] = &[
 ];
 
 impl TryFrom<RawAuthSection> for AuthSection {
-    type Error = String;
+    type Error = AuthSectionError;
 
-    fn try_from(raw: RawAuthSection) -> Result<Self, String> {
+    fn try_from(raw: RawAuthSection) -> Result<Self, AuthSectionError> {
         if raw.realm.is_empty()
             || !raw
                 .realm
                 .bytes()
                 .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
         {
-            return Err("[auth] realm must be printable ASCII without '\"' or '\\'".into());
+            return Err(AuthSectionError::Realm);
         }
         if !(256..=65_536).contains(&raw.max_credential_bytes) {
-            return Err("[auth] max_credential_bytes must be 256-65536".into());
+            return Err(AuthSectionError::MaxCredentialBytes);
         }
         let bf = &raw.brute_force;
         if bf.enabled && (bf.max_failures == 0 || bf.window.is_zero() || bf.max_sources == 0) {
-            return Err(
-                "[auth.brute_force] max_failures, window and max_sources must be above 0".into(),
-            );
+            return Err(AuthSectionError::BruteForce);
         }
         for (name, iss) in &raw.jwt {
             super::jwt::validate_issuer_config(name, iss)?;
         }
         for (name, i) in &raw.introspection {
             if i.client_secret.is_some() == i.client_secret_file.is_some() {
-                return Err(format!(
-                    "[auth.introspection.{name}] set exactly one of client_secret or client_secret_file"
-                ));
+                return Err(AuthSectionError::IntrospectionSecret(name.clone()));
             }
             if i.cache_size == 0 {
-                return Err(format!(
-                    "[auth.introspection.{name}] cache_size must be above 0"
-                ));
+                return Err(AuthSectionError::IntrospectionCacheSize(name.clone()));
             }
-            super::introspection::validate_config(i)
-                .map_err(|e| format!("[auth.introspection.{name}] {e}"))?;
+            super::introspection::validate_config(i).map_err(|problem| {
+                AuthSectionError::Introspection {
+                    name: name.clone(),
+                    problem,
+                }
+            })?;
         }
         for (name, k) in &raw.api_keys {
             if k.keys.is_empty() && k.keys_file.is_none() {
-                return Err(format!(
-                    "[auth.api_keys.{name}] has no keys and no keys_file"
-                ));
+                return Err(AuthSectionError::NoApiKeys(name.clone()));
             }
             if k.query
                 .as_deref()
                 .is_some_and(|q| q.is_empty() || q.contains(['&', '=', '#']))
             {
-                return Err(format!(
-                    "[auth.api_keys.{name}] query is not a parameter name"
-                ));
+                return Err(AuthSectionError::ApiKeyQuery(name.clone()));
             }
         }
         for (name, k) in &raw.api_keys {
             for key in &k.keys {
-                super::identity::check_subject(&key.name)
-                    .map_err(|e| format!("[auth.api_keys.{name}] key name {:?}: {e}", key.name))?;
+                super::identity::check_subject(&key.name).map_err(|problem| {
+                    AuthSectionError::ApiKeyName {
+                        provider: name.clone(),
+                        key: key.name.clone(),
+                        problem,
+                    }
+                })?;
             }
         }
         for (name, b) in &raw.basic {
             for u in &b.users {
-                super::identity::check_subject(&u.name)
-                    .map_err(|e| format!("[auth.basic.{name}] user {:?}: {e}", u.name))?;
+                super::identity::check_subject(&u.name).map_err(|problem| {
+                    AuthSectionError::BasicUserName {
+                        provider: name.clone(),
+                        user: u.name.clone(),
+                        problem,
+                    }
+                })?;
             }
             if b.users.is_empty() && b.htpasswd_file.is_none() {
-                return Err(format!(
-                    "[auth.basic.{name}] has no users and no htpasswd_file"
-                ));
+                return Err(AuthSectionError::NoBasicUsers(name.clone()));
             }
             for u in &b.users {
-                super::basic::check_hash_format(&u.hash.0)
-                    .map_err(|e| format!("[auth.basic.{name}] user '{}': {e}", u.name))?;
+                super::basic::check_hash_format(&u.hash.0).map_err(|problem| {
+                    AuthSectionError::BasicHash {
+                        provider: name.clone(),
+                        user: u.name.clone(),
+                        problem,
+                    }
+                })?;
             }
         }
         for (name, p) in &raw.policies {
-            validate_policy(&raw, p).map_err(|e| format!("[auth.policies.{name}] {e}"))?;
+            validate_policy(&raw, p).map_err(|problem| AuthSectionError::Policy {
+                name: name.clone(),
+                problem,
+            })?;
         }
         Ok(Self {
             realm: raw.realm,
@@ -120,8 +264,8 @@ impl TryFrom<RawAuthSection> for AuthSection {
     }
 }
 
-fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), String> {
-    let table: Option<(&str, Vec<&String>)> = match p.kind {
+fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), PolicyError> {
+    let table: Option<(&'static str, Vec<&String>)> = match p.kind {
         AuthMethodKind::None | AuthMethodKind::Any => None,
         AuthMethodKind::Jwt => Some(("jwt", raw.jwt.keys().collect())),
         AuthMethodKind::Introspection => {
@@ -133,30 +277,27 @@ fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), String>
     match (table, p.kind) {
         (Some((table, names)), _) => {
             if p.providers.is_empty() {
-                return Err(format!(
-                    "needs providers = [...] naming [auth.{table}.NAME] entries"
-                ));
+                return Err(PolicyError::NoProviders(table));
             }
             if let Some(missing) = p.providers.iter().find(|n| !names.contains(n)) {
-                return Err(format!(
-                    "provider '{missing}' is not defined in [auth.{table}]"
-                ));
+                return Err(PolicyError::UnknownProvider {
+                    table,
+                    provider: missing.clone(),
+                });
             }
             if !p.of.is_empty() {
-                return Err("`of` is only for type = \"any\"".into());
+                return Err(PolicyError::OfWithoutAny);
             }
         }
         (None, AuthMethodKind::Any) => {
             if p.of.is_empty() {
-                return Err("type = \"any\" needs of = [\"policy\", ...]".into());
+                return Err(PolicyError::AnyWithoutOf);
             }
             for sub in &p.of {
                 match raw.policies.get(sub) {
-                    None => return Err(format!("policy '{sub}' in `of` is not defined")),
+                    None => return Err(PolicyError::UnknownOf(sub.clone())),
                     Some(s) if matches!(s.kind, AuthMethodKind::Any | AuthMethodKind::None) => {
-                        return Err(format!(
-                            "policy '{sub}' in `of` is of type any or none; list concrete policies"
-                        ));
+                        return Err(PolicyError::AbstractOf(sub.clone()));
                     }
                     Some(_) => {}
                 }
@@ -166,15 +307,12 @@ fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), String>
                 || !p.headers.is_empty()
                 || p.strip_credential
             {
-                return Err(
-                    "type = \"any\" takes only `of`; scopes, headers and strip_credential come from the listed policies"
-                        .into(),
-                );
+                return Err(PolicyError::AnyWithSettings);
             }
         }
         (None, _) => {
             if !p.providers.is_empty() || !p.of.is_empty() || !p.scopes.is_empty() {
-                return Err("type = \"none\" takes no providers, of or scopes".into());
+                return Err(PolicyError::NoneWithSettings);
             }
         }
     }
@@ -184,23 +322,21 @@ fn validate_policy(raw: &RawAuthSection, p: &PolicyConfig) -> Result<(), String>
                 .bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
     }) {
-        return Err(format!(
-            "scope '{bad}' is not a valid scope token (RFC 6749 §3.3)"
-        ));
+        return Err(PolicyError::Scope(bad.clone()));
     }
     if p.scope_claim.is_some()
         && !matches!(p.kind, AuthMethodKind::Jwt | AuthMethodKind::Introspection)
     {
-        return Err("scope_claim is only for jwt and introspection policies".into());
+        return Err(PolicyError::ScopeClaim);
     }
     for (header, claim) in &p.headers {
         let h = HeaderName::from_bytes(header.as_bytes())
-            .map_err(|_| format!("'{header}' is not a valid header name"))?;
+            .map_err(|_| PolicyError::HeaderName(header.clone()))?;
         if PROTECTED_HEADERS.contains(&h.as_str()) {
-            return Err(format!("'{header}' cannot be set from an identity"));
+            return Err(PolicyError::ProtectedHeader(header.clone()));
         }
         if claim.is_empty() {
-            return Err(format!("header '{header}' maps to an empty claim name"));
+            return Err(PolicyError::EmptyClaim(header.clone()));
         }
     }
     Ok(())

@@ -86,27 +86,62 @@ fn default_retry_interval() -> Span {
     Span::from_millis(500)
 }
 
+/// A value of `[cluster]` that cannot work: the config's to fix. The texts
+/// never carry a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterConfigError {
+    /// `redis_url` is not a `redis://`, `rediss://` or `redis+unix://` URL
+    /// (the URL with its password replaced).
+    #[error("[cluster] redis_url '{0}' must start with redis://, rediss:// or redis+unix://")]
+    Scheme(String),
+    /// `redis_url` turns certificate checks off.
+    #[error(
+        "[cluster] redis_url ends in #insecure, which turns off TLS certificate checks; \
+         give the server's CA in tls_ca_file instead"
+    )]
+    Insecure,
+    /// `node_id` is empty, too long or has other characters (as written).
+    #[error("[cluster] node_id '{0}' must be 1-64 letters, digits, '-', '_' or '.'")]
+    NodeId(String),
+    /// `key_prefix` is empty or has whitespace.
+    #[error("[cluster] key_prefix must be non-empty, without spaces")]
+    KeyPrefix,
+    /// Only one of `tls_cert_file` and `tls_key_file` is set.
+    #[error("[cluster] tls_cert_file and tls_key_file go together")]
+    CertWithoutKey,
+    /// `tls_*` files with a plain-text URL.
+    #[error("[cluster] tls_* files need a rediss:// URL")]
+    TlsWithoutRediss,
+    /// A timeout or interval outside its range.
+    #[error(
+        "[cluster] {name} must be between {} and {}",
+        humantime::format_duration(*.min),
+        humantime::format_duration(*.max)
+    )]
+    OutOfRange {
+        /// The setting.
+        name: &'static str,
+        /// The least it may be.
+        min: Duration,
+        /// The most it may be.
+        max: Duration,
+    },
+}
+
 impl ClusterSection {
     /// Checks what serde cannot; the error names the setting (a password in
     /// the URL is redacted): the URL scheme, no `#insecure`, a `node_id` of
     /// 1-64 `[A-Za-z0-9._-]`, a `key_prefix` without spaces, the client
     /// certificate and key together, `tls_*` files only with `rediss://`, and
     /// the timeouts and intervals within their ranges.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ClusterConfigError> {
         let url = self.redis_url.trim();
         let scheme = url.split("://").next().unwrap_or_default();
         if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme) || !url.contains("://") {
-            return Err(format!(
-                "[cluster] redis_url '{}' must start with redis://, rediss:// or redis+unix://",
-                redact_url(url)
-            ));
+            return Err(ClusterConfigError::Scheme(redact_url(url)));
         }
         if url.contains("#insecure") {
-            return Err(
-                "[cluster] redis_url ends in #insecure, which turns off TLS certificate checks; \
-                 give the server's CA in tls_ca_file instead"
-                    .into(),
-            );
+            return Err(ClusterConfigError::Insecure);
         }
         if self.node_id.is_empty()
             || self.node_id.len() > 64
@@ -115,20 +150,17 @@ impl ClusterSection {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            return Err(format!(
-                "[cluster] node_id '{}' must be 1-64 letters, digits, '-', '_' or '.'",
-                self.node_id
-            ));
+            return Err(ClusterConfigError::NodeId(self.node_id.clone()));
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            return Err("[cluster] key_prefix must be non-empty, without spaces".into());
+            return Err(ClusterConfigError::KeyPrefix);
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
-            return Err("[cluster] tls_cert_file and tls_key_file go together".into());
+            return Err(ClusterConfigError::CertWithoutKey);
         }
         let tls = scheme == "rediss";
         if !tls && (self.tls_ca_file.is_some() || self.tls_cert_file.is_some()) {
-            return Err("[cluster] tls_* files need a rediss:// URL".into());
+            return Err(ClusterConfigError::TlsWithoutRediss);
         }
         for (name, d, min, max) in [
             ("command_timeout", self.command_timeout, 1, 10_000),
@@ -138,11 +170,11 @@ impl ClusterSection {
         ] {
             let ms = d.as_millis();
             if ms < min || ms > max {
-                return Err(format!(
-                    "[cluster] {name} must be between {} and {}",
-                    humantime::format_duration(Duration::from_millis(min as u64)),
-                    humantime::format_duration(Duration::from_millis(max as u64))
-                ));
+                return Err(ClusterConfigError::OutOfRange {
+                    name,
+                    min: Duration::from_millis(min as u64),
+                    max: Duration::from_millis(max as u64),
+                });
             }
         }
         Ok(())
@@ -197,9 +229,15 @@ mod tests {
     fn rejects_bad_urls_and_insecure_tls() {
         assert!(section("redis://127.0.0.1:6379/0").validate().is_ok());
         assert!(section("redis+unix:///run/redis.sock").validate().is_ok());
-        let e = section("http://x:pw@h/").validate().unwrap_err();
+        let e = section("http://x:pw@h/")
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("redis://") && !e.contains("pw@"), "{e}");
-        let e = section("rediss://h/#insecure").validate().unwrap_err();
+        let e = section("rediss://h/#insecure")
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tls_ca_file"), "{e}");
     }
 

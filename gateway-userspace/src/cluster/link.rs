@@ -8,7 +8,6 @@
 
 use std::{collections::HashSet, sync::Arc, sync::atomic::Ordering, time::Duration};
 
-use anyhow::{Context as _, Result, anyhow};
 use futures_util::StreamExt as _;
 use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 use tokio::sync::mpsc;
@@ -24,6 +23,55 @@ use crate::net::Net;
 const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a connected stretch ended or a connection failed: Redis's (it is
+/// away, slow, or answered oddly) unless it says otherwise. Logged and
+/// shown in `gateway cluster status`; the link reconnects with backoff.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// A Redis command or connection failed (redis-rs's error).
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The command connection was not established within [`LINK_TIMEOUT`].
+    #[error("connecting timed out")]
+    ConnectTimedOut,
+    /// The subscription connection was not established within
+    /// [`LINK_TIMEOUT`].
+    #[error("connecting the subscription timed out")]
+    SubscribeConnectTimedOut,
+    /// `SUBSCRIBE` to the cluster channel failed.
+    #[error("subscribing to the cluster channel")]
+    Subscribe(#[source] redis::RedisError),
+    /// `TIME` (the cluster clock) failed.
+    #[error("reading the Redis clock")]
+    Clock(#[source] redis::RedisError),
+    /// The reconciliation on (re)connect failed.
+    #[error("reconciling the blocklist")]
+    Reconcile(#[source] Box<LinkError>),
+    /// The reconciliation every `sync_interval` failed.
+    #[error("periodic reconciliation")]
+    PeriodicReconcile(#[source] Box<LinkError>),
+    /// Redis closed the subscription connection.
+    #[error("the subscription connection closed")]
+    SubscriptionClosed,
+    /// The gateway is stopping (this node's own doing).
+    #[error("shutting down")]
+    ShuttingDown,
+    /// `PING` got no answer within 2 s.
+    #[error("PING timed out")]
+    PingTimedOut,
+    /// `PING` got something other than `PONG`.
+    #[error("PING answered {0:?}")]
+    PingAnswer(String),
+    /// A link command got no answer within [`LINK_TIMEOUT`].
+    #[error("Redis did not answer within {LINK_TIMEOUT:?}")]
+    TimedOut,
+    /// A block record could not be encoded as JSON (this gateway's bug).
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+}
+
+type Result<T, E = LinkError> = std::result::Result<T, E>;
 
 pub(crate) async fn run(cluster: Arc<Cluster>, mut ops: mpsc::UnboundedReceiver<Op>) {
     let mut backoff = cluster.cfg.retry_interval.get();
@@ -74,13 +122,15 @@ pub(crate) async fn run(cluster: Arc<Cluster>, mut ops: mpsc::UnboundedReceiver<
 
 /// An error and its causes, without the repeats redis-rs errors carry
 /// ("Connection refused: Connection refused").
-fn describe(e: &anyhow::Error) -> String {
+fn describe(e: &LinkError) -> String {
     let mut out: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
         if !out.iter().any(|o| o.contains(&text)) {
             out.push(text);
         }
+        cause = c.source();
     }
     out.join(": ")
 }
@@ -96,20 +146,20 @@ async fn connect(cluster: &Cluster) -> Result<(MultiplexedConnection, redis::aio
             .get_multiplexed_async_connection_with_config(&config),
     )
     .await
-    .map_err(|_| anyhow!("connecting timed out"))??;
+    .map_err(|_| LinkError::ConnectTimedOut)??;
     let mut pubsub = tokio::time::timeout(LINK_TIMEOUT, cluster.client.get_async_pubsub())
         .await
-        .map_err(|_| anyhow!("connecting the subscription timed out"))??;
+        .map_err(|_| LinkError::SubscribeConnectTimedOut)??;
     pubsub
         .subscribe(&cluster.keys.channel)
         .await
-        .context("subscribing to the cluster channel")?;
+        .map_err(LinkError::Subscribe)?;
     // The cluster clock: Redis TIME against ours (half the round trip is
     // noise we accept: TTLs are whole seconds).
     let (secs, micros): (i64, i64) = redis::cmd("TIME")
         .query_async(&mut conn)
         .await
-        .context("reading the Redis clock")?;
+        .map_err(LinkError::Clock)?;
     let local = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -126,13 +176,13 @@ async fn session(
     mut conn: MultiplexedConnection,
     pubsub: redis::aio::PubSub,
     ops: &mut mpsc::UnboundedReceiver<Op>,
-) -> anyhow::Error {
+) -> LinkError {
     let mut events = pubsub.into_on_message();
     // Subscribed first, then reconciled: an event racing the reconciliation
     // is applied after it, never lost.
     let (live, pushed) = match reconcile(cluster, &mut conn).await {
         Ok(r) => r,
-        Err(e) => return e.context("reconciling the blocklist"),
+        Err(e) => return LinkError::Reconcile(Box::new(e)),
     };
     cluster.conn.store(Some(Arc::new(conn.clone())));
     cluster.up.store(true, Ordering::Release);
@@ -156,10 +206,10 @@ async fn session(
                     Ok(text) => on_event(cluster, &text),
                     Err(e) => tracing::warn!(error = %e, "cluster: unreadable event"),
                 },
-                None => return anyhow!("the subscription connection closed"),
+                None => return LinkError::SubscriptionClosed,
             },
             op = ops.recv() => {
-                let Some(op) = op else { return anyhow!("shutting down") };
+                let Some(op) = op else { return LinkError::ShuttingDown };
                 if let Err(e) = deliver(cluster, &mut conn, op).await {
                     return e;
                 }
@@ -176,7 +226,7 @@ async fn session(
             }
             _ = sync.tick() => {
                 if let Err(e) = reconcile(cluster, &mut conn).await {
-                    return e.context("periodic reconciliation");
+                    return LinkError::PeriodicReconcile(Box::new(e));
                 }
             }
         }
@@ -187,8 +237,10 @@ async fn ping_once(conn: &mut MultiplexedConnection) -> Result<()> {
     let pong: String =
         tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async(conn))
             .await
-            .map_err(|_| anyhow!("PING timed out"))??;
-    anyhow::ensure!(pong == "PONG", "PING answered {pong:?}");
+            .map_err(|_| LinkError::PingTimedOut)??;
+    if pong != "PONG" {
+        return Err(LinkError::PingAnswer(pong));
+    }
     Ok(())
 }
 
@@ -234,7 +286,7 @@ async fn deliver(cluster: &Cluster, conn: &mut MultiplexedConnection, op: Op) ->
 async fn timeout<T>(f: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
     Ok(tokio::time::timeout(LINK_TIMEOUT, f)
         .await
-        .map_err(|_| anyhow!("Redis did not answer within {LINK_TIMEOUT:?}"))??)
+        .map_err(|_| LinkError::TimedOut)??)
 }
 
 /// Reconciles with Redis (see [`scripts::MERGE`]): hands over this node's

@@ -31,10 +31,10 @@ impl Config {
                     .into(),
             ));
         }
-        self.rate_limit.validate().map_err(bad)?;
-        self.escalation.validate().map_err(bad)?;
+        self.rate_limit.validate().map_err(|e| bad(e.to_string()))?;
+        self.escalation.validate().map_err(|e| bad(e.to_string()))?;
         if let Some(c) = &self.cluster {
-            c.validate().map_err(bad)?;
+            c.validate().map_err(|e| bad(e.to_string()))?;
         }
         for l in self.rate_limit.limits.iter().filter(|l| l.shared) {
             if self.cluster.is_none() {
@@ -107,7 +107,8 @@ pub(super) fn proxy(config: &mut Config, text: &str, origin: &str) -> Result<(),
     };
 
     for u in &mut config.upstreams {
-        u.parse_targets().map_err(|(span, m)| at(span, m))?;
+        u.parse_targets()
+            .map_err(|(span, e)| at(span, e.to_string()))?;
     }
     let mut names = HashSet::new();
     for u in &config.upstreams {

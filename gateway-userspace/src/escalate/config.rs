@@ -169,6 +169,26 @@ impl std::ops::Deref for TtlLadder {
     }
 }
 
+/// A value of `[escalation]` that cannot work: the config's to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EscalationConfigError {
+    /// A `ttl_ladder` entry is not a duration.
+    #[error(transparent)]
+    Duration(#[from] crate::duration::DurationError),
+    /// A `ttl_ladder` entry is shorter than a second (the entry as written).
+    #[error("ttl_ladder entry '{0}' must be at least 1s")]
+    RungUnderOneSecond(String),
+    /// `threshold = 0`: every source would be blocked at once.
+    #[error("[escalation] threshold must be at least 1")]
+    ThresholdZero,
+    /// `ipv6_prefix_len` outside 1..=128.
+    #[error("[escalation] ipv6_prefix_len must be 1-128")]
+    V6PrefixLen,
+    /// `window` is zero: offences could never add up.
+    #[error("[escalation] window must be at least 1s")]
+    WindowZero,
+}
+
 impl<'de> Deserialize<'de> for TtlLadder {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = Vec::<String>::deserialize(d)?;
@@ -181,11 +201,11 @@ impl<'de> Deserialize<'de> for TtlLadder {
             .map(|s| {
                 let d = crate::duration::parse(s)?;
                 if d.as_secs() == 0 {
-                    return Err(format!("ttl_ladder entry '{s}' must be at least 1s"));
+                    return Err(EscalationConfigError::RungUnderOneSecond(s.clone()));
                 }
                 Ok(d)
             })
-            .collect::<Result<_, String>>()
+            .collect::<Result<_, EscalationConfigError>>()
             .map(Self)
             .map_err(serde::de::Error::custom)
     }
@@ -211,15 +231,15 @@ impl EscalationSection {
 
     /// Checks what serde cannot: `threshold >= 1`, `ipv6_prefix_len` in 1..=128, `window >= 1s`;
     /// the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), EscalationConfigError> {
         if self.threshold == 0 {
-            return Err("[escalation] threshold must be at least 1".into());
+            return Err(EscalationConfigError::ThresholdZero);
         }
         if !(1..=128).contains(&self.ipv6_prefix_len) {
-            return Err("[escalation] ipv6_prefix_len must be 1-128".into());
+            return Err(EscalationConfigError::V6PrefixLen);
         }
         if self.window.is_zero() {
-            return Err("[escalation] window must be at least 1s".into());
+            return Err(EscalationConfigError::WindowZero);
         }
         Ok(())
     }

@@ -150,15 +150,82 @@ impl Rate {
     }
 }
 
-impl FromStr for Rate {
-    type Err = String;
+/// A value of `[rate_limit]` that cannot work, or limits and plans that
+/// do not fit together: the config's to fix. The texts name the limit or
+/// plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimitConfigError {
+    /// A rate that is not `N r/s` or `N r/m` (as written).
+    #[error("rate '{0}' must look like 10r/s or 600r/m")]
+    RateSyntax(String),
+    /// A rate of 0 or above 10^9 requests (as written).
+    #[error("rate '{0}' must be from 1 to 1000000000 requests")]
+    RateRange(String),
+    /// A mode that is not `nodelay`, `delay` or `delay=N` (as written).
+    #[error("mode '{0}' must be nodelay, delay or delay=N")]
+    Mode(String),
+    /// A key that is not `ip`, `identity`, `claim:NAME` or `header:NAME`.
+    #[error("key '{0}' must be ip, identity, claim:NAME or header:NAME")]
+    Key(String),
+    /// Two limits share a name.
+    #[error("[[rate_limit.limits]] name '{0}' is used twice")]
+    DuplicateLimit(String),
+    /// A limit's `ipv6_prefix_len` outside 1..=128.
+    #[error("rate limit '{0}': ipv6_prefix_len must be 1-128")]
+    V6PrefixLen(String),
+    /// A limit with `max_keys = 0`.
+    #[error("rate limit '{0}': max_keys must be at least 1")]
+    MaxKeysZero(String),
+    /// A limit with neither a rate nor a quota.
+    #[error(
+        "rate limit '{0}' has neither rate nor quota; set rate = \"10r/s\" or quota = \"10000/day\""
+    )]
+    LimitWithoutRateOrQuota(String),
+    /// `burst` or `mode` on a limit without a rate.
+    #[error("rate limit '{0}': burst and mode need a rate")]
+    BurstWithoutRate(String),
+    /// `shared` on a quota-only limit.
+    #[error("rate limit '{0}': shared applies to rates; quotas are shared in cluster mode anyway")]
+    SharedWithoutRate(String),
+    /// `delay=N` above the burst.
+    #[error("rate limit '{name}': delay after {after} exceeds burst {burst}")]
+    DelayExceedsBurst {
+        /// The limit.
+        name: String,
+        /// `N` of `delay=N`.
+        after: u32,
+        /// The limit's burst.
+        burst: u32,
+    },
+    /// `global` names a limit that does not exist.
+    #[error("[rate_limit] global names unknown limit '{0}'")]
+    UnknownGlobal(String),
+    /// A plan with no name, or a name used twice.
+    #[error("[[rate_limit.plans]] name '{0}' is empty or used twice")]
+    PlanName(String),
+    /// A plan with neither a rate nor a quota.
+    #[error("plan '{0}' has neither rate nor quota")]
+    PlanWithoutRateOrQuota(String),
+    /// `burst` on a plan without a rate.
+    #[error("plan '{0}': burst needs a rate")]
+    PlanBurstWithoutRate(String),
+    /// `default_plan` names a plan that does not exist.
+    #[error("[rate_limit] default_plan '{0}' is not a [[rate_limit.plans]] entry")]
+    UnknownDefaultPlan(String),
+    /// `quota_max_consumers = 0`.
+    #[error("[rate_limit] quota_max_consumers must be at least 1")]
+    QuotaMaxConsumersZero,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("rate '{s}' must look like 10r/s or 600r/m");
+impl FromStr for Rate {
+    type Err = RateLimitConfigError;
+
+    fn from_str(s: &str) -> Result<Self, RateLimitConfigError> {
+        let bad = || RateLimitConfigError::RateSyntax(s.to_owned());
         let (n, unit) = s.trim().split_once("r/").ok_or_else(bad)?;
         let count: u64 = n.trim().parse().map_err(|_| bad())?;
         if count == 0 || count > 1_000_000_000 {
-            return Err(format!("rate '{s}' must be from 1 to 1000000000 requests"));
+            return Err(RateLimitConfigError::RateRange(s.to_owned()));
         }
         let window_secs = match unit.trim() {
             "s" => 1,
@@ -199,9 +266,9 @@ pub enum Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
+    type Err = RateLimitConfigError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, RateLimitConfigError> {
         match s.trim() {
             "nodelay" => Ok(Self::NoDelay),
             "delay" => Ok(Self::Delay { after: 0 }),
@@ -209,7 +276,7 @@ impl FromStr for Mode {
                 .strip_prefix("delay=")
                 .and_then(|n| n.parse().ok())
                 .map(|after| Self::Delay { after })
-                .ok_or_else(|| format!("mode '{s}' must be nodelay, delay or delay=N")),
+                .ok_or_else(|| RateLimitConfigError::Mode(s.to_owned())),
         }
     }
 }
@@ -238,17 +305,15 @@ pub enum KeySpec {
 }
 
 impl FromStr for KeySpec {
-    type Err = String;
+    type Err = RateLimitConfigError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, RateLimitConfigError> {
         match s.split_once(':') {
             None if s == "ip" => Ok(Self::ClientIp),
             None if s == "identity" => Ok(Self::Identity),
             Some(("claim", c)) if !c.is_empty() => Ok(Self::Claim(c.to_owned())),
             Some(("header", h)) if !h.is_empty() => Ok(Self::Header(h.to_ascii_lowercase())),
-            _ => Err(format!(
-                "key '{s}' must be ip, identity, claim:NAME or header:NAME"
-            )),
+            _ => Err(RateLimitConfigError::Key(s.to_owned())),
         }
     }
 }
@@ -280,81 +345,61 @@ impl RateLimitSection {
     }
 
     /// Cross-checks: unique names, known global names, sane values.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RateLimitConfigError> {
         let mut seen = std::collections::HashSet::new();
         for l in &self.limits {
             if !seen.insert(l.name.as_str()) {
-                return Err(format!(
-                    "[[rate_limit.limits]] name '{}' is used twice",
-                    l.name
-                ));
+                return Err(RateLimitConfigError::DuplicateLimit(l.name.clone()));
             }
             if !(1..=128).contains(&l.ipv6_prefix_len) {
-                return Err(format!(
-                    "rate limit '{}': ipv6_prefix_len must be 1-128",
-                    l.name
-                ));
+                return Err(RateLimitConfigError::V6PrefixLen(l.name.clone()));
             }
             if l.max_keys == 0 {
-                return Err(format!(
-                    "rate limit '{}': max_keys must be at least 1",
-                    l.name
-                ));
+                return Err(RateLimitConfigError::MaxKeysZero(l.name.clone()));
             }
             if l.rate.is_none() && l.quota.is_none() {
-                return Err(format!(
-                    "rate limit '{}' has neither rate nor quota; set rate = \"10r/s\" or quota = \"10000/day\"",
-                    l.name
+                return Err(RateLimitConfigError::LimitWithoutRateOrQuota(
+                    l.name.clone(),
                 ));
             }
             if l.rate.is_none() && (l.burst != 0 || l.mode != Mode::NoDelay) {
-                return Err(format!(
-                    "rate limit '{}': burst and mode need a rate",
-                    l.name
-                ));
+                return Err(RateLimitConfigError::BurstWithoutRate(l.name.clone()));
             }
             if l.shared && l.rate.is_none() {
-                return Err(format!(
-                    "rate limit '{}': shared applies to rates; quotas are shared in cluster mode anyway",
-                    l.name
-                ));
+                return Err(RateLimitConfigError::SharedWithoutRate(l.name.clone()));
             }
             if let Mode::Delay { after } = l.mode
                 && after > l.burst
             {
-                return Err(format!(
-                    "rate limit '{}': delay after {after} exceeds burst {}",
-                    l.name, l.burst
-                ));
+                return Err(RateLimitConfigError::DelayExceedsBurst {
+                    name: l.name.clone(),
+                    after,
+                    burst: l.burst,
+                });
             }
         }
         if let Some(g) = self.global.iter().find(|g| !seen.contains(g.as_str())) {
-            return Err(format!("[rate_limit] global names unknown limit '{g}'"));
+            return Err(RateLimitConfigError::UnknownGlobal(g.clone()));
         }
         let mut plans = std::collections::HashSet::new();
         for p in &self.plans {
             if p.name.is_empty() || !plans.insert(p.name.as_str()) {
-                return Err(format!(
-                    "[[rate_limit.plans]] name '{}' is empty or used twice",
-                    p.name
-                ));
+                return Err(RateLimitConfigError::PlanName(p.name.clone()));
             }
             if p.rate.is_none() && p.quota.is_none() {
-                return Err(format!("plan '{}' has neither rate nor quota", p.name));
+                return Err(RateLimitConfigError::PlanWithoutRateOrQuota(p.name.clone()));
             }
             if p.rate.is_none() && p.burst != 0 {
-                return Err(format!("plan '{}': burst needs a rate", p.name));
+                return Err(RateLimitConfigError::PlanBurstWithoutRate(p.name.clone()));
             }
         }
         if let Some(d) = &self.default_plan
             && !plans.contains(d.as_str())
         {
-            return Err(format!(
-                "[rate_limit] default_plan '{d}' is not a [[rate_limit.plans]] entry"
-            ));
+            return Err(RateLimitConfigError::UnknownDefaultPlan(d.clone()));
         }
         if self.quota_max_consumers == 0 {
-            return Err("[rate_limit] quota_max_consumers must be at least 1".into());
+            return Err(RateLimitConfigError::QuotaMaxConsumersZero);
         }
         Ok(())
     }

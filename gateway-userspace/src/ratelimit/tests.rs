@@ -158,6 +158,7 @@ fn config_errors_are_clear() {
         "10r/h"
             .parse::<Rate>()
             .unwrap_err()
+            .to_string()
             .contains("10r/s or 600r/m")
     );
     assert!("0r/s".parse::<Rate>().is_err());
@@ -171,7 +172,12 @@ fn config_errors_are_clear() {
         global: vec!["nope".into()],
         ..RateLimitSection::default()
     };
-    assert!(s.validate().unwrap_err().contains("unknown limit 'nope'"));
+    assert!(
+        s.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown limit 'nope'")
+    );
 }
 
 fn section(toml_text: &str) -> Result<RateLimitSection, String> {
@@ -180,7 +186,7 @@ fn section(toml_text: &str) -> Result<RateLimitSection, String> {
         rate_limit: RateLimitSection,
     }
     let w: W = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-    w.rate_limit.validate()?;
+    w.rate_limit.validate().map_err(|e| e.to_string())?;
     Ok(w.rate_limit)
 }
 

@@ -174,3 +174,21 @@ pub struct Upgraded {
     /// Sockets handed over (proxy listeners, observability, demo).
     pub sockets: usize,
 }
+
+/// Why `gateway upgrade` failed on the running side; this gateway goes on
+/// serving in every case. Each variant shows its cause's text unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// A listening socket could not be duplicated to offer it (this
+    /// process's: out of file descriptors, most often).
+    #[error(transparent)]
+    Sockets(std::io::Error),
+    /// The successor could not be started, did not get ready, or did not
+    /// take over ([`handover::HandoverError`]).
+    #[error(transparent)]
+    Successor(#[from] handover::HandoverError),
+    /// The task that waited for the successor panicked or was cancelled
+    /// (this gateway's bug or its shutdown).
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}

@@ -99,7 +99,9 @@ pub(crate) fn compile(
                 route: route.clone(),
                 message,
             };
-            let mut validator = doc_ctx.operation(item, op, cfg, section).map_err(bad)?;
+            let mut validator = doc_ctx
+                .operation(item, op, cfg, section)
+                .map_err(|e| bad(e.to_string()))?;
             validator.path_template = Some(template.clone());
             let method = Method::from_bytes(upper.as_bytes()).expect("a standard method");
             out.push((route, method, validator, op_at));
@@ -112,6 +114,58 @@ pub(crate) fn compile(
 enum Dialect {
     OpenApi30,
     OpenApi31(Option<String>),
+}
+
+/// An OpenAPI operation the gateway cannot enforce: the document's to fix.
+#[derive(Debug, thiserror::Error)]
+enum OperationError {
+    /// A parameter object without `name`.
+    #[error("a parameter without a name")]
+    NamelessParameter,
+    /// A parameter that cannot be checked.
+    #[error("parameter {name}: {problem}")]
+    Parameter {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong.
+        problem: ParameterProblem,
+    },
+    /// The JSON request body's schema does not compile.
+    #[error("request body schema: {0}")]
+    BodySchema(DocSchemaError),
+}
+
+/// What is wrong with an OpenAPI parameter ([`OperationError::Parameter`]).
+#[derive(Debug, thiserror::Error)]
+enum ParameterProblem {
+    /// `content` instead of `schema`.
+    #[error("only `schema` parameters are supported, not `content`")]
+    Content,
+    /// `type` that is neither a string nor a list.
+    #[error("`type` is not a string or list")]
+    TypeShape,
+    /// Several types, or an object or array type.
+    #[error("type {0:?} is not supported (only one of string, integer, number, boolean)")]
+    Type(Vec<String>),
+    /// The schema does not compile.
+    #[error(transparent)]
+    Schema(#[from] DocSchemaError),
+    /// A header parameter whose name is not a header name.
+    #[error("not a valid header name")]
+    HeaderName,
+    /// `in` is not path, query, header or cookie.
+    #[error("unknown location {0:?}")]
+    Location(String),
+}
+
+/// A schema of the document that does not compile, with the document's file.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (in {file})")]
+struct DocSchemaError {
+    /// The compile error.
+    error: schema::SchemaError,
+    /// The OpenAPI file.
+    file: String,
 }
 
 struct Doc<'a> {
@@ -142,7 +196,7 @@ impl Doc<'_> {
         op: &Value,
         cfg: &OpenApiConfig,
         section: &ValidationSection,
-    ) -> Result<RouteValidator, String> {
+    ) -> Result<RouteValidator, OperationError> {
         let mut validator = RouteValidator {
             path_template: None,
             path: Vec::new(),
@@ -171,9 +225,7 @@ impl Doc<'_> {
             if let Some((_, media)) = json_media {
                 let schema = media.get("schema").cloned().unwrap_or(json!({}));
                 validator.body = Some(BodyRule {
-                    schema: self
-                        .compile(&schema)
-                        .map_err(|e| format!("request body schema: {e}"))?,
+                    schema: self.compile(&schema).map_err(OperationError::BodySchema)?,
                     required: body["required"].as_bool().unwrap_or(false),
                     max_bytes: cfg.max_body_bytes.unwrap_or(section.max_body_bytes),
                     max_depth: section.max_depth,
@@ -183,20 +235,20 @@ impl Doc<'_> {
         Ok(validator)
     }
 
-    fn parameter(&self, p: &Value, v: &mut RouteValidator) -> Result<(), String> {
-        let name = p["name"].as_str().ok_or("a parameter without a name")?;
+    fn parameter(&self, p: &Value, v: &mut RouteValidator) -> Result<(), OperationError> {
+        let name = p["name"]
+            .as_str()
+            .ok_or(OperationError::NamelessParameter)?;
+        let bad = |problem: ParameterProblem| OperationError::Parameter {
+            name: name.to_owned(),
+            problem,
+        };
         let location = p["in"].as_str().unwrap_or("");
         let Some(schema) = p.get("schema") else {
-            return Err(format!(
-                "parameter {name}: only `schema` parameters are supported, not `content`"
-            ));
+            return Err(bad(ParameterProblem::Content));
         };
-        let kind = self
-            .param_type(self.deref(schema))
-            .map_err(|e| format!("parameter {name}: {e}"))?;
-        let check = self
-            .compile(schema)
-            .map_err(|e| format!("parameter {name}: {e}"))?;
+        let kind = self.param_type(self.deref(schema)).map_err(bad)?;
+        let check = self.compile(schema).map_err(|e| bad(e.into()))?;
         let required = location == "path" || p["required"].as_bool().unwrap_or(false);
         let mut rule = ParamRule::from_schema(name, kind, required, check);
         match location {
@@ -204,7 +256,7 @@ impl Doc<'_> {
             "query" => v.query.push(rule),
             "header" => {
                 let header = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("parameter {name}: not a valid header name"))?;
+                    .map_err(|_| bad(ParameterProblem::HeaderName))?;
                 // OpenAPI: these are described elsewhere and ignored as parameters.
                 if !matches!(header.as_str(), "accept" | "content-type" | "authorization") {
                     rule.name = header.as_str().to_owned();
@@ -213,13 +265,13 @@ impl Doc<'_> {
             }
             // Cookies are not validated (see docs/validation.md).
             "cookie" => {}
-            other => return Err(format!("parameter {name}: unknown location {other:?}")),
+            other => return Err(bad(ParameterProblem::Location(other.to_owned()))),
         }
         Ok(())
     }
 
     /// The scalar type a parameter's text converts to.
-    fn param_type(&self, schema: &Value) -> Result<ParamType, String> {
+    fn param_type(&self, schema: &Value) -> Result<ParamType, ParameterProblem> {
         let types: Vec<&str> = match &schema["type"] {
             Value::Null => return Ok(ParamType::String),
             Value::String(t) => vec![t.as_str()],
@@ -228,21 +280,21 @@ impl Doc<'_> {
                 .filter_map(Value::as_str)
                 .filter(|t| *t != "null")
                 .collect(),
-            _ => return Err("`type` is not a string or list".into()),
+            _ => return Err(ParameterProblem::TypeShape),
         };
         match types.as_slice() {
             ["string"] => Ok(ParamType::String),
             ["integer"] => Ok(ParamType::Integer),
             ["number"] => Ok(ParamType::Number),
             ["boolean"] => Ok(ParamType::Boolean),
-            other => Err(format!(
-                "type {other:?} is not supported (only one of string, integer, number, boolean)"
+            other => Err(ParameterProblem::Type(
+                other.iter().map(|t| (*t).to_owned()).collect(),
             )),
         }
     }
 
     /// Compiles a schema of this document, with its components reachable.
-    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, String> {
+    fn compile(&self, schema: &Value) -> Result<jsonschema::Validator, DocSchemaError> {
         let mut root = json!({ "allOf": [schema] });
         if let Some(components) = self.doc.get("components") {
             root["components"] = components.clone();
@@ -258,7 +310,10 @@ impl Doc<'_> {
             }
             Dialect::OpenApi31(None) => Some(Draft::Draft202012),
         };
-        schema::compile(&root, draft).map_err(|e| format!("{e} (in {})", self.file))
+        schema::compile(&root, draft).map_err(|error| DocSchemaError {
+            error,
+            file: self.file.to_owned(),
+        })
     }
 }
 

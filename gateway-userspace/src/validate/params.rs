@@ -32,33 +32,93 @@ pub(crate) struct ParamRule {
     schema: Option<Validator>,
 }
 
+/// A hand-written parameter rule that cannot work: the config's to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ParamRuleError {
+    /// `minimum`/`maximum` on a non-numeric parameter.
+    #[error("minimum/maximum need type integer or number")]
+    BoundsNeedNumber,
+    /// `min_length`/`max_length`/`format` on a non-string parameter.
+    #[error("min_length/max_length/format need type string")]
+    LengthNeedsString,
+    /// `minimum` above `maximum`.
+    #[error("minimum {lo} is above maximum {hi}")]
+    Bounds {
+        /// `minimum`.
+        lo: f64,
+        /// `maximum`.
+        hi: f64,
+    },
+    /// `min_length` above `max_length`.
+    #[error("min_length {lo} is above max_length {hi}")]
+    Lengths {
+        /// `min_length`.
+        lo: usize,
+        /// `max_length`.
+        hi: usize,
+    },
+    /// A pattern that does not compile, or uses `\d`.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// An `enum` value of another type (as JSON).
+    #[error("enum value {value} is not of type {kind}")]
+    EnumValue {
+        /// The value.
+        value: Value,
+        /// The parameter's type name.
+        kind: &'static str,
+    },
+    /// A `format` the schema library does not know.
+    #[error(transparent)]
+    Format(#[from] schema::SchemaError),
+}
+
+/// A `pattern` that cannot be used: the config's to fix.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PatternError {
+    /// `\d` or `\D`, which match non-ASCII digits in Rust regex.
+    #[error("pattern {0:?}: write [0-9] instead of \\d, which also matches non-ASCII digits")]
+    UnicodeDigit(String),
+    /// Not a regular expression (the regex crate's reason).
+    #[error("pattern {pattern:?}: {reason}")]
+    Invalid {
+        /// The pattern as written.
+        pattern: String,
+        /// The regex crate's reason.
+        reason: regex::Error,
+    },
+}
+
 impl ParamRule {
     /// Compiles a hand-written rule; the error says what is wrong with it.
-    pub(crate) fn from_config(name: &str, c: &ParamConfig) -> Result<Self, String> {
+    pub(crate) fn from_config(name: &str, c: &ParamConfig) -> Result<Self, ParamRuleError> {
         let numeric = matches!(c.kind, ParamType::Integer | ParamType::Number);
         if !numeric && (c.minimum.is_some() || c.maximum.is_some()) {
-            return Err("minimum/maximum need type integer or number".into());
+            return Err(ParamRuleError::BoundsNeedNumber);
         }
         if c.kind != ParamType::String
             && (c.min_length.is_some() || c.max_length.is_some() || c.format.is_some())
         {
-            return Err("min_length/max_length/format need type string".into());
+            return Err(ParamRuleError::LengthNeedsString);
         }
         if let (Some(lo), Some(hi)) = (c.minimum, c.maximum)
             && lo > hi
         {
-            return Err(format!("minimum {lo} is above maximum {hi}"));
+            return Err(ParamRuleError::Bounds { lo, hi });
         }
         if let (Some(lo), Some(hi)) = (c.min_length, c.max_length)
             && lo > hi
         {
-            return Err(format!("min_length {lo} is above max_length {hi}"));
+            return Err(ParamRuleError::Lengths { lo, hi });
         }
         let pattern = c.pattern.as_deref().map(anchored_regex).transpose()?;
         if let Some(values) = &c.allowed
             && let Some(bad) = values.iter().find(|v| !is_of_kind(v, c.kind))
         {
-            return Err(format!("enum value {bad} is not of type {}", c.kind.name()));
+            return Err(ParamRuleError::EnumValue {
+                value: bad.clone(),
+                kind: c.kind.name(),
+            });
         }
         let format = match &c.format {
             Some(f) => Some((f.clone(), schema::format_check(f)?)),
@@ -158,16 +218,17 @@ impl ParamRule {
 
 /// `pattern` compiled to match the whole value. `\d` is refused: in Rust
 /// regex it matches every Unicode digit (Arabic-Indic, fullwidth...).
-fn anchored_regex(pattern: &str) -> Result<Regex, String> {
+fn anchored_regex(pattern: &str) -> Result<Regex, PatternError> {
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         if c == '\\' && matches!(chars.next(), Some('d' | 'D')) {
-            return Err(format!(
-                "pattern {pattern:?}: write [0-9] instead of \\d, which also matches non-ASCII digits"
-            ));
+            return Err(PatternError::UnicodeDigit(pattern.to_owned()));
         }
     }
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| format!("pattern {pattern:?}: {e}"))
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|reason| PatternError::Invalid {
+        pattern: pattern.to_owned(),
+        reason,
+    })
 }
 
 /// The text converted to `kind`, or `None` if it is not one. Numbers keep
@@ -405,7 +466,12 @@ mod tests {
 
     #[test]
     fn backslash_d_is_refused_and_patterns_are_anchored() {
-        assert!(anchored_regex(r"^\d+$").unwrap_err().contains("[0-9]"));
+        assert!(
+            anchored_regex(r"^\d+$")
+                .unwrap_err()
+                .to_string()
+                .contains("[0-9]")
+        );
         let re = anchored_regex("[a-z]+").unwrap();
         assert!(re.is_match("abc") && !re.is_match("abc1"));
         assert!(anchored_regex(r"a\\d").is_ok());

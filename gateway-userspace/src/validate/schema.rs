@@ -54,9 +54,15 @@ fn annotation_only(_: &str) -> bool {
     true
 }
 
+/// A JSON Schema that does not compile (the config's or the OpenAPI
+/// document's to fix); the text is the `jsonschema` crate's.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct SchemaError(Box<ValidationError<'static>>);
+
 /// Compiles `schema`. `draft` forces a draft (OpenAPI 3.0 is draft 4);
 /// otherwise `$schema` decides and the default is 2020-12.
-pub(crate) fn compile(schema: &Value, draft: Option<Draft>) -> Result<Validator, String> {
+pub(crate) fn compile(schema: &Value, draft: Option<Draft>) -> Result<Validator, SchemaError> {
     let mut options = jsonschema::options()
         .should_validate_formats(true)
         .should_ignore_unknown_formats(false)
@@ -83,11 +89,11 @@ pub(crate) fn compile(schema: &Value, draft: Option<Draft>) -> Result<Validator,
         None if schema.get("$schema").is_none() => options = options.with_draft(Draft::Draft202012),
         None => {}
     }
-    options.build(schema).map_err(|e| e.to_string())
+    options.build(schema).map_err(|e| SchemaError(Box::new(e)))
 }
 
 /// A schema checking that a string has `format` (for parameters).
-pub(crate) fn format_check(format: &str) -> Result<Validator, String> {
+pub(crate) fn format_check(format: &str) -> Result<Validator, SchemaError> {
     compile(
         &serde_json::json!({ "type": "string", "format": format }),
         None,

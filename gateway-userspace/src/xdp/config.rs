@@ -66,6 +66,21 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// A value of `[xdp]` (or a limit given to `gateway limit`) that cannot
+/// work: the writer's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XdpValueError {
+    /// `ipv6_prefix_len` outside 1..=128.
+    #[error("ipv6_prefix_len must be 1-128, not {0}")]
+    V6PrefixLen(u8),
+    /// A rate with a burst of 0: nothing could ever pass.
+    #[error("burst must be at least 1 when rate is {rate} (0 means unlimited)")]
+    ZeroBurst {
+        /// The rate written, per second.
+        rate: u32,
+    },
+}
+
 /// An IPv6 prefix length, 1..=128.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(try_from = "u8")]
@@ -79,13 +94,13 @@ impl V6PrefixLen {
 }
 
 impl TryFrom<u8> for V6PrefixLen {
-    type Error = String;
+    type Error = XdpValueError;
 
-    fn try_from(v: u8) -> Result<Self, String> {
+    fn try_from(v: u8) -> Result<Self, XdpValueError> {
         if (1..=128).contains(&v) {
             Ok(Self(v))
         } else {
-            Err(format!("ipv6_prefix_len must be 1-128, not {v}"))
+            Err(XdpValueError::V6PrefixLen(v))
         }
     }
 }
@@ -120,20 +135,18 @@ struct RawLimit {
 }
 
 impl TryFrom<RawLimit> for LimitSpec {
-    type Error = String;
+    type Error = XdpValueError;
 
-    fn try_from(raw: RawLimit) -> Result<Self, String> {
+    fn try_from(raw: RawLimit) -> Result<Self, XdpValueError> {
         LimitSpec::new(raw.rate, raw.burst.unwrap_or(raw.rate))
     }
 }
 
 impl LimitSpec {
     /// A rate and burst; an error when `rate > 0` and `burst == 0` (nothing could ever pass).
-    pub fn new(rate: u32, burst: u32) -> Result<Self, String> {
+    pub fn new(rate: u32, burst: u32) -> Result<Self, XdpValueError> {
         if rate > 0 && burst == 0 {
-            return Err(format!(
-                "burst must be at least 1 when rate is {rate} (0 means unlimited)"
-            ));
+            return Err(XdpValueError::ZeroBurst { rate });
         }
         Ok(Self { rate, burst })
     }

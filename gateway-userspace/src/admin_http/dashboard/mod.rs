@@ -265,7 +265,7 @@ impl Dashboard {
         };
         let admin_req = match parse_action(&body, unblock) {
             Ok(r) => r,
-            Err(e) => return problem(StatusCode::BAD_REQUEST, &e),
+            Err(e) => return problem(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         if self.sources.admin.maps.is_none() {
             return problem(
@@ -322,37 +322,56 @@ struct UnblockBody {
     cluster: bool,
 }
 
+/// Why a dashboard action's body is refused (the page's or its user's:
+/// 400 with this text).
+#[derive(Debug, thiserror::Error)]
+enum ActionError {
+    /// The unblock body is not the expected JSON.
+    #[error("invalid unblock body: {0}")]
+    UnblockBody(serde_json::Error),
+    /// The block body is not the expected JSON.
+    #[error("invalid block body: {0}")]
+    BlockBody(serde_json::Error),
+    /// `net` is not an address or CIDR.
+    #[error("net must be an IP address or CIDR, e.g. 192.0.2.7 or 2001:db8::/64")]
+    Net,
+    /// `ttl_secs` is 0 or above [`MAX_BLOCK_TTL`].
+    #[error(
+        "ttl_secs must be between 1 and {} (30 days); permanent blocks are for the CLI",
+        MAX_BLOCK_TTL.as_secs()
+    )]
+    Ttl,
+    /// The reason has control characters (they would forge log lines).
+    #[error("the reason must not contain control characters")]
+    ReasonControl,
+}
+
 /// The admin request an action body asks for; errors say what is wrong.
 /// `net` must parse as an address or CIDR here already, so nothing but a
 /// valid network reaches the handler or the log.
-fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, String> {
+fn parse_action(body: &[u8], unblock: bool) -> Result<AdminRequest, ActionError> {
     let valid_net = |net: &str| {
-        net.parse::<crate::net::Net>().map(|_| ()).map_err(|_| {
-            "net must be an IP address or CIDR, e.g. 192.0.2.7 or 2001:db8::/64".to_owned()
-        })
+        net.parse::<crate::net::Net>()
+            .map(|_| ())
+            .map_err(|_| ActionError::Net)
     };
     if unblock {
-        let b: UnblockBody =
-            serde_json::from_slice(body).map_err(|e| format!("invalid unblock body: {e}"))?;
+        let b: UnblockBody = serde_json::from_slice(body).map_err(ActionError::UnblockBody)?;
         valid_net(&b.net)?;
         return Ok(AdminRequest::BlockDel {
             net: b.net,
             cluster: b.cluster,
         });
     }
-    let b: BlockBody =
-        serde_json::from_slice(body).map_err(|e| format!("invalid block body: {e}"))?;
+    let b: BlockBody = serde_json::from_slice(body).map_err(ActionError::BlockBody)?;
     valid_net(&b.net)?;
     if b.ttl_secs == 0 || b.ttl_secs > MAX_BLOCK_TTL.as_secs() {
-        return Err(format!(
-            "ttl_secs must be between 1 and {} (30 days); permanent blocks are for the CLI",
-            MAX_BLOCK_TTL.as_secs()
-        ));
+        return Err(ActionError::Ttl);
     }
     let reason = match b.reason.as_deref().map(str::trim) {
         Some(r) if !r.is_empty() => {
             if r.chars().any(char::is_control) {
-                return Err("the reason must not contain control characters".into());
+                return Err(ActionError::ReasonControl);
             }
             format!("dashboard: {r}")
         }

@@ -43,25 +43,41 @@ impl Default for Cors {
     }
 }
 
+/// A route's `cors` settings a browser would reject: the config's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CorsError {
+    /// Credentials with the `*` origin (the Fetch standard forbids it).
+    #[error(
+        "cors: allow_credentials cannot be used with allowed_origins = [\"*\"]; list the origins"
+    )]
+    CredentialsWithAnyOrigin,
+    /// An allowed method that is not a method token.
+    #[error("cors: '{0}' is not an HTTP method")]
+    Method(String),
+    /// An allowed or exposed header that is not a header name.
+    #[error("cors: '{0}' is not a header name")]
+    HeaderName(String),
+    /// An origin that is neither `*` nor `scheme://host[:port]`.
+    #[error("cors: origin '{0}' must be \"*\" or scheme://host[:port]")]
+    Origin(String),
+}
+
 impl Cors {
     /// Checks what a browser would reject anyway.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CorsError> {
         if self.allow_credentials && self.allowed_origins.iter().any(|o| o == "*") {
-            return Err("cors: allow_credentials cannot be used with allowed_origins = [\"*\"]; list the origins".into());
+            return Err(CorsError::CredentialsWithAnyOrigin);
         }
         for m in &self.allowed_methods {
-            Method::from_bytes(m.as_bytes())
-                .map_err(|_| format!("cors: '{m}' is not an HTTP method"))?;
+            Method::from_bytes(m.as_bytes()).map_err(|_| CorsError::Method(m.clone()))?;
         }
         for h in self.allowed_headers.iter().chain(&self.expose_headers) {
             http::HeaderName::from_bytes(h.as_bytes())
-                .map_err(|_| format!("cors: '{h}' is not a header name"))?;
+                .map_err(|_| CorsError::HeaderName(h.clone()))?;
         }
         for o in &self.allowed_origins {
             if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
-                return Err(format!(
-                    "cors: origin '{o}' must be \"*\" or scheme://host[:port]"
-                ));
+                return Err(CorsError::Origin(o.clone()));
             }
         }
         Ok(())

@@ -71,15 +71,34 @@ impl Default for RawDns {
     }
 }
 
-impl TryFrom<RawDns> for DnsSection {
-    type Error = String;
+/// A `[dns]` value that cannot work: the config's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsConfigError {
+    /// `min_ttl` above `max_ttl`.
+    #[error("[dns] min_ttl ({min}) is longer than max_ttl ({max})")]
+    TtlOrder {
+        /// `min_ttl`.
+        min: NonZeroSpan,
+        /// `max_ttl`.
+        max: NonZeroSpan,
+    },
+    /// A nameserver that is not an address (as written).
+    #[error(
+        "nameserver '{0}' is not an IP address with an optional port \
+         (10.0.0.2, 10.0.0.2:5353, [2001:db8::53]:53)"
+    )]
+    Nameserver(String),
+}
 
-    fn try_from(raw: RawDns) -> Result<Self, String> {
+impl TryFrom<RawDns> for DnsSection {
+    type Error = DnsConfigError;
+
+    fn try_from(raw: RawDns) -> Result<Self, DnsConfigError> {
         if raw.min_ttl > raw.max_ttl {
-            return Err(format!(
-                "[dns] min_ttl ({}) is longer than max_ttl ({})",
-                raw.min_ttl, raw.max_ttl
-            ));
+            return Err(DnsConfigError::TtlOrder {
+                min: raw.min_ttl,
+                max: raw.max_ttl,
+            });
         }
         Ok(Self {
             nameservers: raw.nameservers.into_iter().map(|n| n.0).collect(),
@@ -96,19 +115,16 @@ impl TryFrom<RawDns> for DnsSection {
 struct Nameserver(SocketAddr);
 
 impl TryFrom<String> for Nameserver {
-    type Error = String;
+    type Error = DnsConfigError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, DnsConfigError> {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Self(a));
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(Self(SocketAddr::new(ip, 53)));
         }
-        Err(format!(
-            "nameserver '{s}' is not an IP address with an optional port \
-             (10.0.0.2, 10.0.0.2:5353, [2001:db8::53]:53)"
-        ))
+        Err(DnsConfigError::Nameserver(s))
     }
 }
 

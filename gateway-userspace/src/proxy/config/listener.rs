@@ -106,15 +106,21 @@ pub struct Certificate {
     pub server_names: Vec<ServerName>,
 }
 
+/// A `server_names` entry that is not a DNS name or `*.` wildcard: the
+/// config's to fix (quoted as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a server name like api.example.com or *.example.com")]
+pub struct ServerNameError(pub String);
+
 /// A lowercase SNI name or `*.suffix` wildcard.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
 #[serde(try_from = "String")]
 pub struct ServerName(pub String);
 
 impl TryFrom<String> for ServerName {
-    type Error = String;
+    type Error = ServerNameError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, ServerNameError> {
         let lower = s.trim().to_ascii_lowercase();
         let name = lower.strip_prefix("*.").unwrap_or(&lower);
         if name.is_empty()
@@ -122,9 +128,7 @@ impl TryFrom<String> for ServerName {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
-            return Err(format!(
-                "'{s}' is not a server name like api.example.com or *.example.com"
-            ));
+            return Err(ServerNameError(s));
         }
         Ok(Self(lower))
     }

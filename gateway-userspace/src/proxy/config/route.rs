@@ -9,6 +9,43 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// A route value that does not parse: the config's to fix. The text
+/// quotes the value as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteValueError {
+    /// A host that is not a DNS name or `*.` wildcard (a port included).
+    #[error("'{0}' is not a host like api.example.com or *.example.com (no port)")]
+    Host(String),
+    /// A path without its leading `/`.
+    #[error("path '{0}' must start with '/'")]
+    PathNotAbsolute(String),
+    /// A path that normalization would change: it could never match.
+    #[error("path '{path}' is not normalized; requests are matched on '{normalized}', write that")]
+    PathNotNormalized {
+        /// The path written.
+        path: String,
+        /// What requests are matched on.
+        normalized: String,
+    },
+    /// A path that cannot be normalized at all.
+    #[error("path '{path}': {reason}")]
+    Path {
+        /// The path written.
+        path: String,
+        /// Why it cannot be normalized.
+        reason: crate::proxy::path::PathError,
+    },
+    /// A method that is not all uppercase letters.
+    #[error("'{0}' is not an uppercase HTTP method like GET")]
+    MethodCase(String),
+    /// A method http refuses.
+    #[error("'{0}' is not an HTTP method")]
+    Method(String),
+    /// Not a header name.
+    #[error("'{0}' is not a valid header name")]
+    HeaderName(String),
+}
+
 /// One route. Exactly one of `path` (exact) and `path_prefix` is set.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -90,9 +127,9 @@ pub enum HostPattern {
 }
 
 impl TryFrom<String> for HostPattern {
-    type Error = String;
+    type Error = RouteValueError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, RouteValueError> {
         let lower = s.trim().to_ascii_lowercase();
         let (wild, name) = match lower.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -105,9 +142,7 @@ impl TryFrom<String> for HostPattern {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if !ok {
-            return Err(format!(
-                "'{s}' is not a host like api.example.com or *.example.com (no port)"
-            ));
+            return Err(RouteValueError::Host(s));
         }
         Ok(if wild {
             HostPattern::Wildcard(format!(".{name}"))
@@ -133,18 +168,19 @@ impl HostPattern {
 pub struct PathPattern(pub String);
 
 impl TryFrom<String> for PathPattern {
-    type Error = String;
+    type Error = RouteValueError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, RouteValueError> {
         if !s.starts_with('/') {
-            return Err(format!("path '{s}' must start with '/'"));
+            return Err(RouteValueError::PathNotAbsolute(s));
         }
         match crate::proxy::path::normalize(&s) {
             Ok(n) if n == s => Ok(Self(s)),
-            Ok(n) => Err(format!(
-                "path '{s}' is not normalized; requests are matched on '{n}', write that"
-            )),
-            Err(e) => Err(format!("path '{s}': {e}")),
+            Ok(normalized) => Err(RouteValueError::PathNotNormalized {
+                path: s,
+                normalized,
+            }),
+            Err(reason) => Err(RouteValueError::Path { path: s, reason }),
         }
     }
 }
@@ -155,15 +191,15 @@ impl TryFrom<String> for PathPattern {
 pub struct Method(pub String);
 
 impl TryFrom<String> for Method {
-    type Error = String;
+    type Error = RouteValueError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, RouteValueError> {
         if s.is_empty() || s.bytes().any(|b| !b.is_ascii_uppercase()) {
-            return Err(format!("'{s}' is not an uppercase HTTP method like GET"));
+            return Err(RouteValueError::MethodCase(s));
         }
         http::Method::from_bytes(s.as_bytes())
             .map(|_| Method(s.clone()))
-            .map_err(|_| format!("'{s}' is not an HTTP method"))
+            .map_err(|_| RouteValueError::Method(s))
     }
 }
 
@@ -173,12 +209,12 @@ impl TryFrom<String> for Method {
 pub struct HeaderName(pub String);
 
 impl TryFrom<String> for HeaderName {
-    type Error = String;
+    type Error = RouteValueError;
 
-    fn try_from(s: String) -> Result<Self, String> {
+    fn try_from(s: String) -> Result<Self, RouteValueError> {
         let lower = s.to_ascii_lowercase();
         http::HeaderName::from_bytes(lower.as_bytes())
             .map(|_| HeaderName(lower.clone()))
-            .map_err(|_| format!("'{s}' is not a valid header name"))
+            .map_err(|_| RouteValueError::HeaderName(s))
     }
 }

@@ -61,53 +61,122 @@ impl fmt::Display for TargetSpec {
     }
 }
 
-impl TryFrom<String> for TargetSpec {
-    type Error = String;
+/// An upstream `targets` entry that does not parse: the config's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("target '{target}': {problem}")]
+pub struct TargetError {
+    /// The entry as written.
+    pub target: String,
+    /// What is wrong and how to write it.
+    pub problem: TargetProblem,
+}
 
-    fn try_from(s: String) -> Result<Self, String> {
-        parse(&s).map_err(|why| format!("target '{s}': {why}"))
+/// What is wrong with a target ([`TargetError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetProblem {
+    /// `SRV:` in another case.
+    #[error("write the SRV prefix in lowercase: srv:_service._proto.name")]
+    SrvPrefixCase,
+    /// A URL instead of `host:port`.
+    #[error("a target has no scheme: write host:port")]
+    Scheme,
+    /// An IP address without a port (the hint shows how to add one).
+    #[error("missing port: write {0}")]
+    MissingPortAfterIp(String),
+    /// A name without a port.
+    #[error("missing port: write {0}:<port>")]
+    MissingPort(String),
+    /// An IPv6 address with a port but no brackets.
+    #[error("not an IPv6 address with a port: write [2001:db8::1]:8080")]
+    UnbracketedIpv6,
+    /// Port 0.
+    #[error("port 0 is not a port a target can listen on")]
+    PortZero,
+    /// `host:` with nothing after the colon.
+    #[error("missing port after '{0}:'")]
+    EmptyPort(String),
+    /// A port that is not a number 1-65535.
+    #[error("'{0}' is not a port (1-65535)")]
+    Port(String),
+    /// An SRV target with a port.
+    #[error("an SRV target takes its ports from the SRV records: remove ':{0}'")]
+    SrvPort(String),
+    /// An SRV name not of the form `_service._proto.name`.
+    #[error("an SRV name is _service._proto.name (RFC 2782), e.g. srv:_http._tcp.api.internal")]
+    SrvName,
+    /// An empty name.
+    #[error("empty name")]
+    EmptyName,
+    /// A name over 253 characters.
+    #[error("a DNS name is at most 253 characters")]
+    NameTooLong,
+    /// Two dots in a row (the name as written).
+    #[error("'{0}' has an empty label (two dots in a row)")]
+    EmptyLabel(String),
+    /// A label over 63 characters.
+    #[error("label '{0}' is longer than 63 characters")]
+    LabelTooLong(String),
+    /// A character DNS names do not have.
+    #[error("'{0}' is not allowed in a DNS name (letters, digits, '-' and '_' only)")]
+    Char(char),
+    /// A label that starts or ends with `-`.
+    #[error("label '{0}' starts or ends with '-'")]
+    LabelHyphen(String),
+    /// An all-digit last label: a mistyped IPv4 address, most often.
+    #[error("'{name}' is not a valid {what}")]
+    Numeric {
+        /// The name.
+        name: String,
+        /// `SRV name` or `IP address or DNS name`.
+        what: &'static str,
+    },
+}
+
+impl TryFrom<String> for TargetSpec {
+    type Error = TargetError;
+
+    fn try_from(s: String) -> Result<Self, TargetError> {
+        parse(&s).map_err(|problem| TargetError { target: s, problem })
     }
 }
 
 /// Parses one entry; the error says what is wrong and how to write it.
-fn parse(s: &str) -> Result<TargetSpec, String> {
+fn parse(s: &str) -> Result<TargetSpec, TargetProblem> {
     if let Some(name) = s.strip_prefix("srv:") {
         return parse_srv(name);
     }
     if s.len() >= 4 && s[..4].eq_ignore_ascii_case("srv:") {
-        return Err("write the SRV prefix in lowercase: srv:_service._proto.name".into());
+        return Err(TargetProblem::SrvPrefixCase);
     }
     if s.contains("://") {
-        return Err("a target has no scheme: write host:port".into());
+        return Err(TargetProblem::Scheme);
     }
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(TargetSpec::Addr(a));
     }
     if s.parse::<IpAddr>().is_ok() {
-        return Err(format!("missing port: write {}", with_port_hint(s)));
+        return Err(TargetProblem::MissingPortAfterIp(with_port_hint(s)));
     }
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("missing port: write {s}:<port>"));
+        return Err(TargetProblem::MissingPort(s.to_owned()));
     };
     if host.contains(':') || host.starts_with('[') {
-        return Err("not an IPv6 address with a port: write [2001:db8::1]:8080".into());
+        return Err(TargetProblem::UnbracketedIpv6);
     }
     let port = match port.parse::<u16>() {
-        Ok(0) => return Err("port 0 is not a port a target can listen on".into()),
+        Ok(0) => return Err(TargetProblem::PortZero),
         Ok(p) => p,
-        Err(_) if port.is_empty() => return Err(format!("missing port after '{host}:'")),
-        Err(_) => return Err(format!("'{port}' is not a port (1-65535)")),
+        Err(_) if port.is_empty() => return Err(TargetProblem::EmptyPort(host.to_owned())),
+        Err(_) => return Err(TargetProblem::Port(port.to_owned())),
     };
     let host = dns_name(host, false)?;
     Ok(TargetSpec::Name { host, port })
 }
 
 /// `_service._proto.name` after `srv:`.
-fn parse_srv(name: &str) -> Result<TargetSpec, String> {
+fn parse_srv(name: &str) -> Result<TargetSpec, TargetProblem> {
     if let Some((_, port)) = name.rsplit_once(':') {
-        return Err(format!(
-            "an SRV target takes its ports from the SRV records: remove ':{port}'"
-        ));
+        return Err(TargetProblem::SrvPort(port.to_owned()));
     }
     let name = dns_name(name, true)?;
     let mut labels = name.strip_suffix('.').unwrap_or(&name).split('.');
@@ -117,10 +186,7 @@ fn parse_srv(name: &str) -> Result<TargetSpec, String> {
         || !proto.is_some_and(|l| l.len() > 1 && l.starts_with('_'))
         || rest == 0
     {
-        return Err(
-            "an SRV name is _service._proto.name (RFC 2782), e.g. srv:_http._tcp.api.internal"
-                .into(),
-        );
+        return Err(TargetProblem::SrvName);
     }
     Ok(TargetSpec::Srv { name })
 }
@@ -131,31 +197,29 @@ fn parse_srv(name: &str) -> Result<TargetSpec, String> {
 /// name whose last label is all digits is refused (RFC 3696 §2: no
 /// top-level domain is numeric), which catches IPv4 typos such as
 /// `10.0.0.300`.
-fn dns_name(s: &str, srv: bool) -> Result<Arc<str>, String> {
+fn dns_name(s: &str, srv: bool) -> Result<Arc<str>, TargetProblem> {
     let name = s.strip_suffix('.').unwrap_or(s);
     if name.is_empty() {
-        return Err("empty name".into());
+        return Err(TargetProblem::EmptyName);
     }
     if name.len() > 253 {
-        return Err("a DNS name is at most 253 characters".into());
+        return Err(TargetProblem::NameTooLong);
     }
     for label in name.split('.') {
         if label.is_empty() {
-            return Err(format!("'{s}' has an empty label (two dots in a row)"));
+            return Err(TargetProblem::EmptyLabel(s.to_owned()));
         }
         if label.len() > 63 {
-            return Err(format!("label '{label}' is longer than 63 characters"));
+            return Err(TargetProblem::LabelTooLong(label.to_owned()));
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
-            return Err(format!(
-                "'{c}' is not allowed in a DNS name (letters, digits, '-' and '_' only)"
-            ));
+            return Err(TargetProblem::Char(c));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label '{label}' starts or ends with '-'"));
+            return Err(TargetProblem::LabelHyphen(label.to_owned()));
         }
     }
     let last = name.rsplit('.').next().unwrap_or(name);
@@ -165,7 +229,10 @@ fn dns_name(s: &str, srv: bool) -> Result<Arc<str>, String> {
         } else {
             "IP address or DNS name"
         };
-        return Err(format!("'{name}' is not a valid {what}"));
+        return Err(TargetProblem::Numeric {
+            name: name.to_owned(),
+            what,
+        });
     }
     Ok(s.to_ascii_lowercase().into())
 }
@@ -188,7 +255,7 @@ mod tests {
     }
 
     fn err(s: &str) -> String {
-        TargetSpec::try_from(s.to_owned()).unwrap_err()
+        TargetSpec::try_from(s.to_owned()).unwrap_err().to_string()
     }
 
     #[test]

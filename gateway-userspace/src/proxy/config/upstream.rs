@@ -164,7 +164,9 @@ impl<'de> Deserialize<'de> for HostHeader {
 impl Upstream {
     /// Parses the `targets` entries into [`Upstream::targets`]; on error,
     /// the byte range of the wrong entry and what is wrong with it.
-    pub(crate) fn parse_targets(&mut self) -> Result<(), (std::ops::Range<usize>, String)> {
+    pub(crate) fn parse_targets(
+        &mut self,
+    ) -> Result<(), (std::ops::Range<usize>, super::target::TargetError)> {
         self.targets = self
             .target_entries
             .iter()
@@ -244,17 +246,22 @@ impl Default for PassiveHealth {
     }
 }
 
+/// A count of 0 where at least 1 is needed: the config's to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be at least 1")]
+pub struct ZeroCountError;
+
 /// A count that must be at least 1.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(try_from = "u32")]
 pub struct NonZero(pub u32);
 
 impl TryFrom<u32> for NonZero {
-    type Error = String;
+    type Error = ZeroCountError;
 
-    fn try_from(v: u32) -> Result<Self, String> {
+    fn try_from(v: u32) -> Result<Self, ZeroCountError> {
         if v == 0 {
-            Err("must be at least 1".into())
+            Err(ZeroCountError)
         } else {
             Ok(Self(v))
         }

@@ -360,9 +360,9 @@ impl Connector {
                         });
                 let server_name = explicit
                     .map(|n| {
-                        super::tls::server_name(&n).map_err(|message| TlsError::Pem {
+                        super::tls::server_name(&n).map_err(|e| TlsError::Pem {
                             path: format!("upstream '{name}' tls.server_name"),
-                            message,
+                            message: e.to_string(),
                         })
                     })
                     .transpose()?;

@@ -96,18 +96,23 @@ pub fn connector(
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// A `tls.server_name` that is neither a DNS name nor an IP address (the
+/// config's to fix; quoted as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a DNS name or an IP address")]
+pub struct UpstreamServerNameError(pub String);
+
 /// The name a target's certificate is checked against, and sent as SNI
 /// unless it is an IP address (RFC 6066 §3 forbids IP literals in SNI).
 ///
 /// # Errors
 /// When `name` is neither a DNS name nor an IP address.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(name: &str) -> Result<ServerName<'static>, UpstreamServerNameError> {
     let bare = name
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name);
-    ServerName::try_from(bare.to_owned())
-        .map_err(|_| format!("{name:?} is not a DNS name or an IP address"))
+    ServerName::try_from(bare.to_owned()).map_err(|_| UpstreamServerNameError(name.to_owned()))
 }
 
 /// `verify = false`: any chain and name are accepted; signatures are still
