@@ -19,6 +19,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod duration;
+pub mod error_chain;
 pub mod escalate;
 pub mod net;
 pub mod observe;

@@ -25,7 +25,7 @@ use tokio::{
 };
 
 use crate::{
-    admin::server::{AdminSocket, AdminState, SocketError, chain},
+    admin::server::{AdminSocket, AdminState, SocketError},
     admin_http::{
         self, Readiness,
         collect::{
@@ -34,6 +34,7 @@ use crate::{
     },
     cluster::{Cluster, ClusterStartError, KernelBlocks},
     config::Config,
+    error_chain::chain,
     escalate::{self, Escalator, XdpSink},
     observe::{AccessLog, Metrics, Observe, config::AccessLogTarget},
     phases::{self, PhasesError},

@@ -33,6 +33,7 @@ use crate::{
     clock,
     cluster::Cluster,
     config::LimitSpec,
+    error_chain::chain,
     net::Net,
     xdp::{
         XdpMaps,
@@ -315,18 +316,6 @@ pub enum AdminError {
     /// Reading or writing the kernel maps failed (the gateway's side).
     #[error("{}", chain(.0))]
     Maps(#[from] MapsError),
-}
-
-/// An error and its sources, `outer: inner: ...` (as anyhow's `{:#}`).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
 }
 
 /// What a request needs and this gateway's config turned off.

@@ -33,6 +33,7 @@ use super::{
     layout::LayoutError,
     maps::MapsError,
 };
+use crate::error_chain::chain;
 
 /// Why the XDP program could not be loaded, attached or detached. The
 /// variants say where to look: the pin directory, the eBPF object (another
@@ -101,18 +102,6 @@ pub enum XdpError {
 }
 
 type Result<T, E = XdpError> = std::result::Result<T, E>;
-
-/// `e` and its sources, `outer: inner: ...`, for logs.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        next = s.source();
-    }
-    out
-}
 
 /// Loads the program into the kernel (where the verifier checks it).
 pub struct Loader {
