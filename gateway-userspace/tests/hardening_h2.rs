@@ -425,3 +425,68 @@ async fn h2_head_gets_no_body_from_the_gateway() {
         Some(Err(e)) => panic!("the HEAD response broke the stream: {e}"),
     }
 }
+
+/// An HTTP/2 request without `:path` (RFC 9113 §8.3.1: malformed) is the
+/// gateway's 400 and no byte of it reaches the upstream, whatever route `/`
+/// has. Found in review: `http` reads the missing path as `/` through
+/// `path_and_query()` but as `""` through `path()`, and the gateway once
+/// took the first and sent `GET  HTTP/1.1` (an empty request target)
+/// upstream. The upstream here is a bare socket that records what arrives.
+#[tokio::test]
+async fn h2_request_without_path_is_refused() {
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    raw.set_nonblocking(true).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let recorder = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read as _;
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until {
+                match raw.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_read_timeout(Some(Duration::from_millis(500)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        if let Ok(n) = c.read(&mut buf) {
+                            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    let toml = format!(
+        "{PLAIN}{}[[routes]]\nid = \"r\"\npath_prefix = \"/\"\nupstream = \"o\"\n",
+        upstream("o", &[raw_addr], "")
+    );
+    let (_p, addr) = proxy(&toml).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &[]));
+    // :method GET (static 2), :scheme http (static 6), `host: t` (literal
+    // with indexing, name = static 38); no :path, no :authority; END_STREAM.
+    start.extend(frame(
+        HEADERS,
+        END_HEADERS | 1,
+        1,
+        &[0x82, 0x86, 0x66, 0x01, b't'],
+    ));
+    s.write_all(&start).await.unwrap();
+    let (frames, _) = read_until_closed(&mut s, Duration::from_secs(2)).await;
+    recorder.join().unwrap();
+    let head = frames
+        .iter()
+        .find(|f| f.kind == HEADERS)
+        .unwrap_or_else(|| panic!("no response head: {frames:?}"));
+    // `:status 400` is static table entry 12.
+    assert_eq!(head.payload.first(), Some(&0x8c), "not a 400: {frames:?}");
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.is_empty(),
+        "the upstream got {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}

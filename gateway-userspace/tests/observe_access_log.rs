@@ -147,3 +147,33 @@ fn a_client_that_leaves_before_the_response_is_logged_as_499() {
     );
     drop(silent);
 }
+
+/// A client that leaves while the rate limiter holds its request back
+/// (`mode = "delay"`) is logged as 499 with who it was: the identity the
+/// authenticate phase found stays with the request through the rate-limit
+/// phase (found in review: the phase once moved it out while it waited).
+#[test]
+fn a_client_that_leaves_while_throttled_is_logged_with_its_identity() {
+    use std::io::Write as _;
+    let origin = Origin::start_blocking("origin");
+    let body = format!(
+        "{}\n[[rate_limit.limits]]\nname = \"slow\"\nrate = \"1r/m\"\nburst = 5\nmode = \"delay\"\nkey = \"identity\"\n",
+        config(&origin).replace("auth = \"key\"", "auth = \"key\"\nrate_limits = [\"slow\"]")
+    );
+    let gw = Gateway::start(&body);
+    assert_eq!(get(gw.proxy, "/a", &[("x-api-key", KEY)]).status, 200);
+    let mut c = std::net::TcpStream::connect(gw.proxy).unwrap();
+    write!(
+        c,
+        "GET /throttled HTTP/1.1\r\nHost: t\r\nX-Api-Key: {KEY}\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(c);
+    let lines = gw.wait_access_lines(2);
+    let l = &lines[1];
+    assert_eq!(l["http.response.status_code"], 499, "{l}");
+    assert_eq!(l["url.path"], "/throttled", "{l}");
+    assert_eq!(l["gateway.rate_limit"], "delayed", "{l}");
+    assert_eq!(l["user.name"], "client-1", "{l}");
+}

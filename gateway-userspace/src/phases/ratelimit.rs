@@ -217,28 +217,42 @@ impl Phase for RateLimitPhase {
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
-            // Lent out and put back: the phase reads the identity while it
-            // writes its outcome into the same extras.
-            let identity = ctx.extras.identity.take();
-            let result = self.decide(ctx, req, identity.as_ref()).await;
-            ctx.extras.identity = identity;
-            result
+            // The identity is read and the outcome written through
+            // disjoint fields of the request's extras: nothing is moved
+            // out, so a request abandoned mid-phase (a throttling delay, a
+            // Redis call) is still logged with its identity.
+            let extras = &mut *ctx.extras;
+            let out = Outcome {
+                decision: &mut extras.rate_limit,
+                limited_by: &mut extras.rate_limited_by,
+                response_headers: &mut extras.response_headers,
+            };
+            self.decide(
+                ctx.route_id,
+                ctx.client_ip,
+                req,
+                extras.identity.as_ref(),
+                out,
+            )
+            .await
         })
     }
 }
 
 impl RateLimitPhase {
     /// The limits and quotas that apply to this request, checked in order;
-    /// the outcome goes into `ctx.extras`.
+    /// the outcome goes into `out`.
     async fn decide(
         &self,
-        ctx: &mut RequestContext<'_>,
+        route_id: &str,
+        client_ip: std::net::IpAddr,
         req: &mut Request<ProxyBody>,
         identity: Option<&crate::auth::Identity>,
+        out: Outcome<'_>,
     ) -> Result<(), Rejection> {
         {
             let mut limits: Vec<Arc<Limit>> = self.global.clone();
-            limits.extend(self.routes.get(ctx.route_id).into_iter().flatten().cloned());
+            limits.extend(self.routes.get(route_id).into_iter().flatten().cloned());
             if let Some(rate) = identity.and_then(|i| i.rate_limit) {
                 limits.push(self.key_limiter(rate));
             }
@@ -264,7 +278,7 @@ impl RateLimitPhase {
             if limits.is_empty() && plan_quota.is_none() {
                 return Ok(());
             }
-            let keys = keys(ctx, req, &limits, identity);
+            let keys = keys(client_ip, req, &limits, identity);
             let now = clock::monotonic_ns();
             let mut verdicts = Vec::with_capacity(limits.len());
             let mut rate_rejected = false;
@@ -302,7 +316,7 @@ impl RateLimitPhase {
                     }
                 }
             }
-            let wait = respond(ctx, &verdicts, &quotas)?;
+            let wait = respond(out, &verdicts, &quotas)?;
             if !wait.is_zero() {
                 // Throttling: the burst is bounded, so is the wait.
                 tokio::time::sleep(wait).await;
@@ -312,9 +326,20 @@ impl RateLimitPhase {
     }
 }
 
+/// Where the phase writes its outcome: disjoint fields of the request's
+/// extras (the identity, read meanwhile, is another field of them).
+struct Outcome<'a> {
+    /// `allowed`, `delayed`, `rejected` or `over_quota`.
+    decision: &'a mut Option<&'static str>,
+    /// The limit or quota that answered 429.
+    limited_by: &'a mut Option<Arc<str>>,
+    /// `RateLimit-Policy` and `RateLimit` for the response.
+    response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
+}
+
 /// The key of each limit for this request (`None`: the limit does not apply).
 fn keys(
-    ctx: &RequestContext<'_>,
+    client_ip: std::net::IpAddr,
     req: &Request<ProxyBody>,
     limits: &[Arc<Limit>],
     identity: Option<&crate::auth::Identity>,
@@ -335,7 +360,7 @@ fn keys(
             .flatten()
     };
     let key_ctx = KeyContext {
-        client_ip: Some(ctx.client_ip),
+        client_ip: Some(client_ip),
         identity: subject,
         claim: Some(&claim_lookup),
         header: Some(&header_lookup),
@@ -346,7 +371,7 @@ fn keys(
 /// Turns the verdicts into response headers, or the 429; returns how long
 /// to delay the request.
 fn respond(
-    ctx: &mut RequestContext<'_>,
+    out: Outcome<'_>,
     verdicts: &[(Arc<Limit>, Decision)],
     quotas: &[(&str, QuotaDecision)],
 ) -> Result<Duration, Rejection> {
@@ -385,8 +410,7 @@ fn respond(
     let policy_h = HeaderName::from_static("ratelimit-policy");
     let state_h = HeaderName::from_static("ratelimit");
     {
-        let extras = &mut *ctx.extras;
-        extras.rate_limit = Some(if over_quota.is_some() {
+        *out.decision = Some(if over_quota.is_some() {
             "over_quota"
         } else if rejected.is_some() {
             "rejected"
@@ -396,7 +420,7 @@ fn respond(
             "allowed"
         });
         if over_quota.is_some() || rejected.is_some() {
-            extras.rate_limited_by = rejected_by.map(Arc::from);
+            *out.limited_by = rejected_by.map(Arc::from);
         }
     }
     if let Some(reset) = over_quota {
@@ -432,12 +456,11 @@ fn respond(
         return Err(r);
     }
     if !policies.is_empty() {
-        let extras = &mut *ctx.extras;
         if let Some(v) = value(policies.join(", ")) {
-            extras.response_headers.push((policy_h, v));
+            out.response_headers.push((policy_h, v));
         }
         if let Some(v) = value(states.join(", ")) {
-            extras.response_headers.push((state_h, v));
+            out.response_headers.push((state_h, v));
         }
     }
     Ok(wait)

@@ -268,7 +268,12 @@ pub fn check<B>(
         path_parameters: limits.path_parameters,
     };
     let path = match uri.path_and_query() {
-        Some(pq) if path::is_normal(pq.path()) => NormalPath::AsSent(pq.clone()),
+        // `uri.path()`, not `pq.path()`: without a path at all (HTTP/2 with
+        // no `:path`) the first is empty, the second `/`; an empty path
+        // is refused by `normalize_with` below (400), never taken as `/`.
+        Some(pq) if !uri.path().is_empty() && path::is_normal(uri.path()) => {
+            NormalPath::AsSent(pq.clone())
+        }
         _ => NormalPath::Normalized(
             path::normalize_with(uri.path(), rules)
                 .map_err(|e| Rejection::new(Reason::BadPath, format!("bad request path: {e}")))?,

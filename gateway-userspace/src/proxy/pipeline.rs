@@ -659,7 +659,9 @@ where
     // The query as the phases left it (authentication strips credentials).
     parts.uri = match parts.uri.path_and_query() {
         // Nothing to change: the client's target, shared.
-        Some(pq) if pq.path() == forward_path => http::Uri::from(pq.clone()),
+        Some(pq) if !parts.uri.path().is_empty() && parts.uri.path() == forward_path => {
+            http::Uri::from(pq.clone())
+        }
         pq => {
             let query = pq.and_then(|pq| pq.query());
             let mut target =
