@@ -737,15 +737,7 @@ Medians of the runs; the p99 also as min–max, and its ratio to the baseline of
         v["queues"],
     );
     for r in v["rows"].as_array().into_iter().flatten() {
-        let per_run = r["p99_vs_baseline_per_run"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| format!("{x}x"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "-".into());
+        let per_run = crate::ratios_cell(r, "p99_vs_baseline_per_run");
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} ({}–{}) | {} | {} | {per_run} | {} / {} / {} | {} ({}) | {} | {} ({}) |\n",
             r["case"].as_str().unwrap_or(""),

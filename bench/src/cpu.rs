@@ -4,21 +4,26 @@
 /// where packet receive work is accounted. User time is left out, so other
 /// programs' userspace work on the machine does not pollute the figure.
 pub fn busy_ns(cpu: usize) -> u64 {
+    let t = ticks(cpu);
+    // Fields: user nice system idle iowait irq softirq steal ...
+    (t[2] + t[5] + t[6]) * TICK_NS
+}
+
+/// USER_HZ is 100 on Linux: one `/proc/stat` tick is 10 ms.
+const TICK_NS: u64 = 10_000_000;
+
+/// The tick counters of `cpu`'s line in `/proc/stat`, in the file's order.
+fn ticks(cpu: usize) -> Vec<u64> {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
     let name = format!("cpu{cpu} ");
     let line = stat
         .lines()
         .find(|l| l.starts_with(&name))
         .expect("cpu line");
-    let f: Vec<u64> = line
-        .split_whitespace()
+    line.split_whitespace()
         .skip(1)
         .filter_map(|x| x.parse().ok())
-        .collect();
-    // Fields: user nice system idle iowait irq softirq steal ...
-    let kernel = f[2] + f[5] + f[6];
-    // USER_HZ is 100 on Linux: one tick is 10 ms.
-    kernel * 10_000_000
+        .collect()
 }
 
 /// Pins the calling thread to `cpu`.
@@ -93,22 +98,12 @@ pub struct CpuSplit {
 
 impl CpuSplit {
     pub fn now(cpu: usize) -> Self {
-        let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
-        let name = format!("cpu{cpu} ");
-        let line = stat
-            .lines()
-            .find(|l| l.starts_with(&name))
-            .expect("cpu line");
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        // Fields: user nice system idle iowait irq softirq ...; 10 ms ticks.
+        let f = ticks(cpu);
+        // Fields: user nice system idle iowait irq softirq ...
         Self {
-            user_ns: (f[0] + f[1]) * 10_000_000,
-            system_ns: f[2] * 10_000_000,
-            softirq_ns: (f[5] + f[6]) * 10_000_000,
+            user_ns: (f[0] + f[1]) * TICK_NS,
+            system_ns: f[2] * TICK_NS,
+            softirq_ns: (f[5] + f[6]) * TICK_NS,
         }
     }
 

@@ -640,29 +640,13 @@ Into the host end: frames that found room in the ring (or socket sends); lost on
         v["repeats"], v["seconds_per_case"]
     );
     for r in v["rows"].as_array().into_iter().flatten() {
-        let per_run = r["cpu_ratio_per_run"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| format!("{x}x"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "-".into());
+        let per_run = crate::ratios_cell(r, "cpu_ratio_per_run");
         let or_dash = |k: &str| {
             r.get(k)
                 .map(|x| x.to_string())
                 .unwrap_or_else(|| "-".into())
         };
-        let over_per_run = r["over_floor_ratio_per_run"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|x| format!("{x}x"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_else(|| "-".into());
+        let over_per_run = crate::ratios_cell(r, "over_floor_ratio_per_run");
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} ({}–{}) | {} | {} | {per_run} | {} | {} | {over_per_run} |\n",
             r["filter"].as_str().unwrap_or(""),

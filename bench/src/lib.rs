@@ -72,6 +72,20 @@ pub fn ratio_cell(row: &serde_json::Value, key: &str) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// A per-run ratio list cell: `0.51x, 0.71x, ...`, or `-` when the row has
+/// none.
+pub fn ratios_cell(row: &serde_json::Value, key: &str) -> String {
+    row[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| format!("{x}x"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
 /// What machine the numbers come from.
 pub fn machine() -> serde_json::Value {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
