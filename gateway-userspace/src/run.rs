@@ -391,7 +391,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
         Some(t) => {
             // Built and bound: the running gateway stops accepting (what
             // arrives waits in the shared queues) and saves its state.
-            tokio::task::block_in_place(|| t.ready()).map_err(RunError::Takeover)?;
+            crate::runtime::block_in_place(|| t.ready()).map_err(RunError::Takeover)?;
             if let Some(path) = &state_file {
                 restore_escalations(&escalator, path);
             }

@@ -12,7 +12,8 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
-    /// Worker threads of the multi-threaded runtime. Unset (the default):
+    /// Worker threads that serve requests (1: tokio's single-threaded
+    /// scheduler, more: its multi-threaded one). Unset (the default):
     /// one per CPU this process may run on (its affinity mask and cgroup
     /// CPU quota, as `std::thread::available_parallelism` reports), which is
     /// what NGINX's `worker_processes auto` and Envoy's `--concurrency`
@@ -30,13 +31,37 @@ impl RuntimeSection {
             .map_or(1, NonZeroUsize::get)
     }
 
-    /// A multi-threaded tokio runtime with these settings and every driver
-    /// (IO, time) enabled.
+    /// The tokio runtime for these settings, every driver (IO, time)
+    /// enabled: the single-threaded scheduler when there is one worker
+    /// (the thread that calls `block_on` runs every task, with none of the
+    /// work-stealing scheduler's cross-thread wake-ups and atomics; about a
+    /// fifth less CPU per proxied request on one core, `cargo xtask bench`),
+    /// the multi-threaded one otherwise.
+    ///
+    /// # Errors
+    /// The runtime's IO driver could not be created (epoll, eventfd).
     pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(self.worker_threads())
-            .enable_all()
-            .build()
+        match self.worker_threads() {
+            1 => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            n => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build(),
+        }
+    }
+}
+
+/// Runs blocking `f` from a task: through `block_in_place` on the
+/// multi-threaded runtime (the other workers go on), in place on the
+/// single-threaded one (where `block_in_place` would panic; every other
+/// task waits until `f` returns, so only use it where nothing is served
+/// yet, as the upgrade hand-over does).
+pub fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -48,6 +73,24 @@ mod tests {
     fn default_is_the_available_cpus() {
         let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         assert_eq!(RuntimeSection::default().worker_threads(), cpus);
+    }
+
+    #[test]
+    fn one_worker_is_the_single_threaded_scheduler_and_blocking_works_on_both() {
+        use tokio::runtime::RuntimeFlavor;
+        for (n, flavor) in [
+            (1, RuntimeFlavor::CurrentThread),
+            (2, RuntimeFlavor::MultiThread),
+        ] {
+            let r = RuntimeSection {
+                worker_threads: NonZeroUsize::new(n),
+            };
+            let rt = r.build().unwrap();
+            assert_eq!(rt.handle().runtime_flavor(), flavor, "{n} workers");
+            // `tokio::task::block_in_place` panics on the single-threaded one.
+            let got = rt.block_on(async { tokio::spawn(async { block_in_place(|| 7) }).await });
+            assert_eq!(got.unwrap(), 7, "{n} workers");
+        }
     }
 
     #[test]

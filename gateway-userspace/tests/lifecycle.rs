@@ -62,8 +62,17 @@ fn write_config_with(
 }
 
 fn start(origin: std::net::SocketAddr) -> (Gw, u16, PathBuf) {
+    start_with(origin, "")
+}
+
+/// [`start`] with `extra` appended to the config (top-level sections).
+fn start_with(origin: std::net::SocketAddr, extra: &str) -> (Gw, u16, PathBuf) {
     let (dir, port, socket, config) = fresh_dir();
     write_config(&config, port, &socket, origin, "/first/");
+    if !extra.is_empty() {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{text}\n{extra}\n")).unwrap();
+    }
     let gw = spawn(dir, socket, &config, port);
     (gw, port, config)
 }
@@ -508,8 +517,19 @@ fn load(addr: std::net::SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_upgrades_under_load_lose_no_request() {
+    three_upgrades_under_load("").await;
+}
+
+/// The same on one worker thread: tokio's single-threaded scheduler, where
+/// the successor's blocking hand-over must not use `block_in_place`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_upgrades_under_load_on_one_worker_lose_no_request() {
+    three_upgrades_under_load("[runtime]\nworker_threads = 1").await;
+}
+
+async fn three_upgrades_under_load(extra: &str) {
     let origin = Origin::start("o").await;
-    let (mut gw, port, _config) = start(origin.addr);
+    let (mut gw, port, _config) = start_with(origin.addr, extra);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = [true, false, true, false]

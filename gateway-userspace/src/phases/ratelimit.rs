@@ -202,10 +202,6 @@ impl RateLimitPhase {
     }
 }
 
-fn value(s: String) -> Option<HeaderValue> {
-    HeaderValue::from_str(&s).ok()
-}
-
 impl Phase for RateLimitPhase {
     fn name(&self) -> &'static str {
         "rate_limit"
@@ -375,7 +371,9 @@ fn respond(
     verdicts: &[(Arc<Limit>, Decision)],
     quotas: &[(&str, QuotaDecision)],
 ) -> Result<Duration, Rejection> {
-    let (mut policies, mut states) = (Vec::new(), Vec::new());
+    // One limit's policy member is made at build time; the state members
+    // are written into one string (`headers::FieldList`).
+    let (mut policies, mut states) = (headers::FieldList::default(), headers::FieldList::default());
     let mut wait = Duration::ZERO;
     let mut rejected: Option<Duration> = None;
     let mut rejected_by: Option<&str> = None;
@@ -383,11 +381,13 @@ fn respond(
         let Some(local) = &l.local else {
             continue;
         };
-        let Some(state) = headers::state_item(local, d) else {
+        if headers::applied(d).is_none() {
             continue;
-        };
-        policies.push(headers::policy_item(local));
-        states.push(state);
+        }
+        states.push_with(|t| {
+            headers::push_state_item(t, local, d);
+        });
+        policies.push_value(local.policy_value());
         match *d {
             Decision::Reject { retry_after, .. } => {
                 rejected = Some(retry_after);
@@ -400,8 +400,8 @@ fn respond(
     }
     let mut over_quota: Option<u64> = None;
     for (name, d) in quotas {
-        policies.push(headers::quota_policy_item(name, d));
-        states.push(headers::quota_state_item(name, d));
+        policies.push_str(&headers::quota_policy_item(name, d));
+        states.push_str(&headers::quota_state_item(name, d));
         if !d.allowed {
             over_quota = Some(d.reset_secs);
             rejected_by = Some(name);
@@ -433,10 +433,10 @@ fn respond(
             header::RETRY_AFTER,
             HeaderValue::from_str(&reset.max(1).to_string()).expect("digits"),
         );
-        if let Some(v) = value(policies.join(", ")) {
+        if let Some(v) = policies.into_value() {
             r = r.with_header(policy_h, v);
         }
-        if let Some(v) = value(states.join(", ")) {
+        if let Some(v) = states.into_value() {
             r = r.with_header(state_h, v);
         }
         return Err(r);
@@ -447,19 +447,19 @@ fn respond(
                 header::RETRY_AFTER,
                 HeaderValue::from_str(&headers::retry_after(retry)).expect("digits"),
             );
-        if let Some(v) = value(policies.join(", ")) {
+        if let Some(v) = policies.into_value() {
             r = r.with_header(policy_h, v);
         }
-        if let Some(v) = value(states.join(", ")) {
+        if let Some(v) = states.into_value() {
             r = r.with_header(state_h, v);
         }
         return Err(r);
     }
     if !policies.is_empty() {
-        if let Some(v) = value(policies.join(", ")) {
+        if let Some(v) = policies.into_value() {
             out.response_headers.push((policy_h, v));
         }
-        if let Some(v) = value(states.join(", ")) {
+        if let Some(v) = states.into_value() {
             out.response_headers.push((state_h, v));
         }
     }

@@ -5,9 +5,71 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
+use std::{fmt::Write as _, time::Duration};
+
+use http::HeaderValue;
 
 use super::{Decision, Limiter, quota_store::QuotaDecision};
+
+/// A structured-field list (`a, b, c`) built member by member: one
+/// allocation for the joined text, none when the only member is a value
+/// made at configuration time (the `RateLimit-Policy` of one limit).
+#[derive(Default)]
+pub struct FieldList {
+    /// The only member so far, when it came precomputed.
+    only: Option<HeaderValue>,
+    /// The joined members once there is more than one (or one that was
+    /// not precomputed).
+    text: String,
+}
+
+impl FieldList {
+    /// Appends a member made at configuration time.
+    pub fn push_value(&mut self, v: &HeaderValue) {
+        if self.only.is_none() && self.text.is_empty() {
+            self.only = Some(v.clone());
+        } else {
+            // Made from a `String` at build time: always visible ASCII.
+            self.push_str(v.to_str().unwrap_or_default());
+        }
+    }
+
+    /// Appends a member written by `write` (into the joined text).
+    pub fn push_with(&mut self, write: impl FnOnce(&mut String)) {
+        self.separate();
+        write(&mut self.text);
+    }
+
+    /// Appends a member given as text.
+    pub fn push_str(&mut self, member: &str) {
+        self.push_with(|t| t.push_str(member));
+    }
+
+    fn separate(&mut self) {
+        if let Some(only) = self.only.take() {
+            self.text.push_str(only.to_str().unwrap_or_default());
+        }
+        if !self.text.is_empty() {
+            self.text.push_str(", ");
+        }
+    }
+
+    /// Whether no member was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.only.is_none() && self.text.is_empty()
+    }
+
+    /// The field value, or `None` when empty (or, impossibly for the
+    /// members above, not a valid field value).
+    pub fn into_value(self) -> Option<HeaderValue> {
+        match self.only {
+            Some(v) => Some(v),
+            None if self.text.is_empty() => None,
+            // `from_maybe_shared` validates without copying the text.
+            None => HeaderValue::from_maybe_shared(bytes::Bytes::from(self.text)).ok(),
+        }
+    }
+}
 
 /// One `RateLimit-Policy` list member.
 pub fn policy_item(limiter: &Limiter) -> String {
@@ -21,19 +83,35 @@ pub fn policy_item(limiter: &Limiter) -> String {
 
 /// One `RateLimit` list member, or `None` when the limit did not apply.
 pub fn state_item(limiter: &Limiter, decision: &Decision) -> Option<String> {
-    let (remaining, reset) = match *decision {
+    let mut out = String::new();
+    push_state_item(&mut out, limiter, decision).then_some(out)
+}
+
+/// Appends the `RateLimit` member of `limiter` for `decision` to `out`;
+/// `false` (nothing written) when the limit did not apply.
+pub fn push_state_item(out: &mut String, limiter: &Limiter, decision: &Decision) -> bool {
+    let Some((remaining, reset)) = applied(decision) else {
+        return false;
+    };
+    let _ = write!(
+        out,
+        "\"{}\";r={remaining};t={}",
+        limiter.sf_name(),
+        ceil_secs(reset)
+    );
+    true
+}
+
+/// The remaining requests and the time to a whole bucket, when the limit applied.
+pub fn applied(decision: &Decision) -> Option<(u32, Duration)> {
+    match *decision {
         Decision::Allow { remaining, reset }
         | Decision::Delay {
             remaining, reset, ..
-        } => (remaining, reset),
-        Decision::Reject { reset, .. } => (0, reset),
-        Decision::NotApplicable => return None,
-    };
-    Some(format!(
-        "\"{}\";r={remaining};t={}",
-        sf_string(&limiter.config.name),
-        ceil_secs(reset)
-    ))
+        } => Some((remaining, reset)),
+        Decision::Reject { reset, .. } => Some((0, reset)),
+        Decision::NotApplicable => None,
+    }
 }
 
 /// `Retry-After` in whole seconds, at least 1.
@@ -63,7 +141,7 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// A structured-field string body: only printable ASCII, `"` and `\` escaped.
-fn sf_string(s: &str) -> String {
+pub fn sf_string(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii() && !c.is_ascii_control())
         .flat_map(|c| match c {

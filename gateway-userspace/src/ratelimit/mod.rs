@@ -82,6 +82,10 @@ pub struct Limiter {
     pub rate: Rate,
     store: Store,
     interval_ns: u64,
+    /// The name as a structured-field string body (`headers::sf_string`).
+    sf_name: Box<str>,
+    /// This limit's `RateLimit-Policy` member, made once.
+    policy: http::HeaderValue,
 }
 
 /// The key `config` uses for a request, if the request has one.
@@ -112,12 +116,30 @@ impl Limiter {
     pub fn new(config: LimitConfig, rate: Rate) -> Self {
         let interval_ns = rate.interval_ns();
         let store = Store::new(config.max_keys);
-        Self {
+        let sf_name = headers::sf_string(&config.name).into_boxed_str();
+        let mut me = Self {
             config,
             rate,
             store,
             interval_ns,
-        }
+            sf_name,
+            policy: http::HeaderValue::from_static(""),
+        };
+        // Printable ASCII by construction (`sf_string`, digits).
+        me.policy = http::HeaderValue::try_from(headers::policy_item(&me))
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        me
+    }
+
+    /// The name as a structured-field string body (without the quotes).
+    pub fn sf_name(&self) -> &str {
+        &self.sf_name
+    }
+
+    /// This limit's `RateLimit-Policy` list member, made at build time:
+    /// `"per-ip";q=10;w=1`.
+    pub fn policy_value(&self) -> &http::HeaderValue {
+        &self.policy
     }
 
     /// The key this limit uses for a request, if the request has one.
