@@ -587,9 +587,9 @@ where
             ));
         }
         let (parts, _) = req.into_parts();
-        return aggregate_phase(
+        return Box::pin(aggregate_phase(
             state, conn, &route, plan, &checked, &parts, request_id, outcome,
-        )
+        ))
         .await;
     }
 

@@ -478,7 +478,7 @@ impl Connector {
                 },
             }
         }
-        match self.open(target).await {
+        match Box::pin(self.open(target)).await {
             Ok(Opened::Http1(send)) => self.send_on_h1(target, send, req).await,
             // `auto`, and the target chose HTTP/2 this time.
             Ok(Opened::Http2(send)) => {
@@ -525,7 +525,7 @@ impl Connector {
                 ),
             });
         }
-        let opened = self.open(target).await;
+        let opened = Box::pin(self.open(target)).await;
         match &opened {
             Ok(Opened::Http2(s)) => conns.set_shared(s.clone()),
             Ok(Opened::Http1(_)) => {}
@@ -605,7 +605,7 @@ impl Connector {
                                     // next attempt opens a new one.
                                     if send.is_closed() {
                                         conns.forget_shared();
-                                        send = match self.reopen(target).await {
+                                        send = match Box::pin(self.reopen(target)).await {
                                             Some(s) => s,
                                             None => break,
                                         };
@@ -623,7 +623,7 @@ impl Connector {
                 break;
             }
             reopened = true;
-            send = match self.reopen(target).await {
+            send = match Box::pin(self.reopen(target)).await {
                 Some(s) => s,
                 None => break,
             };
@@ -675,6 +675,11 @@ impl Connector {
     /// A new connection: TCP within `connect_timeout`, TLS if configured
     /// (the handshake within `connect_timeout` too), then the protocol's
     /// handshake. With `auto`, ALPN decides (and is remembered).
+    ///
+    /// Callers box it (`Box::pin(self.open(..))`): the TLS handshake makes
+    /// this future large, and unboxed it would size every request's future
+    /// (moved whole at each level of the call) for the rare request that
+    /// opens a connection.
     async fn open(&self, target: &Target) -> Result<Opened, SendError> {
         let (addr, conns) = (target.addr, &target.conns);
         let failed = |source| SendError::Connect { addr, source };
