@@ -91,7 +91,8 @@ impl TraceContext {
 pub struct Hex<const N: usize>([u8; N]);
 
 impl<const N: usize> Hex<N> {
-    fn new(v: u128) -> Self {
+    /// The low `N * 4` bits of `v` as `N` lowercase hex digits.
+    pub fn new(v: u128) -> Self {
         let mut b = [0u8; N];
         write_hex(&mut b, v);
         Self(b)

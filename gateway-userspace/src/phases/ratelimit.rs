@@ -381,12 +381,10 @@ fn respond(
         let Some(local) = &l.local else {
             continue;
         };
-        if headers::applied(d).is_none() {
+        let Some((remaining, reset)) = headers::applied(d) else {
             continue;
-        }
-        states.push_with(|t| {
-            headers::push_state_item(t, local, d);
-        });
+        };
+        states.push_with(|t| headers::write_state_item(t, local, remaining, reset));
         policies.push_value(local.policy_value());
         match *d {
             Decision::Reject { retry_after, .. } => {

@@ -550,13 +550,9 @@ pub fn request_id(headers: &mut HeaderMap, peer_trusted: bool) -> HeaderValue {
 /// 128 random bits as 32 hex digits (not a secret; unique enough to
 /// correlate logs), from the thread-local generator the trace ids use.
 fn generate_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
-    let mut text = [0u8; 32];
-    for (i, d) in text.iter_mut().enumerate() {
-        *d = HEX[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let text = crate::observe::trace::Hex::<32>::new(bits);
+    HeaderValue::from_str(text.as_str()).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");

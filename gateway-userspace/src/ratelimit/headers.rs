@@ -9,7 +9,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use http::HeaderValue;
 
-use super::{Decision, Limiter, quota_store::QuotaDecision};
+use super::{Decision, LimitConfig, Limiter, Rate, quota_store::QuotaDecision};
 
 /// A structured-field list (`a, b, c`) built member by member: one
 /// allocation for the joined text, none when the only member is a value
@@ -71,35 +71,37 @@ impl FieldList {
     }
 }
 
-/// One `RateLimit-Policy` list member.
+/// One `RateLimit-Policy` list member (made once per limiter:
+/// [`Limiter::policy_value`]).
 pub fn policy_item(limiter: &Limiter) -> String {
-    let (per_window, window) = limiter.rate.per_window();
-    let quota = per_window + u64::from(limiter.config.burst);
-    format!(
-        "\"{}\";q={quota};w={window}",
-        sf_string(&limiter.config.name)
-    )
+    policy_member(limiter.sf_name(), &limiter.config, &limiter.rate)
+}
+
+/// The `RateLimit-Policy` member of a limit named `sf_name` (already a
+/// structured-field string body): `"per-ip";q=10;w=1`.
+pub fn policy_member(sf_name: &str, config: &LimitConfig, rate: &Rate) -> String {
+    let (per_window, window) = rate.per_window();
+    let quota = per_window + u64::from(config.burst);
+    format!("\"{sf_name}\";q={quota};w={window}")
 }
 
 /// One `RateLimit` list member, or `None` when the limit did not apply.
 pub fn state_item(limiter: &Limiter, decision: &Decision) -> Option<String> {
+    let (remaining, reset) = applied(decision)?;
     let mut out = String::new();
-    push_state_item(&mut out, limiter, decision).then_some(out)
+    write_state_item(&mut out, limiter, remaining, reset);
+    Some(out)
 }
 
-/// Appends the `RateLimit` member of `limiter` for `decision` to `out`;
-/// `false` (nothing written) when the limit did not apply.
-pub fn push_state_item(out: &mut String, limiter: &Limiter, decision: &Decision) -> bool {
-    let Some((remaining, reset)) = applied(decision) else {
-        return false;
-    };
+/// Appends the `RateLimit` member of `limiter` to `out`: `remaining`
+/// requests, `reset` until the bucket is whole (see [`applied`]).
+pub fn write_state_item(out: &mut String, limiter: &Limiter, remaining: u32, reset: Duration) {
     let _ = write!(
         out,
         "\"{}\";r={remaining};t={}",
         limiter.sf_name(),
         ceil_secs(reset)
     );
-    true
 }
 
 /// The remaining requests and the time to a whole bucket, when the limit applied.

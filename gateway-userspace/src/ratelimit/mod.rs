@@ -117,18 +117,17 @@ impl Limiter {
         let interval_ns = rate.interval_ns();
         let store = Store::new(config.max_keys);
         let sf_name = headers::sf_string(&config.name).into_boxed_str();
-        let mut me = Self {
+        // Printable ASCII by construction (`sf_string`, digits).
+        let policy = http::HeaderValue::try_from(headers::policy_member(&sf_name, &config, &rate))
+            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+        Self {
             config,
             rate,
             store,
             interval_ns,
             sf_name,
-            policy: http::HeaderValue::from_static(""),
-        };
-        // Printable ASCII by construction (`sf_string`, digits).
-        me.policy = http::HeaderValue::try_from(headers::policy_item(&me))
-            .unwrap_or_else(|_| http::HeaderValue::from_static(""));
-        me
+            policy,
+        }
     }
 
     /// The name as a structured-field string body (without the quotes).
