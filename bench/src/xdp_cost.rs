@@ -101,13 +101,46 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
         prog.test_run(&limited, 1).unwrap();
         let ns_pps = best(&mut || prog.test_run(&limited, repeat).unwrap(), 1);
         maps.set_config(saved).unwrap();
-        for (path, ns) in [
+        let mut paths = vec![
             ("empty XDP program (harness baseline)", baseline),
             ("pass (full path: ACLs, port, bucket)", ns_pass),
             ("drop: exact blocklist hit", ns_exact),
             ("drop: CIDR blocklist hit", ns_cidr),
             ("drop: over the pps limit", ns_pps),
-        ] {
+        ];
+        if cidr == big_cidr {
+            // The CIDR rows above hash one prefix length (all /24). Four
+            // more lengths (five in all, over HASHED_PREFIX_LENS_MAX) move
+            // IPv4 ranges to the LPM trie: its cost, kept visible.
+            progress.step("XDP cost: the same with five CIDR prefix lengths (the trie)");
+            // The maps are full: make room by removing the last four /24s.
+            for i in cidr - 4..cidr {
+                let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(20, 0, 0, 0)) + ((i as u32) << 8));
+                maps.block_del(&Net::new(a.into(), 24).unwrap()).unwrap();
+            }
+            for (net, len) in [
+                ("30.0.0.0", 12),
+                ("31.0.0.0", 16),
+                ("32.0.0.0", 20),
+                ("33.0.0.0", 28),
+            ] {
+                maps.block_add(&Net::new(net.parse().unwrap(), len).unwrap(), entry())
+                    .unwrap();
+            }
+            assert_eq!(maps.config().unwrap().block_prefix_lens[0].count, 0);
+            paths.push((
+                "pass, CIDR blocks in the LPM trie (5 prefix lengths)",
+                best(&mut || prog.test_run(&pass, repeat).unwrap(), 2),
+            ));
+            paths.push((
+                "drop: CIDR blocklist hit in the LPM trie (5 prefix lengths)",
+                best(
+                    &mut || prog.test_run(&frame("20.0.5.7"), repeat).unwrap(),
+                    1,
+                ),
+            ));
+        }
+        for (path, ns) in paths {
             rows.push(json!({
                 "path": path,
                 "exact_entries": exact,

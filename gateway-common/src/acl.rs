@@ -98,4 +98,51 @@ pub fn encode_reason(reason: &str) -> [u8; REASON_LEN] {
 /// The value of the allowlist tries: a `u32` marker (1), present = allowed.
 pub type AllowValue = u32;
 
-crate::pod!(BlockEntry);
+/// Most distinct prefix lengths per family for which the program looks CIDR
+/// blocks up by hash, one exact lookup per length ([`PrefixLens`]); with more,
+/// it walks the LPM trie. A hash lookup costs about what one trie node does,
+/// and a trie lookup walks about one node per bit that tells its entries
+/// apart (16 or more with 65,536 entries), so up to this many lengths the
+/// hashes are cheaper on both the drop and the pass path. The same idea as
+/// Cilium's prefix-length loop over hash maps (`LPM_LOOKUP_FN`).
+pub const HASHED_PREFIX_LENS_MAX: usize = 4;
+
+/// Key of the per-prefix-length CIDR block hash maps (`GW_BLOCK_NET_V4`):
+/// the prefix length, then the network address with its host bits zero.
+/// The same bytes as an LPM trie key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetKeyV4 {
+    /// 0..=32.
+    pub prefix_len: u32,
+    /// Network byte order, host bits zero.
+    pub addr: [u8; 4],
+}
+
+/// Key of `GW_BLOCK_NET_V6`, as [`NetKeyV4`] for IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetKeyV6 {
+    /// 0..=128.
+    pub prefix_len: u32,
+    /// Network byte order, host bits zero.
+    pub addr: [u8; 16],
+}
+
+/// The distinct prefix lengths of one family's CIDR blocks, as the program
+/// looks them up (a field of the config map). `count == 0` with CIDR blocks
+/// present means "more than [`HASHED_PREFIX_LENS_MAX`] lengths: walk the
+/// trie"; `1..=HASHED_PREFIX_LENS_MAX` means "look up `lens[..count]` in the
+/// per-length hash map", longest first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixLens {
+    /// How many of `lens` are in use; 0 = use the trie.
+    pub count: u8,
+    /// Prefix lengths, longest first; unused ones are 0.
+    pub lens: [u8; HASHED_PREFIX_LENS_MAX],
+    /// Padding, always 0 (keeps the struct free of implicit padding).
+    pub pad: [u8; 3],
+}
+
+crate::pod!(BlockEntry, NetKeyV4, NetKeyV6, PrefixLens);

@@ -27,6 +27,9 @@ pub struct XdpConfig {
     /// userspace so the program skips lookups in empty maps: an LPM trie
     /// lookup costs tens of nanoseconds even when the trie is empty.
     pub present: u32,
+    /// How the program looks up CIDR blocks, IPv4 then IPv6: which prefix
+    /// lengths to hash, or the trie. Maintained by userspace with `present`.
+    pub block_prefix_lens: [crate::acl::PrefixLens; 2],
 }
 
 /// Words of the protected-port bitmap `GW_PORTS` (an array of `u64`): port
@@ -46,9 +49,10 @@ pub const PRESENT_ALLOW_V6: u32 = 1 << 1;
 pub const PRESENT_BLOCK_V4: u32 = 1 << 2;
 /// `GW_BLOCK_V6` holds at least one entry.
 pub const PRESENT_BLOCK_V6: u32 = 1 << 3;
-/// `GW_BLOCK_CIDR_V4` holds at least one entry.
+/// `GW_BLOCK_CIDR_V4` (and its hashed twin `GW_BLOCK_NET_V4`) holds at
+/// least one entry.
 pub const PRESENT_BLOCK_CIDR_V4: u32 = 1 << 4;
-/// `GW_BLOCK_CIDR_V6` holds at least one entry.
+/// `GW_BLOCK_CIDR_V6` (and `GW_BLOCK_NET_V6`) holds at least one entry.
 pub const PRESENT_BLOCK_CIDR_V6: u32 = 1 << 5;
 /// `GW_LIMIT_V4` holds at least one entry.
 pub const PRESENT_LIMIT_V4: u32 = 1 << 6;

@@ -16,7 +16,7 @@ pub mod stats;
 /// Bumped whenever a map's key, value or size changes. Userspace pins maps
 /// under `<pin_dir>/v<LAYOUT_VERSION>`, so a new layout never reuses (and
 /// misreads) maps pinned by an older gateway.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Names of the maps, as pinned under the pin directory.
 pub mod maps {
@@ -36,6 +36,14 @@ pub mod maps {
     pub const BLOCK_CIDR_V4: &str = "GW_BLOCK_CIDR_V4";
     /// LPM trie, IPv6 prefix to [`acl::BlockEntry`].
     pub const BLOCK_CIDR_V6: &str = "GW_BLOCK_CIDR_V6";
+    /// Hash map, [`acl::NetKeyV4`] (prefix length and network) to
+    /// [`acl::BlockEntry`]: the same entries as `BLOCK_CIDR_V4`, looked up
+    /// one prefix length at a time while there are few lengths
+    /// ([`acl::PrefixLens`]).
+    pub const BLOCK_NET_V4: &str = "GW_BLOCK_NET_V4";
+    /// Hash map, [`acl::NetKeyV6`] to [`acl::BlockEntry`]: the same entries
+    /// as `BLOCK_CIDR_V6`.
+    pub const BLOCK_NET_V6: &str = "GW_BLOCK_NET_V6";
     /// LPM trie, IPv4 prefix to [`ratelimit::LimitOverride`].
     pub const LIMIT_V4: &str = "GW_LIMIT_V4";
     /// LPM trie, IPv6 prefix to [`ratelimit::LimitOverride`].

@@ -54,7 +54,7 @@ fn decide(ctx: &XdpContext, clock: &mut clock::Clock) -> (u32, Reason, Option<[u
     if acl::allowlisted(&pkt, cfg.present) {
         return (xdp_action::XDP_PASS, Reason::Allowlisted, None);
     }
-    if acl::blocked(&pkt, cfg.present, clock) {
+    if acl::blocked(&pkt, cfg, clock) {
         return (
             xdp_action::XDP_DROP,
             Reason::DroppedBlocklist,

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use gateway_common::{
-    acl::{ALLOW_MAX, AllowValue, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
+    acl::{ALLOW_MAX, AllowValue, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry, NetKeyV4, NetKeyV6},
     config::{PORT_WORDS, XdpConfig},
     ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
     stats::{Counter, DROP_SOURCES_MAX, REASONS, SourceDrops},
@@ -32,6 +32,12 @@ pub static BLOCK_V6: HashMap<[u8; 16], BlockEntry> = HashMap::pinned(BLOCK_EXACT
 pub static BLOCK_CIDR_V4: LpmTrie<[u8; 4], BlockEntry> = LpmTrie::pinned(BLOCK_CIDR_MAX, 0);
 #[map(name = "GW_BLOCK_CIDR_V6")]
 pub static BLOCK_CIDR_V6: LpmTrie<[u8; 16], BlockEntry> = LpmTrie::pinned(BLOCK_CIDR_MAX, 0);
+/// The CIDR blocks again, keyed by (prefix length, network): looked up once
+/// per prefix length while a family has few lengths (see `acl::blocked`).
+#[map(name = "GW_BLOCK_NET_V4")]
+pub static BLOCK_NET_V4: HashMap<NetKeyV4, BlockEntry> = HashMap::pinned(BLOCK_CIDR_MAX, 0);
+#[map(name = "GW_BLOCK_NET_V6")]
+pub static BLOCK_NET_V6: HashMap<NetKeyV6, BlockEntry> = HashMap::pinned(BLOCK_CIDR_MAX, 0);
 
 #[map(name = "GW_LIMIT_V4")]
 pub static LIMIT_V4: LpmTrie<[u8; 4], LimitOverride> = LpmTrie::pinned(LIMIT_MAX, 0);

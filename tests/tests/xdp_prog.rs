@@ -183,6 +183,157 @@ fn blocked_cidr_v4_and_v6() {
     assert_eq!(h.run(&tcp("2001:db8:bae::5")), XDP_PASS);
 }
 
+/// CIDR blocks are looked up by hash, one lookup per prefix length, while a
+/// family has at most `HASHED_PREFIX_LENS_MAX` (4) distinct lengths, and in
+/// the LPM trie with more (issue 16: a trie walk over 65,536 ranges cost
+/// 125 ns). Both modes drop the same sources, across adds, replacements and
+/// removals that switch between them; masks that end inside a byte and in
+/// the low half of an IPv6 address are covered.
+#[test]
+fn cidr_blocks_match_by_hash_with_few_prefix_lengths_and_by_trie_with_many() {
+    let Some(mut h) = harness("cidr_hash_and_trie", |_| {}) else {
+        return;
+    };
+    let lens = |h: &Harness, family: usize| {
+        let l = h.maps.config().unwrap().block_prefix_lens[family];
+        l.lens[..usize::from(l.count)].to_vec()
+    };
+    let now = clock::monotonic_ns();
+    h.block("198.51.100.0/24", 0);
+    h.block("10.0.0.0/8", 0);
+    h.block("203.0.113.0/24", 0);
+    h.block("203.0.113.128/25", now - 1);
+    h.block("2001:db8:bad::/48", 0);
+    h.block("2001:db8:c000::/34", 0);
+    h.block("2001:db8::8000:0:0:0/65", 0);
+    assert_eq!(lens(&h, 0), [25, 24, 8], "IPv4 hashed, longest first");
+    assert_eq!(lens(&h, 1), [65, 48, 34], "IPv6 hashed");
+    let v4_cases = [
+        ("198.51.100.77", XDP_DROP),
+        ("198.51.101.1", XDP_PASS),
+        ("10.200.1.1", XDP_DROP),
+        ("11.0.0.1", XDP_PASS),
+        ("203.0.113.5", XDP_DROP),
+        ("9.255.255.255", XDP_PASS),
+    ];
+    let v6_cases = [
+        ("2001:db8:bad:1::5", XDP_DROP),
+        ("2001:db8:bae::5", XDP_PASS),
+        ("2001:db8:d000::1", XDP_DROP),
+        ("2001:db8:8000::1", XDP_PASS),
+        ("2001:db8::9000:0:0:1", XDP_DROP),
+        ("2001:db8::7000:0:0:1", XDP_PASS),
+    ];
+    let check = |h: &Harness, cases: &[(&str, u32)], mode: &str| {
+        for (src, want) in cases {
+            assert_eq!(h.run(&tcp(src)), *want, "{src} ({mode})");
+        }
+    };
+    check(&h, &v4_cases, "hashed");
+    check(&h, &v6_cases, "hashed");
+    // The expired /25 does not hide the active /24 around it when hashed.
+    assert_eq!(
+        h.run(&tcp("203.0.113.200")),
+        XDP_DROP,
+        "covering /24 active"
+    );
+
+    // A fifth and sixth IPv4 length: IPv4 goes to the trie, IPv6 stays.
+    h.block("192.0.2.0/28", 0);
+    h.block("100.64.0.0/10", 0);
+    assert_eq!(lens(&h, 0), Vec::<u8>::new(), "IPv4 in the trie");
+    assert_eq!(lens(&h, 1), [65, 48, 34]);
+    check(&h, &v4_cases, "trie");
+    check(&h, &v6_cases, "hashed");
+    assert_eq!(h.run(&tcp("192.0.2.15")), XDP_DROP);
+    assert_eq!(h.run(&tcp("192.0.2.16")), XDP_PASS);
+    assert_eq!(h.run(&tcp("100.127.0.1")), XDP_DROP);
+
+    // Back to four lengths: hashed again, and a removed range passes.
+    let del = |h: &mut Harness, net: &str| {
+        assert!(
+            h.maps.block_del(&net.parse::<Net>().unwrap()).unwrap(),
+            "{net}"
+        );
+    };
+    del(&mut h, "203.0.113.128/25");
+    del(&mut h, "10.0.0.0/8");
+    assert_eq!(lens(&h, 0), [28, 24, 10]);
+    assert_eq!(h.run(&tcp("10.200.1.1")), XDP_PASS, "removed range");
+    assert_eq!(h.run(&tcp("100.127.0.1")), XDP_DROP);
+    assert_eq!(h.run(&tcp("203.0.113.200")), XDP_DROP);
+
+    // Replacing a range counts it once: one removal clears its length.
+    h.block("192.0.2.0/28", now + 3_600_000_000_000);
+    del(&mut h, "192.0.2.0/28");
+    assert_eq!(lens(&h, 0), [24, 10]);
+    assert_eq!(h.run(&tcp("192.0.2.15")), XDP_PASS);
+    // The last range of a family gone: nothing left to look up.
+    for net in ["198.51.100.0/24", "203.0.113.0/24", "100.64.0.0/10"] {
+        del(&mut h, net);
+    }
+    assert_eq!(lens(&h, 0), Vec::<u8>::new());
+    assert_eq!(h.run(&tcp("198.51.100.77")), XDP_PASS);
+    check(&h, &v6_cases, "hashed");
+}
+
+/// A restart finds the pinned ranges and rebuilds the hashed lookup from
+/// the trie, which it treats as the record: a hash entry the trie lacks (a
+/// process stopped between the two writes of a removal) is dropped, a
+/// missing one restored.
+#[test]
+fn restart_rebuilds_the_hashed_ranges_from_the_trie() {
+    if !require_root("restart_rebuilds_the_hashed_ranges_from_the_trie") {
+        return;
+    }
+    let pin = PinDir::new();
+    let entry = BlockEntry {
+        expires_ns: 0,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    {
+        let (_prog, mut maps) = Loader::new(&pin.path).load().expect("first load");
+        apply(&mut maps, &XdpSection::default()).unwrap();
+        maps.block_add(&"198.51.100.0/24".parse().unwrap(), entry)
+            .unwrap();
+        maps.block_add(&"203.0.113.0/24".parse().unwrap(), entry)
+            .unwrap();
+    }
+    // Tamper with the pinned maps as a crash between two writes would.
+    {
+        use aya::maps::{HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
+        use gateway_common::acl::NetKeyV4;
+        let dir = pin
+            .path
+            .join(format!("v{}", gateway_common::LAYOUT_VERSION));
+        let open =
+            |name: &str| Map::from_map_data(MapData::from_pin(dir.join(name)).unwrap()).unwrap();
+        let mut trie: LpmTrie<MapData, [u8; 4], BlockEntry> =
+            LpmTrie::try_from(open(gateway_common::maps::BLOCK_CIDR_V4)).unwrap();
+        trie.remove(&Key::new(24, [203, 0, 113, 0])).unwrap();
+        let mut net: HashMap<MapData, NetKeyV4, BlockEntry> =
+            HashMap::try_from(open(gateway_common::maps::BLOCK_NET_V4)).unwrap();
+        net.remove(&NetKeyV4 {
+            prefix_len: 24,
+            addr: [198, 51, 100, 0],
+        })
+        .unwrap();
+    }
+    let (prog, mut maps) = Loader::new(&pin.path).load().expect("second load");
+    apply(&mut maps, &XdpSection::default()).unwrap();
+    let run = |src: &str| prog.test_run(&tcp(src), 1).unwrap().0;
+    assert_eq!(run("198.51.100.7"), XDP_DROP, "restored from the trie");
+    assert_eq!(run("203.0.113.7"), XDP_PASS, "not in the trie: not blocked");
+    assert_eq!(
+        maps.config().unwrap().block_prefix_lens[0].count,
+        1,
+        "hashed"
+    );
+}
+
 #[test]
 fn expired_block_no_longer_drops() {
     let Some(mut h) = harness("expired_block_no_longer_drops", |_| {}) else {

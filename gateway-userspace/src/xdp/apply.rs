@@ -31,7 +31,9 @@ pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<(), MapsError> 
         },
         v6_prefix_len: u32::from(section.ipv6_prefix_len.get()),
         flags: if rl.enabled { FLAG_RATE_LIMIT } else { 0 },
-        present: 0, // computed by set_config
+        // Both computed by set_config from what the maps hold.
+        present: 0,
+        block_prefix_lens: Default::default(),
     })?;
     let ports: Vec<u16> = section.protected_ports.iter().map(|p| p.get()).collect();
     maps.set_ports(&ports)?;

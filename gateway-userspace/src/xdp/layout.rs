@@ -7,7 +7,7 @@ use std::{mem::size_of, path::Path};
 
 use aya::maps::MapInfo;
 use gateway_common::{
-    acl::{ALLOW_MAX, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry},
+    acl::{ALLOW_MAX, BLOCK_CIDR_MAX, BLOCK_EXACT_MAX, BlockEntry, NetKeyV4, NetKeyV6},
     config::{PORT_WORDS, XdpConfig},
     maps as names,
     ratelimit::{BUCKETS_MAX, Buckets, LIMIT_MAX, LimitOverride, SourceKey},
@@ -23,7 +23,7 @@ const LPM6: usize = 4 + 16;
 
 /// Every pinned map as (name, key size, value size, max entries) in bytes and entries, as this
 /// build's program declares them.
-pub const MAPS: [Spec; 13] = [
+pub const MAPS: [Spec; 15] = [
     (names::CONFIG, 4, size_of::<XdpConfig>(), 1),
     (names::PROTECTED_PORTS, 4, 8, PORT_WORDS),
     (names::ALLOW_V4, LPM4, 4, ALLOW_MAX),
@@ -44,6 +44,18 @@ pub const MAPS: [Spec; 13] = [
     (
         names::BLOCK_CIDR_V6,
         LPM6,
+        size_of::<BlockEntry>(),
+        BLOCK_CIDR_MAX,
+    ),
+    (
+        names::BLOCK_NET_V4,
+        size_of::<NetKeyV4>(),
+        size_of::<BlockEntry>(),
+        BLOCK_CIDR_MAX,
+    ),
+    (
+        names::BLOCK_NET_V6,
+        size_of::<NetKeyV6>(),
         size_of::<BlockEntry>(),
         BLOCK_CIDR_MAX,
     ),

@@ -10,7 +10,7 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use gateway_common::{
-    acl::BlockEntry,
+    acl::{BlockEntry, HASHED_PREFIX_LENS_MAX, NetKeyV4, NetKeyV6, PrefixLens},
     config::*,
     maps as names,
     ratelimit::{Buckets, LimitOverride, SourceKey},
@@ -35,8 +35,8 @@ pub struct XdpMaps {
     allow: Prefixes<u32>,
     /// Blocks of one address (exact match, the fast path).
     block_host: Hosts<BlockEntry>,
-    /// Blocks of a range (longest-prefix match).
-    block_cidr: Prefixes<BlockEntry>,
+    /// Blocks of a range (a trie and a per-prefix-length hash).
+    block_cidr: Ranges,
     limit: Prefixes<LimitOverride>,
     buckets: HashMap<MapData, SourceKey, Buckets>,
     counters: PerCpuArray<MapData, Counter>,
@@ -44,6 +44,8 @@ pub struct XdpMaps {
     /// The presence bits last written to the config map (we are its only
     /// writer), so adding entries costs no extra syscall.
     present: u32,
+    /// The CIDR prefix lengths last written to the config map.
+    prefix_lens: [PrefixLens; 2],
     /// When each block with a TTL expires, for the sweeper.
     expiry: ExpiryIndex,
 }
@@ -164,15 +166,6 @@ impl<V: Pod> Prefixes<V> {
         })
     }
 
-    /// The value stored for exactly `net` (not a longest-prefix lookup).
-    fn get(&self, net: &Net) -> Result<Option<V>> {
-        let p = u32::from(net.prefix_len());
-        found(match net.addr() {
-            IpAddr::V4(a) => self.v4.get(&Key::new(p, a.octets()), 0),
-            IpAddr::V6(a) => self.v6.get(&Key::new(p, a.octets()), 0),
-        })
-    }
-
     /// Appends the entries, IPv4 first, until `out` holds `max`.
     fn list(&self, out: &mut Vec<(Net, V)>, max: usize) -> Result<()> {
         for item in self.v4.iter() {
@@ -278,6 +271,194 @@ impl<V: Pod> Hosts<V> {
     }
 }
 
+/// Range blocks, stored twice with the same entries: an LPM trie per family
+/// (any number of prefix lengths) and a hash map per family keyed by
+/// (prefix length, network), which the program looks up once per length
+/// while a family has at most [`HASHED_PREFIX_LENS_MAX`] distinct lengths
+/// (a hash lookup is a fraction of a trie walk over 65,536 ranges).
+/// `per_len` counts the entries of each prefix length, so the lengths in
+/// use are known without walking a map.
+struct Ranges {
+    trie: Prefixes<BlockEntry>,
+    net_v4: HashMap<MapData, NetKeyV4, BlockEntry>,
+    net_v6: HashMap<MapData, NetKeyV6, BlockEntry>,
+    /// Entries per prefix length: IPv4 lengths 0..=32, IPv6 0..=128.
+    per_len_v4: [u32; 33],
+    per_len_v6: [u32; 129],
+}
+
+fn net_key_v4(net: &Net, a: std::net::Ipv4Addr) -> NetKeyV4 {
+    NetKeyV4 {
+        prefix_len: u32::from(net.prefix_len()),
+        addr: a.octets(),
+    }
+}
+
+fn net_key_v6(net: &Net, a: std::net::Ipv6Addr) -> NetKeyV6 {
+    NetKeyV6 {
+        prefix_len: u32::from(net.prefix_len()),
+        addr: a.octets(),
+    }
+}
+
+/// The config map's view of one family's prefix-length counts: the
+/// lengths in use, longest first, or `count == 0` (the trie) when there are
+/// more than [`HASHED_PREFIX_LENS_MAX`].
+fn prefix_lens(per_len: &[u32]) -> PrefixLens {
+    let mut out = PrefixLens::default();
+    let mut n = 0usize;
+    for (len, _) in per_len.iter().enumerate().rev().filter(|(_, c)| **c > 0) {
+        if n == HASHED_PREFIX_LENS_MAX {
+            return PrefixLens::default();
+        }
+        out.lens[n] = len as u8;
+        n += 1;
+    }
+    out.count = n as u8;
+    out
+}
+
+impl Ranges {
+    /// Takes the maps and indexes the entries by prefix length. The hash
+    /// maps are brought in step with the tries (the tries are the record:
+    /// a process stopped between the two writes of an insert or a removal
+    /// leaves them apart).
+    fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        let mut r = Self {
+            trie: Prefixes::take(
+                ebpf,
+                [names::BLOCK_CIDR_V4, names::BLOCK_CIDR_V6],
+                [PRESENT_BLOCK_CIDR_V4, PRESENT_BLOCK_CIDR_V6],
+            )?,
+            net_v4: take(ebpf, names::BLOCK_NET_V4)?,
+            net_v6: take(ebpf, names::BLOCK_NET_V6)?,
+            per_len_v4: [0; 33],
+            per_len_v6: [0; 129],
+        };
+        let mut all = Vec::new();
+        r.trie.list(&mut all, usize::MAX)?;
+        let mut want4 = std::collections::HashMap::new();
+        let mut want6 = std::collections::HashMap::new();
+        for (net, e) in &all {
+            match net.addr() {
+                IpAddr::V4(a) => {
+                    want4.insert(net_key_v4(net, a), *e);
+                    r.per_len_v4[usize::from(net.prefix_len())] += 1;
+                }
+                IpAddr::V6(a) => {
+                    want6.insert(net_key_v6(net, a), *e);
+                    r.per_len_v6[usize::from(net.prefix_len())] += 1;
+                }
+            }
+        }
+        let stale4: Vec<NetKeyV4> = r
+            .net_v4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want4.contains_key(k))
+            .collect();
+        for k in stale4 {
+            ignore_missing(r.net_v4.remove(&k))?;
+        }
+        let stale6: Vec<NetKeyV6> = r
+            .net_v6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want6.contains_key(k))
+            .collect();
+        for k in stale6 {
+            ignore_missing(r.net_v6.remove(&k))?;
+        }
+        for (k, e) in want4 {
+            if found(r.net_v4.get(&k, 0))? != Some(e) {
+                r.net_v4.insert(k, e, 0)?;
+            }
+        }
+        for (k, e) in want6 {
+            if found(r.net_v6.get(&k, 0))? != Some(e) {
+                r.net_v6.insert(k, e, 0)?;
+            }
+        }
+        Ok(r)
+    }
+
+    /// Adds or replaces `net` in both maps (the hash first, so an entry the
+    /// program can find by either is whole); returns the presence bit.
+    fn insert(&mut self, net: &Net, entry: BlockEntry) -> Result<u32> {
+        let new = self.get(net)?.is_none();
+        let len = usize::from(net.prefix_len());
+        match net.addr() {
+            IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0)?,
+            IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0)?,
+        }
+        let bit = match self.trie.insert(net, entry) {
+            Ok(bit) => bit,
+            Err(e) => {
+                // The trie refused it (full): take it back out of the hash so
+                // the two never disagree on what is blocked.
+                if new {
+                    let _ = match net.addr() {
+                        IpAddr::V4(a) => self.net_v4.remove(&net_key_v4(net, a)),
+                        IpAddr::V6(a) => self.net_v6.remove(&net_key_v6(net, a)),
+                    };
+                }
+                return Err(e);
+            }
+        };
+        if new {
+            match net.addr() {
+                IpAddr::V4(_) => self.per_len_v4[len] += 1,
+                IpAddr::V6(_) => self.per_len_v6[len] += 1,
+            }
+        }
+        Ok(bit)
+    }
+
+    /// Removes exactly `net` from both maps; whether it was there.
+    fn remove(&mut self, net: &Net) -> Result<bool> {
+        let removed = self.trie.remove(net)?;
+        let len = usize::from(net.prefix_len());
+        match net.addr() {
+            IpAddr::V4(a) => {
+                ignore_missing(self.net_v4.remove(&net_key_v4(net, a)))?;
+                if removed {
+                    self.per_len_v4[len] = self.per_len_v4[len].saturating_sub(1);
+                }
+            }
+            IpAddr::V6(a) => {
+                ignore_missing(self.net_v6.remove(&net_key_v6(net, a)))?;
+                if removed {
+                    self.per_len_v6[len] = self.per_len_v6[len].saturating_sub(1);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The entry of exactly `net`, from the hash map: a trie lookup from
+    /// userspace is a longest-prefix match and would answer for a covering
+    /// range.
+    fn get(&self, net: &Net) -> Result<Option<BlockEntry>> {
+        found(match net.addr() {
+            IpAddr::V4(a) => self.net_v4.get(&net_key_v4(net, a), 0),
+            IpAddr::V6(a) => self.net_v6.get(&net_key_v6(net, a), 0),
+        })
+    }
+
+    fn list(&self, out: &mut Vec<(Net, BlockEntry)>, max: usize) -> Result<()> {
+        self.trie.list(out, max)
+    }
+
+    fn presence(&self) -> u32 {
+        self.trie.presence()
+    }
+
+    /// How the program should look each family up (see [`PrefixLens`]).
+    fn prefix_lens(&self) -> [PrefixLens; 2] {
+        [prefix_lens(&self.per_len_v4), prefix_lens(&self.per_len_v6)]
+    }
+}
+
 /// A lookup's value, `None` when the key is absent.
 fn found<V>(r: Result<V, aya::maps::MapError>) -> Result<Option<V>> {
     match r {
@@ -303,11 +484,7 @@ impl XdpMaps {
                 [names::BLOCK_V4, names::BLOCK_V6],
                 [PRESENT_BLOCK_V4, PRESENT_BLOCK_V6],
             )?,
-            block_cidr: Prefixes::take(
-                ebpf,
-                [names::BLOCK_CIDR_V4, names::BLOCK_CIDR_V6],
-                [PRESENT_BLOCK_CIDR_V4, PRESENT_BLOCK_CIDR_V6],
-            )?,
+            block_cidr: Ranges::take(ebpf)?,
             limit: Prefixes::take(
                 ebpf,
                 [names::LIMIT_V4, names::LIMIT_V6],
@@ -317,6 +494,7 @@ impl XdpMaps {
             counters: take(ebpf, names::COUNTERS)?,
             drop_src: take(ebpf, names::DROPS_BY_SOURCE)?,
             present: 0,
+            prefix_lens: [PrefixLens::default(); 2],
             expiry: ExpiryIndex::default(),
         }
         .with_presence()
@@ -333,6 +511,7 @@ impl XdpMaps {
 
     fn with_presence(mut self) -> Self {
         self.present = self.presence();
+        self.prefix_lens = self.block_cidr.prefix_lens();
         self
     }
 
@@ -343,10 +522,11 @@ impl XdpMaps {
         Ok(self.config.get(&0, 0)?)
     }
 
-    /// Writes the settings; the presence bits are computed here, not taken
-    /// from `cfg`.
+    /// Writes the settings; the presence bits and the CIDR prefix lengths
+    /// are computed here, not taken from `cfg`.
     pub fn set_config(&mut self, mut cfg: XdpConfig) -> Result<()> {
         cfg.present = self.present;
+        cfg.block_prefix_lens = self.prefix_lens;
         Ok(self.config.set(0, cfg, 0)?)
     }
 
@@ -372,12 +552,18 @@ impl XdpMaps {
         self.write_presence(self.present | bit)
     }
 
+    /// Writes the presence bits and the CIDR prefix lengths when either
+    /// changed. Called after an insert (so the program never looks for a
+    /// length before its entries are there) and after a removal.
     fn write_presence(&mut self, present: u32) -> Result<()> {
-        if present != self.present {
+        let lens = self.block_cidr.prefix_lens();
+        if present != self.present || lens != self.prefix_lens {
             let mut cfg = self.config()?;
             cfg.present = present;
+            cfg.block_prefix_lens = lens;
             self.config.set(0, cfg, 0)?;
             self.present = present;
+            self.prefix_lens = lens;
         }
         Ok(())
     }
@@ -440,7 +626,7 @@ impl XdpMaps {
     // ---- blocklist ----
 
     /// Adds or replaces a block. Host addresses go to the exact map, ranges
-    /// to the LPM trie.
+    /// to the LPM trie and the per-prefix-length hash map.
     pub fn block_add(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
         let bit = if net.is_host() {
             self.block_host.insert(net.addr(), entry)?
@@ -608,5 +794,26 @@ impl XdpMaps {
         all.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
         all.truncate(n);
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_lens_are_longest_first_and_fall_back_to_the_trie() {
+        let mut per_len = [0u32; 33];
+        assert_eq!(prefix_lens(&per_len), PrefixLens::default(), "none");
+        per_len[8] = 3;
+        per_len[24] = 65_536;
+        let l = prefix_lens(&per_len);
+        assert_eq!((l.count, l.lens), (2, [24, 8, 0, 0]));
+        per_len[0] = 1;
+        per_len[31] = 1;
+        let l = prefix_lens(&per_len);
+        assert_eq!((l.count, l.lens), (4, [31, 24, 8, 0]), "/0 is a length");
+        per_len[16] = 1;
+        assert_eq!(prefix_lens(&per_len).count, 0, "five lengths: the trie");
     }
 }
