@@ -40,7 +40,7 @@ use crate::{
     phases::{self, PhasesError},
     proxy::{Proxy, ProxyError},
     ratelimit::quota_store::{QuotaStore, system_clock},
-    reload::{reloaded, try_reload},
+    reload::{ReloadError, reloaded, try_reload},
     upgrade::{
         self, Offered, Role, UpgradeError, Upgraded,
         successor::{Takeover, TakeoverError},
@@ -299,6 +299,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
         }
     }
     .map_err(RunError::Proxy)?;
+    // Shared with the blocking thread a reload runs on (reload_off_thread).
+    let proxy = Arc::new(proxy);
     if config_path.is_none() {
         print_try_it();
     }
@@ -448,11 +450,11 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                let r = try_reload(config_path.as_deref(), &base_dir(config_path.as_ref()), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
+                let r = reload_off_thread(&config_path, &current, &maps, &proxy, &escalator, &cluster, &observe, &quotas).await;
                 current = reloaded(current, r).0;
             }
             Some(reply) = reload_rx.recv() => {
-                let r = try_reload(config_path.as_deref(), &base_dir(config_path.as_ref()), &current, maps.as_ref(), &proxy, &escalator, cluster.as_ref(), &observe, &quotas);
+                let r = reload_off_thread(&config_path, &current, &maps, &proxy, &escalator, &cluster, &observe, &quotas).await;
                 let (c, outcome) = reloaded(current, r);
                 current = c;
                 let _ = reply.send(outcome);
@@ -470,6 +472,9 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
     if !handed_over {
         notify_systemd(&[sd_notify::NotifyState::Stopping]);
     }
+    // Every reload has finished (each is awaited in its arm), so this is
+    // the last handle.
+    let proxy = Arc::into_inner(proxy).expect("no reload holds the proxy after the loop");
     proxy.shutdown(current.limits.shutdown_grace.get()).await;
     match attached.as_mut() {
         Some(a) if handed_over => {
@@ -678,6 +683,54 @@ fn restore_escalations(escalator: &Escalator, path: &std::path::Path) {
 
 /// Where relative paths in the config file are resolved: its directory
 /// (the working directory for the embedded default).
+/// Runs [`try_reload`] on tokio's blocking pool and waits for it. Loading
+/// the file, compiling schemas, reading certificates and binding new
+/// listeners take milliseconds; with one worker (`worker_threads = 1`, the
+/// single-threaded scheduler) doing them on the serving thread would stall
+/// every connection for that long. The swap itself is an atomic store, so
+/// requests never wait for a reload. A panic in the reload is re-raised
+/// here, as it would have been on this thread.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the handles try_reload needs, cloned for the blocking thread"
+)]
+async fn reload_off_thread(
+    config_path: &Option<PathBuf>,
+    current: &Config,
+    maps: &Option<Arc<Mutex<XdpMaps>>>,
+    proxy: &Arc<Proxy>,
+    escalator: &Arc<Escalator>,
+    cluster: &Option<Arc<Cluster>>,
+    observe: &Observe,
+    quotas: &Arc<QuotaStore>,
+) -> Result<Config, ReloadError> {
+    let (config_path, current, maps, proxy, escalator, cluster, observe, quotas) = (
+        config_path.clone(),
+        current.clone(),
+        maps.clone(),
+        proxy.clone(),
+        escalator.clone(),
+        cluster.clone(),
+        observe.clone(),
+        quotas.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        try_reload(
+            config_path.as_deref(),
+            &base_dir(config_path.as_ref()),
+            &current,
+            maps.as_ref(),
+            &proxy,
+            &escalator,
+            cluster.as_ref(),
+            &observe,
+            &quotas,
+        )
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
 fn base_dir(config_path: Option<&PathBuf>) -> PathBuf {
     config_path
         .and_then(|p| p.parent())

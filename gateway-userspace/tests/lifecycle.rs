@@ -9,6 +9,7 @@
 mod proxy_common;
 
 use std::{
+    io::Write as _,
     path::{Path, PathBuf},
     process::{Child, Command},
     sync::{
@@ -203,6 +204,81 @@ async fn reload_under_load_loses_nothing_and_a_broken_file_is_refused() {
         Some(true),
         "after it, and after the refused one"
     );
+}
+
+/// With one worker (tokio's single-threaded scheduler) a reload runs off
+/// the serving thread: while the reload is stuck reading its file (here a
+/// FIFO nobody writes yet), requests are still answered; once the file
+/// arrives the reload applies. Before, the reload ran on the one serving
+/// thread and every connection waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reload_does_not_stall_a_one_worker_gateway() {
+    let origin = Origin::start("o").await;
+    let (gw, port, config) = start_with(origin.addr, "[runtime]\nworker_threads = 1");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/a", "").await.status, 200);
+
+    // The config becomes a FIFO: the reload blocks in open(2) until we write.
+    std::fs::remove_file(&config).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&config)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let socket = gw.socket.clone();
+    let reload = std::thread::spawn(move || cli(&socket, &["reload"]));
+    // The reload is under way once the FIFO has a reader. Our end stays
+    // open, so the reader waits in read(2) for the text.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut writer = loop {
+        if let Some(w) = fifo_writer(&config) {
+            break w;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload never opened the config"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let during = tokio::time::timeout(Duration::from_secs(10), get(addr, "/b", "")).await;
+    let during = during.expect("a request waited for the reload: it ran on the serving thread");
+    assert_eq!(during.status, 200, "{}", during.head);
+    assert!(
+        !reload.is_finished(),
+        "the reload was still waiting for its file"
+    );
+
+    // Feed the file: the reload completes and applies.
+    let text = {
+        let tmp = config.with_extension("next");
+        write_config(&tmp, port, &gw.socket, origin.addr, "/second/");
+        let t = std::fs::read_to_string(&tmp).unwrap();
+        format!("{t}\n[runtime]\nworker_threads = 1\n")
+    };
+    writer.write_all(text.as_bytes()).unwrap();
+    drop(writer);
+    let out = reload.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(addr, "/c", "").await.status, 200);
+    let paths: Vec<String> = origin.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(paths, ["/first/a", "/first/b", "/second/c"]);
+}
+
+/// The write end of `fifo` once a process has it open for reading: a
+/// non-blocking open for writing succeeds only then (ENXIO otherwise).
+fn fifo_writer(fifo: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo)
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
