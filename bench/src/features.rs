@@ -79,7 +79,9 @@ fn jwt_rate(alg: Algorithm, secs: f64) -> (f64, u64) {
     (n as f64 / start.elapsed().as_secs_f64(), n)
 }
 
-fn tls_client(cert_der: &[u8], resume: bool) -> Arc<rustls::ClientConfig> {
+/// A TLS client trusting the bench certificate; session resumption only when
+/// `resume` (the memory scenario opens fresh sessions).
+pub(crate) fn tls_client(cert_der: &[u8], resume: bool) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from(cert_der.to_vec()))

@@ -95,9 +95,15 @@ pub fn map_memlock(pid: u32) -> (u64, u64) {
 }
 
 /// Opens `n` connections to `port`, each completing one keep-alive request
-/// (`GET /nothing-here`, answered by the proxy itself). Returns the open
-/// streams and how many failed.
-fn open_conns(port: u16, n: usize) -> (Vec<TcpStream>, usize) {
+/// (`GET /nothing-here`, answered by the proxy itself), over TLS when `tls`
+/// is given (the client's TLS state is dropped after the answer; the
+/// server keeps its own for the open connection). Returns the open streams
+/// and how many failed.
+fn open_conns(
+    port: u16,
+    n: usize,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> (Vec<TcpStream>, usize) {
     let mut open = Vec::with_capacity(n);
     let mut failed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -110,8 +116,31 @@ fn open_conns(port: u16, n: usize) -> (Vec<TcpStream>, usize) {
         let r = (|| -> std::io::Result<TcpStream> {
             let mut s = TcpStream::connect(("127.0.0.1", port))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-            let got = s.read(&mut buf)?;
+            let req = b"GET /nothing-here HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            let got = match tls {
+                None => {
+                    s.write_all(req)?;
+                    s.read(&mut buf)?
+                }
+                Some(cfg) => {
+                    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                    let mut conn = rustls::ClientConnection::new(cfg.clone(), name)
+                        .map_err(std::io::Error::other)?;
+                    let mut t = rustls::Stream::new(&mut conn, &mut s);
+                    t.write_all(req)?;
+                    // Session tickets may come before the answer.
+                    let mut got = 0;
+                    while got < 12 || !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        let k = t.read(&mut buf[got..])?;
+                        if k == 0 || got + k == buf.len() {
+                            got += k;
+                            break;
+                        }
+                        got += k;
+                    }
+                    got
+                }
+            };
             if got == 0 || !buf.starts_with(b"HTTP/1.1 404") {
                 return Err(std::io::Error::other("no 404 answer"));
             }
@@ -205,7 +234,8 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     // The client sockets live in this process: stay under its fd limit.
     let want: u64 = if opts.quick { 1000 } else { 10_000 };
-    let conns = want.min(opts.nofile.saturating_sub(1000)) as usize;
+    // Plain and TLS connections are open at once: twice `conns` sockets.
+    let conns = want.min(opts.nofile.saturating_sub(1000) / 2) as usize;
     if (conns as u64) < want {
         eprintln!(
             "memory: open-file limit {} allows only {conns} connections",
@@ -215,36 +245,65 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     progress.step(&format!(
         "memory: RSS idle and with {conns} keep-alive connections (gateway, nginx, haproxy)"
     ));
+    let tls_cfg = super::features::tls_client(&stack.certs.cert_der, false);
     let mut rows = Vec::new();
+    let mut tls_rows = Vec::new();
     for p in [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy] {
         let pid = stack.pid(p);
+        // Plain connections first; then, with those still open (so freed
+        // memory the allocator kept cannot hide the cost), as many over TLS.
         let idle = tree_rss_kb(pid);
-        let (open, failed) = open_conns(stack.port(p, false), conns);
+        let (open, failed) = open_conns(stack.port(p, false), conns, None);
         std::thread::sleep(Duration::from_millis(300));
         let loaded = tree_rss_kb(pid);
-        let n = open.len();
-        drop(open);
+        let (tls_open, tls_failed) = open_conns(stack.port(p, true), conns, Some(&tls_cfg));
+        std::thread::sleep(Duration::from_millis(300));
+        let tls_loaded = tree_rss_kb(pid);
+        let per = |before: u64, after: u64, n: usize| {
+            if n > 0 {
+                (after.saturating_sub(before) * 1024) / n as u64
+            } else {
+                0
+            }
+        };
         rows.push(json!({
             "proxy": p.name(),
             "rss_kb_idle": idle,
-            "connections_open": n,
+            "connections_open": open.len(),
             "connections_failed": failed,
             "rss_kb_with_connections": loaded,
-            "bytes_per_connection": if n > 0 { (loaded.saturating_sub(idle) * 1024) / n as u64 } else { 0 },
+            "bytes_per_connection": per(idle, loaded, open.len()),
         }));
+        tls_rows.push(json!({
+            "proxy": p.name(),
+            "rss_kb_idle": loaded,
+            "connections_open": tls_open.len(),
+            "connections_failed": tls_failed,
+            "rss_kb_with_connections": tls_loaded,
+            "bytes_per_connection": per(loaded, tls_loaded, tls_open.len()),
+        }));
+        drop((open, tls_open));
         // Let the closes settle before the next proxy.
         std::thread::sleep(Duration::from_millis(500));
     }
-    let gw = rows[0]["rss_kb_with_connections"].as_f64().unwrap_or(0.0);
-    for r in rows.iter_mut().skip(1) {
-        let peer = r["rss_kb_with_connections"].as_f64().unwrap_or(0.0);
-        if peer > 0.0 {
-            r["gateway_ratio"] = json!(((gw / peer) * 100.0).round() / 100.0);
+    // Plain: RSS with the connections, as before. TLS: per connection (RSS
+    // with minus RSS before), so the TLS rows are not skewed by what the
+    // plain connections left allocated.
+    for (rows, field) in [
+        (&mut rows, "rss_kb_with_connections"),
+        (&mut tls_rows, "bytes_per_connection"),
+    ] {
+        let gw = rows[0][field].as_f64().unwrap_or(0.0);
+        for r in rows.iter_mut().skip(1) {
+            let peer = r[field].as_f64().unwrap_or(0.0);
+            if peer > 0.0 {
+                r["gateway_ratio"] = json!(((gw / peer) * 100.0).round() / 100.0);
+            }
         }
     }
     progress.step("memory: gateway with XDP, blocklist map empty and full");
     let bl = blocklist(opts, stack);
-    json!({ "connections": conns, "nofile_limit": opts.nofile, "rows": rows, "blocklist": bl })
+    json!({ "connections": conns, "nofile_limit": opts.nofile, "rows": rows, "tls_rows": tls_rows, "blocklist": bl })
 }
 
 pub fn markdown(v: &Value) -> String {
@@ -263,6 +322,25 @@ pub fn markdown(v: &Value) -> String {
             r["bytes_per_connection"],
             super::ratio_cell(r, "gateway_ratio")
         ));
+    }
+    if let Some(tls) = v["tls_rows"].as_array() {
+        out.push_str(&format!(
+            "\nOver TLS ({} more connections, each after one request over TLS 1.3, opened while the plain ones above stay open, so RSS before is the plain row's RSS with connections):\n\n\
+| proxy | RSS before | RSS with TLS connections | connections open / failed | bytes per TLS connection | gateway / this (per connection) |\n|---|---|---|---|---|---|\n",
+            v["connections"]
+        ));
+        for r in tls {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} / {} | {} | {} |\n",
+                r["proxy"].as_str().unwrap_or(""),
+                r["rss_kb_idle"],
+                r["rss_kb_with_connections"],
+                r["connections_open"],
+                r["connections_failed"],
+                r["bytes_per_connection"],
+                super::ratio_cell(r, "gateway_ratio")
+            ));
+        }
     }
     let b = &v["blocklist"];
     out.push_str(&format!(
