@@ -121,12 +121,12 @@ impl Drop for Outcome<'_> {
             peer: p.conn.proxied_by.unwrap_or(p.conn.peer),
             listener: &p.conn.listener,
             method: p.method.as_str(),
-            path: &logged.path,
-            query: logged.query.as_deref(),
+            path: logged.uri.path(),
+            query: logged.uri.query(),
             status: CLIENT_CLOSED,
             version: p.version,
             duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            user_agent: logged.user_agent.as_deref(),
+            user_agent: logged.user_agent(),
             request_id: p.request_id,
             trace_id: self.trace.trace_id_hex().as_str(),
             route: self.route.as_ref().map(|r| &*r.id),
@@ -191,13 +191,8 @@ where
     let (method, version) = (req.method().clone(), req.version());
     // Kept for the access log only: nothing is copied while it is off.
     let logged = state.engines.observe.access_log.enabled().then(|| Logged {
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().map(str::to_owned),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        uri: req.uri().clone(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
     });
     let mut outcome = Outcome {
         trace: TraceContext::from_headers(req.headers()),
@@ -371,12 +366,12 @@ where
             peer: conn.proxied_by.unwrap_or(conn.peer),
             listener: &conn.listener,
             method: method.as_str(),
-            path: &logged.path,
-            query: logged.query.as_deref(),
+            path: logged.uri.path(),
+            query: logged.uri.query(),
             status,
             version,
             duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            user_agent: logged.user_agent.as_deref(),
+            user_agent: logged.user_agent(),
             request_id,
             trace_id: outcome.trace.trace_id_hex().as_str(),
             route: outcome.route.as_ref().map(|r| &*r.id),
@@ -392,11 +387,20 @@ where
     resp
 }
 
-/// What the access log needs from the request as the client sent it.
+/// What the access log needs from the request as the client sent it:
+/// handles on hyper's buffers (a `Uri` or `HeaderValue` clone shares its
+/// bytes), so logging allocates nothing per request here.
 struct Logged {
-    path: String,
-    query: Option<String>,
-    user_agent: Option<String>,
+    uri: http::Uri,
+    user_agent: Option<HeaderValue>,
+}
+
+impl Logged {
+    /// `User-Agent` when it is text (a non-UTF-8 one is left out of the
+    /// line, as before).
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_ref().and_then(|v| v.to_str().ok())
+    }
 }
 
 /// Counts an answered request: through the route's resolved series, or
