@@ -435,6 +435,17 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
                         tracing::info!(new_pid = u.new_pid, program = %u.program, version = %u.version, "upgrade: the new process serves; finishing the requests in flight, then exiting");
                         let _ = reply.send(Ok(u));
                         handed_over = true;
+                        // The successor owns the XDP maps now: this process
+                        // writes them no more (the sweeper stops, and
+                        // escalation, cluster and admin writes are refused),
+                        // so its view of the maps cannot overwrite the
+                        // successor's.
+                        if let Some(s) = &sweeper {
+                            s.abort();
+                        }
+                        if let Some(m) = &maps {
+                            m.lock().unwrap_or_else(|p| p.into_inner()).retire();
+                        }
                         // /metrics and the dashboard are the new process's.
                         if let Some(t) = &observability {
                             t.abort();
@@ -681,8 +692,6 @@ fn restore_escalations(escalator: &Escalator, path: &std::path::Path) {
     }
 }
 
-/// Where relative paths in the config file are resolved: its directory
-/// (the working directory for the embedded default).
 /// Runs [`try_reload`] on tokio's blocking pool and waits for it. Loading
 /// the file, compiling schemas, reading certificates and binding new
 /// listeners take milliseconds; with one worker (`worker_threads = 1`, the
@@ -731,6 +740,8 @@ async fn reload_off_thread(
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
+/// Where relative paths in the config file are resolved: its directory
+/// (the working directory for the embedded default).
 fn base_dir(config_path: Option<&PathBuf>) -> PathBuf {
     config_path
         .and_then(|p| p.parent())

@@ -204,7 +204,7 @@ impl Loader {
                 what: "opening the pinned XDP maps again for readers".into(),
                 source: Box::new(source),
             })?;
-        Ok(XdpMaps::take_from(&mut ebpf)?)
+        Ok(XdpMaps::take_for_reading(&mut ebpf)?)
     }
 
     /// A new map layout starts with empty maps in a new directory: carry

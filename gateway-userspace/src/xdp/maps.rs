@@ -48,6 +48,11 @@ pub struct XdpMaps {
     prefix_lens: [PrefixLens; 2],
     /// When each block with a TTL expires, for the sweeper.
     expiry: ExpiryIndex,
+    /// Set after `gateway upgrade` handed the maps to a successor: every
+    /// write is refused from then on ([`MapsError::HandedOver`]), so the
+    /// successor is the maps' only writer (its counts of CIDR prefix
+    /// lengths and its presence bits are then the only ones written).
+    retired: bool,
 }
 
 /// A map key (IPv4 or IPv6 octets and a prefix length) as a [`Net`].
@@ -93,6 +98,12 @@ pub enum MapsError {
     /// A system call on a map failed (a lookup, update, delete or walk).
     #[error(transparent)]
     Kernel(#[from] aya::maps::MapError),
+    /// This process handed the XDP maps to its successor (`gateway
+    /// upgrade`); changes go to the new process.
+    #[error(
+        "this gateway handed the XDP maps to its successor (gateway upgrade); send changes to the new process"
+    )]
+    HandedOver,
 }
 
 /// A map operation's outcome.
@@ -319,11 +330,15 @@ fn prefix_lens(per_len: &[u32]) -> PrefixLens {
 }
 
 impl Ranges {
-    /// Takes the maps and indexes the entries by prefix length. The hash
-    /// maps are brought in step with the tries (the tries are the record:
-    /// a process stopped between the two writes of an insert or a removal
-    /// leaves them apart).
-    fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
+    /// Takes the maps and indexes the hash map's entries by prefix length.
+    ///
+    /// Writes keep the hash map a subset of the trie at every step (an
+    /// insert writes the trie first, a removal the hash first), so a
+    /// process stopped between two writes leaves an entry in the trie only.
+    /// With `restore`, such entries are copied into the hash map: only the
+    /// handle that writes the maps does that, never a second handle opened
+    /// for reading (it would race the writers).
+    fn take(ebpf: &mut aya::Ebpf, restore: bool) -> Result<Self> {
         let mut r = Self {
             trie: Prefixes::take(
                 ebpf,
@@ -335,104 +350,77 @@ impl Ranges {
             per_len_v4: [0; 33],
             per_len_v6: [0; 129],
         };
-        let mut all = Vec::new();
-        r.trie.list(&mut all, usize::MAX)?;
-        let mut want4 = std::collections::HashMap::new();
-        let mut want6 = std::collections::HashMap::new();
-        for (net, e) in &all {
-            match net.addr() {
-                IpAddr::V4(a) => {
-                    want4.insert(net_key_v4(net, a), *e);
-                    r.per_len_v4[usize::from(net.prefix_len())] += 1;
-                }
-                IpAddr::V6(a) => {
-                    want6.insert(net_key_v6(net, a), *e);
-                    r.per_len_v6[usize::from(net.prefix_len())] += 1;
+        if restore {
+            let mut all = Vec::new();
+            r.trie.list(&mut all, usize::MAX)?;
+            for (net, e) in &all {
+                if r.get(net)?.is_none() {
+                    match net.addr() {
+                        IpAddr::V4(a) => r.net_v4.insert(net_key_v4(net, a), *e, 0)?,
+                        IpAddr::V6(a) => r.net_v6.insert(net_key_v6(net, a), *e, 0)?,
+                    }
                 }
             }
         }
-        let stale4: Vec<NetKeyV4> = r
-            .net_v4
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want4.contains_key(k))
-            .collect();
-        for k in stale4 {
-            ignore_missing(r.net_v4.remove(&k))?;
-        }
-        let stale6: Vec<NetKeyV6> = r
-            .net_v6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !want6.contains_key(k))
-            .collect();
-        for k in stale6 {
-            ignore_missing(r.net_v6.remove(&k))?;
-        }
-        for (k, e) in want4 {
-            if found(r.net_v4.get(&k, 0))? != Some(e) {
-                r.net_v4.insert(k, e, 0)?;
+        for k in r.net_v4.keys() {
+            let k = k?;
+            if let Some(c) = r.per_len_v4.get_mut(k.prefix_len as usize) {
+                *c += 1;
             }
         }
-        for (k, e) in want6 {
-            if found(r.net_v6.get(&k, 0))? != Some(e) {
-                r.net_v6.insert(k, e, 0)?;
+        for k in r.net_v6.keys() {
+            let k = k?;
+            if let Some(c) = r.per_len_v6.get_mut(k.prefix_len as usize) {
+                *c += 1;
             }
         }
         Ok(r)
     }
 
-    /// Adds or replaces `net` in both maps (the hash first, so an entry the
-    /// program can find by either is whole); returns the presence bit.
+    fn count(&mut self, net: &Net) -> &mut u32 {
+        let len = usize::from(net.prefix_len());
+        if net.is_ipv4() {
+            &mut self.per_len_v4[len]
+        } else {
+            &mut self.per_len_v6[len]
+        }
+    }
+
+    /// Adds or replaces `net`: the trie first, then the hash map (so the
+    /// hash map never holds what the trie lacks); returns the presence bit.
+    /// If the hash map refuses it, a new entry is taken back out of the trie.
     fn insert(&mut self, net: &Net, entry: BlockEntry) -> Result<u32> {
         let new = self.get(net)?.is_none();
-        let len = usize::from(net.prefix_len());
-        match net.addr() {
-            IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0)?,
-            IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0)?,
-        }
-        let bit = match self.trie.insert(net, entry) {
-            Ok(bit) => bit,
-            Err(e) => {
-                // The trie refused it (full): take it back out of the hash so
-                // the two never disagree on what is blocked.
-                if new {
-                    let _ = match net.addr() {
-                        IpAddr::V4(a) => self.net_v4.remove(&net_key_v4(net, a)),
-                        IpAddr::V6(a) => self.net_v6.remove(&net_key_v6(net, a)),
-                    };
-                }
-                return Err(e);
-            }
+        let bit = self.trie.insert(net, entry)?;
+        let hashed = match net.addr() {
+            IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0),
+            IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0),
         };
-        if new {
-            match net.addr() {
-                IpAddr::V4(_) => self.per_len_v4[len] += 1,
-                IpAddr::V6(_) => self.per_len_v6[len] += 1,
+        if let Err(e) = hashed {
+            if new {
+                let _ = self.trie.remove(net);
             }
+            return Err(e.into());
+        }
+        if new {
+            *self.count(net) += 1;
         }
         Ok(bit)
     }
 
-    /// Removes exactly `net` from both maps; whether it was there.
+    /// Removes exactly `net`: the hash map first, then the trie; whether
+    /// it was there. The per-length counts follow the hash map.
     fn remove(&mut self, net: &Net) -> Result<bool> {
-        let removed = self.trie.remove(net)?;
-        let len = usize::from(net.prefix_len());
-        match net.addr() {
-            IpAddr::V4(a) => {
-                ignore_missing(self.net_v4.remove(&net_key_v4(net, a)))?;
-                if removed {
-                    self.per_len_v4[len] = self.per_len_v4[len].saturating_sub(1);
-                }
-            }
-            IpAddr::V6(a) => {
-                ignore_missing(self.net_v6.remove(&net_key_v6(net, a)))?;
-                if removed {
-                    self.per_len_v6[len] = self.per_len_v6[len].saturating_sub(1);
-                }
-            }
+        let hashed = ignore_missing(match net.addr() {
+            IpAddr::V4(a) => self.net_v4.remove(&net_key_v4(net, a)),
+            IpAddr::V6(a) => self.net_v6.remove(&net_key_v6(net, a)),
+        })?;
+        if hashed {
+            let c = self.count(net);
+            *c = c.saturating_sub(1);
         }
-        Ok(removed)
+        let in_trie = self.trie.remove(net)?;
+        Ok(hashed || in_trie)
     }
 
     /// The entry of exactly `net`, from the hash map: a trie lookup from
@@ -469,8 +457,20 @@ fn found<V>(r: Result<V, aya::maps::MapError>) -> Result<Option<V>> {
 }
 
 impl XdpMaps {
-    /// Takes the maps out of a loaded object.
+    /// Takes the maps out of a loaded object, as the handle that writes
+    /// them (it also restores CIDR entries a stopped process left in the
+    /// trie only, see `Ranges::take`).
     pub fn take_from(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        Self::take_as(ebpf, true)
+    }
+
+    /// Takes the maps for reading only (lists, stats, the dashboard): no
+    /// repair at start, which would race the writing handle.
+    pub fn take_for_reading(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        Self::take_as(ebpf, false)
+    }
+
+    fn take_as(ebpf: &mut aya::Ebpf, writer: bool) -> Result<Self> {
         Self {
             config: take(ebpf, names::CONFIG)?,
             ports: take(ebpf, names::PROTECTED_PORTS)?,
@@ -484,7 +484,7 @@ impl XdpMaps {
                 [names::BLOCK_V4, names::BLOCK_V6],
                 [PRESENT_BLOCK_V4, PRESENT_BLOCK_V6],
             )?,
-            block_cidr: Ranges::take(ebpf)?,
+            block_cidr: Ranges::take(ebpf, writer)?,
             limit: Prefixes::take(
                 ebpf,
                 [names::LIMIT_V4, names::LIMIT_V6],
@@ -496,6 +496,7 @@ impl XdpMaps {
             present: 0,
             prefix_lens: [PrefixLens::default(); 2],
             expiry: ExpiryIndex::default(),
+            retired: false,
         }
         .with_presence()
         .with_expiry_index()
@@ -515,6 +516,20 @@ impl XdpMaps {
         self
     }
 
+    /// Stops this handle writing: after a handover the successor owns the
+    /// maps. Reads still work.
+    pub fn retire(&mut self) {
+        self.retired = true;
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.retired {
+            Err(MapsError::HandedOver)
+        } else {
+            Ok(())
+        }
+    }
+
     // ---- config and ports ----
 
     /// The program's settings as stored (index 0 of `GW_CONFIG`).
@@ -525,6 +540,7 @@ impl XdpMaps {
     /// Writes the settings; the presence bits and the CIDR prefix lengths
     /// are computed here, not taken from `cfg`.
     pub fn set_config(&mut self, mut cfg: XdpConfig) -> Result<()> {
+        self.writable()?;
         cfg.present = self.present;
         cfg.block_prefix_lens = self.prefix_lens;
         Ok(self.config.set(0, cfg, 0)?)
@@ -572,6 +588,7 @@ impl XdpMaps {
     /// Writes only the bitmap words that change, so a reload that keeps
     /// the ports costs 1,024 reads and no write.
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<()> {
+        self.writable()?;
         let mut want = vec![0u64; PORT_WORDS as usize];
         for &p in ports {
             want[usize::from(p >> 6)] |= 1 << (p & 63);
@@ -604,12 +621,14 @@ impl XdpMaps {
     /// Adds or replaces an allowlist entry; `origin` is [`ALLOW_FROM_CONFIG`] or
     /// [`ALLOW_FROM_OPERATOR`].
     pub fn allow_add(&mut self, net: &Net, origin: u32) -> Result<()> {
+        self.writable()?;
         let bit = self.allow.insert(net, origin)?;
         self.mark_present(bit)
     }
 
     /// Removes the allowlist entry for exactly `net`; `false` if there was none.
     pub fn allow_del(&mut self, net: &Net) -> Result<bool> {
+        self.writable()?;
         let removed = self.allow.remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
@@ -628,6 +647,7 @@ impl XdpMaps {
     /// Adds or replaces a block. Host addresses go to the exact map, ranges
     /// to the LPM trie and the per-prefix-length hash map.
     pub fn block_add(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
+        self.writable()?;
         let bit = if net.is_host() {
             self.block_host.insert(net.addr(), entry)?
         } else {
@@ -649,6 +669,7 @@ impl XdpMaps {
 
     /// Removes the block for exactly `net`; `false` if there was none. A covering range stays.
     pub fn block_del(&mut self, net: &Net) -> Result<bool> {
+        self.writable()?;
         let removed = self.block_remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
@@ -691,6 +712,7 @@ impl XdpMaps {
     /// into the pinned maps is indexed at the next start; the XDP program
     /// ignores it once expired either way.)
     pub fn sweep_expired(&mut self, now_ns: u64) -> Result<Vec<(Net, BlockEntry)>> {
+        self.writable()?;
         let mut expired = Vec::new();
         for net in self.expiry.take_due(now_ns) {
             match self.block_get(&net)? {
@@ -720,12 +742,14 @@ impl XdpMaps {
     /// Adds or replaces the per-source budget override for `net` (an LPM entry: the longest
     /// matching prefix applies).
     pub fn limit_set(&mut self, net: &Net, limits: LimitOverride) -> Result<()> {
+        self.writable()?;
         let bit = self.limit.insert(net, limits)?;
         self.mark_present(bit)
     }
 
     /// Removes the override for exactly `net`; `false` if there was none.
     pub fn limit_del(&mut self, net: &Net) -> Result<bool> {
+        self.writable()?;
         let removed = self.limit.remove(net)?;
         self.refresh_presence()?;
         Ok(removed)
@@ -741,6 +765,7 @@ impl XdpMaps {
 
     /// Removes every per-source override; returns how many there were.
     pub fn limit_clear(&mut self) -> Result<usize> {
+        self.writable()?;
         let all = self.limit_list()?;
         for (net, _) in &all {
             self.limit_del(net)?;
@@ -757,6 +782,7 @@ impl XdpMaps {
 
     /// Overwrites the token-bucket state of a source (tests and diagnostics).
     pub fn set_bucket(&mut self, key: &SourceKey, b: Buckets) -> Result<()> {
+        self.writable()?;
         Ok(self.buckets.insert(key, b, 0)?)
     }
 
