@@ -394,6 +394,14 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
             // Built and bound: the running gateway stops accepting (what
             // arrives waits in the shared queues) and saves its state.
             crate::runtime::block_in_place(|| t.ready()).map_err(RunError::Takeover)?;
+            // The previous process has stopped writing the XDP maps: count
+            // what they hold now (it may have swept or added ranges while
+            // this one started) and write the lookup settings from that.
+            if let Some(m) = &maps
+                && let Err(e) = m.lock().unwrap_or_else(|p| p.into_inner()).recount()
+            {
+                tracing::error!(error = %e, "upgrade: recounting the XDP maps failed; CIDR blocks added by the previous process during the upgrade may not drop until the next change");
+            }
             if let Some(path) = &state_file {
                 restore_escalations(&escalator, path);
             }
@@ -428,23 +436,18 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
         tokio::select! {
             Some(reply) = upgrade_rx.recv() => {
                 upgrade::set_in_progress(true);
-                let r = hand_over(&proxy, observability_fd.as_ref(), &mut saver, &mut persister, &escalator, state_file.as_deref(), &quotas, &current.admin.socket).await;
+                let r = hand_over(&proxy, maps.as_ref(), observability_fd.as_ref(), &mut saver, &mut persister, &escalator, state_file.as_deref(), &quotas, &current.admin.socket).await;
                 upgrade::set_in_progress(false);
                 match r {
                     Ok(u) => {
                         tracing::info!(new_pid = u.new_pid, program = %u.program, version = %u.version, "upgrade: the new process serves; finishing the requests in flight, then exiting");
                         let _ = reply.send(Ok(u));
                         handed_over = true;
-                        // The successor owns the XDP maps now: this process
-                        // writes them no more (the sweeper stops, and
-                        // escalation, cluster and admin writes are refused),
-                        // so its view of the maps cannot overwrite the
-                        // successor's.
+                        // The successor owns the XDP maps (hand_over retired
+                        // this process's handle: escalation, cluster and
+                        // admin writes are refused); the sweeper stops.
                         if let Some(s) = &sweeper {
                             s.abort();
-                        }
-                        if let Some(m) = &maps {
-                            m.lock().unwrap_or_else(|p| p.into_inner()).retire();
                         }
                         // /metrics and the dashboard are the new process's.
                         if let Some(t) = &observability {
@@ -581,6 +584,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 )]
 async fn hand_over(
     proxy: &Proxy,
+    maps: Option<&Arc<Mutex<XdpMaps>>>,
     observability: Option<&(SocketAddr, OwnedFd)>,
     saver: &mut Option<JoinHandle<()>>,
     persister: &mut Option<JoinHandle<()>>,
@@ -633,6 +637,16 @@ async fn hand_over(
     })
     .await??;
     proxy.stop_accepting();
+    // From here the successor owns the XDP maps: it recounts what they
+    // hold once told to go, so nothing this process would write after that
+    // may be missing from its count (every write here is refused).
+    let retire = |on: bool| {
+        if let Some(m) = maps {
+            let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+            if on { m.retire() } else { m.resume_writing() }
+        }
+    };
+    retire(true);
     if let Some(t) = saver.take() {
         t.abort();
         let _ = t.await;
@@ -663,6 +677,7 @@ async fn hand_over(
             sockets: count,
         }),
         Err(e) => {
+            retire(false);
             proxy.resume_accepting();
             *saver = spawn_saver(escalator, state_file);
             *persister = Some(spawn_persister(quotas));

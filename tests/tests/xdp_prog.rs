@@ -339,6 +339,56 @@ fn restart_restores_hashed_ranges_from_the_trie_and_readers_write_nothing() {
     assert_eq!(run("198.51.100.7"), XDP_DROP);
 }
 
+/// `gateway upgrade`: the successor opens the maps while the previous
+/// process still writes them. Once that one is retired, the successor's
+/// `recount` takes in what it added meanwhile, so a range of a new prefix
+/// length added by the old process still drops after the successor's own
+/// changes; a failed handover resumes the old process's writes.
+#[test]
+fn a_successor_recounts_ranges_the_previous_process_added() {
+    if !require_root("a_successor_recounts_ranges_the_previous_process_added") {
+        return;
+    }
+    let pin = PinDir::new();
+    let entry = BlockEntry {
+        expires_ns: 0,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
+    };
+    let (_old_prog, mut old) = Loader::new(&pin.path).load().expect("old process");
+    apply(&mut old, &XdpSection::default()).unwrap();
+    old.block_add(&"198.51.100.0/24".parse().unwrap(), entry)
+        .unwrap();
+    let (prog, mut new) = Loader::new(&pin.path).load().expect("successor");
+    // The old process goes on writing while the successor starts.
+    old.block_add(&"203.0.113.0/25".parse().unwrap(), entry)
+        .unwrap();
+    // A failed handover: retired, then resumed.
+    old.retire();
+    assert!(
+        old.block_add(&"192.0.2.0/26".parse().unwrap(), entry)
+            .is_err()
+    );
+    old.resume_writing();
+    old.block_add(&"192.0.2.0/26".parse().unwrap(), entry)
+        .unwrap();
+    // The real one: the old process is retired, the successor recounts.
+    old.retire();
+    new.recount().unwrap();
+    apply(&mut new, &XdpSection::default()).unwrap();
+    new.block_add(&"100.64.0.0/10".parse().unwrap(), entry)
+        .unwrap();
+    let lens = new.config().unwrap().block_prefix_lens[0];
+    assert_eq!(lens.lens[..usize::from(lens.count)], [26, 25, 24, 10]);
+    let run = |src: &str| prog.test_run(&tcp(src), 1).unwrap().0;
+    for src in ["198.51.100.9", "203.0.113.9", "192.0.2.9", "100.64.0.9"] {
+        assert_eq!(run(src), XDP_DROP, "{src}");
+    }
+    assert_eq!(run("203.0.113.200"), XDP_PASS);
+}
+
 #[test]
 fn expired_block_no_longer_drops() {
     let Some(mut h) = harness("expired_block_no_longer_drops", |_| {}) else {

@@ -362,19 +362,27 @@ impl Ranges {
                 }
             }
         }
-        for k in r.net_v4.keys() {
-            let k = k?;
-            if let Some(c) = r.per_len_v4.get_mut(k.prefix_len as usize) {
-                *c += 1;
-            }
-        }
-        for k in r.net_v6.keys() {
-            let k = k?;
-            if let Some(c) = r.per_len_v6.get_mut(k.prefix_len as usize) {
-                *c += 1;
-            }
-        }
+        r.recount()?;
         Ok(r)
+    }
+
+    /// Counts the hash map's entries per prefix length (one walk).
+    fn recount(&mut self) -> Result<()> {
+        self.per_len_v4 = [0; 33];
+        self.per_len_v6 = [0; 129];
+        for k in self.net_v4.keys() {
+            let k = k?;
+            if let Some(c) = self.per_len_v4.get_mut(k.prefix_len as usize) {
+                *c += 1;
+            }
+        }
+        for k in self.net_v6.keys() {
+            let k = k?;
+            if let Some(c) = self.per_len_v6.get_mut(k.prefix_len as usize) {
+                *c += 1;
+            }
+        }
+        Ok(())
     }
 
     fn count(&mut self, net: &Net) -> &mut u32 {
@@ -388,7 +396,6 @@ impl Ranges {
 
     /// Adds or replaces `net`: the trie first, then the hash map (so the
     /// hash map never holds what the trie lacks); returns the presence bit.
-    /// If the hash map refuses it, a new entry is taken back out of the trie.
     fn insert(&mut self, net: &Net, entry: BlockEntry) -> Result<u32> {
         let new = self.get(net)?.is_none();
         let bit = self.trie.insert(net, entry)?;
@@ -396,12 +403,11 @@ impl Ranges {
             IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0),
             IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0),
         };
-        if let Err(e) = hashed {
-            if new {
-                let _ = self.trie.remove(net);
-            }
-            return Err(e.into());
-        }
+        // A refused hash write leaves the range in the trie only (listed,
+        // and enforced while the family uses the trie); the next start of
+        // the writing handle copies it into the hash map. Taking it back out
+        // of the trie could remove a range that was there before this call.
+        hashed?;
         if new {
             *self.count(net) += 1;
         }
@@ -520,6 +526,27 @@ impl XdpMaps {
     /// maps. Reads still work.
     pub fn retire(&mut self) {
         self.retired = true;
+    }
+
+    /// Undoes [`XdpMaps::retire`] (a handover that failed).
+    pub fn resume_writing(&mut self) {
+        self.retired = false;
+    }
+
+    /// Counts again what the maps hold (CIDR entries per prefix length,
+    /// presence) and writes the config's lookup settings from that, even if
+    /// this handle believes them unchanged: after a handover, the previous
+    /// process may have added or swept entries since this handle was
+    /// opened.
+    pub fn recount(&mut self) -> Result<()> {
+        self.writable()?;
+        self.block_cidr.recount()?;
+        let mut cfg = self.config()?;
+        self.present = self.presence();
+        self.prefix_lens = self.block_cidr.prefix_lens();
+        cfg.present = self.present;
+        cfg.block_prefix_lens = self.prefix_lens;
+        Ok(self.config.set(0, cfg, 0)?)
     }
 
     fn writable(&self) -> Result<()> {
