@@ -363,15 +363,24 @@ async fn reconcile(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Resul
     // The kernel maps after the registry lock is released: the admin
     // socket takes the maps lock first, then the registry's.
     if let Some(kernel) = &cluster.kernel {
+        // After `gateway upgrade` the maps are the new process's: this
+        // draining one writes nothing and says nothing per block.
+        use crate::xdp::maps::MapsError::HandedOver;
         for (net, _) in &gone {
-            if let Err(e) = kernel.remove(net) {
-                tracing::warn!(net = %net, error = %e, "cluster: removing an unblocked source failed");
+            match kernel.remove(net) {
+                Ok(_) | Err(HandedOver) => {}
+                Err(e) => {
+                    tracing::warn!(net = %net, error = %e, "cluster: removing an unblocked source failed")
+                }
             }
         }
         let now = cluster.now_ms();
         for (net, r) in &live {
-            if let Err(e) = kernel.apply(net, r, now) {
-                tracing::warn!(net = %net, error = %e, "cluster: writing a cluster block into the XDP maps failed");
+            match kernel.apply(net, r, now) {
+                Ok(_) | Err(HandedOver) => {}
+                Err(e) => {
+                    tracing::warn!(net = %net, error = %e, "cluster: writing a cluster block into the XDP maps failed")
+                }
             }
         }
     }
@@ -406,7 +415,7 @@ fn on_event(cluster: &Cluster, text: &str) {
                         reason = %record.reason,
                         "cluster: block from another node is in the kernel"
                     ),
-                    Ok(false) => {}
+                    Ok(false) | Err(crate::xdp::maps::MapsError::HandedOver) => {}
                     Err(e) => {
                         tracing::warn!(net = %net, error = %e, "cluster: writing a cluster block into the XDP maps failed")
                     }

@@ -366,6 +366,12 @@ impl Escalator {
             };
             match r {
                 Ok(()) => true,
+                // After `gateway upgrade` the maps are the new process's;
+                // this one only finishes its requests.
+                Err(crate::xdp::maps::MapsError::HandedOver) => {
+                    tracing::info!(source = %source, "escalation kept at L7 in this draining process: the XDP maps belong to the new process since the upgrade");
+                    false
+                }
                 Err(e) => {
                     self.escalation_errors_total.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(source = %source, error = %e, "escalation could not be written into the XDP maps; blocking at L7 only");
