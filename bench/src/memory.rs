@@ -235,6 +235,42 @@ fn blocklist(opts: Opts, stack: &Stack) -> Value {
     })
 }
 
+/// One proxy's memory row: RSS before and with `open` connections (KiB),
+/// how many failed, and the bytes per open connection.
+fn conn_row(proxy: &str, before: u64, after: u64, open: usize, failed: usize) -> Value {
+    let per = if open > 0 {
+        (after.saturating_sub(before) * 1024) / open as u64
+    } else {
+        0
+    };
+    json!({
+        "proxy": proxy,
+        "rss_kb_idle": before,
+        "connections_open": open,
+        "connections_failed": failed,
+        "rss_kb_with_connections": after,
+        "bytes_per_connection": per,
+    })
+}
+
+/// The markdown lines of [`conn_row`]s.
+fn conn_rows_markdown(rows: &[Value]) -> String {
+    rows.iter()
+        .map(|r| {
+            format!(
+                "| {} | {} | {} | {} / {} | {} | {} |\n",
+                r["proxy"].as_str().unwrap_or(""),
+                r["rss_kb_idle"],
+                r["rss_kb_with_connections"],
+                r["connections_open"],
+                r["connections_failed"],
+                r["bytes_per_connection"],
+                super::ratio_cell(r, "gateway_ratio")
+            )
+        })
+        .collect()
+}
+
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     // The client sockets live in this process: stay under its fd limit.
     let want: u64 = if opts.quick { 1000 } else { 10_000 };
@@ -267,29 +303,14 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
         let (tls_open, tls_failed) = open_conns(stack.port(p, true), tls_conns, Some(&tls_cfg));
         std::thread::sleep(Duration::from_millis(300));
         let tls_loaded = tree_rss_kb(pid);
-        let per = |before: u64, after: u64, n: usize| {
-            if n > 0 {
-                (after.saturating_sub(before) * 1024) / n as u64
-            } else {
-                0
-            }
-        };
-        rows.push(json!({
-            "proxy": p.name(),
-            "rss_kb_idle": idle,
-            "connections_open": open.len(),
-            "connections_failed": failed,
-            "rss_kb_with_connections": loaded,
-            "bytes_per_connection": per(idle, loaded, open.len()),
-        }));
-        tls_rows.push(json!({
-            "proxy": p.name(),
-            "rss_kb_idle": loaded,
-            "connections_open": tls_open.len(),
-            "connections_failed": tls_failed,
-            "rss_kb_with_connections": tls_loaded,
-            "bytes_per_connection": per(loaded, tls_loaded, tls_open.len()),
-        }));
+        rows.push(conn_row(p.name(), idle, loaded, open.len(), failed));
+        tls_rows.push(conn_row(
+            p.name(),
+            loaded,
+            tls_loaded,
+            tls_open.len(),
+            tls_failed,
+        ));
         drop((open, tls_open));
         // Let the closes settle before the next proxy.
         std::thread::sleep(Duration::from_millis(500));
@@ -319,36 +340,14 @@ pub fn markdown(v: &Value) -> String {
         "### Memory (RSS of the process tree, KiB; {} keep-alive connections, each after one request)\n\n| proxy | RSS idle | RSS with connections | connections open / failed | bytes per connection | gateway / this (with connections) |\n|---|---|---|---|---|---|\n",
         v["connections"]
     );
-    for r in v["rows"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} / {} | {} | {} |\n",
-            r["proxy"].as_str().unwrap_or(""),
-            r["rss_kb_idle"],
-            r["rss_kb_with_connections"],
-            r["connections_open"],
-            r["connections_failed"],
-            r["bytes_per_connection"],
-            super::ratio_cell(r, "gateway_ratio")
-        ));
-    }
+    out.push_str(&conn_rows_markdown(v["rows"].as_array().map_or(&[], |v| v)));
     if let Some(tls) = v["tls_rows"].as_array() {
         out.push_str(&format!(
             "\nOver TLS ({} more connections, each after one request over TLS 1.3, opened while the plain ones above stay open, so RSS before is the plain row's RSS with connections; as many as HAProxy's maxconn leaves):\n\n\
 | proxy | RSS before | RSS with TLS connections | connections open / failed | bytes per TLS connection | gateway / this (per connection) |\n|---|---|---|---|---|---|\n",
             v["tls_connections"]
         ));
-        for r in tls {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} / {} | {} | {} |\n",
-                r["proxy"].as_str().unwrap_or(""),
-                r["rss_kb_idle"],
-                r["rss_kb_with_connections"],
-                r["connections_open"],
-                r["connections_failed"],
-                r["bytes_per_connection"],
-                super::ratio_cell(r, "gateway_ratio")
-            ));
-        }
+        out.push_str(&conn_rows_markdown(tls));
     }
     let b = &v["blocklist"];
     out.push_str(&format!(

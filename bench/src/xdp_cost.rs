@@ -34,6 +34,12 @@ fn entry() -> BlockEntry {
     }
 }
 
+/// The `i`-th CIDR block of the large maps: consecutive /24s from 20.0.0.0.
+fn cidr_at(i: usize) -> Net {
+    let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(20, 0, 0, 0)) + ((i as u32) << 8));
+    Net::new(a.into(), 24).unwrap()
+}
+
 pub fn run(opts: Opts, progress: &mut Progress) -> Value {
     let repeat = if opts.quick { 100_000 } else { 1_000_000 };
     let rounds = if opts.quick { 3 } else { 5 };
@@ -73,9 +79,7 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
             maps.block_add(&Net::host(a.into()), entry()).unwrap();
         }
         for i in filled.1..cidr {
-            let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(20, 0, 0, 0)) + ((i as u32) << 8));
-            maps.block_add(&Net::new(a.into(), 24).unwrap(), entry())
-                .unwrap();
+            maps.block_add(&cidr_at(i), entry()).unwrap();
         }
         filled = (exact, cidr);
         progress.step(&format!(
@@ -115,8 +119,7 @@ pub fn run(opts: Opts, progress: &mut Progress) -> Value {
             progress.step("XDP cost: the same with five CIDR prefix lengths (the trie)");
             // The maps are full: make room by removing the last four /24s.
             for i in cidr - 4..cidr {
-                let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(20, 0, 0, 0)) + ((i as u32) << 8));
-                maps.block_del(&Net::new(a.into(), 24).unwrap()).unwrap();
+                maps.block_del(&cidr_at(i)).unwrap();
             }
             for (net, len) in [
                 ("30.0.0.0", 12),

@@ -76,16 +76,21 @@ impl Harness {
     }
 
     fn block(&mut self, net: &str, expires_ns: u64) {
-        let entry = BlockEntry {
-            expires_ns,
-            created_unix: 0,
-            source: BlockSource::Operator as u32,
-            offences: 1,
-            reason: [0; 48],
-        };
         self.maps
-            .block_add(&net.parse::<Net>().unwrap(), entry)
+            .block_add(&net.parse::<Net>().unwrap(), operator_block(expires_ns))
             .unwrap();
+    }
+}
+
+/// An operator's block (as `gateway block add`) expiring at monotonic
+/// `expires_ns` (0: never).
+fn operator_block(expires_ns: u64) -> BlockEntry {
+    BlockEntry {
+        expires_ns,
+        created_unix: 0,
+        source: BlockSource::Operator as u32,
+        offences: 1,
+        reason: [0; 48],
     }
 }
 
@@ -288,13 +293,7 @@ fn restart_restores_hashed_ranges_from_the_trie_and_readers_write_nothing() {
         return;
     }
     let pin = PinDir::new();
-    let entry = BlockEntry {
-        expires_ns: 0,
-        created_unix: 0,
-        source: BlockSource::Operator as u32,
-        offences: 1,
-        reason: [0; 48],
-    };
+    let entry = operator_block(0);
     {
         let (_prog, mut maps) = Loader::new(&pin.path).load().expect("first load");
         apply(&mut maps, &XdpSection::default()).unwrap();
@@ -350,13 +349,7 @@ fn a_successor_recounts_ranges_the_previous_process_added() {
         return;
     }
     let pin = PinDir::new();
-    let entry = BlockEntry {
-        expires_ns: 0,
-        created_unix: 0,
-        source: BlockSource::Operator as u32,
-        offences: 1,
-        reason: [0; 48],
-    };
+    let entry = operator_block(0);
     let (_old_prog, mut old) = Loader::new(&pin.path).load().expect("old process");
     apply(&mut old, &XdpSection::default()).unwrap();
     old.block_add(&"198.51.100.0/24".parse().unwrap(), entry)
@@ -1134,13 +1127,7 @@ fn older_layout_entries_are_imported() {
         return;
     }
     let pin = PinDir::new();
-    let entry = |expires_ns| BlockEntry {
-        expires_ns,
-        created_unix: 0,
-        source: BlockSource::Operator as u32,
-        offences: 1,
-        reason: [0; 48],
-    };
+    let entry = operator_block;
     let old_dir = {
         let loader = Loader::new(&pin.path);
         let (_prog, mut maps) = loader.load().expect("first load");
@@ -1198,13 +1185,7 @@ fn a_bounded_block_list_stops_at_its_bound() {
     let Some(mut h) = harness("a_bounded_block_list_stops_at_its_bound", |_| {}) else {
         return;
     };
-    let entry = BlockEntry {
-        expires_ns: 0,
-        created_unix: 0,
-        source: BlockSource::Operator as u32,
-        offences: 1,
-        reason: [0; 48],
-    };
+    let entry = operator_block(0);
     for i in 0..300u32 {
         let ip = std::net::Ipv4Addr::from(0xC633_6400u32 + i); // 198.51.100.0 +
         h.maps
@@ -1245,13 +1226,7 @@ fn the_readers_handle_sees_the_writers_changes() {
     let loader = Loader::new(&pin.path);
     let (_prog, mut writer) = loader.load().expect("program loads");
     let readers = loader.open_maps().expect("a second handle on the pins");
-    let entry = BlockEntry {
-        expires_ns: 0,
-        created_unix: 0,
-        source: BlockSource::Operator as u32,
-        offences: 1,
-        reason: [0; 48],
-    };
+    let entry = operator_block(0);
     let net: Net = "192.0.2.77".parse().unwrap();
     assert!(readers.block_list().unwrap().is_empty());
     writer.block_add(&net, entry).unwrap();

@@ -355,10 +355,7 @@ impl Ranges {
             r.trie.list(&mut all, usize::MAX)?;
             for (net, e) in &all {
                 if r.get(net)?.is_none() {
-                    match net.addr() {
-                        IpAddr::V4(a) => r.net_v4.insert(net_key_v4(net, a), *e, 0)?,
-                        IpAddr::V6(a) => r.net_v6.insert(net_key_v6(net, a), *e, 0)?,
-                    }
+                    r.hash_insert(net, *e)?;
                 }
             }
         }
@@ -399,19 +396,24 @@ impl Ranges {
     fn insert(&mut self, net: &Net, entry: BlockEntry) -> Result<u32> {
         let new = self.get(net)?.is_none();
         let bit = self.trie.insert(net, entry)?;
-        let hashed = match net.addr() {
-            IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0),
-            IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0),
-        };
         // A refused hash write leaves the range in the trie only (listed,
         // and enforced while the family uses the trie); the next start of
         // the writing handle copies it into the hash map. Taking it back out
         // of the trie could remove a range that was there before this call.
-        hashed?;
+        self.hash_insert(net, entry)?;
         if new {
             *self.count(net) += 1;
         }
         Ok(bit)
+    }
+
+    /// Adds or replaces `net` in the hash map only.
+    fn hash_insert(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
+        match net.addr() {
+            IpAddr::V4(a) => self.net_v4.insert(net_key_v4(net, a), entry, 0)?,
+            IpAddr::V6(a) => self.net_v6.insert(net_key_v6(net, a), entry, 0)?,
+        }
+        Ok(())
     }
 
     /// Removes exactly `net`: the hash map first, then the trie; whether
@@ -517,9 +519,15 @@ impl XdpMaps {
     }
 
     fn with_presence(mut self) -> Self {
+        self.count_lookups();
+        self
+    }
+
+    /// Sets the presence bits and CIDR prefix lengths from what the maps
+    /// hold (written to the config map by the next `set_config`).
+    fn count_lookups(&mut self) {
         self.present = self.presence();
         self.prefix_lens = self.block_cidr.prefix_lens();
-        self
     }
 
     /// Stops this handle writing: after a handover the successor owns the
@@ -541,12 +549,9 @@ impl XdpMaps {
     pub fn recount(&mut self) -> Result<()> {
         self.writable()?;
         self.block_cidr.recount()?;
-        let mut cfg = self.config()?;
-        self.present = self.presence();
-        self.prefix_lens = self.block_cidr.prefix_lens();
-        cfg.present = self.present;
-        cfg.block_prefix_lens = self.prefix_lens;
-        Ok(self.config.set(0, cfg, 0)?)
+        self.count_lookups();
+        let cfg = self.config()?;
+        self.set_config(cfg)
     }
 
     fn writable(&self) -> Result<()> {
