@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use super::{
     config::{AccessLogTarget, LogSection},
+    json_out,
     log_writer::{Buffering, LineWriter, Output},
 };
 
@@ -92,7 +93,7 @@ pub struct Record<'a> {
     /// The code of the `Rejection` the gateway answered with itself (`gateway.reason`).
     pub reason: Option<&'a str>,
     /// Who caused that rejection: `client`, `upstream` or `internal` (`gateway.fault`).
-    pub fault: Option<String>,
+    pub fault: Option<&'a str>,
     /// The authenticated identity's subject, never the credential (`user.name`).
     pub user: Option<&'a str>,
     /// The L7 rate-limit decision: `allowed`, `delayed`, `rejected` or `over_quota`
@@ -195,7 +196,7 @@ impl AccessLog {
 
     /// Queues one line for the writer thread (never blocks on IO). A failed
     /// write is reported on the application log, never to the client. The
-    /// line is serialized straight into a per-thread buffer (no JSON tree,
+    /// line is written straight into a per-thread buffer (no JSON tree,
     /// no allocation once the buffer has grown).
     pub fn write(&self, r: &Record<'_>) {
         let writer = match &self.sink {
@@ -208,129 +209,100 @@ impl AccessLog {
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
-            if serde_json::to_writer(&mut *line, &self.fields(r)).is_ok() {
-                line.push(b'\n');
-                writer.push(&line);
-            }
+            self.write_line(r, &mut line);
+            line.push(b'\n');
+            writer.push(&line);
         });
     }
 
     /// The JSON object for a record (as written, for tests and tools).
     pub fn line(&self, r: &Record<'_>) -> Value {
-        serde_json::to_value(self.fields(r)).unwrap_or_default()
+        let mut line = Vec::new();
+        self.write_line(r, &mut line);
+        serde_json::from_slice(&line).unwrap_or_default()
     }
 
-    fn fields<'a>(&self, r: &'a Record<'a>) -> Line<'a> {
-        Line {
-            timestamp: Rfc3339(r.timestamp),
-            kind: "event",
-            category: ["web"],
-            dataset: "gateway.access",
-            duration: r.duration_ns,
-            outcome: if r.status < 400 { "success" } else { "failure" },
-            client_ip: r.client_ip,
-            source_ip: r.peer.ip(),
-            source_port: r.peer.port(),
-            method: r.method,
-            request_id: r.request_id,
-            status: r.status,
-            version: version(r.version),
-            path: self.redactor.redact_path(r.path),
-            query: r.query.and_then(|q| self.redactor.redact(q)),
-            user_agent: r.user_agent,
-            trace_id: r.trace_id,
-            user: r.user,
-            listener: r.listener,
-            route: r.route,
-            upstream_target: r.upstream_target,
-            reason: r.reason,
-            fault: r.fault.as_deref(),
-            rate_limit: r.rate_limit,
-            validation: r.validation,
-            calls: r.calls,
+    /// One access log line without its newline: ECS field names, in this
+    /// order, absent fields left out (never `null`). Keys are constants;
+    /// only values are formatted and escaped ([`json_out`]).
+    fn write_line(&self, r: &Record<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"@timestamp\":");
+        json_out::push_rfc3339_micros(out, r.timestamp);
+        out.extend_from_slice(
+            b",\"event.kind\":\"event\",\"event.category\":[\"web\"],\
+              \"event.dataset\":\"gateway.access\",\"event.duration\":",
+        );
+        json_out::push_u64(out, r.duration_ns);
+        out.extend_from_slice(if r.status < 400 {
+            b",\"event.outcome\":\"success\",\"client.ip\":\""
+        } else {
+            b",\"event.outcome\":\"failure\",\"client.ip\":\""
+        });
+        json_out::push_ip(out, r.client_ip);
+        out.extend_from_slice(b"\",\"source.ip\":\"");
+        json_out::push_ip(out, r.peer.ip());
+        out.extend_from_slice(b"\",\"source.port\":");
+        json_out::push_u64(out, r.peer.port().into());
+        out.extend_from_slice(b",\"http.request.method\":");
+        json_out::push_str(out, r.method);
+        out.extend_from_slice(b",\"http.request.id\":");
+        json_out::push_str(out, r.request_id);
+        out.extend_from_slice(b",\"http.response.status_code\":");
+        json_out::push_u64(out, r.status.into());
+        out.extend_from_slice(b",\"http.version\":\"");
+        out.extend_from_slice(version(r.version).as_bytes());
+        out.extend_from_slice(b"\",\"url.path\":");
+        json_out::push_str(out, &self.redactor.redact_path(r.path));
+        if let Some(q) = r.query.and_then(|q| self.redactor.redact(q)) {
+            out.extend_from_slice(b",\"url.query\":");
+            json_out::push_str(out, &q);
         }
+        if let Some(ua) = r.user_agent {
+            out.extend_from_slice(b",\"user_agent.original\":");
+            json_out::push_str(out, ua);
+        }
+        out.extend_from_slice(b",\"trace.id\":");
+        json_out::push_str(out, r.trace_id);
+        if let Some(user) = r.user {
+            out.extend_from_slice(b",\"user.name\":");
+            json_out::push_str(out, user);
+        }
+        out.extend_from_slice(b",\"gateway.listener\":");
+        json_out::push_str(out, r.listener);
+        if let Some(route) = r.route {
+            out.extend_from_slice(b",\"gateway.route\":");
+            json_out::push_str(out, route);
+        }
+        if let Some(target) = r.upstream_target {
+            out.extend_from_slice(b",\"gateway.upstream.target\":\"");
+            json_out::push_socket_addr(out, target);
+            out.push(b'"');
+        }
+        let optional: [(&[u8], Option<&str>); 4] = [
+            (b",\"gateway.reason\":", r.reason),
+            (b",\"gateway.fault\":", r.fault),
+            (b",\"gateway.rate_limit\":", r.rate_limit),
+            (b",\"gateway.validation\":", r.validation),
+        ];
+        for (key, value) in optional {
+            if let Some(v) = value {
+                out.extend_from_slice(key);
+                json_out::push_str(out, v);
+            }
+        }
+        if !r.calls.is_empty() {
+            out.extend_from_slice(b",\"gateway.aggregate.calls\":");
+            // Aggregate routes only; serde_json is fine off the common path.
+            if serde_json::to_writer(&mut *out, r.calls).is_err() {
+                out.extend_from_slice(b"[]");
+            }
+        }
+        out.push(b'}');
     }
-}
-
-/// One access log line: ECS field names, in this order, absent fields left
-/// out (never `null`).
-#[derive(serde::Serialize)]
-struct Line<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: Rfc3339,
-    #[serde(rename = "event.kind")]
-    kind: &'static str,
-    #[serde(rename = "event.category")]
-    category: [&'static str; 1],
-    #[serde(rename = "event.dataset")]
-    dataset: &'static str,
-    #[serde(rename = "event.duration")]
-    duration: u64,
-    #[serde(rename = "event.outcome")]
-    outcome: &'static str,
-    #[serde(rename = "client.ip")]
-    client_ip: IpAddr,
-    #[serde(rename = "source.ip")]
-    source_ip: IpAddr,
-    #[serde(rename = "source.port")]
-    source_port: u16,
-    #[serde(rename = "http.request.method")]
-    method: &'a str,
-    #[serde(rename = "http.request.id")]
-    request_id: &'a str,
-    #[serde(rename = "http.response.status_code")]
-    status: u16,
-    #[serde(rename = "http.version")]
-    version: &'static str,
-    #[serde(rename = "url.path")]
-    path: std::borrow::Cow<'a, str>,
-    #[serde(rename = "url.query", skip_serializing_if = "Option::is_none")]
-    query: Option<String>,
-    #[serde(
-        rename = "user_agent.original",
-        skip_serializing_if = "Option::is_none"
-    )]
-    user_agent: Option<&'a str>,
-    #[serde(rename = "trace.id")]
-    trace_id: &'a str,
-    #[serde(rename = "user.name", skip_serializing_if = "Option::is_none")]
-    user: Option<&'a str>,
-    #[serde(rename = "gateway.listener")]
-    listener: &'a str,
-    #[serde(rename = "gateway.route", skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    #[serde(
-        rename = "gateway.upstream.target",
-        skip_serializing_if = "Option::is_none"
-    )]
-    upstream_target: Option<SocketAddr>,
-    #[serde(rename = "gateway.reason", skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(rename = "gateway.fault", skip_serializing_if = "Option::is_none")]
-    fault: Option<&'a str>,
-    #[serde(rename = "gateway.rate_limit", skip_serializing_if = "Option::is_none")]
-    rate_limit: Option<&'a str>,
-    #[serde(rename = "gateway.validation", skip_serializing_if = "Option::is_none")]
-    validation: Option<&'a str>,
-    #[serde(
-        rename = "gateway.aggregate.calls",
-        skip_serializing_if = "<[_]>::is_empty"
-    )]
-    calls: &'a [CallRecord],
 }
 
 fn arc_str<S: serde::Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v)
-}
-
-/// A time as RFC 3339 with microseconds, UTC (`2026-11-30T05:00:00.000000Z`),
-/// formatted while it is serialized.
-struct Rfc3339(SystemTime);
-
-impl serde::Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_micros(self.0))
-    }
 }
 
 fn open_append(p: &Path) -> std::io::Result<File> {
@@ -652,5 +624,64 @@ mod tests {
         assert_eq!(v["event.duration"], 1500);
         assert_eq!(v["gateway.upstream.target"], "127.0.0.1:8080");
         assert!(v.get("gateway.reason").is_none());
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys.len(), 22, "{keys:?}");
+        assert_eq!(v["event.category"], serde_json::json!(["web"]));
+        assert_eq!(v["event.outcome"], "success");
+
+        // Every client-controlled text escaped; every optional field present.
+        let calls = [CallRecord {
+            name: "a\"b".into(),
+            upstream: "pool".into(),
+            target: None,
+            status: Some(200),
+            duration_ms: 1.5,
+            outcome: "ok",
+        }];
+        let nasty = Record {
+            timestamp: SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_500_042),
+            client_ip: "2001:db8::1".parse().unwrap(),
+            peer: "[2001:db8::2]:443".parse().unwrap(),
+            method: "PO\"ST",
+            path: "/a\"}\n,\"x\":\"\\",
+            query: Some("q=\u{1}\"&token=SECRET"),
+            status: 403,
+            version: http::Version::HTTP_2,
+            user_agent: Some("ua \u{7f} é \"\\"),
+            request_id: "id\"1",
+            reason: Some("forbidden"),
+            fault: Some("client"),
+            user: Some("bob\n"),
+            validation: Some("passed"),
+            upstream_target: Some("[2001:db8::3]:8443".parse().unwrap()),
+            calls: &calls,
+            ..rec
+        };
+        let line = {
+            let mut out = Vec::new();
+            log.write_line(&nasty, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert!(!line.contains('\n') && !line.contains("SECRET"), "{line}");
+        let v = log.line(&nasty);
+        assert_eq!(v["@timestamp"], "1970-01-01T00:00:01.500042Z");
+        assert_eq!(v["event.outcome"], "failure");
+        assert_eq!(v["client.ip"], "2001:db8::1");
+        assert_eq!(v["source.ip"], "2001:db8::2");
+        assert_eq!(v["source.port"], 443);
+        assert_eq!(v["http.request.method"], "PO\"ST");
+        assert_eq!(v["url.path"], "/a\"}\n,\"x\":\"\\");
+        assert_eq!(v["url.query"], "q=\u{1}\"");
+        assert_eq!(v["http.version"], "2");
+        assert_eq!(v["user_agent.original"], "ua \u{7f} é \"\\");
+        assert_eq!(v["http.request.id"], "id\"1");
+        assert_eq!(v["user.name"], "bob\n");
+        assert_eq!(v["gateway.reason"], "forbidden");
+        assert_eq!(v["gateway.fault"], "client");
+        assert_eq!(v["gateway.validation"], "passed");
+        assert_eq!(v["gateway.upstream.target"], "[2001:db8::3]:8443");
+        assert_eq!(v["gateway.aggregate.calls"][0]["name"], "a\"b");
+        assert_eq!(v["gateway.aggregate.calls"][0]["status"], 200);
+        assert!(v.get("x").is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! Logging and monitoring, as the request path writes them: the ECS JSON
-//! access log (`access_log`), Prometheus metrics (`metrics`), W3C trace
+//! access log (`access_log`, written by hand through `json_out`), Prometheus metrics (`metrics`), W3C trace
 //! context (`trace`), and the application log format (`app_log`). The admin
 //! HTTP listener that serves them, with the collectors read at scrape time
 //! and the dashboard, is `admin_http`.
@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod app_log;
 pub mod config;
+pub mod json_out;
 pub mod log_writer;
 pub mod metrics;
 pub mod trace;

@@ -20,13 +20,20 @@ pub enum Fault {
     Internal,
 }
 
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Fault {
+    /// The name logged as `gateway.fault`: `client`, `upstream`, `internal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Fault::Client => "client",
             Fault::Upstream => "upstream",
             Fault::Internal => "internal",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
