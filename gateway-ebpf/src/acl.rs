@@ -13,16 +13,11 @@ use gateway_common::{
 use crate::{clock::Clock, maps::*, parse::Packet};
 
 #[inline(always)]
-fn v4(src: &[u8; 16]) -> [u8; 4] {
-    [src[12], src[13], src[14], src[15]]
-}
-
-#[inline(always)]
 pub fn allowlisted(pkt: &Packet, present: u32) -> bool {
     if pkt.is_v4 {
-        present & PRESENT_ALLOW_V4 != 0 && ALLOW_V4.get(Key::new(32, v4(&pkt.src))).is_some()
+        present & PRESENT_ALLOW_V4 != 0 && ALLOW_V4.get(Key::new(32, pkt.src.v4())).is_some()
     } else {
-        present & PRESENT_ALLOW_V6 != 0 && ALLOW_V6.get(Key::new(128, pkt.src)).is_some()
+        present & PRESENT_ALLOW_V6 != 0 && ALLOW_V6.get(Key::new(128, pkt.src.0)).is_some()
     }
 }
 
@@ -43,10 +38,14 @@ fn active(entry: Option<*const BlockEntry>, clock: &mut Clock) -> bool {
 /// length in use (while a family has at most `HASHED_PREFIX_LENS_MAX`
 /// lengths) or the LPM trie.
 #[inline(always)]
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the address is passed by reference on purpose: by value it is copied byte by byte"
+)]
 pub fn blocked(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> bool {
     let present = cfg.present;
     if pkt.is_v4 {
-        let a = v4(&pkt.src);
+        let a = pkt.src.v4();
         if present & PRESENT_BLOCK_V4 != 0 && active(BLOCK_V4.get_ptr(a), clock) {
             return true;
         }
@@ -77,7 +76,7 @@ pub fn blocked(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> bool {
         }
         false
     } else {
-        if present & PRESENT_BLOCK_V6 != 0 && active(BLOCK_V6.get_ptr(pkt.src), clock) {
+        if present & PRESENT_BLOCK_V6 != 0 && active(BLOCK_V6.get_ptr(&pkt.src.0), clock) {
             return true;
         }
         if present & PRESENT_BLOCK_CIDR_V6 == 0 {
@@ -87,14 +86,12 @@ pub fn blocked(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> bool {
         if lens.count == 0 {
             return active(
                 BLOCK_CIDR_V6
-                    .get(Key::new(128, pkt.src))
+                    .get(Key::new(128, pkt.src.0))
                     .map(|e| e as *const _),
                 clock,
             );
         }
-        let s = &pkt.src;
-        let hi = u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
-        let lo = u64::from_be_bytes([s[8], s[9], s[10], s[11], s[12], s[13], s[14], s[15]]);
+        let (hi, lo) = pkt.src.halves();
         for i in 0..HASHED_PREFIX_LENS_MAX {
             if i >= usize::from(lens.count) {
                 break;

@@ -22,15 +22,18 @@ use gateway_common::stats::Reason;
 
 #[xdp]
 pub fn gateway_xdp(ctx: XdpContext) -> u32 {
+    let Some(pkt) = parse::parse(&ctx) else {
+        stats::count(&ctx, Reason::ParsePass);
+        return xdp_action::XDP_PASS;
+    };
     let mut clock = clock::Clock::new();
-    let (action, reason, source) = decide(&ctx, &mut clock);
+    let reason = decide(&pkt, &mut clock);
     stats::count(&ctx, reason);
-    if reason.is_drop()
-        && let Some(source) = source
-    {
-        stats::count_source_drop(&source, reason, &mut clock);
+    if reason.is_drop() {
+        stats::count_source_drop(&pkt.src, reason, &mut clock);
+        return xdp_action::XDP_DROP;
     }
-    action
+    xdp_action::XDP_PASS
 }
 
 /// An empty program (never attached): BPF_PROG_TEST_RUN measures it beside
@@ -40,34 +43,28 @@ pub fn gateway_xdp_baseline(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The decision order: parse, allowlist, blocklist, evasive fragments,
-/// rate limits.
+/// The decision order: allowlist, blocklist, evasive fragments, rate
+/// limits. The verdict follows from the reason (`Reason::is_drop`); the
+/// packet's address is passed by reference all the way to the map lookups.
 #[inline(always)]
-fn decide(ctx: &XdpContext, clock: &mut clock::Clock) -> (u32, Reason, Option<[u8; 16]>) {
-    let Some(pkt) = parse::parse(ctx) else {
-        return (xdp_action::XDP_PASS, Reason::ParsePass, None);
-    };
+fn decide(pkt: &parse::Packet, clock: &mut clock::Clock) -> Reason {
     // Userspace writes the config before attaching; without it, do nothing.
     let Some(cfg) = maps::CONFIG.get(0) else {
-        return (xdp_action::XDP_PASS, Reason::Passed, None);
+        return Reason::Passed;
     };
-    if acl::allowlisted(&pkt, cfg.present) {
-        return (xdp_action::XDP_PASS, Reason::Allowlisted, None);
+    if acl::allowlisted(pkt, cfg.present) {
+        return Reason::Allowlisted;
     }
-    if acl::blocked(&pkt, cfg, clock) {
-        return (
-            xdp_action::XDP_DROP,
-            Reason::DroppedBlocklist,
-            Some(pkt.src),
-        );
+    if acl::blocked(pkt, cfg, clock) {
+        return Reason::DroppedBlocklist;
     }
     if pkt.frag == parse::Frag::Evasive {
-        return (xdp_action::XDP_DROP, Reason::DroppedFragment, Some(pkt.src));
+        return Reason::DroppedFragment;
     }
-    if let Some(reason) = ratelimit::over_limit(&pkt, cfg, clock) {
-        return (xdp_action::XDP_DROP, reason, Some(pkt.src));
+    if let Some(reason) = ratelimit::over_limit(pkt, cfg, clock) {
+        return reason;
     }
-    (xdp_action::XDP_PASS, Reason::Passed, None)
+    Reason::Passed
 }
 
 #[cfg(not(test))]

@@ -45,9 +45,7 @@ pub fn over_limit(pkt: &Packet, cfg: &XdpConfig, clock: &mut Clock) -> Option<Re
     if limits.pps.rate == 0 && (limits.syn.rate == 0 || !syn) {
         return None;
     }
-    let key = SourceKey {
-        addr: group(pkt, cfg.v6_prefix_len),
-    };
+    let key = group(pkt, cfg.v6_prefix_len);
     let bucket = match BUCKETS.get_ptr_mut(key) {
         Some(b) => b,
         None => {
@@ -91,42 +89,25 @@ fn overrides(pkt: &Packet, present: u32) -> Option<LimitOverride> {
         return None;
     }
     if pkt.is_v4 {
-        let a = [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]];
-        LIMIT_V4.get(Key::new(32, a)).copied()
+        LIMIT_V4.get(Key::new(32, pkt.src.v4())).copied()
     } else {
-        LIMIT_V6.get(Key::new(128, pkt.src)).copied()
+        LIMIT_V6.get(Key::new(128, pkt.src.0)).copied()
     }
 }
 
 /// The bucket key: the address itself for IPv4, the configured prefix of it
 /// for IPv6.
 #[inline(always)]
-fn group(pkt: &Packet, v6_prefix_len: u32) -> [u8; 16] {
+fn group(pkt: &Packet, v6_prefix_len: u32) -> SourceKey {
     if pkt.is_v4 {
-        return pkt.src;
+        return SourceKey { addr: pkt.src.0 };
     }
-    let mut hi = u64::from_be_bytes([
-        pkt.src[0], pkt.src[1], pkt.src[2], pkt.src[3], pkt.src[4], pkt.src[5], pkt.src[6],
-        pkt.src[7],
-    ]);
-    let mut lo = u64::from_be_bytes([
-        pkt.src[8],
-        pkt.src[9],
-        pkt.src[10],
-        pkt.src[11],
-        pkt.src[12],
-        pkt.src[13],
-        pkt.src[14],
-        pkt.src[15],
-    ]);
-    hi &= mask64(v6_prefix_len);
-    lo &= mask64(v6_prefix_len.saturating_sub(64));
-    let h = hi.to_be_bytes();
-    let l = lo.to_be_bytes();
-    [
-        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
-        l[7],
-    ]
+    let (hi, lo) = pkt.src.halves();
+    let hi = hi & mask64(v6_prefix_len);
+    let lo = lo & mask64(v6_prefix_len.saturating_sub(64));
+    // SAFETY: two u64 are 16 bytes; any bit pattern is a valid byte array.
+    let addr = unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi.to_be(), lo.to_be()]) };
+    SourceKey { addr }
 }
 
 /// A mask of the top `bits` bits of a u64 (`bits` >= 64 gives all ones).

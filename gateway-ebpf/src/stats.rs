@@ -10,6 +10,7 @@ use gateway_common::{
 use crate::{
     clock::Clock,
     maps::{COUNTERS, DROP_BATCH, DROP_SRC},
+    parse::Addr,
 };
 
 const BPF_NOEXIST: u64 = 1;
@@ -22,7 +23,7 @@ pub const DROP_BATCH_MAX: u32 = 32;
 /// written (the first drop of a source is written at once).
 #[repr(C)]
 pub struct DropBatch {
-    pub src: [u8; 16],
+    pub src: Addr,
     pub pending: u32,
     pub reason: u32,
 }
@@ -47,7 +48,7 @@ pub fn count(ctx: &XdpContext, reason: Reason) {
 /// CPU until the batch fills or the CPU drops another source. The per-reason
 /// totals in `GW_COUNTERS` stay exact.
 #[inline(always)]
-pub fn count_source_drop(src: &[u8; 16], reason: Reason, clock: &mut Clock) {
+pub fn count_source_drop(src: &Addr, reason: Reason, clock: &mut Clock) {
     let Some(batch) = DROP_BATCH.get_ptr_mut(0) else {
         write_source_drop(src, 1, reason as u32, clock);
         return;
@@ -73,9 +74,9 @@ pub fn count_source_drop(src: &[u8; 16], reason: Reason, clock: &mut Clock) {
 }
 
 #[inline(always)]
-fn write_source_drop(src: &[u8; 16], packets: u64, reason: u32, clock: &mut Clock) {
+fn write_source_drop(src: &Addr, packets: u64, reason: u32, clock: &mut Clock) {
     let now = clock.now();
-    let key = SourceKey { addr: *src };
+    let key = SourceKey { addr: src.0 };
     match DROP_SRC.get_ptr_mut(key) {
         // SAFETY: per-CPU LRU slot; this CPU is the only writer while we run.
         Some(d) => unsafe {
