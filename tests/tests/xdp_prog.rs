@@ -1236,3 +1236,54 @@ fn the_readers_handle_sees_the_writers_changes() {
     assert!(readers.block_list().unwrap().is_empty());
     assert!(!readers.counters().unwrap().is_empty());
 }
+
+/// A reload rewrites the config's static blocklist without walking the
+/// maps' blocklist (it holds the maps' lock, which escalation needs): config
+/// blocks that left the config are found through the handle's index. Config
+/// blocks pinned by an earlier process are indexed when the maps are opened;
+/// an operator's block of the same address is not the config's to remove.
+#[test]
+fn a_reload_removes_config_blocks_without_walking_the_blocklist() {
+    if !require_root("a_reload_removes_config_blocks_without_walking_the_blocklist") {
+        return;
+    }
+    let pin = PinDir::new();
+    let net = |s: &str| -> Net { s.parse().unwrap() };
+    let section = |blocks: &[&str]| XdpSection {
+        block: blocks.iter().map(|b| net(b)).collect(),
+        ..XdpSection::default()
+    };
+    {
+        let (_prog, mut maps) = Loader::new(&pin.path).load().expect("first load");
+        apply(&mut maps, &section(&["192.0.2.1", "198.51.100.0/24"])).unwrap();
+    }
+    // A restart: the pinned config blocks are indexed by the opening walk.
+    let (prog, mut maps) = Loader::new(&pin.path).load().expect("second load");
+    apply(
+        &mut maps,
+        &section(&["192.0.2.1", "198.51.100.0/24", "192.0.2.2", "192.0.2.3"]),
+    )
+    .unwrap();
+    for i in 0..1000u32 {
+        let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 9, 0, 0)) + i);
+        maps.block_add(&Net::host(a.into()), operator_block(0))
+            .unwrap();
+    }
+    // The operator takes 192.0.2.3 over: no longer the config's.
+    maps.block_add(&net("192.0.2.3"), operator_block(0))
+        .unwrap();
+    let walks = maps.block_walks();
+    apply(&mut maps, &section(&["192.0.2.2"])).unwrap();
+    assert_eq!(maps.block_walks(), walks, "the reload walked the blocklist");
+    let run = |src: &str| prog.test_run(&tcp(src), 1).unwrap().0;
+    assert_eq!(run("192.0.2.1"), XDP_PASS, "left the config: removed");
+    assert_eq!(
+        run("198.51.100.9"),
+        XDP_PASS,
+        "a pinned range left the config"
+    );
+    assert_eq!(run("192.0.2.2"), XDP_DROP, "still in the config");
+    assert_eq!(run("192.0.2.3"), XDP_DROP, "the operator's block stays");
+    assert_eq!(run("10.9.3.231"), XDP_DROP, "operator blocks stay");
+    assert_eq!(maps.config_blocks(), vec![net("192.0.2.2")]);
+}

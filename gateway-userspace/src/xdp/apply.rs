@@ -1,7 +1,9 @@
 //! Writes the `[xdp]` section of a config into the maps: settings, protected
 //! ports, and the static allow and block lists. Entries that operators or
 //! escalation added at runtime are left alone; static entries that left the
-//! config are removed. Used at start and on reload.
+//! config are removed (found through the maps handle's index of config
+//! blocks, so a reload never walks a large blocklist under the maps' lock).
+//! Used at start and on reload.
 
 use gateway_common::{
     acl::{BlockEntry, BlockSource},
@@ -47,8 +49,11 @@ pub fn apply(maps: &mut XdpMaps, section: &XdpSection) -> Result<(), MapsError> 
         maps.allow_add(net, ALLOW_FROM_CONFIG)?;
     }
 
-    for (net, entry) in maps.block_list()? {
-        if entry.source == BlockSource::Config as u32 && !section.block.contains(&net) {
+    // From the handle's index of config blocks, never a walk of the
+    // blocklist: a reload holds the maps' lock here, and escalation on the
+    // request path waits for it.
+    for net in maps.config_blocks() {
+        if !section.block.contains(&net) {
             maps.block_del(&net)?;
         }
     }

@@ -3,14 +3,18 @@
 //! own counters and buckets). Addresses go in as [`Net`]s and come out as
 //! [`Net`]s; the map-level byte layout stays in this file.
 
-use std::net::IpAddr;
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aya::{
     Pod,
     maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
 };
 use gateway_common::{
-    acl::{BlockEntry, HASHED_PREFIX_LENS_MAX, NetKeyV4, NetKeyV6, PrefixLens},
+    acl::{BlockEntry, BlockSource, HASHED_PREFIX_LENS_MAX, NetKeyV4, NetKeyV6, PrefixLens},
     config::*,
     maps as names,
     ratelimit::{Buckets, LimitOverride, SourceKey},
@@ -48,6 +52,14 @@ pub struct XdpMaps {
     prefix_lens: [PrefixLens; 2],
     /// When each block with a TTL expires, for the sweeper.
     expiry: ExpiryIndex,
+    /// The blocks whose source is the config's static list, indexed when
+    /// the maps are opened and on every write, so a reload finds the ones
+    /// to remove without walking a blocklist of a million entries while
+    /// it holds the maps' lock (which escalation needs).
+    config_blocks: BTreeSet<Net>,
+    /// Full walks of the blocklist by this handle (one system call per
+    /// entry each), for tests that check a reload does none.
+    block_walks: AtomicU64,
     /// Set after `gateway upgrade` handed the maps to a successor: every
     /// write is refused from then on ([`MapsError::HandedOver`]), so the
     /// successor is the maps' only writer (its counts of CIDR prefix
@@ -504,6 +516,8 @@ impl XdpMaps {
             present: 0,
             prefix_lens: [PrefixLens::default(); 2],
             expiry: ExpiryIndex::default(),
+            config_blocks: BTreeSet::new(),
+            block_walks: AtomicU64::new(0),
             retired: false,
         }
         .with_presence()
@@ -514,6 +528,9 @@ impl XdpMaps {
     fn with_expiry_index(mut self) -> Result<Self> {
         for (net, e) in self.block_list()? {
             self.expiry.set(net, e.expires_ns);
+            if e.source == BlockSource::Config as u32 {
+                self.config_blocks.insert(net);
+            }
         }
         Ok(self)
     }
@@ -686,6 +703,11 @@ impl XdpMaps {
             self.block_cidr.insert(net, entry)?
         };
         self.expiry.set(*net, entry.expires_ns);
+        if entry.source == BlockSource::Config as u32 {
+            self.config_blocks.insert(*net);
+        } else {
+            self.config_blocks.remove(net);
+        }
         self.mark_present(bit)
     }
 
@@ -715,7 +737,21 @@ impl XdpMaps {
             self.block_cidr.remove(net)?
         };
         self.expiry.remove(net);
+        self.config_blocks.remove(net);
         Ok(removed)
+    }
+
+    /// The blocks the config's static list wrote (source `config`), as this
+    /// handle knows them: indexed when the maps were opened and on every
+    /// write through this handle. No system call.
+    pub fn config_blocks(&self) -> Vec<Net> {
+        self.config_blocks.iter().copied().collect()
+    }
+
+    /// How many times this handle walked the blocklist ([`XdpMaps::block_list`],
+    /// [`XdpMaps::block_list_first`]), the opening walk included.
+    pub fn block_walks(&self) -> u64 {
+        self.block_walks.load(Ordering::Relaxed)
     }
 
     /// Every block entry, expired ones included (the sweeper removes those).
@@ -728,6 +764,7 @@ impl XdpMaps {
     /// for views that poll, such as the dashboard, so that a blocklist of a
     /// million entries never holds the maps' lock for long.
     pub fn block_list_first(&self, max: usize) -> Result<(Vec<(Net, BlockEntry)>, bool)> {
+        self.block_walks.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         let probe = max.saturating_add(1);
         self.block_cidr.list(&mut out, probe)?;
