@@ -200,3 +200,61 @@ mod tests {
         assert!("::/129".parse::<Net>().is_err());
     }
 }
+
+/// Appends an address's text as `Display` writes it (`192.0.2.1`,
+/// `2001:db8::1`). IPv4 is written digit by digit: on the request path
+/// (rate-limit keys, the access log) `Display` costs several times as much.
+/// IPv6 goes through `Display` (RFC 5952 form).
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// An address's text as `Display` writes it, through [`write_ip`].
+pub fn ip_string(ip: IpAddr) -> String {
+    let mut out = Vec::with_capacity(15);
+    write_ip(&mut out, ip);
+    // Digits, dots, hex and colons only.
+    String::from_utf8(out).unwrap_or_else(|_| ip.to_string())
+}
+
+#[cfg(test)]
+mod ip_text_tests {
+    use super::*;
+
+    #[test]
+    fn ip_text_is_display() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "192.0.2.1",
+            "255.255.255.255",
+            "::",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_string(ip), ip.to_string());
+        }
+    }
+}

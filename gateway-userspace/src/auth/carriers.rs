@@ -19,6 +19,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
+
 use http::{HeaderMap, HeaderName, header::AUTHORIZATION};
 use subtle::ConstantTimeEq as _;
 
@@ -26,6 +28,7 @@ use super::{
     AuthMethodKind, Credential, api_key,
     failure::{AuthFailure, Scheme},
 };
+use crate::proxy::header_name::same_name;
 
 /// One place a policy reads a credential from, and the scheme its
 /// challenge names.
@@ -99,10 +102,9 @@ pub(super) fn of_kind(
 /// Every header name in `headers` that is `name` with any `-` written as
 /// `_` (and `name` itself if present).
 pub(super) fn header_spellings(headers: &HeaderMap, name: &HeaderName) -> Vec<HeaderName> {
-    let want = name.as_str().replace('_', "-");
     headers
         .keys()
-        .filter(|k| *k == name || k.as_str().replace('_', "-") == want)
+        .filter(|k| same_name(k.as_str(), name.as_str()))
         .cloned()
         .collect()
 }
@@ -118,25 +120,30 @@ pub(super) fn single_credential(
         realm: realm.to_owned(),
         scheme,
     };
-    let mut presented: Vec<(&Carrier, Vec<u8>)> = Vec::new();
+    // Header values are borrowed; only decoded query values are owned.
+    let mut presented: Vec<(&Carrier, Cow<'_, [u8]>)> = Vec::new();
     for c in carriers {
-        let mut values: Vec<Vec<u8>> = match &c.credential {
+        let mut values: Vec<Cow<'_, [u8]>> = match &c.credential {
             Credential::Authorization => req
                 .headers
                 .get_all(AUTHORIZATION)
                 .iter()
-                .map(|v| v.as_bytes().to_vec())
+                .map(|v| Cow::Borrowed(v.as_bytes()))
                 .collect(),
-            Credential::Header(name) => header_spellings(&req.headers, name)
+            Credential::Header(name) => req
+                .headers
                 .iter()
-                .flat_map(|n| req.headers.get_all(n))
-                .map(|v| v.as_bytes().to_vec())
+                .filter(|(k, _)| same_name(k.as_str(), name.as_str()))
+                .map(|(_, v)| Cow::Borrowed(v.as_bytes()))
                 .collect(),
             Credential::Query(name) => req
                 .uri
                 .query()
                 .map(|q| api_key::query_params(q, name))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
         };
         if values.len() > 1 {
             return Err(bad(c.scheme));
@@ -149,7 +156,7 @@ pub(super) fn single_credential(
         let agree = rest.iter().all(|(c, v)| {
             first.scheme == Scheme::ApiKey
                 && c.scheme == Scheme::ApiKey
-                && bool::from(v.as_slice().ct_eq(value.as_slice()))
+                && bool::from(v.as_ref().ct_eq(value.as_ref()))
         });
         if !agree {
             return Err(bad(first.scheme));

@@ -73,21 +73,10 @@ fn push_display(out: &mut Vec<u8>, value: impl std::fmt::Display) {
     let _ = write!(out, "{value}");
 }
 
-/// Appends an address's text (`192.0.2.1`, `2001:db8::1`), unquoted.
-/// IPv4 is written digit by digit (the common case, and `Display` costs
-/// several times as much); IPv6 through its `Display` (RFC 5952 form).
+/// Appends an address's text (`192.0.2.1`, `2001:db8::1`), unquoted
+/// ([`crate::net::write_ip`]).
 pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            push_u64(out, a.into());
-            for octet in [b, c, d] {
-                out.push(b'.');
-                push_u64(out, octet.into());
-            }
-        }
-        IpAddr::V6(_) => push_display(out, ip),
-    }
+    crate::net::write_ip(out, ip);
 }
 
 /// Appends a socket address's text (`192.0.2.1:80`, `[2001:db8::1]:80`),

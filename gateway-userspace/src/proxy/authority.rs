@@ -192,8 +192,10 @@ fn reg_name_or_ipv4(name: &str) -> Result<String, AuthorityError> {
     if numeric {
         // Ipv4Addr's parser takes exactly four decimal octets without
         // leading zeros: the only form every resolver agrees on.
-        let addr: Ipv4Addr = name.parse().map_err(|_| AuthorityError::BadIpv4)?;
-        return Ok(addr.to_string());
+        let _: Ipv4Addr = name.parse().map_err(|_| AuthorityError::BadIpv4)?;
+        // Four decimal octets without leading zeros are already the
+        // address's canonical text: no need to format it again.
+        return Ok(name.to_owned());
     }
     Ok(name.to_ascii_lowercase())
 }

@@ -93,7 +93,7 @@ pub fn key_of(config: &LimitConfig, ctx: &KeyContext<'_>) -> Option<String> {
     match &config.key {
         KeySpec::ClientIp => ctx
             .client_ip
-            .map(|ip| crate::net::group_ip(ip, config.ipv6_prefix_len).to_string()),
+            .map(|ip| crate::net::ip_string(crate::net::group_ip(ip, config.ipv6_prefix_len))),
         KeySpec::Identity => ctx.identity.map(str::to_owned),
         KeySpec::Claim(name) => ctx.claim.and_then(|f| f(name)),
         KeySpec::Header(name) => ctx.header.and_then(|f| f(name)),
