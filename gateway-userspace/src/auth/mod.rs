@@ -412,9 +412,8 @@ impl Authenticator {
     /// Removes client-sent copies of every identity header, for requests
     /// on routes without an auth policy. Every spelling with `_` for `-`
     /// goes too (`X_User_Id` is `X-User-Id` to CGI, WSGI and PHP backends).
-    pub fn strip_identity_headers(&self, req: &mut http::request::Parts) {
-        let forged: Vec<HeaderName> = req
-            .headers
+    pub fn strip_identity_headers(&self, headers: &mut http::HeaderMap) {
+        let forged: Vec<HeaderName> = headers
             .keys()
             .filter(|k| {
                 self.identity_headers
@@ -424,7 +423,7 @@ impl Authenticator {
             .cloned()
             .collect();
         for name in forged {
-            req.headers.remove(name);
+            headers.remove(name);
         }
     }
 
@@ -436,7 +435,7 @@ impl Authenticator {
     /// that authenticated, `none` policies included, so a client can never
     /// forge an identity header.
     pub fn apply_identity(&self, identity: &Identity, req: &mut http::request::Parts) {
-        self.strip_identity_headers(req);
+        self.strip_identity_headers(&mut req.headers);
         for (name, value) in &identity.claims_headers {
             req.headers.append(name.clone(), value.clone());
         }

@@ -78,24 +78,24 @@ impl Phase for AuthPhase {
         req: &'a mut Request<ProxyBody>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
+            let Some(policy) = self.policies.get(ctx.route_id) else {
+                // No policy: only forged identity headers go, in place
+                // (no request taken apart, no placeholder body boxed).
+                self.auth.strip_identity_headers(req.headers_mut());
+                return Ok(());
+            };
             let (mut parts, b) = std::mem::replace(req, Request::new(body::empty())).into_parts();
-            let result = match self.policies.get(ctx.route_id) {
-                None => {
-                    self.auth.strip_identity_headers(&mut parts);
+            let result = match self.auth.authenticate(policy, &parts, ctx.client_ip).await {
+                Ok(identity) => {
+                    self.auth.apply_identity(&identity, &mut parts);
+                    ctx.extras.identity = Some(identity);
                     Ok(())
                 }
-                Some(policy) => match self.auth.authenticate(policy, &parts, ctx.client_ip).await {
-                    Ok(identity) => {
-                        self.auth.apply_identity(&identity, &mut parts);
-                        ctx.extras.identity = Some(identity);
-                        Ok(())
-                    }
-                    Err(f) => {
-                        ctx.extras.auth_failure = Some(f.reason());
-                        ctx.extras.auth_policy = Some(Arc::clone(policy));
-                        Err(rejection(&f))
-                    }
-                },
+                Err(f) => {
+                    ctx.extras.auth_failure = Some(f.reason());
+                    ctx.extras.auth_policy = Some(Arc::clone(policy));
+                    Err(rejection(&f))
+                }
             };
             *req = Request::from_parts(parts, b);
             result

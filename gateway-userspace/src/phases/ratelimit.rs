@@ -405,8 +405,10 @@ fn respond(
             rejected_by = Some(name);
         }
     }
-    let policy_h = HeaderName::from_static("ratelimit-policy");
-    let state_h = HeaderName::from_static("ratelimit");
+    // Validated at compile time, not on every request.
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const STATE: HeaderName = HeaderName::from_static("ratelimit");
+    let (policy_h, state_h) = (POLICY, STATE);
     {
         *out.decision = Some(if over_quota.is_some() {
             "over_quota"

@@ -12,18 +12,28 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
+use crate::net::IpText;
+
 pub use super::header_name::same_name;
 use super::{
     config::{SecurityHeaders, UnderscoreHeaders},
     header_name::starts_with_name,
 };
 
+// Names the request path sets, validated once at compile time (a
+// `from_static` call at run time checks the name on every request).
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1,
 /// plus the non-standard ones proxies traditionally strip).
 ///
 /// As `HeaderName`s (not `&str`): removing by `&str` parses and
-/// case-folds the name on every call.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// case-folds the name on every call. A `static`, not a `const`: a const
+/// array is built and dropped again at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -184,7 +194,7 @@ pub fn strip_client_claims(
     for name in remove {
         headers.remove(name);
     }
-    set(headers, HeaderName::from_static("x-real-ip"), client_ip);
+    set(headers, X_REAL_IP, client_ip);
 }
 
 /// An address as a field value (`X-Real-IP`, `X-Forwarded-For`): IPv4
@@ -342,9 +352,7 @@ pub struct Forwarding<'a> {
 /// proxy the chain the gateway read (`Forwarding::chain`) is extended; the
 /// other chain, and both from anyone else, are replaced.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let xfp = HeaderName::from_static("x-forwarded-proto");
-    let xfh = HeaderName::from_static("x-forwarded-host");
+    let (xff, xfp, xfh) = (X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST);
     let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
         let vals: Vec<&str> = headers
             .get_all(name)
@@ -409,39 +417,6 @@ impl std::fmt::Display for ForwardedNode {
             IpAddr::V4(_) => IpText(self.0).fmt(f),
             IpAddr::V6(a) => write!(f, "\"[{a}]\""),
         }
-    }
-}
-
-/// An address as text; IPv4 written digit by digit (std's `Display` goes
-/// through the padding-aware formatter, which showed in profiles of the
-/// request path), IPv6 by std.
-struct IpText(IpAddr);
-
-impl std::fmt::Display for IpText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let IpAddr::V4(a) = self.0 else {
-            return write!(f, "{}", self.0);
-        };
-        let mut buf = [0u8; 15];
-        let mut n = 0;
-        for (i, octet) in a.octets().into_iter().enumerate() {
-            if i > 0 {
-                buf[n] = b'.';
-                n += 1;
-            }
-            if octet >= 100 {
-                buf[n] = b'0' + octet / 100;
-                n += 1;
-            }
-            if octet >= 10 {
-                buf[n] = b'0' + octet / 10 % 10;
-                n += 1;
-            }
-            buf[n] = b'0' + octet % 10;
-            n += 1;
-        }
-        // Only ASCII digits and dots were written.
-        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)
     }
 }
 
