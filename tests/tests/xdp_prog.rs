@@ -1287,3 +1287,40 @@ fn a_reload_removes_config_blocks_without_walking_the_blocklist() {
     assert_eq!(run("10.9.3.231"), XDP_DROP, "operator blocks stay");
     assert_eq!(maps.config_blocks(), vec![net("192.0.2.2")]);
 }
+
+/// After a handover the successor's index of config blocks is rebuilt:
+/// the previous process may have reloaded (adding a config block) or an
+/// operator may have taken a config block over between the successor's
+/// start and the handover. A later reload of the successor then removes the
+/// config block that left the config and keeps the operator's.
+#[test]
+fn a_successor_reindexes_config_blocks_the_previous_process_changed() {
+    if !require_root("a_successor_reindexes_config_blocks_the_previous_process_changed") {
+        return;
+    }
+    let pin = PinDir::new();
+    let net = |s: &str| -> Net { s.parse().unwrap() };
+    let section = |blocks: &[&str]| XdpSection {
+        block: blocks.iter().map(|b| net(b)).collect(),
+        ..XdpSection::default()
+    };
+    let (_old_prog, mut old) = Loader::new(&pin.path).load().expect("old process");
+    apply(&mut old, &section(&["198.51.100.0/24"])).unwrap();
+    let (prog, mut new) = Loader::new(&pin.path).load().expect("successor");
+    // While the successor starts: the old process reloads with one more
+    // config block, and an operator takes the config range over.
+    apply(&mut old, &section(&["198.51.100.0/24", "192.0.2.7"])).unwrap();
+    old.block_add(&net("198.51.100.0/24"), operator_block(0))
+        .unwrap();
+    old.retire();
+    new.recount().unwrap();
+    apply(&mut new, &XdpSection::default()).unwrap();
+    let run = |src: &str| prog.test_run(&tcp(src), 1).unwrap().0;
+    assert_eq!(
+        run("192.0.2.7"),
+        XDP_PASS,
+        "the old process's config block left the config"
+    );
+    assert_eq!(run("198.51.100.9"), XDP_DROP, "the operator's block stays");
+    assert!(new.config_blocks().is_empty());
+}

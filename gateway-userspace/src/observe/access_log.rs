@@ -293,9 +293,10 @@ impl AccessLog {
         if !r.calls.is_empty() {
             out.extend_from_slice(b",\"gateway.aggregate.calls\":");
             // Aggregate routes only; serde_json is fine off the common path.
-            if serde_json::to_writer(&mut *out, r.calls).is_err() {
-                out.extend_from_slice(b"[]");
-            }
+            // Serialized apart so that a failure (none is possible for these
+            // types) cannot leave half an array in the line.
+            let calls = serde_json::to_vec(r.calls).unwrap_or_else(|_| b"[]".to_vec());
+            out.extend_from_slice(&calls);
         }
         out.push(b'}');
     }

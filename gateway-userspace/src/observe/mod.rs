@@ -1,6 +1,7 @@
 //! Logging and monitoring, as the request path writes them: the ECS JSON
-//! access log (`access_log`, written by hand through `json_out`), Prometheus metrics (`metrics`), W3C trace
-//! context (`trace`), and the application log format (`app_log`). The admin
+//! access log (`access_log`, written by hand through `json_out`),
+//! Prometheus metrics (`metrics`), W3C trace context (`trace`), and the
+//! application log format (`app_log`). The admin
 //! HTTP listener that serves them, with the collectors read at scrape time
 //! and the dashboard, is `admin_http`.
 

@@ -405,9 +405,13 @@ impl Ranges {
 
     /// Adds or replaces `net`: the trie first, then the hash map (so the
     /// hash map never holds what the trie lacks); returns the presence bit.
-    fn insert(&mut self, net: &Net, entry: BlockEntry) -> Result<u32> {
+    /// `in_trie` runs once the trie holds the entry (before the hash
+    /// write, which may fail): the handle's indexes follow the trie, which
+    /// is what lists and restarts read.
+    fn insert(&mut self, net: &Net, entry: BlockEntry, in_trie: impl FnOnce()) -> Result<u32> {
         let new = self.get(net)?.is_none();
         let bit = self.trie.insert(net, entry)?;
+        in_trie();
         // A refused hash write leaves the range in the trie only (listed,
         // and enforced while the family uses the trie); the next start of
         // the writing handle copies it into the hash map. Taking it back out
@@ -526,13 +530,24 @@ impl XdpMaps {
 
     /// Indexes the blocks already in the (pinned) maps, once.
     fn with_expiry_index(mut self) -> Result<Self> {
-        for (net, e) in self.block_list()? {
+        self.reindex()?;
+        Ok(self)
+    }
+
+    /// Rebuilds the expiry and config-block indexes from one walk of the
+    /// blocklist (at open, and after a handover, when the previous process
+    /// may have written since this handle was opened).
+    fn reindex(&mut self) -> Result<()> {
+        let blocks = self.block_list()?;
+        self.expiry = ExpiryIndex::default();
+        self.config_blocks.clear();
+        for (net, e) in blocks {
             self.expiry.set(net, e.expires_ns);
             if e.source == BlockSource::Config as u32 {
                 self.config_blocks.insert(net);
             }
         }
-        Ok(self)
+        Ok(())
     }
 
     fn with_presence(mut self) -> Self {
@@ -559,13 +574,16 @@ impl XdpMaps {
     }
 
     /// Counts again what the maps hold (CIDR entries per prefix length,
-    /// presence) and writes the config's lookup settings from that, even if
+    /// presence, the expiry and config-block indexes) and writes the config's lookup settings from that, even if
     /// this handle believes them unchanged: after a handover, the previous
     /// process may have added or swept entries since this handle was
     /// opened.
     pub fn recount(&mut self) -> Result<()> {
         self.writable()?;
         self.block_cidr.recount()?;
+        // One walk per handover (not per reload): config blocks and expiries
+        // the previous process wrote after this handle was opened.
+        self.reindex()?;
         self.count_lookups();
         let cfg = self.config()?;
         self.set_config(cfg)
@@ -697,17 +715,26 @@ impl XdpMaps {
     /// to the LPM trie and the per-prefix-length hash map.
     pub fn block_add(&mut self, net: &Net, entry: BlockEntry) -> Result<()> {
         self.writable()?;
-        let bit = if net.is_host() {
-            self.block_host.insert(net.addr(), entry)?
-        } else {
-            self.block_cidr.insert(net, entry)?
+        // The expiry and config-block indexes follow what the maps hold,
+        // including a range whose trie write succeeded and hash write did
+        // not (it is listed, and restored into the hash map at the next
+        // start).
+        let (expiry, config_blocks) = (&mut self.expiry, &mut self.config_blocks);
+        let mut index = move || {
+            expiry.set(*net, entry.expires_ns);
+            if entry.source == BlockSource::Config as u32 {
+                config_blocks.insert(*net);
+            } else {
+                config_blocks.remove(net);
+            }
         };
-        self.expiry.set(*net, entry.expires_ns);
-        if entry.source == BlockSource::Config as u32 {
-            self.config_blocks.insert(*net);
+        let bit = if net.is_host() {
+            let bit = self.block_host.insert(net.addr(), entry)?;
+            index();
+            bit
         } else {
-            self.config_blocks.remove(net);
-        }
+            self.block_cidr.insert(net, entry, index)?
+        };
         self.mark_present(bit)
     }
 
