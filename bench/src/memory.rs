@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{
     Opts, Progress, gwconf,
-    servers::{Ports, Proxy, SUT_CPU, Stack, spawn_pinned_env, wait_port},
+    servers::{Ports, Proxy, SUT_CPU, SpareGateway, Stack, spawn_pinned_env, wait_port},
 };
 use test_support::guard::{Netns, PinDir, Veth};
 
@@ -274,8 +274,8 @@ fn conn_rows_markdown(rows: &[Value]) -> String {
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     // The client sockets live in this process: stay under its fd limit.
     let want: u64 = if opts.quick { 1000 } else { 10_000 };
-    // TLS connections are opened while the plain ones stay open (so the
-    // allocator cannot hand the TLS ones memory the plain ones freed); the
+    // The peers' TLS connections are opened while their plain ones stay
+    // open (the gateway's in a process of its own, see below); the
     // peers' limits (HAProxy maxconn 10,500, under the container's file
     // limit) leave room for a few hundred more.
     let tls_conns = TLS_CONNECTIONS;
@@ -294,24 +294,33 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     let mut tls_rows = Vec::new();
     for p in [Proxy::Gateway, Proxy::Nginx, Proxy::Haproxy] {
         let pid = stack.pid(p);
-        // Plain connections first; then, with those still open (so freed
-        // memory the allocator kept cannot hide the cost), as many over TLS.
         let idle = tree_rss_kb(pid);
         let (open, failed) = open_conns(stack.port(p, false), conns, None);
         std::thread::sleep(Duration::from_millis(300));
         let loaded = tree_rss_kb(pid);
-        let (tls_open, tls_failed) = open_conns(stack.port(p, true), tls_conns, Some(&tls_cfg));
-        std::thread::sleep(Duration::from_millis(300));
-        let tls_loaded = tree_rss_kb(pid);
         rows.push(conn_row(p.name(), idle, loaded, open.len(), failed));
-        tls_rows.push(conn_row(
-            p.name(),
-            loaded,
-            tls_loaded,
-            tls_open.len(),
-            tls_failed,
-        ));
-        drop((open, tls_open));
+        // TLS: NGINX and HAProxy keep a connection's buffers while it is
+        // idle, so their TLS connections are measured here, opened while
+        // the plain ones stay open. The gateway parks an idle connection
+        // (frees its buffers, which the allocator keeps), so TLS
+        // connections opened in the same process would reuse the plain
+        // ones' freed memory and read as almost free: its TLS row is a
+        // gateway process of its own that nothing ran in before.
+        let tls_row = if matches!(p, Proxy::Gateway) {
+            let fresh = SpareGateway::start(stack, "memory-tls", |text, _| text);
+            let before = tree_rss_kb(fresh.pid);
+            let (tls_open, tls_failed) = open_conns(fresh.https, tls_conns, Some(&tls_cfg));
+            std::thread::sleep(Duration::from_millis(300));
+            let after = tree_rss_kb(fresh.pid);
+            conn_row(p.name(), before, after, tls_open.len(), tls_failed)
+        } else {
+            let (tls_open, tls_failed) = open_conns(stack.port(p, true), tls_conns, Some(&tls_cfg));
+            std::thread::sleep(Duration::from_millis(300));
+            let tls_loaded = tree_rss_kb(pid);
+            conn_row(p.name(), loaded, tls_loaded, tls_open.len(), tls_failed)
+        };
+        tls_rows.push(tls_row);
+        drop(open);
         // Let the closes settle before the next proxy.
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -343,7 +352,7 @@ pub fn markdown(v: &Value) -> String {
     out.push_str(&conn_rows_markdown(v["rows"].as_array().map_or(&[], |v| v)));
     if let Some(tls) = v["tls_rows"].as_array() {
         out.push_str(&format!(
-            "\nOver TLS ({} more connections, each after one request over TLS 1.3, opened while the plain ones above stay open, so RSS before is the plain row's RSS with connections; as many as HAProxy's maxconn leaves):\n\n\
+            "\nOver TLS ({} connections, each after one request over TLS 1.3; as many as HAProxy's maxconn leaves). NGINX and HAProxy: opened while the plain ones above stay open, so RSS before is the plain row's RSS with connections. The gateway: in a gateway process of its own that served nothing before, because it frees an idle connection's buffers and TLS connections opened in the same process as the plain ones would reuse that memory unseen:\n\n\
 | proxy | RSS before | RSS with TLS connections | connections open / failed | bytes per TLS connection | gateway / this (per connection) |\n|---|---|---|---|---|---|\n",
             v["tls_connections"]
         ));

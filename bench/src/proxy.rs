@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{
     Opts, Progress,
     servers::{
-        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, Stack, WrkRun, connect_burst, spawn_pinned,
-        spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
+        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, SpareGateway, Stack, WrkRun, connect_burst,
+        spawn_pinned, spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
     },
 };
 use test_support::process::ChildGuard;
@@ -395,7 +395,12 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     // is the gateway at >= 0.9x of itself with the log off.
     progress.step("proxy: access log on (gateway to a file, nginx buffer=64k)");
     let logged = {
-        let gw = LoggedGateway::start(stack);
+        let gw = SpareGateway::start(stack, "logged", |text, dir| {
+            let off = "access_log = \"off\"";
+            assert!(text.contains(off), "the bench config's access log changed");
+            let log = dir.join("access.log");
+            text.replacen(off, &format!("access_log = \"{}\"", log.display()), 1)
+        });
         let targets = vec![
             (url(gw.http, false, "/public/hello"), Some(gw.pid)),
             (
@@ -521,51 +526,6 @@ Each figure is the median of the runs, with the min–max in brackets. Ratios ar
         }
     }
     out
-}
-
-/// A second gateway with the benchmark config and the access log on, to a
-/// file in the run's directory. Stops on drop.
-struct LoggedGateway {
-    http: u16,
-    pid: u32,
-    _gateway: ChildGuard,
-}
-
-impl LoggedGateway {
-    fn start(stack: &Stack) -> Self {
-        // Ports::new leaves base+7..=base+9 unused; the cluster gateway that
-        // used them has stopped.
-        let base = stack.ports.origin;
-        let (http, https) = (base + 7, base + 8);
-        let dir = stack.dir.0.join("logged");
-        std::fs::create_dir_all(&dir).unwrap();
-        let ports = Ports {
-            gw_http: http,
-            gw_https: https,
-            ..Ports::new()
-        };
-        let text = super::gwconf::config_text(&dir, &ports, &stack.certs, "[xdp]\nenabled = false");
-        let off = "access_log = \"off\"";
-        assert!(text.contains(off), "the bench config's access log changed");
-        let log = dir.join("access.log");
-        let text = text.replacen(off, &format!("access_log = \"{}\"", log.display()), 1);
-        let conf = dir.join("gateway.toml");
-        std::fs::write(&conf, text).unwrap();
-        let out = dir.join("gateway.out");
-        let gateway = spawn_pinned_env(
-            SUT_CPU,
-            &test_support::gateway::bin(),
-            &["run", "--config", conf.to_str().unwrap()],
-            &out,
-            &[("GATEWAY_LOG", "warn")],
-        );
-        wait_port(http, "gateway (access log on)", &out);
-        Self {
-            http,
-            pid: gateway.pid(),
-            _gateway: gateway,
-        }
-    }
 }
 
 /// Redis (on the load core, as a Redis host would be off the proxy's) and

@@ -532,3 +532,50 @@ pub fn connect_burst(port: u16, path: &str, n: usize) -> (Duration, usize) {
         .count();
     (max, over)
 }
+
+/// One more gateway with the benchmark config (edited by `edit`, which gets
+/// the config text and the gateway's own directory), on the ports the main
+/// stack leaves unused (`Ports::new` keeps base+7..=base+9 free; one spare
+/// at a time). For the rows that need a gateway of their own: the access
+/// log on, or memory measured in a process nothing ran in before. Stops on
+/// drop.
+pub struct SpareGateway {
+    pub http: u16,
+    pub https: u16,
+    pub pid: u32,
+    _gateway: ChildGuard,
+}
+
+impl SpareGateway {
+    pub fn start(stack: &Stack, name: &str, edit: impl FnOnce(String, &Path) -> String) -> Self {
+        let base = stack.ports.origin;
+        let (http, https) = (base + 7, base + 8);
+        let dir = stack.dir.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = Ports {
+            gw_http: http,
+            gw_https: https,
+            ..Ports::new()
+        };
+        let text = super::gwconf::config_text(&dir, &ports, &stack.certs, "[xdp]\nenabled = false");
+        let text = edit(text, &dir);
+        let conf = dir.join("gateway.toml");
+        std::fs::write(&conf, text).unwrap();
+        let out = dir.join("gateway.out");
+        let gateway = spawn_pinned_env(
+            SUT_CPU,
+            &test_support::gateway::bin(),
+            &["run", "--config", conf.to_str().unwrap()],
+            &out,
+            &[("GATEWAY_LOG", "warn")],
+        );
+        wait_port(http, &format!("gateway ({name})"), &out);
+        wait_port(https, &format!("gateway ({name}, TLS)"), &out);
+        Self {
+            http,
+            https,
+            pid: gateway.pid(),
+            _gateway: gateway,
+        }
+    }
+}
