@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{
     Opts, Progress,
     servers::{
-        API_KEY, LOAD_CPU, Load, Ports, Proxy, SUT_CPU, SpareGateway, Stack, WrkRun, connect_burst,
-        spawn_pinned, spawn_pinned_env, tree_cpu_ns, wait_port, which, wrk,
+        API_KEY, LOAD_CPU, Load, Proxy, SpareGateway, Stack, WrkRun, connect_burst, spawn_pinned,
+        tree_cpu_ns, wait_port, which, wrk,
     },
 };
 use test_support::process::ChildGuard;
@@ -284,7 +284,10 @@ pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
     progress.step("proxy: per-IP limit shared through Redis (gateway in cluster mode)");
     let shared = {
         let cluster = ClusterGateway::start(stack);
-        let target = vec![(url(cluster.http, false, "/public/hello"), Some(cluster.pid))];
+        let target = vec![(
+            url(cluster.gateway.http, false, "/public/hello"),
+            Some(cluster.gateway.pid),
+        )];
         interleaved(&target, reps, warm, &make(false, vec![])).remove(0)
     };
     let shared_case = "GET small, HTTP/1.1, per-IP limit shared through Redis";
@@ -530,19 +533,17 @@ Each figure is the median of the runs, with the min–max in brackets. Ratios ar
 
 /// Redis (on the load core, as a Redis host would be off the proxy's) and
 /// a gateway in cluster mode with the benchmark config, its per-IP limit
-/// shared. Both stop on drop.
+/// shared. Both stop on drop (the gateway first: fields drop in order).
 struct ClusterGateway {
-    http: u16,
-    pid: u32,
+    gateway: SpareGateway,
     _redis: ChildGuard,
-    _gateway: ChildGuard,
 }
 
 impl ClusterGateway {
     fn start(stack: &Stack) -> Self {
-        // Ports::new leaves base+7..=base+9 unused.
-        let base = stack.ports.origin;
-        let (http, https, redis_port) = (base + 7, base + 8, base + 9);
+        // Ports::new leaves base+7..=base+9 unused: the spare gateway takes
+        // the first two, Redis the third.
+        let redis_port = stack.ports.origin + 9;
         let dir = stack.dir.0.join("cluster");
         std::fs::create_dir_all(&dir).unwrap();
         let redis_log = dir.join("redis.out");
@@ -564,32 +565,18 @@ impl ClusterGateway {
             &redis_log,
         );
         wait_port(redis_port, "redis-server", &redis_log);
-        let ports = Ports {
-            gw_http: http,
-            gw_https: https,
-            ..Ports::new()
-        };
-        let text = super::gwconf::config_text(&dir, &ports, &stack.certs, "[xdp]\nenabled = false");
-        let limit = "key = \"ip\"\n";
-        assert!(
-            text.contains(limit),
-            "the bench config's per-IP limit changed"
-        );
-        let text = format!(
-            "{}\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}/0\"\nnode_id = \"bench\"\n",
-            text.replacen(limit, "key = \"ip\"\nshared = true\n", 1)
-        );
-        let conf = dir.join("gateway.toml");
-        std::fs::write(&conf, text).unwrap();
+        let gateway = SpareGateway::start(stack, "cluster", |text, _| {
+            let limit = "key = \"ip\"\n";
+            assert!(
+                text.contains(limit),
+                "the bench config's per-IP limit changed"
+            );
+            format!(
+                "{}\n[cluster]\nredis_url = \"redis://127.0.0.1:{redis_port}/0\"\nnode_id = \"bench\"\n",
+                text.replacen(limit, "key = \"ip\"\nshared = true\n", 1)
+            )
+        });
         let log = dir.join("gateway.out");
-        let gateway = spawn_pinned_env(
-            SUT_CPU,
-            &test_support::gateway::bin(),
-            &["run", "--config", conf.to_str().unwrap()],
-            &log,
-            &[("GATEWAY_LOG", "warn")],
-        );
-        wait_port(http, "gateway (cluster mode)", &log);
         // Measured only once the node holds its Redis link.
         let socket = dir.join("admin.sock");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -607,10 +594,8 @@ impl ClusterGateway {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Self {
-            http,
-            pid: gateway.pid(),
+            gateway,
             _redis: redis,
-            _gateway: gateway,
         }
     }
 }

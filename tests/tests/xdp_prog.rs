@@ -1237,6 +1237,18 @@ fn the_readers_handle_sees_the_writers_changes() {
     assert!(!readers.counters().unwrap().is_empty());
 }
 
+fn net(s: &str) -> Net {
+    s.parse().unwrap()
+}
+
+/// An `[xdp]` section whose static blocklist is `blocks`.
+fn blocking(blocks: &[&str]) -> XdpSection {
+    XdpSection {
+        block: blocks.iter().map(|b| net(b)).collect(),
+        ..XdpSection::default()
+    }
+}
+
 /// A reload rewrites the config's static blocklist without walking the
 /// maps' blocklist (it holds the maps' lock, which escalation needs): config
 /// blocks that left the config are found through the handle's index. Config
@@ -1248,20 +1260,15 @@ fn a_reload_removes_config_blocks_without_walking_the_blocklist() {
         return;
     }
     let pin = PinDir::new();
-    let net = |s: &str| -> Net { s.parse().unwrap() };
-    let section = |blocks: &[&str]| XdpSection {
-        block: blocks.iter().map(|b| net(b)).collect(),
-        ..XdpSection::default()
-    };
     {
         let (_prog, mut maps) = Loader::new(&pin.path).load().expect("first load");
-        apply(&mut maps, &section(&["192.0.2.1", "198.51.100.0/24"])).unwrap();
+        apply(&mut maps, &blocking(&["192.0.2.1", "198.51.100.0/24"])).unwrap();
     }
     // A restart: the pinned config blocks are indexed by the opening walk.
     let (prog, mut maps) = Loader::new(&pin.path).load().expect("second load");
     apply(
         &mut maps,
-        &section(&["192.0.2.1", "198.51.100.0/24", "192.0.2.2", "192.0.2.3"]),
+        &blocking(&["192.0.2.1", "198.51.100.0/24", "192.0.2.2", "192.0.2.3"]),
     )
     .unwrap();
     for i in 0..1000u32 {
@@ -1273,7 +1280,7 @@ fn a_reload_removes_config_blocks_without_walking_the_blocklist() {
     maps.block_add(&net("192.0.2.3"), operator_block(0))
         .unwrap();
     let walks = maps.block_walks();
-    apply(&mut maps, &section(&["192.0.2.2"])).unwrap();
+    apply(&mut maps, &blocking(&["192.0.2.2"])).unwrap();
     assert_eq!(maps.block_walks(), walks, "the reload walked the blocklist");
     let run = |src: &str| prog.test_run(&tcp(src), 1).unwrap().0;
     assert_eq!(run("192.0.2.1"), XDP_PASS, "left the config: removed");
@@ -1299,17 +1306,12 @@ fn a_successor_reindexes_config_blocks_the_previous_process_changed() {
         return;
     }
     let pin = PinDir::new();
-    let net = |s: &str| -> Net { s.parse().unwrap() };
-    let section = |blocks: &[&str]| XdpSection {
-        block: blocks.iter().map(|b| net(b)).collect(),
-        ..XdpSection::default()
-    };
     let (_old_prog, mut old) = Loader::new(&pin.path).load().expect("old process");
-    apply(&mut old, &section(&["198.51.100.0/24"])).unwrap();
+    apply(&mut old, &blocking(&["198.51.100.0/24"])).unwrap();
     let (prog, mut new) = Loader::new(&pin.path).load().expect("successor");
     // While the successor starts: the old process reloads with one more
     // config block, and an operator takes the config range over.
-    apply(&mut old, &section(&["198.51.100.0/24", "192.0.2.7"])).unwrap();
+    apply(&mut old, &blocking(&["198.51.100.0/24", "192.0.2.7"])).unwrap();
     old.block_add(&net("198.51.100.0/24"), operator_block(0))
         .unwrap();
     old.retire();

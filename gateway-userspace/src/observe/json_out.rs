@@ -163,14 +163,8 @@ mod tests {
 
     #[test]
     fn addresses_as_their_display() {
-        for text in [
-            "0.0.0.0",
-            "192.0.2.1",
-            "255.255.255.255",
-            "::",
-            "2001:db8::1",
-            "::ffff:1.2.3.4",
-        ] {
+        // The address text itself is net::IpText's (tested there).
+        for text in ["192.0.2.1", "2001:db8::1"] {
             let ip: IpAddr = text.parse().unwrap();
             let mut out = Vec::new();
             push_ip(&mut out, ip);
