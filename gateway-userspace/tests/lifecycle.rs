@@ -102,9 +102,16 @@ fn spawn(dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
 fn spawn_program(program: &Path, dir: PathBuf, socket: PathBuf, config: &Path, port: u16) -> Gw {
     let mut cmd = Command::new(program);
     cmd.args(["run", "--config"]).arg(config);
-    let child = start_ready(cmd, &dir.join("gateway.log"), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    // Ready once the admin socket answers and the proxy port accepts. A
+    // connection to a port nothing listens on yet can succeed by itself
+    // (TCP self-connect, when the kernel picks that very port as the
+    // source): such a connection does not count.
+    let ready = || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+    };
+    let child = start_ready(cmd, &dir.join("gateway.log"), ready);
     Gw { child, socket, dir }
 }
 
