@@ -41,13 +41,30 @@ impl RuntimeSection {
     /// # Errors
     /// The runtime's IO driver could not be created (epoll, eventfd).
     pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        self.build_with_idle_hook(|| {})
+    }
+
+    /// [`RuntimeSection::build`], with `on_idle` called each time a worker
+    /// thread runs out of work and is about to wait for IO or a timer
+    /// (tokio's `on_thread_park`), on that thread. The binary hands its
+    /// allocator's memory release here; the hook must be cheap when there
+    /// is nothing to do, as it runs between every burst of events.
+    ///
+    /// # Errors
+    /// As [`RuntimeSection::build`].
+    pub fn build_with_idle_hook(
+        &self,
+        on_idle: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<tokio::runtime::Runtime> {
         match self.worker_threads() {
             1 => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(on_idle)
                 .build(),
             n => tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
                 .enable_all()
+                .on_thread_park(on_idle)
                 .build(),
         }
     }

@@ -489,6 +489,28 @@ async fn accept_conn(
         };
         return serve_plain(tcp, info, &state, handler, shutdown).await;
     }
+    // Boxed: a TLS stream (over a kilobyte of rustls state) is not part of
+    // the cleartext connections' tasks, which every idle keep-alive
+    // connection pays for.
+    let info = Arc::new(
+        ConnInfo::new(peer, true, name)
+            .proxied_by(proxied_by)
+            .with_escalation(state.engines.escalation.clone(), seen),
+    );
+    Box::pin(accept_tls(tcp, info, state, shared, shutdown)).await
+}
+
+/// The TLS side of [`accept_conn`]: the handshake within
+/// `header_read_timeout`, then HTTP/1.1 or HTTP/2 as ALPN chose.
+async fn accept_tls(
+    tcp: TcpStream,
+    info: Arc<ConnInfo>,
+    state: Arc<ProxyState>,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<Lifecycle>,
+) {
+    let peer = info.peer;
+    let handshake_timeout = state.limits.header_read_timeout.get();
     let Some(acceptor) = state.tls.clone() else {
         return;
     };
@@ -517,17 +539,11 @@ async fn accept_conn(
     } else {
         Protocol::Http1
     };
-    let info = Arc::new(
-        ConnInfo::new(peer, true, name)
-            .proxied_by(proxied_by)
-            .with_escalation(state.engines.escalation.clone(), seen),
-    );
     let handler = Proxied {
         shared,
         info: info.clone(),
     };
-    // Boxed, so that cleartext connections' tasks are not sized for TLS.
-    Box::pin(serve(tls, protocol, info, &state, handler, shutdown)).await
+    serve(tls, protocol, info, &state, handler, shutdown).await
 }
 
 /// What answers the requests of one connection, over HTTP/1.1 (hyper) or
@@ -722,80 +738,84 @@ async fn serve<S, H>(
     // since), so a client that stalls mid-head is not parked over and over.
     let mut parked_at: Option<u64> = None;
     loop {
-        // Boxed: dropped while the connection is parked, so a parked
-        // connection's task holds only the socket and a few fields.
-        let mut conn = Box::pin(state.http1.serve_connection(io, svc).with_upgrades());
-        let (mut closing, mut parking, mut ended_ok) = (false, false, false);
-        // Made per hyper connection (dropped while parked, with their timers).
-        let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
-        let mut park_tick = tokio::time::interval(PARK_AFTER);
-        park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                r = conn.as_mut() => {
-                    match r {
-                        Ok(()) => ended_ok = true,
-                        Err(e) => tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error"),
-                    }
-                    break;
-                }
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
-                        return;
-                    }
-                    // Draining (HAProxy's `idle-close-on-response`, Envoy's
-                    // drain sequence): the next response closes the
-                    // connection; one that stays idle for DRAIN_IDLE is
-                    // closed. Closing idle keep-alive connections at once
-                    // would race with the request a client is sending on them.
-                    match *shutdown.borrow() {
-                        Lifecycle::Draining if drain_tick.is_none() => {
-                            info.set_draining();
-                            drain_tick = Some(tokio::time::interval(DRAIN_IDLE / 4));
+        // Boxed, with its timers and select state: dropped while the
+        // connection is parked, so a parked connection's task holds only
+        // the socket, the service and the wait below (the task's size is
+        // what every idle keep-alive connection costs).
+        let (sd, dt, ci) = (&mut shutdown, &mut drain_tick, &info);
+        let burst = Box::pin(async move {
+            let mut conn = Box::pin(state.http1.serve_connection(io, svc).with_upgrades());
+            let (mut closing, mut parking, mut ended_ok) = (false, false, false);
+            let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+            let mut park_tick = tokio::time::interval(PARK_AFTER);
+            park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        match r {
+                            Ok(()) => ended_ok = true,
+                            Err(e) => tracing::debug!(peer = %ci.peer, error = %e, "connection ended with an error"),
                         }
-                        Lifecycle::HandedOver => info.set_draining(),
-                        _ => {}
+                        break;
                     }
-                }
-                _ = async { drain_tick.as_mut().expect("guarded").tick().await }, if drain_tick.is_some() && !closing => {
-                    if info.idle_for(DRAIN_IDLE) {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                    r = sd.changed() => {
+                        if r.is_err() || *sd.borrow() == Lifecycle::Closed {
+                            return None;
+                        }
+                        // Draining (HAProxy's `idle-close-on-response`, Envoy's
+                        // drain sequence): the next response closes the
+                        // connection; one that stays idle for DRAIN_IDLE is
+                        // closed. Closing idle keep-alive connections at once
+                        // would race with the request a client is sending on them.
+                        match *sd.borrow() {
+                            Lifecycle::Draining if dt.is_none() => {
+                                ci.set_draining();
+                                *dt = Some(tokio::time::interval(DRAIN_IDLE / 4));
+                            }
+                            Lifecycle::HandedOver => ci.set_draining(),
+                            _ => {}
+                        }
                     }
-                }
-                _ = tick.tick(), if !closing => {
-                    if info.idle_for(idle) {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                    _ = async { dt.as_mut().expect("guarded").tick().await }, if dt.is_some() && !closing => {
+                        if ci.idle_for(DRAIN_IDLE) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
-                }
-                _ = park_tick.tick(), if !closing && !info.is_draining() && parked_at != Some(info.requests_started()) => {
-                    if info.idle_for(PARK_AFTER) {
-                        // hyper ends an idle connection at once on a
-                        // graceful shutdown; ConnIo skips the socket's
-                        // shutdown while `parking` is set.
-                        (closing, parking) = (true, true);
-                        info.set_parking(true);
-                        conn.as_mut().graceful_shutdown();
+                    _ = tick.tick(), if !closing => {
+                        if ci.idle_for(idle) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                    _ = park_tick.tick(), if !closing && !ci.is_draining() && parked_at != Some(ci.requests_started()) => {
+                        if ci.idle_for(PARK_AFTER) {
+                            // hyper ends an idle connection at once on a
+                            // graceful shutdown; ConnIo skips the socket's
+                            // shutdown while `parking` is set.
+                            (closing, parking) = (true, true);
+                            ci.set_parking(true);
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
                 }
             }
-        }
-        info.set_parking(false);
-        drop((tick, park_tick));
-        // Only a connection hyper ended cleanly is parked: an error (a
-        // response body aborted by the upstream read timeout, say) closes
-        // it, as it would without parking.
-        if !parking || !ended_ok {
-            return;
-        }
-        // `None`: the connection was upgraded (WebSocket) meanwhile.
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            ci.set_parking(false);
+            // Only a connection hyper ended cleanly is parked: an error (a
+            // response body aborted by the upstream read timeout, say)
+            // closes it, as it would without parking.
+            if !parking || !ended_ok {
+                return None;
+            }
+            // `None`: the connection was upgraded (WebSocket) meanwhile.
+            let parts = Pin::into_inner(conn).into_parts()?;
+            Some((parts.io, parts.service, parts.read_buf))
+        });
+        let Some((parked_io, parked_svc, unread)) = burst.await else {
             return;
         };
-        (io, svc) = (parts.io, parts.service);
+        (io, svc) = (parked_io, parked_svc);
         parked_at = Some(info.requests_started());
-        let unread = parts.read_buf;
         let next = if unread.is_empty() {
             // An empty `Bytes` frozen from hyper's read buffer still owns
             // its 8 KiB: let it go before waiting.
