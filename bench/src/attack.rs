@@ -43,6 +43,7 @@ use super::{
     cpu::{CpuSplit, pin_current_thread},
     flood::{napi_on_cpu1, nft_ingress, receive_on_cpu1},
     framegen::{Generator, host_mac, ns_device, rx_counters, set_gro, set_tso, udp_frame},
+    median,
     servers::{LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, wait_addr},
 };
 use test_support::{
@@ -632,19 +633,6 @@ fn run_case(case: Case, secs: f64, stack: &Stack) -> Sample {
         ring_full,
         cpu1,
         secs: client_secs,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

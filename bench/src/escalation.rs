@@ -2,15 +2,18 @@
 //! [`SOURCES`] abusive sources, each its own address in the client
 //! namespace, start at the same instant sending requests with a wrong API
 //! key (one request per connection), while a legitimate client keeps
-//! sending [`LEGIT_RPS`] requests/s over keep-alive. Run once with
-//! escalation on (a source's bad keys put it in the XDP blocklist, so its
-//! next SYN is dropped in the kernel) and once with it off (the L7 layer
-//! answers 401/429 forever). Reported: the time from each source's first
-//! request to its first dropped SYN; the legitimate client's p99 per
-//! one-second window against its own baseline (the second before the
-//! attack); the gateway's CPU and the receiving core's kernel CPU per
-//! second; and the CPU per refused attempt, a kernel drop against an L7
-//! refusal. Every loop is bounded by [`ATTACK_SECS`].
+//! sending [`LEGIT_RPS`] requests/s over keep-alive. Run with escalation
+//! on (a source's bad keys put it in the XDP blocklist, so its next SYN is
+//! dropped in the kernel) and with it off (the L7 layer answers 401/429
+//! forever), [`REPEATS`] times each, the two interleaved, so a slow phase
+//! of the machine hits both alike; reported as medians with min-max.
+//! Per run: the time from each source's first request to its first
+//! dropped SYN; the legitimate client's p99 against its own baseline (the
+//! seconds before the attack), over the whole attack and over the part of
+//! it after every source was dropped, and per one-second window (shown
+//! for the first run); the gateway's CPU and the receiving core's kernel
+//! CPU per second; and the CPU per refused attempt, a kernel drop against
+//! an L7 refusal. Every loop is bounded by [`ATTACK_SECS`].
 
 use std::{
     io::Write as _,
@@ -26,6 +29,7 @@ use super::{
     attack::read_response,
     cpu::{busy_ns, pin_current_thread},
     flood::receive_on_cpu1,
+    median, median_range_cell,
     servers::{API_KEY, LOAD_CPU, SUT_CPU, Stack, spawn_pinned_env, tree_cpu_ns, wait_addr},
 };
 use test_support::{
@@ -33,14 +37,17 @@ use test_support::{
     netns::enter,
 };
 
+/// How many times each mode runs (full mode; once in quick mode).
+pub const REPEATS: usize = 5;
 /// Number of progress steps `run` reports.
-pub const STEPS: usize = 2;
+pub const STEPS: usize = 2 * REPEATS;
 /// Abusive sources, each with its own address.
 pub const SOURCES: usize = 200;
 /// The legitimate client's request rate.
 const LEGIT_RPS: u32 = 100;
-/// Legitimate traffic alone before the attack (its baseline).
-const BASELINE_SECS: f64 = 1.5;
+/// Legitimate traffic alone before the attack (its baseline: 300
+/// requests, so its p99 is not one stray sample).
+const BASELINE_SECS: f64 = 3.0;
 /// How long the abusive sources run.
 const ATTACK_SECS: f64 = 4.0;
 /// An abusive connect that gets no answer in this time counts as dropped.
@@ -362,6 +369,33 @@ fn run_mode(stack: &Stack, on: bool) -> Value {
         .collect();
     baseline.sort_unstable();
     let base_p99 = percentile(&baseline, 99.0).max(1);
+    // The legitimate p99 over a span of the attack (offsets from the run's
+    // start), against the baseline.
+    let p99_between = |from: f64, to: f64| -> Option<(u64, f64)> {
+        let mut lats: Vec<u64> = samples
+            .iter()
+            .filter(|(due, _)| (from..to).contains(&due.as_secs_f64()))
+            .filter_map(|(_, l)| *l)
+            .collect();
+        if lats.len() < 50 {
+            return None;
+        }
+        lats.sort_unstable();
+        let p99 = percentile(&lats, 99.0);
+        Some((
+            p99,
+            ((p99 as f64 / base_p99 as f64) * 100.0).round() / 100.0,
+        ))
+    };
+    let attack_end = BASELINE_SECS + ATTACK_SECS;
+    let during_attack = p99_between(BASELINE_SECS, attack_end);
+    // Once every source was dropped (escalation on): from the attack's
+    // start plus the slowest source's time to its first dropped SYN.
+    let all_dropped_ms = (dropped_sources == t.sources.len())
+        .then(|| to_drop.last().copied())
+        .flatten();
+    let after_drop =
+        all_dropped_ms.and_then(|ms| p99_between(BASELINE_SECS + ms as f64 / 1000.0, attack_end));
     let window_rows: Vec<Value> = per_window
         .iter_mut()
         .enumerate()
@@ -412,6 +446,10 @@ fn run_mode(stack: &Stack, on: bool) -> Value {
         "l7_refusals": l7_total,
         "dropped_syns": drop_total,
         "legit_baseline_p99_us": base_p99,
+        "legit_attack_p99_us": during_attack.map(|x| x.0),
+        "legit_attack_p99_vs_baseline": during_attack.map(|x| x.1),
+        "legit_after_drop_p99_us": after_drop.map(|x| x.0),
+        "legit_after_drop_p99_vs_baseline": after_drop.map(|x| x.1),
         "legit_failed": failed,
         "attack_gateway_cpu_ms": gw_attack_ns / 1_000_000,
         // Gateway plus receive-core kernel CPU over the attack seconds, per
@@ -428,52 +466,122 @@ fn run_mode(stack: &Stack, on: bool) -> Value {
     })
 }
 
-pub fn run(_opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
-    let mut modes = Vec::new();
-    for on in [true, false] {
-        progress.step(&format!(
-            "escalation {}: {SOURCES} sources with wrong API keys + a {LEGIT_RPS} req/s client",
-            if on { "on" } else { "off" }
-        ));
-        modes.push(run_mode(stack, on));
+pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {
+    let reps = if opts.quick { 1 } else { REPEATS };
+    let mut runs: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    for rep in 0..reps {
+        for (i, on) in [true, false].into_iter().enumerate() {
+            progress.step(&format!(
+                "escalation {}: {SOURCES} sources with wrong API keys + a {LEGIT_RPS} req/s client (run {} of {reps})",
+                if on { "on" } else { "off" },
+                rep + 1
+            ));
+            runs[i].push(run_mode(stack, on));
+        }
     }
+    let modes: Vec<Value> = [true, false]
+        .into_iter()
+        .zip(runs)
+        .map(|(on, runs)| {
+            let pick =
+                |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key].as_f64()).collect() };
+            let mut medians = serde_json::Map::new();
+            for key in MEDIAN_KEYS {
+                let v = pick(key);
+                if !v.is_empty() {
+                    medians.insert((*key).to_owned(), json!(median(v)));
+                }
+            }
+            json!({ "escalation": on, "median": medians, "runs": runs })
+        })
+        .collect();
     json!({
         "sources": SOURCES,
         "legit_rps": LEGIT_RPS,
         "baseline_secs": BASELINE_SECS,
         "attack_secs": ATTACK_SECS,
         "syn_timeout_ms": SYN_TIMEOUT.as_millis() as u64,
+        "repeats": reps,
         "modes": modes,
     })
 }
 
+/// The per-run figures reported as medians (with min-max).
+const MEDIAN_KEYS: &[&str] = &[
+    "sources_dropped",
+    "first_drop_ms_p50",
+    "first_drop_ms_p99",
+    "first_drop_ms_max",
+    "l7_refusals",
+    "dropped_syns",
+    "attack_gateway_cpu_ms",
+    "attack_receive_kernel_cpu_ms",
+    "cpu_us_per_l7_refusal",
+    "legit_baseline_p99_us",
+    "legit_attack_p99_vs_baseline",
+    "legit_after_drop_p99_vs_baseline",
+    "legit_failed",
+];
+
 pub fn markdown(v: &Value) -> String {
     let mut out = format!(
-        "### Escalation under a many-source attack ({} sources, each its own address, start at once with wrong API keys, one request per connection; a legitimate client sends {} req/s over keep-alive; {}s of legitimate traffic alone as its baseline, then {}s of attack; XDP native on veth; a connect unanswered for {} ms counts as a dropped SYN)\n\n\
-With escalation on, a dropped SYN is the kernel filter at work (the source was put in the XDP blocklist by its bad keys); with it off, the gateway never blocks, and a connect that times out is a SYN lost to the overloaded accept path. CPU per L7 refusal is the gateway's plus the receiving core's kernel CPU over the attack, divided by the 401/429 answers; the flood table above gives the receive CPU of a packet dropped by the XDP blocklist for comparison.\n\n\
-| escalation | sources dropped | first drop p50 ms | p99 ms | max ms | L7 refusals | dropped SYNs | gateway CPU ms (attack) | receive kernel CPU ms (attack) | CPU µs per L7 refusal | legit p99 baseline µs | legit failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        v["sources"], v["legit_rps"], v["baseline_secs"], v["attack_secs"], v["syn_timeout_ms"]
+        "### Escalation under a many-source attack ({} sources, each its own address, start at once with wrong API keys, one request per connection; a legitimate client sends {} req/s over keep-alive; {}s of legitimate traffic alone as its baseline, then {}s of attack; XDP native on veth; a connect unanswered for {} ms counts as a dropped SYN; each mode {} times, interleaved: median (min-max))\n\n\
+With escalation on, a dropped SYN is the kernel filter at work (the source was put in the XDP blocklist by its bad keys); with it off, the gateway never blocks, and a connect that times out is a SYN lost to the overloaded accept path. CPU per L7 refusal is the gateway's plus the receiving core's kernel CPU over the attack, divided by the 401/429 answers; the flood table above gives the receive CPU of a packet dropped by the XDP blocklist for comparison. The legitimate p99 is against its own baseline p99, over the whole attack and over the attack after every source was dropped (escalation on).\n\n\
+| escalation | sources dropped | first drop p50 ms | p99 ms | max ms | L7 refusals | dropped SYNs | gateway CPU ms (attack) | receive kernel CPU ms (attack) | CPU µs per L7 refusal | legit p99 baseline µs | legit p99 vs baseline, attack | legit p99 vs baseline, all dropped | legit failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        v["sources"],
+        v["legit_rps"],
+        v["baseline_secs"],
+        v["attack_secs"],
+        v["syn_timeout_ms"],
+        v["repeats"]
     );
     for m in v["modes"].as_array().into_iter().flatten() {
+        let runs = m["runs"].as_array().cloned().unwrap_or_default();
+        let cell = |key: &str, decimals: usize, suffix: &str| -> String {
+            let vals: Vec<f64> = runs.iter().filter_map(|r| r[key].as_f64()).collect();
+            match median_range_cell(&vals, decimals).as_str() {
+                "-" => "-".into(),
+                c => format!("{c}{suffix}"),
+            }
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             if m["escalation"] == true { "on" } else { "off" },
-            m["sources_dropped"],
-            m["first_drop_ms_p50"],
-            m["first_drop_ms_p99"],
-            m["first_drop_ms_max"],
-            m["l7_refusals"],
-            m["dropped_syns"],
-            m["attack_gateway_cpu_ms"],
-            m["attack_receive_kernel_cpu_ms"],
-            m["cpu_us_per_l7_refusal"],
-            m["legit_baseline_p99_us"],
-            m["legit_failed"],
+            cell("sources_dropped", 0, ""),
+            cell("first_drop_ms_p50", 0, ""),
+            cell("first_drop_ms_p99", 0, ""),
+            cell("first_drop_ms_max", 0, ""),
+            cell("l7_refusals", 0, ""),
+            cell("dropped_syns", 0, ""),
+            cell("attack_gateway_cpu_ms", 0, ""),
+            cell("attack_receive_kernel_cpu_ms", 0, ""),
+            cell("cpu_us_per_l7_refusal", 1, ""),
+            cell("legit_baseline_p99_us", 0, ""),
+            cell("legit_attack_p99_vs_baseline", 2, "x"),
+            cell("legit_after_drop_p99_vs_baseline", 2, "x"),
+            cell("legit_failed", 0, ""),
         ));
     }
-    out.push_str("\nPer second (attack seconds marked *): legitimate p99 against its baseline, refusals, and CPU.\n\n| escalation | second | legit p99 µs | vs baseline | L7 refusals | dropped SYNs | gateway CPU ms | receive kernel CPU ms |\n|---|---|---|---|---|---|---|---|\n");
+    out.push_str("\nPer run (escalation on): every source dropped after (max ms), and the legitimate p99 against its baseline once they were.\n\n| run | all dropped after ms | legit p99 vs baseline, all dropped | legit p99 vs baseline, attack |\n|---|---|---|---|\n");
     for m in v["modes"].as_array().into_iter().flatten() {
-        for w in m["windows"].as_array().into_iter().flatten() {
+        if m["escalation"] != true {
+            continue;
+        }
+        for (i, r) in m["runs"].as_array().into_iter().flatten().enumerate() {
+            let x = |key: &str| r[key].as_f64().map_or("-".into(), |x| format!("{x}x"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                i + 1,
+                r["first_drop_ms_max"],
+                x("legit_after_drop_p99_vs_baseline"),
+                x("legit_attack_p99_vs_baseline"),
+            ));
+        }
+    }
+    out.push_str("\nPer second of the first run (attack seconds marked *): legitimate p99 against its baseline, refusals, and CPU.\n\n| escalation | second | legit p99 µs | vs baseline | L7 refusals | dropped SYNs | gateway CPU ms | receive kernel CPU ms |\n|---|---|---|---|---|---|---|---|\n");
+    for m in v["modes"].as_array().into_iter().flatten() {
+        let first = &m["runs"][0];
+        for w in first["windows"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "| {} | {}{} | {} | {}x | {} | {} | {} | {} |\n",
                 if m["escalation"] == true { "on" } else { "off" },

@@ -40,6 +40,7 @@ use super::{
     Opts, Progress,
     cpu::{busy_ns, napi_threads, pin_current_thread, pin_tid, thread_cpu_ns},
     framegen::{DropAll, Generator, host_mac, ns_device, rx_counters, set_gro, udp_frame},
+    median,
 };
 use test_support::{
     guard::{Link, PinDir, sh},
@@ -611,19 +612,6 @@ fn run_case(case: Case, secs: f64, max: u64) -> Sample {
         received: o.received,
         cpu1_ns: o.cpu1_ns,
         napi_ns: o.napi_ns,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

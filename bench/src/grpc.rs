@@ -23,7 +23,7 @@ use tonic::{
 use tonic_prost::ProstCodec;
 
 use super::{
-    Opts, Progress,
+    Opts, Progress, median,
     servers::{LOAD_CPU, Proxy, Stack, spawn_pinned, tree_cpu_ns, wait_port, which},
 };
 
@@ -193,15 +193,6 @@ fn parse_duration_us(s: &str) -> f64 {
         (s, 1.0)
     };
     num.parse::<f64>().unwrap_or(0.0) * scale
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 pub fn run(opts: Opts, progress: &mut Progress, stack: &Stack) -> Value {

@@ -65,6 +65,34 @@ impl Progress {
     }
 }
 
+/// The median of `v` (the mean of the middle two for an even count); 0
+/// for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// A results cell: the median of `v` with its min-max, `12 (9-15)`, each
+/// rounded to `decimals`.
+pub fn median_range_cell(v: &[f64], decimals: usize) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{:.d$} ({:.d$}-{:.d$})",
+        median(v.to_vec()),
+        min,
+        max,
+        d = decimals
+    )
+}
+
 /// A ratio cell of a results table: `0.46x`, or `-` when the row has none.
 pub fn ratio_cell(row: &serde_json::Value, key: &str) -> String {
     row.get(key)

@@ -9,7 +9,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    Opts, Progress,
+    Opts, Progress, median,
     servers::{
         API_KEY, LOAD_CPU, Load, Proxy, SpareGateway, Stack, WrkRun, connect_burst, spawn_pinned,
         tree_cpu_ns, wait_port, which, wrk,
@@ -120,20 +120,6 @@ impl Samples {
             v["cpu_us_per_request"] = json!((median(self.cpu_us.clone()) * 10.0).round() / 10.0);
         }
         v
-    }
-}
-
-/// The median (the mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
