@@ -746,11 +746,17 @@ async fn serve<S, H>(
         let burst = Box::pin(async move {
             let mut conn = Box::pin(state.http1.serve_connection(io, svc).with_upgrades());
             let (mut closing, mut parking, mut ended_ok) = (false, false, false);
-            let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
-            let mut park_tick = tokio::time::interval(PARK_AFTER);
-            park_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // One timer for the idle timeout and parking (a select polls
+            // every armed timer on each wake of the connection, so one
+            // timer instead of two is one poll less per request): every
+            // PARK_AFTER while the connection may still be parked in this
+            // burst, every quarter of `idle` after that.
+            let idle_step = (idle / 4).max(Duration::from_millis(50));
+            let check = tokio::time::sleep(PARK_AFTER.min(idle_step));
+            tokio::pin!(check);
             loop {
                 tokio::select! {
+                    biased;
                     r = conn.as_mut() => {
                         match r {
                             Ok(()) => ended_ok = true,
@@ -782,20 +788,21 @@ async fn serve<S, H>(
                             conn.as_mut().graceful_shutdown();
                         }
                     }
-                    _ = tick.tick(), if !closing => {
-                        if ci.idle_for(idle) {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                    _ = park_tick.tick(), if !closing && !ci.is_draining() && parked_at != Some(ci.requests_started()) => {
-                        if ci.idle_for(PARK_AFTER) {
+                    () = check.as_mut(), if !closing => {
+                        let may_park = !ci.is_draining() && parked_at != Some(ci.requests_started());
+                        if may_park && ci.idle_for(PARK_AFTER) {
                             // hyper ends an idle connection at once on a
                             // graceful shutdown; ConnIo skips the socket's
                             // shutdown while `parking` is set.
                             (closing, parking) = (true, true);
                             ci.set_parking(true);
                             conn.as_mut().graceful_shutdown();
+                        } else if ci.idle_for(idle) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            let next = if may_park { PARK_AFTER } else { idle_step };
+                            check.as_mut().reset(tokio::time::Instant::now() + next);
                         }
                     }
                 }
