@@ -174,16 +174,18 @@ fn run_gateway(bin: &Path, args: &[String]) -> Result<()> {
     ));
     // The demo runs on `lo` of a development machine: leave nothing
     // attached there on Ctrl-C (production keeps the pinned filter).
-    let status = Command::new(bin)
+    // exec(2), not a child: cargo runs xtask in its own place, so the
+    // gateway becomes the process the user started and gets its signals
+    // itself. As a child, a SIGTERM to `cargo xtask run` (`timeout`, a
+    // service manager, `kill`) ended xtask alone and left the gateway
+    // running, its XDP program still on `lo`.
+    use std::os::unix::process::CommandExt as _;
+    let err = Command::new(bin)
         .arg("run")
         .arg("--xdp-detach-on-exit")
         .args(args)
-        .status()
-        .with_context(|| format!("could not start {}", bin.display()))?;
-    if !status.success() {
-        bail!("gateway exited with {status}");
-    }
-    Ok(())
+        .exec();
+    Err(err).with_context(|| format!("could not start {}", bin.display()))
 }
 
 fn lint() -> Result<()> {
