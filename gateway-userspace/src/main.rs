@@ -21,15 +21,20 @@ use gateway::{
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long mimalloc keeps a freed page before giving it back to the
-/// kernel, in milliseconds. Its default (1,000 ms, and ten times that for
-/// pages back in its arena) is checked only when the thread allocates
-/// again, so a gateway that goes quiet after a burst (10,000 keep-alive
-/// connections opened, served once and parked) kept the burst's freed
-/// buffers resident: about 1.5 KiB per parked connection on top of the
-/// ~2.6 KiB it holds. Pages freed and reused within this delay (steady
-/// load) are not returned, so the request path does not fault them in
-/// again.
+/// kernel, in milliseconds. Its default (1,000 ms) is checked only when a
+/// thread allocates or collects again, so a gateway that goes quiet after a
+/// burst (10,000 keep-alive connections opened, served once and parked)
+/// kept the burst's freed buffers resident: about 1.5 KiB per parked
+/// connection on top of the ~2.6 KiB it holds. Pages freed and reused
+/// within this delay (steady load) are not returned, so the request path
+/// does not fault them in again. `MIMALLOC_PURGE_DELAY` in the environment
+/// still wins.
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// How often an idle runtime is woken so that [`release_idle_memory`]
+/// runs after the purge delay has passed: a worker that parks right after
+/// freeing pages would otherwise keep them until something else wakes it.
+const PURGE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (libmimalloc-sys
 /// does not name it); the test below checks it against its default.
@@ -50,18 +55,22 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     reason = "mimalloc's options are set through its C API (libmimalloc-sys), THP through prctl(2)"
 )]
 fn tune_allocator() {
-    // SAFETY: plain integers; no other thread exists yet.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: plain integers; no other thread exists yet.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
     // SAFETY: prctl with integer arguments only. A failure (an old
     // kernel) leaves THP as it was, which is harmless.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-/// Runs when a runtime worker runs out of work (tokio's `on_thread_park`):
-/// at most every [`PURGE_DELAY_MS`] per thread, returns to the kernel the
-/// pages freed longer ago than the purge delay (`mi_collect(false)`: this
-/// thread's heap; blocks in use are not touched). Without it a thread that
-/// stops allocating never purges.
+/// Runs each time a runtime worker runs out of work (tokio's
+/// `on_thread_park`, under load too): at most every [`PURGE_DELAY_MS`] per
+/// thread, hands this thread's empty pages back to mimalloc's arena and
+/// returns to the kernel the pages freed longer ago than the purge delay
+/// (`mi_collect(false)`; blocks in use are not touched). Without it a
+/// thread that stops allocating never purges; [`PURGE_TICK`] makes sure an
+/// idle runtime parks again after the delay.
 #[allow(
     unsafe_code,
     reason = "mimalloc's collection is called through its C API (libmimalloc-sys)"
@@ -123,6 +132,15 @@ fn main() -> ExitCode {
             tune_allocator();
             let runtime = config.runtime.build_with_idle_hook(release_idle_memory);
             let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+                // Wakes the idle runtime so the park hook purges what the
+                // last burst freed (see PURGE_TICK).
+                rt.spawn(async {
+                    let mut tick = tokio::time::interval(PURGE_TICK);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                    }
+                });
                 rt.block_on(gateway::run::run(args.config.clone(), config))
                     .map_err(anyhow::Error::from)
             });

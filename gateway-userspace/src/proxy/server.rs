@@ -749,10 +749,13 @@ async fn serve<S, H>(
             // One timer for the idle timeout and parking (a select polls
             // every armed timer on each wake of the connection, so one
             // timer instead of two is one poll less per request): every
-            // PARK_AFTER while the connection may still be parked in this
-            // burst, every quarter of `idle` after that.
+            // PARK_AFTER (or a quarter of `idle`, if shorter) while the
+            // connection may still be parked in this burst, every quarter
+            // of `idle` after that. The idle timeout is checked first: a
+            // connection idle past it is closed, never parked.
             let idle_step = (idle / 4).max(Duration::from_millis(50));
-            let check = tokio::time::sleep(PARK_AFTER.min(idle_step));
+            let park_step = PARK_AFTER.min(idle_step);
+            let check = tokio::time::sleep(park_step);
             tokio::pin!(check);
             loop {
                 tokio::select! {
@@ -790,18 +793,18 @@ async fn serve<S, H>(
                     }
                     () = check.as_mut(), if !closing => {
                         let may_park = !ci.is_draining() && parked_at != Some(ci.requests_started());
-                        if may_park && ci.idle_for(PARK_AFTER) {
+                        if ci.idle_for(idle) {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        } else if may_park && ci.idle_for(PARK_AFTER) {
                             // hyper ends an idle connection at once on a
                             // graceful shutdown; ConnIo skips the socket's
                             // shutdown while `parking` is set.
                             (closing, parking) = (true, true);
                             ci.set_parking(true);
                             conn.as_mut().graceful_shutdown();
-                        } else if ci.idle_for(idle) {
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
                         } else {
-                            let next = if may_park { PARK_AFTER } else { idle_step };
+                            let next = if may_park { park_step } else { idle_step };
                             check.as_mut().reset(tokio::time::Instant::now() + next);
                         }
                     }
