@@ -221,24 +221,6 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
             }
         }
     });
-    let state = Arc::new(AdminState {
-        reload: reload_tx,
-        upgrade: upgrade_tx,
-        maps: maps.clone(),
-        readers,
-        interface,
-        mode,
-        cluster: cluster.clone(),
-        quotas: Some(quotas.clone()),
-    });
-    // Served once the proxy listens (below): a CLI that gets an answer
-    // talks to a gateway that serves.
-    let mut admin = Some(admin);
-    let mut admin_task = None;
-    let sweeper = maps
-        .clone()
-        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval.get())));
-
     let never: Vec<crate::net::Net> = config
         .xdp
         .allow
@@ -255,6 +237,25 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
         // Offences count across the nodes too (docs/cluster.md).
         escalator.attach_cluster(c.clone());
     }
+    let state = Arc::new(AdminState {
+        reload: reload_tx,
+        upgrade: upgrade_tx,
+        maps: maps.clone(),
+        readers,
+        interface,
+        mode,
+        cluster: cluster.clone(),
+        quotas: Some(quotas.clone()),
+        escalation: Some(escalator.clone()),
+    });
+    // Served once the proxy listens (below): a CLI that gets an answer
+    // talks to a gateway that serves.
+    let mut admin = Some(admin);
+    let mut admin_task = None;
+    let sweeper = maps
+        .clone()
+        .map(|m| tokio::spawn(xdp::sweeper::run(m, config.xdp.sweep_interval.get())));
+
     let state_file = config.escalation.state_path(&config.admin.socket);
     if let (None, Some(path)) = (&takeover, &state_file) {
         // A successor loads it once the running gateway saved it last.

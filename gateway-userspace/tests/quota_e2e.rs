@@ -405,6 +405,7 @@ async fn quota_get_and_reset_on_the_admin_socket_and_metrics_per_plan() {
         mode: "off".into(),
         cluster: None,
         quotas: Some(gw.quotas.clone()),
+        escalation: None,
         reload,
         upgrade,
     };

@@ -58,7 +58,10 @@ pub enum Request {
         #[serde(default)]
         cluster: bool,
     },
-    /// Removes a block (`gateway block del`); an error if the network is not blocked.
+    /// Removes a block (`gateway block del`) from the kernel maps and
+    /// forgets the escalation state of the sources in it (their offences,
+    /// and the 429 the proxy answers a source it cannot drop in the
+    /// kernel); an error if the network is blocked in neither.
     BlockDel {
         /// The exact network the block was added for.
         net: String,

@@ -59,6 +59,9 @@ pub struct AdminState {
     pub cluster: Option<Arc<Cluster>>,
     /// The quota counts (`gateway quota get|reset`).
     pub quotas: Option<Arc<crate::ratelimit::quota_store::QuotaStore>>,
+    /// The L7 escalation state: `gateway block del` forgets the sources it
+    /// unblocks there too. `None` in tests that do not need it.
+    pub escalation: Option<Arc<crate::escalate::Escalator>>,
     /// Asks the run loop to reload the config file; answers with the outcome.
     pub reload: tokio::sync::mpsc::Sender<
         tokio::sync::oneshot::Sender<Result<(), crate::reload::ReloadError>>,
@@ -389,7 +392,32 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
         }
         _ => {}
     }
+    // An unblock also forgets the source's L7 escalation: its offences and
+    // the 429 the proxy answers a source it cannot drop in the kernel (seen
+    // through a trusted proxy, or with XDP off), which would otherwise
+    // outlive the kernel entry until its TTL.
+    let forgiven = match (&req, &state.escalation) {
+        (Request::BlockDel { net, .. }, Some(escalation)) => net
+            .parse::<Net>()
+            .map_or(0, |net| escalation.forgive_net(&net)),
+        _ => 0,
+    };
     let Some(writer) = &state.maps else {
+        if let (
+            Request::BlockDel {
+                net,
+                cluster: false,
+            },
+            true,
+        ) = (&req, forgiven > 0)
+        {
+            return Response::ok(Unblocked {
+                net: net.clone(),
+                removed: true,
+                removed_here: None,
+                published: None,
+            });
+        }
         return Response::err(XDP_OFF);
     };
     let read_only = matches!(
@@ -405,7 +433,7 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
         _ => writer,
     };
     let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
-    apply(&mut maps, req, state.cluster.as_deref())
+    apply(&mut maps, req, state.cluster.as_deref(), forgiven)
 }
 
 fn parse_net(s: &str) -> Result<Net, AdminError> {
@@ -470,7 +498,14 @@ fn need_cluster(cluster: Option<&Cluster>) -> Result<&Cluster, AdminError> {
 }
 
 /// Runs one map request and encodes its typed reply.
-fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Response {
+/// `forgiven`: sources a `block_del` already forgot at L7 (it succeeds on
+/// those even without a kernel entry).
+fn apply(
+    maps: &mut XdpMaps,
+    req: Request,
+    cluster_link: Option<&Cluster>,
+    forgiven: usize,
+) -> Response {
     match req {
         Request::BlockAdd {
             net,
@@ -488,6 +523,7 @@ fn apply(maps: &mut XdpMaps, req: Request, cluster_link: Option<&Cluster>) -> Re
             maps,
             &net,
             cluster.then_some(cluster_link).map(need_cluster),
+            forgiven,
         )),
         Request::BlockList => Response::from_result(
             maps.block_list()
@@ -574,11 +610,13 @@ fn block_add(
     Ok(added)
 }
 
-/// `block_del`; `cluster` as for [`block_add`].
+/// `block_del`; `cluster` as for [`block_add`]; `forgiven`: tracked
+/// sources the escalator already forgot (an L7-only block is a block too).
 fn block_del(
     maps: &mut XdpMaps,
     net: &str,
     cluster: Option<Result<&Cluster, AdminError>>,
+    forgiven: usize,
 ) -> Result<Unblocked, AdminError> {
     let net = parse_net(net)?;
     let existing = maps.block_get(&net)?;
@@ -600,7 +638,7 @@ fn block_del(
             published: Some(link.is_up()),
         });
     }
-    if !maps.block_del(&net)? {
+    if !maps.block_del(&net)? && forgiven == 0 {
         return Err(AdminError::Request(format!("{net} is not blocked")));
     }
     Ok(Unblocked {
@@ -808,6 +846,7 @@ mod tests {
             mode: "off".into(),
             cluster: None,
             quotas: None,
+            escalation: None,
             reload,
             upgrade,
         })
@@ -865,6 +904,45 @@ mod tests {
                 "{line}: {e}"
             );
         }
+    }
+
+    /// `gateway block del` on a source escalated at L7 only (seen through
+    /// a trusted proxy, here with XDP off too): the proxy stops answering
+    /// it 429 at once; a second unblock finds nothing to remove.
+    #[tokio::test]
+    async fn block_del_forgets_an_l7_escalation_even_without_xdp() {
+        use crate::escalate::{Escalator, Offence, Seen, config::EscalationSection};
+        let escalation = Arc::new(Escalator::new(
+            EscalationSection::default(),
+            Vec::new(),
+            None,
+        ));
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let neighbour: IpAddr = "203.0.113.8".parse().unwrap();
+        for who in [ip, neighbour] {
+            let escalated = (0..100).any(|_| {
+                escalation
+                    .record(who, Offence::MalformedHttp, Seen::Forwarded)
+                    .is_some()
+            });
+            assert!(escalated, "{who} was not escalated");
+            assert!(escalation.l7_blocked(who).is_some());
+        }
+        let mut state = Arc::into_inner(state()).unwrap();
+        state.escalation = Some(escalation.clone());
+        let state = Arc::new(state);
+        let del = format!(r#"{{"version":{PROTOCOL_VERSION},"op":"block_del","net":"{ip}"}}"#);
+        let r = ask(&state, &del).await;
+        assert!(r.ok, "{r:?}");
+        let unblocked: Unblocked = serde_json::from_value(r.data).unwrap();
+        assert_eq!(unblocked.net, ip.to_string());
+        assert_eq!(escalation.l7_blocked(ip), None);
+        assert!(
+            escalation.l7_blocked(neighbour).is_some(),
+            "only the unblocked address is forgotten"
+        );
+        let again = ask(&state, &del).await;
+        assert_eq!(again.error.as_deref(), Some(XDP_OFF), "{again:?}");
     }
 
     #[tokio::test]

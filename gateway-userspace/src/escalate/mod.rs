@@ -429,6 +429,28 @@ impl Escalator {
         self.shard(&key).lock().remove(&key);
     }
 
+    /// Forgets every source in `net` (an operator's `gateway block del`):
+    /// its offences and its escalation, so the proxy stops answering it
+    /// 429 at once instead of at the end of the TTL, and its next offence
+    /// starts the ladder again (fail2ban's `unbanip` does the same). A
+    /// single IPv6 address forgets the prefix it is grouped by
+    /// (`ipv6_prefix_len`), which is what was escalated. Returns how many
+    /// tracked sources were forgotten.
+    pub fn forgive_net(&self, net: &Net) -> usize {
+        let group = group_ip(net.addr(), self.cfg.ipv6_prefix_len);
+        let mut forgotten = 0;
+        for shard in self.shards.iter() {
+            let mut sources = shard.lock();
+            let before = sources.len();
+            sources.retain(|key, _| !(net.contains(key) || (net.is_host() && *key == group)));
+            forgotten += before - sources.len();
+        }
+        if forgotten > 0 {
+            self.changes.fetch_add(1, Ordering::Relaxed);
+        }
+        forgotten
+    }
+
     /// Time left of an escalation of `ip`, for sources the kernel cannot
     /// drop (seen through a trusted proxy, or XDP off): the proxy answers
     /// them 429 (or closes) without further work.
