@@ -439,7 +439,9 @@ impl Connector {
             return Err((SendError::Http2Required { addr: target.addr }, None));
         }
         while let Some(c) = conns.pop() {
-            if c.since.elapsed() >= self.idle_timeout || c.send.is_closed() {
+            // One clock read for both checks (it is on every request).
+            let idle_for = c.since.elapsed();
+            if idle_for >= self.idle_timeout || c.send.is_closed() {
                 continue;
             }
             let mut send = c.send;
@@ -450,7 +452,7 @@ impl Connector {
             // A connection idle for a while may be closed by the target (its
             // keep-alive timeout) while the request goes out: keep what a
             // replay needs, for requests that may be replayed.
-            let replay = (c.since.elapsed() >= STALE_RISK)
+            let replay = (idle_for >= STALE_RISK)
                 .then(|| replayable_copy(&req))
                 .flatten();
             match send.try_send_request(req).await {
