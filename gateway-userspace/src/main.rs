@@ -173,6 +173,17 @@ fn main() -> ExitCode {
                 if c.listeners.iter().any(|l| l.tls) {
                     gateway::proxy::tls::acceptor(&c.tls).map_err(|e| e.to_string())?;
                 }
+                // The dashboard's token file, as `run` reads it: missing,
+                // unreadable or too short is an error naming the file
+                // (never its content).
+                let dash = &c.observability.dashboard;
+                if let Some(token_file) = &dash.token_file
+                    && c.observability.enabled
+                    && dash.enabled
+                {
+                    gateway::admin_http::dashboard::read_token(&base_dir.join(token_file))
+                        .map_err(|e| e.to_string())?;
+                }
                 Ok(())
             }) {
             Ok(_) => {

@@ -485,6 +485,28 @@ fn read_only_dashboard_refuses_actions_even_with_the_token() {
     assert!(r.body.contains("read-only"));
 }
 
+/// A config whose dashboard reads `token_file`.
+fn token_file_config(dir: &TempDir, token_file: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.0.join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[xdp]\nenabled = false\n[admin]\nsocket = \"{}\"\n[observability]\nenabled = true\n\
+             listen = \"127.0.0.1:{}\"\n[observability.dashboard]\ntoken_file = \"{}\"\n\
+             [[listeners]]\nname = \"m\"\naddress = \"127.0.0.1:{}\"\n",
+            dir.0.join("admin.sock").display(),
+            free_port(),
+            token_file.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `gateway run` and `gateway check-config` both refuse a short or
+/// missing token file, naming the file and never echoing its content;
+/// `check-config` passes a good one without printing it either.
 #[test]
 fn short_or_missing_token_file_stops_the_start_naming_the_file() {
     let dir = TempDir::tagged("dash-bad-token");
@@ -494,28 +516,37 @@ fn short_or_missing_token_file_stops_the_start_naming_the_file() {
         (short.clone(), "at least 16"),
         (dir.0.join("missing.token"), "missing.token"),
     ] {
-        let config = dir.0.join("gw.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[xdp]\nenabled = false\n[admin]\nsocket = \"{}\"\n[observability]\nenabled = true\n\
-                 listen = \"127.0.0.1:{}\"\n[observability.dashboard]\ntoken_file = \"{}\"\n\
-                 [[listeners]]\nname = \"m\"\naddress = \"127.0.0.1:{}\"\n",
-                dir.0.join("admin.sock").display(),
-                free_port(),
-                file.display(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
-        assert!(err.contains("token_file") && err.contains(expect), "{err}");
-        assert!(!err.contains("abc"), "the short token is not echoed: {err}");
+        let config = token_file_config(&dir, &file);
+        for command in ["run", "check-config"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+                .args([command, "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command}: {err}");
+            assert!(
+                err.contains("token_file") && err.contains(expect),
+                "{command}: {err}"
+            );
+            assert!(
+                !err.contains("abc"),
+                "{command}: the short token is not echoed: {err}"
+            );
+        }
     }
+    let good = dir.0.join("good.token");
+    std::fs::write(&good, format!("{TOKEN}\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check-config", "--config"])
+        .arg(token_file_config(&dir, &good))
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(TOKEN), "the token is not printed: {all}");
 }
