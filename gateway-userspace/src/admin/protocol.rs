@@ -58,10 +58,10 @@ pub enum Request {
         #[serde(default)]
         cluster: bool,
     },
-    /// Removes a block (`gateway block del`) from the kernel maps and
-    /// forgets the escalation state of the sources in it (their offences,
-    /// and the 429 the proxy answers a source it cannot drop in the
-    /// kernel); an error if the network is blocked in neither.
+    /// Removes a block (`gateway block del`) from the kernel maps and lifts
+    /// the source's L7 block (the 429 the proxy answers a source it cannot
+    /// drop in the kernel), forgetting its offences; an error if the
+    /// network is blocked in neither.
     BlockDel {
         /// The exact network the block was added for.
         net: String,

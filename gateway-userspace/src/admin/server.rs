@@ -392,27 +392,21 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
         }
         _ => {}
     }
-    // An unblock also forgets the source's L7 escalation: its offences and
-    // the 429 the proxy answers a source it cannot drop in the kernel (seen
-    // through a trusted proxy, or with XDP off), which would otherwise
-    // outlive the kernel entry until its TTL.
-    let forgiven = match (&req, &state.escalation) {
-        (Request::BlockDel { net, .. }, Some(escalation)) => net
-            .parse::<Net>()
-            .map_or(0, |net| escalation.forgive_net(&net)),
-        _ => 0,
-    };
     let Some(writer) = &state.maps else {
+        // With XDP off an unblock can still lift an L7 block (the proxy's
+        // 429 for an escalated source).
         if let (
             Request::BlockDel {
                 net,
                 cluster: false,
             },
-            true,
-        ) = (&req, forgiven > 0)
+            Some(escalation),
+        ) = (&req, &state.escalation)
+            && let Ok(net) = parse_net(net)
+            && escalation.lift_block(&net)
         {
             return Response::ok(Unblocked {
-                net: net.clone(),
+                net: net.to_string(),
                 removed: true,
                 removed_here: None,
                 published: None,
@@ -433,7 +427,12 @@ pub fn handle(state: &AdminState, req: Request) -> Response {
         _ => writer,
     };
     let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
-    apply(&mut maps, req, state.cluster.as_deref(), forgiven)
+    apply(
+        &mut maps,
+        req,
+        state.cluster.as_deref(),
+        state.escalation.as_deref(),
+    )
 }
 
 fn parse_net(s: &str) -> Result<Net, AdminError> {
@@ -498,13 +497,12 @@ fn need_cluster(cluster: Option<&Cluster>) -> Result<&Cluster, AdminError> {
 }
 
 /// Runs one map request and encodes its typed reply.
-/// `forgiven`: sources a `block_del` already forgot at L7 (it succeeds on
-/// those even without a kernel entry).
+/// `escalation`: where a `block_del` also lifts the source's L7 block.
 fn apply(
     maps: &mut XdpMaps,
     req: Request,
     cluster_link: Option<&Cluster>,
-    forgiven: usize,
+    escalation: Option<&crate::escalate::Escalator>,
 ) -> Response {
     match req {
         Request::BlockAdd {
@@ -523,7 +521,7 @@ fn apply(
             maps,
             &net,
             cluster.then_some(cluster_link).map(need_cluster),
-            forgiven,
+            escalation,
         )),
         Request::BlockList => Response::from_result(
             maps.block_list()
@@ -610,13 +608,15 @@ fn block_add(
     Ok(added)
 }
 
-/// `block_del`; `cluster` as for [`block_add`]; `forgiven`: tracked
-/// sources the escalator already forgot (an L7-only block is a block too).
+/// `block_del`; `cluster` as for [`block_add`]. Once the request is
+/// valid, the kernel entry is removed and the source's L7 block lifted
+/// ([`crate::escalate::Escalator::lift_block`]): an unblock succeeds when
+/// either was there (an L7-only block is a block too).
 fn block_del(
     maps: &mut XdpMaps,
     net: &str,
     cluster: Option<Result<&Cluster, AdminError>>,
-    forgiven: usize,
+    escalation: Option<&crate::escalate::Escalator>,
 ) -> Result<Unblocked, AdminError> {
     let net = parse_net(net)?;
     let existing = maps.block_get(&net)?;
@@ -629,16 +629,19 @@ fn block_del(
     if let Some(link) = cluster {
         let link = link?;
         let here = existing.is_some() && maps.block_del(&net)?;
+        let lifted = escalation.is_some_and(|e| e.lift_block(&net));
         // Other nodes may hold it even where this one does not.
         link.publish_unblock(net);
         return Ok(Unblocked {
             net: net.to_string(),
             removed: true,
-            removed_here: Some(here),
+            removed_here: Some(here || lifted),
             published: Some(link.is_up()),
         });
     }
-    if !maps.block_del(&net)? && forgiven == 0 {
+    let removed = maps.block_del(&net)?;
+    let lifted = escalation.is_some_and(|e| e.lift_block(&net));
+    if !removed && !lifted {
         return Err(AdminError::Request(format!("{net} is not blocked")));
     }
     Ok(Unblocked {
@@ -943,6 +946,32 @@ mod tests {
         );
         let again = ask(&state, &del).await;
         assert_eq!(again.error.as_deref(), Some(XDP_OFF), "{again:?}");
+        // A range is not the source that was escalated: it lifts nothing,
+        // and a refused unblock changes nothing.
+        let range =
+            format!(r#"{{"version":{PROTOCOL_VERSION},"op":"block_del","net":"203.0.113.0/24"}}"#);
+        let r = ask(&state, &range).await;
+        assert_eq!(r.error.as_deref(), Some(XDP_OFF), "{r:?}");
+        assert!(escalation.l7_blocked(neighbour).is_some());
+        // A source with offences but no block is not "blocked": refused,
+        // and its offences stay.
+        let tracked = escalation.tracked();
+        assert!(
+            escalation
+                .record(
+                    "203.0.113.9".parse().unwrap(),
+                    Offence::MalformedHttp,
+                    Seen::Forwarded
+                )
+                .is_none()
+        );
+        let r = ask(
+            &state,
+            &format!(r#"{{"version":{PROTOCOL_VERSION},"op":"block_del","net":"203.0.113.9"}}"#),
+        )
+        .await;
+        assert_eq!(r.error.as_deref(), Some(XDP_OFF), "{r:?}");
+        assert_eq!(escalation.tracked(), tracked + 1);
     }
 
     #[tokio::test]

@@ -429,26 +429,32 @@ impl Escalator {
         self.shard(&key).lock().remove(&key);
     }
 
-    /// Forgets every source in `net` (an operator's `gateway block del`):
-    /// its offences and its escalation, so the proxy stops answering it
-    /// 429 at once instead of at the end of the TTL, and its next offence
-    /// starts the ladder again (fail2ban's `unbanip` does the same). A
-    /// single IPv6 address forgets the prefix it is grouped by
-    /// (`ipv6_prefix_len`), which is what was escalated. Returns how many
-    /// tracked sources were forgotten.
-    pub fn forgive_net(&self, net: &Net) -> usize {
-        let group = group_ip(net.addr(), self.cfg.ipv6_prefix_len);
-        let mut forgotten = 0;
-        for shard in self.shards.iter() {
-            let mut sources = shard.lock();
-            let before = sources.len();
-            sources.retain(|key, _| !(net.contains(key) || (net.is_host() && *key == group)));
-            forgotten += before - sources.len();
+    /// Lifts the escalation of the source `net` names (an operator's
+    /// `gateway block del`): if it is blocked now, its offences and its
+    /// block are forgotten, so the proxy stops answering it 429 at once
+    /// instead of at the end of the TTL and its next offence starts the
+    /// ladder again (fail2ban's `unbanip` does the same). As for kernel
+    /// entries, `net` is the exact source that was escalated: an address
+    /// (an IPv6 one names the `ipv6_prefix_len` group it is counted in) or
+    /// an IPv6 prefix of exactly that length; a wider range lifts nothing.
+    /// A source that is tracked but not blocked is left as it is. Returns
+    /// whether a block was lifted.
+    pub fn lift_block(&self, net: &Net) -> bool {
+        let prefix = self.cfg.ipv6_prefix_len;
+        let exact_group = !net.is_ipv4() && net.prefix_len() == prefix;
+        if !net.is_host() && !exact_group {
+            return false;
         }
-        if forgotten > 0 {
-            self.changes.fetch_add(1, Ordering::Relaxed);
+        let key = group_ip(net.addr(), prefix);
+        let now = now_ns();
+        let mut sources = self.shard(&key).lock();
+        if sources.get(&key).is_none_or(|s| s.blocked_until <= now) {
+            return false;
         }
-        forgotten
+        sources.remove(&key);
+        drop(sources);
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Time left of an escalation of `ip`, for sources the kernel cannot
