@@ -767,24 +767,11 @@ async fn serve<S, H>(
                         }
                         break;
                     }
-                    r = sd.changed() => {
-                        if r.is_err() || *sd.borrow() == Lifecycle::Closed {
-                            return None;
-                        }
-                        // Draining (HAProxy's `idle-close-on-response`, Envoy's
-                        // drain sequence): the next response closes the
-                        // connection; one that stays idle for DRAIN_IDLE is
-                        // closed. Closing idle keep-alive connections at once
-                        // would race with the request a client is sending on them.
-                        match *sd.borrow() {
-                            Lifecycle::Draining if dt.is_none() => {
-                                ci.set_draining();
-                                *dt = Some(tokio::time::interval(DRAIN_IDLE / 4));
-                            }
-                            Lifecycle::HandedOver => ci.set_draining(),
-                            _ => {}
-                        }
-                    }
+                    r = sd.changed() => match lifecycle_change(r, sd, ci, dt.is_some()) {
+                        LifecycleChange::Close => return None,
+                        LifecycleChange::StartDrain => *dt = Some(tokio::time::interval(DRAIN_IDLE / 4)),
+                        LifecycleChange::Continue => {}
+                    },
                     _ = async { dt.as_mut().expect("guarded").tick().await }, if dt.is_some() && !closing => {
                         if ci.idle_for(DRAIN_IDLE) {
                             closing = true;
@@ -875,22 +862,56 @@ where
                     _ => None,
                 };
             }
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() == Lifecycle::Closed {
-                    return None;
-                }
-                match *shutdown.borrow() {
-                    Lifecycle::Draining if drain_end.is_none() => {
-                        info.set_draining();
-                        drain_end = Some(Box::pin(tokio::time::sleep(DRAIN_IDLE)));
-                    }
-                    Lifecycle::HandedOver => info.set_draining(),
-                    _ => {}
-                }
-            }
+            r = shutdown.changed() => match lifecycle_change(r, shutdown, info, drain_end.is_some()) {
+                LifecycleChange::Close => return None,
+                LifecycleChange::StartDrain => drain_end = Some(Box::pin(tokio::time::sleep(DRAIN_IDLE))),
+                LifecycleChange::Continue => {}
+            },
             _ = &mut idle_end => return None,
             _ = async { drain_end.as_mut().expect("guarded").await }, if drain_end.is_some() => return None,
         }
+    }
+}
+
+/// What a change of the listener's lifecycle means for one HTTP/1
+/// connection.
+enum LifecycleChange {
+    /// The listener closed (or its sender is gone): end the connection now.
+    Close,
+    /// Draining began (HAProxy's `idle-close-on-response`, Envoy's drain
+    /// sequence): the next response closes the connection, and the caller
+    /// starts its timer to close one that stays idle for [`DRAIN_IDLE`].
+    /// Closing idle keep-alive connections at once would race with the
+    /// request a client is sending on them.
+    StartDrain,
+    /// Nothing more to start (handed over: responses now close the
+    /// connection; or a drain already timed).
+    Continue,
+}
+
+/// Reads a lifecycle change for `info` (`changed`: what
+/// `watch::Receiver::changed` returned), marking the connection draining
+/// where it must. `drain_timed`: whether its drain timer already runs.
+fn lifecycle_change(
+    changed: Result<(), watch::error::RecvError>,
+    shutdown: &watch::Receiver<Lifecycle>,
+    info: &ConnInfo,
+    drain_timed: bool,
+) -> LifecycleChange {
+    if changed.is_err() {
+        return LifecycleChange::Close;
+    }
+    match *shutdown.borrow() {
+        Lifecycle::Closed => LifecycleChange::Close,
+        Lifecycle::Draining if !drain_timed => {
+            info.set_draining();
+            LifecycleChange::StartDrain
+        }
+        Lifecycle::HandedOver => {
+            info.set_draining();
+            LifecycleChange::Continue
+        }
+        _ => LifecycleChange::Continue,
     }
 }
 
