@@ -46,9 +46,9 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// khugepaged then collapses any 2 MiB range with a single page in use
 /// into a resident huge page, seconds later and at random: at 10,000
 /// parked connections that added ~1 KiB per connection to the RSS, and
-/// undid the purges above. Redis and MongoDB advise the same for the same
-/// reason; the gateway's heap is many small, short-lived blocks, where
-/// huge pages buy little. Called before any thread starts
+/// undid the purges above. Redis advises the same for the same reason;
+/// the gateway's heap is many small, short-lived blocks, where huge pages
+/// buy little (about 2% CPU per GET on this VM, docs/proxy.md). Called before any thread starts
 /// (`mi_option_set` is not thread-safe).
 #[allow(
     unsafe_code,
@@ -176,11 +176,7 @@ fn main() -> ExitCode {
                 // The dashboard's token file, as `run` reads it: missing,
                 // unreadable or too short is an error naming the file
                 // (never its content).
-                let dash = &c.observability.dashboard;
-                if let Some(token_file) = &dash.token_file
-                    && c.observability.enabled
-                    && dash.enabled
-                {
+                if let Some(token_file) = c.observability.dashboard_token_file() {
                     gateway::admin_http::dashboard::read_token(&base_dir.join(token_file))
                         .map_err(|e| e.to_string())?;
                 }

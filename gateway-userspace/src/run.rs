@@ -131,11 +131,12 @@ pub async fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), Run
     let started_unix = crate::clock::unix_now();
     // The dashboard token is read before anything starts: a missing or
     // short file is a start-up error naming the file.
-    let dashboard_token = match &config.observability.dashboard.token_file {
-        Some(p) if config.observability.enabled && config.observability.dashboard.enabled => Some(
-            admin_http::dashboard::read_token(&resolve(&base_dir(config_path.as_ref()), p))?,
-        ),
-        _ => None,
+    let dashboard_token = match config.observability.dashboard_token_file() {
+        Some(p) => Some(admin_http::dashboard::read_token(&resolve(
+            &base_dir(config_path.as_ref()),
+            p,
+        ))?),
+        None => None,
     };
 
     let mut attached = None;

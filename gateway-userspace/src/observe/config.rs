@@ -182,6 +182,19 @@ fn key_offset(text: &str, key: &str) -> Option<usize> {
     Some(span.start)
 }
 
+impl ObservabilitySection {
+    /// The dashboard's `token_file` as configured (relative to the config
+    /// file's directory), when the running dashboard reads it: the admin
+    /// HTTP listener and the dashboard both enabled. `gateway run` and
+    /// `gateway check-config` read it from here.
+    pub fn dashboard_token_file(&self) -> Option<&std::path::Path> {
+        self.dashboard
+            .token_file
+            .as_deref()
+            .filter(|_| self.enabled && self.dashboard.enabled)
+    }
+}
+
 impl Default for ObservabilitySection {
     fn default() -> Self {
         Self {
